@@ -1,0 +1,371 @@
+package kustomer
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	// DefaultBaseURL is Kustomer's US host.
+	DefaultBaseURL = "https://api.kustomerapp.com"
+	// DefaultTimeout bounds one HTTP request, response body included.
+	DefaultTimeout = 10 * time.Second
+	// UserAgentDefault is the User-Agent sent when Config.UserAgent is empty.
+	UserAgentDefault = "kustomer-sync"
+
+	// BulkMax is the most customers one bulk request may carry.
+	BulkMax = 100
+
+	// maxBody caps how much of a response body the client reads.
+	maxBody = 8 << 20
+)
+
+// Regional hosts, from Kustomer's developer docs.
+const (
+	baseURLEU    = "https://api.prod2.kustomerapp.com"
+	baseURLIndia = "https://api.prod4.kustomerapp.com"
+)
+
+var (
+	regions = map[string]string{
+		"us":    DefaultBaseURL,
+		"eu":    baseURLEU,
+		"prod2": baseURLEU,
+		"in":    baseURLIndia,
+		"india": baseURLIndia,
+		"prod4": baseURLIndia,
+	}
+	orgNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// BaseURLFor turns a region, an org name or a URL into a base URL:
+// "us" gives [DefaultBaseURL]; "eu" or "prod2" the EU host; "in", "india" or
+// "prod4" the Indian host; an http(s) URL is returned as is; an org name such as
+// "acme" gives https://acme.api.kustomerapp.com (a host that routes itself).
+// The empty string gives [DefaultBaseURL]. Regions and org names are
+// case-insensitive. The error names the value it could not use.
+func BaseURLFor(s string) (string, error) {
+	v := strings.TrimSpace(s)
+	if v == "" {
+		return DefaultBaseURL, nil
+	}
+	if strings.Contains(v, "://") {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("kustomer: base URL %q is not an http(s) URL", s)
+		}
+		return v, nil
+	}
+	lv := strings.ToLower(v)
+	if u, ok := regions[lv]; ok {
+		return u, nil
+	}
+	if orgNameRE.MatchString(lv) {
+		return "https://" + lv + ".api.kustomerapp.com", nil
+	}
+	return "", fmt.Errorf("kustomer: %q is neither a region (us, eu, in), an org name nor an http(s) URL", s)
+}
+
+// Config configures a [Client]. Only APIKey is required.
+type Config struct {
+	// BaseURL is the API root, without /v1; default [DefaultBaseURL]. See [BaseURLFor].
+	BaseURL string
+	// APIKey is sent as "Authorization: Bearer <key>". It is never logged nor
+	// put in errors.
+	APIKey string
+	// Timeout bounds each request; default [DefaultTimeout].
+	Timeout time.Duration
+	// HTTPClient, when set, sends the requests; its own Timeout, if any, still
+	// applies. Default: a client with a connection pool sized for concurrent use.
+	HTTPClient *http.Client
+	// UserAgent is sent with each request; default [UserAgentDefault].
+	UserAgent string
+	// OnResponse, when set, is called after every HTTP response that carried
+	// rate-limit headers (x-ratelimit-*, Retry-After) and after every 429. It
+	// runs on the calling goroutine and must not block.
+	OnResponse func(RateLimit)
+	// Now is the clock used to turn Retry-After dates and x-ratelimit-reset into
+	// durations; default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) validate() error {
+	if c.APIKey == "" {
+		return errors.New("kustomer: config: APIKey is empty")
+	}
+	if strings.ContainsAny(c.APIKey, "\r\n") {
+		return errors.New("kustomer: config: APIKey contains a line break")
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("kustomer: config: negative Timeout %s", c.Timeout)
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("kustomer: config: BaseURL %q is not an http(s) URL", c.BaseURL)
+	}
+	return nil
+}
+
+// Client calls Kustomer's REST API. It is safe for concurrent use; create one
+// per process and share it. It does not retry and does not throttle: callers
+// (the loop) own retries and the rate budget, using the classes of its errors
+// and [Client.RateLimit].
+type Client struct {
+	base       string
+	auth       string
+	apiKey     string
+	timeout    time.Duration
+	hc         *http.Client
+	userAgent  string
+	onResponse func(RateLimit)
+	now        func() time.Time
+
+	mu sync.Mutex
+	rl RateLimit
+}
+
+// New returns a Client for cfg, with defaults filled in.
+func New(cfg Config) (*Client, error) {
+	cfg.BaseURL = strings.TrimRight(cmp.Or(cfg.BaseURL, DefaultBaseURL), "/")
+	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
+	cfg.UserAgent = cmp.Or(cfg.UserAgent, UserAgentDefault)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 256
+		tr.MaxIdleConnsPerHost = 128
+		hc = &http.Client{Transport: tr}
+	}
+	return &Client{
+		base:       cfg.BaseURL,
+		auth:       "Bearer " + cfg.APIKey,
+		apiKey:     cfg.APIKey,
+		timeout:    cfg.Timeout,
+		hc:         hc,
+		userAgent:  cfg.UserAgent,
+		onResponse: cfg.OnResponse,
+		now:        cfg.Now,
+	}, nil
+}
+
+// Customer is a Kustomer customer as the API returns it under "data".
+// Marshalled again it gives the {"id","type","attributes","links"} object the
+// workflow hands downstream.
+type Customer struct {
+	ID         string            `json:"id"`
+	Type       string            `json:"type"`
+	Attributes map[string]any    `json:"attributes"`
+	Links      map[string]string `json:"links,omitempty"`
+}
+
+// CreateCustomer creates one customer (POST /v1/customers). body is marshalled
+// to JSON; a [json.RawMessage] or []byte is sent as is. Kustomer has no
+// idempotency key: when the error says [Error.Timeout], look the customer up
+// by externalId before creating it again.
+func (c *Client) CreateCustomer(ctx context.Context, body any) (*Customer, error) {
+	const op = "create"
+	b, err := marshalBody(op, body)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Data Customer `json:"data"`
+	}
+	if err := c.do(ctx, op, http.MethodPost, "/v1/customers", b, &out); err != nil {
+		return nil, err
+	}
+	return &out.Data, nil
+}
+
+// CustomerByExternalID looks a customer up by externalId
+// (GET /v1/customers/externalId={id}). When there is none the error satisfies
+// [IsNotFound] (class permanent).
+func (c *Client) CustomerByExternalID(ctx context.Context, externalID string) (*Customer, error) {
+	const op = "lookup"
+	if externalID == "" {
+		return nil, &Error{Op: op, Class: ClassPermanent, Message: "empty externalId"}
+	}
+	var out struct {
+		Data Customer `json:"data"`
+	}
+	path := "/v1/customers/externalId=" + url.PathEscape(externalID)
+	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out.Data, nil
+}
+
+// IsNotFound reports whether err is Kustomer's 404 (for a look-up: no such customer).
+func IsNotFound(err error) bool {
+	var ke *Error
+	return errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound
+}
+
+// RateLimit returns the rate-limit headers of the most recent response that
+// carried them; the zero RateLimit before any.
+func (c *Client) RateLimit() RateLimit {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rl
+}
+
+func marshalBody(op string, body any) ([]byte, error) {
+	switch v := body.(type) {
+	case json.RawMessage:
+		return v, nil
+	case []byte:
+		return v, nil
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, &Error{Op: op, Class: ClassPermanent, Message: "cannot encode request body: " + err.Error(), Err: err}
+	}
+	return b, nil
+}
+
+// do sends one request and decodes a 2xx JSON answer into out. Every failure
+// is an *Error, except the caller's cancellation, which is ctx.Err() wrapped.
+func (c *Client) do(ctx context.Context, op, method, path string, body []byte, out any) error {
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(rctx, method, c.base+path, rd)
+	if err != nil {
+		return &Error{Op: op, Class: ClassPermanent, Message: c.scrub("cannot build request: " + err.Error())}
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.transportError(ctx, op, err)
+	}
+	defer resp.Body.Close()
+	data, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+
+	c.noteRateLimit(resp)
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if readErr == nil {
+			readErr = json.Unmarshal(data, out)
+		}
+		if readErr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("kustomer: %s: %w", op, ctx.Err())
+			}
+			// Kustomer accepted the request but the answer is lost: the
+			// outcome is known to Kustomer only, as with a timeout.
+			return &Error{
+				Op: op, Class: ClassRetryable, StatusCode: resp.StatusCode, Timeout: true,
+				Message: c.scrub("unreadable success response: " + readErr.Error()), Err: readErr,
+			}
+		}
+		return nil
+	}
+	return c.statusError(op, resp, data)
+}
+
+// transportError classifies a failure to get any HTTP response.
+func (c *Client) transportError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("kustomer: %s: %w", op, ctx.Err())
+	}
+	e := &Error{Op: op, Class: ClassRetryable, Err: err}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		e.Timeout = true
+		e.Message = fmt.Sprintf("no response within %s", c.timeout)
+	case notSent(err):
+		e.Message = c.scrub("connection failed: " + err.Error())
+	default:
+		// Reset, EOF and the like: the request may have been processed.
+		e.Timeout = true
+		e.Message = c.scrub("connection lost: " + err.Error())
+	}
+	return e
+}
+
+// notSent reports whether err proves the request never left: name resolution
+// or dialing failed.
+func notSent(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial"
+}
+
+// statusError classifies a non-2xx response.
+func (c *Client) statusError(op string, resp *http.Response, body []byte) *Error {
+	code := resp.StatusCode
+	e := &Error{Op: op, StatusCode: code}
+	switch {
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		e.Class = ClassSystemic
+	case code == http.StatusTooManyRequests:
+		e.Class = ClassRetryable
+		e.RetryAfter = parseRateLimit(resp.Header, code, c.now()).RetryAfter
+	case code >= 500:
+		e.Class = ClassRetryable
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+		// A gateway timeout means the request reached Kustomer and nobody
+		// knows whether it was carried out.
+		e.Timeout = code == http.StatusGatewayTimeout
+	default:
+		e.Class = ClassPermanent
+	}
+	parseErrorBody(e, body)
+	e.Message = c.scrub(e.Message)
+	e.Code = c.scrub(e.Code)
+	e.Pointer = c.scrub(e.Pointer)
+	return e
+}
+
+// scrub removes the API key from s, in case a server or a library echoes it.
+func (c *Client) scrub(s string) string {
+	if c.apiKey == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, c.apiKey, "[redacted]")
+}
+
+func (c *Client) noteRateLimit(resp *http.Response) {
+	rl, ok := rateLimitOf(resp.Header, resp.StatusCode, c.now())
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.rl = rl
+	c.mu.Unlock()
+	if c.onResponse != nil {
+		c.onResponse(rl)
+	}
+}

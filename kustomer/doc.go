@@ -1,0 +1,23 @@
+// Package kustomer is the edge between kustomer-sync and Kustomer's REST API.
+//
+// A [Client] creates customers (one at a time or in bulk) and looks them up by
+// externalId. Every outcome of a call is classified exactly once, here, into an
+// [*Error] whose [Class] tells the layers above what to do:
+//
+//   - 200/201: success.
+//   - 400, 404 on a create, 409, 422 and any other 4xx: [ClassPermanent].
+//   - 401, 403: [ClassSystemic] (credentials, role or region; pause, do not fail items).
+//   - 429: [ClassRetryable], with [Error.RetryAfter] from Retry-After or x-ratelimit-reset.
+//   - 5xx, timeouts and connection errors: [ClassRetryable]. [Error.Timeout] is set
+//     when the request may have reached Kustomer (the outcome is unknown), so a
+//     caller should look the customer up by externalId before creating it again.
+//   - Cancellation of the caller's context is returned as the context's error,
+//     wrapped; it is not a Kustomer failure and carries no class.
+//
+// The API key is sent only in the Authorization header. It never appears in an
+// error, a log line or a [RateLimit].
+//
+// The sandbox sub-package is a faithful local Kustomer (an [net/http.Handler])
+// for tests, demos and benchmarks; kustomertest wraps it for tests and holds
+// the behaviour suite that the sandbox and a real Kustomer account must both pass.
+package kustomer
