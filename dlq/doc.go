@@ -1,0 +1,28 @@
+// Package dlq owns dead letters: the stream that keeps events the worker could
+// not turn into customers, the headers that say why each one is there, and the
+// tooling to list, inspect, replay and purge them.
+//
+// A dead-letter entry is the original event payload, byte for byte, published
+// to a dead-letter subject (by default dlq.<workflow>) and stored in a
+// JetStream stream (by default [StreamDefault]). Its headers (see [Record] and
+// the Header… constants) carry the error, its [Class], the attempts, the
+// workflow, the original subject, stream sequence and Nats-Msg-Id, the failed
+// Loop item indexes, first and last failure times, and Kustomer's HTTP status
+// and error code. A record never holds a secret: the Kustomer API key is not
+// part of any error the client returns, and [Record.Header] redacts anything
+// that looks like a bearer token anyway.
+//
+// [Publish] is what the worker calls before it acknowledges (or terminates) a
+// failed event: if Publish returns an error the event must not be acknowledged.
+// Publishing the same failure twice (a crash between the publish and the ack)
+// stores it once, thanks to a Nats-Msg-Id derived from the failure.
+//
+// [Store.Replay] republishes entries to their original subject with
+// [HeaderReplayItems] (the Loop runs only those items) and [HeaderReplayOf],
+// under a Nats-Msg-Id derived from the entry, and deletes each entry only
+// after JetStream acknowledged its republish. Running the same replay twice
+// publishes once.
+//
+// dlq holds records and tooling, not a worker: it knows nothing of how events
+// are consumed.
+package dlq

@@ -1,0 +1,280 @@
+package dlq
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+)
+
+// Class says why an event (or some of its items) was dead-lettered.
+type Class string
+
+const (
+	// ClassInvalidEvent: the event is poison (not JSON, not an object, too
+	// large). Dead-lettered at once, without retries.
+	ClassInvalidEvent Class = "invalid_event"
+	// ClassMapping: the workflow's templates could not be applied to the event.
+	ClassMapping Class = "mapping"
+	// ClassValidation: the mapped customer breaks Kustomer's schema (checked
+	// locally, before any request).
+	ClassValidation Class = "validation"
+	// ClassPermanent: Kustomer refused the request (400, 422...); retrying
+	// cannot help.
+	ClassPermanent Class = "permanent"
+	// ClassExhausted: transient failures outlasted every retry.
+	ClassExhausted Class = "exhausted"
+	// ClassMaxDeliveries: JetStream gave up redelivering the event (the worker
+	// crashed or hung on it MaxDeliver times); copied from the advisory.
+	ClassMaxDeliveries Class = "max_deliveries"
+)
+
+// Classes lists every Class, in the order tools display them.
+var Classes = []Class{ClassInvalidEvent, ClassMapping, ClassValidation, ClassPermanent, ClassExhausted, ClassMaxDeliveries}
+
+// Valid reports whether c is one of [Classes].
+func (c Class) Valid() bool { return slices.Contains(Classes, c) }
+
+// Header names of a dead-letter entry, all in one place. The ones marked
+// "original" describe the event as it was first consumed.
+const (
+	HeaderError        = "Ksync-Error"         // error message (one line, secrets redacted)
+	HeaderClass        = "Ksync-Class"         // a [Class]
+	HeaderAttempts     = "Ksync-Attempts"      // attempts made, decimal
+	HeaderWorkflow     = "Ksync-Workflow"      // workflow name
+	HeaderSubject      = "Ksync-Subject"       // original subject
+	HeaderStreamSeq    = "Ksync-Stream-Seq"    // original stream sequence, decimal
+	HeaderMsgID        = "Ksync-Msg-Id"        // original Nats-Msg-Id
+	HeaderItems        = "Ksync-Items"         // failed Loop item indexes, "0,3,7"; absent: the whole event
+	HeaderFirstFailure = "Ksync-First-Failure" // RFC 3339 with nanoseconds
+	HeaderLastFailure  = "Ksync-Last-Failure"  // RFC 3339 with nanoseconds
+	HeaderStatusCode   = "Ksync-Status-Code"   // Kustomer HTTP status, decimal
+	HeaderKustomerCode = "Ksync-Kustomer-Code" // Kustomer error code ("badparam")
+
+	// HeaderReplayItems is set on a replayed event when the entry names
+	// items: the Loop runs only these indexes ("0,3,7").
+	HeaderReplayItems = "Ksync-Replay-Items"
+	// HeaderReplayOf is set on a replayed event: the dead-letter entry id
+	// (its sequence in the dead-letter stream, decimal).
+	HeaderReplayOf = "Ksync-Replay-Of"
+	// HeaderReplayWorkflow is set on a replayed event: the workflow that
+	// failed it. Another workflow consuming the same subject should
+	// acknowledge the replay without processing it.
+	HeaderReplayWorkflow = "Ksync-Replay-Workflow"
+)
+
+// maxErrorLen bounds HeaderError so a huge error cannot make the entry too
+// large to publish.
+const maxErrorLen = 4096
+
+// Record is one dead-letter entry: the original event and why it failed.
+// The zero value is an empty record; ID and Time are set only when a record
+// is read back from the stream.
+type Record struct {
+	ID           uint64 // sequence in the dead-letter stream (set when read)
+	Workflow     string
+	Class        Class
+	Error        string
+	Attempts     int
+	Subject      string // original subject
+	StreamSeq    uint64 // original stream sequence
+	MsgID        string // original Nats-Msg-Id
+	Items        []int  // failed Loop item indexes (empty: the whole event)
+	FirstFailure time.Time
+	LastFailure  time.Time
+	StatusCode   int       // Kustomer HTTP status, 0 if none
+	Code         string    // Kustomer error code, if any
+	Payload      []byte    // original event payload, byte for byte
+	Time         time.Time // when it was dead-lettered (set when read)
+}
+
+// WithError returns r with Error set from err, and StatusCode and Code from
+// the [*kustomer.Error] err wraps, if any. A nil err leaves r unchanged.
+func (r Record) WithError(err error) Record {
+	if err == nil {
+		return r
+	}
+	r.Error = err.Error()
+	var ke *kustomer.Error
+	if errors.As(err, &ke) {
+		r.StatusCode = ke.StatusCode
+		r.Code = ke.Code
+	}
+	return r
+}
+
+// Header returns the entry's headers. Empty fields are left out. The error
+// is flattened to one line, truncated to 4 KiB and stripped of anything that
+// looks like a bearer token or an API key.
+func (r Record) Header() nats.Header {
+	h := nats.Header{}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	set(HeaderError, cleanError(r.Error))
+	set(HeaderClass, string(r.Class))
+	if r.Attempts != 0 {
+		set(HeaderAttempts, strconv.Itoa(r.Attempts))
+	}
+	set(HeaderWorkflow, headerSafe(r.Workflow))
+	set(HeaderSubject, r.Subject)
+	if r.StreamSeq != 0 {
+		set(HeaderStreamSeq, strconv.FormatUint(r.StreamSeq, 10))
+	}
+	set(HeaderMsgID, headerSafe(r.MsgID))
+	set(HeaderItems, FormatItems(r.Items))
+	if !r.FirstFailure.IsZero() {
+		set(HeaderFirstFailure, r.FirstFailure.UTC().Format(time.RFC3339Nano))
+	}
+	if !r.LastFailure.IsZero() {
+		set(HeaderLastFailure, r.LastFailure.UTC().Format(time.RFC3339Nano))
+	}
+	if r.StatusCode != 0 {
+		set(HeaderStatusCode, strconv.Itoa(r.StatusCode))
+	}
+	set(HeaderKustomerCode, headerSafe(r.Code))
+	return h
+}
+
+// RecordFromMsg reads a dead-letter entry. It is lenient: a header that is
+// missing leaves its field zero, and a header that cannot be parsed leaves
+// its field zero and is reported in the returned error, alongside a record
+// holding everything else (ID, payload...), so tools can still show the entry.
+func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
+	if m == nil {
+		return Record{}, errors.New("dlq: nil message")
+	}
+	h := m.Header
+	r := Record{
+		ID:       m.Sequence,
+		Time:     m.Time,
+		Payload:  m.Data,
+		Workflow: h.Get(HeaderWorkflow),
+		Class:    Class(h.Get(HeaderClass)),
+		Error:    h.Get(HeaderError),
+		Subject:  h.Get(HeaderSubject),
+		MsgID:    h.Get(HeaderMsgID),
+		Code:     h.Get(HeaderKustomerCode),
+	}
+	var errs []error
+	bad := func(name string, err error) {
+		errs = append(errs, fmt.Errorf("dlq: entry %d: header %s: %w", m.Sequence, name, err))
+	}
+	if v := h.Get(HeaderAttempts); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			bad(HeaderAttempts, err)
+		}
+		r.Attempts = n
+	}
+	if v := h.Get(HeaderStreamSeq); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			bad(HeaderStreamSeq, err)
+		}
+		r.StreamSeq = n
+	}
+	if v := h.Get(HeaderStatusCode); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			bad(HeaderStatusCode, err)
+		}
+		r.StatusCode = n
+	}
+	items, err := ParseItems(h.Get(HeaderItems))
+	if err != nil {
+		bad(HeaderItems, err)
+	}
+	r.Items = items
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{HeaderFirstFailure, &r.FirstFailure}, {HeaderLastFailure, &r.LastFailure}} {
+		if v := h.Get(f.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				bad(f.name, err)
+			}
+			*f.dst = t
+		}
+	}
+	return r, errors.Join(errs...)
+}
+
+// ParseItems parses a list of item indexes such as "0,3,7" (spaces allowed).
+// The empty string is no items (nil). Indexes must be non-negative; the
+// result is sorted and without duplicates.
+func ParseItems(h string) ([]int, error) {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return nil, nil
+	}
+	parts := strings.Split(h, ",")
+	items := make([]int, 0, len(parts))
+	for _, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("dlq: item index %q: want a non-negative integer", strings.TrimSpace(p))
+		}
+		items = append(items, n)
+	}
+	slices.Sort(items)
+	return slices.Compact(items), nil
+}
+
+// FormatItems is the inverse of [ParseItems]: "0,3,7", or "" for no items.
+func FormatItems(items []int) string {
+	if len(items) == 0 {
+		return ""
+	}
+	s := make([]string, len(items))
+	for i, n := range items {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+var secretPatterns = []*regexp.Regexp{
+	// Authorization header values.
+	regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}`),
+	// JWTs: Kustomer API keys are JWTs.
+	regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
+}
+
+// cleanError makes an error message fit for a header: one line, bounded,
+// no secrets.
+func cleanError(s string) string {
+	for _, re := range secretPatterns {
+		s = re.ReplaceAllStringFunc(s, func(m string) string {
+			if i := strings.IndexAny(m, " \t"); i > 0 && !strings.HasPrefix(m, "eyJ") {
+				return m[:i] + " [redacted]"
+			}
+			return "[redacted]"
+		})
+	}
+	s = headerSafe(s)
+	if len(s) > maxErrorLen {
+		s = strings.ToValidUTF8(s[:maxErrorLen], "") + "…"
+	}
+	return s
+}
+
+// headerSafe replaces line breaks, which would end a NATS header, by spaces.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,263 @@
+package dlq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Filter selects dead-letter entries. Criteria combine with AND; the zero
+// Filter matches every entry, but [Store.Replay] and [Store.Purge] refuse it
+// unless All is set, so that "replay everything" is always explicit.
+type Filter struct {
+	IDs      []uint64  // only these entries (none: any)
+	Workflow string    // only this workflow
+	Class    Class     // only this class
+	Since    time.Time // dead-lettered at or after
+	Grep     string    // substring of the error or the payload (case-sensitive)
+	All      bool      // explicitly every entry, for Replay and Purge
+}
+
+func (f Filter) empty() bool {
+	return len(f.IDs) == 0 && f.Workflow == "" && f.Class == "" && f.Since.IsZero() && f.Grep == ""
+}
+
+// match reports whether r passes every criterion but IDs, which the scan
+// applies itself.
+func (f Filter) match(r Record) bool {
+	switch {
+	case f.Workflow != "" && r.Workflow != f.Workflow:
+		return false
+	case f.Class != "" && r.Class != f.Class:
+		return false
+	case !f.Since.IsZero() && r.Time.Before(f.Since):
+		return false
+	case f.Grep != "" && !strings.Contains(r.Error, f.Grep) && !bytes.Contains(r.Payload, []byte(f.Grep)):
+		return false
+	}
+	return true
+}
+
+// ErrNotFound is returned by [Store.Get] for an id that is not in the stream
+// (never there, replayed or purged).
+var ErrNotFound = errors.New("dlq: entry not found")
+
+// Store reads and manages one dead-letter stream. It is safe for concurrent
+// use; its methods hold no state between calls, so several operators (or
+// replicas) may work on the same stream at once: an entry replayed twice
+// concurrently is still republished once.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+}
+
+// OpenStore opens the dead-letter stream named stream ([StreamDefault] if
+// empty). It fails if the stream does not exist.
+func OpenStore(ctx context.Context, js jetstream.JetStream, stream string) (*Store, error) {
+	if stream == "" {
+		stream = StreamDefault
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("dlq: stream %s does not exist (the worker creates it on start): %w", stream, err)
+		}
+		return nil, fmt.Errorf("dlq: open stream %s: %w", stream, err)
+	}
+	return &Store{js: js, stream: s, name: stream}, nil
+}
+
+// Name is the stream's name.
+func (s *Store) Name() string { return s.name }
+
+// List returns the entries that match f, oldest first. Entries with a
+// malformed header are listed with that field zero.
+func (s *Store) List(ctx context.Context, f Filter) ([]Record, error) {
+	var out []Record
+	err := s.each(ctx, f, func(r Record) error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// Get returns entry id, or an error wrapping [ErrNotFound].
+func (s *Store) Get(ctx context.Context, id uint64) (Record, error) {
+	m, err := s.stream.GetMsg(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return Record{}, fmt.Errorf("dlq: entry %d in %s: %w", id, s.name, ErrNotFound)
+		}
+		return Record{}, fmt.Errorf("dlq: get entry %d from %s: %w", id, s.name, err)
+	}
+	r, _ := RecordFromMsg(m) // a malformed header still shows the entry
+	return r, nil
+}
+
+// Purge deletes the entries that match f and returns how many it deleted.
+// f must select something (IDs, a criterion, or All). An id that is already
+// gone is not counted and not an error.
+func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
+	if f.empty() && !f.All {
+		return 0, errEmptyFilter("purge")
+	}
+	if f.All && f.empty() {
+		info, err := s.stream.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
+		}
+		if err := s.stream.Purge(ctx); err != nil {
+			return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
+		}
+		return int(info.State.Msgs), nil
+	}
+	entries, err := s.List(ctx, f)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range entries {
+		ok, err := s.delete(ctx, r.ID)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Stats counts the entries that match f by workflow and class.
+func (s *Store) Stats(ctx context.Context, f Filter) (map[string]map[Class]int, error) {
+	out := map[string]map[Class]int{}
+	err := s.each(ctx, f, func(r Record) error {
+		byClass := out[r.Workflow]
+		if byClass == nil {
+			byClass = map[Class]int{}
+			out[r.Workflow] = byClass
+		}
+		byClass[r.Class]++
+		return nil
+	})
+	return out, err
+}
+
+// delete removes entry id; false if it was already gone.
+func (s *Store) delete(ctx context.Context, id uint64) (bool, error) {
+	if err := s.stream.DeleteMsg(ctx, id); err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("dlq: delete entry %d from %s: %w", id, s.name, err)
+	}
+	return true, nil
+}
+
+// each calls fn for every entry matching f, oldest first.
+func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error {
+	if len(f.IDs) > 0 {
+		ids := slices.Clone(f.IDs)
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) {
+			r, err := s.Get(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if f.match(r) {
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	cfg := jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !f.Since.IsZero() {
+		since := f.Since
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &since
+	}
+	return scan(ctx, s.stream, cfg, func(m *jetstream.RawStreamMsg) error {
+		r, _ := RecordFromMsg(m)
+		if !f.match(r) {
+			return nil
+		}
+		return fn(r)
+	})
+}
+
+func errEmptyFilter(op string) error {
+	return fmt.Errorf("dlq: %s: empty filter: name entries, give a criterion, or set All", op)
+}
+
+// scanBatch is how many messages one pull request asks for while scanning.
+const scanBatch = 256
+
+// scan reads the stream through an ephemeral, unacknowledged pull consumer
+// configured by cfg (deliver policy, filter) and calls fn for each message
+// in order, until the messages pending at the start are read. The consumer
+// is deleted on return and expires on its own if the process dies.
+func scan(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig, fn func(*jetstream.RawStreamMsg) error) error {
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.InactiveThreshold = time.Minute
+	cfg.MemoryStorage = true
+	cfg.Replicas = 1
+	name := stream.CachedInfo().Config.Name
+	cons, err := stream.CreateConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("dlq: scan %s: %w", name, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("dlq: scan %s: %w", name, err)
+		}
+		batch, err := cons.FetchNoWait(scanBatch)
+		if err != nil {
+			return fmt.Errorf("dlq: scan %s: %w", name, err)
+		}
+		n, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("dlq: scan %s: %w", name, err)
+			}
+			n++
+			pending = meta.NumPending
+			raw := &jetstream.RawStreamMsg{
+				Subject:  m.Subject(),
+				Sequence: meta.Sequence.Stream,
+				Header:   m.Headers(),
+				Data:     m.Data(),
+				Time:     meta.Timestamp,
+			}
+			if err := fn(raw); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("dlq: scan %s: %w", name, err)
+		}
+		if n == 0 || pending == 0 {
+			return nil
+		}
+	}
+}
