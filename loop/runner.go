@@ -1,0 +1,454 @@
+package loop
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+)
+
+// Defaults of [Config].
+const (
+	ConcurrencyDefault       = 4
+	HeartbeatIntervalDefault = 10 * time.Second
+)
+
+// Config configures a [Runner]. Zero fields take their defaults; Limiter is
+// required.
+type Config struct {
+	// Concurrency is how many items of one Run may be in an attempt at once
+	// (default ConcurrencyDefault). The bound is never exceeded; an item
+	// waiting for its next attempt does not count against it.
+	Concurrency int
+	// Policy is the retry policy for retryable failures.
+	Policy Policy
+	// Limiter is the process's rate budget; every attempt waits on it first.
+	Limiter *Limiter
+	// Breaker, if set, is the workflow's breaker: every outcome is recorded
+	// on it, and while it is open the Run stops and reports unfinished items
+	// as paused.
+	Breaker *Breaker
+	// Clock defaults to SystemClock().
+	Clock Clock
+	// Rand returns the jitter source, uniform in [0,1); default
+	// math/rand/v2.Float64.
+	Rand func() float64
+	// Heartbeat, if set, is called at least every HeartbeatInterval while a
+	// Run is in progress, from the Run's goroutine (the worker calls the
+	// JetStream message's InProgress so a long Loop is not redelivered).
+	Heartbeat func()
+	// HeartbeatInterval defaults to HeartbeatIntervalDefault.
+	HeartbeatInterval time.Duration
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Limiter == nil:
+		return errors.New("loop: Config.Limiter is required")
+	case c.Concurrency < 0:
+		return errors.New("loop: Config.Concurrency must not be negative")
+	case c.HeartbeatInterval < 0:
+		return errors.New("loop: Config.HeartbeatInterval must not be negative")
+	}
+	return c.Policy.validate()
+}
+
+// Runner runs the items of one event: each item's attempts wait on the
+// Limiter, run with bounded concurrency, and retry by the Policy. Create one
+// per workflow with New; a Runner is safe for concurrent use, and Runs of
+// one Runner (or of many) share its Limiter and Breaker.
+type Runner struct {
+	cfg Config
+}
+
+// New returns a Runner for cfg.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, ConcurrencyDefault)
+	cfg.Policy = cfg.Policy.withDefaults()
+	cfg.Clock = cmp.Or[Clock](cfg.Clock, SystemClock())
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, HeartbeatIntervalDefault)
+	return &Runner{cfg: cfg}, nil
+}
+
+// Task makes one attempt at one item: index is the item's index in the event
+// (as given to Run), attempt counts from 1. It returns a classified
+// *kustomer.Error (anything else counts as permanent). ctx is canceled only
+// when Run's ctx is: an attempt in flight when the workflow pauses finishes,
+// so a customer created meanwhile is reported as created.
+type Task func(ctx context.Context, index, attempt int) (Result, error)
+
+// Result is what a successful attempt produced.
+type Result struct {
+	CustomerID string
+	Attributes map[string]any
+	// AlreadyCreated: the customer existed already (found by a look-up
+	// after an earlier unknown outcome); nothing was created twice.
+	AlreadyCreated bool
+}
+
+// Status is how an item ended.
+type Status string
+
+const (
+	StatusCreated        Status = "created"
+	StatusAlreadyCreated Status = "already_created"
+	// StatusFailed: a permanent error, or retries exhausted.
+	StatusFailed Status = "failed"
+	// StatusPaused: not finished because the workflow paused (systemic
+	// failure or open breaker). Its attempts are not spent: the event
+	// should come back later and the item start again from attempt 1.
+	StatusPaused Status = "paused"
+	// StatusCanceled: not finished because Run's ctx ended.
+	StatusCanceled Status = "canceled"
+)
+
+// Outcome is the end of one item. The failure fields describe the item's
+// last failure, if any (a created item may have failed before).
+type Outcome struct {
+	Index        int
+	Status       Status
+	CustomerID   string
+	Attributes   map[string]any
+	Attempts     int  // attempts made in this Run
+	Class        kustomer.Class
+	Exhausted    bool // failed because MaxAttempts were spent on retryable errors
+	Err          error
+	StatusCode   int    // HTTP status of the last failure; 0 if none or a network error
+	Code         string // Kustomer's error code of the last failure, if any
+	FirstFailure time.Time
+	LastFailure  time.Time
+}
+
+// Report is the outcome of a Run.
+type Report struct {
+	// Outcomes holds one Outcome per index given to Run, in the same order.
+	Outcomes []Outcome
+	// Paused: the run stopped because the workflow paused (a systemic
+	// failure or an open breaker); some items may be StatusPaused.
+	Paused bool
+}
+
+// Failed returns the outcomes with StatusFailed.
+func (r Report) Failed() []Outcome { return r.filter(StatusFailed) }
+
+// Created returns the outcomes that have a customer: StatusCreated and
+// StatusAlreadyCreated.
+func (r Report) Created() []Outcome { return r.filter(StatusCreated, StatusAlreadyCreated) }
+
+func (r Report) filter(statuses ...Status) []Outcome {
+	var out []Outcome
+	for _, o := range r.Outcomes {
+		for _, s := range statuses {
+			if o.Status == s {
+				out = append(out, o)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Run runs task for every item of indexes (a replay may run a subset of an
+// event) and returns when every item has an outcome. At most Concurrency
+// attempts are in flight; an item waiting for its retry holds no slot. A
+// permanent error fails the item at once; a retryable one is retried after
+// the longer of Policy.Backoff and the error's Retry-After, up to
+// MaxAttempts; a systemic one, or the Breaker opening, stops the Run:
+// attempts in flight finish, everything else becomes StatusPaused. If ctx
+// ends, in-flight attempts see it and unfinished items become
+// StatusCanceled. A panic in task is re-raised by Run after every other
+// goroutine has ended. Every goroutine Run starts has ended when it returns.
+func (r *Runner) Run(ctx context.Context, indexes []int, task Task) Report {
+	report := Report{Outcomes: make([]Outcome, len(indexes))}
+	for i, idx := range indexes {
+		report.Outcomes[i].Index = idx
+	}
+	if len(indexes) == 0 {
+		return report
+	}
+	s := &run{cfg: r.cfg, indexes: indexes, task: task, outcomes: report.Outcomes}
+	report.Paused = s.run(ctx)
+	return report
+}
+
+type stopReason int
+
+const (
+	running stopReason = iota
+	stopPaused
+	stopCanceled
+	stopPanicked
+)
+
+// job is one attempt of the item at position pos.
+type job struct{ pos, attempt int }
+
+type attemptResult struct {
+	job
+	res      Result
+	err      error
+	skipped  bool // the attempt was not made: the run stopped while it waited
+	panicked bool
+}
+
+// run is the state of one Run, owned by the scheduling goroutine.
+type run struct {
+	cfg      Config
+	indexes  []int
+	task     Task
+	outcomes []Outcome
+
+	stop     stopReason
+	inFlight int
+	finished int
+	next     int // position of the next item not yet attempted
+	waiting  retryQueue
+	due      []job
+}
+
+// run schedules until every item has an outcome; it reports whether the
+// run paused.
+func (s *run) run(parent context.Context) bool {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	// waitCtx ends limiter waits when the run stops, without canceling
+	// attempts in flight.
+	waitCtx, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
+
+	var opened <-chan struct{}
+	if s.cfg.Breaker != nil {
+		opened = s.cfg.Breaker.openedChan()
+	}
+	ready := make(chan job)
+	results := make(chan attemptResult, s.cfg.Concurrency)
+	workers := pool.New()
+	for range min(s.cfg.Concurrency, len(s.indexes)) {
+		workers.Go(func() { s.work(ctx, waitCtx, ready, results) })
+	}
+
+	clock := s.cfg.Clock
+	var retryTimer Timer
+	var retryAt time.Time
+	var heartbeatC <-chan time.Time
+	if s.cfg.Heartbeat != nil {
+		t := clock.NewTimer(s.cfg.HeartbeatInterval)
+		heartbeatC = t.C()
+		defer func() { t.Stop() }()
+	}
+	defer func() {
+		if retryTimer != nil {
+			retryTimer.Stop()
+		}
+	}()
+
+	halt := func(why stopReason) {
+		if s.stop == running {
+			s.stop = why
+			stopWaiting()
+			if why != stopPaused {
+				cancel()
+			}
+		}
+	}
+	for {
+		if s.stop == running {
+			select {
+			case <-ctx.Done():
+				halt(stopCanceled)
+			case <-opened:
+				halt(stopPaused)
+			default:
+			}
+		}
+		if s.stop != running && s.inFlight == 0 || s.stop == running && s.finished == len(s.indexes) {
+			break
+		}
+
+		var send chan<- job
+		var nextJob job
+		var retryC <-chan time.Time
+		if s.stop == running {
+			s.promoteDue(clock.Now())
+			switch {
+			case len(s.due) > 0:
+				send, nextJob = ready, s.due[0]
+			case s.next < len(s.indexes):
+				send, nextJob = ready, job{pos: s.next, attempt: 1}
+			}
+			if len(s.waiting) > 0 {
+				if at := s.waiting[0].at; retryTimer == nil || !at.Equal(retryAt) {
+					if retryTimer != nil {
+						retryTimer.Stop()
+					}
+					retryTimer, retryAt = clock.NewTimer(at.Sub(clock.Now())), at
+				}
+				retryC = retryTimer.C()
+			}
+		}
+
+		select {
+		case send <- nextJob:
+			s.inFlight++
+			if len(s.due) > 0 {
+				s.due = s.due[1:]
+			} else {
+				s.next++
+			}
+		case res := <-results:
+			s.inFlight--
+			if res.panicked {
+				halt(stopPanicked)
+				continue
+			}
+			if why := s.record(ctx, res); why != running {
+				halt(why)
+			}
+		case <-retryC:
+			retryTimer = nil
+		case <-heartbeatC:
+			s.cfg.Heartbeat()
+			t := clock.NewTimer(s.cfg.HeartbeatInterval)
+			heartbeatC = t.C()
+			defer func() { t.Stop() }()
+		case <-ctx.Done():
+			halt(stopCanceled)
+		case <-opened:
+			halt(stopPaused)
+		}
+	}
+	close(ready)
+	workers.Wait() // re-raises a task's panic
+
+	unfinished := StatusPaused
+	if s.stop == stopCanceled {
+		unfinished = StatusCanceled
+	}
+	for i := range s.outcomes {
+		if s.outcomes[i].Status == "" {
+			s.outcomes[i].Status = unfinished
+		}
+	}
+	return s.stop == stopPaused
+}
+
+// work is one of the Concurrency workers: it makes the attempts it is given.
+func (s *run) work(ctx, waitCtx context.Context, ready <-chan job, results chan<- attemptResult) {
+	for j := range ready {
+		res := attemptResult{job: j, panicked: true}
+		func() {
+			// Deferred so that the scheduler hears of a panicking task
+			// before the panic unwinds into the pool.
+			defer func() { results <- res }()
+			if s.cfg.Limiter.Wait(waitCtx) != nil || s.cfg.Breaker != nil && s.cfg.Breaker.Open() {
+				res.skipped, res.panicked = true, false
+				return
+			}
+			res.res, res.err = s.task(ctx, s.indexes[j.pos], j.attempt)
+			res.panicked = false
+		}()
+	}
+}
+
+// record files the result of one attempt and says whether the run must stop.
+func (s *run) record(ctx context.Context, res attemptResult) stopReason {
+	if res.skipped {
+		return running // the run is stopping; the item stays unfinished
+	}
+	o := &s.outcomes[res.pos]
+	o.Attempts = res.attempt
+	if res.err == nil {
+		o.Status = StatusCreated
+		if res.res.AlreadyCreated {
+			o.Status = StatusAlreadyCreated
+		}
+		o.CustomerID, o.Attributes = res.res.CustomerID, res.res.Attributes
+		o.Class, o.Err, o.Exhausted = kustomer.ClassNone, nil, false
+		s.finished++
+		if s.cfg.Breaker != nil {
+			s.cfg.Breaker.Record(nil)
+		}
+		return running
+	}
+	if ctx.Err() != nil {
+		// The attempt was cut short by cancellation, not by Kustomer.
+		o.Err = res.err
+		o.Status = StatusCanceled
+		s.finished++
+		return running
+	}
+
+	now := s.cfg.Clock.Now()
+	o.Class, o.Err = kustomer.ClassOf(res.err), res.err
+	o.StatusCode, o.Code = 0, ""
+	var ke *kustomer.Error
+	if errors.As(res.err, &ke) {
+		o.StatusCode, o.Code = ke.StatusCode, ke.Code
+	}
+	if o.FirstFailure.IsZero() {
+		o.FirstFailure = now
+	}
+	o.LastFailure = now
+	if s.cfg.Breaker != nil {
+		s.cfg.Breaker.Record(res.err)
+	}
+
+	switch o.Class {
+	case kustomer.ClassSystemic:
+		return stopPaused // the item stays unfinished and becomes paused
+	case kustomer.ClassRetryable:
+		if res.attempt >= s.cfg.Policy.MaxAttempts {
+			o.Status, o.Exhausted = StatusFailed, true
+			s.finished++
+			return running
+		}
+		if s.stop != running {
+			return running // paused or canceled while this attempt ran
+		}
+		d := max(s.cfg.Policy.Backoff(res.attempt, s.cfg.Rand()), kustomer.RetryAfterOf(res.err))
+		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt + 1}})
+		return running
+	default:
+		o.Status = StatusFailed
+		s.finished++
+		return running
+	}
+}
+
+// promoteDue moves the retries due by now to the due list, oldest first.
+func (s *run) promoteDue(now time.Time) {
+	for len(s.waiting) > 0 && !s.waiting[0].at.After(now) {
+		s.due = append(s.due, heap.Pop(&s.waiting).(retry).job)
+	}
+}
+
+type retry struct {
+	at time.Time
+	job
+}
+
+// retryQueue is a min-heap of retries by due time.
+type retryQueue []retry
+
+func (q retryQueue) Len() int           { return len(q) }
+func (q retryQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q retryQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *retryQueue) Push(x any)        { *q = append(*q, x.(retry)) }
+func (q *retryQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
