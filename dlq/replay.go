@@ -35,7 +35,8 @@ func ReplayMsgID(stream string, id uint64) string {
 
 // Replay republishes each entry matching f to its original subject: the
 // payload byte for byte, [HeaderReplayItems] when the entry names items,
-// [HeaderReplayOf], [HeaderReplayWorkflow], and Nats-Msg-Id [ReplayMsgID].
+// [HeaderReplayOf], [HeaderReplayWorkflow], the original [HeaderMsgID] and
+// [HeaderStreamSeq] when known, and Nats-Msg-Id [ReplayMsgID].
 // Each entry is deleted only after JetStream acknowledged its republish, so
 // an interrupted replay loses nothing and can simply be run again.
 //
@@ -98,6 +99,15 @@ func (s *Store) republish(ctx context.Context, r Record) (dup bool, err error) {
 		h.Set(HeaderReplayItems, FormatItems(r.Items))
 	}
 	h.Set(HeaderReplayOf, strconv.FormatUint(r.ID, 10))
+	// The original identity travels with the replay so the worker derives
+	// the same idempotency keys: items created before are found, not
+	// created again.
+	if r.MsgID != "" {
+		h.Set(HeaderMsgID, r.MsgID)
+	}
+	if r.StreamSeq != 0 {
+		h.Set(HeaderStreamSeq, strconv.FormatUint(r.StreamSeq, 10))
+	}
 	if r.Workflow != "" {
 		h.Set(HeaderReplayWorkflow, r.Workflow)
 	}

@@ -1,0 +1,169 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+)
+
+// MaxDeliveryTarget names a consumer whose given-up messages are
+// dead-lettered, and where to.
+type MaxDeliveryTarget struct {
+	Consumer          string // durable consumer name
+	Workflow          string // workflow the consumer feeds
+	DeadLetterSubject string // default dlq.<workflow>
+}
+
+// maxDeliveriesAdvisory is the part of JetStream's
+// io.nats.jetstream.advisory.v1.max_deliver advisory we read.
+type maxDeliveriesAdvisory struct {
+	Stream     string    `json:"stream"`
+	Consumer   string    `json:"consumer"`
+	StreamSeq  uint64    `json:"stream_seq"`
+	Deliveries uint64    `json:"deliveries"`
+	Time       time.Time `json:"timestamp"`
+}
+
+// maxDeliveriesAdvisorySubject is where JetStream announces that a consumer
+// stopped redelivering a message.
+func maxDeliveriesAdvisorySubject(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
+// Dead-lettering an advisory's message is retried this many times, with
+// exponential backoff from advisoryRetryBase, before it is given up (logged).
+const (
+	advisoryAttempts  = 6
+	advisoryRetryBase = 100 * time.Millisecond
+)
+
+// WatchMaxDeliveries subscribes to
+// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer> for the
+// given consumers, fetches the message by the advisory's stream_seq (the
+// advisory carries only the sequence), and dead-letters it with
+// [dlq.ClassMaxDeliveries] to the consumer's dead-letter subject. It returns
+// when ctx is done (nil), or an error if it cannot subscribe.
+//
+// Advisories are core NATS messages: one published while no watcher runs is
+// lost, and every replica running a watcher receives each one. The
+// dead-letter Nats-Msg-Id makes those copies one entry. A message already
+// gone from the stream (limits, interest retention) is logged and skipped.
+// Advisories are handled one at a time on the calling goroutine.
+func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, targets []MaxDeliveryTarget, log zerolog.Logger) error {
+	if stream == "" {
+		return errors.New("worker: watch max deliveries: empty stream name")
+	}
+	byConsumer := make(map[string]MaxDeliveryTarget, len(targets))
+	ch := make(chan *nats.Msg, 1024)
+	var subs []*nats.Subscription
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	for _, t := range targets {
+		if t.Consumer == "" || t.Workflow == "" {
+			return fmt.Errorf("worker: watch max deliveries: target %+v needs a consumer and a workflow", t)
+		}
+		if t.DeadLetterSubject == "" {
+			t.DeadLetterSubject = dlq.Subject(t.Workflow)
+		}
+		byConsumer[t.Consumer] = t
+		sub, err := nc.ChanSubscribe(maxDeliveriesAdvisorySubject(stream, t.Consumer), ch)
+		if err != nil {
+			return fmt.Errorf("worker: watch max deliveries of %s: %w", t.Consumer, err)
+		}
+		subs = append(subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("worker: watch max deliveries: %w", err)
+	}
+	var s jetstream.Stream
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-ch:
+			var adv maxDeliveriesAdvisory
+			if err := json.Unmarshal(m.Data, &adv); err != nil {
+				log.Error().Err(err).Str("subject", m.Subject).Msg("max deliveries advisory unreadable")
+				continue
+			}
+			t, ok := byConsumer[adv.Consumer]
+			if !ok {
+				continue
+			}
+			l := log.With().Str("workflow", t.Workflow).Str("consumer", t.Consumer).Uint64("stream_seq", adv.StreamSeq).Logger()
+			if s == nil {
+				var err error
+				if s, err = js.Stream(ctx, stream); err != nil {
+					l.Error().Err(err).Msg("max deliveries: cannot open stream; message not dead-lettered")
+					continue
+				}
+			}
+			if err := deadLetterMaxDelivered(ctx, js, s, t, adv); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				l.Error().Err(err).Msg("max deliveries: message not dead-lettered")
+				continue
+			}
+			l.Warn().Uint64("deliveries", adv.Deliveries).Str("class", string(dlq.ClassMaxDeliveries)).Msg("dead-lettered: JetStream stopped redelivering")
+		}
+	}
+}
+
+// deadLetterMaxDelivered copies the advisory's message into the dead-letter
+// stream, retrying transient failures with backoff.
+func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, t MaxDeliveryTarget, adv maxDeliveriesAdvisory) error {
+	var err error
+	delay := advisoryRetryBase
+	for attempt := 1; attempt <= advisoryAttempts; attempt++ {
+		var m *jetstream.RawStreamMsg
+		m, err = s.GetMsg(ctx, adv.StreamSeq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("worker: message %d is no longer in the stream: %w", adv.StreamSeq, err)
+		}
+		if err == nil {
+			when := adv.Time
+			if when.IsZero() {
+				when = time.Now()
+			}
+			r := dlq.Record{
+				Workflow: t.Workflow,
+				Class:    dlq.ClassMaxDeliveries,
+				Error: fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
+					adv.Deliveries, t.Consumer),
+				Attempts:    int(adv.Deliveries),
+				Subject:     m.Subject,
+				StreamSeq:   m.Sequence,
+				MsgID:       cmp.Or(m.Header.Get(dlq.HeaderMsgID), m.Header.Get(nats.MsgIdHdr)),
+				LastFailure: when,
+				Payload:     m.Data,
+			}
+			// A replay that hangs again is limited to the same items.
+			if items, perr := dlq.ParseItems(m.Header.Get(dlq.HeaderReplayItems)); perr == nil {
+				r.Items = items
+			}
+			if err = dlq.Publish(ctx, js, t.DeadLetterSubject, r); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+			delay *= 2
+		}
+	}
+	return err
+}

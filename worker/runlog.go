@@ -1,0 +1,345 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RunStatus is the outcome of processing one event.
+type RunStatus string
+
+const (
+	RunSucceeded    RunStatus = "succeeded"     // every item created (or found already created)
+	RunPartial      RunStatus = "partial"       // some items created, the others dead-lettered
+	RunFailed       RunStatus = "failed"        // no item created; the event was not dead-lettered (it will be redelivered)
+	RunDeadLettered RunStatus = "dead_lettered" // no item created; the event went to the dead-letter stream
+	RunPaused       RunStatus = "paused"        // the workflow paused on a systemic failure; the event stays queued
+)
+
+// RunStatuses lists every RunStatus.
+var RunStatuses = []RunStatus{RunSucceeded, RunPartial, RunFailed, RunDeadLettered, RunPaused}
+
+// Valid reports whether s is one of [RunStatuses].
+func (s RunStatus) Valid() bool { return slices.Contains(RunStatuses, s) }
+
+// RunItem is the outcome of one Loop item of a run.
+type RunItem struct {
+	Index      int    `json:"index"`
+	Outcome    string `json:"outcome"`
+	CustomerID string `json:"customer_id,omitempty"`
+	Attempts   int    `json:"attempts"`
+	Class      string `json:"class,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// RunRecord is the run log's record of one processed event.
+type RunRecord struct {
+	ID        string    `json:"id"`       // unique per run; also its Nats-Msg-Id
+	Workflow  string    `json:"workflow"` // a subject token (no '.', '*', '>' or spaces)
+	EventID   string    `json:"event_id"` // the event's Nats-Msg-Id
+	Subject   string    `json:"subject"`
+	StreamSeq uint64    `json:"stream_seq"`
+	Started   time.Time `json:"started"`
+	Ended     time.Time `json:"ended"`
+	Status    RunStatus `json:"status"`
+	Replay    bool      `json:"replay"`
+	Items     []RunItem `json:"items"`
+	Error     string    `json:"error,omitempty"`
+}
+
+const (
+	// RunLogStreamDefault is the run log's stream.
+	RunLogStreamDefault = "RUNS"
+	// RunLogSubjectPrefixDefault prefixes run subjects:
+	// runs.<workflow>.<status>.<id>.
+	RunLogSubjectPrefixDefault = "runs"
+	// RunLogMaxAgeDefault keeps runs for 30 days.
+	RunLogMaxAgeDefault = 30 * 24 * time.Hour
+	// RunLogMaxBytesDefault bounds the run log at 1 GiB; the oldest runs go
+	// first.
+	RunLogMaxBytesDefault int64 = 1 << 30
+	// RunLogReplicasDefault is one replica; use 3 on a 3-node cluster.
+	RunLogReplicasDefault = 1
+)
+
+// RunLogConfig configures a [RunLog]. The zero value is the default.
+type RunLogConfig struct {
+	Stream        string        // default RunLogStreamDefault
+	SubjectPrefix string        // default RunLogSubjectPrefixDefault; the stream captures <prefix>.>
+	MaxAge        time.Duration // default RunLogMaxAgeDefault
+	MaxBytes      int64         // default RunLogMaxBytesDefault
+	Replicas      int           // default RunLogReplicasDefault
+}
+
+func (c RunLogConfig) withDefaults() RunLogConfig {
+	c.Stream = cmp.Or(c.Stream, RunLogStreamDefault)
+	c.SubjectPrefix = cmp.Or(c.SubjectPrefix, RunLogSubjectPrefixDefault)
+	c.MaxAge = cmp.Or(c.MaxAge, RunLogMaxAgeDefault)
+	c.MaxBytes = cmp.Or(c.MaxBytes, RunLogMaxBytesDefault)
+	c.Replicas = cmp.Or(c.Replicas, RunLogReplicasDefault)
+	return c
+}
+
+func (c RunLogConfig) validate() error {
+	switch {
+	case strings.ContainsAny(c.SubjectPrefix, "*> \t\r\n") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, "."):
+		return fmt.Errorf("worker: run log: subject prefix %q is not a valid subject", c.SubjectPrefix)
+	case c.MaxAge < 0:
+		return fmt.Errorf("worker: run log: negative MaxAge %v", c.MaxAge)
+	case c.MaxBytes < 0:
+		return fmt.Errorf("worker: run log: negative MaxBytes %d", c.MaxBytes)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("worker: run log: Replicas %d: want 1 to 5", c.Replicas)
+	}
+	return nil
+}
+
+// ErrRunNotFound is returned by [RunLog.Get] for an unknown (or expired) run.
+var ErrRunNotFound = errors.New("worker: run not found")
+
+// RunLog stores run records in a JetStream stream, one message per run on
+// <prefix>.<workflow>.<status>.<id>, so reading by workflow, status or id
+// needs no scan of unrelated runs. It is safe for concurrent use.
+type RunLog struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    RunLogConfig
+}
+
+// NewRunLog creates the run log's stream, or updates it to cfg.
+func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*RunLog, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "kustomer-sync run log: one record per processed event",
+		Subjects:    []string{cfg.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+		Replicas:    cfg.Replicas,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
+	}
+	return &RunLog{js: js, stream: s, cfg: cfg}, nil
+}
+
+// OpenRunLog opens an existing run log's stream for reading, without
+// changing its configuration (what `runs list` uses).
+func OpenRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*RunLog, error) {
+	cfg = cfg.withDefaults()
+	s, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
+	}
+	if subj := s.CachedInfo().Config.Subjects; len(subj) == 1 && strings.HasSuffix(subj[0], ".>") {
+		cfg.SubjectPrefix = strings.TrimSuffix(subj[0], ".>")
+	}
+	return &RunLog{js: js, stream: s, cfg: cfg}, nil
+}
+
+// Write publishes r and waits for JetStream's acknowledgement; call it
+// before acknowledging the event. The Nats-Msg-Id is r.ID, so writing the
+// same run twice within the duplicate window stores it once: give each run
+// (each delivery) its own ID. r.ID, r.Workflow and a valid r.Status are
+// required; Workflow must be a subject token.
+func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
+	switch {
+	case r.ID == "":
+		return errors.New("worker: run log: write: empty run ID")
+	case !validToken(r.Workflow):
+		return fmt.Errorf("worker: run log: write run %s: workflow %q is not a subject token", r.ID, r.Workflow)
+	case !r.Status.Valid():
+		return fmt.Errorf("worker: run log: write run %s: status %q: want one of %v", r.ID, r.Status, RunStatuses)
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+	}
+	msg := &nats.Msg{Subject: l.subject(r.Workflow, string(r.Status), idToken(r.ID)), Data: data}
+	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID)); err != nil {
+		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// RunFilter selects runs. Criteria combine with AND; the zero value selects
+// every run.
+type RunFilter struct {
+	Workflow string    // only this workflow
+	Status   RunStatus // only this status
+	Since    time.Time // started at or after (stored at or after, for the scan)
+	Limit    int       // at most this many, the newest; 0 = no limit
+}
+
+// List returns the runs that match f, newest first. With a Limit and no
+// Since, it reads back from the end of the stream in growing windows, so
+// listing the last 50 runs costs about 50 reads, not the whole log.
+func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("worker: run log: negative limit %d", f.Limit)
+	}
+	if f.Workflow != "" && !validToken(f.Workflow) {
+		return nil, fmt.Errorf("worker: run log: workflow %q is not a subject token", f.Workflow)
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return nil, fmt.Errorf("worker: run log: status %q: want one of %v", f.Status, RunStatuses)
+	}
+	filter := l.subject(cmp.Or(f.Workflow, "*"), cmp.Or(string(f.Status), "*"), "*")
+	keep := func(r RunRecord) bool { return f.Since.IsZero() || !r.Started.Before(f.Since) }
+
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: run log: %w", err)
+	}
+	st := info.State
+	if st.Msgs == 0 {
+		return nil, nil
+	}
+
+	var runs []RunRecord
+	if f.Limit == 0 || !f.Since.IsZero() {
+		cfg := jetstream.ConsumerConfig{FilterSubject: filter, DeliverPolicy: jetstream.DeliverAllPolicy}
+		if !f.Since.IsZero() {
+			since := f.Since
+			cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+			cfg.OptStartTime = &since
+		}
+		err := l.scan(ctx, cfg, func(r RunRecord) {
+			if !keep(r) {
+				return
+			}
+			runs = append(runs, r)
+			if f.Limit > 0 && len(runs) > 2*f.Limit {
+				runs = slices.Delete(runs, 0, len(runs)-f.Limit)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		for window := uint64(max(2*f.Limit, 64)); ; window *= 2 {
+			start := st.FirstSeq
+			if st.LastSeq >= window && st.LastSeq-window+1 > st.FirstSeq {
+				start = st.LastSeq - window + 1
+			}
+			runs = runs[:0]
+			cfg := jetstream.ConsumerConfig{FilterSubject: filter, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start}
+			if err := l.scan(ctx, cfg, func(r RunRecord) { runs = append(runs, r) }); err != nil {
+				return nil, err
+			}
+			if len(runs) >= f.Limit || start <= st.FirstSeq {
+				break
+			}
+		}
+	}
+	if f.Limit > 0 && len(runs) > f.Limit {
+		runs = runs[len(runs)-f.Limit:]
+	}
+	slices.Reverse(runs)
+	return runs, nil
+}
+
+// Get returns the latest record of run id, or an error wrapping
+// [ErrRunNotFound].
+func (l *RunLog) Get(ctx context.Context, id string) (RunRecord, error) {
+	if id == "" {
+		return RunRecord{}, fmt.Errorf("worker: run log: empty run ID: %w", ErrRunNotFound)
+	}
+	m, err := l.stream.GetLastMsgForSubject(ctx, l.subject("*", "*", idToken(id)))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return RunRecord{}, fmt.Errorf("worker: run log: run %s: %w", id, ErrRunNotFound)
+		}
+		return RunRecord{}, fmt.Errorf("worker: run log: get run %s: %w", id, err)
+	}
+	var r RunRecord
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return RunRecord{}, fmt.Errorf("worker: run log: run %s (seq %d): %w", id, m.Sequence, err)
+	}
+	return r, nil
+}
+
+func (l *RunLog) subject(workflow, status, id string) string {
+	return l.cfg.SubjectPrefix + "." + workflow + "." + status + "." + id
+}
+
+// scan decodes the run records an ephemeral consumer configured by cfg
+// delivers, oldest first, until those pending at the start are read. Records
+// that do not decode are skipped: the log is diagnostics, not data.
+func (l *RunLog) scan(ctx context.Context, cfg jetstream.ConsumerConfig, fn func(RunRecord)) error {
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.InactiveThreshold = time.Minute
+	cfg.MemoryStorage = true
+	cfg.Replicas = 1
+	cons, err := l.stream.CreateConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("worker: run log: scan: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = l.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("worker: run log: scan: %w", err)
+		}
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return fmt.Errorf("worker: run log: scan: %w", err)
+		}
+		n, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			n++
+			if meta, err := m.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+			var r RunRecord
+			if json.Unmarshal(m.Data(), &r) == nil {
+				fn(r)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("worker: run log: scan: %w", err)
+		}
+		if n == 0 || pending == 0 {
+			return nil
+		}
+	}
+}
+
+// validToken reports whether s can be one token of a subject.
+func validToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
+}
+
+// idToken turns a run ID into a subject token: the ID itself when it is
+// one, else "h" and a hash of it.
+func idToken(id string) string {
+	if validToken(id) && len(id) <= 128 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "h" + hex.EncodeToString(sum[:16])
+}
