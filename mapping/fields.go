@@ -1,0 +1,739 @@
+package mapping
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Kustomer's limits on the create body (see kustomer-api.md).
+const (
+	maxArrayItems  = 10
+	maxTags        = 20
+	maxCustomKeys  = 100
+	maxCustomText  = 1024
+	maxNameLen     = 256
+	maxLocaleLen   = 16
+	maxTimeZoneLen = 64
+)
+
+// dateLayout is how dates are sent: RFC 3339 in UTC with milliseconds, as Kustomer returns them.
+const dateLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// normalizer turns an evaluated input into its request form, or nil when it is blank. It records
+// validation failures on c.
+type normalizer func(c *checker, path string, v any) any
+
+// fields are the inputs of Kustomer's create body, in the order they are evaluated and reported.
+var fields = []struct {
+	name string
+	norm normalizer
+}{
+	{"name", textField(maxNameLen)},
+	{"externalId", textField(maxNameLen)},
+	{"externalIds", listField(externalIDList)},
+	{"username", textField(maxNameLen)},
+	{"company", textField(0)},
+	{"locale", textField(maxLocaleLen)},
+	{"timeZone", textField(maxTimeZoneLen)},
+	{"emails", listField(emailList)},
+	{"sharedEmails", listField(emailList)},
+	{"phones", listField(phoneList)},
+	{"sharedPhones", listField(phoneList)},
+	{"urls", listField(urlList)},
+	{"socials", listField(socialList)},
+	{"locations", listField(locationList)},
+	{"tags", normTags},
+	{"avatarUrl", urlField},
+	{"birthdayAt", dateField},
+	{"signedUpAt", dateField},
+	{"custom", normCustom},
+}
+
+// fieldIndex maps an input name to its position in fields.
+var fieldIndex = func() map[string]int {
+	m := make(map[string]int, len(fields))
+	for i, f := range fields {
+		m[f.name] = i
+	}
+	return m
+}()
+
+// FieldNames returns the names of every input a workflow may map, sorted.
+func FieldNames() []string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.name
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checker collects the validation failures of one item.
+type checker struct {
+	errs     Errors
+	template string // template of the input being checked
+	region   string // default region for phone numbers
+}
+
+func (c *checker) fail(path, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Kind: KindValidation, Field: path, Template: c.template, Msg: fmt.Sprintf(format, args...)})
+}
+
+// text returns v as trimmed text; false when blank or not text (then a failure is recorded).
+// max 0 means no limit.
+func (c *checker) text(path string, v any, max int) (string, bool) {
+	if v == nil {
+		return "", false
+	}
+	s, ok := scalarString(v)
+	if !ok {
+		c.fail(path, "expected text, got %s", describe(v))
+		return "", false
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", false
+	}
+	if max > 0 {
+		if n := utf8.RuneCountInString(s); n > max {
+			c.fail(path, "%d characters, at most %d allowed", n, max)
+			return "", false
+		}
+	}
+	return s, true
+}
+
+func textField(max int) normalizer {
+	return func(c *checker, path string, v any) any {
+		if s, ok := c.text(path, v, max); ok {
+			return s
+		}
+		return nil
+	}
+}
+
+func urlField(c *checker, path string, v any) any {
+	if s, ok := c.url(path, v); ok {
+		return s
+	}
+	return nil
+}
+
+func (c *checker) url(path string, v any) (string, bool) {
+	s, ok := c.text(path, v, 0)
+	if !ok {
+		return "", false
+	}
+	if !validURL(s) {
+		c.fail(path, "%s is not a URL (it needs a scheme such as https://)", short(s))
+		return "", false
+	}
+	return s, true
+}
+
+func validURL(s string) bool {
+	if strings.ContainsAny(s, " \t\r\n") {
+		return false
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return false
+	}
+	if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
+		return false
+	}
+	return true
+}
+
+func dateField(c *checker, path string, v any) any {
+	if s, ok := c.date(path, v); ok {
+		return s
+	}
+	return nil
+}
+
+func (c *checker) date(path string, v any) (string, bool) {
+	if isBlank(v) {
+		return "", false
+	}
+	t, ok := toTime(v)
+	if !ok {
+		if s, isText := v.(string); isText {
+			c.fail(path, "%s is not an RFC 3339 date-time", short(strings.TrimSpace(s)))
+		} else {
+			c.fail(path, "expected an RFC 3339 date-time, got %s", describe(v))
+		}
+		return "", false
+	}
+	return t.UTC().Format(dateLayout), true
+}
+
+// toTime reads a date: time.Time, an RFC 3339 string (or its date-only or zone-less forms, taken as
+// UTC), or Unix seconds as a number.
+func toTime(v any) (time.Time, bool) {
+	switch v := v.(type) {
+	case time.Time:
+		return v, true
+	case string:
+		s := strings.TrimSpace(v)
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+			if t, err := time.Parse(layout, s); err == nil {
+				return t, true
+			}
+		}
+		return time.Time{}, false
+	}
+	if f, ok := toNumber(v); ok && !isText(v) {
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(frac*1e9)).UTC(), true
+	}
+	return time.Time{}, false
+}
+
+func isText(v any) bool { _, ok := v.(string); return ok }
+
+// toNumber reads a number, or a string holding one.
+func toNumber(v any) (float64, bool) {
+	var f float64
+	switch v := v.(type) {
+	case float64:
+		f = v
+	case float32:
+		f = float64(v)
+	case int:
+		f = float64(v)
+	case int64:
+		f = float64(v)
+	case int32:
+		f = float64(v)
+	case uint64:
+		f = float64(v)
+	case uint:
+		f = float64(v)
+	case json.Number:
+		var err error
+		if f, err = v.Float64(); err != nil {
+			return 0, false
+		}
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+			return 0, false
+		}
+	default:
+		return 0, false
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, false
+	}
+	return f, true
+}
+
+// toBool reads a boolean, or a string holding one (true/false, yes/no, 1/0).
+func toBool(v any) (bool, bool) {
+	switch v := v.(type) {
+	case bool:
+		return v, true
+	case string:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "yes", "1", "t", "y", "on":
+			return true, true
+		case "false", "no", "0", "f", "n", "off":
+			return false, true
+		}
+	}
+	if f, ok := toNumber(v); ok && (f == 0 || f == 1) {
+		return f == 1, true
+	}
+	return false, false
+}
+
+// toSlice reads an array of any element type.
+func toSlice(v any) ([]any, bool) {
+	switch v := v.(type) {
+	case []any:
+		return v, true
+	case []string:
+		out := make([]any, len(v))
+		for i, s := range v {
+			out[i] = s
+		}
+		return out, true
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Slice && rv.Kind() != reflect.Array {
+		return nil, false
+	}
+	if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
+		return nil, false // []byte is text, not an array
+	}
+	out := make([]any, rv.Len())
+	for i := range out {
+		out[i] = rv.Index(i).Interface()
+	}
+	return out, true
+}
+
+// toMap reads an object with string keys.
+func toMap(v any) (map[string]any, bool) {
+	if m, ok := v.(map[string]any); ok {
+		return m, true
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Map || rv.Type().Key().Kind() != reflect.String {
+		return nil, false
+	}
+	out := make(map[string]any, rv.Len())
+	iter := rv.MapRange()
+	for iter.Next() {
+		out[iter.Key().String()] = iter.Value().Interface()
+	}
+	return out, true
+}
+
+// keyKind says how a key inside an array item is checked.
+type keyKind uint8
+
+const (
+	keyText keyKind = iota
+	keyMain         // the item's main value, checked by listSpec.main
+	keyType         // checked against listSpec.types, defaulted to listSpec.defaultType
+	keyBool
+	keyNumber
+	keyURL
+)
+
+// listSpec describes an array input whose items are objects (emails, phones, …).
+type listSpec struct {
+	mainKey     string             // a plain text item becomes {mainKey: text}; "" if items must be objects
+	keys        map[string]keyKind // every key an item may have (the schema is closed)
+	types       []string           // allowed "type" values; nil: any text
+	defaultType string             // "type" when the input gives none
+	main        func(c *checker, path, s string) (string, bool)
+}
+
+var (
+	emailList = &listSpec{
+		mainKey: "email", keys: map[string]keyKind{"email": keyMain, "type": keyType, "verified": keyBool},
+		types: []string{"home", "work", "other"}, defaultType: "home", main: (*checker).email,
+	}
+	phoneList = &listSpec{
+		mainKey: "phone", keys: map[string]keyKind{"phone": keyMain, "type": keyType, "verified": keyBool},
+		types: []string{"mobile", "home", "work", "fax", "other"}, defaultType: "mobile", main: (*checker).phone,
+	}
+	externalIDList = &listSpec{
+		mainKey: "externalId", keys: map[string]keyKind{"externalId": keyMain, "verified": keyBool},
+		main: func(c *checker, path, s string) (string, bool) {
+			if n := utf8.RuneCountInString(s); n > maxNameLen {
+				c.fail(path, "%d characters, at most %d allowed", n, maxNameLen)
+				return "", false
+			}
+			return s, true
+		},
+	}
+	urlList = &listSpec{
+		mainKey: "url", keys: map[string]keyKind{"url": keyMain, "type": keyType},
+		main: func(c *checker, path, s string) (string, bool) { return c.url(path, s) },
+	}
+	socialList = &listSpec{
+		keys: map[string]keyKind{"type": keyType, "userid": keyText, "username": keyText, "url": keyURL, "verified": keyBool},
+	}
+	locationList = &listSpec{
+		keys: map[string]keyKind{
+			"type": keyType, "name": keyText, "address": keyText, "address2": keyText, "address3": keyText,
+			"locality": keyText, "region": keyText, "postalCode": keyText, "countryName": keyText,
+			"countryCode": keyText, "latitude": keyNumber, "longitude": keyNumber,
+		},
+	}
+)
+
+func (s *listSpec) keyList() string {
+	keys := make([]string, 0, len(s.keys))
+	for k := range s.keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+func listField(spec *listSpec) normalizer {
+	return func(c *checker, path string, v any) any { return c.list(spec, path, v) }
+}
+
+// list normalises an array of objects: one text or object becomes a one-item array, text items become
+// objects, blanks are dropped, type defaults are filled, duplicates (by main value) removed. Paths in
+// failures use the position in the input.
+func (c *checker) list(spec *listSpec, path string, v any) any {
+	if isBlank(v) {
+		return nil
+	}
+	items, ok := toSlice(v)
+	single := !ok
+	if single {
+		items = []any{v}
+	}
+	out := make([]any, 0, len(items))
+	seen := make(map[string]bool, len(items))
+	for i, item := range items {
+		itemPath := path
+		if !single {
+			itemPath = path + "[" + strconv.Itoa(i) + "]"
+		}
+		obj := c.listItem(spec, itemPath, item)
+		if obj == nil {
+			continue
+		}
+		var id string
+		if spec.mainKey != "" {
+			id, _ = obj[spec.mainKey].(string)
+		} else {
+			data, _ := json.Marshal(obj) // map keys are sorted, so equal objects give equal text
+			id = string(data)
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		out = append(out, obj)
+	}
+	if len(out) > maxArrayItems {
+		c.fail(path, "%d items, at most %d allowed", len(out), maxArrayItems)
+		return nil
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// listItem normalises one item, or returns nil when it is blank or wrong.
+func (c *checker) listItem(spec *listSpec, path string, item any) map[string]any {
+	if isBlank(item) {
+		return nil
+	}
+	in, isObj := toMap(item)
+	if !isObj {
+		if spec.mainKey == "" {
+			c.fail(path, "expected an object, got %s", describe(item))
+			return nil
+		}
+		if _, isScalar := scalarString(item); !isScalar {
+			c.fail(path, "expected text or an object, got %s", describe(item))
+			return nil
+		}
+		in = map[string]any{spec.mainKey: item}
+	}
+	keys := make([]string, 0, len(in))
+	for k := range in {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make(map[string]any, len(in)+1)
+	bad := false
+	for _, k := range keys {
+		val := in[k]
+		kind, known := spec.keys[k]
+		keyPath := path + "." + k
+		if !known {
+			c.fail(keyPath, "unknown key (allowed: %s)", spec.keyList())
+			bad = true
+			continue
+		}
+		if isBlank(val) {
+			continue
+		}
+		switch kind {
+		case keyMain:
+			s, ok := c.text(keyPath, val, 0)
+			if ok {
+				s, ok = spec.main(c, keyPath, s)
+			}
+			if ok {
+				out[k] = s
+			} else {
+				bad = true
+			}
+		case keyText:
+			if s, ok := c.text(keyPath, val, 0); ok {
+				out[k] = s
+			}
+		case keyType:
+			s, ok := c.text(keyPath, val, 0)
+			if !ok {
+				continue
+			}
+			s = strings.ToLower(s)
+			if spec.types != nil && !contains(spec.types, s) {
+				c.fail(keyPath, "%s is not one of %s", short(s), strings.Join(spec.types, ", "))
+				bad = true
+				continue
+			}
+			out[k] = s
+		case keyBool:
+			b, ok := toBool(val)
+			if !ok {
+				c.fail(keyPath, "expected a boolean, got %s", describe(val))
+				bad = true
+				continue
+			}
+			out[k] = b
+		case keyNumber:
+			f, ok := toNumber(val)
+			if !ok {
+				c.fail(keyPath, "expected a number, got %s", describe(val))
+				bad = true
+				continue
+			}
+			out[k] = f
+		case keyURL:
+			if s, ok := c.url(keyPath, val); ok {
+				out[k] = s
+			} else {
+				bad = true
+			}
+		}
+	}
+	if bad {
+		return nil
+	}
+	if spec.mainKey != "" {
+		if _, ok := out[spec.mainKey]; !ok {
+			return nil // {type: work} without an email is blank, not an error
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if spec.defaultType != "" {
+		if _, ok := out["type"]; !ok {
+			out["type"] = spec.defaultType
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// email lower-cases s and checks it is an address Kustomer accepts (local@domain.tld).
+func (c *checker) email(path, s string) (string, bool) {
+	s = strings.ToLower(s)
+	if !validEmail(s) {
+		c.fail(path, "%s is not an email address", short(s))
+		return "", false
+	}
+	return s, true
+}
+
+// validEmail checks the addr-spec form that JSON Schema's "email" format accepts: dot-atom local part,
+// a domain of at least two labels.
+func validEmail(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at > 64 || len(s)-at-1 < 3 || len(s) > 254 {
+		return false
+	}
+	local, domain := s[:at], s[at+1:]
+	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return false
+	}
+	for i := 0; i < len(local); i++ {
+		ch := local[i]
+		if !isAlnum(ch) && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(ch)) {
+			return false
+		}
+	}
+	labels := strings.Split(domain, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if !isAlnum(l[i]) && l[i] != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isAlnum(ch byte) bool {
+	return ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9'
+}
+
+// phone converts s to E.164 using the workflow's default region for numbers without a country code.
+func (c *checker) phone(path, s string) (string, bool) {
+	num, err := phonenumbers.Parse(s, c.region)
+	if err != nil || !phonenumbers.IsPossibleNumber(num) {
+		c.fail(path, "%s is not a phone number (default region %s)", short(s), c.region)
+		return "", false
+	}
+	return phonenumbers.Format(num, phonenumbers.E164), true
+}
+
+// normTags: an array of tag ids (text), at most 20, duplicates removed; one text is one tag.
+func normTags(c *checker, path string, v any) any {
+	if isBlank(v) {
+		return nil
+	}
+	items, ok := toSlice(v)
+	single := !ok
+	if single {
+		items = []any{v}
+	}
+	out := make([]any, 0, len(items))
+	for i, item := range items {
+		p := path
+		if !single {
+			p = path + "[" + strconv.Itoa(i) + "]"
+		}
+		s, ok := c.text(p, item, 0)
+		if !ok || contains2(out, s) {
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(out) > maxTags {
+		c.fail(path, "%d tags, at most %d allowed", len(out), maxTags)
+		return nil
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func contains2(list []any, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// customSuffixes are the key suffixes Kustomer accepts in custom, which set the value's type.
+var customSuffixes = []string{"Str", "Txt", "Num", "At", "Bool", "Url"}
+
+// normCustom checks and coerces custom attributes: the key's suffix sets the value's type.
+func normCustom(c *checker, path string, v any) any {
+	if isBlank(v) {
+		return nil
+	}
+	m, ok := toMap(v)
+	if !ok {
+		c.fail(path, "expected an object of custom attributes, got %s", describe(v))
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if val := c.customValue(path+"."+k, k, m[k]); val != nil {
+			out[k] = val
+		}
+	}
+	return c.customDone(path, out)
+}
+
+func (c *checker) customDone(path string, out map[string]any) any {
+	if len(out) > maxCustomKeys {
+		c.fail(path, "%d keys, at most %d allowed", len(out), maxCustomKeys)
+		return nil
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// customSuffix returns the type suffix of a custom key, or "".
+func customSuffix(key string) string {
+	for _, s := range customSuffixes {
+		if len(key) > len(s) && strings.HasSuffix(key, s) {
+			return s
+		}
+	}
+	return ""
+}
+
+// customValue coerces one custom attribute to the type its key's suffix names, or returns nil.
+func (c *checker) customValue(path, key string, v any) any {
+	suffix := customSuffix(key)
+	if suffix == "" {
+		c.fail(path, "custom keys must end in %s", strings.Join(customSuffixes, ", "))
+		return nil
+	}
+	if isBlank(v) {
+		return nil
+	}
+	switch suffix {
+	case "Str", "Txt":
+		if s, ok := c.text(path, v, maxCustomText); ok {
+			return s
+		}
+	case "Num":
+		f, ok := toNumber(v)
+		if !ok {
+			c.fail(path, "%s is not a number", shortValue(v))
+			return nil
+		}
+		return f
+	case "At":
+		if s, ok := c.date(path, v); ok {
+			return s
+		}
+	case "Bool":
+		b, ok := toBool(v)
+		if !ok {
+			c.fail(path, "%s is not a boolean", shortValue(v))
+			return nil
+		}
+		return b
+	case "Url":
+		if s, ok := c.url(path, v); ok {
+			return s
+		}
+	}
+	return nil
+}
+
+// short quotes s for a message, cut to 64 characters.
+func short(s string) string {
+	if utf8.RuneCountInString(s) > 64 {
+		r := []rune(s)
+		s = string(r[:64]) + "…"
+	}
+	return quote(s)
+}
+
+func shortValue(v any) string {
+	if s, ok := v.(string); ok {
+		return short(strings.TrimSpace(s))
+	}
+	if s, ok := scalarString(v); ok {
+		return s
+	}
+	return describe(v)
+}
