@@ -385,10 +385,8 @@ func (c *checker) list(spec *listSpec, path string, v any) any {
 	out := make([]any, 0, len(items))
 	seen := make(map[string]bool, len(items))
 	for i, item := range items {
-		itemPath := path
-		if !single {
-			itemPath = path + "[" + strconv.Itoa(i) + "]"
-		}
+		// A single value stands for a one-item array, so its path is that of item 0.
+		itemPath := path + "[" + strconv.Itoa(i) + "]"
 		obj := c.listItem(spec, itemPath, item)
 		if obj == nil {
 			continue
