@@ -121,7 +121,7 @@ type Outcome struct {
 	Status       Status
 	CustomerID   string
 	Attributes   map[string]any
-	Attempts     int  // attempts made in this Run
+	Attempts     int // attempts made in this Run
 	Class        kustomer.Class
 	Exhausted    bool // failed because MaxAttempts were spent on retryable errors
 	Err          error
@@ -242,15 +242,17 @@ func (s *run) run(parent context.Context) bool {
 	clock := s.cfg.Clock
 	var retryTimer Timer
 	var retryAt time.Time
+	var heartbeat Timer
 	var heartbeatC <-chan time.Time
 	if s.cfg.Heartbeat != nil {
-		t := clock.NewTimer(s.cfg.HeartbeatInterval)
-		heartbeatC = t.C()
-		defer func() { t.Stop() }()
+		heartbeat = clock.NewTimer(s.cfg.HeartbeatInterval)
+		heartbeatC = heartbeat.C()
 	}
 	defer func() {
-		if retryTimer != nil {
-			retryTimer.Stop()
+		for _, t := range []Timer{retryTimer, heartbeat} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 	}()
 
@@ -320,9 +322,8 @@ func (s *run) run(parent context.Context) bool {
 			retryTimer = nil
 		case <-heartbeatC:
 			s.cfg.Heartbeat()
-			t := clock.NewTimer(s.cfg.HeartbeatInterval)
-			heartbeatC = t.C()
-			defer func() { t.Stop() }()
+			heartbeat = clock.NewTimer(s.cfg.HeartbeatInterval)
+			heartbeatC = heartbeat.C()
 		case <-ctx.Done():
 			halt(stopCanceled)
 		case <-opened:

@@ -3,6 +3,7 @@
 package looptest
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -84,15 +85,46 @@ func (c *FakeClock) Waiters() int {
 // BlockUntil blocks until at least n timers are waiting on the clock: the way
 // a test knows that goroutines have reached the point where they wait for time.
 func (c *FakeClock) BlockUntil(n int) {
+	_ = c.BlockUntilContext(context.Background(), n)
+}
+
+// BlockUntilContext is BlockUntil that gives up, returning ctx.Err(), when
+// ctx ends.
+func (c *FakeClock) BlockUntilContext(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
 		if len(c.timers) >= n {
 			c.mu.Unlock()
-			return
+			return nil
 		}
 		ch := c.changed
 		c.mu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// AdvanceToNext moves the clock to the earliest waiting timer's deadline and
+// fires it (and any other due then); it reports false, moving nothing, when
+// no timer waits.
+func (c *FakeClock) AdvanceToNext() bool {
+	next, ok := c.NextDeadline()
+	if !ok {
+		return false
+	}
+	c.Advance(next.Sub(c.Now()))
+	return true
+}
+
+// Drive advances the clock from timer to timer, as fast as timers appear,
+// until ctx ends: for tests that care about outcomes, not about the order in
+// which time passes. Run it on its own goroutine.
+func (c *FakeClock) Drive(ctx context.Context) {
+	for c.BlockUntilContext(ctx, 1) == nil {
+		c.AdvanceToNext()
 	}
 }
 
