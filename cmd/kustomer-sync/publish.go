@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+)
+
+// publishSubjectDefault is where `publish` sends events unless told otherwise.
+const publishSubjectDefault = "leads.new"
+
+type publishFlags struct {
+	subject string
+	format  string
+	idField string
+	timeout time.Duration
+}
+
+func (a *app) publishCommand() *cobra.Command {
+	var f publishFlags
+	cmd := &cobra.Command{
+		Use:   "publish [FILE]",
+		Short: "Publish lead events from JSON, JSONL or CSV (a file or stdin)",
+		Long: `Publish one event per record to the leads stream. Records come from FILE or, without it
+or with "-", from stdin: a JSON object, a JSON array of objects, JSON lines, or CSV with a header
+row (--format csv, or a .csv file; dotted headers such as "address.city" make nested objects,
+empty cells are left out).
+
+Each event gets a Nats-Msg-Id: the record's --id-field when it has one, else a hash of its
+content, so publishing the same file twice does not create duplicate events (within the
+stream's de-duplication window). A progress bar shows on a terminal.`,
+		Example: `  kustomer-sync publish testdata/leads.jsonl
+  echo '{"id":"l-1","name":"Jane Doe","emails":"jane@example.com"}' | kustomer-sync publish
+  kustomer-sync publish --subject leads.shop --format csv leads.csv
+  nats pub leads.web '{"name":"Jane Doe"}' -H Nats-Msg-Id:l-1   # plain nats works too`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := "-"
+			if len(args) == 1 {
+				name = args[0]
+			}
+			return a.publish(cmd.Context(), name, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.subject, "subject", "s", publishSubjectDefault, "subject to publish to (must be in the leads stream)")
+	fl.StringVar(&f.format, "format", "auto", "input format: auto, json, jsonl or csv (auto: csv for .csv files, JSON otherwise)")
+	fl.StringVar(&f.idField, "id-field", "id", "record field used as Nats-Msg-Id; records without it get a content hash")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for JetStream to acknowledge all events")
+	return cmd
+}
+
+// record is one event read from the input, with where it came from.
+type record struct {
+	line int
+	data []byte
+	id   string
+}
+
+func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
+	var in io.Reader = a.stdin
+	if name != "-" {
+		file, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		in = file
+	}
+	format := f.format
+	if format == "auto" && strings.EqualFold(filepath.Ext(name), ".csv") {
+		format = "csv"
+	}
+	recs, err := readRecords(in, format, f.idField)
+	if err != nil {
+		return fmt.Errorf("%s: %w", displayName(name), err)
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("%s: no records", displayName(name))
+	}
+	nc, js, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	res, err := publishRecords(ctx, js, f.subject, recs, f.timeout, a.progress(len(recs), "publishing"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "published %d events to %s (%d already published before, skipped by de-duplication)\n", res.published, f.subject, res.duplicates)
+	return nil
+}
+
+func displayName(name string) string {
+	if name == "-" {
+		return "stdin"
+	}
+	return name
+}
+
+type publishResult struct{ published, duplicates int }
+
+// publishRecords publishes asynchronously with a bounded window and waits for
+// every ack; an event is counted only once JetStream stored it.
+func publishRecords(ctx context.Context, js jetstream.JetStream, subject string, recs []record, timeout time.Duration, progress func(int)) (publishResult, error) {
+	var res publishResult
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	const window = 256
+	pending := make([]jetstream.PubAckFuture, 0, window)
+	pendingRecs := make([]record, 0, window)
+	flush := func() error {
+		for i, fut := range pending {
+			select {
+			case ack := <-fut.Ok():
+				if ack.Duplicate {
+					res.duplicates++
+				} else {
+					res.published++
+				}
+			case err := <-fut.Err():
+				return fmt.Errorf("publish line %d to %s: %w", pendingRecs[i].line, subject, err)
+			case <-ctx.Done():
+				return fmt.Errorf("publish: no acknowledgement from JetStream within %s (is a stream bound to %s?): %w", timeout, subject, ctx.Err())
+			}
+			progress(1)
+		}
+		pending, pendingRecs = pending[:0], pendingRecs[:0]
+		return nil
+	}
+	for _, r := range recs {
+		m := nats.NewMsg(subject)
+		m.Data = r.data
+		m.Header.Set(nats.MsgIdHdr, r.id)
+		fut, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return res, fmt.Errorf("publish line %d: %w", r.line, err)
+		}
+		pending = append(pending, fut)
+		pendingRecs = append(pendingRecs, r)
+		if len(pending) == window {
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, flush()
+}
+
+// readRecords reads JSON (an object, an array of objects, or JSON lines) or
+// CSV. Errors name the line.
+func readRecords(r io.Reader, format, idField string) ([]record, error) {
+	switch format {
+	case "csv":
+		return readCSV(r, idField)
+	case "auto", "json", "jsonl":
+		return readJSON(r, idField)
+	default:
+		return nil, usageError{fmt.Errorf("--format %q: want auto, json, jsonl or csv", format)}
+	}
+}
+
+func readJSON(r io.Reader, idField string) ([]record, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var recs []record
+	for {
+		start := dec.InputOffset()
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			return recs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", lineAt(data, dec.InputOffset()), err)
+		}
+		line := lineAt(data, start+int64(len(data[start:])-len(bytes.TrimLeft(data[start:], " \t\r\n"))))
+		trimmed := bytes.TrimSpace(raw)
+		if len(trimmed) > 0 && trimmed[0] == '[' {
+			var arr []json.RawMessage
+			if err := json.Unmarshal(trimmed, &arr); err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			for i, el := range arr {
+				rec, err := newRecord(el, line, idField)
+				if err != nil {
+					return nil, fmt.Errorf("line %d, array item %d: %w", line, i, err)
+				}
+				recs = append(recs, rec)
+			}
+			continue
+		}
+		rec, err := newRecord(trimmed, line, idField)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		recs = append(recs, rec)
+	}
+}
+
+func lineAt(data []byte, off int64) int {
+	off = min(max(off, 0), int64(len(data)))
+	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+func newRecord(raw json.RawMessage, line int, idField string) (record, error) {
+	var obj map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&obj); err != nil || obj == nil {
+		return record{}, fmt.Errorf("want a JSON object for each event, got %s", truncate(string(raw), 40))
+	}
+	return record{line: line, data: compactJSON(raw), id: eventID(obj, raw, idField)}, nil
+}
+
+func compactJSON(raw []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return raw
+	}
+	return buf.Bytes()
+}
+
+// eventID is the record's id field, else a hash of its canonical content
+// (keys sorted), so the same lead published twice gets the same id.
+func eventID(obj map[string]any, raw []byte, idField string) string {
+	if idField != "" {
+		switch v := obj[idField].(type) {
+		case string:
+			if s := strings.TrimSpace(v); s != "" {
+				return s
+			}
+		case json.Number:
+			return v.String()
+		}
+	}
+	canon, err := json.Marshal(obj)
+	if err != nil {
+		canon = raw
+	}
+	sum := sha256.Sum256(canon)
+	return "sha256-" + hex.EncodeToString(sum[:16])
+}
+
+func readCSV(r io.Reader, idField string) ([]record, error) {
+	cr := csv.NewReader(bufio.NewReader(r))
+	cr.FieldsPerRecord = -1
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("CSV header: %w", err)
+	}
+	for i, h := range header {
+		header[i] = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		if header[i] == "" {
+			return nil, fmt.Errorf("line 1: CSV column %d has no name", i+1)
+		}
+	}
+	var recs []record
+	for {
+		row, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			return recs, nil
+		}
+		if err != nil {
+			return nil, err // csv errors name the line
+		}
+		line, _ := cr.FieldPos(0)
+		if len(row) > len(header) {
+			return nil, fmt.Errorf("line %d: %d cells, but the header names %d columns", line, len(row), len(header))
+		}
+		obj := map[string]any{}
+		for i, cell := range row {
+			if cell = strings.TrimSpace(cell); cell != "" {
+				setPath(obj, strings.Split(header[i], "."), cell)
+			}
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		recs = append(recs, record{line: line, data: data, id: eventID(obj, data, idField)})
+	}
+}
+
+func setPath(obj map[string]any, path []string, v string) {
+	for _, p := range path[:len(path)-1] {
+		next, ok := obj[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			obj[p] = next
+		}
+		obj = next
+	}
+	obj[path[len(path)-1]] = v
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:n]) + "…"
+}
+
+// progress returns a function that advances a progress bar on a terminal,
+// and does nothing elsewhere.
+func (a *app) progress(total int, what string) func(int) {
+	if !isTerminal(a.stderr) {
+		return func(int) {}
+	}
+	bar := progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(a.stderr),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	return func(n int) { _ = bar.Add(n) }
+}

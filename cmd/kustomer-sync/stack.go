@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/worker"
+)
+
+// workerFlags are the settings of a worker process, shared by `run` and `demo`.
+type workerFlags struct {
+	configPath     string
+	apiKeyFile     string
+	baseURL        string
+	timeout        time.Duration
+	useSandbox     bool
+	sandboxRate    int
+	ratePerMinute  int
+	rateBurst      int
+	dataDir        string
+	embeddedAddr   string
+	stream         string
+	replicas       int
+	metricsAddr    string
+	replicaID      string
+	drainTimeout   time.Duration
+	maxEventBytes  int
+	ackWait        time.Duration
+	dedupWindow    time.Duration
+	sandboxFaults  sandbox.Faults
+	sandboxKey     string
+}
+
+func (f *workerFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.configPath, "config", "c", os.Getenv("KSYNC_CONFIG"), "workflow config file (YAML); default: the built-in workflow on leads.> (env KSYNC_CONFIG)")
+	fl.StringVar(&f.apiKeyFile, "kustomer-api-key-file", os.Getenv("KUSTOMER_API_KEY_FILE"), "file holding the Kustomer API key (env KUSTOMER_API_KEY_FILE; or set KUSTOMER_API_KEY)")
+	fl.StringVar(&f.baseURL, "kustomer-base-url", os.Getenv("KUSTOMER_BASE_URL"), "Kustomer API base URL, or a region (us, eu, in) or org name (env KUSTOMER_BASE_URL; default https://api.kustomerapp.com)")
+	fl.DurationVar(&f.timeout, "kustomer-timeout", kustomer.DefaultTimeout, "timeout of one Kustomer request")
+	fl.BoolVar(&f.useSandbox, "sandbox", false, "run against a local Kustomer sandbox started in this process (no account needed)")
+	fl.IntVar(&f.sandboxRate, "sandbox-rate", 1000, "with --sandbox: the sandbox's org budget, requests per minute")
+	fl.Float64Var(&f.sandboxFaults.ErrorRate, "sandbox-error-rate", 0, "with --sandbox: share of requests answered 503")
+	fl.Float64Var(&f.sandboxFaults.TimeoutRate, "sandbox-timeout-rate", 0, "with --sandbox: share of creates stored but never answered")
+	fl.DurationVar(&f.sandboxFaults.Latency, "sandbox-latency", 0, "with --sandbox: latency added to every request")
+	fl.IntVar(&f.ratePerMinute, "rate-per-minute", envInt("KSYNC_RATE_PER_MINUTE", 1000), "Kustomer org budget shared by ALL replicas, requests per minute (env KSYNC_RATE_PER_MINUTE)")
+	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
+	fl.StringVar(&f.dataDir, "data-dir", envOr("KSYNC_DATA_DIR", "data"), "where the embedded NATS server keeps its store (env KSYNC_DATA_DIR)")
+	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server (used when no --nats-url is given)")
+	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
+	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", os.Getenv("KSYNC_METRICS_ADDR"), "serve Prometheus metrics on this address, e.g. :9090 (env KSYNC_METRICS_ADDR)")
+	fl.StringVar(&f.replicaID, "replica-id", os.Getenv("KSYNC_REPLICA_ID"), "name of this replica (env KSYNC_REPLICA_ID; default host-pid)")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight events may take to finish")
+	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
+	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
+	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
+}
+
+// stack is a running worker and whatever it started to run: the embedded NATS
+// server and the sandbox when asked for.
+type stack struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	natsURL  string
+	embedded *server.Server
+	sandbox  *sandbox.Sandbox
+	sbServer *http.Server
+	sbURL    string
+	worker   *worker.Worker
+	budget   *worker.Budget
+	metrics  *http.Server
+	config   *mapping.Config
+}
+
+// startStack starts everything `run` needs. On error it stops what it started.
+func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err error) {
+	st := &stack{}
+	defer func() {
+		if err != nil {
+			st.stop(context.Background(), a)
+		}
+	}()
+
+	if f.configPath != "" {
+		st.config, err = mapping.Load(f.configPath)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		st.config = mapping.DefaultConfig()
+	}
+
+	apiKey, err := resolveAPIKey(f.apiKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	baseURL := f.baseURL
+	switch {
+	case f.useSandbox:
+		if err := st.startSandbox(f); err != nil {
+			return nil, err
+		}
+		baseURL = st.sbURL
+		apiKey = cmp(apiKey, cmp(f.sandboxKey, "sandbox"))
+		a.log.Info().Str("url", st.sbURL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
+	case apiKey == "":
+		return nil, usageError{errors.New("no Kustomer API key: set KUSTOMER_API_KEY or --kustomer-api-key-file to use a real account, or pass --sandbox to run against a local Kustomer sandbox")}
+	case baseURL != "":
+		if baseURL, err = kustomer.BaseURLFor(baseURL); err != nil {
+			return nil, usageError{fmt.Errorf("--kustomer-base-url: %w", err)}
+		}
+	}
+
+	st.natsURL = a.natsURL
+	if st.natsURL == "" {
+		st.embedded, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats")})
+		if err != nil {
+			return nil, err
+		}
+		st.natsURL = st.embedded.ClientURL()
+		a.log.Info().Str("url", st.natsURL).Str("store", filepath.Join(f.dataDir, "nats")).Msg("embedded NATS server started")
+	}
+	st.nc, st.js, err = a.connectTo(ctx, st.natsURL)
+	if err != nil {
+		return nil, err
+	}
+
+	limiter, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: f.ratePerMinute, Burst: f.rateBurst})
+	if err != nil {
+		return nil, err
+	}
+	client, err := kustomer.New(kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout, OnResponse: limiter.Observe})
+	if err != nil {
+		return nil, err
+	}
+	st.budget, err = worker.NewBudget(st.js, st.nc, limiter, worker.BudgetConfig{PerMinute: f.ratePerMinute, ReplicaID: f.replicaID})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.budget.Start(ctx); err != nil {
+		return nil, err
+	}
+	st.worker, err = worker.New(st.nc, st.js, worker.Config{
+		Workflows:     st.config.Workflows,
+		Kustomer:      client,
+		Limiter:       limiter,
+		Stream:        worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow},
+		AckWait:       f.ackWait,
+		MaxEventBytes: f.maxEventBytes,
+		ReplicaID:     f.replicaID,
+		Logger:        a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.worker.Start(ctx); err != nil {
+		return nil, err
+	}
+	if f.metricsAddr != "" {
+		st.metrics = &http.Server{Addr: f.metricsAddr, Handler: promhttp.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", f.metricsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		go func() { _ = st.metrics.Serve(ln) }()
+		a.log.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics")
+	}
+	return st, nil
+}
+
+func (st *stack) startSandbox(f *workerFlags) error {
+	sb, err := sandbox.New(sandbox.Config{RatePerMinute: f.sandboxRate, APIKey: f.sandboxKey})
+	if err != nil {
+		return err
+	}
+	sb.SetFaults(f.sandboxFaults)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	st.sandbox = sb
+	st.sbServer = &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
+	st.sbURL = "http://" + ln.Addr().String()
+	go func() { _ = st.sbServer.Serve(ln) }()
+	return nil
+}
+
+// stop drains the worker within ctx, then closes everything in reverse order.
+func (st *stack) stop(ctx context.Context, a *app) {
+	if st.worker != nil {
+		if err := st.worker.Stop(ctx); err != nil {
+			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+		}
+	}
+	if st.budget != nil {
+		_ = st.budget.Stop(context.WithoutCancel(ctx))
+	}
+	if st.metrics != nil {
+		_ = st.metrics.Close()
+	}
+	if st.nc != nil {
+		_ = st.nc.Drain()
+	}
+	if st.embedded != nil {
+		st.embedded.Shutdown()
+		st.embedded.WaitForShutdown()
+	}
+	if st.sbServer != nil {
+		_ = st.sbServer.Close()
+	}
+	if st.sandbox != nil {
+		st.sandbox.Close()
+	}
+}
+
+// resolveAPIKey reads the key from the file when given, else KUSTOMER_API_KEY.
+func resolveAPIKey(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usageError{fmt.Errorf("--kustomer-api-key-file: %w", err)}
+		}
+		key := strings.TrimSpace(string(b))
+		if key == "" {
+			return "", usageError{fmt.Errorf("--kustomer-api-key-file %s is empty", file)}
+		}
+		return key, nil
+	}
+	return strings.TrimSpace(os.Getenv("KUSTOMER_API_KEY")), nil
+}
+
+func cmp(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	var n int
+	if v := os.Getenv(key); v != "" {
+		if _, err := fmt.Sscan(v, &n); err == nil {
+			return n
+		}
+	}
+	return def
+}

@@ -1,0 +1,77 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+const (
+	// EmbeddedAddrDefault is where the embedded NATS server listens, so that
+	// `publish`, `dlq` and `runs` find it without flags.
+	EmbeddedAddrDefault = "127.0.0.1:4222"
+	// EmbeddedStoreDirDefault is the JetStream store of the embedded server.
+	EmbeddedStoreDirDefault = "data/nats"
+)
+
+// EmbeddedConfig configures the NATS server that `run` starts when no
+// --nats-url is given.
+type EmbeddedConfig struct {
+	// Addr is host:port to listen on; default EmbeddedAddrDefault. Port 0
+	// picks a free port (tests, demo).
+	Addr string
+	// StoreDir holds JetStream's files; default EmbeddedStoreDirDefault.
+	StoreDir string
+}
+
+// StartEmbedded starts a NATS server with JetStream inside this process and
+// waits until it accepts connections. The caller shuts it down with
+// Shutdown and WaitForShutdown, after the worker has drained.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	addr := cfg.Addr
+	if addr == "" {
+		addr = EmbeddedAddrDefault
+	}
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("worker: embedded NATS address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("worker: embedded NATS port %q: %w", portText, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	} else if ln, err := net.Listen("tcp", addr); err != nil {
+		return nil, fmt.Errorf("worker: embedded NATS cannot listen on %s (is another NATS server running there? point --nats-url at it instead): %w", addr, err)
+	} else {
+		ln.Close()
+	}
+	storeDir := cfg.StoreDir
+	if storeDir == "" {
+		storeDir = EmbeddedStoreDirDefault
+	}
+	opts := &server.Options{
+		ServerName: "kustomer-sync-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("worker: embedded NATS: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("worker: embedded NATS did not become ready within 10s")
+	}
+	return s, nil
+}

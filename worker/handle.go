@@ -1,0 +1,399 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+)
+
+// Result headers link a published result to the event it came from.
+const (
+	HeaderEventID   = "Ksync-Event-Id"
+	HeaderEventSeq  = "Ksync-Stream-Seq"
+	HeaderItem      = "Ksync-Item"
+	HeaderWorkflow  = "Ksync-Workflow"
+	HeaderCustomer  = "Ksync-Customer-Id"
+	resultMsgPrefix = "ksync-result-"
+)
+
+// event is one fetched message and what is known about it.
+type event struct {
+	msg     jetstream.Msg
+	meta    *jetstream.MsgMetadata
+	key     string // base of the items' default idempotency keys
+	started time.Time
+	log     zerolog.Logger
+}
+
+// itemResult is the final outcome of one item, whichever stage decided it.
+type itemResult struct {
+	loop.Outcome
+	dlqClass dlq.Class // for failures
+}
+
+// handle processes one event to its end: acknowledged after its outcome is
+// durable, nak'ed for later, or left alone for redelivery on shutdown.
+func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		f.log.Error().Err(err).Msg("message without JetStream metadata; leaving it for redelivery")
+		return
+	}
+	ev := &event{
+		msg:     msg,
+		meta:    meta,
+		key:     eventKey(msg.Headers(), meta.Stream, meta.Sequence.Stream),
+		started: w.cfg.Clock.Now(),
+		log: f.log.With().
+			Uint64("stream_seq", meta.Sequence.Stream).
+			Str("subject", msg.Subject()).
+			Uint64("delivery", meta.NumDelivered).Logger(),
+	}
+	ev.log.Debug().Msg("event received")
+
+	trigger, err := decodeEvent(msg.Data(), w.cfg.MaxEventBytes)
+	if err != nil {
+		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		return
+	}
+	items, err := f.wf.Items(trigger)
+	if err != nil {
+		w.deadLetterEvent(ctx, f, ev, mappingClass(err), err)
+		return
+	}
+	indexes, err := replayIndexes(msg.Headers(), len(items))
+	if err != nil {
+		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		return
+	}
+
+	results := make(map[int]itemResult, len(indexes))
+	reqs := make([]mapping.Request, len(items))
+	keys := make([]string, len(items))
+	toRun := make([]int, 0, len(indexes))
+	for _, i := range indexes {
+		req, err := f.wf.Map(trigger, items[i], i)
+		if err == nil {
+			var key string
+			key, err = f.wf.IdempotencyKey(trigger, items[i], i, req)
+			if key == "" {
+				key = ev.key + "#" + strconv.Itoa(i)
+			}
+			keys[i] = ledgerKey(f.wf.Name, key)
+		}
+		if err != nil {
+			results[i] = itemResult{
+				Outcome:  loop.Outcome{Index: i, Status: loop.StatusFailed, Class: kustomer.ClassPermanent, Err: err},
+				dlqClass: mappingClass(err),
+			}
+			continue
+		}
+		reqs[i] = req
+		toRun = append(toRun, i)
+	}
+
+	runner, err := loop.New(loop.Config{
+		Concurrency:       f.wf.Concurrency,
+		Policy:            retryPolicy(f.wf.Retry),
+		Limiter:           w.cfg.Limiter,
+		Breaker:           f.breaker,
+		Clock:             w.cfg.Clock,
+		Heartbeat:         func() { _ = msg.InProgress() },
+		HeartbeatInterval: w.cfg.AckWait / 3,
+	})
+	if err != nil {
+		ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
+		return
+	}
+	report := runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
+		return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt)
+	})
+	if ctx.Err() != nil {
+		// Shutdown deadline: what was created is in the ledger, so the
+		// redelivery will find it; nothing else is recorded half-way.
+		ev.log.Info().Msg("event interrupted by shutdown; left unacknowledged for redelivery")
+		return
+	}
+	if report.Paused {
+		_ = msg.NakWithDelay(w.cfg.PauseNakDelay)
+		ev.log.Info().Dur("delay", w.cfg.PauseNakDelay).Msg("workflow paused; event nak'ed without spending attempts")
+		return
+	}
+	for _, o := range report.Outcomes {
+		r := itemResult{Outcome: o}
+		if o.Status == loop.StatusFailed {
+			r.dlqClass = dlq.ClassPermanent
+			if o.Exhausted {
+				r.dlqClass = dlq.ClassExhausted
+			}
+		}
+		results[o.Index] = r
+	}
+	ordered := make([]itemResult, 0, len(indexes))
+	for _, i := range indexes {
+		ordered = append(ordered, results[i])
+	}
+	w.finish(ctx, f, ev, ordered)
+}
+
+// createItem is one attempt at one item: claim its key in the ledger, look it
+// up when an earlier attempt's outcome is unknown, create it, record it.
+func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int) (loop.Result, error) {
+	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
+	claim, err := w.ledger.claim(ctx, key)
+	switch {
+	case errors.Is(err, errClaimed):
+		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "another replica is creating this item", RetryAfter: w.ledger.lease}
+	case err != nil:
+		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "idempotency ledger unavailable", Err: err}
+	case claim.customerID != "":
+		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
+		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), AlreadyCreated: true}, nil
+	}
+	extID := req.ExternalID()
+	if claim.stale && extID != "" {
+		if c, ok := w.lookup(ctx, extID, log); ok {
+			_ = w.ledger.record(ctx, key, c.ID)
+			return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
+		}
+	}
+	c, err := w.cfg.Kustomer.CreateCustomer(ctx, req)
+	if err != nil {
+		var ke *kustomer.Error
+		unknown := errors.As(err, &ke) && ke.Timeout
+		if unknown && extID != "" {
+			// The request may have been answered: ask before trying again.
+			if c, ok := w.lookup(ctx, extID, log); ok {
+				_ = w.ledger.record(ctx, key, c.ID)
+				return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
+			}
+		}
+		if !unknown {
+			w.ledger.release(context.WithoutCancel(ctx), key)
+		}
+		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Msg("create failed")
+		return loop.Result{}, err
+	}
+	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID); err != nil {
+		log.Error().Err(err).Str("customer_id", c.ID).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
+	}
+	log.Info().Str("customer_id", c.ID).Msg("customer created")
+	return loop.Result{CustomerID: c.ID, Attributes: c.Attributes}, nil
+}
+
+// lookup finds a customer by externalId after an unknown outcome.
+func (w *Worker) lookup(ctx context.Context, extID string, log zerolog.Logger) (*kustomer.Customer, bool) {
+	if err := w.cfg.Limiter.Wait(ctx); err != nil {
+		return nil, false
+	}
+	c, err := w.cfg.Kustomer.CustomerByExternalID(ctx, extID)
+	if err != nil {
+		if !kustomer.IsNotFound(err) {
+			log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
+		}
+		return nil, false
+	}
+	log.Info().Str("customer_id", c.ID).Msg("unknown outcome resolved by look-up: customer exists")
+	return c, true
+}
+
+// deadLetterEvent dead-letters a whole event that cannot be processed at all.
+func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class dlq.Class, err error) {
+	w.finish(ctx, f, ev, []itemResult{{
+		Outcome:  loop.Outcome{Index: -1, Status: loop.StatusFailed, Class: kustomer.ClassPermanent, Err: err},
+		dlqClass: class,
+	}})
+}
+
+// finish makes the event's outcome durable — results, dead letters, run
+// record, in that order — and only then acknowledges it. If any step fails,
+// the event is nak'ed and will be processed again (the ledger keeps created
+// items from being created twice).
+func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemResult) {
+	ctx = context.WithoutCancel(ctx)
+	now := w.cfg.Clock.Now()
+	rec := RunRecord{
+		ID:        ev.runID(),
+		Workflow:  f.wf.Name,
+		EventID:   ev.msg.Headers().Get(nats.MsgIdHdr),
+		Subject:   ev.msg.Subject(),
+		StreamSeq: ev.meta.Sequence.Stream,
+		Started:   ev.started,
+		Ended:     now,
+		Replay:    ev.msg.Headers().Get(dlq.HeaderReplayOf) != "",
+	}
+	failed := map[dlq.Class][]itemResult{}
+	var classes []dlq.Class
+	var ok, bad int
+	for _, it := range items {
+		ri := RunItem{Index: it.Index, Outcome: string(it.Status), CustomerID: it.CustomerID, Attempts: it.Attempts}
+		switch it.Status {
+		case loop.StatusCreated, loop.StatusAlreadyCreated:
+			ok++
+			if err := w.publishResult(ctx, f, ev, it); err != nil {
+				w.nakAfterFailure(ev, "publish result", err)
+				return
+			}
+		default:
+			bad++
+			ri.Class = string(it.dlqClass)
+			if it.Err != nil {
+				ri.Error = it.Err.Error()
+			}
+			if _, seen := failed[it.dlqClass]; !seen {
+				classes = append(classes, it.dlqClass)
+			}
+			failed[it.dlqClass] = append(failed[it.dlqClass], it)
+		}
+		if it.Index >= 0 {
+			rec.Items = append(rec.Items, ri)
+		} else if it.Err != nil {
+			rec.Error = it.Err.Error()
+		}
+		metricItems.WithLabelValues(f.wf.Name, string(it.Status)).Inc()
+	}
+	for _, class := range classes {
+		if err := w.deadLetter(ctx, f, ev, class, failed[class]); err != nil {
+			w.nakAfterFailure(ev, "dead-letter", err)
+			return
+		}
+	}
+	switch {
+	case bad == 0:
+		rec.Status = RunSucceeded
+	case len(items) == 1 && items[0].Index < 0:
+		rec.Status = RunDeadLettered
+	case ok > 0:
+		rec.Status = RunPartial
+	default:
+		rec.Status = RunFailed
+	}
+	if err := w.runs.Write(ctx, rec); err != nil {
+		w.nakAfterFailure(ev, "write run record", err)
+		return
+	}
+	if err := ev.msg.DoubleAck(ctx); err != nil {
+		ev.log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (its items are in the ledger)")
+		return
+	}
+	metricEvents.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
+	metricEventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
+	ev.log.Info().Str("status", string(rec.Status)).Int("created", ok).Int("failed", bad).Str("run_id", rec.ID).Msg("event done")
+}
+
+func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
+	ev.log.Error().Err(err).Str("step", step).Msg("outcome not durable; event nak'ed for redelivery")
+	_ = ev.msg.NakWithDelay(time.Second)
+}
+
+// deadLetter publishes one record for the event's items that failed with
+// class: the original payload byte for byte, and why in its headers.
+func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, class dlq.Class, items []itemResult) error {
+	first := items[0]
+	rec := dlq.Record{
+		Workflow:  f.wf.Name,
+		Class:     class,
+		Subject:   ev.msg.Subject(),
+		StreamSeq: ev.meta.Sequence.Stream,
+		MsgID:     ev.msg.Headers().Get(nats.MsgIdHdr),
+		Payload:   ev.msg.Data(),
+	}
+	if orig := ev.msg.Headers().Get(dlq.HeaderMsgID); orig != "" {
+		rec.MsgID = orig
+	}
+	if first.Err != nil {
+		rec.Error = first.Err.Error()
+		if len(items) > 1 {
+			rec.Error = fmt.Sprintf("%s (and %d more items)", rec.Error, len(items)-1)
+		}
+	}
+	for _, it := range items {
+		rec.Attempts = max(rec.Attempts, it.Attempts)
+		if it.Index >= 0 {
+			rec.Items = append(rec.Items, it.Index)
+		}
+		if !it.FirstFailure.IsZero() && (rec.FirstFailure.IsZero() || it.FirstFailure.Before(rec.FirstFailure)) {
+			rec.FirstFailure = it.FirstFailure
+		}
+		if it.LastFailure.After(rec.LastFailure) {
+			rec.LastFailure = it.LastFailure
+		}
+	}
+	if rec.FirstFailure.IsZero() {
+		rec.FirstFailure = w.cfg.Clock.Now()
+		rec.LastFailure = rec.FirstFailure
+	}
+	var ke *kustomer.Error
+	if errors.As(first.Err, &ke) {
+		rec.StatusCode, rec.Code = ke.StatusCode, ke.Code
+	}
+	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
+		return err
+	}
+	metricDeadLetters.WithLabelValues(f.wf.Name, string(class)).Inc()
+	ev.log.Warn().Str("class", string(class)).Ints("items", rec.Items).Str("error", rec.Error).Msg("dead-lettered")
+	return nil
+}
+
+// resultBody is what downstream consumers read: the seed's "Returns" shape.
+type resultBody struct {
+	Data resultData `json:"data"`
+}
+
+type resultData struct {
+	ID         string         `json:"id"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it itemResult) error {
+	body, err := json.Marshal(resultBody{Data: resultData{ID: it.CustomerID, Attributes: it.Attributes}})
+	if err != nil {
+		return fmt.Errorf("worker: encode result: %w", err)
+	}
+	m := nats.NewMsg(f.wf.ResultsSubject)
+	m.Data = body
+	m.Header.Set(HeaderWorkflow, f.wf.Name)
+	m.Header.Set(HeaderEventID, ev.msg.Headers().Get(nats.MsgIdHdr))
+	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
+	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
+	m.Header.Set(HeaderCustomer, it.CustomerID)
+	m.Header.Set(nats.MsgIdHdr, resultMsgPrefix+f.wf.Name+"-"+it.CustomerID)
+	if _, err := w.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("worker: publish result: %w", err)
+	}
+	return nil
+}
+
+// runID names the run of one delivery of an event.
+func (ev *event) runID() string {
+	return fmt.Sprintf("%s-%d-%d", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered)
+}
+
+func mappingClass(err error) dlq.Class {
+	if mapping.KindOf(err) == mapping.KindValidation {
+		return dlq.ClassValidation
+	}
+	return dlq.ClassMapping
+}
+
+func retryPolicy(r mapping.Retry) loop.Policy {
+	return loop.Policy{
+		MaxAttempts:  r.MaxAttempts,
+		InitialDelay: r.InitialDelay,
+		MaxDelay:     r.MaxDelay,
+		Multiplier:   r.Multiplier,
+		Jitter:       r.Jitter,
+	}
+}

@@ -1,0 +1,412 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/sourcegraph/conc"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+)
+
+const (
+	// AckWaitDefault is how long JetStream waits for an ack before
+	// redelivering. The worker sends InProgress well within it while an
+	// event's items are still running, so a slow Loop is never redelivered.
+	AckWaitDefault = 30 * time.Second
+	// MaxDeliverDefault bounds redeliveries of one event (crashes, pauses);
+	// beyond it the event is dead-lettered with class max_deliveries.
+	MaxDeliverDefault = 20
+	// MaxEventBytesDefault is the largest event accepted; larger ones are
+	// dead-lettered as invalid_event.
+	MaxEventBytesDefault = 1 << 20
+	// PauseNakDelayDefault is how long an event waits before redelivery when
+	// its workflow paused.
+	PauseNakDelayDefault = 5 * time.Second
+	// fetchWait is how long one pull request waits for events.
+	fetchWait = 2 * time.Second
+	// ConsumerPrefixDefault prefixes the durable consumer of each workflow.
+	ConsumerPrefixDefault = "ksync-"
+)
+
+// Kustomer is what the worker needs of a Kustomer client.
+type Kustomer interface {
+	CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error)
+	CustomerByExternalID(ctx context.Context, externalID string) (*kustomer.Customer, error)
+}
+
+// Config configures a Worker. Workflows, Kustomer and Limiter are required.
+type Config struct {
+	Workflows []*mapping.Workflow
+	Kustomer  Kustomer
+	// Limiter is the process's one rate budget, shared by every workflow.
+	Limiter *loop.Limiter
+
+	Stream     StreamConfig
+	DeadLetter dlq.StreamConfig
+	RunLog     RunLogConfig
+	Ledger     LedgerConfig
+	// ResultsStream captures the results subjects; default ResultsStreamDefault.
+	ResultsStream string
+
+	AckWait        time.Duration // default AckWaitDefault
+	MaxDeliver     int           // default MaxDeliverDefault
+	MaxEventBytes  int           // default MaxEventBytesDefault
+	PauseNakDelay  time.Duration // default PauseNakDelayDefault
+	ConsumerPrefix string        // default ConsumerPrefixDefault
+	// BreakerThreshold is how many consecutive transient failures across
+	// items pause a workflow; 0 means loop's default.
+	BreakerThreshold int
+	// ReplicaID names this replica in the ledger and logs; default host-pid.
+	ReplicaID string
+
+	Logger zerolog.Logger
+	Clock  loop.Clock // default loop.SystemClock()
+}
+
+func (c *Config) validate() error {
+	if len(c.Workflows) == 0 {
+		return errors.New("worker: no workflows")
+	}
+	if c.Kustomer == nil {
+		return errors.New("worker: Kustomer client is required")
+	}
+	if c.Limiter == nil {
+		return errors.New("worker: Limiter is required")
+	}
+	seen := map[string]bool{}
+	for _, wf := range c.Workflows {
+		if seen[wf.Name] {
+			return fmt.Errorf("worker: workflow %q defined twice", wf.Name)
+		}
+		seen[wf.Name] = true
+	}
+	c.Stream.setDefaults()
+	c.ResultsStream = cmpOr(c.ResultsStream, ResultsStreamDefault)
+	if c.AckWait == 0 {
+		c.AckWait = AckWaitDefault
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = MaxDeliverDefault
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = MaxEventBytesDefault
+	}
+	if c.PauseNakDelay == 0 {
+		c.PauseNakDelay = PauseNakDelayDefault
+	}
+	c.ConsumerPrefix = cmpOr(c.ConsumerPrefix, ConsumerPrefixDefault)
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		c.ReplicaID = fmt.Sprintf("%s-%d", cmpOr(host, "replica"), os.Getpid())
+	}
+	if c.Clock == nil {
+		c.Clock = loop.SystemClock()
+	}
+	return nil
+}
+
+// Worker consumes lead events for a set of workflows. Create it with New,
+// run it with Start, stop it with Stop. Safe for concurrent use.
+type Worker struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    zerolog.Logger
+	ledger *ledger
+	runs   *RunLog
+	flows  []*flow
+
+	cancel   context.CancelFunc // stops fetching
+	hardStop context.CancelFunc // cancels in-flight events
+	wg       conc.WaitGroup
+	stopOnce sync.Once
+}
+
+// New validates cfg and returns a Worker; nothing touches NATS until Start.
+func New(nc *nats.Conn, js jetstream.JetStream, cfg Config) (*Worker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{cfg: cfg, nc: nc, js: js, log: cfg.Logger}, nil
+}
+
+// Start creates or checks the streams, the ledger and one durable consumer
+// per workflow, then consumes in the background until Stop.
+func (w *Worker) Start(ctx context.Context) error {
+	if err := w.setup(ctx); err != nil {
+		return err
+	}
+	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	w.cancel, w.hardStop = cancel, hardStop
+	for _, f := range w.flows {
+		w.wg.Go(func() { w.fetchLoop(fetchCtx, workCtx, f) })
+		w.wg.Go(func() { w.probeLoop(fetchCtx, f) })
+	}
+	targets := make([]MaxDeliveryTarget, 0, len(w.flows))
+	for _, f := range w.flows {
+		targets = append(targets, MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject})
+	}
+	w.wg.Go(func() {
+		if err := WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
+			w.log.Error().Err(err).Msg("max-deliveries watcher stopped")
+		}
+	})
+	w.log.Info().Str("stream", w.cfg.Stream.Name).Int("workflows", len(w.flows)).Str("replica", w.cfg.ReplicaID).Msg("worker started")
+	return nil
+}
+
+// Stop stops fetching and waits for events in flight until ctx is done; those
+// still running then are cancelled and left unacknowledged for redelivery.
+// It returns ctx.Err() when the drain did not finish in time.
+func (w *Worker) Stop(ctx context.Context) error {
+	var err error
+	w.stopOnce.Do(func() {
+		if w.cancel == nil {
+			return
+		}
+		w.cancel()
+		done := make(chan struct{})
+		go func() { w.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+			w.hardStop()
+			<-done
+		}
+		w.hardStop()
+		w.log.Info().Msg("worker stopped")
+	})
+	return err
+}
+
+func (w *Worker) setup(ctx context.Context) error {
+	filters := make([]string, 0, len(w.cfg.Workflows))
+	for _, wf := range w.cfg.Workflows {
+		filters = append(filters, wf.Subject)
+	}
+	st, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
+		Name:        w.cfg.Stream.Name,
+		Description: "kustomer-sync: lead events",
+		Subjects:    w.cfg.Stream.Subjects,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Stream.Replicas,
+		Duplicates:  w.cfg.Stream.DedupWindow,
+	}, filters)
+	if err != nil {
+		return err
+	}
+	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
+		Name:        w.cfg.ResultsStream,
+		Description: "kustomer-sync: customers created, for downstream consumers",
+		Subjects:    []string{ResultsSubjectsDefault},
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Stream.Replicas,
+		MaxAge:      ResultsMaxAgeDefault,
+		Duplicates:  10 * time.Minute,
+	}, nil); err != nil {
+		return err
+	}
+	dl := w.cfg.DeadLetter
+	if dl.Replicas == 0 {
+		dl.Replicas = w.cfg.Stream.Replicas
+	}
+	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
+		return err
+	}
+	rl := w.cfg.RunLog
+	if rl.Replicas == 0 {
+		rl.Replicas = w.cfg.Stream.Replicas
+	}
+	if w.runs, err = NewRunLog(ctx, w.js, rl); err != nil {
+		return err
+	}
+	lc := w.cfg.Ledger
+	if lc.Replicas == 0 {
+		lc.Replicas = w.cfg.Stream.Replicas
+	}
+	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID); err != nil {
+		return err
+	}
+	for _, wf := range w.cfg.Workflows {
+		f, err := w.newFlow(ctx, st, wf)
+		if err != nil {
+			return err
+		}
+		w.flows = append(w.flows, f)
+	}
+	return nil
+}
+
+func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow) (*flow, error) {
+	name := w.cfg.ConsumerPrefix + wf.Name
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "kustomer-sync workflow " + wf.Name,
+		FilterSubject: wf.Subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    w.cfg.MaxDeliver,
+		MaxAckPending: max(1000, wf.MaxInFlight*16),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: consumer %s: %w", name, err)
+	}
+	breaker, err := loop.NewBreaker(loop.BreakerConfig{Threshold: w.cfg.BreakerThreshold, Clock: w.cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("worker: workflow %s: %w", wf.Name, err)
+	}
+	f := &flow{
+		wf:           wf,
+		consumerName: name,
+		cons:         cons,
+		breaker:      breaker,
+		slots:        make(chan struct{}, max(wf.MaxInFlight, 1)),
+		resumed:      make(chan struct{}, 1),
+		opened:       make(chan struct{}, 1),
+		log:          w.log.With().Str("workflow", wf.Name).Logger(),
+	}
+	breaker.OnChange(func(open bool, reason string) {
+		if open {
+			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
+			metricPaused.WithLabelValues(wf.Name).Set(1)
+			signal(f.opened)
+			return
+		}
+		f.log.Info().Msg("workflow resumed")
+		metricPaused.WithLabelValues(wf.Name).Set(0)
+		signal(f.resumed)
+	})
+	return f, nil
+}
+
+// flow is one workflow's consumer and its runtime state.
+type flow struct {
+	wf           *mapping.Workflow
+	consumerName string
+	cons         jetstream.Consumer
+	breaker      *loop.Breaker
+	slots        chan struct{} // events in flight; a full channel stops fetching
+	resumed      chan struct{} // signalled when the breaker closes
+	opened       chan struct{} // signalled when the breaker opens
+	log          zerolog.Logger
+}
+
+// fetchLoop pulls as many events as there are free slots, so a busy workflow
+// stops fetching instead of buffering, and hands each to handle.
+func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
+	var events conc.WaitGroup
+	defer events.Wait()
+	for fetchCtx.Err() == nil {
+		if f.breaker.Open() {
+			select {
+			case <-f.resumed:
+			case <-fetchCtx.Done():
+				return
+			}
+			continue
+		}
+		// Block for one slot, then take whatever else is free.
+		select {
+		case f.slots <- struct{}{}:
+		case <-fetchCtx.Done():
+			return
+		}
+		n := 1
+	more:
+		for n < cap(f.slots) {
+			select {
+			case f.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		pullCtx, cancelPull := context.WithTimeout(fetchCtx, fetchWait)
+		batch, err := f.cons.Fetch(n, jetstream.FetchContext(pullCtx))
+		if err != nil {
+			cancelPull()
+			for range n {
+				<-f.slots
+			}
+			if fetchCtx.Err() == nil {
+				f.log.Warn().Err(err).Msg("fetch failed; retrying")
+				w.sleep(fetchCtx, time.Second)
+			}
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			events.Go(func() {
+				defer func() { <-f.slots }()
+				w.handle(workCtx, f, msg)
+			})
+		}
+		cancelPull()
+		for range n - got {
+			<-f.slots
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && fetchCtx.Err() == nil {
+			f.log.Debug().Err(err).Msg("fetch ended")
+		}
+	}
+}
+
+// probeLoop probes Kustomer each time the workflow pauses, until it resumes.
+func (w *Worker) probeLoop(ctx context.Context, f *flow) {
+	for {
+		select {
+		case <-f.opened:
+			f.breaker.Probe(ctx, w.probe)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// signal wakes whoever waits on c without blocking; c has room for one.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) sleep(ctx context.Context, d time.Duration) {
+	t := w.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+	case <-ctx.Done():
+	}
+}
+
+// probe checks whether Kustomer answers again, spending one rate unit: a
+// look-up of an externalId that does not exist. 404 means healthy.
+func (w *Worker) probe(ctx context.Context) error {
+	if err := w.cfg.Limiter.Wait(ctx); err != nil {
+		return err
+	}
+	_, err := w.cfg.Kustomer.CustomerByExternalID(ctx, "kustomer-sync-probe")
+	if err == nil || kustomer.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func seqText(n uint64) string { return strconv.FormatUint(n, 10) }
