@@ -1,0 +1,115 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// replica is one process's limiter and budget, on its own connection.
+type replica struct {
+	lim    *loop.Limiter
+	budget *worker.Budget
+	cancel context.CancelFunc
+}
+
+func startReplica(t *testing.T, srv *natstest.Server, id string, cfg worker.BudgetConfig) *replica {
+	t.Helper()
+	nc, js := srv.Connect(t)
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cfg.PerMinute})
+	require.NoError(t, err)
+	cfg.ReplicaID = id
+	b, err := worker.NewBudget(js, nc, lim, cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	require.NoError(t, b.Start(ctx))
+	t.Cleanup(func() {
+		_ = b.Stop(context.Background())
+		cancel()
+	})
+	return &replica{lim: lim, budget: b, cancel: cancel}
+}
+
+func requireShares(t *testing.T, perMinute float64, replicas ...*replica) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, r := range replicas {
+			if r.lim.PerMinute() != perMinute || r.budget.Replicas() != len(replicas) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond, "every replica should get %v a minute", perMinute)
+}
+
+func TestBudgetSplitsTheOrganisationsBudgetBetweenLiveReplicas(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	cfg := worker.BudgetConfig{PerMinute: 900, TTL: 3 * time.Second}
+	a := startReplica(t, srv, "a", cfg)
+	require.Equal(t, 900.0, a.lim.PerMinute(), "alone, a replica spends the whole budget")
+	b := startReplica(t, srv, "b", cfg)
+	c := startReplica(t, srv, "c", cfg)
+	requireShares(t, 300, a, b, c)
+
+	// A replica that stops hands its share over at once, not after the TTL.
+	stopped := time.Now()
+	require.NoError(t, c.budget.Stop(t.Context()))
+	requireShares(t, 450, a, b)
+	require.Less(t, time.Since(stopped), cfg.TTL, "shares grow before the stopped key could have expired")
+}
+
+func TestBudgetForgetsAReplicaThatStoppedHeartbeating(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	cfg := worker.BudgetConfig{PerMinute: 900, TTL: 1500 * time.Millisecond}
+	a := startReplica(t, srv, "a", cfg)
+	b := startReplica(t, srv, "b", cfg)
+	requireShares(t, 450, a, b)
+
+	b.cancel() // b dies: no more heartbeats, and its key is not deleted
+	requireShares(t, 900, a)
+}
+
+func TestBudgetBroadcastsA429PauseToEveryOtherReplica(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	cfg := worker.BudgetConfig{PerMinute: 900}
+	a := startReplica(t, srv, "a", cfg)
+	b := startReplica(t, srv, "b", cfg)
+	c := startReplica(t, srv, "c", cfg)
+
+	before := time.Now()
+	a.lim.Observe(kustomer.RateLimit{Status: http.StatusTooManyRequests, RetryAfter: 30 * time.Second})
+	for _, r := range []*replica{b, c} {
+		require.Eventually(t, func() bool {
+			return r.lim.PausedUntil().After(before.Add(25 * time.Second))
+		}, 5*time.Second, 10*time.Millisecond)
+	}
+	require.WithinDuration(t, before.Add(30*time.Second), a.lim.PausedUntil(), time.Second)
+
+	// A paused replica waits: Wait cannot get through before ctx ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, b.lim.Wait(ctx), context.DeadlineExceeded)
+}
+
+func TestNewBudgetRejectsAReplicaIDThatCannotBeAKey(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	lim, err := loop.NewLimiter(loop.LimiterConfig{})
+	require.NoError(t, err)
+	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host 1.pid"})
+	require.ErrorContains(t, err, "worker: ")
+	_, err = worker.NewBudget(js, nc, nil, worker.BudgetConfig{})
+	require.Error(t, err)
+}
