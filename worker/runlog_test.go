@@ -1,0 +1,168 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func newTestRunLog(t *testing.T, cfg RunLogConfig) (*RunLog, jetstream.JetStream) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
+	l, err := NewRunLog(context.Background(), js, cfg)
+	require.NoError(t, err)
+	return l, js
+}
+
+func testRun(id, workflow string, status RunStatus, started time.Time) RunRecord {
+	return RunRecord{
+		ID: id, Workflow: workflow, EventID: "evt-" + id, Subject: "leads." + workflow, StreamSeq: 7,
+		Started: started, Ended: started.Add(time.Second), Status: status,
+		Items: []RunItem{{Index: 0, Outcome: "created", CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1}},
+	}
+}
+
+func TestRunRecordRoundTripsThroughTheRunLog(t *testing.T) {
+	t.Parallel()
+	l, js := newTestRunLog(t, RunLogConfig{})
+	ctx := context.Background()
+	started := time.Date(2025, 3, 1, 10, 0, 0, 5, time.UTC)
+	want := RunRecord{
+		ID: "signup-41-1", Workflow: "signup", EventID: "lead-41", Subject: "leads.signup", StreamSeq: 41,
+		Started: started, Ended: started.Add(1500 * time.Millisecond), Status: RunPartial, Replay: true,
+		Items: []RunItem{
+			{Index: 0, Outcome: "created", CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1},
+			{Index: 1, Outcome: "exhausted", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 unavailable"},
+		},
+		Error: "1 of 2 items dead-lettered",
+	}
+	require.NoError(t, l.Write(ctx, want))
+
+	got, err := l.Get(ctx, want.ID)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	list, err := l.List(ctx, RunFilter{})
+	require.NoError(t, err)
+	require.Equal(t, []RunRecord{want}, list)
+
+	// The stored form is snake_case JSON for other tools.
+	m, err := js.Stream(ctx, RunLogStreamDefault)
+	require.NoError(t, err)
+	raw, err := m.GetMsg(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "runs.signup.partial.signup-41-1", raw.Subject)
+	require.Equal(t, want.ID, raw.Header.Get("Nats-Msg-Id"))
+	for _, key := range []string{`"event_id":"lead-41"`, `"stream_seq":41`, `"customer_id":"5f2d0b0b0b0b0b0b0b0b0b0b"`, `"status":"partial"`} {
+		require.Contains(t, string(raw.Data), key)
+	}
+}
+
+func TestRunLogGetFindsIDsThatAreNotSubjectTokensAndReportsUnknownOnes(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestRunLog(t, RunLogConfig{})
+	ctx := context.Background()
+	r := testRun("leads.signup:41 #2", "signup", RunSucceeded, time.Now())
+	require.NoError(t, l.Write(ctx, r))
+	got, err := l.Get(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, r.ID, got.ID)
+
+	_, err = l.Get(ctx, "nope")
+	require.ErrorIs(t, err, ErrRunNotFound)
+}
+
+func TestRunLogListFiltersNewestFirst(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestRunLog(t, RunLogConfig{Stream: "R", SubjectPrefix: "r"})
+	ctx := context.Background()
+	base := time.Now().Add(-time.Hour)
+	statuses := []RunStatus{RunSucceeded, RunPartial, RunDeadLettered, RunSucceeded, RunFailed, RunSucceeded}
+	for i, st := range statuses {
+		wf := "signup"
+		if i%2 == 1 {
+			wf = "import"
+		}
+		require.NoError(t, l.Write(ctx, testRun(fmt.Sprint("r", i), wf, st, base.Add(time.Duration(i)*time.Minute))))
+	}
+	ids := func(f RunFilter) []string {
+		t.Helper()
+		list, err := l.List(ctx, f)
+		require.NoError(t, err)
+		out := []string{}
+		for _, r := range list {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	require.Equal(t, []string{"r5", "r4", "r3", "r2", "r1", "r0"}, ids(RunFilter{}))
+	require.Equal(t, []string{"r4", "r2", "r0"}, ids(RunFilter{Workflow: "signup"}))
+	require.Equal(t, []string{"r5", "r3", "r0"}, ids(RunFilter{Status: RunSucceeded}))
+	require.Equal(t, []string{"r5", "r3"}, ids(RunFilter{Workflow: "import", Status: RunSucceeded}))
+	require.Equal(t, []string{"r5", "r4"}, ids(RunFilter{Limit: 2}))
+	require.Equal(t, []string{"r5"}, ids(RunFilter{Status: RunSucceeded, Limit: 1}))
+	require.Equal(t, []string{"r5", "r4", "r3"}, ids(RunFilter{Since: base.Add(3 * time.Minute)}))
+	require.Equal(t, []string{"r5", "r4"}, ids(RunFilter{Since: base.Add(3 * time.Minute), Limit: 2}))
+	require.Equal(t, []string{}, ids(RunFilter{Workflow: "other"}))
+
+	_, err := l.List(ctx, RunFilter{Status: "meh"})
+	require.Error(t, err)
+}
+
+func TestRunLogListWithALimitReadsBackPastSparseMatches(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestRunLog(t, RunLogConfig{})
+	ctx := context.Background()
+	now := time.Now()
+	// One rare run, then many others: the first window misses it.
+	require.NoError(t, l.Write(ctx, testRun("rare", "rare", RunFailed, now)))
+	for i := range 300 {
+		require.NoError(t, l.Write(ctx, testRun(fmt.Sprint("c", i), "common", RunSucceeded, now)))
+	}
+	list, err := l.List(ctx, RunFilter{Workflow: "rare", Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "rare", list[0].ID)
+
+	list, err = l.List(ctx, RunFilter{Limit: 3})
+	require.NoError(t, err)
+	require.Equal(t, "c299", list[0].ID)
+	require.Len(t, list, 3)
+}
+
+func TestRunLogWriteRefusesRecordsItCannotFileAndConfigIsValidated(t *testing.T) {
+	t.Parallel()
+	l, js := newTestRunLog(t, RunLogConfig{})
+	ctx := context.Background()
+	require.ErrorContains(t, l.Write(ctx, testRun("", "signup", RunSucceeded, time.Now())), "empty run ID")
+	require.ErrorContains(t, l.Write(ctx, testRun("x", "a.b", RunSucceeded, time.Now())), "subject token")
+	require.ErrorContains(t, l.Write(ctx, testRun("x", "signup", "done", time.Now())), "status")
+
+	_, err := NewRunLog(ctx, js, RunLogConfig{Stream: "BAD", MaxAge: -time.Second})
+	require.ErrorContains(t, err, "MaxAge")
+
+	s, err := js.Stream(ctx, RunLogStreamDefault)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	require.Equal(t, RunLogMaxAgeDefault, cfg.MaxAge)
+	require.Equal(t, RunLogMaxBytesDefault, cfg.MaxBytes)
+	require.Equal(t, jetstream.FileStorage, cfg.Storage)
+}
+
+func TestOpenRunLogReadsAnExistingLogWithItsPrefix(t *testing.T) {
+	t.Parallel()
+	l, js := newTestRunLog(t, RunLogConfig{Stream: "R2", SubjectPrefix: "audit.runs"})
+	ctx := context.Background()
+	require.NoError(t, l.Write(ctx, testRun("a", "signup", RunSucceeded, time.Now())))
+	r, err := OpenRunLog(ctx, js, RunLogConfig{Stream: "R2"})
+	require.NoError(t, err)
+	got, err := r.Get(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, "signup", got.Workflow)
+}
