@@ -383,7 +383,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		}
 		return running
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || kustomer.ClassOf(res.err) == kustomer.ClassRetryable) {
 		// The attempt was cut short by cancellation, not by Kustomer.
 		o.Err = res.err
 		o.Status = StatusCanceled

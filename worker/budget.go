@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,12 +99,13 @@ type Budget struct {
 	lim *loop.Limiter
 	log zerolog.Logger
 
+	running atomic.Bool // read by the OnPause hook without waiting for Start or Stop
+
 	mu       sync.Mutex
 	kv       jetstream.KeyValue
 	sub      *nats.Subscription
 	seen     map[string]time.Time // replica → when this process last saw its heartbeat
 	replicas int
-	running  bool
 	cancel   context.CancelFunc
 	wg       conc.WaitGroup
 }
@@ -146,7 +148,7 @@ func NewBudget(js jetstream.JetStream, nc *nats.Conn, lim *loop.Limiter, cfg Bud
 func (b *Budget) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.running {
+	if b.running.Load() {
 		return errors.New("worker: budget already started")
 	}
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -191,7 +193,8 @@ func (b *Budget) Start(ctx context.Context) error {
 			return fmt.Errorf("worker: budget start: %w", ctx.Err())
 		}
 	}
-	b.kv, b.sub, b.cancel, b.running = kv, sub, cancel, true
+	b.kv, b.sub, b.cancel = kv, sub, cancel
+	b.running.Store(true)
 	b.reshareLocked()
 	b.wg.Go(func() { b.follow(runCtx, watcher) })
 	b.wg.Go(func() { b.beat(runCtx, kv) })
@@ -203,11 +206,10 @@ func (b *Budget) Start(ctx context.Context) error {
 // key could not be deleted (it then ages out after TTL).
 func (b *Budget) Stop(ctx context.Context) error {
 	b.mu.Lock()
-	if !b.running {
+	if !b.running.Swap(false) {
 		b.mu.Unlock()
 		return nil
 	}
-	b.running = false
 	b.cancel()
 	b.mu.Unlock()
 	b.wg.Wait() // no heartbeat may resurrect the key after the purge below
@@ -316,11 +318,8 @@ func (b *Budget) reshareLocked() {
 
 // broadcast publishes a pause this replica's limiter started on a 429.
 func (b *Budget) broadcast(until time.Time) {
-	b.mu.Lock()
-	running := b.running
-	b.mu.Unlock()
 	d := until.Sub(b.cfg.Clock.Now())
-	if !running || d <= 0 {
+	if !b.running.Load() || d <= 0 {
 		return
 	}
 	msg, err := json.Marshal(budgetPause{Replica: b.cfg.ReplicaID, ForMS: d.Milliseconds()})

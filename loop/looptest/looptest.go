@@ -4,6 +4,7 @@ package looptest
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +68,7 @@ func (c *FakeClock) Advance(d time.Duration) {
 	}
 	clear(c.timers[len(kept):])
 	c.timers = kept
+	slices.SortStableFunc(due, func(a, b *fakeTimer) int { return a.at.Compare(b.at) })
 	for _, t := range due {
 		t.ch <- c.now
 	}
