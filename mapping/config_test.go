@@ -1,0 +1,138 @@
+package mapping
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultConfigIsTheSeedSampleRequestOnLeads(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	require.Equal(t, "built-in", cfg.Source)
+	require.Len(t, cfg.Workflows, 1)
+	w, ok := cfg.Workflow(DefaultWorkflowName)
+	require.True(t, ok)
+	require.Equal(t, "leads.>", w.Subject)
+	require.Equal(t, []string{"name", "emails", "phones"}, w.Inputs())
+	require.False(t, w.HasLoop())
+	require.Equal(t, "dlq.default", w.DeadLetterSubject)
+	require.Equal(t, "kustomer.customers.created.default", w.ResultsSubject)
+	require.Equal(t, Retry{MaxAttempts: 5, InitialDelay: time.Second, MaxDelay: time.Minute, Multiplier: 2, Jitter: 0.2}, w.Retry)
+	require.Equal(t, ConcurrencyDefault, w.Concurrency)
+	require.Equal(t, MaxInFlightDefault, w.MaxInFlight)
+	require.Equal(t, MaxItemsDefault, w.MaxItems)
+	require.Equal(t, "US", w.DefaultRegion)
+
+	_, ok = cfg.Workflow("nope")
+	require.False(t, ok)
+}
+
+func TestLoadReadsTheSampleConfigOfTheRepository(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(filepath.Join("..", "testdata", "workflows.yaml"))
+	require.NoError(t, err)
+	require.Len(t, cfg.Workflows, 2)
+	batch, ok := cfg.Workflow("batch")
+	require.True(t, ok)
+	require.True(t, batch.HasLoop())
+	require.Equal(t, "{{trigger.leads}}", batch.LoopTemplate())
+	require.Equal(t, "batches.>", batch.Subject)
+
+	trigger := map[string]any{"leads": []any{
+		map[string]any{"id": "L-1", "first_name": "Ann", "email": "Ann@Example.com", "score": "7"},
+		map[string]any{"id": "L-2", "last_name": "Lee", "phone": "555 555 0101"},
+	}}
+	items, err := batch.Items(trigger)
+	require.NoError(t, err)
+	require.Len(t, items, 2)
+	req, err := batch.Map(trigger, items[1], 1)
+	require.NoError(t, err)
+	require.Equal(t, Request{
+		"externalId": "L-2",
+		"name":       "Lee",
+		"phones":     []any{map[string]any{"phone": "+15555550101", "type": "mobile"}},
+		"custom":     map[string]any{"sourceStr": "web-form"},
+	}, req)
+	key, err := batch.IdempotencyKey(trigger, items[1], 1, req)
+	require.NoError(t, err)
+	require.Equal(t, "batch-L-2", key)
+}
+
+func TestLoadNamesTheFileWhenItCannotBeRead(t *testing.T) {
+	t.Parallel()
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.ErrorContains(t, err, "mapping: read config")
+}
+
+func TestParseFillsDefaultsAndKeepsExplicitZeroJitter(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("w.yaml", []byte(`
+workflows:
+  - name: a
+    retry: {max_attempts: 3, initial_delay: 250ms, jitter: 0}
+    default_region: gb
+`))
+	require.NoError(t, err)
+	w := cfg.Workflows[0]
+	require.Equal(t, Retry{MaxAttempts: 3, InitialDelay: 250 * time.Millisecond, MaxDelay: time.Minute, Multiplier: 2, Jitter: 0}, w.Retry)
+	require.Equal(t, "GB", w.DefaultRegion)
+	require.Empty(t, w.Inputs())
+	req, err := w.Map(map[string]any{"name": "x"}, nil, 0)
+	require.NoError(t, err)
+	require.Empty(t, req)
+}
+
+// TestParseRejectsBadConfigsWithFileLineAndColumn: every mistake fails at load time with its place.
+func TestParseRejectsBadConfigsWithFileLineAndColumn(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"syntax", "workflows:\n  - name: a\n   inputs: [", `mapping: w.yaml:3:`},
+		{"no workflows", "workflows: []\n", `mapping: w.yaml: no workflows`},
+		{"unknown setting", "workflows:\n  - name: a\n    concurency: 3\n", `mapping: w.yaml:3:5: unknown field "concurency"`},
+		{"wrong type", "workflows:\n  - name: a\n    concurrency: lots\n", `mapping: w.yaml:3:18: cannot unmarshal string`},
+		{"unknown input lists the valid ones", "workflows:\n  - name: a\n    inputs:\n      nme: x\n",
+			`mapping: w.yaml:4:7: workflow "a": unknown input "nme" (valid: avatarUrl, birthdayAt, company, custom, emails, externalId, externalIds, locale, locations, name, phones, sharedEmails, sharedPhones, signedUpAt, socials, tags, timeZone, urls, username)`},
+		{"unknown root in a template", "workflows:\n  - name: a\n    inputs:\n      name: \"{{triger.name}}\"\n",
+			`mapping: w.yaml:4:13: workflow "a": inputs.name: {{triger.name}}: unknown name triger`},
+		{"expression syntax", "workflows:\n  - name: a\n    inputs:\n      custom:\n        aStr: \"{{trigger.a +}}\"\n",
+			`mapping: w.yaml:5:15: workflow "a": inputs.custom.aStr: {{trigger.a +}}: unexpected token EOF`},
+		{"unclosed braces", "workflows:\n  - name: a\n    inputs:\n      name: \"{{trigger.name\"\n",
+			`mapping: w.yaml:4:13: workflow "a": inputs.name: "{{" without "}}"`},
+		{"empty braces", "workflows:\n  - name: a\n    inputs:\n      name: \"{{ }}\"\n", `inputs.name: empty {{ }}`},
+		{"custom key without type suffix", "workflows:\n  - name: a\n    inputs:\n      custom:\n        score: 1\n",
+			`mapping: w.yaml:5:16: workflow "a": custom key "score" must end in Str, Txt, Num, At, Bool, Url`},
+		{"item without loop", "workflows:\n  - name: a\n    inputs:\n      name: \"{{item.name}}\"\n",
+			`workflow "a": a template uses item or loop.index but the workflow has no loop`},
+		{"loop not one expression", "workflows:\n  - name: a\n    loop: \"leads: {{trigger.leads}}\"\n",
+			`mapping: w.yaml:3:11: workflow "a": loop must be one {{…}} expression`},
+		{"loop uses item", "workflows:\n  - name: a\n    loop: \"{{item.leads}}\"\n", `loop cannot use item`},
+		{"duplicate workflow", "workflows:\n  - name: a\n  - name: a\n", `mapping: w.yaml:3:11: workflow "a" is defined twice`},
+		{"missing name", "workflows:\n  - subject: leads.>\n", `a workflow needs a name`},
+		{"bad name", "workflows:\n  - name: my leads\n", `workflow name "my leads": use letters, digits`},
+		{"bad subject", "workflows:\n  - name: a\n    subject: \"leads. x\"\n", `mapping: w.yaml:3:14: workflow "a": subject "leads. x" is not a NATS subject filter`},
+		{"wildcard dead-letter subject", "workflows:\n  - name: a\n    dead_letter_subject: dlq.>\n", `dead_letter_subject "dlq.>" is not a NATS subject`},
+		{"negative concurrency", "workflows:\n  - name: a\n    concurrency: -1\n", `concurrency must be at least 1`},
+		{"bad region", "workflows:\n  - name: a\n    default_region: XX\n", `default_region "XX" is not a region code`},
+		{"bad retry", "workflows:\n  - name: a\n    retry: {initial_delay: 2m}\n", `mapping: w.yaml:3:12: workflow "a": retry: max_delay must not be below initial_delay`},
+		{"jitter above one", "workflows:\n  - name: a\n    retry: {jitter: 1.5}\n", `retry: jitter must be between 0 and 1`},
+		{"required unknown", "workflows:\n  - name: a\n    required: [nam]\n", `required: unknown input "nam"`},
+		{"required not mapped", "workflows:\n  - name: a\n    required: [name]\n", `required: "name" is not mapped in inputs`},
+		{"duplicate input", "workflows:\n  - name: a\n    inputs:\n      name: a\n      name: b\n", `mapping: w.yaml:5:`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Parse("w.yaml", []byte(c.yaml))
+			require.Nil(t, cfg)
+			require.ErrorContains(t, err, c.want)
+			require.Equal(t, Kind(""), KindOf(err), "a config error is not an item failure")
+		})
+	}
+}
