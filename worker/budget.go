@@ -31,7 +31,8 @@ const (
 // budgetMarkerTTLMin is the shortest delete-marker TTL the server accepts.
 const budgetMarkerTTLMin = time.Second
 
-var budgetReplicaIDPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]+$`)
+// budgetReplicaIDPattern is a valid JetStream KV key: dot-separated tokens.
+var budgetReplicaIDPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$`)
 
 // BudgetConfig configures a [Budget]. Zero fields take their defaults.
 type BudgetConfig struct {
@@ -41,8 +42,9 @@ type BudgetConfig struct {
 	// Bucket is the JetStream KV bucket of live replicas (default
 	// BudgetBucketDefault). It is created if missing, in memory.
 	Bucket string
-	// ReplicaID is this replica's key in the bucket; letters, digits, '-',
-	// '_' and '=' (default random).
+	// ReplicaID is this replica's key in the bucket: letters, digits, '-',
+	// '_', '=' and inner dots, so a host name works (default random). Two
+	// replicas with the same ID count as one.
 	ReplicaID string
 	// TTL is how long a replica that stopped heartbeating still counts
 	// (default BudgetTTLDefault); it heartbeats every TTL/3.
@@ -76,7 +78,7 @@ func (c BudgetConfig) withDefaults() (BudgetConfig, error) {
 	case c.TTL < 0:
 		return c, errors.New("worker: BudgetConfig.TTL must not be negative")
 	case !budgetReplicaIDPattern.MatchString(c.ReplicaID):
-		return c, fmt.Errorf("worker: BudgetConfig.ReplicaID %q: only letters, digits, '-', '_' and '=' are allowed", c.ReplicaID)
+		return c, fmt.Errorf("worker: BudgetConfig.ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
 	}
 	return c, nil
 }

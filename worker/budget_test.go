@@ -108,8 +108,12 @@ func TestNewBudgetRejectsAReplicaIDThatCannotBeAKey(t *testing.T) {
 	nc, js := srv.Connect(t)
 	lim, err := loop.NewLimiter(loop.LimiterConfig{})
 	require.NoError(t, err)
-	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host 1.pid"})
+	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host 1"})
 	require.ErrorContains(t, err, "worker: ")
+	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host."})
+	require.Error(t, err)
+	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "node-1.example.com-42"})
+	require.NoError(t, err, "a host name is a fine replica ID")
 	_, err = worker.NewBudget(js, nc, nil, worker.BudgetConfig{})
 	require.Error(t, err)
 }
