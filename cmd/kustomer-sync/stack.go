@@ -26,26 +26,26 @@ import (
 
 // workerFlags are the settings of a worker process, shared by `run` and `demo`.
 type workerFlags struct {
-	configPath     string
-	apiKeyFile     string
-	baseURL        string
-	timeout        time.Duration
-	useSandbox     bool
-	sandboxRate    int
-	ratePerMinute  int
-	rateBurst      int
-	dataDir        string
-	embeddedAddr   string
-	stream         string
-	replicas       int
-	metricsAddr    string
-	replicaID      string
-	drainTimeout   time.Duration
-	maxEventBytes  int
-	ackWait        time.Duration
-	dedupWindow    time.Duration
-	sandboxFaults  sandbox.Faults
-	sandboxKey     string
+	configPath    string
+	apiKeyFile    string
+	baseURL       string
+	timeout       time.Duration
+	useSandbox    bool
+	sandboxRate   int
+	ratePerMinute int
+	rateBurst     int
+	dataDir       string
+	embeddedAddr  string
+	stream        string
+	replicas      int
+	metricsAddr   string
+	replicaID     string
+	drainTimeout  time.Duration
+	maxEventBytes int
+	ackWait       time.Duration
+	dedupWindow   time.Duration
+	sandboxFaults sandbox.Faults
+	sandboxKey    string
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {

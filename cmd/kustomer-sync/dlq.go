@@ -1,0 +1,629 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+)
+
+func init() {
+	extraCommands = append(extraCommands, func(a *app) *cobra.Command { return a.dlqCommand() })
+}
+
+// dlqFilterFlags are the filters every dlq subcommand shares.
+type dlqFilterFlags struct {
+	workflow string
+	class    string
+	since    string
+	grep     string
+	all      bool
+}
+
+func (f *dlqFilterFlags) register(cmd *cobra.Command, withAll bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.workflow, "workflow", "", "only entries of this workflow")
+	fl.StringVar(&f.class, "class", "", "only entries of this class: "+classList())
+	fl.StringVar(&f.since, "since", "", "only entries dead-lettered since a duration ago (30m, 24h, 7d) or a time (RFC 3339 or 2006-01-02)")
+	fl.StringVar(&f.grep, "grep", "", "only entries whose error or payload contains this text")
+	if withAll {
+		fl.BoolVar(&f.all, "all", false, "every entry (required when no ID and no filter is given)")
+	}
+}
+
+// filter turns the flags and ID arguments into a dlq.Filter; a mistake is a
+// usageError.
+func (f *dlqFilterFlags) filter(args []string, now time.Time) (dlq.Filter, error) {
+	out := dlq.Filter{Workflow: f.workflow, Class: dlq.Class(f.class), Grep: f.grep, All: f.all}
+	if f.class != "" && !out.Class.Valid() {
+		return out, usageError{fmt.Errorf("--class %q: want one of %s", f.class, classList())}
+	}
+	if f.since != "" {
+		t, err := parseSince(f.since, now)
+		if err != nil {
+			return out, usageError{err}
+		}
+		out.Since = t
+	}
+	for _, arg := range args {
+		id, err := strconv.ParseUint(arg, 10, 64)
+		if err != nil || id == 0 {
+			return out, usageError{fmt.Errorf("entry ID %q: want a positive number (see 'kustomer-sync dlq list')", arg)}
+		}
+		out.IDs = append(out.IDs, id)
+	}
+	if f.all && (len(args) > 0 || f.workflow != "" || f.class != "" || f.since != "" || f.grep != "") {
+		return out, usageError{errors.New("--all selects every entry: give it alone, without IDs or filters")}
+	}
+	return out, nil
+}
+
+func (f *dlqFilterFlags) selects(args []string) bool {
+	return f.all || len(args) > 0 || f.workflow != "" || f.class != "" || f.since != "" || f.grep != ""
+}
+
+func classList() string {
+	s := make([]string, len(dlq.Classes))
+	for i, c := range dlq.Classes {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ", ")
+}
+
+// parseSince reads "24h", "7d", "90m" as that long before now, or an RFC 3339
+// time, or a date.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %q: want a positive duration", s)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want a duration (30m, 24h, 7d) or a time (2006-01-02 or RFC 3339)", s)
+}
+
+func (a *app) dlqCommand() *cobra.Command {
+	var stream string
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "List, inspect, replay and purge dead letters",
+		Long: `Dead letters are events (or Loop items of events) the worker could not turn into customers:
+poison events, mapping and validation errors, permanent Kustomer errors, items whose retries ran
+out, and events JetStream stopped redelivering. Each entry keeps the original payload byte for byte
+and says why it is there (error, class, attempts, original subject and sequence, failed items).
+
+Fix the cause (a mapping, a credential, the data), then replay: the payload is republished to its
+original subject, limited to the failed items, and goes through the current configuration.
+Customers created before are not created again.
+
+Classes: ` + classList() + `.`,
+		Example: `  kustomer-sync dlq list --workflow signup --since 24h
+  kustomer-sync dlq show 42
+  kustomer-sync dlq replay 42 43
+  kustomer-sync dlq replay --class exhausted --rate 5
+  kustomer-sync dlq purge --class invalid_event --yes
+  kustomer-sync dlq stats`,
+		Args: cobra.NoArgs,
+	}
+	cmd.PersistentFlags().StringVar(&stream, "stream", dlq.StreamDefault, "dead-letter stream")
+	open := func(ctx context.Context) (*dlq.Store, func(), error) {
+		nc, js, err := a.connect(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		store, err := dlq.OpenStore(ctx, js, stream)
+		if err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+		return store, nc.Close, nil
+	}
+	cmd.AddCommand(
+		a.dlqListCommand(open),
+		a.dlqShowCommand(open),
+		a.dlqReplayCommand(open),
+		a.dlqPurgeCommand(open),
+		a.dlqStatsCommand(open),
+	)
+	return cmd
+}
+
+type openStore func(context.Context) (*dlq.Store, func(), error)
+
+func (a *app) dlqListCommand(open openStore) *cobra.Command {
+	var f dlqFilterFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List dead letters (oldest first)",
+		Long: `List dead-letter entries as a table: id, workflow, class, failed items, attempts, error
+(truncated) and age. Filters combine. --json prints every field, with the payload.`,
+		Example: `  kustomer-sync dlq list
+  kustomer-sync dlq list --workflow signup --class permanent --since 2h
+  kustomer-sync dlq list --grep jane@example.com --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter(nil, time.Now())
+			if err != nil {
+				return err
+			}
+			store, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			entries, err := store.List(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, dlqViews(entries))
+			}
+			if len(entries) == 0 {
+				_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
+				return err
+			}
+			return writeDLQTable(a.stdout, entries, time.Now())
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+func filterSuffix(f dlqFilterFlags) string {
+	if f.workflow == "" && f.class == "" && f.since == "" && f.grep == "" {
+		return ""
+	}
+	return " matching the filter"
+}
+
+func writeDLQTable(w io.Writer, entries []dlq.Record, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKFLOW\tCLASS\tITEMS\tATTEMPTS\tERROR\tAGE")
+	for _, r := range entries {
+		items := dlq.FormatItems(r.Items)
+		if items == "" {
+			items = "all"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Workflow), orDash(string(r.Class)),
+			clip(items, 16), r.Attempts, clip(r.Error, 60), age(now.Sub(r.Time)))
+	}
+	return tw.Flush()
+}
+
+func (a *app) dlqShowCommand(open openStore) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one dead letter: why it is there and its payload",
+		Example: `  kustomer-sync dlq show 42
+  kustomer-sync dlq show 42 --json | jq .payload`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || id == 0 {
+				return usageError{fmt.Errorf("entry ID %q: want a positive number (see 'kustomer-sync dlq list')", args[0])}
+			}
+			store, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := store.Get(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, dlqView(r))
+			}
+			return writeDLQEntry(a.stdout, r)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeDLQEntry(w io.Writer, r dlq.Record) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+		}
+	}
+	row("Entry", strconv.FormatUint(r.ID, 10))
+	row("Dead-lettered", r.Time.Local().Format(time.RFC3339)+" ("+age(time.Since(r.Time))+" ago)")
+	row("Workflow", r.Workflow)
+	row("Class", string(r.Class))
+	row("Attempts", strconv.Itoa(r.Attempts))
+	items := dlq.FormatItems(r.Items)
+	if items == "" {
+		items = "all (the whole event)"
+	}
+	row("Items", items)
+	row("Subject", r.Subject)
+	if r.StreamSeq != 0 {
+		row("Stream seq", strconv.FormatUint(r.StreamSeq, 10))
+	}
+	row("Msg ID", r.MsgID)
+	if !r.FirstFailure.IsZero() {
+		row("First failure", r.FirstFailure.Local().Format(time.RFC3339Nano))
+	}
+	if !r.LastFailure.IsZero() {
+		row("Last failure", r.LastFailure.Local().Format(time.RFC3339Nano))
+	}
+	if r.StatusCode != 0 {
+		row("Kustomer status", strconv.Itoa(r.StatusCode))
+	}
+	row("Kustomer code", r.Code)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nHeaders:\n")
+	h := r.Header()
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		fmt.Fprintf(w, "  %s: %s\n", k, strings.Join(h[k], ", "))
+	}
+	fmt.Fprintf(w, "\nError:\n  %s\n\nPayload (%d bytes):\n", orDash(r.Error), len(r.Payload))
+	_, err := fmt.Fprintln(w, prettyPayload(r.Payload))
+	return err
+}
+
+// prettyPayload indents JSON, and shows anything else as a quoted string so
+// control bytes cannot mess up the terminal.
+func prettyPayload(p []byte) string {
+	var buf bytes.Buffer
+	if json.Valid(p) && json.Indent(&buf, p, "", "  ") == nil {
+		return buf.String()
+	}
+	return strconv.Quote(string(p))
+}
+
+func (a *app) dlqReplayCommand(open openStore) *cobra.Command {
+	var f dlqFilterFlags
+	var dryRun bool
+	var rate float64
+	cmd := &cobra.Command{
+		Use:   "replay [ID...]",
+		Short: "Republish dead letters to their original subject",
+		Long: `Republish dead-letter entries to the subject they came from, by ID, by filter, or --all.
+A Loop event is limited to its failed items; the event goes through the current workflow
+configuration, so fix the cause first. Each entry is removed once JetStream has acknowledged its
+republish; replaying the same entries twice publishes them once. A progress bar shows on a terminal.`,
+		Example: `  kustomer-sync dlq replay 42
+  kustomer-sync dlq replay --workflow signup --class exhausted --since 1h
+  kustomer-sync dlq replay --all --dry-run
+  kustomer-sync dlq replay --all --rate 10`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !f.selects(args) {
+				return usageError{errors.New("say what to replay: entry IDs, a filter (--workflow, --class, --since, --grep) or --all")}
+			}
+			if rate < 0 {
+				return usageError{fmt.Errorf("--rate %v: want 0 (unlimited) or more messages per second", rate)}
+			}
+			filter, err := f.filter(args, time.Now())
+			if err != nil {
+				return err
+			}
+			store, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			return a.replay(cmd.Context(), store, filter, dryRun, rate)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be replayed; change nothing")
+	cmd.Flags().Float64Var(&rate, "rate", 0, "at most this many messages per second (0: unlimited)")
+	return cmd
+}
+
+func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, dryRun bool, rate float64) error {
+	var bar func(int)
+	shown := 0
+	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Progress: func(done, total int) {
+		if bar == nil {
+			bar = a.progress(total, "replaying")
+		}
+		bar(done - shown)
+		shown = done
+	}}
+	res, err := store.Replay(ctx, filter, opts)
+	if dryRun {
+		if err != nil {
+			return err
+		}
+		if len(res.Entries) == 0 {
+			_, err := fmt.Fprintln(a.stdout, "Nothing to replay.")
+			return err
+		}
+		if err := writeDLQTable(a.stdout, res.Entries, time.Now()); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Dry run: would replay %d %s; nothing changed.\n", len(res.Entries), plural(len(res.Entries), "entry", "entries"))
+		return err
+	}
+	summary := fmt.Sprintf("Replayed %d %s", res.Replayed, plural(res.Replayed, "entry", "entries"))
+	if res.Skipped > 0 {
+		summary += fmt.Sprintf(", %d already replayed before (removed)", res.Skipped)
+	}
+	if res.Replayed+res.Skipped == 0 && err == nil {
+		summary = "Nothing to replay"
+	}
+	if _, werr := fmt.Fprintln(a.stdout, summary+"."); werr != nil && err == nil {
+		err = werr
+	}
+	return err
+}
+
+func (a *app) dlqPurgeCommand(open openStore) *cobra.Command {
+	var f dlqFilterFlags
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "purge [ID...]",
+		Short: "Delete dead letters for good",
+		Long: `Delete dead-letter entries by ID, by filter, or --all. Shows how many entries match and asks
+for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed.`,
+		Example: `  kustomer-sync dlq purge 42
+  kustomer-sync dlq purge --class invalid_event --since 7d
+  kustomer-sync dlq purge --all --yes`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !f.selects(args) {
+				return usageError{errors.New("say what to purge: entry IDs, a filter (--workflow, --class, --since, --grep) or --all")}
+			}
+			filter, err := f.filter(args, time.Now())
+			if err != nil {
+				return err
+			}
+			store, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			entries, err := store.List(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				_, err := fmt.Fprintln(a.stdout, "Nothing to purge.")
+				return err
+			}
+			if !yes {
+				ok, err := confirm(a.stdin, a.stdout, fmt.Sprintf("Delete %d dead %s from %s for good? [y/N] ",
+					len(entries), plural(len(entries), "letter", "letters"), store.Name()))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					_, err := fmt.Fprintln(a.stdout, "Nothing deleted.")
+					return err
+				}
+			}
+			// Delete exactly what was counted and confirmed, not what
+			// arrived since.
+			ids := make([]uint64, len(entries))
+			for i, r := range entries {
+				ids[i] = r.ID
+			}
+			n, err := store.Purge(cmd.Context(), dlq.Filter{IDs: ids})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "Deleted %d dead %s.\n", n, plural(n, "letter", "letters"))
+			return err
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+// confirm asks question on out and reads a yes from in; anything else,
+// including end of input, is no.
+func confirm(in io.Reader, out io.Writer, question string) (bool, error) {
+	if _, err := fmt.Fprint(out, question); err != nil {
+		return false, err
+	}
+	if in == nil {
+		return false, nil
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, fmt.Errorf("read confirmation: %w", err)
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true, nil
+	}
+	return false, nil
+}
+
+func (a *app) dlqStatsCommand(open openStore) *cobra.Command {
+	var f dlqFilterFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Count dead letters by workflow and class",
+		Example: `  kustomer-sync dlq stats
+  kustomer-sync dlq stats --since 24h --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter(nil, time.Now())
+			if err != nil {
+				return err
+			}
+			store, done, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			stats, err := store.Stats(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdout, stats)
+			}
+			if len(stats) == 0 {
+				_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
+				return err
+			}
+			return writeStats(a.stdout, stats)
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+func writeStats(w io.Writer, stats map[string]map[dlq.Class]int) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := []string{"WORKFLOW"}
+	for _, c := range dlq.Classes {
+		head = append(head, strings.ToUpper(string(c)))
+	}
+	fmt.Fprintln(tw, strings.Join(append(head, "TOTAL"), "\t")+"\t")
+	totals := map[dlq.Class]int{}
+	grand := 0
+	for _, wf := range slices.Sorted(maps.Keys(stats)) {
+		row := []string{orDash(wf)}
+		sum := 0
+		for _, c := range dlq.Classes {
+			n := stats[wf][c]
+			row = append(row, strconv.Itoa(n))
+			sum += n
+			totals[c] += n
+		}
+		// Entries whose class header is missing or unknown still count.
+		for c, n := range stats[wf] {
+			if !c.Valid() {
+				sum += n
+			}
+		}
+		grand += sum
+		fmt.Fprintln(tw, strings.Join(append(row, strconv.Itoa(sum)), "\t")+"\t")
+	}
+	if len(stats) > 1 {
+		row := []string{"total"}
+		for _, c := range dlq.Classes {
+			row = append(row, strconv.Itoa(totals[c]))
+		}
+		fmt.Fprintln(tw, strings.Join(append(row, strconv.Itoa(grand)), "\t")+"\t")
+	}
+	return tw.Flush()
+}
+
+// dlqEntryView is the JSON form of a dead-letter entry: snake_case, the
+// payload inline when it is JSON, else as a string.
+type dlqEntryView struct {
+	ID           uint64          `json:"id"`
+	Time         time.Time       `json:"time"`
+	Workflow     string          `json:"workflow"`
+	Class        dlq.Class       `json:"class"`
+	Error        string          `json:"error"`
+	Attempts     int             `json:"attempts"`
+	Subject      string          `json:"subject"`
+	StreamSeq    uint64          `json:"stream_seq,omitempty"`
+	MsgID        string          `json:"msg_id,omitempty"`
+	Items        []int           `json:"items,omitempty"`
+	FirstFailure *time.Time      `json:"first_failure,omitempty"`
+	LastFailure  *time.Time      `json:"last_failure,omitempty"`
+	StatusCode   int             `json:"status_code,omitempty"`
+	Code         string          `json:"code,omitempty"`
+	Payload      json.RawMessage `json:"payload"`
+}
+
+func dlqView(r dlq.Record) dlqEntryView {
+	v := dlqEntryView{
+		ID: r.ID, Time: r.Time, Workflow: r.Workflow, Class: r.Class, Error: r.Error, Attempts: r.Attempts,
+		Subject: r.Subject, StreamSeq: r.StreamSeq, MsgID: r.MsgID, Items: r.Items, StatusCode: r.StatusCode, Code: r.Code,
+	}
+	if !r.FirstFailure.IsZero() {
+		v.FirstFailure = &r.FirstFailure
+	}
+	if !r.LastFailure.IsZero() {
+		v.LastFailure = &r.LastFailure
+	}
+	if json.Valid(r.Payload) {
+		v.Payload = json.RawMessage(r.Payload)
+	} else {
+		v.Payload, _ = json.Marshal(string(r.Payload))
+	}
+	return v
+}
+
+func dlqViews(rs []dlq.Record) []dlqEntryView {
+	out := make([]dlqEntryView, len(rs))
+	for i, r := range rs {
+		out[i] = dlqView(r)
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// clip shortens s to n runes on one line, with an ellipsis.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// age prints a duration the way people read ages: 45s, 12m, 3h, 5d.
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", max(0, int(d.Seconds())))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

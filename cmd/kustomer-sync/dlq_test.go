@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// cliBundle is an embedded NATS with a LEADS stream and the dead-letter
+// stream, and a way to run the CLI against it.
+type cliBundle struct {
+	url   string
+	js    jetstream.JetStream
+	leads jetstream.Stream
+	store *dlq.Store
+}
+
+func newCLIBundle(t *testing.T) cliBundle {
+	t.Helper()
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	leads, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
+	require.NoError(t, err)
+	_, err = dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
+	require.NoError(t, err)
+	store, err := dlq.OpenStore(ctx, js, "")
+	require.NoError(t, err)
+	return cliBundle{url: srv.ClientURL(), js: js, leads: leads, store: store}
+}
+
+// cli runs the binary's run function with stdin; it returns stdout, stderr
+// and the error.
+func (b cliBundle) cli(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--nats-url", b.url, "--log-format", "json")
+	err := run(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func (b cliBundle) deadLetter(t *testing.T, workflow string, class dlq.Class, seq uint64, items []int, payload string) {
+	t.Helper()
+	r := dlq.Record{
+		Workflow: workflow, Class: class, Error: fmt.Sprintf("%s: it broke", class), Attempts: 2,
+		Subject: "leads." + workflow, StreamSeq: seq, MsgID: fmt.Sprint("lead-", seq), Items: items,
+		LastFailure: time.Now(), Payload: []byte(payload),
+	}
+	require.NoError(t, dlq.Publish(context.Background(), b.js, dlq.Subject(workflow), r))
+}
+
+func (b cliBundle) count(t *testing.T, s jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
+func (b cliBundle) dlqCount(t *testing.T) int {
+	t.Helper()
+	list, err := b.store.List(context.Background(), dlq.Filter{})
+	require.NoError(t, err)
+	return len(list)
+}
+
+func TestDLQListPrintsATableAndFilters(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, []int{0, 2}, `{"name":"Ada"}`)
+	b.deadLetter(t, "import", dlq.ClassMapping, 2, nil, `{"name":"Bob"}`)
+
+	out, _, err := b.cli(t, "", "dlq", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3)
+	require.Regexp(t, `^ID\s+WORKFLOW\s+CLASS\s+ITEMS\s+ATTEMPTS\s+ERROR\s+AGE$`, lines[0])
+	require.Regexp(t, `^1\s+signup\s+permanent\s+0,2\s+2\s+permanent: it broke\s+\d+s$`, lines[1])
+	require.Regexp(t, `^2\s+import\s+mapping\s+all\s+2\s+mapping: it broke\s+\d+s$`, lines[2])
+
+	out, _, err = b.cli(t, "", "dlq", "list", "--workflow", "import")
+	require.NoError(t, err)
+	require.NotContains(t, out, "signup")
+	require.Contains(t, out, "import")
+
+	out, _, err = b.cli(t, "", "dlq", "list", "--grep", "Ada", "--json")
+	require.NoError(t, err)
+	var got []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got, 1)
+	require.Equal(t, "signup", got[0]["workflow"])
+	require.Equal(t, map[string]any{"name": "Ada"}, got[0]["payload"])
+
+	out, _, err = b.cli(t, "", "dlq", "list", "--since", "1h", "--class", "exhausted")
+	require.NoError(t, err)
+	require.Equal(t, "No dead letters in LEADS_DLQ matching the filter.\n", out)
+}
+
+func TestDLQListRejectsABadClassOrSinceAsAUsageError(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	_, _, err := b.cli(t, "", "dlq", "list", "--class", "nope")
+	require.ErrorContains(t, err, "--class")
+	require.Equal(t, 2, exitCode(err))
+	_, _, err = b.cli(t, "", "dlq", "list", "--since", "yesterday")
+	require.ErrorContains(t, err, "--since")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestDLQShowPrintsHeadersErrorAndPrettyPayload(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassExhausted, 9, []int{1}, `{"name":"Ada","emails":[{"email":"ada@example.com"}]}`)
+	out, _, err := b.cli(t, "", "dlq", "show", "1")
+	require.NoError(t, err)
+	require.Contains(t, out, "Ksync-Class: exhausted")
+	require.Contains(t, out, "Ksync-Stream-Seq: 9")
+	require.Contains(t, out, "Error:\n  exhausted: it broke")
+	require.Contains(t, out, "{\n  \"name\": \"Ada\",\n  \"emails\": [")
+
+	_, _, err = b.cli(t, "", "dlq", "show", "77")
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+	_, _, err = b.cli(t, "", "dlq", "show", "x")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestDLQReplayRepublishesRemovesAndASecondRunPublishesNothing(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassExhausted, 1, []int{1}, `{"leads":[1,2]}`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
+	b.deadLetter(t, "import", dlq.ClassPermanent, 3, nil, `{"n":3}`)
+
+	out, _, err := b.cli(t, "", "dlq", "replay", "--workflow", "signup")
+	require.NoError(t, err)
+	require.Equal(t, "Replayed 2 entries.\n", out, "not a terminal: a plain summary line, no bar")
+	require.Equal(t, uint64(2), b.count(t, b.leads))
+	require.Equal(t, 1, b.dlqCount(t))
+
+	out, _, err = b.cli(t, "", "dlq", "replay", "--workflow", "signup")
+	require.NoError(t, err)
+	require.Equal(t, "Nothing to replay.\n", out)
+	require.Equal(t, uint64(2), b.count(t, b.leads))
+
+	out, _, err = b.cli(t, "", "dlq", "replay", "3", "--rate", "100")
+	require.NoError(t, err)
+	require.Equal(t, "Replayed 1 entry.\n", out)
+	require.Equal(t, 0, b.dlqCount(t))
+}
+
+func TestDLQReplayDryRunChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	out, _, err := b.cli(t, "", "dlq", "replay", "--all", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "Dry run: would replay 1 entry; nothing changed.")
+	require.Equal(t, uint64(0), b.count(t, b.leads))
+	require.Equal(t, 1, b.dlqCount(t))
+}
+
+func TestDLQReplayWithoutASelectionIsAUsageError(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	_, _, err := b.cli(t, "", "dlq", "replay")
+	require.ErrorContains(t, err, "--all")
+	require.Equal(t, 2, exitCode(err))
+	_, _, err = b.cli(t, "", "dlq", "replay", "--all", "--workflow", "x")
+	require.Equal(t, 2, exitCode(err))
+	_, _, err = b.cli(t, "", "dlq", "replay", "--all", "--rate", "-1")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestDLQPurgeAsksAndOnlyAYesDeletes(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassInvalidEvent, 1, nil, `not json`)
+	b.deadLetter(t, "signup", dlq.ClassInvalidEvent, 2, nil, `nor this`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 3, nil, `{}`)
+
+	out, _, err := b.cli(t, "n\n", "dlq", "purge", "--class", "invalid_event")
+	require.NoError(t, err)
+	require.Contains(t, out, "Delete 2 dead letters from LEADS_DLQ for good? [y/N] ")
+	require.Contains(t, out, "Nothing deleted.")
+	require.Equal(t, 3, b.dlqCount(t))
+
+	out, _, err = b.cli(t, "", "dlq", "purge", "--class", "invalid_event")
+	require.NoError(t, err, "end of input is a no")
+	require.Contains(t, out, "Nothing deleted.")
+
+	out, _, err = b.cli(t, "y\n", "dlq", "purge", "--class", "invalid_event")
+	require.NoError(t, err)
+	require.Contains(t, out, "Deleted 2 dead letters.")
+	require.Equal(t, 1, b.dlqCount(t))
+
+	out, _, err = b.cli(t, "", "dlq", "purge", "--all", "--yes")
+	require.NoError(t, err)
+	require.Equal(t, "Deleted 1 dead letter.\n", out)
+	require.Equal(t, 0, b.dlqCount(t))
+
+	_, _, err = b.cli(t, "", "dlq", "purge")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestDLQStatsCountsByWorkflowAndClass(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{}`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{}`)
+	b.deadLetter(t, "import", dlq.ClassMapping, 3, nil, `{}`)
+
+	out, _, err := b.cli(t, "", "dlq", "stats", "--json")
+	require.NoError(t, err)
+	var got map[string]map[string]int
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Equal(t, map[string]map[string]int{"signup": {"permanent": 2}, "import": {"mapping": 1}}, got)
+
+	out, _, err = b.cli(t, "", "dlq", "stats")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Len(t, lines, 4, out)
+	require.Regexp(t, `WORKFLOW\s+INVALID_EVENT\s+MAPPING\s+VALIDATION\s+PERMANENT\s+EXHAUSTED\s+MAX_DELIVERIES\s+TOTAL`, lines[0])
+	require.Regexp(t, `import\s+0\s+1\s+0\s+0\s+0\s+0\s+1`, lines[1])
+	require.Regexp(t, `signup\s+0\s+0\s+0\s+2\s+0\s+0\s+2`, lines[2])
+	require.Regexp(t, `total\s+0\s+1\s+0\s+2\s+0\s+0\s+3`, lines[3])
+}
+
+func TestDLQOnAMissingStreamSaysHowToGetOne(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	_, _, err := b.cli(t, "", "dlq", "list", "--stream", "OTHER")
+	require.ErrorContains(t, err, "OTHER does not exist")
+	require.Equal(t, 1, exitCode(err))
+}
+
+func TestDLQHelpShowsExamples(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"dlq", "replay", "--help"}, strings.NewReader(""), &out, io.Discard))
+	require.Contains(t, out.String(), "kustomer-sync dlq replay --all --dry-run")
+	require.Contains(t, out.String(), "--rate")
+}
+
+func TestParseSinceReadsDurationsDaysAndTimes(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"90m":                  now.Add(-90 * time.Minute),
+		"24h":                  now.Add(-24 * time.Hour),
+		"7d":                   now.Add(-7 * 24 * time.Hour),
+		"2025-03-01T08:00:00Z": time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseSince(in, now)
+		require.NoError(t, err, in)
+		require.True(t, want.Equal(got), "%s: got %v", in, got)
+	}
+	got, err := parseSince("2025-03-01", now)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2025, 3, 1, 0, 0, 0, 0, time.Local), got)
+	_, err = parseSince("-1h", now)
+	require.Error(t, err)
+}

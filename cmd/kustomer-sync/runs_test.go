@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker"
+)
+
+func writeRuns(t *testing.T, b cliBundle) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := worker.NewRunLog(ctx, b.js, worker.RunLogConfig{})
+	require.NoError(t, err)
+	start := time.Now().Add(-10 * time.Minute)
+	runs := []worker.RunRecord{
+		{ID: "signup-1-1", Workflow: "signup", EventID: "lead-1", Subject: "leads.signup", StreamSeq: 1,
+			Started: start, Ended: start.Add(120 * time.Millisecond), Status: worker.RunSucceeded,
+			Items: []worker.RunItem{{Index: 0, Outcome: "created", CustomerID: "aaaaaaaaaaaaaaaaaaaaaaaa", Attempts: 1}}},
+		{ID: "signup-2-1", Workflow: "signup", EventID: "lead-2", Subject: "leads.signup", StreamSeq: 2,
+			Started: start.Add(time.Minute), Ended: start.Add(time.Minute + time.Second), Status: worker.RunPartial,
+			Items: []worker.RunItem{
+				{Index: 0, Outcome: "created", CustomerID: "bbbbbbbbbbbbbbbbbbbbbbbb", Attempts: 1},
+				{Index: 1, Outcome: "failed", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 unavailable"},
+			}},
+		{ID: "import-3-1", Workflow: "import", EventID: "lead-3", Subject: "leads.import", StreamSeq: 3,
+			Started: start.Add(2 * time.Minute), Ended: start.Add(2 * time.Minute), Status: worker.RunDeadLettered,
+			Error: "mapping: {{trigger.nme}}: no such field"},
+	}
+	for _, r := range runs {
+		require.NoError(t, l.Write(ctx, r))
+	}
+}
+
+func TestRunsListPrintsNewestFirstAndFilters(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	writeRuns(t, b)
+
+	out, _, err := b.cli(t, "", "runs", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4)
+	require.Regexp(t, `^ID\s+WORKFLOW\s+STATUS\s+ITEMS\s+STARTED\s+TOOK\s+ERROR$`, lines[0])
+	require.Regexp(t, `^import-3-1\s+import\s+dead_lettered\s+0/0\s+.*mapping: \{\{trigger.nme\}\}`, lines[1])
+	require.Regexp(t, `^signup-2-1\s+signup\s+partial\s+1/2\s+.*\s1s\s*$`, lines[2])
+	require.Regexp(t, `^signup-1-1\s+signup\s+succeeded\s+1/1\s+.*\s120ms\s*$`, lines[3])
+
+	out, _, err = b.cli(t, "", "runs", "list", "--workflow", "signup", "--status", "partial", "--json")
+	require.NoError(t, err)
+	var got []worker.RunRecord
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got, 1)
+	require.Equal(t, "signup-2-1", got[0].ID)
+	require.Equal(t, "bbbbbbbbbbbbbbbbbbbbbbbb", got[0].Items[0].CustomerID)
+
+	out, _, err = b.cli(t, "", "runs", "list", "--limit", "1")
+	require.NoError(t, err)
+	require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 2)
+
+	out, _, err = b.cli(t, "", "runs", "list", "--since", "1m", "--json")
+	require.NoError(t, err)
+	require.Equal(t, "[]\n", out)
+
+	_, _, err = b.cli(t, "", "runs", "list", "--status", "great")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestRunsShowPrintsTheRunAndItsItems(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	writeRuns(t, b)
+	out, _, err := b.cli(t, "", "runs", "show", "signup-2-1")
+	require.NoError(t, err)
+	require.Regexp(t, `Status\s+partial`, out)
+	require.Regexp(t, `Event\s+lead-2`, out)
+	require.Regexp(t, `0\s+created\s+bbbbbbbbbbbbbbbbbbbbbbbb\s+1\s+-\s+-`, out)
+	require.Regexp(t, `1\s+failed\s+-\s+5\s+exhausted\s+kustomer: create: 503 unavailable`, out)
+
+	_, _, err = b.cli(t, "", "runs", "show", "nope")
+	require.ErrorIs(t, err, worker.ErrRunNotFound)
+}
+
+func TestRunsOnAMissingStreamFails(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	_, _, err := b.cli(t, "", "runs", "list", "--stream", "NOPE")
+	require.ErrorContains(t, err, "NOPE")
+}

@@ -1,0 +1,162 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// testAPIKey is the key every test worker uses; no log line may contain it.
+const testAPIKey = "sk-test-7f3a9c0e5b1d4a2f8e6c"
+
+// syncBuffer collects log lines from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is a worker against a real embedded NATS server and the Kustomer
+// sandbox over HTTP.
+type harness struct {
+	t      *testing.T
+	nats   *natstest.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	sb     *kustomertest.Server
+	client *kustomer.Client
+	worker *Worker
+	runs   *RunLog
+	logs   *syncBuffer
+}
+
+type harnessOptions struct {
+	config  string                  // workflow YAML; default: the built-in config
+	sandbox sandbox.Config          // the sandbox's settings
+	wrap    func(Kustomer) Kustomer // replaces what the worker calls
+	worker  func(*Config)           // adjusts the worker's config
+}
+
+func setup(t *testing.T, opts harnessOptions) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	h.nats = natstest.Start(t)
+	h.nc, h.js = h.nats.Connect(t)
+	if opts.sandbox.APIKey == "" {
+		opts.sandbox.APIKey = testAPIKey
+	}
+	h.sb = kustomertest.New(t, opts.sandbox)
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 60000})
+	require.NoError(t, err)
+	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: lim.Observe})
+
+	cfg := mapping.DefaultConfig()
+	if opts.config != "" {
+		cfg, err = mapping.Parse("test.yaml", []byte(opts.config))
+		require.NoError(t, err)
+	}
+	var k Kustomer = h.client
+	if opts.wrap != nil {
+		k = opts.wrap(k)
+	}
+	wcfg := Config{
+		Workflows: cfg.Workflows,
+		Kustomer:  k,
+		Limiter:   lim,
+		Logger:    zerolog.New(h.logs).Level(zerolog.DebugLevel),
+		ReplicaID: "test-replica",
+	}
+	if opts.worker != nil {
+		opts.worker(&wcfg)
+	}
+	h.worker, err = New(h.nc, h.js, wcfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, h.worker.Start(ctx))
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = h.worker.Stop(stopCtx)
+	})
+	h.runs, err = NewRunLog(ctx, h.js, RunLogConfig{})
+	require.NoError(t, err)
+	return h
+}
+
+// publish puts an event on the leads stream and returns its stream sequence.
+func (h *harness) publish(subject, msgID, body string) uint64 {
+	h.t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(body)
+	if msgID != "" {
+		m.Header.Set(nats.MsgIdHdr, msgID)
+	}
+	ack, err := h.js.PublishMsg(context.Background(), m)
+	require.NoError(h.t, err)
+	return ack.Sequence
+}
+
+// waitRun polls the run log until the event at seq has a finished run.
+func (h *harness) waitRun(seq uint64) RunRecord {
+	h.t.Helper()
+	var found RunRecord
+	require.Eventually(h.t, func() bool {
+		recs, err := h.runs.List(context.Background(), RunFilter{})
+		if err != nil {
+			return false
+		}
+		for _, r := range recs {
+			if r.StreamSeq == seq {
+				found = r
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond, "no run record for stream sequence %d\nlogs:\n%s", seq, h.logs.String())
+	return found
+}
+
+// waitIdle polls until the workflow's consumer has nothing pending or unacknowledged.
+func (h *harness) waitIdle(workflow string) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+workflow)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 20*time.Second, 20*time.Millisecond, "consumer %s never became idle\nlogs:\n%s", workflow, h.logs.String())
+}
+
+func (h *harness) requireNoSecretInLogs() {
+	h.t.Helper()
+	require.NotContains(h.t, h.logs.String(), testAPIKey)
+	require.NotContains(h.t, strings.ToLower(h.logs.String()), "bearer")
+}
