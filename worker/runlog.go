@@ -20,10 +20,10 @@ import (
 type RunStatus string
 
 const (
-	RunSucceeded    RunStatus = "succeeded"     // every item created (or found already created)
+	RunSucceeded    RunStatus = "succeeded"     // every item created (or found created before)
 	RunPartial      RunStatus = "partial"       // some items created, the others dead-lettered
-	RunFailed       RunStatus = "failed"        // no item created; the event was not dead-lettered (it will be redelivered)
-	RunDeadLettered RunStatus = "dead_lettered" // no item created; the event went to the dead-letter stream
+	RunFailed       RunStatus = "failed"        // no item created; the failed items were dead-lettered
+	RunDeadLettered RunStatus = "dead_lettered" // the whole event was dead-lettered (poison, mapping)
 	RunPaused       RunStatus = "paused"        // the workflow paused on a systemic failure; the event stays queued
 )
 
