@@ -193,7 +193,12 @@ func readJSON(r io.Reader, idField string) ([]record, error) {
 			return recs, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", lineAt(data, dec.InputOffset()), err)
+			off := dec.InputOffset()
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				off = syn.Offset
+			}
+			return nil, fmt.Errorf("line %d: %w", lineAt(data, off), err)
 		}
 		line := lineAt(data, start+int64(len(data[start:])-len(bytes.TrimLeft(data[start:], " \t\r\n"))))
 		trimmed := bytes.TrimSpace(raw)

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// cli runs the binary's run function in-process and returns stdout, stderr.
+func cli(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestDemoLeadsAreTheTestdataLeads(t *testing.T) {
+	t.Parallel()
+	want, err := os.ReadFile("../../testdata/leads.jsonl")
+	require.NoError(t, err)
+	require.Equal(t, string(want), string(demoLeads), "cmd/kustomer-sync/demo_leads.jsonl must be a copy of testdata/leads.jsonl")
+}
+
+func TestDemoCreatesTheSampleCustomersAndPrintsASummary(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, "", "demo", "--log-level", "warn", "--log-format", "json")
+	require.NoError(t, err)
+	require.Contains(t, out, "events processed   24 of 24")
+	require.Contains(t, out, "customers created  23")
+	require.Contains(t, out, "items failed       1")
+	require.Contains(t, out, `"ivan.petrov(at)example" is not an email address`)
+}
+
+func TestRunRefusesToStartWithoutAnAPIKeyAndSaysHowToFixIt(t *testing.T) {
+	t.Setenv("KUSTOMER_API_KEY", "")
+	_, _, err := cli(t, "", "run", "--nats-url", "nats://127.0.0.1:1")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "KUSTOMER_API_KEY")
+	require.Contains(t, err.Error(), "--sandbox")
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestUnknownFlagIsAUsageError(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "run", "--no-such-flag")
+	require.Error(t, err)
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestPublishTwiceStoresEachEventOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
+	require.NoError(t, err)
+
+	input := "{\"id\":\"a\",\"name\":\"Jane\"}\n{\"name\":\"No Id\"}\n"
+	out, _, err := cli(t, input, "publish", "--nats-url", srv.ClientURL())
+	require.NoError(t, err)
+	require.Contains(t, out, "published 2 events")
+	out, _, err = cli(t, input, "publish", "--nats-url", srv.ClientURL())
+	require.NoError(t, err)
+	require.Contains(t, out, "published 0 events")
+	require.Contains(t, out, "2 already published")
+
+	st, err := js.Stream(context.Background(), "LEADS")
+	require.NoError(t, err)
+	info, err := st.Info(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.State.Msgs)
+}
+
+func TestReadRecordsAcceptsJSONArraysJSONLinesAndCSV(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, format, input string
+		want                []string
+	}{
+		{"object", "auto", `{"name":"A"}`, []string{`{"name":"A"}`}},
+		{"array", "auto", `[{"name":"A"},{"name":"B"}]`, []string{`{"name":"A"}`, `{"name":"B"}`}},
+		{"jsonl", "auto", "{\"name\":\"A\"}\n\n{\"name\":\"B\"}\n", []string{`{"name":"A"}`, `{"name":"B"}`}},
+		{"csv", "csv", "id,name,address.city,phones\n1,Jane,Paris,\n", []string{`{"address":{"city":"Paris"},"id":"1","name":"Jane"}`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			recs, err := readRecords(strings.NewReader(c.input), c.format, "id")
+			require.NoError(t, err)
+			var got []string
+			for _, r := range recs {
+				got = append(got, string(r.data))
+			}
+			require.Equal(t, c.want, got)
+		})
+	}
+}
+
+func TestReadRecordsNamesTheLineOfABadRecord(t *testing.T) {
+	t.Parallel()
+	_, err := readRecords(strings.NewReader("{\"name\":\"A\"}\n{\"name\":\"B\"}\n[1,2]\n"), "auto", "id")
+	require.ErrorContains(t, err, "line 3")
+	_, err = readRecords(strings.NewReader("{\"name\":\"A\"}\n{\"name\": oops}\n"), "auto", "id")
+	require.ErrorContains(t, err, "line 2")
+}
+
+func TestEventIDIsTheIDFieldElseAStableContentHash(t *testing.T) {
+	t.Parallel()
+	a, err := readRecords(strings.NewReader(`{"b":1,"a":2} {"a":2,"b":1} {"id":"x-1"}`), "auto", "id")
+	require.NoError(t, err)
+	require.Equal(t, a[0].id, a[1].id, "same content, any key order, same id")
+	require.True(t, strings.HasPrefix(a[0].id, "sha256-"))
+	require.Equal(t, "x-1", a[2].id)
+}
