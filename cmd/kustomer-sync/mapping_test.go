@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestValidateListsTheWorkflowsOfAGoodConfig(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, "", "validate", "../../testdata/workflows.yaml")
+	require.NoError(t, err)
+	require.Contains(t, out, "2 workflow(s), all templates compile")
+	require.Contains(t, out, "batch")
+	require.Contains(t, out, "{{trigger.leads}}")
+}
+
+func TestValidateNamesFileLineAndColumnOfATypo(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("workflows:\n  - name: x\n    inputs:\n      name: \"{{triger.name}}\"\n"), 0o600))
+	_, _, err := cli(t, "", "validate", path)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), path+":4:")
+}
+
+func TestMapPrintsTheExactRequestBody(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, `{"name":" Jane ","emails":"JANE@x.com","phones":""}`, "map")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"name":"Jane","emails":[{"email":"jane@x.com","type":"home"}]}`, out)
+}
+
+func TestMapShowsValidationErrorsAndFails(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, `{"leads":[{"id":"a","email":"bad"},{"id":"b"}]}`, "map", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.ErrorIs(t, err, errMappingFailed)
+	require.Contains(t, out, `emails[0].email: "bad" is not an email address`)
+	require.Contains(t, out, `"externalId": "b"`)
+}
