@@ -23,7 +23,9 @@
 // item and loop.index (inside a Loop) and workflow (name, subject), the library's helpers (lower, upper,
 // trim, split, join, map, filter, ??, date, …) and two of ours: formatDate(value, layout) and
 // coalesce(a, b, …), the first non-blank argument. A missing path is nil ("blank"), never an error: every
-// member access is nil-safe. An unknown root (a typo such as "triger") fails when the file loads.
+// member access is nil-safe. An index past the end of an array (trigger.emails[3]) is a mapping error;
+// get(trigger.emails, 3) is its nil-safe form. An unknown root (a typo such as "triger") fails when the
+// file loads.
 //
 // Each item's values are then normalised (text trimmed; a lone email or phone becomes a one-item array
 // and text items become objects; emails lower-cased and de-duplicated; phones converted to E.164 with the
