@@ -33,6 +33,6 @@
 // type their key's suffix names) and validated against Kustomer's limits, so that a request Kustomer would
 // reject is never sent. Failures are *Error values (or Errors) naming the field path.
 //
-// The package is pure: apart from Load reading the file, it does no I/O and keeps no state. Workflows
-// are compiled once and are safe for concurrent use.
+// The package is pure: apart from Load reading the file, it does no I/O and carries nothing
+// from one item to the next. Workflows are compiled once and are safe for concurrent use.
 package mapping
