@@ -11,6 +11,8 @@
 //   - 5xx, timeouts and connection errors: [ClassRetryable]. [Error.Timeout] is set
 //     when the request may have reached Kustomer (the outcome is unknown), so a
 //     caller should look the customer up by externalId before creating it again.
+//     A 504 (a gateway gave up waiting) and a 2xx whose body cannot be read
+//     count as unknown outcomes too.
 //   - Cancellation of the caller's context is returned as the context's error,
 //     wrapped; it is not a Kustomer failure and carries no class.
 //
