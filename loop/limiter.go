@@ -28,6 +28,9 @@ const (
 	// Kustomer's window is one minute, so a reset further away is a misread
 	// header, not a reason to crawl for hours.
 	maxResetAhead = 2 * time.Minute
+	// reserveFraction of x-ratelimit-limit is left unspent at the end of a
+	// window that runs low: answers lag behind requests in flight.
+	reserveFraction = 0.01
 )
 
 // LimiterConfig configures a [Limiter]. Zero fields take their defaults.
@@ -186,10 +189,21 @@ func (l *Limiter) Observe(rl kustomer.RateLimit) {
 		return
 	}
 	if float64(rl.Remaining) >= l.cfg.LowWatermark*float64(rl.Limit) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if reset.After(l.slowUntil) {
+			// A new window began (reported resets are rounded up, so the
+			// old one may end a little before slowUntil): full rate again.
+			l.slowUntil = time.Time{}
+			l.applyLocked(now)
+		}
 		return
 	}
-	if rl.Remaining <= 0 {
-		// The next request would be refused: stop until the window resets.
+	// Answers lag behind requests in flight (here and in other replicas),
+	// so keep a reserve rather than plan to spend the last unit.
+	usable := rl.Remaining - max(int(math.Ceil(reserveFraction*float64(rl.Limit))), 1)
+	if usable <= 0 {
+		// The next requests could be refused: stop until the window resets.
 		// Every replica sees the same headers, so nothing is broadcast.
 		l.extendPause(reset)
 		return
@@ -197,7 +211,7 @@ func (l *Limiter) Observe(rl kustomer.RateLimit) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	fraction := l.share / float64(l.cfg.PerMinute)
-	slow := float64(rl.Remaining) * fraction / reset.Sub(now).Minutes()
+	slow := float64(usable) * fraction / reset.Sub(now).Minutes()
 	if reset.Equal(l.slowUntil) {
 		slow = min(slow, l.slow) // answers of one window may arrive out of order
 	}

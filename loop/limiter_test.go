@@ -117,8 +117,8 @@ func TestLimiterSlowsDownWhenRemainingIsLowUntilTheWindowResets(t *testing.T) {
 	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 500, Reset: reset})
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "plenty remaining: full rate")
 
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 50, Reset: reset})
-	require.InDelta(t, 100, lim.PerMinute(), 0.001, "50 left over half a minute")
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 60, Reset: reset})
+	require.InDelta(t, 100, lim.PerMinute(), 0.001, "60 left, less a reserve of 10, over half a minute")
 
 	clock.Advance(30 * time.Second)
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "the window reset")
@@ -131,18 +131,32 @@ func TestLimiterSlowDownTakesOnlyThisReplicasShareOfWhatRemains(t *testing.T) {
 	lim.SetShare(500)
 	require.InDelta(t, 500, lim.PerMinute(), 0.001)
 
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 60, Reset: clock.Now().Add(30 * time.Second)})
-	require.InDelta(t, 60, lim.PerMinute(), 0.001, "half of 60 left over half a minute")
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 70, Reset: clock.Now().Add(30 * time.Second)})
+	require.InDelta(t, 60, lim.PerMinute(), 0.001, "half of 70 left, less the reserve, over half a minute")
 }
 
-func TestLimiterNothingRemainingPausesUntilResetWithoutBroadcast(t *testing.T) {
+func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
 	lim.OnPause(func(time.Time) { t.Error("a local pause must not be broadcast") })
 	reset := clock.Now().Add(20 * time.Second)
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 0, Reset: reset})
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 11, Reset: reset})
+	require.False(t, lim.PausedUntil().After(clock.Now()), "one above the reserve: slow, not paused")
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 10, Reset: reset})
 	require.Equal(t, reset, lim.PausedUntil())
+}
+
+func TestLimiterReturnsToFullRateWhenANewWindowReportsPlenty(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 1000, 50)
+	reset := clock.Now().Add(30 * time.Second)
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 60, Reset: reset})
+	require.Less(t, lim.PerMinute(), 1000.0)
+	// The reported reset was rounded up; the next window has begun already.
+	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 999, Reset: reset.Add(time.Minute)})
+	require.InDelta(t, 1000, lim.PerMinute(), 0.001)
 }
 
 func TestLimiterSetShareChangesTheRate(t *testing.T) {
