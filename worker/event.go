@@ -81,10 +81,14 @@ func replayIndexes(h nats.Header, n int) ([]int, error) {
 }
 
 // eventKey is the base of the default idempotency key of an event's items:
-// its Nats-Msg-Id (kept across replays), else its stream and sequence.
+// its Nats-Msg-Id, else its stream and sequence. A replay carries the
+// original's, so a replayed item has the key it had the first time.
 func eventKey(h nats.Header, stream string, seq uint64) string {
 	if id := h.Get(dlq.HeaderMsgID); id != "" {
 		return id
+	}
+	if seq := h.Get(dlq.HeaderStreamSeq); seq != "" {
+		return stream + ":" + seq
 	}
 	if id := h.Get(nats.MsgIdHdr); id != "" {
 		return id

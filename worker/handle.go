@@ -62,6 +62,13 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			Uint64("delivery", meta.NumDelivered).Logger(),
 	}
 	ev.log.Debug().Msg("event received")
+	if wf := msg.Headers().Get(dlq.HeaderReplayWorkflow); wf != "" && wf != f.wf.Name {
+		// A replay goes back to its original subject, which other workflows
+		// may consume too: only the workflow it failed in runs it again.
+		_ = msg.Ack()
+		ev.log.Debug().Str("replay_workflow", wf).Msg("replay for another workflow; skipped")
+		return
+	}
 
 	trigger, err := decodeEvent(msg.Data(), w.cfg.MaxEventBytes)
 	if err != nil {
@@ -313,11 +320,9 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, class dlq.C
 	if orig := ev.msg.Headers().Get(dlq.HeaderMsgID); orig != "" {
 		rec.MsgID = orig
 	}
-	if first.Err != nil {
-		rec.Error = first.Err.Error()
-		if len(items) > 1 {
-			rec.Error = fmt.Sprintf("%s (and %d more items)", rec.Error, len(items)-1)
-		}
+	rec = rec.WithError(first.Err)
+	if len(items) > 1 {
+		rec.Error = fmt.Sprintf("%s (and %d more items)", rec.Error, len(items)-1)
 	}
 	for _, it := range items {
 		rec.Attempts = max(rec.Attempts, it.Attempts)
@@ -334,10 +339,6 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, class dlq.C
 	if rec.FirstFailure.IsZero() {
 		rec.FirstFailure = w.cfg.Clock.Now()
 		rec.LastFailure = rec.FirstFailure
-	}
-	var ke *kustomer.Error
-	if errors.As(first.Err, &ke) {
-		rec.StatusCode, rec.Code = ke.StatusCode, ke.Code
 	}
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
