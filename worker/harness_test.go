@@ -54,6 +54,45 @@ type harness struct {
 	worker *Worker
 	runs   *RunLog
 	logs   *syncBuffer
+	lim    *loop.Limiter
+	opts   harnessOptions
+}
+
+// start runs a worker with the given workflow YAML (default: the built-in
+// config); stopWorker stops it, so a test can restart with a fixed config.
+func (h *harness) start(config string) {
+	h.t.Helper()
+	cfg := mapping.DefaultConfig()
+	if config != "" {
+		var err error
+		cfg, err = mapping.Parse("test.yaml", []byte(config))
+		require.NoError(h.t, err)
+	}
+	var k Kustomer = h.client
+	if h.opts.wrap != nil {
+		k = h.opts.wrap(k)
+	}
+	wcfg := Config{
+		Workflows: cfg.Workflows,
+		Kustomer:  k,
+		Limiter:   h.lim,
+		Logger:    zerolog.New(h.logs).Level(zerolog.DebugLevel),
+		ReplicaID: "test-replica",
+	}
+	if h.opts.worker != nil {
+		h.opts.worker(&wcfg)
+	}
+	w, err := New(h.nc, h.js, wcfg)
+	require.NoError(h.t, err)
+	require.NoError(h.t, w.Start(context.Background()))
+	h.worker = w
+	h.t.Cleanup(h.stopWorker)
+}
+
+func (h *harness) stopWorker() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = h.worker.Stop(ctx)
 }
 
 type harnessOptions struct {
@@ -76,34 +115,10 @@ func setup(t *testing.T, opts harnessOptions) *harness {
 	require.NoError(t, err)
 	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: lim.Observe})
 
-	cfg := mapping.DefaultConfig()
-	if opts.config != "" {
-		cfg, err = mapping.Parse("test.yaml", []byte(opts.config))
-		require.NoError(t, err)
-	}
-	var k Kustomer = h.client
-	if opts.wrap != nil {
-		k = opts.wrap(k)
-	}
-	wcfg := Config{
-		Workflows: cfg.Workflows,
-		Kustomer:  k,
-		Limiter:   lim,
-		Logger:    zerolog.New(h.logs).Level(zerolog.DebugLevel),
-		ReplicaID: "test-replica",
-	}
-	if opts.worker != nil {
-		opts.worker(&wcfg)
-	}
-	h.worker, err = New(h.nc, h.js, wcfg)
-	require.NoError(t, err)
+	h.lim = lim
+	h.opts = opts
+	h.start(opts.config)
 	ctx := context.Background()
-	require.NoError(t, h.worker.Start(ctx))
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_ = h.worker.Stop(stopCtx)
-	})
 	h.runs, err = NewRunLog(ctx, h.js, RunLogConfig{})
 	require.NoError(t, err)
 	return h
