@@ -150,6 +150,9 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	if err != nil {
 		return nil, err
 	}
+	if f.replicaID == "" {
+		f.replicaID = defaultReplicaID()
+	}
 	st.budget, err = worker.NewBudget(st.js, st.nc, limiter, worker.BudgetConfig{PerMinute: f.ratePerMinute, ReplicaID: f.replicaID})
 	if err != nil {
 		return nil, err
@@ -251,6 +254,13 @@ func cmp(v, def string) string {
 		return v
 	}
 	return def
+}
+
+// defaultReplicaID names a replica by host and process, so replicas on one
+// host differ and a restarted process is a new replica.
+func defaultReplicaID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", cmp(host, "replica"), os.Getpid())
 }
 
 func envInt(key string, def int) int {
