@@ -44,6 +44,7 @@ type workerFlags struct {
 	maxEventBytes int
 	ackWait       time.Duration
 	dedupWindow   time.Duration
+	claimLease    time.Duration
 	sandboxFaults sandbox.Faults
 	sandboxKey    string
 }
@@ -70,6 +71,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
+	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
 }
 
@@ -142,6 +144,9 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 
+	if f.claimLease <= f.timeout {
+		return nil, usageError{fmt.Errorf("--claim-lease %s must exceed --kustomer-timeout %s, or a slow request's item could be claimed and created by another replica", f.claimLease, f.timeout)}
+	}
 	limiter, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: f.ratePerMinute, Burst: f.rateBurst})
 	if err != nil {
 		return nil, err
@@ -166,6 +171,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		Limiter:       limiter,
 		Stream:        worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow},
 		AckWait:       f.ackWait,
+		Ledger:        worker.LedgerConfig{Lease: f.claimLease},
 		MaxEventBytes: f.maxEventBytes,
 		ReplicaID:     f.replicaID,
 		Logger:        a.log,
