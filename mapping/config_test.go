@@ -82,9 +82,8 @@ workflows:
 	require.Equal(t, Retry{MaxAttempts: 3, InitialDelay: 250 * time.Millisecond, MaxDelay: time.Minute, Multiplier: 2, Jitter: 0}, w.Retry)
 	require.Equal(t, "GB", w.DefaultRegion)
 	require.Empty(t, w.Inputs())
-	req, err := w.Map(map[string]any{"name": "x"}, nil, 0)
-	require.NoError(t, err)
-	require.Empty(t, req)
+	_, err = w.Map(map[string]any{"name": "x"}, nil, 0)
+	require.Equal(t, KindValidation, KindOf(err), "a workflow without inputs has nothing to create")
 }
 
 // TestParseRejectsBadConfigsWithFileLineAndColumn: every mistake fails at load time with its place.

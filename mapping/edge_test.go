@@ -6,12 +6,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestMapOfANilEventIsAnEmptyRequest(t *testing.T) {
+func TestMapRefusesAnEventWhoseInputsAreAllBlank(t *testing.T) {
 	t.Parallel()
 	w, _ := DefaultConfig().Workflow(DefaultWorkflowName)
-	req, err := w.Map(nil, nil, 0)
-	require.NoError(t, err)
-	require.Empty(t, req)
+	for _, ev := range []map[string]any{nil, {}, {"name": nil, "emails": nil, "phones": nil}, {"name": " ", "emails": []any{}, "phones": ""}} {
+		req, err := w.Map(ev, nil, 0)
+		require.Nil(t, req)
+		require.Equal(t, KindValidation, KindOf(err))
+		require.ErrorContains(t, err, "every input is blank")
+	}
 }
 
 func TestMapReportsAnIndexPastTheEndAsAMappingError(t *testing.T) {

@@ -71,7 +71,8 @@ func (w *Workflow) Items(trigger map[string]any) ([]any, error) {
 
 // Map builds the validated, normalised Kustomer create body for one item (item nil and index 0 without a
 // loop). On failure it returns an *Error, or Errors when there are several, naming each field path; both
-// are permanent for this item. It does no I/O; a typical lead costs a few microseconds.
+// are permanent for this item. A request with no input at all is a validation error too: Kustomer would
+// accept it, but an empty customer helps nobody. It does no I/O; a typical lead costs a few microseconds.
 func (w *Workflow) Map(trigger map[string]any, item any, index int) (Request, error) {
 	e := w.env(trigger, item, index)
 	c := checker{region: cmp.Or(w.DefaultRegion, DefaultRegionDefault)}
@@ -106,6 +107,11 @@ func (w *Workflow) Map(trigger map[string]any, item any, index int) (Request, er
 			}
 			c.errs = append(c.errs, &Error{Kind: KindValidation, Field: name, Template: src, Msg: "required, but blank"})
 		}
+	}
+	if len(c.errs) == 0 && len(req) == 0 {
+		// Every input is optional, but a customer with none of them is only
+		// noise in the CRM: refuse it with a reason a person understands.
+		c.errs = append(c.errs, &Error{Kind: KindValidation, Msg: "every input is blank, so there is no customer to create (does the event have the fields the workflow maps?)"})
 	}
 	if len(c.errs) > 0 {
 		return nil, c.errs.asError()
