@@ -29,6 +29,13 @@ func Start(t testing.TB) *Server {
 // so a test can stop a server and start another on the same store and port.
 func StartWith(t testing.TB, storeDir string, port int) *Server {
 	t.Helper()
+	return StartOpts(t, storeDir, port, nil)
+}
+
+// StartOpts is StartWith with a last look at the server's options, e.g. to
+// raise MaxPayload for a test of oversized events.
+func StartOpts(t testing.TB, storeDir string, port int, adjust func(*server.Options)) *Server {
+	t.Helper()
 	opts := &server.Options{
 		Host:      "127.0.0.1",
 		Port:      port,
@@ -36,6 +43,9 @@ func StartWith(t testing.TB, storeDir string, port int) *Server {
 		StoreDir:  storeDir,
 		NoLog:     true,
 		NoSigs:    true,
+	}
+	if adjust != nil {
+		adjust(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
