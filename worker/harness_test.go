@@ -2,12 +2,14 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -100,18 +102,20 @@ type harnessOptions struct {
 	sandbox sandbox.Config          // the sandbox's settings
 	wrap    func(Kustomer) Kustomer // replaces what the worker calls
 	worker  func(*Config)           // adjusts the worker's config
+	nats    func(*server.Options)   // adjusts the NATS server's options
+	rate    int                     // the limiter's budget per minute; default 60000
 }
 
 func setup(t *testing.T, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
-	h.nats = natstest.Start(t)
+	h.nats = natstest.StartOpts(t, t.TempDir(), -1, opts.nats)
 	h.nc, h.js = h.nats.Connect(t)
 	if opts.sandbox.APIKey == "" {
 		opts.sandbox.APIKey = testAPIKey
 	}
 	h.sb = kustomertest.New(t, opts.sandbox)
-	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 60000})
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cmp.Or(opts.rate, 60000)})
 	require.NoError(t, err)
 	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: lim.Observe})
 
