@@ -162,7 +162,7 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	claim, err := w.ledger.claim(ctx, key)
 	switch {
 	case errors.Is(err, errClaimed):
-		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "another replica is creating this item", RetryAfter: w.ledger.lease}
+		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "another replica is creating this item", RetryAfter: claim.wait}
 	case err != nil:
 		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "idempotency ledger unavailable", Err: err}
 	case claim.customerID != "":
@@ -178,8 +178,10 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	}
 	c, err := w.cfg.Kustomer.CreateCustomer(ctx, req)
 	if err != nil {
+		// A timeout, a broken connection or our own cancellation after the
+		// request left: Kustomer may have created the customer.
 		var ke *kustomer.Error
-		unknown := errors.As(err, &ke) && ke.Timeout
+		unknown := (errors.As(err, &ke) && ke.Timeout) || ctx.Err() != nil
 		if unknown && extID != "" {
 			// The request may have been answered: ask before trying again.
 			if c, ok := w.lookup(ctx, extID, log); ok {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,18 +38,20 @@ type LedgerConfig struct {
 // ledger records, per idempotency key, the Kustomer id of the customer that
 // was created for it, so a redelivered or replayed item is not created twice.
 //
-// A key goes through two states: "claim:<owner>" (written with create-if-absent
-// and a per-key TTL, the lease, before calling Kustomer) and "created:<id>"
-// (written after Kustomer answered 201). A claim left by a dead replica expires
-// after the lease; the next delivery then looks the customer up by externalId
-// when it has one, since the dead replica's request may have been answered.
+// A key goes through two states: "claim <owner> <expiry>" (written with
+// create-if-absent before calling Kustomer, so two replicas never create the
+// same item at once) and "created <id>" (written after Kustomer answered
+// 201). A claim whose replica died stays until its expiry, the lease; the next
+// claimer then takes it over and knows the earlier outcome is unknown, so it
+// looks the customer up by externalId before creating again.
 type ledger struct {
 	kv    jetstream.KeyValue
 	lease time.Duration
 	owner string
+	now   func() time.Time
 }
 
-func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, owner string) (*ledger, error) {
+func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, owner string, now func() time.Time) (*ledger, error) {
 	cfg.Bucket = cmpOr(cfg.Bucket, LedgerBucketDefault)
 	if cfg.TTL == 0 {
 		cfg.TTL = LedgerTTLDefault
@@ -57,17 +60,16 @@ func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, o
 		cfg.Lease = LeaseDefault
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "kustomer-sync: customers created per idempotency key",
-		TTL:            cfg.TTL,
-		Storage:        jetstream.FileStorage,
-		Replicas:       max(cfg.Replicas, 1),
-		LimitMarkerTTL: cfg.Lease,
+		Bucket:      cfg.Bucket,
+		Description: "kustomer-sync: customers created per idempotency key",
+		TTL:         cfg.TTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: ledger bucket %s: %w", cfg.Bucket, err)
 	}
-	return &ledger{kv: kv, lease: cfg.Lease, owner: owner}, nil
+	return &ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}, nil
 }
 
 // ledgerKey turns an idempotency key of any text into a valid KV key.
@@ -78,52 +80,73 @@ func ledgerKey(workflow, key string) string {
 
 // claimResult is what claim found.
 type claimResult struct {
-	customerID string // set when the item was created before
-	stale      bool   // a previous claim expired or was ours: the outcome of an earlier attempt is unknown
+	customerID string        // set when the item was created before
+	stale      bool          // an earlier claim was taken over: its outcome is unknown
+	wait       time.Duration // with errClaimed: until the other replica's lease ends
+}
+
+const (
+	claimPrefix   = "claim "
+	createdPrefix = "created "
+)
+
+func (l *ledger) claimValue() []byte {
+	return fmt.Appendf(nil, "%s%s %d", claimPrefix, l.owner, l.now().Add(l.lease).UnixMilli())
+}
+
+// parseClaim reads "claim <owner> <expiry ms>".
+func parseClaim(v string) (owner string, expiry time.Time) {
+	rest := strings.TrimPrefix(v, claimPrefix)
+	i := strings.LastIndexByte(rest, ' ')
+	if i < 0 {
+		return rest, time.Time{}
+	}
+	ms, err := strconv.ParseInt(rest[i+1:], 10, 64)
+	if err != nil {
+		return rest[:i], time.Time{}
+	}
+	return rest[:i], time.UnixMilli(ms)
 }
 
 // claim takes the key for this replica. It returns the recorded customer id
 // when the item was created before, errClaimed when another replica holds a
 // live claim, and otherwise owns the key until record or release.
 func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
-	value := []byte("claim:" + l.owner)
-	_, err := l.kv.Create(ctx, key, value, jetstream.KeyTTL(l.lease))
-	if err == nil {
+	if _, err := l.kv.Create(ctx, key, l.claimValue()); err == nil {
 		return claimResult{}, nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return claimResult{}, fmt.Errorf("worker: ledger claim: %w", err)
 	}
 	entry, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		// Expired or deleted between the two calls: try once more.
-		if _, err := l.kv.Create(ctx, key, value, jetstream.KeyTTL(l.lease)); err == nil {
-			return claimResult{stale: true}, nil
+		// Released between the two calls: a fresh claim, if nobody was faster.
+		if _, err := l.kv.Create(ctx, key, l.claimValue()); err == nil {
+			return claimResult{}, nil
 		}
-		return claimResult{}, errClaimed
+		return claimResult{wait: time.Second}, errClaimed
 	}
 	if err != nil {
 		return claimResult{}, fmt.Errorf("worker: ledger read: %w", err)
 	}
 	v := string(entry.Value())
-	switch {
-	case strings.HasPrefix(v, "created:"):
-		return claimResult{customerID: strings.TrimPrefix(v, "created:")}, nil
-	case v == string(value):
-		// Our own earlier claim (a retry after an unknown outcome, or a
-		// redelivery to this same replica): renew it.
-		if _, err := l.kv.Update(ctx, key, value, entry.Revision()); err != nil {
-			return claimResult{}, errClaimed
-		}
-		return claimResult{stale: true}, nil
-	default:
-		return claimResult{}, errClaimed
+	if id, ok := strings.CutPrefix(v, createdPrefix); ok {
+		return claimResult{customerID: id}, nil
 	}
+	owner, expiry := parseClaim(v)
+	if now := l.now(); owner != l.owner && now.Before(expiry) {
+		return claimResult{wait: expiry.Sub(now)}, errClaimed
+	}
+	// Our own earlier claim, or a dead replica's: take it over. Whatever that
+	// attempt sent may have been created.
+	if _, err := l.kv.Update(ctx, key, l.claimValue(), entry.Revision()); err != nil {
+		return claimResult{wait: time.Second}, errClaimed
+	}
+	return claimResult{stale: true}, nil
 }
 
 // record stores the created customer's id under key.
 func (l *ledger) record(ctx context.Context, key, customerID string) error {
-	if _, err := l.kv.Put(ctx, key, []byte("created:"+customerID)); err != nil {
+	if _, err := l.kv.Put(ctx, key, []byte(createdPrefix+customerID)); err != nil {
 		return fmt.Errorf("worker: ledger record: %w", err)
 	}
 	return nil
@@ -133,7 +156,10 @@ func (l *ledger) record(ctx context.Context, key, customerID string) error {
 // was certainly not created), so a later attempt can claim it at once.
 func (l *ledger) release(ctx context.Context, key string) {
 	entry, err := l.kv.Get(ctx, key)
-	if err != nil || string(entry.Value()) != "claim:"+l.owner {
+	if err != nil {
+		return
+	}
+	if owner, _ := parseClaim(string(entry.Value())); !strings.HasPrefix(string(entry.Value()), claimPrefix) || owner != l.owner {
 		return
 	}
 	_ = l.kv.Delete(ctx, key, jetstream.LastRevision(entry.Revision()))

@@ -238,7 +238,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	if lc.Replicas == 0 {
 		lc.Replicas = w.cfg.Stream.Replicas
 	}
-	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID); err != nil {
+	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID, w.cfg.Clock.Now); err != nil {
 		return err
 	}
 	for _, wf := range w.cfg.Workflows {

@@ -1,0 +1,67 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-a", clock)
+	require.NoError(t, err)
+	b, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-b", clock)
+	require.NoError(t, err)
+	key := ledgerKey("wf", "lead-1")
+
+	got, err := a.claim(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, claimResult{}, got, "a fresh claim")
+
+	got, err = b.claim(ctx, key)
+	require.True(t, errors.Is(err, errClaimed), "b must not create while a holds the claim")
+	require.Equal(t, 30*time.Second, got.wait)
+
+	now = now.Add(31 * time.Second) // a died mid-request
+	got, err = b.claim(ctx, key)
+	require.NoError(t, err)
+	require.True(t, got.stale, "b takes over and knows a's outcome is unknown")
+
+	require.NoError(t, b.record(ctx, key, "cust-1"))
+	got, err = a.claim(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, "cust-1", got.customerID)
+}
+
+func TestLedgerReleaseFreesTheClaimForTheNextAttempt(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	a, err := openLedger(ctx, js, LedgerConfig{}, "replica-a", time.Now)
+	require.NoError(t, err)
+	b, err := openLedger(ctx, js, LedgerConfig{}, "replica-b", time.Now)
+	require.NoError(t, err)
+	key := ledgerKey("wf", "lead-2")
+
+	_, err = a.claim(ctx, key)
+	require.NoError(t, err)
+	b.release(ctx, key) // not b's claim: nothing happens
+	_, err = b.claim(ctx, key)
+	require.ErrorIs(t, err, errClaimed)
+
+	a.release(ctx, key)
+	got, err := b.claim(ctx, key)
+	require.NoError(t, err)
+	require.False(t, got.stale, "a released claim was answered: no unknown outcome")
+}

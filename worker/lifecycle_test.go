@@ -1,0 +1,121 @@
+package worker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func newTestWorker(t *testing.T, js jetstream.JetStream, srv *natstest.Server, config string) (*Worker, error) {
+	t.Helper()
+	nc, _ := srv.Connect(t)
+	cfg, err := mapping.Parse("test.yaml", []byte(config))
+	require.NoError(t, err)
+	lim, err := loop.NewLimiter(loop.LimiterConfig{})
+	require.NoError(t, err)
+	sb := kustomertest.New(t, sandbox.Config{})
+	return New(nc, js, Config{Workflows: cfg.Workflows, Kustomer: sb.Client(t, kustomer.Config{}), Limiter: lim, Logger: zerolog.Nop()})
+}
+
+func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web.>"}})
+	require.NoError(t, err)
+
+	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: all\n    subject: \"leads.>\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
+	require.NoError(t, err)
+	err = w.Start(ctx)
+	require.ErrorContains(t, err, `stream LEADS exists (not created by kustomer-sync) with subjects [leads.web.>], which do not cover "leads.>"`)
+}
+
+func TestAnOperatorsStreamThatCoversTheSubjectIsUsedAsItIs(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}, MaxAge: time.Hour})
+	require.NoError(t, err)
+
+	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: web\n    subject: \"leads.web\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
+	require.NoError(t, err)
+	require.NoError(t, w.Start(ctx))
+	t.Cleanup(func() { _ = w.Stop(ctx) })
+	st, err := js.Stream(ctx, "LEADS")
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, st.CachedInfo().Config.MaxAge, "the operator's settings are left alone")
+	require.Empty(t, st.CachedInfo().Config.Metadata[managedByKey])
+}
+
+func TestStopWaitsForEventsInFlightToFinish(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  loopConfig,
+		sandbox: sandbox.Config{Latency: 50 * time.Millisecond},
+	})
+	ids := h.publishLoopEvents("drain", 4, 10)
+	h.waitCreated(1, 10*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, h.worker.Stop(ctx), "the drain finished within its deadline")
+	// Whatever was fetched finished and was recorded; nothing is half-done:
+	// every event either has a run record or is still pending, unacknowledged.
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	done := 0
+	for _, r := range recs {
+		require.Equal(t, RunSucceeded, r.Status)
+		done += len(r.Items)
+	}
+	require.Equal(t, done, len(h.sb.Sandbox.Customers()), "every created customer belongs to a recorded run")
+
+	// A new worker picks up the rest, and nothing is created twice.
+	h.start(loopConfig)
+	h.waitCreated(len(ids), 20*time.Second)
+	h.waitIdle("batch")
+	h.requireEachCreatedOnce(ids)
+}
+
+func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  loopConfig,
+		sandbox: sandbox.Config{Latency: 200 * time.Millisecond},
+		worker: func(c *Config) {
+			c.AckWait = 2 * time.Second
+			c.Ledger.Lease = 3 * time.Second // above the client's 2 s timeout
+		},
+	})
+	ids := h.publishLoopEvents("hard", 2, 20)
+	h.waitCreated(1, 10*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "an interrupted event is not recorded half-way")
+
+	// Another replica takes over: it must wait out the first one's claims and
+	// then look up what the interrupted requests may have created.
+	first := h.opts.worker
+	h.opts.worker = func(c *Config) { first(c); c.ReplicaID = "second-replica" }
+	h.start(loopConfig)
+	h.waitCreated(len(ids), 30*time.Second)
+	h.waitIdle("batch")
+	h.requireEachCreatedOnce(ids)
+}
