@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -174,8 +175,29 @@ func (h *harness) waitIdle(workflow string) {
 	}, 20*time.Second, 20*time.Millisecond, "consumer %s never became idle\nlogs:\n%s", workflow, h.logs.String())
 }
 
+// requireNoSecretInLogs checks that the API key appears in no log line, run
+// record or dead letter.
 func (h *harness) requireNoSecretInLogs() {
 	h.t.Helper()
 	require.NotContains(h.t, h.logs.String(), testAPIKey)
 	require.NotContains(h.t, strings.ToLower(h.logs.String()), "bearer")
+	ctx := context.Background()
+	for _, stream := range []string{RunLogStreamDefault, dlq.StreamDefault} {
+		st, err := h.js.Stream(ctx, stream)
+		require.NoError(h.t, err)
+		info, err := st.Info(ctx)
+		require.NoError(h.t, err)
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				continue // deleted
+			}
+			require.NotContains(h.t, string(m.Data), testAPIKey, "%s message %d", stream, seq)
+			for k, vs := range m.Header {
+				for _, v := range vs {
+					require.NotContains(h.t, v, testAPIKey, "%s message %d header %s", stream, seq, k)
+				}
+			}
+		}
+	}
 }

@@ -117,3 +117,12 @@ func TestEventIDIsTheIDFieldElseAStableContentHash(t *testing.T) {
 	require.True(t, strings.HasPrefix(a[0].id, "sha256-"))
 	require.Equal(t, "x-1", a[2].id)
 }
+
+func TestNATSPasswordsAreRedactedFromURLsInMessages(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "nats://[redacted]@nats-1:4222,nats://nats-2:4222", redactURL("nats://user:s3cret@nats-1:4222,nats://nats-2:4222"))
+	require.Equal(t, "nats://[redacted]@h:4222", redactURL("nats://tok3n@h:4222"))
+	_, _, err := cli(t, `{"name":"Jane"}`, "publish", "--nats-url", "nats://user:s3cret@127.0.0.1:1")
+	require.ErrorContains(t, err, "connect to NATS at nats://[redacted]@127.0.0.1:1")
+	require.NotContains(t, err.Error(), "s3cret")
+}
