@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -411,14 +410,6 @@ func (r *faultRun) requireExactlyOnce(js jetstream.JetStream) {
 	require.Empty(r.t, dead, "nothing may be dead-lettered\n%s", r.logs())
 }
 
-// port returns the port a server listens on for clients.
-func port(t *testing.T, s *natstest.Server) int {
-	t.Helper()
-	addr, ok := s.Addr().(*net.TCPAddr)
-	require.True(t, ok, "server address %v", s.Addr())
-	return addr.Port
-}
-
 func TestFaultWorkerKilledMidBatchThenRestartedCreatesEveryLeadOnce(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
@@ -449,7 +440,7 @@ func TestFaultNATSServerRestartedOnItsStoreMidRunLosesAndDuplicatesNothing(t *te
 	r.publishLeads(js, 0, 20, 15)
 	r.waitCreated(len(r.ids) * 3 / 10)
 
-	p := port(t, srv)
+	p := srv.Port()
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	// The outage lasts 2 s; the worker must survive it.
