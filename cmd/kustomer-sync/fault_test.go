@@ -56,6 +56,9 @@ const (
 	faultLatency = 10 * time.Millisecond
 	// faultDeadline bounds how long a run may take to complete after a fault.
 	faultDeadline = 60 * time.Second
+	// natsOutage is how long the NATS server stays down in the restart test:
+	// longer than the JetStream client's default request timeout (5 s).
+	natsOutage = 6 * time.Second
 	// faultPoll is how often the tests look at the sandbox and the consumer.
 	faultPoll = 25 * time.Millisecond
 )
@@ -443,7 +446,8 @@ func TestFaultNATSServerRestartedOnItsStoreMidRunLosesAndDuplicatesNothing(t *te
 	p := srv.Port()
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	// The outage lasts 2 s; the worker must survive it.
+	// The outage outlasts the client's 5 s request timeout, so ledger writes
+	// and results in flight fail, not just wait; the worker must survive it.
 	require.Never(t, func() bool {
 		for _, p := range r.procs {
 			if p.exitedUnexpectedly() {
@@ -451,7 +455,7 @@ func TestFaultNATSServerRestartedOnItsStoreMidRunLosesAndDuplicatesNothing(t *te
 			}
 		}
 		return false
-	}, 2*time.Second, faultPoll, "a worker exited while NATS was down")
+	}, natsOutage, faultPoll, "a worker exited while NATS was down")
 	require.Less(t, len(r.sb.Sandbox.Customers()), len(r.ids), "the outage must land before the batch is done")
 
 	restarted := natstest.StartWith(t, srv.StoreDir, p)
