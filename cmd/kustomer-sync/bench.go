@@ -175,16 +175,23 @@ func (a *app) bench(ctx context.Context, f benchFlags, sc benchScenario) error {
 	stopForeign()
 	fwg.Wait()
 
-	perWindow := make([]int, measured)
+	ours, theirs := make([]int, measured), make([]int, measured)
 	for _, c := range sb.Customers() {
-		if w := int(c.CreatedAt.Sub(start) / f.window); w >= 0 && w < measured {
-			perWindow[w]++
+		w := int(c.CreatedAt.Sub(start) / f.window)
+		if w < 0 || w >= measured {
+			continue
+		}
+		if name, _ := c.Attributes["name"].(string); strings.HasPrefix(name, foreignPrefix) {
+			theirs[w]++
+		} else {
+			ours[w]++
 		}
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "window\tcreated\tof budget\tworker 429s\t")
-	for w, n := range perWindow {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%d\t\n", w+1, n, 100*float64(n)/float64(f.rate), ours429[w].Load())
+	fmt.Fprintln(tw, "window\tworkers created\tof budget\tforeign created\tbudget used\tworker 429s\t")
+	for w := range measured {
+		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%d\t%.1f%%\t%d\t\n", w+1, ours[w], 100*float64(ours[w])/float64(f.rate),
+			theirs[w], 100*float64(ours[w]+theirs[w])/float64(f.rate), ours429[w].Load())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -248,6 +255,9 @@ func startBenchReplica(ctx context.Context, natsURL, sbURL string, perMinute int
 	}, nil
 }
 
+// foreignPrefix names the foreign client's customers, to count them apart.
+const foreignPrefix = "Foreign client "
+
 // runForeignClient spends perMinute requests per minute at an even pace, as
 // another integration of the same Kustomer org would, without adapting.
 func runForeignClient(ctx context.Context, url string, perMinute float64, count, limited *atomic.Int64) {
@@ -260,7 +270,7 @@ func runForeignClient(ctx context.Context, url string, perMinute float64, count,
 			return
 		case <-tick.C:
 		}
-		b, _ := json.Marshal(map[string]any{"name": fmt.Sprintf("Foreign %d", i)})
+		b, _ := json.Marshal(map[string]any{"name": fmt.Sprintf("%s%d", foreignPrefix, i)})
 		body.Reset(string(b))
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/customers", body)
 		if err != nil {
