@@ -219,7 +219,11 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		}
 	}
 	if st.budget != nil {
-		_ = st.budget.Stop(context.WithoutCancel(ctx))
+		// Leaving the budget lets the other replicas grow their shares at
+		// once; if NATS is gone, their TTL does it instead, so do not wait.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = st.budget.Stop(bctx)
+		cancel()
 	}
 	if st.metrics != nil {
 		_ = st.metrics.Close()
