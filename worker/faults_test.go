@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -137,9 +136,8 @@ workflows:
 		sandbox: sandbox.Config{RatePerMinute: -1},
 		rate:    600000,
 		worker:  func(c *Config) { c.AckWait = 2 * time.Second },
-		nats:    func(o *server.Options) { o.MaxPayload = 8 << 20 },
 	})
-	big := h.publishLoopEvents("big", 1, 10000)
+	big := h.publishLoopEvents("big", 1, 10000) // ~0.5 MB: fits NATS's default 1 MB payload
 	small := h.publish("leads.other", "small-1", `{"leads":[{"id":"small","name":"Small"}]}`)
 	// The small event finishes while the big one is still running.
 	run := h.waitRun(small)
@@ -149,6 +147,9 @@ workflows:
 	h.waitCreated(len(big)+1, 3*time.Minute)
 	h.waitIdle("batch")
 	h.requireEachCreatedOnce(append(big, "small"))
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Len(t, recs, 2, "the big event's run record was written, trimmed to fit one message")
 }
 
 func TestAnEventWithMoreItemsThanTheLimitIsRefusedWithTheReason(t *testing.T) {

@@ -55,7 +55,11 @@ type RunRecord struct {
 	Status    RunStatus `json:"status"`
 	Replay    bool      `json:"replay"`
 	Items     []RunItem `json:"items"`
-	Error     string    `json:"error,omitempty"`
+	// ItemsOmitted counts the created items left out of Items because the
+	// record would not fit in one NATS message (a Loop of thousands of
+	// items); failed items are always kept first.
+	ItemsOmitted int    `json:"items_omitted,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 const (
@@ -169,7 +173,7 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 	case !r.Status.Valid():
 		return fmt.Errorf("worker: run log: write run %s: status %q: want one of %v", r.ID, r.Status, RunStatuses)
 	}
-	data, err := json.Marshal(r)
+	data, err := fitRecord(r, runRecordMax(l.js))
 	if err != nil {
 		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
 	}
@@ -178,6 +182,52 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
 	}
 	return nil
+}
+
+// runRecordMax is the largest run record to publish: the server's maximum
+// payload, less room for headers.
+func runRecordMax(js jetstream.JetStream) int {
+	limit := int64(1 << 20)
+	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		limit = nc.MaxPayload()
+	}
+	return int(limit) - 4<<10
+}
+
+// fitRecord encodes r, leaving out created items (failed ones are kept
+// first) until it fits in limit bytes.
+func fitRecord(r RunRecord, limit int) ([]byte, error) {
+	data, err := json.Marshal(r)
+	if err != nil || len(data) <= limit {
+		return data, err
+	}
+	kept := make([]RunItem, 0, len(r.Items))
+	var created []RunItem
+	for _, it := range r.Items {
+		if it.Error != "" {
+			kept = append(kept, it)
+		} else {
+			created = append(created, it)
+		}
+	}
+	// Shrink by the share that does not fit, then step down until it does.
+	n := len(created) * limit / len(data)
+	for {
+		r2 := r
+		r2.Items = append(kept[:len(kept):len(kept)], created[:n]...)
+		r2.ItemsOmitted = len(r.Items) - len(r2.Items)
+		if data, err = json.Marshal(r2); err != nil || len(data) <= limit {
+			return data, err
+		}
+		if n == 0 {
+			if len(r2.Items) == 0 {
+				return nil, fmt.Errorf("record of %d bytes does not fit in %d", len(data), limit)
+			}
+			kept = kept[:len(kept)/2]
+			continue
+		}
+		n = n * 9 / 10
+	}
 }
 
 // RunFilter selects runs. Criteria combine with AND; the zero value selects

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -165,4 +166,34 @@ func TestOpenRunLogReadsAnExistingLogWithItsPrefix(t *testing.T) {
 	got, err := r.Get(ctx, "a")
 	require.NoError(t, err)
 	require.Equal(t, "signup", got.Workflow)
+}
+
+func TestRunRecordOfAHugeLoopIsTrimmedToFitOneMessageFailuresFirst(t *testing.T) {
+	t.Parallel()
+	r := RunRecord{ID: "big", Workflow: "batch", Status: RunPartial}
+	for i := range 20000 {
+		it := RunItem{Index: i, Outcome: "created", CustomerID: "6b08873b8707a01d6329785a", Attempts: 1}
+		if i%1000 == 0 {
+			it = RunItem{Index: i, Outcome: "failed", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 Service Unavailable"}
+		}
+		r.Items = append(r.Items, it)
+	}
+	data, err := fitRecord(r, 64<<10)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(data), 64<<10)
+	var got RunRecord
+	require.NoError(t, json.Unmarshal(data, &got))
+	require.Equal(t, 20000, len(got.Items)+got.ItemsOmitted)
+	failed := 0
+	for _, it := range got.Items {
+		if it.Outcome == "failed" {
+			failed++
+		}
+	}
+	require.Equal(t, 20, failed, "every failed item is kept")
+	require.Greater(t, len(got.Items), 500, "as many created items as fit")
+
+	small, err := fitRecord(RunRecord{ID: "s", Items: r.Items[:3]}, 64<<10)
+	require.NoError(t, err)
+	require.NotContains(t, string(small), "items_omitted")
 }
