@@ -162,7 +162,8 @@ func (c *Cluster) Restart(i int) {
 }
 
 // WaitReady waits until every running node is routed to every other running
-// node and JetStream has a meta leader that all of them follow.
+// node, JetStream has a meta leader that all of them follow, and the leader
+// counts every running node as a peer where streams can be placed.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(clusterReadyTimeout)
@@ -191,6 +192,11 @@ func (c *Cluster) ready() bool {
 		}
 		if s.JetStreamIsLeader() {
 			leaders++
+			// Placement needs every peer online with its stats reported to
+			// the meta leader, or an R3 stream has "no suitable peers".
+			if len(s.JetStreamClusterPeers()) < running {
+				return false
+			}
 		}
 	}
 	return leaders == 1
