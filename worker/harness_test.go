@@ -48,7 +48,7 @@ func (b *syncBuffer) String() string {
 // harness is a worker against a real embedded NATS server and the Kustomer
 // sandbox over HTTP.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	nats   *natstest.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -107,7 +107,7 @@ type harnessOptions struct {
 	rate    int                     // the limiter's budget per minute; default 60000
 }
 
-func setup(t *testing.T, opts harnessOptions) *harness {
+func setup(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
 	h.nats = natstest.StartOpts(t, t.TempDir(), -1, opts.nats)
