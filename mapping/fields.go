@@ -114,21 +114,25 @@ func (c *checker) text(path string, v any, max int) (string, bool) {
 	return s, true
 }
 
-func textField(max int) normalizer {
+// stringField makes a normalizer of a check that yields a string: the
+// string when the check passes, nothing (the field is left out) otherwise.
+func stringField(check func(c *checker, path string, v any) (string, bool)) normalizer {
 	return func(c *checker, path string, v any) any {
-		if s, ok := c.text(path, v, max); ok {
+		if s, ok := check(c, path, v); ok {
 			return s
 		}
 		return nil
 	}
 }
 
-func urlField(c *checker, path string, v any) any {
-	if s, ok := c.url(path, v); ok {
-		return s
-	}
-	return nil
+func textField(max int) normalizer {
+	return stringField(func(c *checker, path string, v any) (string, bool) { return c.text(path, v, max) })
 }
+
+var (
+	urlField  = stringField((*checker).url)
+	dateField = stringField((*checker).date)
+)
 
 func (c *checker) url(path string, v any) (string, bool) {
 	s, ok := c.text(path, v, 0)
@@ -154,13 +158,6 @@ func validURL(s string) bool {
 		return false
 	}
 	return true
-}
-
-func dateField(c *checker, path string, v any) any {
-	if s, ok := c.date(path, v); ok {
-		return s
-	}
-	return nil
 }
 
 func (c *checker) date(path string, v any) (string, bool) {

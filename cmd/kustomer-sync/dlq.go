@@ -153,6 +153,21 @@ Classes: ` + classList() + `.`,
 
 type openStore func(context.Context) (*dlq.Store, func(), error)
 
+// withStore parses the filter flags (and ID arguments), opens the store and
+// runs fn with both.
+func (f *dlqFilterFlags) withStore(ctx context.Context, open openStore, args []string, fn func(*dlq.Store, dlq.Filter) error) error {
+	filter, err := f.filter(args, time.Now())
+	if err != nil {
+		return err
+	}
+	store, done, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(store, filter)
+}
+
 func (a *app) dlqListCommand(open openStore) *cobra.Command {
 	var f dlqFilterFlags
 	var asJSON bool
@@ -166,27 +181,20 @@ func (a *app) dlqListCommand(open openStore) *cobra.Command {
   kustomer-sync dlq list --grep jane@example.com --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter(nil, time.Now())
-			if err != nil {
-				return err
-			}
-			store, done, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			entries, err := store.List(cmd.Context(), filter)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(a.stdout, dlqViews(entries))
-			}
-			if len(entries) == 0 {
-				_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
-				return err
-			}
-			return writeDLQTable(a.stdout, entries, time.Now())
+			return f.withStore(cmd.Context(), open, nil, func(store *dlq.Store, filter dlq.Filter) error {
+				entries, err := store.List(cmd.Context(), filter)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.stdout, dlqViews(entries))
+				}
+				if len(entries) == 0 {
+					_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
+					return err
+				}
+				return writeDLQTable(a.stdout, entries, time.Now())
+			})
 		},
 	}
 	f.register(cmd, false)
@@ -324,16 +332,9 @@ republish; replaying the same entries twice publishes them once. A progress bar 
 			if rate < 0 {
 				return usageError{fmt.Errorf("--rate %v: want 0 (unlimited) or more messages per second", rate)}
 			}
-			filter, err := f.filter(args, time.Now())
-			if err != nil {
-				return err
-			}
-			store, done, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			return a.replay(cmd.Context(), store, filter, dryRun, rate)
+			return f.withStore(cmd.Context(), open, args, func(store *dlq.Store, filter dlq.Filter) error {
+				return a.replay(cmd.Context(), store, filter, dryRun, rate)
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -395,46 +396,39 @@ for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed
 			if !f.selects(args) {
 				return usageError{errors.New("say what to purge: entry IDs, a filter (--workflow, --class, --since, --grep) or --all")}
 			}
-			filter, err := f.filter(args, time.Now())
-			if err != nil {
-				return err
-			}
-			store, done, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			entries, err := store.List(cmd.Context(), filter)
-			if err != nil {
-				return err
-			}
-			if len(entries) == 0 {
-				_, err := fmt.Fprintln(a.stdout, "Nothing to purge.")
-				return err
-			}
-			if !yes {
-				ok, err := confirm(a.stdin, a.stdout, fmt.Sprintf("Delete %d dead %s from %s for good? [y/N] ",
-					len(entries), plural(len(entries), "letter", "letters"), store.Name()))
+			return f.withStore(cmd.Context(), open, args, func(store *dlq.Store, filter dlq.Filter) error {
+				entries, err := store.List(cmd.Context(), filter)
 				if err != nil {
 					return err
 				}
-				if !ok {
-					_, err := fmt.Fprintln(a.stdout, "Nothing deleted.")
+				if len(entries) == 0 {
+					_, err := fmt.Fprintln(a.stdout, "Nothing to purge.")
 					return err
 				}
-			}
-			// Delete exactly what was counted and confirmed, not what
-			// arrived since.
-			ids := make([]uint64, len(entries))
-			for i, r := range entries {
-				ids[i] = r.ID
-			}
-			n, err := store.Purge(cmd.Context(), dlq.Filter{IDs: ids})
-			if err != nil {
+				if !yes {
+					ok, err := confirm(a.stdin, a.stdout, fmt.Sprintf("Delete %d dead %s from %s for good? [y/N] ",
+						len(entries), plural(len(entries), "letter", "letters"), store.Name()))
+					if err != nil {
+						return err
+					}
+					if !ok {
+						_, err := fmt.Fprintln(a.stdout, "Nothing deleted.")
+						return err
+					}
+				}
+				// Delete exactly what was counted and confirmed, not what
+				// arrived since.
+				ids := make([]uint64, len(entries))
+				for i, r := range entries {
+					ids[i] = r.ID
+				}
+				n, err := store.Purge(cmd.Context(), dlq.Filter{IDs: ids})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(a.stdout, "Deleted %d dead %s.\n", n, plural(n, "letter", "letters"))
 				return err
-			}
-			_, err = fmt.Fprintf(a.stdout, "Deleted %d dead %s.\n", n, plural(n, "letter", "letters"))
-			return err
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -472,27 +466,20 @@ func (a *app) dlqStatsCommand(open openStore) *cobra.Command {
   kustomer-sync dlq stats --since 24h --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter(nil, time.Now())
-			if err != nil {
-				return err
-			}
-			store, done, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			stats, err := store.Stats(cmd.Context(), filter)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(a.stdout, stats)
-			}
-			if len(stats) == 0 {
-				_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
-				return err
-			}
-			return writeStats(a.stdout, stats)
+			return f.withStore(cmd.Context(), open, nil, func(store *dlq.Store, filter dlq.Filter) error {
+				stats, err := store.Stats(cmd.Context(), filter)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.stdout, stats)
+				}
+				if len(stats) == 0 {
+					_, err := fmt.Fprintf(a.stdout, "No dead letters in %s%s.\n", store.Name(), filterSuffix(f))
+					return err
+				}
+				return writeStats(a.stdout, stats)
+			})
 		},
 	}
 	f.register(cmd, false)
