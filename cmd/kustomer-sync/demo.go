@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/worker"
@@ -40,6 +41,10 @@ setup, nothing left behind (the NATS store lives in a temporary folder unless --
   kustomer-sync demo --leads my-leads.jsonl --config workflows.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("log-level") {
+				// The summary is the demo's output; logs only for trouble.
+				a.log = a.log.Level(zerolog.WarnLevel)
+			}
 			return a.demo(cmd.Context(), &f, leadsFile, wait)
 		},
 	}
@@ -186,7 +191,7 @@ func (a *app) printDemoSummary(st *stack, runs []worker.RunRecord, events int, t
 	fmt.Fprintf(w, "\nSummary\n")
 	fmt.Fprintf(w, "  events processed\t%d of %d\n", len(runs), events)
 	fmt.Fprintf(w, "  customers created\t%d (sandbox holds %d)\n", created, len(st.sandbox.Customers()))
-	fmt.Fprintf(w, "  items failed\t%d (dead-lettered; see 'kustomer-sync dlq list')\n", failed)
+	fmt.Fprintf(w, "  items failed\t%d (dead-lettered, reasons below)\n", failed)
 	fmt.Fprintf(w, "  Kustomer requests\t%d (429s: %d)\n", stats.Requests, stats.RateLimited)
 	fmt.Fprintf(w, "  time taken\t%s\n", took.Round(time.Millisecond))
 	if err := w.Flush(); err != nil {
