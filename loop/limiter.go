@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -19,18 +20,35 @@ import (
 const (
 	// PerMinuteDefault is Kustomer's Enterprise plan limit per organisation.
 	PerMinuteDefault = 1000
-	// LowWatermarkDefault: below 10% of x-ratelimit-limit left, slow down.
+	// LowWatermarkDefault is kept for compatibility: pacing no longer waits
+	// for x-ratelimit-remaining to run low (see [LimiterConfig.LowWatermark]).
 	LowWatermarkDefault = 0.1
 	// PauseFallback is how long everyone waits after a 429 that says neither
 	// Retry-After nor x-ratelimit-reset.
 	PauseFallback = 5 * time.Second
+	// WindowDefault is the length of Kustomer's rate-limit window, assumed
+	// until two successive x-ratelimit-reset values tell the real one.
+	WindowDefault = time.Minute
 	// maxResetAhead bounds how far ahead an x-ratelimit-reset is believed:
 	// Kustomer's window is one minute, so a reset further away is a misread
 	// header, not a reason to crawl for hours.
 	maxResetAhead = 2 * time.Minute
-	// reserveFraction of x-ratelimit-limit is left unspent at the end of a
-	// window that runs low: answers lag behind requests in flight.
+	// reserveFraction of x-ratelimit-limit is never planned for: answers lag
+	// behind requests in flight (here, in other replicas, in other clients),
+	// so the plan keeps a margin rather than spend the last unit.
 	reserveFraction = 0.01
+	// measureFraction of a window must have passed since this limiter's
+	// first answer in it before the others' rate is measured in it; until
+	// then the previous window's measure stands.
+	measureFraction = 0.1
+	// floorFraction of the share is the slowest pace: a limiter that plans
+	// to spend nothing still learns from the odd answer, and waiters never
+	// hold reservations for minutes.
+	floorFraction = 0.01
+	// wakeFactor: when the rate rises by this factor over the lowest rate
+	// since the waiters were last woken, they are woken to reserve again at
+	// the new rate instead of sleeping out reservations made at the old one.
+	wakeFactor = 1.25
 )
 
 // LimiterConfig configures a [Limiter]. Zero fields take their defaults.
@@ -45,10 +63,11 @@ type LimiterConfig struct {
 	Burst int
 	// Clock defaults to SystemClock().
 	Clock Clock
-	// LowWatermark is the fraction of x-ratelimit-limit below which a low
-	// x-ratelimit-remaining slows the rate until the window resets (other
-	// clients of the same organisation spend the same budget). Default
-	// LowWatermarkDefault; negative disables the slow-down.
+	// LowWatermark below zero turns pacing off: the limiter then spends its
+	// share whatever x-ratelimit-remaining says, and only a 429 stops it.
+	// Any other value (default LowWatermarkDefault) leaves pacing on; the
+	// value itself no longer matters, since pacing is continuous (see
+	// [Limiter.Observe]). It must be below 1.
 	LowWatermark float64
 }
 
@@ -75,23 +94,59 @@ func (c LimiterConfig) validate() error {
 // Limiter is the one rate budget of a process: a token bucket
 // (golang.org/x/time/rate) that every workflow, event and item waits on
 // before calling Kustomer, plus a pause that every waiter honours. It adapts
-// to what Kustomer says (see Observe) and to this replica's share of the
-// organisation's budget (see SetShare).
+// to this replica's share of the organisation's budget (see SetShare) and to
+// what Kustomer says: it paces itself so that the other clients of the
+// organisation (other replicas, other integrations) keep their part of each
+// window, and pauses on a 429 (see Observe).
 //
 // Create one per process with NewLimiter. A Limiter is safe for concurrent use.
 type Limiter struct {
 	cfg    LimiterConfig
 	clock  Clock
 	bucket *rate.Limiter
+	own    atomic.Int64 // tokens Wait has granted, ever: this replica's requests
 
 	mu          sync.Mutex
-	share       float64   // this replica's budget per minute
-	slow        float64   // per minute, in force while now < slowUntil
-	slowUntil   time.Time // end of the Kustomer window that is running low
+	share       float64 // this replica's budget per minute
+	pace        pacer
 	pausedUntil time.Time
-	applied     rate.Limit // the limit last set on bucket
+	applied     rate.Limit    // the limit last set on bucket
+	lowest      rate.Limit    // the lowest limit applied since raised was last closed
+	raised      chan struct{} // closed (and replaced) when the rate rose well above lowest
 	hooks       []func(until time.Time)
 }
+
+// pacer is the state of the pacing controller, per Kustomer window. A
+// window is known by its x-ratelimit-reset.
+//
+// The others' consumption is measured as a difference between two answers
+// of the same window, never as used-minus-own since the window's start: the
+// reported reset is rounded up to the second, so which of this limiter's
+// requests near a boundary the server counted in which window is unknown,
+// and a wrong guess would pose as a burst of foreign requests.
+type pacer struct {
+	limit  int           // x-ratelimit-limit, units per window; 0 before the first answer
+	window time.Duration // learned from successive resets
+	reset  time.Time     // the current window's reset, as reported
+	offset time.Duration // how much resets are known to be rounded up, under a second
+	seenAt time.Time     // when the last answer was observed
+
+	used int // the most units the current window's answers reported used
+
+	// The first answer of the current window: the others' rate is
+	// (used - anchorUsed - (own - anchorOwn)) / (now - anchorAt).
+	anchorAt   time.Time
+	anchorUsed int
+	anchorOwn  int64
+
+	others  float64 // the others' rate, units per second; carried into the next window
+	planned float64 // this replica's rate, per minute, until reset
+}
+
+// end is when the current window ends, as far as is known: the plan holds
+// until then. It is never before the true end: offset only grows to what an
+// answer of the next window proved.
+func (p *pacer) end() time.Time { return p.reset.Add(-p.offset) }
 
 // NewLimiter returns a Limiter with a full bucket.
 func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
@@ -100,11 +155,14 @@ func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 	}
 	cfg = cfg.withDefaults()
 	l := &Limiter{
-		cfg:   cfg,
-		clock: cfg.Clock,
-		share: float64(cfg.PerMinute),
+		cfg:    cfg,
+		clock:  cfg.Clock,
+		share:  float64(cfg.PerMinute),
+		pace:   pacer{window: WindowDefault},
+		raised: make(chan struct{}),
 	}
 	l.applied = perSecond(l.share)
+	l.lowest = l.applied
 	l.bucket = rate.NewLimiter(l.applied, cfg.Burst)
 	return l, nil
 }
@@ -114,26 +172,81 @@ func perSecond(perMinute float64) rate.Limit { return rate.Limit(perMinute / 60)
 // Wait blocks until the limiter is not paused and a token is available, then
 // takes the token. It returns an error wrapping ctx.Err() if ctx ends first
 // (an unused reservation is given back). Most callers call Wait once right
-// before each Kustomer request.
+// before each Kustomer request: every token Wait grants counts as one
+// request of this replica when Observe tells this replica's requests from
+// the others'. A waiter whose turn was set by a slow pace takes a new turn
+// when the pace quickens well (a new window, a larger share). Wait does not
+// allocate when a token is ready.
 func (l *Limiter) Wait(ctx context.Context) error {
-	if err := l.waitPause(ctx); err != nil {
-		return err
-	}
-	now := l.clock.Now()
-	l.mu.Lock()
-	l.applyLocked(now)
-	r := l.bucket.ReserveN(now, 1)
-	l.mu.Unlock()
-	if !r.OK() {
-		return errors.New("loop: limiter cannot grant a token")
-	}
-	if !sleep(l.clock, r.DelayFrom(now), ctx.Done()) {
-		r.CancelAt(l.clock.Now())
-		return fmt.Errorf("loop: wait: %w", ctx.Err())
+	for granted := false; !granted; {
+		if err := l.waitPause(ctx); err != nil {
+			return err
+		}
+		var err error
+		if granted, err = l.take(ctx); err != nil {
+			return err
+		}
 	}
 	// A 429 may have paused everyone while this caller waited for its token:
 	// keep the token, but honour the pause.
-	return l.waitPause(ctx)
+	if err := l.waitPause(ctx); err != nil {
+		return err
+	}
+	l.own.Add(1)
+	return nil
+}
+
+// take waits for a token of the bucket. It reports false, without a token,
+// when the pace quickened meanwhile: the caller then takes a new turn.
+func (l *Limiter) take(ctx context.Context) (bool, error) {
+	now := l.clock.Now()
+	l.mu.Lock()
+	l.applyLocked(now)
+	bucket, raised := l.bucket, l.raised
+	if bucket.AllowN(now, 1) {
+		l.mu.Unlock()
+		return true, nil
+	}
+	r := bucket.ReserveN(now, 1)
+	planEnd := l.pace.end()
+	l.mu.Unlock()
+	if !r.OK() {
+		return false, errors.New("loop: limiter cannot grant a token")
+	}
+	for {
+		delay := r.DelayFrom(now)
+		if delay <= 0 {
+			return true, nil
+		}
+		// A window's plan that ends before this turn may give way to a
+		// quicker pace: look again at its end.
+		nap := delay
+		if untilEnd := planEnd.Sub(now); untilEnd > 0 && untilEnd < delay {
+			nap = untilEnd
+		}
+		t := l.clock.NewTimer(nap)
+		select {
+		case <-t.C():
+		case <-raised:
+			t.Stop()
+			return false, nil // the old bucket and its debts are gone
+		case <-ctx.Done():
+			t.Stop()
+			r.CancelAt(l.clock.Now())
+			return false, fmt.Errorf("loop: wait: %w", ctx.Err())
+		}
+		now = l.clock.Now()
+		if nap < delay {
+			l.mu.Lock()
+			l.applyLocked(now)
+			planEnd = l.pace.end()
+			quickened := l.raised != raised
+			l.mu.Unlock()
+			if quickened {
+				return false, nil
+			}
+		}
+	}
 }
 
 // waitPause blocks while the limiter is paused.
@@ -154,17 +267,35 @@ func (l *Limiter) waitPause(ctx context.Context) error {
 }
 
 // Observe adapts the limiter to the rate-limit headers of one Kustomer
-// response; call it after every response that carried them. On a 429 every
-// waiter of this limiter pauses until the later of Retry-After and
-// x-ratelimit-reset (PauseFallback if neither is known) and the OnPause hooks
-// run. When x-ratelimit-remaining falls below LowWatermark of
-// x-ratelimit-limit, the rate drops so that this replica's share of what
-// remains lasts until the window resets; at the reset the full rate returns.
-// A RateLimit with no Status and no Limit is ignored.
+// response; call it after every response that carried them. A RateLimit with
+// no Status and no Limit is ignored.
+//
+// On a 429 every waiter of this limiter pauses until the later of
+// Retry-After and x-ratelimit-reset (PauseFallback if neither is known) and
+// the OnPause hooks run.
+//
+// Any other answer with x-ratelimit-limit paces the limiter (unless
+// LowWatermark is negative). Kustomer's budget is per window and shared by
+// every client of the organisation, so the limiter plans the rest of the
+// window: it measures the others' rate (what the window's answers report
+// used, less the requests this limiter granted, over the time between its
+// first answer in the window and this one: other replicas and other
+// integrations alike), and takes, per the time left, what remains of the
+// window's limit after a reserve of 1% and after the others' rate continued
+// until the reset; never more than its share (SetShare), never less than 1%
+// of it. Until a tenth of a window has passed since its first answer in a
+// window, the previous window's measure of the others stands, and so it does
+// from the reset until the first answer of the next window. N replicas that
+// each see the others that way converge, without talking to each other, on
+// an even split of what the foreign clients leave. When no more than the
+// reserve remains, every waiter pauses until the reset (locally: the other
+// replicas read the same headers). The window's length is learned from
+// successive resets (WindowDefault until then).
 func (l *Limiter) Observe(rl kustomer.RateLimit) {
 	now := l.clock.Now()
 	reset := rl.Reset
-	if reset.After(now.Add(maxResetAhead)) {
+	misread := reset.After(now.Add(maxResetAhead))
+	if misread {
 		reset = now.Add(maxResetAhead)
 	}
 	if rl.Status == http.StatusTooManyRequests {
@@ -185,38 +316,60 @@ func (l *Limiter) Observe(rl kustomer.RateLimit) {
 		}
 		return
 	}
-	if rl.Limit <= 0 || !reset.After(now) || l.cfg.LowWatermark < 0 {
-		return
+	if rl.Limit <= 0 || !reset.After(now) || misread || l.cfg.LowWatermark < 0 {
+		return // no plan can be made of it
 	}
-	if float64(rl.Remaining) >= l.cfg.LowWatermark*float64(rl.Limit) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if reset.After(l.slowUntil) {
-			// A new window began (reported resets are rounded up, so the
-			// old one may end a little before slowUntil): full rate again.
-			l.slowUntil = time.Time{}
-			l.applyLocked(now)
-		}
-		return
-	}
-	// Answers lag behind requests in flight (here and in other replicas),
-	// so keep a reserve rather than plan to spend the last unit.
-	usable := rl.Remaining - max(int(math.Ceil(reserveFraction*float64(rl.Limit))), 1)
-	if usable <= 0 {
-		// The next requests could be refused: stop until the window resets.
-		// Every replica sees the same headers, so nothing is broadcast.
-		l.extendPause(reset)
-		return
-	}
+	reserve := max(int(math.Ceil(reserveFraction*float64(rl.Limit))), 1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fraction := l.share / float64(l.cfg.PerMinute)
-	slow := float64(usable) * fraction / reset.Sub(now).Minutes()
-	if reset.Equal(l.slowUntil) {
-		slow = min(slow, l.slow) // answers of one window may arrive out of order
+	p := &l.pace
+	own := l.own.Load()
+	switch {
+	case reset.Before(p.reset):
+		return // a late answer of a window that has ended
+	case reset.After(p.reset):
+		// A new window. Two windows in a row tell its length; answers
+		// further apart may have skipped one.
+		if !p.reset.IsZero() {
+			if step := reset.Sub(p.reset); step <= maxResetAhead && now.Sub(p.seenAt) < step/2 {
+				p.window = step
+			}
+			// The old window ended before this answer: if that was before
+			// the reported reset, the reset was rounded up by at least that.
+			if early := p.reset.Sub(now); early > p.offset && early < time.Second {
+				p.offset = early
+			}
+		}
+		p.reset, p.used = reset, 0
+		p.anchorAt, p.anchorUsed, p.anchorOwn = now, rl.Limit-rl.Remaining, own
 	}
-	l.slow, l.slowUntil = slow, reset
+	p.limit, p.seenAt = rl.Limit, now
+	p.used = max(p.used, rl.Limit-rl.Remaining) // answers may arrive out of order
+	end := p.end()
+	if !end.After(now) {
+		return // a late answer: the window has ended
+	}
+	if rl.Limit-p.used <= reserve {
+		// The next requests could be refused: stop until the window resets.
+		// Every replica sees the same headers, so nothing is broadcast.
+		l.pausedUntil = maxTime(l.pausedUntil, end)
+		return
+	}
+	if span := now.Sub(p.anchorAt); span >= time.Duration(measureFraction*float64(p.window)) && span > 0 {
+		others := (p.used - p.anchorUsed) - int(own-p.anchorOwn)
+		p.others = max(float64(others), 0) / span.Seconds()
+	}
+	left := end.Sub(now).Seconds()
+	spendable := float64(rl.Limit-reserve-p.used) - p.others*left
+	p.planned = spendable / left * 60
 	l.applyLocked(now)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // PauseUntil makes every waiter wait until t. A pause is extended, never
@@ -256,7 +409,8 @@ func (l *Limiter) OnPause(fn func(until time.Time)) {
 
 // SetShare sets this replica's share of the organisation's budget, in
 // requests per minute; the cross-replica budget calls it as replicas come
-// and go. The burst shrinks in proportion. Non-positive values are ignored.
+// and go. The share caps the pace (see Observe); the burst shrinks in
+// proportion. Non-positive values are ignored.
 func (l *Limiter) SetShare(perMinute float64) {
 	if perMinute <= 0 || math.IsNaN(perMinute) || math.IsInf(perMinute, 0) {
 		return
@@ -271,7 +425,7 @@ func (l *Limiter) SetShare(perMinute float64) {
 }
 
 // PerMinute returns the rate in force now, in requests per minute: the
-// share, or less while Kustomer reports the window running low.
+// share, or less while the pace (see Observe) says so.
 func (l *Limiter) PerMinute() float64 {
 	now := l.clock.Now()
 	l.mu.Lock()
@@ -279,18 +433,50 @@ func (l *Limiter) PerMinute() float64 {
 	return l.effectiveLocked(now)
 }
 
+// effectiveLocked is the rate in force at now, per minute: the window's
+// plan until its reset; after it, until the next window's first answer,
+// what a fresh window leaves this replica if the others keep their rate.
 func (l *Limiter) effectiveLocked(now time.Time) float64 {
-	if now.Before(l.slowUntil) {
-		return min(l.share, l.slow)
+	p := &l.pace
+	planned := l.share
+	switch {
+	case p.limit == 0 || l.cfg.LowWatermark < 0:
+	case now.Before(p.end()):
+		planned = p.planned
+	default:
+		reserve := max(math.Ceil(reserveFraction*float64(p.limit)), 1)
+		w := p.window.Seconds()
+		planned = (float64(p.limit) - reserve - p.others*w) / w * 60
 	}
-	return l.share
+	return min(l.share, max(planned, floorFraction*l.share))
 }
 
-// applyLocked sets the bucket's rate to the one in force at now; the
-// slow-down ends lazily, on the first call after the window reset.
+// applyLocked sets the bucket's rate to the one in force at now (a new
+// window's rate is applied lazily, on the first call after the reset).
+//
+// When the rate rose well above the lowest one since the waiters were last
+// woken, it wakes them, so that none sleeps out a turn set at the slow pace:
+// the bucket is replaced by one holding the tokens the old one had, without
+// its debt (the turns reserved ahead, which the waking waiters give up and
+// take again at the new pace). Cancelling those turns one by one would not
+// do: the bucket gives back only the last turn reserved.
 func (l *Limiter) applyLocked(now time.Time) {
-	if lim := perSecond(l.effectiveLocked(now)); lim != l.applied {
-		l.bucket.SetLimitAt(now, lim)
-		l.applied = lim
+	lim := perSecond(l.effectiveLocked(now))
+	if lim == l.applied {
+		return
 	}
+	l.applied = lim
+	switch {
+	case lim > wakeFactor*l.lowest:
+		burst := l.bucket.Burst()
+		tokens := int(math.Floor(min(max(l.bucket.TokensAt(now), 0), float64(burst))))
+		l.bucket = rate.NewLimiter(lim, burst)
+		l.bucket.AllowN(now, burst-tokens)
+		close(l.raised)
+		l.raised, l.lowest = make(chan struct{}), lim
+		return
+	case lim < l.lowest:
+		l.lowest = lim
+	}
+	l.bucket.SetLimitAt(now, lim)
 }

@@ -108,31 +108,101 @@ func TestLimiterPauseUntilExtendsNeverShortensAndIsNotBroadcast(t *testing.T) {
 	require.Equal(t, now.Add(7*time.Second), lim.PausedUntil())
 }
 
-func TestLimiterSlowsDownWhenRemainingIsLowUntilTheWindowResets(t *testing.T) {
+// answer is a successful response's rate-limit headers.
+func answer(limit, used int, reset time.Time) kustomer.RateLimit {
+	return kustomer.RateLimit{Status: http.StatusCreated, Limit: limit, Remaining: limit - used, Reset: reset}
+}
+
+// take takes n tokens that are ready at once.
+func take(t *testing.T, lim *loop.Limiter, n int) {
+	t.Helper()
+	for range n {
+		require.NoError(t, lim.Wait(t.Context()))
+	}
+}
+
+func TestLimiterAloneSpendsTheWindowLessTheReserve(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
-	reset := clock.Now().Add(30 * time.Second)
+	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "no answer yet: the share")
 
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 500, Reset: reset})
-	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "plenty remaining: full rate")
+	lim.Observe(answer(1000, 0, clock.Now().Add(time.Minute)))
+	require.InDelta(t, 990, lim.PerMinute(), 0.001, "1000 less a reserve of 10, over the minute left")
 
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 60, Reset: reset})
-	require.InDelta(t, 100, lim.PerMinute(), 0.001, "60 left, less a reserve of 10, over half a minute")
-
-	clock.Advance(30 * time.Second)
-	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "the window reset")
+	lim.Observe(answer(1000, 500, clock.Now().Add(time.Minute)))
+	require.InDelta(t, 490, lim.PerMinute(), 0.001, "490 left over the minute: what was spent before is gone")
 }
 
-func TestLimiterSlowDownTakesOnlyThisReplicasShareOfWhatRemains(t *testing.T) {
+func TestLimiterMeasuresTheOthersAndLeavesThemTheirPace(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 1000, 200)
+	reset := clock.Now().Add(time.Minute)
+	lim.Observe(answer(1000, 0, reset))
+
+	take(t, lim, 100)
+	clock.Advance(10 * time.Second)
+	lim.Observe(answer(1000, 150, reset)) // 100 ours, 50 the others': 5 a second
+	// 1000 - 10 reserved - 150 used - 5/s × 50 s for the others = 590 over 50 s.
+	require.InDelta(t, 708, lim.PerMinute(), 0.001)
+}
+
+func TestLimiterCountsNoOthersBeforeATenthOfTheWindow(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 2000, 200)
+	reset := clock.Now().Add(time.Minute)
+	lim.Observe(answer(1000, 0, reset))
+
+	take(t, lim, 20)
+	clock.Advance(5 * time.Second) // a tenth of the default window is 6 s
+	lim.Observe(answer(1000, 50, reset))
+	require.InDelta(t, (1000-10-50)/55.0*60, lim.PerMinute(), 0.001, "30 spent by others, but too soon to call it a pace")
+
+	clock.Advance(time.Second)
+	lim.Observe(answer(1000, 50, reset))
+	require.InDelta(t, (1000-10-50-5*54)/54.0*60, lim.PerMinute(), 0.001, "30 in 6 s: 5 a second")
+}
+
+func TestLimiterCarriesTheOthersPaceIntoTheNextWindow(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 1000, 200)
+	reset := clock.Now().Add(time.Minute)
+	lim.Observe(answer(1000, 0, reset))
+	clock.Advance(10 * time.Second)
+	lim.Observe(answer(1000, 100, reset)) // the others: 10 a second
+	require.InDelta(t, (1000-10-100-10*50)/50.0*60, lim.PerMinute(), 0.001)
+
+	clock.Advance(50 * time.Second)
+	require.InDelta(t, 1000-10-600, lim.PerMinute(), 0.001,
+		"a new window before its first answer: the limit less the reserve and the others' minute")
+
+	next := reset.Add(time.Minute)
+	lim.Observe(answer(1000, 3, next))
+	require.InDelta(t, 1000-10-3-600, lim.PerMinute(), 0.001, "the first answer: the others' pace stands")
+	clock.Advance(3 * time.Second)
+	lim.Observe(answer(1000, 33, next))
+	require.InDelta(t, (1000-10-33-10*57)/57.0*60, lim.PerMinute(), 0.001, "too soon to measure again")
+	clock.Advance(3 * time.Second)
+	lim.Observe(answer(1000, 33, next))
+	require.InDelta(t, (1000-10-33-5*54)/54.0*60, lim.PerMinute(), 0.001, "measured again: 30 in 6 s")
+}
+
+func TestLimiterNeverPacesAboveItsShareNorBelowAHundredthOfIt(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
 	lim.SetShare(500)
+	reset := clock.Now().Add(time.Minute)
+	lim.Observe(answer(1000, 0, reset))
 	require.InDelta(t, 500, lim.PerMinute(), 0.001)
 
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 70, Reset: clock.Now().Add(30 * time.Second)})
-	require.InDelta(t, 60, lim.PerMinute(), 0.001, "half of 70 left, less the reserve, over half a minute")
+	clock.Advance(10 * time.Second)
+	lim.Observe(answer(1000, 900, reset)) // the others: 90 a second
+	require.InDelta(t, 5, lim.PerMinute(), 0.001)
+	require.False(t, lim.PausedUntil().After(clock.Now()), "slow, not paused: more than the reserve is left")
 }
 
 func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testing.T) {
@@ -141,22 +211,100 @@ func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testi
 	lim := newLimiter(t, clock, 1000, 50)
 	lim.OnPause(func(time.Time) { t.Error("a local pause must not be broadcast") })
 	reset := clock.Now().Add(20 * time.Second)
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 11, Reset: reset})
+	lim.Observe(answer(1000, 989, reset))
 	require.False(t, lim.PausedUntil().After(clock.Now()), "one above the reserve: slow, not paused")
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 10, Reset: reset})
+	lim.Observe(answer(1000, 990, reset))
 	require.Equal(t, reset, lim.PausedUntil())
 }
 
-func TestLimiterReturnsToFullRateWhenANewWindowReportsPlenty(t *testing.T) {
+func TestLimiterIgnoresLateAnswersOfAnEndedWindow(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
-	reset := clock.Now().Add(30 * time.Second)
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 60, Reset: reset})
-	require.Less(t, lim.PerMinute(), 1000.0)
-	// The reported reset was rounded up; the next window has begun already.
-	lim.Observe(kustomer.RateLimit{Status: 201, Limit: 1000, Remaining: 999, Reset: reset.Add(time.Minute)})
+	reset := clock.Now().Add(time.Second)
+	lim.Observe(answer(1000, 0, reset.Add(time.Minute)))
+	before := lim.PerMinute()
+	lim.Observe(answer(1000, 995, reset)) // sent before the window turned, answered after
+	require.InDelta(t, before, lim.PerMinute(), 0.001)
+	require.False(t, lim.PausedUntil().After(clock.Now()))
+}
+
+func TestLimiterLearnsTheWindowFromSuccessiveResets(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 6000, 300) // 1000 per 10 s
+	first := clock.Now().Add(time.Second)
+	lim.Observe(answer(1000, 990, first))
+	clock.Advance(time.Second)
+	second := first.Add(10 * time.Second)
+	lim.Observe(answer(1000, 0, second))
+	require.InDelta(t, 990/10.0*60, lim.PerMinute(), 0.001)
+
+	clock.Advance(time.Second) // a tenth of a 10-s window: the others are measured
+	lim.Observe(answer(1000, 100, second))
+	require.InDelta(t, 60, lim.PerMinute(), 0.001, "100 a second for 9 s leave nothing: a hundredth of the share")
+}
+
+func TestLimiterLearnsHowMuchResetsAreRoundedUp(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 1000, 50)
+	first := clock.Now().Add(time.Second)
+	lim.Observe(answer(1000, 500, first))
+	// The next window answers 300 ms before the reported reset: the window
+	// really ends 300 ms (at least) before the reset it reports.
+	clock.Advance(700 * time.Millisecond)
+	second := first.Add(time.Minute)
+	lim.Observe(answer(1000, 0, second))
+	require.InDelta(t, 990, lim.PerMinute(), 0.001, "990 over the window's real minute, not over the 60.3 s to the reset")
+
+	lim.Observe(answer(1000, 990, second))
+	require.Equal(t, second.Add(-300*time.Millisecond), lim.PausedUntil(), "the pause ends with the real window")
+}
+
+func TestLimiterWaiterSetToASlowPaceTakesANewTurnAtTheReset(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 600, 1)
+	reset := clock.Now().Add(15 * time.Second)
+	lim.Observe(answer(600, 580, reset)) // spent before this replica came
+	clock.Advance(10 * time.Second)
+	lim.Observe(answer(600, 592, reset)) // the others: 1.2 a second, and no more than the reserve is left for this one
+	require.InDelta(t, 6, lim.PerMinute(), 0.001, "a hundredth of the share: one every 10 s")
+	take(t, lim, 1)
+
+	done := make(chan error, 1)
+	go func() { done <- lim.Wait(t.Context()) }()
+	clock.BlockUntil(1)
+	next, _ := clock.NextDeadline()
+	require.Equal(t, reset, next, "the waiter looks again when the window ends, not in 10 s")
+	clock.Advance(next.Sub(clock.Now()))
+	require.InDelta(t, 600-6-72, lim.PerMinute(), 0.001, "a new window: the limit less the reserve and the others' 72")
+
+	clock.BlockUntil(1)
+	next, _ = clock.NextDeadline()
+	require.Less(t, next.Sub(clock.Now()), 200*time.Millisecond, "a new turn at the new pace")
+	clock.Advance(next.Sub(clock.Now()))
+	require.NoError(t, <-done)
+}
+
+func TestLimiterWithANegativeLowWatermarkDoesNotPace(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 1000, Clock: clock, LowWatermark: -1})
+	require.NoError(t, err)
+	lim.Observe(answer(1000, 999, clock.Now().Add(time.Second)))
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001)
+	require.False(t, lim.PausedUntil().After(clock.Now()))
+}
+
+func TestLimiterDoesNotPaceOnAResetTooFarAhead(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 1000, 50)
+	lim.Observe(answer(1000, 999, clock.Now().Add(time.Hour)))
+	require.InDelta(t, 1000, lim.PerMinute(), 0.001)
+	require.False(t, lim.PausedUntil().After(clock.Now()))
 }
 
 func TestLimiterSetShareChangesTheRate(t *testing.T) {
