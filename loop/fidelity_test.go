@@ -2,6 +2,7 @@ package loop_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -61,27 +62,43 @@ func (f *fixedWindow) call(client string) kustomer.RateLimit {
 	return rl
 }
 
-// simulate runs replicas (each one limiter with workers, all sharing the
-// budget; each response arrives latency after the server counted the
-// request) and optionally a foreign client spending foreignShare of it,
-// against a fixedWindow for the given number of windows, in fake time.
-func simulate(t *testing.T, perMinute, replicas int, foreignShare float64, windows int) *fixedWindow {
-	const workers, latency = 4, 150 * time.Millisecond
+// scenario is one run of the rate-fidelity simulation.
+type scenario struct {
+	perWindow int           // the organisation's budget per window
+	window    time.Duration // the server's window (the replicas learn it)
+	replicas  int           // each one limiter with workers, sharing the budget
+	foreign   float64       // the share of the budget a foreign client spends at an even pace, not adapting
+	windows   int
+}
+
+func (sc scenario) String() string {
+	return fmt.Sprintf("%d replica(s), %s windows, foreign %.0f%%", sc.replicas, sc.window, 100*sc.foreign)
+}
+
+// simulate runs the scenario against a fixedWindow in fake time: each
+// replica's workers wait on its limiter, call the server, and observe the
+// answer latency after the server counted the request. The first window is
+// entered 17.3 s in (scaled to the window's length), so that the reported
+// resets are rounded up.
+func simulate(t *testing.T, sc scenario) *fixedWindow {
+	const workers = 4
+	latency := 150 * time.Millisecond * sc.window / time.Minute
 	t.Helper()
+	perMinute := int(float64(sc.perWindow) * float64(time.Minute) / float64(sc.window))
 	clock := looptest.NewFakeClock(time.Time{})
 	srv := &fixedWindow{
-		clock: clock, window: time.Minute, limit: perMinute,
-		start:       clock.Now().Add(-17 * time.Second), // we start mid-window
+		clock: clock, window: sc.window, limit: sc.perWindow,
+		start:       clock.Now().Add(-sc.window * 173 / 600),
 		idx:         -1,
 		spent:       map[string][]int{},
 		rateLimited: map[string][]int{},
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg conc.WaitGroup
-	parked := replicas * workers
-	for r := range replicas {
+	parked := sc.replicas * workers
+	for r := range sc.replicas {
 		lim := newLimiter(t, clock, perMinute, 0)
-		lim.SetShare(float64(perMinute) / float64(replicas))
+		lim.SetShare(float64(perMinute) / float64(sc.replicas))
 		name := string(rune('a' + r))
 		for range workers {
 			wg.Go(func() {
@@ -99,9 +116,9 @@ func simulate(t *testing.T, perMinute, replicas int, foreignShare float64, windo
 			})
 		}
 	}
-	if foreignShare > 0 {
+	if sc.foreign > 0 {
 		parked++
-		every := time.Duration(float64(time.Minute) / (foreignShare * float64(perMinute)))
+		every := time.Duration(float64(sc.window) / (sc.foreign * float64(sc.perWindow)))
 		wg.Go(func() {
 			for {
 				timer := clock.NewTimer(every)
@@ -115,7 +132,7 @@ func simulate(t *testing.T, perMinute, replicas int, foreignShare float64, windo
 			}
 		})
 	}
-	end := srv.start.Add(time.Duration(windows) * time.Minute)
+	end := srv.start.Add(time.Duration(sc.windows) * sc.window)
 	for clock.Now().Before(end) {
 		clock.BlockUntil(parked) // everyone waits for time: let it pass
 		clock.AdvanceToNext()
@@ -141,26 +158,54 @@ func ours(m map[string][]int, windows int) []int {
 	return out
 }
 
+// theirs is the foreign client's requests per window.
+func theirs(m map[string][]int, windows int) []int {
+	out := make([]int, windows)
+	copy(out, m["foreign"])
+	return out
+}
+
 func TestLimiterUsesAFixedWindowBudgetFullyWithoutA429(t *testing.T) {
 	t.Parallel()
-	const perMinute, windows = 1000, 5
-	for _, replicas := range []int{1, 3} {
-		srv := simulate(t, perMinute, replicas, 0, windows)
-		spent, limited := ours(srv.spent, windows), ours(srv.rateLimited, windows)
-		t.Logf("%d replica(s): spent per window %v, 429s %v", replicas, spent, limited)
-		require.Equal(t, make([]int, windows), limited, "%d replica(s): no 429 at all", replicas)
-		for i := 1; i < windows; i++ { // the first window is entered mid-way
-			require.GreaterOrEqual(t, spent[i], perMinute*97/100, "%d replica(s), window %d", replicas, i)
-		}
+	for _, sc := range []scenario{
+		{perWindow: 1000, window: time.Minute, replicas: 1, windows: 5},
+		{perWindow: 1000, window: time.Minute, replicas: 3, windows: 5},
+		{perWindow: 300, window: 10 * time.Second, replicas: 1, windows: 5},
+		{perWindow: 300, window: 10 * time.Second, replicas: 3, windows: 5},
+	} {
+		t.Run(sc.String(), func(t *testing.T) {
+			t.Parallel()
+			srv := simulate(t, sc)
+			spent, limited := ours(srv.spent, sc.windows), ours(srv.rateLimited, sc.windows)
+			t.Logf("spent per window %v, 429s %v", spent, limited)
+			require.Equal(t, make([]int, sc.windows), limited, "no 429 at all")
+			for i := 1; i < sc.windows; i++ { // the first window is entered mid-way
+				require.GreaterOrEqual(t, spent[i], sc.perWindow*97/100, "window %d", i)
+			}
+		})
 	}
 }
 
-func TestLimiterMakesRoomForAForeignClientAfterTheFirstWindow(t *testing.T) {
+func TestLimiterLeavesAForeignClientItsPartAfterTheFirstWindow(t *testing.T) {
 	t.Parallel()
-	const perMinute, windows = 1000, 5
-	srv := simulate(t, perMinute, 1, 0.3, windows)
-	limited := ours(srv.rateLimited, windows)
-	t.Logf("spent per window %v, 429s %v, foreign spent %v, foreign 429s %v",
-		ours(srv.spent, windows), limited, srv.spent["foreign"], srv.rateLimited["foreign"])
-	require.Equal(t, make([]int, windows-1), limited[1:], "no 429 after the first window")
+	for _, sc := range []scenario{
+		{perWindow: 1000, window: time.Minute, replicas: 1, foreign: 0.3, windows: 5},
+		{perWindow: 1000, window: time.Minute, replicas: 3, foreign: 0.3, windows: 5},
+		{perWindow: 300, window: 10 * time.Second, replicas: 1, foreign: 0.3, windows: 5},
+		{perWindow: 300, window: 10 * time.Second, replicas: 3, foreign: 0.3, windows: 5},
+	} {
+		t.Run(sc.String(), func(t *testing.T) {
+			t.Parallel()
+			srv := simulate(t, sc)
+			spent, limited := ours(srv.spent, sc.windows), ours(srv.rateLimited, sc.windows)
+			foreignSpent, foreignLimited := theirs(srv.spent, sc.windows), theirs(srv.rateLimited, sc.windows)
+			t.Logf("spent per window %v, 429s %v, foreign spent %v, foreign 429s %v", spent, limited, foreignSpent, foreignLimited)
+			// The first window is the one the replicas learn the others in.
+			require.Equal(t, make([]int, sc.windows-1), limited[1:], "no 429 for the replicas")
+			require.Equal(t, make([]int, sc.windows-1), foreignLimited[1:], "no 429 for the foreign client")
+			for i := 1; i < sc.windows; i++ {
+				require.GreaterOrEqual(t, spent[i], sc.perWindow*65/100, "window %d: the replicas spend the rest", i)
+			}
+		})
+	}
 }

@@ -37,10 +37,12 @@ const (
 	// behind requests in flight (here, in other replicas, in other clients),
 	// so the plan keeps a margin rather than spend the last unit.
 	reserveFraction = 0.01
-	// measureFraction of a window must have passed since this limiter's
-	// first answer in it before the others' rate is measured in it; until
-	// then the previous window's measure stands.
+	// measureFraction of a window (of what was left of it at this
+	// limiter's first answer in it, if less), and at least measureMin, must
+	// have passed since that answer before the others' rate is measured in
+	// the window; until then the previous window's measure stands.
 	measureFraction = 0.1
+	measureMin      = time.Second
 	// floorFraction of the share is the slowest pace: a limiter that plans
 	// to spend nothing still learns from the odd answer, and waiters never
 	// hold reservations for minutes.
@@ -139,7 +141,10 @@ type pacer struct {
 	anchorUsed int
 	anchorOwn  int64
 
-	others  float64 // the others' rate, units per second; carried into the next window
+	// foreign is the others' rate (units per second) less the rate of the
+	// sibling replicas, taken to pace like this one; carried into the next
+	// window. It is negative when siblings spend less than this one.
+	foreign float64
 	planned float64 // this replica's rate, per minute, until reset
 }
 
@@ -147,6 +152,13 @@ type pacer struct {
 // until then. It is never before the true end: offset only grows to what an
 // answer of the next window proved.
 func (p *pacer) end() time.Time { return p.reset.Add(-p.offset) }
+
+// measureAfter is how long after the window's first answer the others' rate
+// may be measured.
+func (p *pacer) measureAfter() time.Duration {
+	span := min(p.window, p.end().Sub(p.anchorAt))
+	return max(time.Duration(measureFraction*float64(span)), measureMin)
+}
 
 // NewLimiter returns a Limiter with a full bucket.
 func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
@@ -355,13 +367,14 @@ func (l *Limiter) Observe(rl kustomer.RateLimit) {
 		l.pausedUntil = maxTime(l.pausedUntil, end)
 		return
 	}
-	if span := now.Sub(p.anchorAt); span >= time.Duration(measureFraction*float64(p.window)) && span > 0 {
-		others := (p.used - p.anchorUsed) - int(own-p.anchorOwn)
-		p.others = max(float64(others), 0) / span.Seconds()
+	replicas := l.replicasLocked()
+	if span := now.Sub(p.anchorAt); span >= p.measureAfter() {
+		mine := float64(own - p.anchorOwn)
+		others := max(float64(p.used-p.anchorUsed)-mine, 0)
+		p.foreign = (others - (replicas-1)*mine) / span.Seconds()
 	}
 	left := end.Sub(now).Seconds()
-	spendable := float64(rl.Limit-reserve-p.used) - p.others*left
-	p.planned = spendable / left * 60
+	p.planned = (float64(rl.Limit-reserve-p.used)/left - p.foreign) / replicas * 60
 	l.applyLocked(now)
 }
 
@@ -446,10 +459,13 @@ func (l *Limiter) effectiveLocked(now time.Time) float64 {
 	default:
 		reserve := max(math.Ceil(reserveFraction*float64(p.limit)), 1)
 		w := p.window.Seconds()
-		planned = (float64(p.limit) - reserve - p.others*w) / w * 60
+		planned = ((float64(p.limit)-reserve)/w - p.foreign) / l.replicasLocked() * 60
 	}
 	return min(l.share, max(planned, floorFraction*l.share))
 }
+
+// replicasLocked is how many replicas share the budget, as SetShare tells.
+func (l *Limiter) replicasLocked() float64 { return max(float64(l.cfg.PerMinute)/l.share, 1) }
 
 // applyLocked sets the bucket's rate to the one in force at now (a new
 // window's rate is applied lazily, on the first call after the reset).

@@ -113,11 +113,14 @@ func answer(limit, used int, reset time.Time) kustomer.RateLimit {
 	return kustomer.RateLimit{Status: http.StatusCreated, Limit: limit, Remaining: limit - used, Reset: reset}
 }
 
-// take takes n tokens that are ready at once.
+// take takes n tokens that must be ready at once: on the fake clock a token
+// that is not would wait forever, so the guard fails the test instead.
 func take(t *testing.T, lim *loop.Limiter, n int) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
 	for range n {
-		require.NoError(t, lim.Wait(t.Context()))
+		require.NoError(t, lim.Wait(ctx))
 	}
 }
 
@@ -195,14 +198,31 @@ func TestLimiterNeverPacesAboveItsShareNorBelowAHundredthOfIt(t *testing.T) {
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
 	lim.SetShare(500)
-	reset := clock.Now().Add(time.Minute)
+	reset := clock.Now().Add(30 * time.Second)
 	lim.Observe(answer(1000, 0, reset))
-	require.InDelta(t, 500, lim.PerMinute(), 0.001)
+	require.InDelta(t, 500, lim.PerMinute(), 0.001, "990 over half a minute would be 990 a minute each for two replicas")
 
 	clock.Advance(10 * time.Second)
 	lim.Observe(answer(1000, 900, reset)) // the others: 90 a second
 	require.InDelta(t, 5, lim.PerMinute(), 0.001)
 	require.False(t, lim.PausedUntil().After(clock.Now()), "slow, not paused: more than the reserve is left")
+}
+
+func TestLimiterWithAShareCountsOnItsSiblingsPacingAlike(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	lim := newLimiter(t, clock, 900, 150)
+	lim.SetShare(300) // one of three replicas: a burst of 50
+	reset := clock.Now().Add(time.Minute)
+	lim.Observe(answer(900, 0, reset))
+	require.InDelta(t, (900-9)/3.0, lim.PerMinute(), 0.001, "a third of what is left")
+
+	take(t, lim, 50)
+	clock.Advance(10 * time.Second)
+	// 50 ours, 100 the two siblings', 30 a foreign client's: the foreign
+	// client spends 3 a second, and each replica a third of the rest.
+	lim.Observe(answer(900, 180, reset))
+	require.InDelta(t, ((900-9-180)/50.0-3)/3*60, lim.PerMinute(), 0.001)
 }
 
 func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testing.T) {
