@@ -17,7 +17,7 @@ import (
 )
 
 // fixedWindow is Kustomer's rate limit as the sandbox models it: a budget
-// per fixed 60-second window, reported in x-ratelimit-* headers with the
+// per fixed window (60 s at Kustomer), reported in x-ratelimit-* headers with the
 // reset rounded up to the second, and 429 once it is spent.
 type fixedWindow struct {
 	mu     sync.Mutex

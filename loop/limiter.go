@@ -98,8 +98,8 @@ func (c LimiterConfig) validate() error {
 // before calling Kustomer, plus a pause that every waiter honours. It adapts
 // to this replica's share of the organisation's budget (see SetShare) and to
 // what Kustomer says: it paces itself so that the other clients of the
-// organisation (other replicas, other integrations) keep their part of each
-// window, and pauses on a 429 (see Observe).
+// organisation (sibling replicas, other integrations) keep their part of
+// each window without a 429, and pauses on a 429 (see Observe).
 //
 // Create one per process with NewLimiter. A Limiter is safe for concurrent use.
 type Limiter struct {
@@ -289,20 +289,34 @@ func (l *Limiter) waitPause(ctx context.Context) error {
 // Any other answer with x-ratelimit-limit paces the limiter (unless
 // LowWatermark is negative). Kustomer's budget is per window and shared by
 // every client of the organisation, so the limiter plans the rest of the
-// window: it measures the others' rate (what the window's answers report
-// used, less the requests this limiter granted, over the time between its
-// first answer in the window and this one: other replicas and other
-// integrations alike), and takes, per the time left, what remains of the
-// window's limit after a reserve of 1% and after the others' rate continued
-// until the reset; never more than its share (SetShare), never less than 1%
-// of it. Until a tenth of a window has passed since its first answer in a
-// window, the previous window's measure of the others stands, and so it does
-// from the reset until the first answer of the next window. N replicas that
-// each see the others that way converge, without talking to each other, on
-// an even split of what the foreign clients leave. When no more than the
-// reserve remains, every waiter pauses until the reset (locally: the other
+// window, in three steps:
+//
+//   - It measures the others' rate: what the window's answers report used,
+//     less the requests this limiter granted (see Wait), over the time
+//     between its first answer in the window and this one. The others are
+//     the sibling replicas and the foreign clients (other integrations) alike.
+//   - It takes the siblings to pace like itself: with a share of 1/N of
+//     PerMinute (SetShare), N-1 times its own rate of the others' are the
+//     siblings', and the rest is the foreign clients' (negative when the
+//     siblings spend less than this replica).
+//   - Its rate is then, per the time left until the reset, a 1/N part of
+//     what the window's limit leaves after what was used, a reserve of 1%,
+//     and the foreign rate continued until the reset; never more than its
+//     share, never less than 1% of it.
+//
+// Counting on the siblings this way, N replicas reach at once, without
+// talking to each other, an even split of what the foreign clients leave;
+// measuring the siblings as foreign instead would have them chase each
+// other's last move from window to window. The others are not measured until
+// a tenth of the window (of what was left of it at the first answer, if
+// less; at least a second) has passed since the window's first answer: until
+// then the previous window's measure stands, and so it does from the reset
+// until the first answer of the next window. When no more than the reserve
+// remains, every waiter pauses until the window ends (locally: the other
 // replicas read the same headers). The window's length is learned from
-// successive resets (WindowDefault until then).
+// successive resets (WindowDefault until then), and so is how much the
+// reported reset is rounded up: an answer of the next window before the
+// reported reset shows that the window ended by then.
 func (l *Limiter) Observe(rl kustomer.RateLimit) {
 	now := l.clock.Now()
 	reset := rl.Reset
