@@ -5,9 +5,11 @@
 // The pieces:
 //   - [Limiter]: one per process. A golang.org/x/time/rate token bucket that
 //     every attempt waits on, a pause that a 429 imposes on every waiter
-//     (and, through OnPause, on every replica), and a slow-down when
-//     Kustomer reports its window running low. SetShare gives it this
-//     replica's part of the organisation's budget.
+//     (and, through OnPause, on every replica), and pacing from Kustomer's
+//     x-ratelimit-* headers: it measures what the organisation's other
+//     clients spend in each window and leaves it to them, so neither they
+//     nor we hit a 429. SetShare gives it this replica's part of the
+//     organisation's budget.
 //   - [Breaker]: one per workflow. Opens on a 401/403 or a run of transient
 //     failures; Probe closes it again.
 //   - [Runner]: one per workflow. Run fans the items of one event out to a
