@@ -126,3 +126,11 @@ func TestNATSPasswordsAreRedactedFromURLsInMessages(t *testing.T) {
 	require.ErrorContains(t, err, "connect to NATS at nats://[redacted]@127.0.0.1:1")
 	require.NotContains(t, err.Error(), "s3cret")
 }
+
+func TestPublishWithoutAStreamSaysHowToCreateOne(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, _, err := cli(t, `{"name":"Jane"}`, "publish", "--nats-url", srv.ClientURL())
+	require.ErrorContains(t, err, "no stream captures that subject")
+	require.ErrorContains(t, err, "kustomer-sync run")
+}

@@ -136,6 +136,9 @@ func publishRecords(ctx context.Context, js jetstream.JetStream, subject string,
 					res.published++
 				}
 			case err := <-fut.Err():
+				if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+					return fmt.Errorf("publish to %s: no stream captures that subject: start 'kustomer-sync run' once (it creates the LEADS stream on leads.>), or publish to a subject of your stream with --subject", subject)
+				}
 				return fmt.Errorf("publish line %d to %s: %w", pendingRecs[i].line, subject, err)
 			case <-ctx.Done():
 				return fmt.Errorf("publish: no acknowledgement from JetStream within %s (is a stream bound to %s?): %w", timeout, subject, ctx.Err())
