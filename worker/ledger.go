@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -52,7 +53,7 @@ type ledger struct {
 }
 
 func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, owner string, now func() time.Time) (*ledger, error) {
-	cfg.Bucket = cmpOr(cfg.Bucket, LedgerBucketDefault)
+	cfg.Bucket = cmp.Or(cfg.Bucket, LedgerBucketDefault)
 	if cfg.TTL == 0 {
 		cfg.TTL = LedgerTTLDefault
 	}

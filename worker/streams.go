@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,7 @@ type StreamConfig struct {
 }
 
 func (c *StreamConfig) setDefaults() {
-	c.Name = cmpOr(c.Name, StreamDefault)
+	c.Name = cmp.Or(c.Name, StreamDefault)
 	if len(c.Subjects) == 0 {
 		c.Subjects = []string{SubjectsDefault}
 	}
@@ -117,11 +118,4 @@ func subjectCovers(pattern, filter string) bool {
 		}
 	}
 	return len(p) == len(f)
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func (c *Config) validate() error {
 		seen[wf.Name] = true
 	}
 	c.Stream.setDefaults()
-	c.ResultsStream = cmpOr(c.ResultsStream, ResultsStreamDefault)
+	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
 	if c.AckWait == 0 {
 		c.AckWait = AckWaitDefault
 	}
@@ -106,10 +107,10 @@ func (c *Config) validate() error {
 	if c.PauseNakDelay == 0 {
 		c.PauseNakDelay = PauseNakDelayDefault
 	}
-	c.ConsumerPrefix = cmpOr(c.ConsumerPrefix, ConsumerPrefixDefault)
+	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
 	if c.ReplicaID == "" {
 		host, _ := os.Hostname()
-		c.ReplicaID = fmt.Sprintf("%s-%d", cmpOr(host, "replica"), os.Getpid())
+		c.ReplicaID = fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 	}
 	if c.Clock == nil {
 		c.Clock = loop.SystemClock()

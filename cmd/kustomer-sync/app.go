@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,8 +80,8 @@ no account needed.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", os.Getenv("NATS_URL"), "NATS server URL(s), comma-separated (env NATS_URL)")
 	pf.StringVar(&a.natsCreds, "nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
-	pf.StringVar(&a.logFormat, "log-format", envOr("KSYNC_LOG_FORMAT", "auto"), "log format: json, console, or auto (console on a terminal) (env KSYNC_LOG_FORMAT)")
-	pf.StringVar(&a.logLevel, "log-level", envOr("KSYNC_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KSYNC_LOG_LEVEL)")
+	pf.StringVar(&a.logFormat, "log-format", cmp.Or(os.Getenv("KSYNC_LOG_FORMAT"), "auto"), "log format: json, console, or auto (console on a terminal) (env KSYNC_LOG_FORMAT)")
+	pf.StringVar(&a.logLevel, "log-level", cmp.Or(os.Getenv("KSYNC_LOG_LEVEL"), "info"), "log level: debug, info, warn, error (env KSYNC_LOG_LEVEL)")
 
 	root.AddCommand(
 		a.runCommand(),
@@ -135,13 +136,6 @@ func (a *app) setupLogger() error {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 // connect dials NATS at --nats-url (or the embedded server's default address)

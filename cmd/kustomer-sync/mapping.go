@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,7 +92,7 @@ dead-letter it. Nothing is sent anywhere: this is the "test this step" of a work
 			}
 			var trigger map[string]any
 			if err := json.Unmarshal(data, &trigger); err != nil || trigger == nil {
-				return fmt.Errorf("%s: want one JSON object: %v", name, cmp(errText(err), "got null"))
+				return fmt.Errorf("%s: want one JSON object: %v", name, cmp.Or(errText(err), "got null"))
 			}
 			return a.printMapping(wf, trigger)
 		},

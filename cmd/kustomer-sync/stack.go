@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,7 +63,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.sandboxFaults.Latency, "sandbox-latency", 0, "with --sandbox: latency added to every request")
 	fl.IntVar(&f.ratePerMinute, "rate-per-minute", envInt("KSYNC_RATE_PER_MINUTE", 1000), "Kustomer org budget shared by ALL replicas, requests per minute (env KSYNC_RATE_PER_MINUTE)")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
-	fl.StringVar(&f.dataDir, "data-dir", envOr("KSYNC_DATA_DIR", "data"), "where the embedded NATS server keeps its store (env KSYNC_DATA_DIR)")
+	fl.StringVar(&f.dataDir, "data-dir", cmp.Or(os.Getenv("KSYNC_DATA_DIR"), "data"), "where the embedded NATS server keeps its store (env KSYNC_DATA_DIR)")
 	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server (used when no --nats-url is given)")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
@@ -120,7 +121,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 			return nil, err
 		}
 		baseURL = st.sbURL
-		apiKey = cmp(apiKey, cmp(f.sandboxKey, "sandbox"))
+		apiKey = cmp.Or(apiKey, cmp.Or(f.sandboxKey, "sandbox"))
 		a.log.Info().Str("url", st.sbURL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
 	case apiKey == "":
 		return nil, usageError{errors.New("no Kustomer API key: set KUSTOMER_API_KEY or --kustomer-api-key-file to use a real account, or pass --sandbox to run against a local Kustomer sandbox")}
@@ -259,18 +260,11 @@ func resolveAPIKey(file string) (string, error) {
 	return strings.TrimSpace(os.Getenv("KUSTOMER_API_KEY")), nil
 }
 
-func cmp(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
-}
-
 // defaultReplicaID names a replica by host and process, so replicas on one
 // host differ and a restarted process is a new replica.
 func defaultReplicaID() string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", cmp(host, "replica"), os.Getpid())
+	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }
 
 func envInt(key string, def int) int {
