@@ -43,6 +43,9 @@ type app struct {
 
 	natsURL   string
 	natsCreds string
+	natsCA    string
+	natsCert  string
+	natsKey   string
 	logFormat string
 	logLevel  string
 
@@ -80,6 +83,9 @@ no account needed.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", os.Getenv("NATS_URL"), "NATS server URL(s), comma-separated (env NATS_URL)")
 	pf.StringVar(&a.natsCreds, "nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	pf.StringVar(&a.natsCA, "nats-ca", os.Getenv("NATS_CA"), "CA certificate to verify NATS servers' TLS (env NATS_CA); tls:// URLs use the system's roots otherwise")
+	pf.StringVar(&a.natsCert, "nats-cert", os.Getenv("NATS_CERT"), "client certificate for NATS mutual TLS (env NATS_CERT; with --nats-key)")
+	pf.StringVar(&a.natsKey, "nats-key", os.Getenv("NATS_KEY"), "client key for NATS mutual TLS (env NATS_KEY)")
 	pf.StringVar(&a.logFormat, "log-format", cmp.Or(os.Getenv("KSYNC_LOG_FORMAT"), "auto"), "log format: json, console, or auto (console on a terminal) (env KSYNC_LOG_FORMAT)")
 	pf.StringVar(&a.logLevel, "log-level", cmp.Or(os.Getenv("KSYNC_LOG_LEVEL"), "info"), "log level: debug, info, warn, error (env KSYNC_LOG_LEVEL)")
 
@@ -156,6 +162,15 @@ func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.
 	}
 	if a.natsCreds != "" {
 		opts = append(opts, nats.UserCredentials(a.natsCreds))
+	}
+	if a.natsCA != "" {
+		opts = append(opts, nats.RootCAs(a.natsCA))
+	}
+	if (a.natsCert == "") != (a.natsKey == "") {
+		return nil, nil, usageError{errors.New("--nats-cert and --nats-key go together")}
+	}
+	if a.natsCert != "" {
+		opts = append(opts, nats.ClientCert(a.natsCert, a.natsKey))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"cmp"
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -26,7 +29,7 @@ Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_K
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fl.StringVar(&addr, "addr", cmp.Or(os.Getenv("KSYNC_SANDBOX_ADDR"), "127.0.0.1:8080"), "address to listen on (env KSYNC_SANDBOX_ADDR)")
 	fl.IntVar(&cfg.RatePerMinute, "rate-per-minute", 1000, "org budget per window; negative for unlimited")
 	fl.DurationVar(&cfg.Window, "window", 0, "rate-limit window (default 60s)")
 	fl.StringVar(&cfg.APIKey, "api-key", "", "when set, requests must carry 'Authorization: Bearer <key>' (else 401)")

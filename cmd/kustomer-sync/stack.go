@@ -64,7 +64,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.ratePerMinute, "rate-per-minute", envInt("KSYNC_RATE_PER_MINUTE", 1000), "Kustomer org budget shared by ALL replicas, requests per minute (env KSYNC_RATE_PER_MINUTE)")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
 	fl.StringVar(&f.dataDir, "data-dir", cmp.Or(os.Getenv("KSYNC_DATA_DIR"), "data"), "where the embedded NATS server keeps its store (env KSYNC_DATA_DIR)")
-	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server (used when no --nats-url is given)")
+	fl.StringVar(&f.embeddedAddr, "embedded-addr", cmp.Or(os.Getenv("KSYNC_EMBEDDED_ADDR"), worker.EmbeddedAddrDefault), "address of the embedded NATS server, used when no --nats-url is given (env KSYNC_EMBEDDED_ADDR)")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", os.Getenv("KSYNC_METRICS_ADDR"), "serve Prometheus metrics on this address, e.g. :9090 (env KSYNC_METRICS_ADDR)")
