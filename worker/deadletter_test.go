@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -175,18 +174,22 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 
 func TestFailedDeadLetterPublishLeavesTheEventUnacknowledged(t *testing.T) {
 	t.Parallel()
-	// No stream captures this dead-letter subject, so every dead-letter
-	// publish fails until an operator adds one.
 	h := setup(t, harnessOptions{config: `
 workflows:
   - name: default
     subject: "leads.>"
-    dead_letter_subject: "nowhere.default"
     inputs:
       emails: "{{trigger.email}}"
 `})
-	seq := h.publish("leads.x", "u-1", `{"email":"not-an-email"}`)
+	// An operator deletes the dead-letter stream: every dead-letter publish
+	// now fails until it is back.
 	ctx := context.Background()
+	dlqCfg, err := h.js.Stream(ctx, dlq.StreamDefault)
+	require.NoError(t, err)
+	saved := dlqCfg.CachedInfo().Config
+	require.NoError(t, h.js.DeleteStream(ctx, dlq.StreamDefault))
+
+	seq := h.publish("leads.x", "u-1", `{"email":"not-an-email"}`)
 	require.Eventually(t, func() bool {
 		c, err := h.js.Consumer(ctx, StreamDefault, ConsumerPrefixDefault+"default")
 		if err != nil {
@@ -199,9 +202,37 @@ workflows:
 	require.NoError(t, err)
 	require.Empty(t, recs, "no run record while the outcome is not durable")
 
-	_, err = h.js.CreateStream(ctx, jetstream.StreamConfig{Name: "NOWHERE", Subjects: []string{"nowhere.>"}})
+	_, err = h.js.CreateStream(ctx, saved)
 	require.NoError(t, err)
 	run := h.waitRun(seq)
 	require.Equal(t, RunFailed, run.Status)
 	h.waitIdle("default")
+	require.Len(t, h.deadLetters(), 1)
+}
+
+func TestCustomResultsAndDeadLetterSubjectsAreCapturedByTheStreams(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: `
+workflows:
+  - name: default
+    subject: "leads.>"
+    results_subject: crm.customers.created
+    dead_letter_subject: crm.failed
+    inputs:
+      emails: "{{trigger.email}}"
+`})
+	ok := h.publish("leads.x", "c-1", `{"email":"jane@example.com"}`)
+	bad := h.publish("leads.x", "c-2", `{"email":"nope"}`)
+	require.Equal(t, RunSucceeded, h.waitRun(ok).Status)
+	require.Equal(t, RunFailed, h.waitRun(bad).Status)
+
+	ctx := context.Background()
+	st, err := h.js.Stream(ctx, ResultsStreamDefault)
+	require.NoError(t, err)
+	msg, err := st.GetLastMsgForSubject(ctx, "crm.customers.created")
+	require.NoError(t, err)
+	require.Equal(t, "c-1", msg.Header.Get(HeaderEventID))
+	dead := h.deadLetters()
+	require.Len(t, dead, 1)
+	require.Equal(t, "c-2", dead[0].MsgID)
 }

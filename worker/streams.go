@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,6 +86,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		}
 	}
 	return st, nil
+}
+
+// withUncovered returns subjects plus those of extra that they do not cover,
+// so a stream captures every subject a workflow publishes to.
+func withUncovered(subjects, extra []string) []string {
+	out := slices.Clone(subjects)
+	for _, e := range extra {
+		if e != "" && !subjectsCover(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // subjectsCover reports whether every message on filter would be stored by a

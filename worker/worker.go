@@ -210,10 +210,15 @@ func (w *Worker) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var results, deadLetters []string
+	for _, wf := range w.cfg.Workflows {
+		results = append(results, wf.ResultsSubject)
+		deadLetters = append(deadLetters, wf.DeadLetterSubject)
+	}
 	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
 		Name:        w.cfg.ResultsStream,
 		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    []string{ResultsSubjectsDefault},
+		Subjects:    withUncovered([]string{ResultsSubjectsDefault}, results),
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Stream.Replicas,
 		MaxAge:      ResultsMaxAgeDefault,
@@ -225,6 +230,11 @@ func (w *Worker) setup(ctx context.Context) error {
 	if dl.Replicas == 0 {
 		dl.Replicas = w.cfg.Stream.Replicas
 	}
+	// A workflow's own dead-letter subject is captured too.
+	if len(dl.Subjects) == 0 {
+		dl.Subjects = []string{dlq.SubjectsDefault}
+	}
+	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
 	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
 		return err
 	}
