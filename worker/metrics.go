@@ -3,6 +3,8 @@ package worker
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/kustomer-sync/kustomer-sync/loop"
 )
 
 // Metrics are registered with Prometheus' default registry; `run
@@ -30,3 +32,21 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
 	}, []string{"workflow"})
 )
+
+// ExportBudgetMetrics publishes the limiter's rate in force and the number of
+// live replicas as the gauges kustomer_sync_rate_per_minute and
+// kustomer_sync_replicas. Call it once per process; later calls are ignored.
+func ExportBudgetMetrics(lim *loop.Limiter, b *Budget) {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kustomer_sync_rate_per_minute",
+			Help: "Kustomer requests per minute this replica may spend now: its share of the budget, less what pacing leaves to other clients.",
+		}, lim.PerMinute),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kustomer_sync_replicas",
+			Help: "Live replicas sharing the Kustomer budget.",
+		}, func() float64 { return float64(b.Replicas()) }),
+	} {
+		_ = prometheus.Register(g) // AlreadyRegistered on a second call: keep the first
+	}
+}

@@ -291,6 +291,7 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		opened:       make(chan struct{}, 1),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
 	}
+	metricPaused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")

@@ -166,6 +166,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	if err := st.budget.Start(ctx); err != nil {
 		return nil, err
 	}
+	worker.ExportBudgetMetrics(limiter, st.budget)
 	st.worker, err = worker.New(st.nc, st.js, worker.Config{
 		Workflows:     st.config.Workflows,
 		Kustomer:      client,
