@@ -18,12 +18,13 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
-// Result headers link a published result to the event it came from.
+// Result headers link a published result to the event it came from; the
+// workflow and stream sequence use the names dead letters use.
 const (
 	HeaderEventID   = "Ksync-Event-Id"
-	HeaderEventSeq  = "Ksync-Stream-Seq"
+	HeaderEventSeq  = dlq.HeaderStreamSeq
 	HeaderItem      = "Ksync-Item"
-	HeaderWorkflow  = "Ksync-Workflow"
+	HeaderWorkflow  = dlq.HeaderWorkflow
 	HeaderCustomer  = "Ksync-Customer-Id"
 	resultMsgPrefix = "ksync-result-"
 )

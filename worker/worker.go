@@ -109,13 +109,19 @@ func (c *Config) validate() error {
 	}
 	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
 	if c.ReplicaID == "" {
-		host, _ := os.Hostname()
-		c.ReplicaID = fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
+		c.ReplicaID = DefaultReplicaID()
 	}
 	if c.Clock == nil {
 		c.Clock = loop.SystemClock()
 	}
 	return nil
+}
+
+// DefaultReplicaID names a replica by host and process, so replicas on one
+// host differ and a restarted process is a new replica.
+func DefaultReplicaID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }
 
 // Worker consumes lead events for a set of workflows. Create it with New,

@@ -20,7 +20,6 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -203,8 +202,8 @@ func (a *app) bench(ctx context.Context, f benchFlags, sc benchScenario) error {
 	return nil
 }
 
-// startBenchReplica runs one worker replica with its own connection, limiter
-// and budget share, as a separate process would.
+// startBenchReplica runs one worker replica with its own connection, as a
+// separate process would.
 func startBenchReplica(ctx context.Context, natsURL, sbURL string, perMinute int, id string, cfg *mapping.Config, log zerolog.Logger, observe func(kustomer.RateLimit)) (func(), error) {
 	nc, err := nats.Connect(natsURL, nats.Name(id))
 	if err != nil {
@@ -215,42 +214,19 @@ func startBenchReplica(ctx context.Context, natsURL, sbURL string, perMinute int
 		nc.Close()
 		return nil, err
 	}
-	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: perMinute})
+	r, err := startReplica(ctx, nc, js, replicaConfig{
+		kustomer:  kustomer.Config{BaseURL: sbURL, APIKey: "bench", OnResponse: observe},
+		perMinute: perMinute,
+		worker:    worker.Config{Workflows: cfg.Workflows, ReplicaID: id, Logger: log.Level(zerolog.WarnLevel)},
+	})
 	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	client, err := kustomer.New(kustomer.Config{BaseURL: sbURL, APIKey: "bench", OnResponse: func(rl kustomer.RateLimit) {
-		observe(rl)
-		lim.Observe(rl)
-	}})
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	budget, err := worker.NewBudget(js, nc, lim, worker.BudgetConfig{PerMinute: perMinute, ReplicaID: id})
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	if err := budget.Start(ctx); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	w, err := worker.New(nc, js, worker.Config{Workflows: cfg.Workflows, Kustomer: client, Limiter: lim, ReplicaID: id, Logger: log.Level(zerolog.WarnLevel)})
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	if err := w.Start(ctx); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	return func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = w.Stop(stopCtx)
-		_ = budget.Stop(stopCtx)
+		r.stop(stopCtx, log)
 		nc.Close()
 	}, nil
 }

@@ -45,7 +45,7 @@ setup, nothing left behind (the NATS store lives in a temporary folder unless --
 				// The summary is the demo's output; logs only for trouble.
 				a.log = a.log.Level(zerolog.WarnLevel)
 			}
-			return a.demo(cmd.Context(), &f, leadsFile, wait)
+			return a.demo(cmd.Context(), &f, leadsFile, wait, cmd.Flags().Changed("data-dir"))
 		},
 	}
 	f.register(cmd)
@@ -55,9 +55,9 @@ setup, nothing left behind (the NATS store lives in a temporary folder unless --
 	return cmd
 }
 
-func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait time.Duration) error {
+func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait time.Duration, keepData bool) error {
 	started := time.Now()
-	if !cmdFlagSet(f) {
+	if !keepData {
 		dir, err := os.MkdirTemp("", "kustomer-sync-demo-")
 		if err != nil {
 			return err
@@ -78,11 +78,7 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 		if err != nil {
 			return err
 		}
-		format := "auto"
-		if strings.HasSuffix(strings.ToLower(leadsFile), ".csv") {
-			format = "csv"
-		}
-		recs, err = readRecords(file, format, "id")
+		recs, err = readRecords(file, formatFor(leadsFile, "auto"), "id")
 		file.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", leadsFile, err)
@@ -120,8 +116,6 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 	}
 	return a.printDemoSummary(st, records, len(recs), time.Since(started))
 }
-
-func cmdFlagSet(f *workerFlags) bool { return f.dataDir != "" && f.dataDir != "data" }
 
 // demoSubject turns a workflow's subject filter into a subject to publish to.
 func demoSubject(filter string) string {
@@ -173,8 +167,8 @@ func (a *app) printDemoSummary(st *stack, runs []worker.RunRecord, events int, t
 	var failures []string
 	for _, r := range runs {
 		for _, it := range r.Items {
-			switch it.Outcome {
-			case "created", "already_created":
+			switch {
+			case itemCreated(it.Outcome):
 				created++
 			default:
 				failed++

@@ -84,11 +84,7 @@ func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
 		defer file.Close()
 		in = file
 	}
-	format := f.format
-	if format == "auto" && strings.EqualFold(filepath.Ext(name), ".csv") {
-		format = "csv"
-	}
-	recs, err := readRecords(in, format, f.idField)
+	recs, err := readRecords(in, formatFor(name, f.format), f.idField)
 	if err != nil {
 		return fmt.Errorf("%s: %w", displayName(name), err)
 	}
@@ -167,6 +163,14 @@ func publishRecords(ctx context.Context, js jetstream.JetStream, subject string,
 	return res, flush()
 }
 
+// formatFor resolves --format auto: CSV for a .csv file, JSON otherwise.
+func formatFor(name, format string) string {
+	if format == "auto" && strings.EqualFold(filepath.Ext(name), ".csv") {
+		return "csv"
+	}
+	return format
+}
+
 // readRecords reads JSON (an object, an array of objects, or JSON lines) or
 // CSV. Errors name the line.
 func readRecords(r io.Reader, format, idField string) ([]record, error) {
@@ -237,7 +241,7 @@ func newRecord(raw json.RawMessage, line int, idField string) (record, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	if err := d.Decode(&obj); err != nil || obj == nil {
-		return record{}, fmt.Errorf("want a JSON object for each event, got %s", truncate(string(raw), 40))
+		return record{}, fmt.Errorf("want a JSON object for each event, got %s", strconv.Quote(clip(string(raw), 40)))
 	}
 	return record{line: line, data: compactJSON(raw), id: eventID(obj, raw, idField)}, nil
 }
@@ -327,13 +331,6 @@ func setPath(obj map[string]any, path []string, v string) {
 		obj = next
 	}
 	obj[path[len(path)-1]] = v
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:n]) + "…"
 }
 
 // progress returns a function that advances a progress bar on a terminal,

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
@@ -86,8 +87,7 @@ type stack struct {
 	sandbox  *sandbox.Sandbox
 	sbServer *http.Server
 	sbURL    string
-	worker   *worker.Worker
-	budget   *worker.Budget
+	replica  *replica
 	metrics  *http.Server
 	config   *mapping.Config
 }
@@ -148,42 +148,24 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	if f.claimLease <= f.timeout {
 		return nil, usageError{fmt.Errorf("--claim-lease %s must exceed --kustomer-timeout %s, or a slow request's item could be claimed and created by another replica", f.claimLease, f.timeout)}
 	}
-	limiter, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: f.ratePerMinute, Burst: f.rateBurst})
-	if err != nil {
-		return nil, err
-	}
-	client, err := kustomer.New(kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout, OnResponse: limiter.Observe})
-	if err != nil {
-		return nil, err
-	}
-	if f.replicaID == "" {
-		f.replicaID = defaultReplicaID()
-	}
-	st.budget, err = worker.NewBudget(st.js, st.nc, limiter, worker.BudgetConfig{PerMinute: f.ratePerMinute, ReplicaID: f.replicaID})
-	if err != nil {
-		return nil, err
-	}
-	if err := st.budget.Start(ctx); err != nil {
-		return nil, err
-	}
-	worker.ExportBudgetMetrics(limiter, st.budget)
-	st.worker, err = worker.New(st.nc, st.js, worker.Config{
-		Workflows:     st.config.Workflows,
-		Kustomer:      client,
-		Limiter:       limiter,
-		Stream:        worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow},
-		AckWait:       f.ackWait,
-		Ledger:        worker.LedgerConfig{Lease: f.claimLease},
-		MaxEventBytes: f.maxEventBytes,
-		ReplicaID:     f.replicaID,
-		Logger:        a.log,
+	st.replica, err = startReplica(ctx, st.nc, st.js, replicaConfig{
+		kustomer:  kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout},
+		perMinute: f.ratePerMinute,
+		burst:     f.rateBurst,
+		worker: worker.Config{
+			Workflows:     st.config.Workflows,
+			Stream:        worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow},
+			AckWait:       f.ackWait,
+			Ledger:        worker.LedgerConfig{Lease: f.claimLease},
+			MaxEventBytes: f.maxEventBytes,
+			ReplicaID:     f.replicaID,
+			Logger:        a.log,
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := st.worker.Start(ctx); err != nil {
-		return nil, err
-	}
+	worker.ExportBudgetMetrics(st.replica.limiter, st.replica.budget)
 	if f.metricsAddr != "" {
 		st.metrics = &http.Server{Addr: f.metricsAddr, Handler: promhttp.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := net.Listen("tcp", f.metricsAddr)
@@ -215,17 +197,8 @@ func (st *stack) startSandbox(f *workerFlags) error {
 
 // stop drains the worker within ctx, then closes everything in reverse order.
 func (st *stack) stop(ctx context.Context, a *app) {
-	if st.worker != nil {
-		if err := st.worker.Stop(ctx); err != nil {
-			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
-		}
-	}
-	if st.budget != nil {
-		// Leaving the budget lets the other replicas grow their shares at
-		// once; if NATS is gone, their TTL does it instead, so do not wait.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		_ = st.budget.Stop(bctx)
-		cancel()
+	if st.replica != nil {
+		st.replica.stop(ctx, a.log)
 	}
 	if st.metrics != nil {
 		_ = st.metrics.Close()
@@ -245,6 +218,74 @@ func (st *stack) stop(ctx context.Context, a *app) {
 	}
 }
 
+// replicaConfig is what one worker replica needs besides its NATS connection.
+type replicaConfig struct {
+	kustomer  kustomer.Config // OnResponse, if set, sees each response before the limiter does
+	perMinute int             // the org budget shared by every replica
+	burst     int
+	worker    worker.Config // Kustomer, Limiter and ReplicaID (when empty) are filled in
+}
+
+// replica is one running worker with its own limiter and share of the budget.
+type replica struct {
+	limiter *loop.Limiter
+	budget  *worker.Budget
+	worker  *worker.Worker
+}
+
+// startReplica starts a replica: its limiter, its Kustomer client, its share
+// of the budget and the worker. On error it stops what it started.
+func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc replicaConfig) (_ *replica, err error) {
+	r := &replica{}
+	if r.limiter, err = loop.NewLimiter(loop.LimiterConfig{PerMinute: rc.perMinute, Burst: rc.burst}); err != nil {
+		return nil, err
+	}
+	kcfg := rc.kustomer
+	observe := kcfg.OnResponse
+	kcfg.OnResponse = func(rl kustomer.RateLimit) {
+		if observe != nil {
+			observe(rl)
+		}
+		r.limiter.Observe(rl)
+	}
+	client, err := kustomer.New(kcfg)
+	if err != nil {
+		return nil, err
+	}
+	wcfg := rc.worker
+	wcfg.ReplicaID = cmp.Or(wcfg.ReplicaID, worker.DefaultReplicaID())
+	wcfg.Kustomer, wcfg.Limiter = client, r.limiter
+	if r.budget, err = worker.NewBudget(js, nc, r.limiter, worker.BudgetConfig{PerMinute: rc.perMinute, ReplicaID: wcfg.ReplicaID}); err != nil {
+		return nil, err
+	}
+	if err := r.budget.Start(ctx); err != nil {
+		return nil, err
+	}
+	if r.worker, err = worker.New(nc, js, wcfg); err == nil {
+		err = r.worker.Start(ctx)
+	}
+	if err != nil {
+		r.worker = nil
+		r.stop(ctx, wcfg.Logger)
+		return nil, err
+	}
+	return r, nil
+}
+
+// stop drains the worker within ctx, then leaves the budget.
+func (r *replica) stop(ctx context.Context, log zerolog.Logger) {
+	if r.worker != nil {
+		if err := r.worker.Stop(ctx); err != nil {
+			log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+		}
+	}
+	// Leaving the budget lets the other replicas grow their shares at once;
+	// if NATS is gone, their TTL does it instead, so do not wait.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = r.budget.Stop(bctx)
+}
+
 // resolveAPIKey reads the key from the file when given, else KUSTOMER_API_KEY.
 func resolveAPIKey(file string) (string, error) {
 	if file != "" {
@@ -259,13 +300,6 @@ func resolveAPIKey(file string) (string, error) {
 		return key, nil
 	}
 	return strings.TrimSpace(os.Getenv("KUSTOMER_API_KEY")), nil
-}
-
-// defaultReplicaID names a replica by host and process, so replicas on one
-// host differ and a restarted process is a new replica.
-func defaultReplicaID() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }
 
 func envInt(key string, def int) int {
