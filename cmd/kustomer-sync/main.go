@@ -11,8 +11,13 @@ import (
 	"syscall"
 )
 
+// stopSignals end a command gracefully: `run` drains. SIGHUP is among them
+// because a terminal closing or a supervisor's "reload" sends it, and its
+// default action would kill the worker without draining.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {

@@ -20,8 +20,9 @@ Without --nats-url (or NATS_URL) it starts an embedded NATS server with JetStrea
 127.0.0.1:4222, its store in --data-dir, so 'publish', 'dlq' and 'runs' reach it without flags.
 
 It needs a Kustomer API key (KUSTOMER_API_KEY or --kustomer-api-key-file), or --sandbox to run
-against a local Kustomer sandbox. SIGINT/SIGTERM drains: events in flight finish within
---drain-timeout or are left unacknowledged for redelivery.`,
+against a local Kustomer sandbox. SIGINT, SIGTERM and SIGHUP drain: events in flight finish
+within --drain-timeout or are left unacknowledged for redelivery. SIGHUP does not reload the
+workflow config: restart the process to apply a new one.`,
 		Example: `  # zero setup: embedded NATS and a local Kustomer sandbox
   kustomer-sync run --sandbox
 

@@ -70,7 +70,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", os.Getenv("KSYNC_METRICS_ADDR"), "serve Prometheus metrics on this address, e.g. :9090 (env KSYNC_METRICS_ADDR)")
 	fl.StringVar(&f.replicaID, "replica-id", os.Getenv("KSYNC_REPLICA_ID"), "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (env KSYNC_REPLICA_ID; default host-pid)")
-	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight events may take to finish")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT, SIGTERM or SIGHUP, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
