@@ -400,8 +400,8 @@ func (p *parser) inputs(w *Workflow, wfNode, node yamlast.Node, roots map[string
 		if name == "custom" && t.kind == tmplObject {
 			for _, k := range t.keys {
 				if customSuffix(k) == "" {
-					return p.errAt(valueOf(mv.Value, k), "workflow %q: custom key %q must end in %s (the suffix sets its type)",
-						w.Name, k, strings.Join(customSuffixes, ", "))
+					return p.errAt(valueOf(mv.Value, k), "workflow %q: custom key %q: %s",
+						w.Name, k, customKeyRule)
 				}
 			}
 		}

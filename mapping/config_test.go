@@ -106,7 +106,7 @@ func TestParseRejectsBadConfigsWithFileLineAndColumn(t *testing.T) {
 			`mapping: w.yaml:4:13: workflow "a": inputs.name: "{{" without "}}"`},
 		{"empty braces", "workflows:\n  - name: a\n    inputs:\n      name: \"{{ }}\"\n", `inputs.name: empty {{ }}`},
 		{"custom key without type suffix", "workflows:\n  - name: a\n    inputs:\n      custom:\n        score: 1\n",
-			`mapping: w.yaml:5:16: workflow "a": custom key "score" must end in Str, Txt, Num, At, Bool, Url`},
+			`mapping: w.yaml:5:16: workflow "a": custom key "score": Kustomer accepts custom keys in camelCase ending in their type`},
 		{"item without loop", "workflows:\n  - name: a\n    inputs:\n      name: \"{{item.name}}\"\n",
 			`workflow "a": a template uses item or loop.index but the workflow has no loop`},
 		{"loop not one expression", "workflows:\n  - name: a\n    loop: \"leads: {{trigger.leads}}\"\n",

@@ -90,9 +90,14 @@ func (c *checker) fail(path, format string, args ...any) {
 	c.errs = append(c.errs, &Error{Kind: KindValidation, Field: path, Template: c.template, Msg: fmt.Sprintf(format, args...)})
 }
 
-// text returns v as trimmed text; false when blank or not text (then a failure is recorded).
-// max 0 means no limit.
+// text returns v as trimmed one-line text, control characters removed (see cleanText); false when blank
+// or not text (then a failure is recorded). max 0 means no limit.
 func (c *checker) text(path string, v any, max int) (string, bool) {
+	return c.textOf(path, v, max, false)
+}
+
+// textOf is text, keeping line breaks and tabs when multiline.
+func (c *checker) textOf(path string, v any, max int, multiline bool) (string, bool) {
 	if v == nil {
 		return "", false
 	}
@@ -101,7 +106,7 @@ func (c *checker) text(path string, v any, max int) (string, bool) {
 		c.fail(path, "expected text, got %s", describe(v))
 		return "", false
 	}
-	s = strings.TrimSpace(s)
+	s = strings.TrimSpace(cleanText(s, multiline))
 	if s == "" {
 		return "", false
 	}
@@ -112,6 +117,53 @@ func (c *checker) text(path string, v any, max int) (string, bool) {
 		}
 	}
 	return s, true
+}
+
+// cleanText removes the control characters a publisher may put in text (NUL and the rest of C0, DEL,
+// C1), which Kustomer would store as they are and which break the programs that read them back. In
+// multi-line text a tab, a line feed and a CR LF (as one line feed) stay; in one-line text each of them
+// becomes a space. Text without control characters is returned as it is, without copying.
+func cleanText(s string, multiline bool) string {
+	i := 0
+	for i < len(s) && !isControlAt(s, i) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	b.WriteString(s[:i])
+	for i < len(s) {
+		if !isControlAt(s, i) {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		ch := s[i]
+		switch {
+		case ch == '\r' && i+1 < len(s) && s[i+1] == '\n':
+			// A CR LF is one line break: the LF that follows decides.
+		case multiline && (ch == '\t' || ch == '\n'):
+			b.WriteByte(ch)
+		case multiline && ch == '\r':
+			b.WriteByte('\n')
+		case ch == '\t' || ch == '\n' || ch == '\r':
+			b.WriteByte(' ')
+		}
+		if ch == 0xC2 { // a C1 control is two bytes in UTF-8
+			i++
+		}
+		i++
+	}
+	return b.String()
+}
+
+// isControlAt reports whether a control character starts at s[i]: C0 (0x00–0x1F), DEL (0x7F) or C1
+// (U+0080–U+009F, encoded 0xC2 0x80–0x9F).
+func isControlAt(s string, i int) bool {
+	ch := s[i]
+	return ch < 0x20 || ch == 0x7F || ch == 0xC2 && i+1 < len(s) && s[i+1] >= 0x80 && s[i+1] <= 0x9F
 }
 
 // stringField makes a normalizer of a check that yields a string: the
@@ -635,6 +687,9 @@ func contains2(list []any, s string) bool {
 // customSuffixes are the key suffixes Kustomer accepts in custom, which set the value's type.
 var customSuffixes = []string{"Str", "Txt", "Num", "At", "Bool", "Url"}
 
+// customKeyRule says in words what customKey checks, for messages.
+const customKeyRule = "Kustomer accepts custom keys in camelCase ending in their type: a lowercase letter, then letters and digits, then Str, Txt, Num, At, Bool or Url (e.g. sourceStr)"
+
 // normCustom checks and coerces custom attributes: the key's suffix sets the value's type.
 func normCustom(c *checker, path string, v any) any {
 	if isBlank(v) {
@@ -670,12 +725,23 @@ func (c *checker) customDone(path string, out map[string]any) any {
 	return out
 }
 
-// customSuffix returns the type suffix of a custom key, or "".
+// customSuffix returns the type suffix of a custom key, or "" when Kustomer would refuse the key. Its
+// rule is Kustomer's: camelCase, that is a lowercase ASCII letter, then ASCII letters and digits, then
+// the suffix ("sourceStr", "utm2Str"; not "SourceStr", "source_str" or "Str"). The sandbox checks the same.
 func customSuffix(key string) string {
 	for _, s := range customSuffixes {
-		if len(key) > len(s) && strings.HasSuffix(key, s) {
-			return s
+		if len(key) <= len(s) || !strings.HasSuffix(key, s) {
+			continue
 		}
+		if key[0] < 'a' || key[0] > 'z' {
+			return ""
+		}
+		for i := 1; i < len(key)-len(s); i++ {
+			if !isAlnum(key[i]) {
+				return ""
+			}
+		}
+		return s
 	}
 	return ""
 }
@@ -684,7 +750,7 @@ func customSuffix(key string) string {
 func (c *checker) customValue(path, key string, v any) any {
 	suffix := customSuffix(key)
 	if suffix == "" {
-		c.fail(path, "custom keys must end in %s", strings.Join(customSuffixes, ", "))
+		c.fail(path, "%s", customKeyRule)
 		return nil
 	}
 	if isBlank(v) {
@@ -692,7 +758,8 @@ func (c *checker) customValue(path, key string, v any) any {
 	}
 	switch suffix {
 	case "Str", "Txt":
-		if s, ok := c.text(path, v, maxCustomText); ok {
+		// Txt is Kustomer's multi-line text: its line breaks and tabs stay.
+		if s, ok := c.textOf(path, v, maxCustomText, suffix == "Txt"); ok {
 			return s
 		}
 	case "Num":

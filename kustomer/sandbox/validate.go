@@ -41,7 +41,10 @@ type rule func(c *checker, ptr string, v any)
 
 var (
 	e164RE      = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
-	customKeyRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*(Str|Txt|Num|At|Bool|Url)$`)
+	// customKeyRE is Kustomer's rule for custom attribute keys: camelCase (a
+	// lowercase letter, then letters and digits) and the type suffix. The
+	// mapping package checks the same rule before sending.
+	customKeyRE = regexp.MustCompile(`^[a-z][A-Za-z0-9]*(Str|Txt|Num|At|Bool|Url)$`)
 
 	emailTypes    = []string{"home", "work", "other"}
 	phoneTypes    = []string{"mobile", "home", "work", "fax", "other"}
@@ -271,7 +274,7 @@ func custom(c *checker, ptr string, v any) {
 		p := ptr + "/" + escapePointer(k)
 		sub := customKeyRE.FindStringSubmatch(k)
 		if sub == nil {
-			c.add(p, "Additional properties not allowed", fmt.Sprintf("custom attribute %q must end in Str, Txt, Num, At, Bool or Url", k))
+			c.add(p, "Additional properties not allowed", fmt.Sprintf("custom attribute %q must be camelCase, starting with a lowercase letter, and end in Str, Txt, Num, At, Bool or Url", k))
 			continue
 		}
 		val := m[k]

@@ -1,0 +1,94 @@
+package mapping_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+)
+
+// TestCustomKeyRuleAgreesWithTheSandbox: a custom key the mapping lets through is one Kustomer (the
+// sandbox) accepts, and one it refuses is one Kustomer would refuse, so no request is spent on it.
+func TestCustomKeyRuleAgreesWithTheSandbox(t *testing.T) {
+	t.Parallel()
+	cfg, err := mapping.Parse("w.yaml", []byte("workflows:\n  - name: a\n    inputs:\n      custom: \"{{trigger.custom}}\"\n"))
+	require.NoError(t, err)
+	w := cfg.Workflows[0]
+	client := kustomertest.New(t, sandbox.Config{}).Client(t, kustomer.Config{})
+	keys := map[string]bool{
+		"sourceStr": true, "utm2Str": true, "notesTxt": true, "scoreNum": true, "seenAt": true, "vipBool": true,
+		"siteUrl": true, "aStr": true, "leadSourceIDStr": true,
+		"BadStr": false, "Str": false, "lead_sourceStr": false, "lead-sourceStr": false, "2fastStr": false,
+		"sourcestr": false, "source": false, "sourceStr ": false, "sourceÄStr": false,
+	}
+	for key, valid := range keys {
+		req, err := w.Map(map[string]any{"custom": map[string]any{key: value(key)}}, nil, 0)
+		if !valid {
+			require.Error(t, err, key)
+			require.Equal(t, mapping.KindValidation, mapping.KindOf(err), key)
+			require.ErrorContains(t, err, "Kustomer accepts custom keys in camelCase", key)
+			_, serr := client.CreateCustomer(t.Context(), map[string]any{"custom": map[string]any{key: value(key)}})
+			require.Error(t, serr, "the sandbox refuses %q too", key)
+			require.Equal(t, kustomer.ClassPermanent, kustomer.ClassOf(serr), key)
+			continue
+		}
+		require.NoError(t, err, key)
+		_, serr := client.CreateCustomer(t.Context(), req)
+		require.NoError(t, serr, "the sandbox accepts %q too", key)
+	}
+}
+
+func value(key string) any {
+	switch {
+	case len(key) > 3 && key[len(key)-3:] == "Num":
+		return 1
+	case len(key) > 2 && key[len(key)-2:] == "At":
+		return "2026-01-02T03:04:05Z"
+	case len(key) > 4 && key[len(key)-4:] == "Bool":
+		return true
+	case len(key) > 3 && key[len(key)-3:] == "Url":
+		return "https://example.com"
+	}
+	return "x"
+}
+
+func TestParseRefusesACustomKeyKustomerWouldRefuse(t *testing.T) {
+	t.Parallel()
+	_, err := mapping.Parse("w.yaml", []byte("workflows:\n  - name: a\n    inputs:\n      custom:\n        BadStr: x\n"))
+	require.ErrorContains(t, err, `w.yaml:5:17: workflow "a": custom key "BadStr": Kustomer accepts custom keys in camelCase`)
+}
+
+// TestMapStripsControlCharactersFromText: NUL and other control characters never reach Kustomer; a
+// multi-line Txt keeps its line breaks and tabs, one-line text turns them into spaces.
+func TestMapStripsControlCharactersFromText(t *testing.T) {
+	t.Parallel()
+	cfg, err := mapping.Parse("w.yaml", []byte(`workflows:
+  - name: a
+    inputs:
+      name: "{{trigger.name}}"
+      emails: "{{trigger.email}}"
+      tags: "{{trigger.tags}}"
+      custom:
+        notesTxt: "{{trigger.notes}}"
+        sourceStr: "{{trigger.source}}"
+`))
+	require.NoError(t, err)
+	req, err := cfg.Workflows[0].Map(map[string]any{
+		"name":   "Ja\u0000ne\tDoe\r\n\u0007",
+		"email":  "jane\u0000@example.com",
+		"tags":   []any{"v\u001bip", "\u0085"},
+		"notes":  "line 1\r\nline\t2\u0000\rline 3\u009f\u007f",
+		"source": "web\nform\u200b",
+	}, nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, mapping.Request{
+		"name":   "Jane Doe",
+		"emails": []any{map[string]any{"email": "jane@example.com", "type": "home"}},
+		"tags":   []any{"vip"},
+		"custom": map[string]any{"notesTxt": "line 1\nline\t2\nline 3", "sourceStr": "web form\u200b"},
+	}, req)
+}
