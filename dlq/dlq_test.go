@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -256,7 +257,13 @@ func TestListFiltersByWorkflowClassSinceGrepAndIDs(t *testing.T) {
 	require.Equal(t, []uint64{a2.ID}, ids(dlq.Filter{Workflow: "signup", Class: dlq.ClassPermanent}))
 	require.Equal(t, []uint64{b1.ID}, ids(dlq.Filter{Grep: "cy@example"}), "grep the payload")
 	require.Equal(t, []uint64{a1.ID}, ids(dlq.Filter{Grep: "mapping failed"}), "grep the error")
-	require.Equal(t, []uint64{a1.ID}, ids(dlq.Filter{IDs: []uint64{a1.ID, 999}}))
+	_, err := b.store.List(ctx, dlq.Filter{IDs: []uint64{a1.ID, 999}})
+	require.ErrorIs(t, err, dlq.ErrNotFound, "an id the stream never held")
+	require.EqualError(t, err, "dlq: no entry 999 in LEADS_DLQ: its entries go up to 3 (see 'kustomer-sync dlq list')")
+	n, err := b.store.Purge(ctx, dlq.Filter{IDs: []uint64{a2.ID}})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, []uint64{a1.ID}, ids(dlq.Filter{IDs: []uint64{a1.ID, a2.ID}}), "an id already removed is left out")
 	require.Equal(t, []uint64{}, ids(dlq.Filter{IDs: []uint64{b1.ID}, Workflow: "signup"}))
 	require.Equal(t, []uint64{}, ids(dlq.Filter{Since: time.Now().Add(time.Hour)}))
 	require.Equal(t, []uint64{b1.ID}, ids(dlq.Filter{Since: b1.Time}))
@@ -363,9 +370,16 @@ func TestReplayOfAnEntryWithItemsRepublishesThemAndRemovesTheEntryAfterTheAck(t 
 	require.Equal(t, "0,2", m.Header.Get(dlq.HeaderReplayItems))
 	require.Equal(t, fmt.Sprint(entry.ID), m.Header.Get(dlq.HeaderReplayOf))
 	require.Equal(t, "signup", m.Header.Get(dlq.HeaderReplayWorkflow))
-	require.Equal(t, "lead-12", m.Header.Get(dlq.HeaderMsgID), "the original identity travels with the replay")
-	require.Equal(t, "12", m.Header.Get(dlq.HeaderStreamSeq))
-	require.Equal(t, dlq.ReplayMsgID(dlq.StreamDefault, entry.ID), m.Header.Get(nats.MsgIdHdr))
+	require.Equal(t, dlq.ReplayMsgID(dlq.StreamDefault, b.dlq.CachedInfo().Created, entry), m.Header.Get(nats.MsgIdHdr))
+
+	key, err := dlq.LoadReplayKey(ctx, b.js, "", 1)
+	require.NoError(t, err)
+	rp, err := key.ReadReplay(m.Subject, m.Header, m.Data)
+	require.NoError(t, err, "the replay verifies with the deployment's key")
+	require.Equal(t, &dlq.Replay{
+		Stream: dlq.StreamDefault, Entry: entry.ID, Workflow: "signup", Items: []int{0, 2},
+		EventKey: "lead-12", EventID: "lead-12", Attempts: 1, Count: 1,
+	}, rp, "the original identity travels with the replay")
 
 	_, err = b.store.Get(ctx, entry.ID)
 	require.ErrorIs(t, err, dlq.ErrNotFound, "the entry is removed once the republish is acked")
@@ -406,8 +420,11 @@ func TestReplayInterruptedBeforeTheDeleteIsRepublishedOnce(t *testing.T) {
 	ctx := context.Background()
 	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
 	// The first replay published, then died before deleting the entry.
-	_, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: "leads.signup", Data: entry.Payload},
-		jetstream.WithMsgID(dlq.ReplayMsgID(dlq.StreamDefault, entry.ID)))
+	key, err := dlq.LoadReplayKey(ctx, b.js, "", 1)
+	require.NoError(t, err)
+	earlier, err := b.store.ReplayMessage(ctx, key, entry)
+	require.NoError(t, err)
+	_, err = b.js.PublishMsg(ctx, earlier)
 	require.NoError(t, err)
 
 	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{entry.ID}}, dlq.ReplayOptions{})
@@ -479,4 +496,252 @@ func TestEnsureStreamUsesFileStorageAndConfiguredLimits(t *testing.T) {
 
 	_, err = dlq.EnsureStream(context.Background(), js, dlq.StreamConfig{MaxBytes: -1})
 	require.ErrorContains(t, err, "MaxBytes")
+}
+
+func TestReplayHeadersVerifyOnlyWithTheDeploymentKeyAndUnchanged(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	r := rec("signup", dlq.ClassExhausted, 7, `{"leads":[1,2,3]}`)
+	r.Items = []int{1}
+	b.publish(t, r)
+	_, err := b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	m := consumeLeads(t, b)[0]
+	key, err := dlq.LoadReplayKey(ctx, b.js, "", 1)
+	require.NoError(t, err)
+	_, err = key.ReadReplay(m.Subject, m.Header, m.Data)
+	require.NoError(t, err)
+
+	changed := func(edit func(h nats.Header)) nats.Header {
+		h := nats.Header{}
+		for k, v := range m.Header {
+			h[k] = append([]string(nil), v...)
+		}
+		edit(h)
+		return h
+	}
+	for name, h := range map[string]nats.Header{
+		"another workflow": changed(func(h nats.Header) { h.Set(dlq.HeaderReplayWorkflow, "other") }),
+		"more items":       changed(func(h nats.Header) { h.Set(dlq.HeaderReplayItems, "0,1,2") }),
+		"another event":    changed(func(h nats.Header) { h.Set(dlq.HeaderReplayEventKey, "someone-else") }),
+		"no signature":     changed(func(h nats.Header) { h.Del(dlq.HeaderReplaySig) }),
+		"a publisher's":    {dlq.HeaderReplayWorkflow: {"other"}, dlq.HeaderMsgID: {"lead-1"}},
+		"old style":        {dlq.HeaderMsgID: {"lead-1"}},
+		"any case":         {"ksync-replay-items": {"0"}},
+	} {
+		rp, err := key.ReadReplay(m.Subject, h, m.Data)
+		require.ErrorIs(t, err, dlq.ErrUnverifiedReplay, name)
+		require.Nil(t, rp, name)
+	}
+	_, err = key.ReadReplay("leads.other", m.Header, m.Data)
+	require.ErrorIs(t, err, dlq.ErrUnverifiedReplay, "another subject")
+	_, err = key.ReadReplay(m.Subject, m.Header, []byte(`{"leads":[9]}`))
+	require.ErrorIs(t, err, dlq.ErrUnverifiedReplay, "another payload")
+
+	other, err := dlq.LoadReplayKey(ctx, b.js, "OTHER_KEYS", 1)
+	require.NoError(t, err)
+	_, err = other.ReadReplay(m.Subject, m.Header, m.Data)
+	require.ErrorIs(t, err, dlq.ErrUnverifiedReplay, "another deployment's key")
+	require.Equal(t, "[redacted] [redacted] [redacted]", fmt.Sprintf("%v %+v %#v", key, key, key), "the key never prints")
+
+	rp, err := key.ReadReplay(m.Subject, nats.Header{"X-Trace": {"1"}}, m.Data)
+	require.NoError(t, err, "an ordinary event")
+	require.Nil(t, rp)
+}
+
+func TestLoadReplayKeyCreatesOneKeyThatEveryCallerShares(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	keys := make(chan *dlq.ReplayKey, 4)
+	for range cap(keys) {
+		go func() {
+			k, err := dlq.LoadReplayKey(ctx, b.js, "", 1)
+			assert.NoError(t, err)
+			keys <- k
+		}()
+	}
+	r := rec("signup", dlq.ClassPermanent, 1, `{}`)
+	entry := b.publish(t, r)
+	var sigs []string
+	for range cap(keys) {
+		m, err := b.store.ReplayMessage(ctx, <-keys, entry)
+		require.NoError(t, err)
+		sigs = append(sigs, m.Header.Get(dlq.HeaderReplaySig))
+	}
+	require.Equal(t, []string{sigs[0], sigs[0], sigs[0], sigs[0]}, sigs, "one key, created once")
+}
+
+func TestReplayOfAnEntryOfARecreatedStreamIsStoredAsNew(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"name":"Ann"}`))
+	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{first.ID}}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+
+	// An operator deletes and recreates the dead-letter stream: sequences
+	// start again at 1, within the leads stream's duplicate window.
+	require.NoError(t, b.js.DeleteStream(ctx, dlq.StreamDefault))
+	ds, err := dlq.EnsureStream(ctx, b.js, dlq.StreamConfig{})
+	require.NoError(t, err)
+	b.dlq = ds
+	b.store, err = dlq.OpenStore(ctx, b.js, "")
+	require.NoError(t, err)
+	second := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"name":"Bob"}`))
+	require.Equal(t, first.ID, second.ID, "the new entry has the old one's id")
+
+	res, err = b.store.Replay(ctx, dlq.Filter{IDs: []uint64{second.ID}}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed, "stored as new, not taken for the old entry's replay")
+	require.Equal(t, 0, res.Skipped)
+	leads := consumeLeads(t, b)
+	require.Len(t, leads, 2)
+	require.Equal(t, `{"name":"Bob"}`, string(leads[1].Data))
+	require.NotEqual(t, leads[0].Header.Get(nats.MsgIdHdr), leads[1].Header.Get(nats.MsgIdHdr))
+}
+
+func TestADuplicateReplayIDHeldByAnotherMessageKeepsTheEntry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	id := dlq.ReplayMsgID(dlq.StreamDefault, b.dlq.CachedInfo().Created, entry)
+	// Someone who guessed the id published something else under it.
+	_, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: "leads.signup", Data: []byte(`{}`)}, jetstream.WithMsgID(id))
+	require.NoError(t, err)
+
+	_, err = b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{})
+	require.ErrorContains(t, err, "is not this entry's replay; entry kept")
+	_, err = b.store.Get(ctx, entry.ID)
+	require.NoError(t, err, "the entry stays")
+}
+
+func TestConcurrentReplaysOfOneEntryAllSucceedAndPublishItOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	const n = 8
+	errs := make(chan error, n)
+	results := make(chan dlq.ReplayResult, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			store, err := dlq.OpenStore(ctx, b.js, "")
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-start
+			res, err := store.Replay(ctx, dlq.Filter{IDs: []uint64{entry.ID}}, dlq.ReplayOptions{})
+			results <- res
+			errs <- err
+		}()
+	}
+	close(start)
+	replayed, gone := 0, 0
+	for range n {
+		require.NoError(t, <-errs, "an entry another process replayed is a success")
+	}
+	for range n {
+		res := <-results
+		replayed += res.Replayed
+		gone += len(res.Gone)
+	}
+	require.Equal(t, 1, replayed, "one replay stored it")
+	require.Len(t, consumeLeads(t, b), 1)
+	_, err := b.store.Get(ctx, entry.ID)
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+}
+
+func TestAnEntryDeletedByAnotherProcessDuringReplayIsASuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	other, err := dlq.OpenStore(ctx, b.js, "")
+	require.NoError(t, err)
+	// Between this replay's listing and its delete, another process
+	// replays the entry to the end.
+	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{entry.ID}}, dlq.ReplayOptions{Check: func(ctx context.Context, r dlq.Record) error {
+		res, err := other.Replay(ctx, dlq.Filter{IDs: []uint64{r.ID}}, dlq.ReplayOptions{})
+		assert.Equal(t, 1, res.Replayed)
+		return err
+	}})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Skipped, "the other process stored it")
+	require.Len(t, consumeLeads(t, b), 1)
+}
+
+func TestReplayOfAnIDTheStreamNeverHeldIsAnErrorAndOfARemovedOneIsReportedGone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{999}}, dlq.ReplayOptions{})
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+	require.EqualError(t, err, "dlq: no entry 999 in LEADS_DLQ: it has never held an entry")
+
+	e1 := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	e2 := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"n":2}`))
+	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{e1.ID, 999}}, dlq.ReplayOptions{})
+	require.ErrorContains(t, err, "no entry 999 in LEADS_DLQ: its entries go up to 2")
+	require.Equal(t, dlq.ReplayResult{}, res, "nothing replayed when an id is wrong")
+	require.Empty(t, consumeLeads(t, b))
+
+	res, err = b.store.Replay(ctx, dlq.Filter{IDs: []uint64{e1.ID}}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	res, err = b.store.Replay(ctx, dlq.Filter{IDs: []uint64{e1.ID, e2.ID}}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	require.Equal(t, []uint64{e1.ID}, res.Gone)
+}
+
+func TestReplayKeepsTheEntriesTheCheckRefusesAndGoesOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	gone := b.publish(t, rec("renamed", dlq.ClassPermanent, 1, `{"n":1}`))
+	live := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"n":2}`))
+	check := func(_ context.Context, r dlq.Record) error {
+		if r.Workflow == "renamed" {
+			return fmt.Errorf("workflow %q no longer exists", r.Workflow)
+		}
+		return nil
+	}
+	res, err := b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{DryRun: true, Check: check})
+	require.NoError(t, err)
+	require.Len(t, res.Entries, 1)
+	require.Len(t, res.Kept, 1, "a dry run says what would be kept")
+
+	res, err = b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{Check: check})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Replayed)
+	require.Equal(t, live.ID, res.Entries[0].ID)
+	require.Len(t, res.Kept, 1)
+	require.Equal(t, gone.ID, res.Kept[0].Record.ID)
+	require.EqualError(t, res.Kept[0].Reason, `workflow "renamed" no longer exists`)
+	_, err = b.store.Get(ctx, gone.ID)
+	require.NoError(t, err, "the refused entry stays")
+	require.Len(t, consumeLeads(t, b), 1)
+}
+
+func TestARecordCarriesAReplaysHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r := rec("signup", dlq.ClassExhausted, 9, `{}`)
+	r.EventKey, r.Run, r.FirstFailure = "lead-1", "LEADS-9-1", first.Add(time.Hour)
+	r = r.ApplyReplay(&dlq.Replay{Entry: 3, Count: 2, Attempts: 7, OriginalRun: "LEADS-1-1", FirstFailure: first})
+	got := b.publish(t, r)
+	require.Equal(t, uint64(3), got.ReplayedFrom)
+	require.Equal(t, 2, got.Replays)
+	require.Equal(t, 7, got.PriorAttempts)
+	require.Equal(t, "LEADS-1-1", got.OriginalRun)
+	require.Equal(t, "LEADS-9-1", got.Run)
+	require.Equal(t, "lead-1", got.EventKey)
+	require.True(t, first.Equal(got.FirstFailure), "the first failure is the event's first")
 }

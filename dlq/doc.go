@@ -17,11 +17,18 @@
 // Publishing the same failure twice (a crash between the publish and the ack)
 // stores it once, thanks to a Nats-Msg-Id derived from the failure.
 //
-// [Store.Replay] republishes entries to their original subject with
-// [HeaderReplayItems] (the Loop runs only those items) and [HeaderReplayOf],
-// under a Nats-Msg-Id derived from the entry, and deletes each entry only
-// after JetStream acknowledged its republish. Running the same replay twice
-// publishes once.
+// [Store.Replay] republishes entries to their original subject with the
+// replay instructions ([Replay]: the entry, its workflow, the failed items,
+// the original event's identity and history) in Ksync-Replay-* headers,
+// signed with an HMAC key kept in the deployment's KV bucket
+// ([LoadReplayKey]). The worker acts on those headers only when the
+// signature verifies ([ReplayKey.ReadReplay]): anyone who can publish a lead
+// can write headers, so unsigned ones are ignored and the event is a new
+// one. The Nats-Msg-Id of a replay ([ReplayMsgID]) is derived from the
+// stream's creation time, the entry's id and its content, so replays of two
+// entries never collide, not even across a recreated stream; an entry is
+// deleted only after JetStream stored its republish, or reported the same
+// replay stored before. Running the same replay twice publishes once.
 //
 // dlq holds records and tooling, not a worker: it knows nothing of how events
 // are consumed.

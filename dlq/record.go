@@ -59,16 +59,14 @@ const (
 	HeaderStatusCode   = "Ksync-Status-Code"   // Kustomer HTTP status, decimal
 	HeaderKustomerCode = "Ksync-Kustomer-Code" // Kustomer error code ("badparam")
 
-	// HeaderReplayItems is set on a replayed event when the entry names
-	// items: the Loop runs only these indexes ("0,3,7").
-	HeaderReplayItems = "Ksync-Replay-Items"
-	// HeaderReplayOf is set on a replayed event: the dead-letter entry id
-	// (its sequence in the dead-letter stream, decimal).
-	HeaderReplayOf = "Ksync-Replay-Of"
-	// HeaderReplayWorkflow is set on a replayed event: the workflow that
-	// failed it. Another workflow consuming the same subject should
-	// acknowledge the replay without processing it.
-	HeaderReplayWorkflow = "Ksync-Replay-Workflow"
+	HeaderEventKey = "Ksync-Event-Key" // base of the items' idempotency keys
+	HeaderRun      = "Ksync-Run-Id"    // the run that dead-lettered the event
+
+	// A dead letter of a replayed event says so, with the history.
+	HeaderReplayedFrom  = "Ksync-Replayed-From"  // the entry the event was replayed from, decimal
+	HeaderReplays       = "Ksync-Replays"        // how many times the event was replayed
+	HeaderPriorAttempts = "Ksync-Prior-Attempts" // attempts spent before the last replay
+	HeaderOriginalRun   = "Ksync-Original-Run"   // the event's first run
 )
 
 // maxErrorLen bounds HeaderError so a huge error cannot make the entry too
@@ -94,6 +92,32 @@ type Record struct {
 	Code         string    // Kustomer error code, if any
 	Payload      []byte    // original event payload, byte for byte
 	Time         time.Time // when it was dead-lettered (set when read)
+
+	EventKey string // base of the items' idempotency keys; a replay keeps it
+	Run      string // the run that dead-lettered the event
+
+	// Set when the dead-lettered event was itself a replay.
+	ReplayedFrom  uint64 // the entry it was replayed from
+	Replays       int    // how many times the event was replayed
+	PriorAttempts int    // attempts spent before the last replay; Attempts are this run's
+	OriginalRun   string // the event's first run
+}
+
+// ApplyReplay fills r's history from the replay rp that failed again: the
+// entry it came from, the replays so far, the attempts spent before, the
+// first run and the first failure.
+func (r Record) ApplyReplay(rp *Replay) Record {
+	if rp == nil {
+		return r
+	}
+	r.ReplayedFrom = rp.Entry
+	r.Replays = rp.Count
+	r.PriorAttempts = rp.Attempts
+	r.OriginalRun = rp.OriginalRun
+	if !rp.FirstFailure.IsZero() && (r.FirstFailure.IsZero() || rp.FirstFailure.Before(r.FirstFailure)) {
+		r.FirstFailure = rp.FirstFailure
+	}
+	return r
 }
 
 // WithError returns r with Error set from err, and StatusCode and Code from
@@ -143,6 +167,18 @@ func (r Record) Header() nats.Header {
 		set(HeaderStatusCode, strconv.Itoa(r.StatusCode))
 	}
 	set(HeaderKustomerCode, headerSafe(r.Code))
+	set(HeaderEventKey, headerSafe(r.EventKey))
+	set(HeaderRun, headerSafe(r.Run))
+	if r.ReplayedFrom != 0 {
+		set(HeaderReplayedFrom, strconv.FormatUint(r.ReplayedFrom, 10))
+	}
+	if r.Replays != 0 {
+		set(HeaderReplays, strconv.Itoa(r.Replays))
+	}
+	if r.PriorAttempts != 0 {
+		set(HeaderPriorAttempts, strconv.Itoa(r.PriorAttempts))
+	}
+	set(HeaderOriginalRun, headerSafe(r.OriginalRun))
 	return h
 }
 
@@ -165,6 +201,10 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 		Subject:  h.Get(HeaderSubject),
 		MsgID:    h.Get(HeaderMsgID),
 		Code:     h.Get(HeaderKustomerCode),
+		EventKey: h.Get(HeaderEventKey),
+		Run:      h.Get(HeaderRun),
+
+		OriginalRun: h.Get(HeaderOriginalRun),
 	}
 	var errs []error
 	bad := func(name string, err error) {
@@ -184,12 +224,24 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 		}
 		r.StreamSeq = n
 	}
-	if v := h.Get(HeaderStatusCode); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			bad(HeaderStatusCode, err)
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{HeaderStatusCode, &r.StatusCode}, {HeaderReplays, &r.Replays}, {HeaderPriorAttempts, &r.PriorAttempts}} {
+		if v := h.Get(f.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				bad(f.name, err)
+			}
+			*f.dst = n
 		}
-		r.StatusCode = n
+	}
+	if v := h.Get(HeaderReplayedFrom); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			bad(HeaderReplayedFrom, err)
+		}
+		r.ReplayedFrom = n
 	}
 	items, err := ParseItems(h.Get(HeaderItems))
 	if err != nil {

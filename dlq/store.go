@@ -78,7 +78,9 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, stream string) (*Sto
 func (s *Store) Name() string { return s.name }
 
 // List returns the entries that match f, oldest first. Entries with a
-// malformed header are listed with that field zero.
+// malformed header are listed with that field zero. An ID f names that the
+// stream never held (above its last sequence) is an error wrapping
+// [ErrNotFound]; one already removed (replayed or purged) is left out.
 func (s *Store) List(ctx context.Context, f Filter) ([]Record, error) {
 	var out []Record
 	err := s.each(ctx, f, func(r Record) error {
@@ -150,22 +152,37 @@ func (s *Store) Stats(ctx context.Context, f Filter) (map[string]map[Class]int, 
 	return out, err
 }
 
-// delete removes entry id; false if it was already gone.
+// delete removes entry id; false if it was already gone (another process
+// replayed or purged it meanwhile).
 func (s *Store) delete(ctx context.Context, id uint64) (bool, error) {
-	if err := s.stream.DeleteMsg(ctx, id); err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		return false, fmt.Errorf("dlq: delete entry %d from %s: %w", id, s.name, err)
+	err := s.stream.DeleteMsg(ctx, id)
+	if err == nil {
+		return true, nil
 	}
-	return true, nil
+	// The server answers a missing message with a generic deletion
+	// failure: look.
+	if _, gerr := s.stream.GetMsg(ctx, id); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return false, fmt.Errorf("dlq: delete entry %d from %s: %w", id, s.name, err)
 }
 
 // each calls fn for every entry matching f, oldest first.
 func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error {
 	if len(f.IDs) > 0 {
+		info, err := s.stream.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("dlq: %s: %w", s.name, err)
+		}
 		ids := slices.Clone(f.IDs)
 		slices.Sort(ids)
+		if last := ids[len(ids)-1]; ids[0] == 0 || last > info.State.LastSeq {
+			bad := last
+			if ids[0] == 0 {
+				bad = 0
+			}
+			return s.neverHeld(bad, info.State.LastSeq)
+		}
 		for _, id := range slices.Compact(ids) {
 			r, err := s.Get(ctx, id)
 			if errors.Is(err, ErrNotFound) {
@@ -196,6 +213,20 @@ func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error
 		return fn(r)
 	})
 }
+
+// neverHeld is the error for an entry id above the stream's last sequence.
+func (s *Store) neverHeld(id, last uint64) error {
+	if last == 0 {
+		return notFoundError(fmt.Sprintf("dlq: no entry %d in %s: it has never held an entry", id, s.name))
+	}
+	return notFoundError(fmt.Sprintf("dlq: no entry %d in %s: its entries go up to %d (see 'kustomer-sync dlq list')", id, s.name, last))
+}
+
+// notFoundError is a message that wraps [ErrNotFound] without repeating it.
+type notFoundError string
+
+func (e notFoundError) Error() string        { return string(e) }
+func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
 
 func errEmptyFilter(op string) error {
 	return fmt.Errorf("dlq: %s: empty filter: name entries, give a criterion, or set All", op)

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,10 @@ type MaxDeliveryTarget struct {
 	Consumer          string // durable consumer name
 	Workflow          string // workflow the consumer feeds
 	DeadLetterSubject string // default dlq.<workflow>
+	// ReplayKey verifies the replay headers of the message, so a replay's
+	// dead letter keeps the original identity and history; nil: a message
+	// with replay headers is taken as a new event.
+	ReplayKey *dlq.ReplayKey
 }
 
 // maxDeliveriesAdvisory is the part of JetStream's
@@ -138,22 +141,14 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 			if when.IsZero() {
 				when = time.Now()
 			}
-			r := dlq.Record{
-				Workflow: t.Workflow,
-				Class:    dlq.ClassMaxDeliveries,
-				Error: fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
-					adv.Deliveries, t.Consumer),
-				Attempts:    int(adv.Deliveries),
-				Subject:     m.Subject,
-				StreamSeq:   m.Sequence,
-				MsgID:       cmp.Or(m.Header.Get(dlq.HeaderMsgID), m.Header.Get(nats.MsgIdHdr)),
-				LastFailure: when,
-				Payload:     m.Data,
-			}
-			// A replay that hangs again is limited to the same items.
-			if items, perr := dlq.ParseItems(m.Header.Get(dlq.HeaderReplayItems)); perr == nil {
-				r.Items = items
-			}
+			rp, _ := t.ReplayKey.ReadReplay(m.Subject, m.Header, m.Data) // the worker logged a forged marker
+			r := eventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, m.Data)
+			r.Workflow = t.Workflow
+			r.Class = dlq.ClassMaxDeliveries
+			r.Error = fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
+				adv.Deliveries, t.Consumer)
+			r.Attempts = int(adv.Deliveries)
+			r.LastFailure = when
 			if err = dlq.Publish(ctx, js, t.DeadLetterSubject, r); err == nil {
 				return nil
 			}

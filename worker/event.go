@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -54,25 +53,20 @@ func jsonKind(v any) string {
 	}
 }
 
-// replayIndexes returns the Loop indexes a replayed event is limited to, or
-// all of 0..n-1 for a normal event.
-func replayIndexes(h nats.Header, n int) ([]int, error) {
-	all := make([]int, n)
-	for i := range all {
-		all[i] = i
-	}
-	text := h.Get(dlq.HeaderReplayItems)
-	if strings.TrimSpace(text) == "" {
+// replayIndexes returns the Loop indexes a replay is limited to, or all of
+// 0..n-1 for a new event (rp nil) or a replay of the whole event.
+func replayIndexes(rp *dlq.Replay, n int) ([]int, error) {
+	if rp == nil || len(rp.Items) == 0 {
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
 		return all, nil
 	}
-	idx, err := dlq.ParseItems(text)
-	if err != nil {
-		return nil, fmt.Errorf("worker: header %s: %w", dlq.HeaderReplayItems, err)
-	}
-	out := make([]int, 0, len(idx))
-	for _, i := range idx {
+	out := make([]int, 0, len(rp.Items))
+	for _, i := range rp.Items {
 		if i < 0 || i >= n {
-			return nil, fmt.Errorf("worker: header %s names item %d, but the event has %d items", dlq.HeaderReplayItems, i, n)
+			return nil, fmt.Errorf("worker: replay of dead letter %d names item %d, but the event has %d items", rp.Entry, i, n)
 		}
 		out = append(out, i)
 	}
@@ -81,17 +75,42 @@ func replayIndexes(h nats.Header, n int) ([]int, error) {
 }
 
 // eventKey is the base of the default idempotency key of an event's items:
-// its Nats-Msg-Id, else its stream and sequence. A replay carries the
-// original's, so a replayed item has the key it had the first time.
-func eventKey(h nats.Header, stream string, seq uint64) string {
-	if id := h.Get(dlq.HeaderMsgID); id != "" {
-		return id
-	}
-	if seq := h.Get(dlq.HeaderStreamSeq); seq != "" {
-		return stream + ":" + seq
+// for a verified replay, the original event's; otherwise the event's own
+// Nats-Msg-Id, else its stream and sequence. Headers a publisher can set
+// (Ksync-*) never choose it: only the replay's signature makes rp non-nil.
+func eventKey(rp *dlq.Replay, h nats.Header, stream string, seq uint64) string {
+	if rp != nil && rp.EventKey != "" {
+		return rp.EventKey
 	}
 	if id := h.Get(nats.MsgIdHdr); id != "" {
 		return id
 	}
 	return stream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// eventID is the event's identity for people: the original Nats-Msg-Id of a
+// verified replay, else its own.
+func eventID(rp *dlq.Replay, h nats.Header) string {
+	if rp != nil {
+		return rp.EventID
+	}
+	return h.Get(nats.MsgIdHdr)
+}
+
+// eventRecord is the dead-letter record of the event on subject at seq,
+// without its failure: the original identity, the replay's history, the
+// payload byte for byte.
+func eventRecord(rp *dlq.Replay, subject, stream string, seq uint64, h nats.Header, payload []byte) dlq.Record {
+	r := dlq.Record{
+		Subject:   subject,
+		StreamSeq: seq,
+		MsgID:     eventID(rp, h),
+		EventKey:  eventKey(rp, h, stream, seq),
+		Payload:   payload,
+	}
+	if rp != nil {
+		r.Workflow = rp.Workflow
+		r.Items = rp.Items
+	}
+	return r.ApplyReplay(rp)
 }

@@ -1,11 +1,13 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,7 +35,8 @@ const (
 type event struct {
 	msg     jetstream.Msg
 	meta    *jetstream.MsgMetadata
-	key     string // base of the items' default idempotency keys
+	key     string      // base of the items' default idempotency keys
+	replay  *dlq.Replay // set only for a replay whose signature verified
 	started time.Time
 	log     zerolog.Logger
 }
@@ -55,19 +58,38 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	ev := &event{
 		msg:     msg,
 		meta:    meta,
-		key:     eventKey(msg.Headers(), meta.Stream, meta.Sequence.Stream),
 		started: w.cfg.Clock.Now(),
 		log: f.log.With().
 			Uint64("stream_seq", meta.Sequence.Stream).
 			Str("subject", msg.Subject()).
 			Uint64("delivery", meta.NumDelivered).Logger(),
 	}
+	rp, err := w.replayKey.ReadReplay(msg.Subject(), msg.Headers(), msg.Data())
+	if err != nil {
+		// Whoever can publish a lead can write these headers: they are
+		// ignored, and the event is a new one like any other.
+		metricForgedReplays.WithLabelValues(f.wf.Name).Inc()
+		ev.log.Warn().Err(err).Msg("forged replay marker: headers ignored; processing as a new event")
+	}
+	ev.replay = rp
+	ev.key = eventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
+	if rp != nil {
+		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
+	}
 	ev.log.Debug().Msg("event received")
-	if wf := msg.Headers().Get(dlq.HeaderReplayWorkflow); wf != "" && wf != f.wf.Name {
+	if rp != nil && rp.Workflow != "" && rp.Workflow != f.wf.Name {
 		// A replay goes back to its original subject, which other workflows
 		// may consume too: only the workflow it failed in runs it again.
-		_ = msg.Ack()
-		ev.log.Debug().Str("replay_workflow", wf).Msg("replay for another workflow; skipped")
+		if w.runsWorkflow(rp.Workflow) || !w.firstFlowFor(f, msg.Subject()) {
+			_ = msg.Ack()
+			ev.log.Debug().Str("replay_workflow", rp.Workflow).Msg("replay for another workflow; skipped")
+			return
+		}
+		// Its workflow is gone from this worker's config: one flow keeps it
+		// as a dead letter again rather than every flow dropping it.
+		w.deadLetterEvent(ctx, f, ev, dlq.ClassMapping, fmt.Errorf(
+			"worker: replay of dead letter %d is for workflow %q, which this worker does not run (its workflows: %s): restore the workflow, then replay this entry",
+			rp.Entry, rp.Workflow, strings.Join(w.workflowNames(), ", ")))
 		return
 	}
 
@@ -81,7 +103,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		w.deadLetterEvent(ctx, f, ev, mappingClass(err), err)
 		return
 	}
-	indexes, err := replayIndexes(msg.Headers(), len(items))
+	indexes, err := replayIndexes(ev.replay, len(items))
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
 		return
@@ -237,12 +259,13 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 	rec := RunRecord{
 		ID:        ev.runID(),
 		Workflow:  f.wf.Name,
-		EventID:   ev.msg.Headers().Get(nats.MsgIdHdr),
+		EventID:   eventID(ev.replay, ev.msg.Headers()),
 		Subject:   ev.msg.Subject(),
 		StreamSeq: ev.meta.Sequence.Stream,
 		Started:   ev.started,
 		Ended:     now,
-		Replay:    ev.msg.Headers().Get(dlq.HeaderReplayOf) != "",
+		Replay:    ev.replay != nil,
+		ReplayOf:  runReplay(ev.replay),
 	}
 	failed := map[dlq.Class][]itemResult{}
 	var classes []dlq.Class
@@ -275,7 +298,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 		metricItems.WithLabelValues(f.wf.Name, string(it.Status)).Inc()
 	}
 	for _, class := range classes {
-		if err := w.deadLetter(ctx, f, ev, class, failed[class]); err != nil {
+		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {
 			w.nakAfterFailure(ev, "dead-letter", err)
 			return
 		}
@@ -310,19 +333,13 @@ func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 
 // deadLetter publishes one record for the event's items that failed with
 // class: the original payload byte for byte, and why in its headers.
-func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, class dlq.Class, items []itemResult) error {
+func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class dlq.Class, items []itemResult) error {
 	first := items[0]
-	rec := dlq.Record{
-		Workflow:  f.wf.Name,
-		Class:     class,
-		Subject:   ev.msg.Subject(),
-		StreamSeq: ev.meta.Sequence.Stream,
-		MsgID:     ev.msg.Headers().Get(nats.MsgIdHdr),
-		Payload:   ev.msg.Data(),
-	}
-	if orig := ev.msg.Headers().Get(dlq.HeaderMsgID); orig != "" {
-		rec.MsgID = orig
-	}
+	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.msg.Data())
+	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
+	rec.Class = class
+	rec.Run = runID
+	rec.Items = nil
 	rec = rec.WithError(first.Err)
 	if len(items) > 1 {
 		rec.Error = fmt.Sprintf("%s (and %d more items)", rec.Error, len(items)-1)
@@ -339,15 +356,21 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, class dlq.C
 			rec.LastFailure = it.LastFailure
 		}
 	}
+	if rec.LastFailure.IsZero() {
+		rec.LastFailure = w.cfg.Clock.Now()
+	}
 	if rec.FirstFailure.IsZero() {
-		rec.FirstFailure = w.cfg.Clock.Now()
-		rec.LastFailure = rec.FirstFailure
+		rec.FirstFailure = rec.LastFailure
 	}
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
 	}
 	metricDeadLetters.WithLabelValues(f.wf.Name, string(class)).Inc()
-	ev.log.Warn().Str("class", string(class)).Ints("items", rec.Items).Str("error", rec.Error).Msg("dead-lettered")
+	l := ev.log.Warn().Str("class", string(class)).Ints("items", rec.Items).Str("error", rec.Error)
+	if rec.ReplayedFrom != 0 {
+		l = l.Uint64("replayed_from", rec.ReplayedFrom).Int("replays", rec.Replays)
+	}
+	l.Msg("dead-lettered")
 	return nil
 }
 
@@ -369,7 +392,7 @@ func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it itemR
 	m := nats.NewMsg(f.wf.ResultsSubject)
 	m.Data = body
 	m.Header.Set(HeaderWorkflow, f.wf.Name)
-	m.Header.Set(HeaderEventID, ev.msg.Headers().Get(nats.MsgIdHdr))
+	m.Header.Set(HeaderEventID, eventID(ev.replay, ev.msg.Headers()))
 	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)

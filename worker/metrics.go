@@ -22,6 +22,10 @@ var (
 		Name: "kustomer_sync_dead_letters_total",
 		Help: "Dead-letter records published, by workflow and class.",
 	}, []string{"workflow", "class"})
+	metricForgedReplays = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "kustomer_sync_forged_replay_markers_total",
+		Help: "Events carrying replay headers that did not verify with the replay key, by workflow; they were processed as new events.",
+	}, []string{"workflow"})
 	metricPaused = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kustomer_sync_workflow_paused",
 		Help: "1 while a workflow is paused on a systemic Kustomer failure.",

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 )
 
 // RunStatus is the outcome of processing one event.
@@ -54,12 +56,32 @@ type RunRecord struct {
 	Ended     time.Time `json:"ended"`
 	Status    RunStatus `json:"status"`
 	Replay    bool      `json:"replay"`
-	Items     []RunItem `json:"items"`
+	// ReplayOf links a replay to the dead letter it came from and the runs
+	// before it; nil for a new event.
+	ReplayOf *RunReplay `json:"replay_of,omitempty"`
+	Items    []RunItem  `json:"items"`
 	// ItemsOmitted counts the created items left out of Items because the
 	// record would not fit in one NATS message (a Loop of thousands of
 	// items); failed items are always kept first.
 	ItemsOmitted int    `json:"items_omitted,omitempty"`
 	Error        string `json:"error,omitempty"`
+}
+
+// RunReplay is what a replay's run record says of where it comes from.
+type RunReplay struct {
+	DeadLetter  uint64 `json:"dead_letter"`            // the entry replayed
+	Stream      string `json:"stream,omitempty"`       // its dead-letter stream
+	Run         string `json:"run,omitempty"`          // the run that dead-lettered it
+	OriginalRun string `json:"original_run,omitempty"` // the event's first run
+	Count       int    `json:"count"`                  // replays of the event, this one included
+	Attempts    int    `json:"prior_attempts"`         // attempts spent before this replay
+}
+
+func runReplay(rp *dlq.Replay) *RunReplay {
+	if rp == nil {
+		return nil
+	}
+	return &RunReplay{DeadLetter: rp.Entry, Stream: rp.Stream, Run: rp.Run, OriginalRun: rp.OriginalRun, Count: rp.Count, Attempts: rp.Attempts}
 }
 
 const (

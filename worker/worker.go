@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -60,6 +61,9 @@ type Config struct {
 	Ledger     LedgerConfig
 	// ResultsStream captures the results subjects; default ResultsStreamDefault.
 	ResultsStream string
+	// KeyBucket keeps the replay key that replays are verified with; default
+	// dlq.KeyBucketDefault. Created if missing.
+	KeyBucket string
 
 	AckWait        time.Duration // default AckWaitDefault
 	MaxDeliver     int           // default MaxDeliverDefault
@@ -133,7 +137,10 @@ type Worker struct {
 	log    zerolog.Logger
 	ledger *ledger
 	runs   *RunLog
-	flows  []*flow
+	// replayKey verifies replay headers; an event whose headers do not
+	// verify is a new event.
+	replayKey *dlq.ReplayKey
+	flows     []*flow
 
 	cancel   context.CancelFunc // stops fetching
 	hardStop context.CancelFunc // cancels in-flight events
@@ -164,7 +171,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	targets := make([]MaxDeliveryTarget, 0, len(w.flows))
 	for _, f := range w.flows {
-		targets = append(targets, MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject})
+		targets = append(targets, MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
 	}
 	w.wg.Go(func() {
 		if err := WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
@@ -258,6 +265,9 @@ func (w *Worker) setup(ctx context.Context) error {
 	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID, w.cfg.Clock.Now); err != nil {
 		return err
 	}
+	if w.replayKey, err = dlq.LoadReplayKey(ctx, w.js, w.cfg.KeyBucket, w.cfg.Stream.Replicas); err != nil {
+		return err
+	}
 	for _, wf := range w.cfg.Workflows {
 		f, err := w.newFlow(ctx, st, wf)
 		if err != nil {
@@ -310,6 +320,31 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		signal(f.resumed)
 	})
 	return f, nil
+}
+
+// runsWorkflow reports whether this worker has a workflow of that name.
+func (w *Worker) runsWorkflow(name string) bool {
+	return slices.ContainsFunc(w.flows, func(f *flow) bool { return f.wf.Name == name })
+}
+
+// firstFlowFor reports whether f is the first of this worker's flows that
+// consumes subject: the one that acts for all of them on a message none of
+// them owns.
+func (w *Worker) firstFlowFor(f *flow, subject string) bool {
+	for _, g := range w.flows {
+		if subjectCovers(g.wf.Subject, subject) {
+			return g == f
+		}
+	}
+	return false
+}
+
+func (w *Worker) workflowNames() []string {
+	names := make([]string, len(w.flows))
+	for i, f := range w.flows {
+		names[i] = f.wf.Name
+	}
+	return names
 }
 
 // flow is one workflow's consumer and its runtime state.
