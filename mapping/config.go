@@ -12,6 +12,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 	yamlast "github.com/goccy/go-yaml/ast"
+	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/nyaruka/phonenumbers"
 )
 
@@ -108,6 +109,31 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// ConfigErrors is every mistake found in one config file, in file order. Parse returns it when there
+// is more than one mistake (a lone mistake is a *ConfigError), so a user fixes them all in one go.
+type ConfigErrors []*ConfigError
+
+// Error returns "mapping: FILE has N mistakes:" and then each mistake on its own line, indented, as
+// "file:line:column: message".
+func (es ConfigErrors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mapping: %s has %d mistakes:", es[0].File, len(es))
+	for _, e := range es {
+		b.WriteString("\n  ")
+		b.WriteString(strings.TrimPrefix(e.Error(), "mapping: "))
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find each *ConfigError.
+func (es ConfigErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
 // DefaultConfig returns the built-in config (DefaultConfigYAML): one workflow "default" on "leads.>".
 func DefaultConfig() *Config {
 	c, err := Parse("built-in", []byte(DefaultConfigYAML))
@@ -164,57 +190,102 @@ type fileRetry struct {
 	Jitter       *float64      `yaml:"jitter"` // a pointer, so that 0 (no jitter) can be asked for
 }
 
-// parser carries the file being parsed, for error positions.
+// parser carries the file being parsed, for error positions, and the mistakes found so far.
 type parser struct {
 	file string
+	errs ConfigErrors
 }
 
-// errAt returns a ConfigError placed at node (or without a place when node is nil).
+// errAt records a mistake placed at node (or without a place when node is nil) and returns it. Every
+// mistake is recorded where it is found, once; callers pass the returned error up only to stop work
+// that depends on the faulty value.
 func (p *parser) errAt(node yamlast.Node, format string, args ...any) *ConfigError {
 	e := &ConfigError{File: p.file, Msg: fmt.Sprintf(format, args...)}
+	if mvs := mappingValues(node); len(mvs) > 0 {
+		node = mvs[0].Key // a mapping's own token is its first ':'; its first key is where it starts
+	}
 	if node != nil {
 		if tk := node.GetToken(); tk != nil && tk.Position != nil {
 			e.Line, e.Column = tk.Position.Line, tk.Position.Column
 		}
 	}
+	p.errs = append(p.errs, e)
 	return e
 }
 
-// yamlErr turns a YAML library error into a placed ConfigError.
+// yamlErr records a YAML library error as a placed mistake and returns it.
 func (p *parser) yamlErr(err error) error {
+	e := &ConfigError{File: p.file, Msg: err.Error(), Err: err}
 	var ye yaml.Error
 	if errors.As(err, &ye) {
-		e := &ConfigError{File: p.file, Msg: ye.GetMessage(), Err: err}
+		e.Msg = ye.GetMessage()
 		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
 			e.Line, e.Column = tk.Position.Line, tk.Position.Column
 		}
-		return e
 	}
-	return &ConfigError{File: p.file, Msg: err.Error(), Err: err}
+	if strings.Contains(e.Msg, "Go struct") || strings.Contains(e.Msg, "unmarshal") {
+		// The shape check should have caught it; never show the decoder's Go types.
+		e.Msg = "this value has the wrong type for its setting"
+	}
+	p.errs = append(p.errs, e)
+	return e
 }
 
-// Parse parses a workflow file's content; name is used in errors and as Config.Source.
+// result returns the mistakes recorded: nil, the only one, or all of them in file order.
+func (p *parser) result() error {
+	switch len(p.errs) {
+	case 0:
+		return nil
+	case 1:
+		return p.errs[0]
+	}
+	sort.SliceStable(p.errs, func(i, j int) bool {
+		a, b := p.errs[i], p.errs[j]
+		return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
+	})
+	return p.errs
+}
+
+// Parse parses a workflow file's content; name is used in errors and as Config.Source. It reports
+// every mistake it finds (ConfigErrors), each with its line and column, not only the first; only a
+// YAML syntax error stops it at once.
 func Parse(name string, data []byte) (*Config, error) {
 	p := &parser{file: name}
-	var fc fileConfig
-	if err := yaml.UnmarshalWithOptions(data, &fc, yaml.Strict()); err != nil {
-		return nil, p.yamlErr(err)
+	file, err := yamlparser.ParseBytes(data, 0)
+	if err != nil {
+		p.yamlErr(err)
+		return nil, p.result()
 	}
-	if len(fc.Workflows) == 0 {
-		return nil, p.errAt(nil, `no workflows (the file needs a "workflows:" list)`)
+	var root yamlast.Node
+	if len(file.Docs) > 0 {
+		root = file.Docs[0].Body
+	}
+	if len(file.Docs) > 1 {
+		p.errAt(file.Docs[1].Body, "one YAML document per file: put every workflow in the one workflows list")
+	}
+	var fc fileConfig
+	if root != nil {
+		p.decodeSettings(root, &fc, "")
+	}
+	if len(fc.Workflows) == 0 && len(p.errs) == 0 {
+		p.errAt(nil, `no workflows (the file needs a "workflows:" list)`)
 	}
 	cfg := &Config{Source: name}
 	seen := make(map[string]bool, len(fc.Workflows))
-	for _, node := range fc.Workflows {
-		w, err := p.workflow(node)
+	for i, node := range fc.Workflows {
+		w, err := p.workflow(node, i)
 		if err != nil {
-			return nil, err
+			continue
 		}
 		if seen[w.Name] {
-			return nil, p.errAt(valueOf(node, "name"), "workflow %q is defined twice", w.Name)
+			p.errAt(valueOf(node, "name"), "workflow %q is defined twice", w.Name)
+			continue
 		}
 		seen[w.Name] = true
 		cfg.Workflows = append(cfg.Workflows, w)
+	}
+	if err := p.result(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -225,6 +296,16 @@ func valueOf(node yamlast.Node, key string) yamlast.Node {
 	for _, mv := range mappingValues(node) {
 		if mv.Key.GetToken().Value == key {
 			return mv.Value
+		}
+	}
+	return node
+}
+
+// keyOf returns the key node of key in a mapping node, or node itself when there is none.
+func keyOf(node yamlast.Node, key string) yamlast.Node {
+	for _, mv := range mappingValues(node) {
+		if mv.Key.GetToken().Value == key {
+			return mv.Key
 		}
 	}
 	return node
@@ -268,19 +349,36 @@ func validSubject(s string, wildcards bool) bool {
 	return true
 }
 
-func (p *parser) workflow(node yamlast.Node) (*Workflow, error) {
+// workflow checks and compiles the index-th workflow of the file. Every mistake is recorded on p; the
+// error returned only says that there was one (the workflow is then left out).
+func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
+	before := len(p.errs)
+	failed := func() error {
+		if len(p.errs) > before {
+			return p.errs[len(p.errs)-1]
+		}
+		return nil
+	}
+	name := fmt.Sprintf("workflow %d", index+1) // until the name is known to be right
+	if mappingValues(unwrap(node)) != nil {
+		if n, ok := unwrap(valueOf(node, "name")).(*yamlast.StringNode); ok && nameRE.MatchString(n.Value) {
+			name = fmt.Sprintf("workflow %q", n.Value)
+		}
+	}
 	var fw fileWorkflow
-	if err := yaml.NodeToValue(node, &fw, yaml.Strict()); err != nil {
-		return nil, p.yamlErr(err)
+	bad, ok := p.decodeSettings(node, &fw, name+": ")
+	if !ok {
+		return nil, failed()
 	}
-	if fw.Name == "" {
-		return nil, p.errAt(node, "a workflow needs a name")
-	}
-	if !nameRE.MatchString(fw.Name) {
-		return nil, p.errAt(valueOf(node, "name"), "workflow name %q: use letters, digits, '-' and '_' only (it names a NATS consumer)", fw.Name)
+	switch {
+	case bad["name"]:
+	case fw.Name == "":
+		p.errAt(node, "%s needs a name", name)
+	case !nameRE.MatchString(fw.Name):
+		p.errAt(valueOf(node, "name"), "workflow name %q: use letters, digits, '-' and '_' only (it names a NATS consumer)", fw.Name)
 	}
 	at := func(key, format string, args ...any) error {
-		return p.errAt(valueOf(node, key), "workflow %q: "+format, append([]any{fw.Name}, args...)...)
+		return p.errAt(valueOf(node, key), name+": "+format, args...)
 	}
 	w := &Workflow{
 		Name:              fw.Name,
@@ -302,117 +400,135 @@ func (p *parser) workflow(node yamlast.Node) (*Workflow, error) {
 	if fw.Retry.Jitter != nil {
 		w.Retry.Jitter = *fw.Retry.Jitter
 	}
-	switch {
-	case !validSubject(w.Subject, true):
-		return nil, at("subject", "subject %q is not a NATS subject filter", w.Subject)
-	case !validSubject(w.DeadLetterSubject, false):
-		return nil, at("dead_letter_subject", "dead_letter_subject %q is not a NATS subject", w.DeadLetterSubject)
-	case !validSubject(w.ResultsSubject, false):
-		return nil, at("results_subject", "results_subject %q is not a NATS subject", w.ResultsSubject)
-	case w.Concurrency < 1:
-		return nil, at("concurrency", "concurrency must be at least 1")
-	case w.MaxInFlight < 1:
-		return nil, at("max_in_flight", "max_in_flight must be at least 1")
-	case w.MaxItems < 1:
-		return nil, at("max_items", "max_items must be at least 1")
-	case !phonenumbers.GetSupportedRegions()[w.DefaultRegion]:
-		return nil, at("default_region", "default_region %q is not a region code such as US, GB or DE", w.DefaultRegion)
+	if !validSubject(w.Subject, true) {
+		at("subject", "subject %q is not a NATS subject filter", w.Subject)
+	}
+	// The defaults of these two are valid for any valid name: only a subject given can be wrong.
+	if fw.DeadLetterSubject != "" && !validSubject(w.DeadLetterSubject, false) {
+		at("dead_letter_subject", "dead_letter_subject %q is not a NATS subject", w.DeadLetterSubject)
+	}
+	if fw.ResultsSubject != "" && !validSubject(w.ResultsSubject, false) {
+		at("results_subject", "results_subject %q is not a NATS subject", w.ResultsSubject)
+	}
+	if w.Concurrency < 1 {
+		at("concurrency", "concurrency must be at least 1")
+	}
+	if w.MaxInFlight < 1 {
+		at("max_in_flight", "max_in_flight must be at least 1")
+	}
+	if w.MaxItems < 1 {
+		at("max_items", "max_items must be at least 1")
+	}
+	if !phonenumbers.GetSupportedRegions()[w.DefaultRegion] {
+		at("default_region", "default_region %q is not a region code such as US, GB or DE", w.DefaultRegion)
 	}
 	retryNode := valueOf(node, "retry")
-	r := w.Retry
-	var retryErr string
-	switch {
-	case r.MaxAttempts < 1:
-		retryErr = "max_attempts must be at least 1"
-	case r.InitialDelay <= 0:
-		retryErr = "initial_delay must be positive"
-	case r.MaxDelay < r.InitialDelay:
-		retryErr = "max_delay must not be below initial_delay"
-	case r.Multiplier < 1:
-		retryErr = "multiplier must be at least 1"
-	case r.Jitter < 0 || r.Jitter > 1:
-		retryErr = "jitter must be between 0 and 1"
+	retryAt := func(key, msg string) {
+		p.errAt(valueOf(retryNode, key), "%s: retry.%s: %s", name, key, msg)
 	}
-	if retryErr != "" {
-		return nil, p.errAt(retryNode, "workflow %q: retry: %s", w.Name, retryErr)
+	r := w.Retry
+	if r.MaxAttempts < 1 {
+		retryAt("max_attempts", "must be at least 1")
+	}
+	if r.InitialDelay <= 0 {
+		retryAt("initial_delay", "must be positive")
+	}
+	switch {
+	case r.MaxDelay >= r.InitialDelay:
+	case fw.Retry.MaxDelay == 0:
+		retryAt("initial_delay", fmt.Sprintf("%s is above max_delay (%s by default)", r.InitialDelay, r.MaxDelay))
+	default:
+		retryAt("max_delay", fmt.Sprintf("%s must not be below initial_delay (%s)", r.MaxDelay, r.InitialDelay))
+	}
+	if r.Multiplier < 1 {
+		retryAt("multiplier", "must be at least 1")
+	}
+	if r.Jitter < 0 || r.Jitter > 1 {
+		retryAt("jitter", "must be between 0 and 1")
 	}
 
 	roots := make(map[string]bool)
 	if fw.Loop != "" {
 		t, err := compileString(fw.Loop, roots)
-		if err != nil {
-			return nil, at("loop", "loop: %v", err)
+		switch {
+		case err != nil:
+			at("loop", "loop: %v", err)
+		case t.kind != tmplExpr:
+			at("loop", "loop must be one {{…}} expression that gives an array, e.g. \"{{trigger.leads}}\"")
+		case roots["item"] || roots["loop"]:
+			at("loop", "loop cannot use item or loop.index: they exist only inside the loop")
+		default:
+			w.loop = t
 		}
-		if t.kind != tmplExpr {
-			return nil, at("loop", "loop must be one {{…}} expression that gives an array, e.g. \"{{trigger.leads}}\"")
-		}
-		if roots["item"] || roots["loop"] {
-			return nil, at("loop", "loop cannot use item or loop.index: they exist only inside the loop")
-		}
-		w.loop = t
 	}
 	if fw.IdempotencyKey != "" {
 		t, err := compileString(fw.IdempotencyKey, roots)
 		if err != nil {
-			return nil, at("idempotency_key", "idempotency_key: %v", err)
+			at("idempotency_key", "idempotency_key: %v", err)
 		}
 		w.idemKey = t
 	}
-	if err := p.inputs(w, node, fw.Inputs, roots); err != nil {
-		return nil, err
+	p.inputs(w, name, fw.Inputs, roots)
+	if fw.Loop == "" && (roots["item"] || roots["loop"]) {
+		at("inputs", "a template uses item or loop.index but the workflow has no loop")
 	}
-	if w.loop == nil && (roots["item"] || roots["loop"]) {
-		return nil, at("inputs", "a template uses item or loop.index but the workflow has no loop")
-	}
-	if err := p.requiredList(w, fw.Required, node); err != nil {
+	p.requiredList(w, name, fw.Required, node)
+	if err := failed(); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-// inputs compiles the inputs mapping. Unknown names are an error that lists the valid ones.
-func (p *parser) inputs(w *Workflow, wfNode, node yamlast.Node, roots map[string]bool) error {
+// inputs compiles the inputs mapping, recording every mistake. Unknown names are a mistake that
+// names the closest valid one or lists them all.
+func (p *parser) inputs(w *Workflow, wfName string, node yamlast.Node, roots map[string]bool) {
+	node = unwrap(node)
 	if node == nil {
-		return nil // no inputs: every input is optional, the request is empty
+		return // no inputs: every input is optional, the request is empty
 	}
 	if _, isNull := node.(*yamlast.NullNode); isNull {
-		return nil
+		return
 	}
 	mvs := mappingValues(node)
 	if mvs == nil {
-		return p.errAt(node, "workflow %q: inputs must be a mapping of input names to templates", w.Name)
+		p.errAt(node, "%s: inputs: want a mapping of input names to templates, got %s", wfName, describeNode(node))
+		return
 	}
 	seen := make(map[string]bool, len(mvs))
 	for _, mv := range mvs {
 		name := mv.Key.GetToken().Value
 		idx, ok := fieldIndex[name]
 		if !ok {
-			return p.errAt(mv.Key, "workflow %q: unknown input %q (valid: %s)", w.Name, name, strings.Join(FieldNames(), ", "))
+			p.errAt(mv.Key, "%s: unknown input %q%s", wfName, name, suggest(name, FieldNames()))
+			continue
 		}
 		if seen[name] {
-			return p.errAt(mv.Key, "workflow %q: input %q is given twice", w.Name, name)
+			p.errAt(mv.Key, "%s: input %q is given twice", wfName, name)
+			continue
 		}
 		seen[name] = true
-		t, err := p.template(mv.Value, fmt.Sprintf("workflow %q: inputs.%s", w.Name, name), roots)
+		t, err := p.template(mv.Value, fmt.Sprintf("%s: inputs.%s", wfName, name), roots)
 		if err != nil {
-			return err
+			continue
 		}
 		if name == "custom" && t.kind == tmplObject {
 			for _, k := range t.keys {
 				if customSuffix(k) == "" {
-					return p.errAt(valueOf(mv.Value, k), "workflow %q: custom key %q: %s",
-						w.Name, k, customKeyRule)
+					err = p.errAt(keyOf(mv.Value, k), "%s: custom key %q: %s", wfName, k, customKeyRule)
 				}
+			}
+			if err != nil {
+				continue
 			}
 		}
 		w.inputs = append(w.inputs, input{name: name, norm: fields[idx].norm, t: t})
 	}
 	sort.Slice(w.inputs, func(i, j int) bool { return fieldIndex[w.inputs[i].name] < fieldIndex[w.inputs[j].name] })
-	return nil
 }
 
 // template compiles a YAML value: strings are templates, mappings and sequences are compiled
-// recursively, other scalars are literals. Errors are placed at the offending node.
+// recursively, other scalars are literals. Each mistake is recorded at the offending node; the error
+// returned is the last of them.
 func (p *parser) template(node yamlast.Node, path string, roots map[string]bool) (*tmpl, error) {
 	switch n := node.(type) {
 	case *yamlast.TagNode:
@@ -424,17 +540,23 @@ func (p *parser) template(node yamlast.Node, path string, roots map[string]bool)
 	case *yamlast.MappingNode, *yamlast.MappingValueNode:
 		t := &tmpl{kind: tmplObject}
 		byKey := make(map[string]*tmpl)
+		var failed error
 		for _, mv := range mappingValues(n) {
 			k := mv.Key.GetToken().Value
 			if _, dup := byKey[k]; dup {
-				return nil, p.errAt(mv.Key, "%s: key %q is given twice", path, k)
+				failed = p.errAt(mv.Key, "%s: key %q is given twice", path, k)
+				continue
 			}
 			c, err := p.template(mv.Value, path+"."+k, roots)
 			if err != nil {
-				return nil, err
+				failed = err
+				continue
 			}
 			byKey[k] = c
 			t.keys = append(t.keys, k)
+		}
+		if failed != nil {
+			return nil, failed
 		}
 		sort.Strings(t.keys)
 		for _, k := range t.keys {
@@ -443,12 +565,17 @@ func (p *parser) template(node yamlast.Node, path string, roots map[string]bool)
 		return t, nil
 	case *yamlast.SequenceNode:
 		t := &tmpl{kind: tmplList}
+		var failed error
 		for i, item := range n.Values {
 			c, err := p.template(item, fmt.Sprintf("%s[%d]", path, i), roots)
 			if err != nil {
-				return nil, err
+				failed = err
+				continue
 			}
 			t.children = append(t.children, c)
+		}
+		if failed != nil {
+			return nil, failed
 		}
 		return t, nil
 	}
@@ -470,27 +597,33 @@ func (p *parser) template(node yamlast.Node, path string, roots map[string]bool)
 	return t, nil
 }
 
-// requiredList checks the workflow's required inputs: each must be mapped.
-func (p *parser) requiredList(w *Workflow, names []string, node yamlast.Node) error {
-	if len(names) == 0 {
-		return nil
+// requiredList checks the workflow's required inputs: each must be mapped. Each mistake is placed at
+// its own item of the list.
+func (p *parser) requiredList(w *Workflow, wfName string, names []string, node yamlast.Node) {
+	list := unwrap(valueOf(node, "required"))
+	itemNode := func(i int) yamlast.Node {
+		if seq, ok := list.(*yamlast.SequenceNode); ok && i < len(seq.Values) {
+			return seq.Values[i]
+		}
+		return list
 	}
-	for _, name := range names {
+	for i, name := range names {
 		top, sub, _ := strings.Cut(name, ".")
 		if _, ok := fieldIndex[top]; !ok || sub != "" && top != "custom" {
-			return p.errAt(valueOf(node, "required"), "workflow %q: required: unknown input %q (valid: %s, or custom.<key>)",
-				w.Name, name, strings.Join(FieldNames(), ", "))
+			p.errAt(itemNode(i), "%s: required: unknown input %q (valid: %s, or custom.<key>)",
+				wfName, name, strings.Join(FieldNames(), ", "))
+			continue
 		}
 		in, ok := w.input(top)
 		if !ok || sub != "" && in.t.kind == tmplObject && !contains(in.t.keys, sub) {
-			return p.errAt(valueOf(node, "required"), "workflow %q: required: %q is not mapped in inputs", w.Name, name)
+			p.errAt(itemNode(i), "%s: required: %q is not mapped in inputs", wfName, name)
+			continue
 		}
 		if !contains(w.required, name) {
 			w.required = append(w.required, name)
 		}
 	}
 	sort.Strings(w.required)
-	return nil
 }
 
 func (w *Workflow) input(name string) (input, bool) {

@@ -59,7 +59,7 @@ func value(key string) any {
 func TestParseRefusesACustomKeyKustomerWouldRefuse(t *testing.T) {
 	t.Parallel()
 	_, err := mapping.Parse("w.yaml", []byte("workflows:\n  - name: a\n    inputs:\n      custom:\n        BadStr: x\n"))
-	require.ErrorContains(t, err, `w.yaml:5:17: workflow "a": custom key "BadStr": Kustomer accepts custom keys in camelCase`)
+	require.ErrorContains(t, err, `w.yaml:5:9: workflow "a": custom key "BadStr": Kustomer accepts custom keys in camelCase`)
 }
 
 // TestMapStripsControlCharactersFromText: NUL and other control characters never reach Kustomer; a

@@ -24,7 +24,8 @@ func (a *app) validateCommand() *cobra.Command {
 		Use:   "validate CONFIG",
 		Short: "Check a workflow config file and list its workflows",
 		Long: `Parse CONFIG, compile every template and check every setting, exactly as 'run' does at
-start-up. Errors give the file, line and column. On success, list the workflows.`,
+start-up. Every mistake in the file is listed, each with its file, line and column, and the
+command exits 1. On success, list the workflows.`,
 		Example: "  kustomer-sync validate testdata/workflows.yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

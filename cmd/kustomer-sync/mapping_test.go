@@ -26,6 +26,25 @@ func TestValidateNamesFileLineAndColumnOfATypo(t *testing.T) {
 	require.Contains(t, err.Error(), path+":4:")
 }
 
+func TestValidateListsEveryMistakeOfAFileAndFails(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`workflows:
+  - name: batch
+    retry: {initial_delay: 5}
+    concurency: 2
+    inputs:
+      name: "{{triger.name}}"
+`), 0o600))
+	_, _, err := cli(t, "", "validate", path)
+	require.Error(t, err)
+	require.Equal(t, 1, exitCode(err))
+	require.Equal(t, "mapping: "+path+" has 3 mistakes:\n"+
+		"  "+path+`:3:28: workflow "batch": retry.initial_delay: want a duration such as 5s or 1m, got the number 5`+"\n"+
+		"  "+path+`:4:5: workflow "batch": unknown setting "concurency" (did you mean "concurrency"?)`+"\n"+
+		"  "+path+`:6:13: workflow "batch": inputs.name: {{triger.name}}: unknown name triger`, err.Error())
+}
+
 func TestMapPrintsTheExactRequestBody(t *testing.T) {
 	t.Parallel()
 	out, _, err := cli(t, `{"name":" Jane ","emails":"JANE@x.com","phones":""}`, "map")
