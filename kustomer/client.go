@@ -64,7 +64,7 @@ func BaseURLFor(s string) (string, error) {
 	if strings.Contains(v, "://") {
 		u, err := url.Parse(v)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "", fmt.Errorf("kustomer: base URL %q is not an http(s) URL", s)
+			return "", fmt.Errorf("kustomer: base URL %q is not an http(s) URL", redactUserinfo(s))
 		}
 		return v, nil
 	}
@@ -75,7 +75,22 @@ func BaseURLFor(s string) (string, error) {
 	if orgNameRE.MatchString(lv) {
 		return "https://" + lv + ".api.kustomerapp.com", nil
 	}
-	return "", fmt.Errorf("kustomer: %q is neither a region (us, eu, in), an org name nor an http(s) URL", s)
+	return "", fmt.Errorf("kustomer: %q is neither a region (us, eu, in), an org name nor an http(s) URL", redactUserinfo(s))
+}
+
+// redactUserinfo hides what comes before the last "@" of a URL (a user and
+// password, possibly with characters that keep it from parsing) so that it
+// can be printed.
+func redactUserinfo(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	return s[:start] + "[redacted]" + s[at:]
 }
 
 // Config configures a [Client]. Only APIKey is required.
@@ -113,7 +128,7 @@ func (c Config) validate() error {
 	}
 	u, err := url.Parse(c.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("kustomer: config: BaseURL %q is not an http(s) URL", c.BaseURL)
+		return fmt.Errorf("kustomer: config: BaseURL %q is not an http(s) URL", redactUserinfo(c.BaseURL))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
 )
 
 const (
@@ -26,6 +27,9 @@ type EmbeddedConfig struct {
 	Addr string
 	// StoreDir holds JetStream's files; default EmbeddedStoreDirDefault.
 	StoreDir string
+	// Logger receives the server's own log: warnings and errors at their
+	// level, notices at debug. The zero value discards it.
+	Logger zerolog.Logger
 }
 
 // StartEmbedded starts a NATS server with JetStream inside this process and
@@ -61,12 +65,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   storeDir,
-		NoLog:      true,
+		NoLog:      true, // no plain-text logger of its own: see Logger
 		NoSigs:     true,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("worker: embedded NATS: %w", err)
+	}
+	if cfg.Logger.GetLevel() != zerolog.Disabled {
+		s.SetLoggerV2(serverLogger{cfg.Logger.With().Str("component", "nats-server").Logger()}, false, false, false)
 	}
 	s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -75,3 +82,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	}
 	return s, nil
 }
+
+// serverLogger is the embedded server's logger (server.Logger) on zerolog, so
+// its lines are structured like ours instead of plain text on stderr.
+type serverLogger struct{ log zerolog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l serverLogger) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
+func (l serverLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,13 +40,20 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 
-	natsURL   string
-	natsCreds string
-	natsCA    string
-	natsCert  string
-	natsKey   string
-	logFormat string
-	logLevel  string
+	natsURL      string
+	natsCreds    string
+	natsCA       string
+	natsCert     string
+	natsKey      string
+	natsContext  string
+	natsUser     string
+	natsPassword string
+	natsNkey     string
+	logFormat    string
+	logLevel     string
+
+	// nats holds what the NATS context (--context) adds beyond the flags.
+	nats natsExtras
 
 	log zerolog.Logger
 }
@@ -75,19 +81,40 @@ no account needed.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// A subcommand must not define its own PersistentPreRunE: cobra would
+		// skip this one, and with it the environment and the logger.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return a.setupLogger()
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if err := a.setupLogger(cmd); err != nil {
+				return err
+			}
+			return a.applyNATSContext(cmd)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagParseError)
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.natsURL, "nats-url", os.Getenv("NATS_URL"), "NATS server URL(s), comma-separated (env NATS_URL)")
-	pf.StringVar(&a.natsCreds, "nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
-	pf.StringVar(&a.natsCA, "nats-ca", os.Getenv("NATS_CA"), "CA certificate to verify NATS servers' TLS (env NATS_CA); tls:// URLs use the system's roots otherwise")
-	pf.StringVar(&a.natsCert, "nats-cert", os.Getenv("NATS_CERT"), "client certificate for NATS mutual TLS (env NATS_CERT; with --nats-key)")
-	pf.StringVar(&a.natsKey, "nats-key", os.Getenv("NATS_KEY"), "client key for NATS mutual TLS (env NATS_KEY)")
-	pf.StringVar(&a.logFormat, "log-format", cmp.Or(os.Getenv("KSYNC_LOG_FORMAT"), "auto"), "log format: json, console, or auto (console on a terminal) (env KSYNC_LOG_FORMAT)")
-	pf.StringVar(&a.logLevel, "log-level", cmp.Or(os.Getenv("KSYNC_LOG_LEVEL"), "info"), "log level: debug, info, warn, error (env KSYNC_LOG_LEVEL)")
+	pf.StringVar(&a.natsURL, "nats-url", "", "NATS server URL(s), comma-separated")
+	pf.StringVar(&a.natsContext, "context", "", "NATS context to connect with, as the nats CLI's: a name in ~/.config/nats/context, or a .json file; flags and their variables override its settings")
+	pf.StringVar(&a.natsCreds, "nats-creds", "", "NATS credentials file")
+	pf.StringVar(&a.natsUser, "nats-user", "", "NATS user name (with --nats-password)")
+	pf.StringVar(&a.natsPassword, "nats-password", "", "NATS password; prefer the variable, flags show in ps")
+	pf.StringVar(&a.natsNkey, "nats-nkey", "", "file holding a NATS user's nkey seed")
+	pf.StringVar(&a.natsCA, "nats-ca", "", "CA certificate to verify NATS servers' TLS; tls:// URLs use the system's roots otherwise")
+	pf.StringVar(&a.natsCert, "nats-cert", "", "client certificate for NATS mutual TLS (with --nats-key)")
+	pf.StringVar(&a.natsKey, "nats-key", "", "client key for NATS mutual TLS")
+	pf.StringVar(&a.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	markSecret(pf, "nats-password")
+	for name, key := range map[string]string{
+		"nats-url": "NATS_URL", "context": "NATS_CONTEXT", "nats-creds": "NATS_CREDS",
+		"nats-user": "NATS_USER", "nats-password": "NATS_PASSWORD", "nats-nkey": "NATS_NKEY",
+		"nats-ca": "NATS_CA", "nats-cert": "NATS_CERT", "nats-key": "NATS_KEY",
+		"log-format": "KSYNC_LOG_FORMAT", "log-level": "KSYNC_LOG_LEVEL",
+	} {
+		bindEnv(pf, name, key)
+	}
 
 	root.AddCommand(
 		a.runCommand(),
@@ -99,7 +126,32 @@ no account needed.`,
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(a))
 	}
+	refuseUnknownCommands(root)
 	return root
+}
+
+// refuseUnknownCommands makes every command group (root, dlq, runs, ...)
+// print its help when called alone, and refuse an unknown subcommand with a
+// usage error (exit 2), where cobra would print the help and exit 0.
+func refuseUnknownCommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownCommands(sub)
+	}
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(": did you mean %q?", s[0])
+		}
+		return usageError{fmt.Errorf("%s (see '%s --help')", msg, cmd.CommandPath())}
+	}
 }
 
 // extraCommands are registered by the files that define them (init), so each
@@ -118,10 +170,10 @@ func (a *app) versionCommand() *cobra.Command {
 	}
 }
 
-func (a *app) setupLogger() error {
+func (a *app) setupLogger(cmd *cobra.Command) error {
 	level, err := zerolog.ParseLevel(strings.ToLower(a.logLevel))
 	if err != nil || a.logLevel == "" {
-		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", a.logLevel)}
+		return flagError(cmd, "log-level", "want debug, info, warn or error")
 	}
 	var w io.Writer = a.stderr
 	switch a.logFormat {
@@ -133,7 +185,7 @@ func (a *app) setupLogger() error {
 			w = zerolog.ConsoleWriter{Out: a.stderr, TimeFormat: time.TimeOnly}
 		}
 	default:
-		return usageError{fmt.Errorf("--log-format %q: want json, console or auto", a.logFormat)}
+		return flagError(cmd, "log-format", "want json, console or auto")
 	}
 	a.log = zerolog.New(w).Level(level).With().Timestamp().Logger()
 	return nil
@@ -155,28 +207,23 @@ func (a *app) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, err
 }
 
 func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{
-		nats.Name("kustomer-sync"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-	}
-	if a.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.natsCreds))
-	}
-	if a.natsCA != "" {
-		opts = append(opts, nats.RootCAs(a.natsCA))
-	}
-	if (a.natsCert == "") != (a.natsKey == "") {
-		return nil, nil, usageError{errors.New("--nats-cert and --nats-key go together")}
-	}
-	if a.natsCert != "" {
-		opts = append(opts, nats.ClientCert(a.natsCert, a.natsKey))
+	opts, err := a.natsOptions()
+	if err != nil {
+		return nil, nil, err
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (start one with 'kustomer-sync run --sandbox', or set --nats-url / NATS_URL)", redactURL(url), err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (start one with 'kustomer-sync run --sandbox', or set --nats-url / NATS_URL)", redactURL(url), redactURLError(err))
 	}
-	js, err := jetstream.New(nc)
+	var js jetstream.JetStream
+	switch {
+	case a.nats.jsDomain != "":
+		js, err = jetstream.NewWithDomain(nc, a.nats.jsDomain)
+	case a.nats.jsAPIPrefix != "":
+		js, err = jetstream.NewWithAPIPrefix(nc, a.nats.jsAPIPrefix)
+	default:
+		js, err = jetstream.New(nc)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
@@ -184,15 +231,64 @@ func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.
 	return nc, js, nil
 }
 
-// redactURL hides passwords and tokens in a NATS URL before it is printed.
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "[redacted]" + p[at:]
+// natsOptions are the connection options from the flags (and the context).
+// The client's own asynchronous errors and connection events go to the log
+// instead of plain text on stderr.
+func (a *app) natsOptions() ([]nats.Option, error) {
+	log := a.log
+	opts := []nats.Option{
+		nats.Name("kustomer-sync"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
 			}
-		}
+			ev.Msg("NATS client error")
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("NATS connection lost; reconnecting")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", redactURL(nc.ConnectedUrlRedacted())).Msg("NATS reconnected")
+		}),
 	}
-	return strings.Join(parts, ",")
+	if a.natsCreds != "" {
+		opts = append(opts, nats.UserCredentials(a.natsCreds))
+	}
+	if (a.natsUser == "") != (a.natsPassword == "") {
+		return nil, usageError{errors.New("--nats-user and --nats-password (NATS_USER, NATS_PASSWORD) go together")}
+	}
+	if a.natsUser != "" {
+		opts = append(opts, nats.UserInfo(a.natsUser, a.natsPassword))
+	}
+	if a.nats.token != "" {
+		opts = append(opts, nats.Token(a.nats.token))
+	}
+	if a.natsNkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(a.natsNkey)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--nats-nkey %s: %w", a.natsNkey, err)}
+		}
+		opts = append(opts, opt)
+	}
+	if a.natsCA != "" {
+		opts = append(opts, nats.RootCAs(a.natsCA))
+	}
+	if (a.natsCert == "") != (a.natsKey == "") {
+		return nil, usageError{errors.New("--nats-cert and --nats-key go together")}
+	}
+	if a.natsCert != "" {
+		opts = append(opts, nats.ClientCert(a.natsCert, a.natsKey))
+	}
+	if a.nats.tlsFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
+	}
+	if a.nats.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(a.nats.inboxPrefix))
+	}
+	return opts, nil
 }

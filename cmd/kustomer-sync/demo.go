@@ -36,11 +36,14 @@ func (a *app) demoCommand() *cobra.Command {
 		Long: `Start an embedded NATS server, a local Kustomer sandbox and the worker in one process,
 publish sample leads (testdata/leads.jsonl, built in), wait until every event is processed, and
 print a summary: customers created, failures with their reasons, time taken. No account, no
-setup, nothing left behind (the NATS store lives in a temporary folder unless --data-dir).`,
+setup, nothing left behind (the NATS store lives in a temporary folder, unless --data-dir).`,
 		Example: `  kustomer-sync demo
   kustomer-sync demo --leads my-leads.jsonl --config workflows.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(cmd); err != nil {
+				return err
+			}
 			if !cmd.Flags().Changed("log-level") {
 				// The summary is the demo's output; logs only for trouble.
 				a.log = a.log.Level(zerolog.WarnLevel)
@@ -51,7 +54,15 @@ setup, nothing left behind (the NATS store lives in a temporary folder unless --
 	f.register(cmd)
 	cmd.Flags().StringVar(&leadsFile, "leads", "", "publish these leads (JSON, JSONL or CSV) instead of the built-in sample")
 	cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "give up when events are not all processed within this time")
+	// The demo keeps nothing unless asked: no "data" default, and no
+	// KSYNC_DATA_DIR, which may point at a real worker's store. It always
+	// listens on a free port.
+	dataDir := cmd.Flags().Lookup("data-dir")
+	dataDir.DefValue, f.dataDir = "", ""
+	dataDir.Usage = "keep the embedded NATS store in this folder (default: a temporary folder, removed at the end)"
+	delete(dataDir.Annotations, envAnnotation)
 	_ = cmd.Flags().MarkHidden("sandbox")
+	_ = cmd.Flags().MarkHidden("embedded-addr")
 	return cmd
 }
 

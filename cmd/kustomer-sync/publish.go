@@ -31,6 +31,7 @@ type publishFlags struct {
 	format  string
 	idField string
 	timeout time.Duration
+	asJSON  bool
 }
 
 func (a *app) publishCommand() *cobra.Command {
@@ -64,6 +65,7 @@ stream's de-duplication window). A progress bar shows on a terminal.`,
 	fl.StringVar(&f.format, "format", "auto", "input format: auto, json, jsonl or csv (auto: csv for .csv files, JSON otherwise)")
 	fl.StringVar(&f.idField, "id-field", "id", "record field used as Nats-Msg-Id; records without it get a content hash")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for JetStream to acknowledge all events")
+	fl.BoolVar(&f.asJSON, "json", false, `print the result as JSON: {"subject", "published", "duplicates"}`)
 	return cmd
 }
 
@@ -100,8 +102,12 @@ func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "published %d events to %s (%d already published before, skipped by de-duplication)\n", res.published, f.subject, res.duplicates)
-	return nil
+	if f.asJSON {
+		return writeJSON(a.stdout, res)
+	}
+	_, err = fmt.Fprintf(a.stdout, "published %d %s to %s (%d already published before, skipped by de-duplication)\n",
+		res.Published, plural(res.Published, "event", "events"), res.Subject, res.Duplicates)
+	return err
 }
 
 func displayName(name string) string {
@@ -111,12 +117,17 @@ func displayName(name string) string {
 	return name
 }
 
-type publishResult struct{ published, duplicates int }
+// publishResult is what `publish` reports (--json prints it as it is).
+type publishResult struct {
+	Subject    string `json:"subject"`
+	Published  int    `json:"published"`  // stored as new events
+	Duplicates int    `json:"duplicates"` // already stored before: dropped by de-duplication
+}
 
 // publishRecords publishes asynchronously with a bounded window and waits for
 // every ack; an event is counted only once JetStream stored it.
 func publishRecords(ctx context.Context, js jetstream.JetStream, subject string, recs []record, timeout time.Duration, progress func(int)) (publishResult, error) {
-	var res publishResult
+	res := publishResult{Subject: subject}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	const window = 256
@@ -127,9 +138,9 @@ func publishRecords(ctx context.Context, js jetstream.JetStream, subject string,
 			select {
 			case ack := <-fut.Ok():
 				if ack.Duplicate {
-					res.duplicates++
+					res.Duplicates++
 				} else {
-					res.published++
+					res.Published++
 				}
 			case err := <-fut.Err():
 				if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -194,20 +205,16 @@ func readJSON(r io.Reader, idField string) ([]record, error) {
 	var recs []record
 	for {
 		start := dec.InputOffset()
+		start += int64(len(data[start:]) - len(bytes.TrimLeft(data[start:], " \t\r\n")))
+		line := lineAt(data, start)
 		var raw json.RawMessage
 		err := dec.Decode(&raw)
 		if errors.Is(err, io.EOF) {
 			return recs, nil
 		}
 		if err != nil {
-			off := dec.InputOffset()
-			var syn *json.SyntaxError
-			if errors.As(err, &syn) {
-				off = syn.Offset
-			}
-			return nil, fmt.Errorf("line %d: %w", lineAt(data, off), err)
+			return nil, jsonSyntaxError(data, line, err)
 		}
-		line := lineAt(data, start+int64(len(data[start:])-len(bytes.TrimLeft(data[start:], " \t\r\n"))))
 		trimmed := bytes.TrimSpace(raw)
 		if len(trimmed) > 0 && trimmed[0] == '[' {
 			var arr []json.RawMessage
@@ -228,6 +235,25 @@ func readJSON(r io.Reader, idField string) ([]record, error) {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		recs = append(recs, rec)
+	}
+}
+
+// jsonSyntaxError names the line of the byte JSON choked on (a syntax
+// error's Offset counts that byte, which may itself be a line break), and the
+// line the record started on when that is another one.
+func jsonSyntaxError(data []byte, recordLine int, err error) error {
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &syn):
+		line := lineAt(data, syn.Offset-1)
+		if line != recordLine {
+			return fmt.Errorf("line %d: invalid JSON in the record starting on line %d: %w", line, recordLine, err)
+		}
+		return fmt.Errorf("line %d: invalid JSON: %w", line, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("line %d: the record starting here is not complete JSON (the input ends inside it)", recordLine)
+	default:
+		return fmt.Errorf("line %d: %w", recordLine, err)
 	}
 }
 

@@ -31,6 +31,9 @@ workflow config: restart the process to apply a new one.`,
   kustomer-sync run --config workflows.yaml --rate-per-minute 1000 --stream-replicas 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(cmd); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			st, err := a.startStack(ctx, &f)
 			if err != nil {

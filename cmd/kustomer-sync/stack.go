@@ -53,28 +53,56 @@ type workerFlags struct {
 
 func (f *workerFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVarP(&f.configPath, "config", "c", os.Getenv("KSYNC_CONFIG"), "workflow config file (YAML); default: the built-in workflow on leads.> (env KSYNC_CONFIG)")
-	fl.StringVar(&f.apiKeyFile, "kustomer-api-key-file", os.Getenv("KUSTOMER_API_KEY_FILE"), "file holding the Kustomer API key (env KUSTOMER_API_KEY_FILE; or set KUSTOMER_API_KEY)")
-	fl.StringVar(&f.baseURL, "kustomer-base-url", os.Getenv("KUSTOMER_BASE_URL"), "Kustomer API base URL, or a region (us, eu, in) or org name (env KUSTOMER_BASE_URL; default https://api.kustomerapp.com)")
+	fl.StringVarP(&f.configPath, "config", "c", "", "workflow config file (YAML); default: the built-in workflow on leads.>")
+	fl.StringVar(&f.apiKeyFile, "kustomer-api-key-file", "", "file holding the Kustomer API key (or set KUSTOMER_API_KEY)")
+	fl.StringVar(&f.baseURL, "kustomer-base-url", "", "Kustomer API base URL, or a region (us, eu, in) or org name (default https://api.kustomerapp.com)")
 	fl.DurationVar(&f.timeout, "kustomer-timeout", kustomer.DefaultTimeout, "timeout of one Kustomer request")
 	fl.BoolVar(&f.useSandbox, "sandbox", false, "run against a local Kustomer sandbox started in this process (no account needed)")
 	fl.IntVar(&f.sandboxRate, "sandbox-rate", 1000, "with --sandbox: the sandbox's org budget, requests per minute")
 	fl.Float64Var(&f.sandboxFaults.ErrorRate, "sandbox-error-rate", 0, "with --sandbox: share of requests answered 503")
 	fl.Float64Var(&f.sandboxFaults.TimeoutRate, "sandbox-timeout-rate", 0, "with --sandbox: share of creates stored but never answered")
 	fl.DurationVar(&f.sandboxFaults.Latency, "sandbox-latency", 0, "with --sandbox: latency added to every request")
-	fl.IntVar(&f.ratePerMinute, "rate-per-minute", envInt("KSYNC_RATE_PER_MINUTE", 1000), "Kustomer org budget shared by ALL replicas, requests per minute (env KSYNC_RATE_PER_MINUTE)")
+	fl.IntVar(&f.ratePerMinute, "rate-per-minute", 1000, "Kustomer org budget shared by ALL replicas, requests per minute")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
-	fl.StringVar(&f.dataDir, "data-dir", cmp.Or(os.Getenv("KSYNC_DATA_DIR"), "data"), "where the embedded NATS server keeps its store (env KSYNC_DATA_DIR)")
-	fl.StringVar(&f.embeddedAddr, "embedded-addr", cmp.Or(os.Getenv("KSYNC_EMBEDDED_ADDR"), worker.EmbeddedAddrDefault), "address of the embedded NATS server, used when no --nats-url is given (env KSYNC_EMBEDDED_ADDR)")
+	fl.StringVar(&f.dataDir, "data-dir", "data", "where the embedded NATS server keeps its store")
+	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", os.Getenv("KSYNC_METRICS_ADDR"), "serve Prometheus metrics on this address, e.g. :9090 (env KSYNC_METRICS_ADDR)")
-	fl.StringVar(&f.replicaID, "replica-id", os.Getenv("KSYNC_REPLICA_ID"), "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (env KSYNC_REPLICA_ID; default host-pid)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (GET /metrics)")
+	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT, SIGTERM or SIGHUP, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
+	for name, key := range map[string]string{
+		"config": "KSYNC_CONFIG", "kustomer-api-key-file": "KUSTOMER_API_KEY_FILE", "kustomer-base-url": "KUSTOMER_BASE_URL",
+		"kustomer-timeout": "KSYNC_KUSTOMER_TIMEOUT", "rate-per-minute": "KSYNC_RATE_PER_MINUTE", "rate-burst": "KSYNC_RATE_BURST",
+		"data-dir": "KSYNC_DATA_DIR", "embedded-addr": "KSYNC_EMBEDDED_ADDR", "stream": "KSYNC_STREAM",
+		"stream-replicas": "KSYNC_STREAM_REPLICAS", "metrics-addr": "KSYNC_METRICS_ADDR", "replica-id": "KSYNC_REPLICA_ID",
+		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
+		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
+	} {
+		bindEnv(fl, name, key)
+	}
+}
+
+// check refuses values the worker cannot run with, naming the flag or its
+// variable. Call it from RunE, after the flags and the environment are read.
+func (f *workerFlags) check(cmd *cobra.Command) error {
+	return checkFlags(cmd,
+		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0), atLeast("max-event-bytes", 1),
+		between("stream-replicas", 1, 5),
+		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
+		positiveDuration("claim-lease"), positiveDuration("dedup-window"),
+		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
+		func(cmd *cobra.Command) error {
+			if f.claimLease <= f.timeout {
+				return flagError(cmd, "claim-lease", "must exceed --kustomer-timeout %s, or a slow request's item could be claimed and created by another replica", f.timeout)
+			}
+			return nil
+		},
+	)
 }
 
 // stack is a running worker and whatever it started to run: the embedded NATS
@@ -133,7 +161,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 
 	st.natsURL = a.natsURL
 	if st.natsURL == "" {
-		st.embedded, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats")})
+		st.embedded, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats"), Logger: a.log})
 		if err != nil {
 			return nil, err
 		}
@@ -145,9 +173,6 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 
-	if f.claimLease <= f.timeout {
-		return nil, usageError{fmt.Errorf("--claim-lease %s must exceed --kustomer-timeout %s, or a slow request's item could be claimed and created by another replica", f.claimLease, f.timeout)}
-	}
 	st.replica, err = startReplica(ctx, st.nc, st.js, replicaConfig{
 		kustomer:  kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout},
 		perMinute: f.ratePerMinute,
@@ -167,7 +192,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	}
 	worker.ExportBudgetMetrics(st.replica.limiter, st.replica.budget)
 	if f.metricsAddr != "" {
-		st.metrics = &http.Server{Addr: f.metricsAddr, Handler: promhttp.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		st.metrics = &http.Server{Addr: f.metricsAddr, Handler: metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := net.Listen("tcp", f.metricsAddr)
 		if err != nil {
 			return nil, fmt.Errorf("--metrics-addr: %w", err)
@@ -176,6 +201,14 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		a.log.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics")
 	}
 	return st, nil
+}
+
+// metricsHandler serves GET (and HEAD) /metrics only: 404 on other paths,
+// 405 for other methods.
+func metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.Handler())
+	return mux
 }
 
 func (st *stack) startSandbox(f *workerFlags) error {
@@ -300,14 +333,4 @@ func resolveAPIKey(file string) (string, error) {
 		return key, nil
 	}
 	return strings.TrimSpace(os.Getenv("KUSTOMER_API_KEY")), nil
-}
-
-func envInt(key string, def int) int {
-	var n int
-	if v := os.Getenv(key); v != "" {
-		if _, err := fmt.Sscan(v, &n); err == nil {
-			return n
-		}
-	}
-	return def
 }
