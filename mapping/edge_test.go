@@ -22,7 +22,7 @@ func TestMapReportsAnIndexPastTheEndAsAMappingError(t *testing.T) {
 	w := mustWorkflow(t, in(`name: "{{trigger.names[3]}}"`))
 	_, err := w.Map(map[string]any{"names": []any{"a"}}, nil, 0)
 	require.Equal(t, KindMapping, KindOf(err))
-	require.ErrorContains(t, err, `mapping: name: index out of range`)
+	require.EqualError(t, err, `mapping: name: index 3 is past the end of a list of 1 (get(list, 3) gives a blank instead) (template "{{trigger.names[3]}}")`)
 
 	safe := mustWorkflow(t, in(`name: "{{get(trigger.names, 3) ?? 'none'}}"`))
 	req, err := safe.Map(map[string]any{"names": []any{"a"}}, nil, 0)

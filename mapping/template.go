@@ -77,7 +77,7 @@ func formatDate(params ...any) (any, error) {
 	}
 	t, ok := toTime(params[0])
 	if !ok {
-		return nil, fmt.Errorf("formatDate: %s is not a date", describe(params[0]))
+		return nil, fmt.Errorf("formatDate() wants a date (RFC 3339 text or Unix seconds), got %s", describe(params[0]))
 	}
 	return t.Format(layout), nil
 }
@@ -297,11 +297,7 @@ func run(prog *vm.Program, e *env) (any, error) {
 	v, err := m.Run(prog, e)
 	vmPool.Put(m)
 	if err != nil {
-		var fe *file.Error
-		if errors.As(err, &fe) {
-			return nil, errors.New(fe.Message)
-		}
-		return nil, err
+		return nil, errors.New(explain(err, prog.Source().String()))
 	}
 	return v, nil
 }
