@@ -5,11 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
-
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 )
 
 // Defaults of [BreakerConfig].
@@ -53,12 +50,12 @@ func (c BreakerConfig) validate() error {
 }
 
 // Breaker pauses a workflow on a systemic failure, as the product pauses a
-// workflow "on the failed node": it opens at once on a systemic error
-// (401/403: credentials, role, region) and after Threshold transient failures
-// in a row (an outage). While it is open, runners stop starting attempts and
-// report their unfinished items as paused; Probe closes it again once
-// Kustomer answers. 429s neither count nor break a run: the Limiter handles
-// them.
+// workflow "on the failed node": it opens at once on a [Pause] decision
+// (a 401/403: credentials, role, region) and after Threshold transient
+// failures in a row (an outage). While it is open, runners stop starting
+// attempts and report their unfinished items as paused; Probe closes it
+// again once Kustomer answers. [Throttled] refusals (429s) neither count nor
+// break a run: the Limiter handles them.
 //
 // Create one per workflow with NewBreaker. A Breaker is safe for concurrent use.
 type Breaker struct {
@@ -83,23 +80,21 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	return &Breaker{cfg: cfg.withDefaults(), opened: make(chan struct{}), closed: closed}, nil
 }
 
-// Record feeds the outcome of one Kustomer call to the breaker. nil and
-// permanent errors (Kustomer answered) end a run of transient failures; a
-// retryable error other than a 429 extends it, and opens the breaker when
-// the run reaches Threshold; a systemic error opens it at once.
+// Record feeds the outcome of one Kustomer call, as a decision (see
+// [RetryAfter]), to the breaker. nil and permanent failures (Kustomer
+// answered) end a run of transient failures; [RetryAfter] and [Unknown]
+// extend it, and open the breaker when the run reaches Threshold; [Pause]
+// opens it at once; [Throttled] changes nothing.
 func (b *Breaker) Record(err error) {
-	switch kustomer.ClassOf(err) {
-	case kustomer.ClassNone, kustomer.ClassPermanent:
+	switch decision, _ := decide(err); decision {
+	case kindNone, kindPermanent:
 		b.mu.Lock()
 		b.run = 0
 		b.mu.Unlock()
-	case kustomer.ClassSystemic:
+	case kindPause:
 		b.trip(fmt.Sprintf("systemic failure: %v", err))
-	case kustomer.ClassRetryable:
-		var ke *kustomer.Error
-		if errors.As(err, &ke) && ke.StatusCode == http.StatusTooManyRequests {
-			return
-		}
+	case kindThrottled:
+	case kindRetry, kindUnknown:
 		b.mu.Lock()
 		b.run++
 		n := b.run

@@ -3,29 +3,47 @@ package loop_test
 import (
 	"context"
 	"errors"
-	"net/http"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
 
-func retryable(status int) error {
-	return &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: status, Message: http.StatusText(status)}
+// answerError is a test service's refusal of one call, as the edge that
+// speaks the service's protocol would report it inside its decision.
+type answerError struct {
+	status int
+	code   string
 }
 
-func permanent() error {
-	return &kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400, Code: "badparam", Message: "bad"}
+func (e *answerError) Error() string {
+	if e.code == "" {
+		return fmt.Sprintf("service: %d", e.status)
+	}
+	return fmt.Sprintf("service: %d %s", e.status, e.code)
 }
 
-func systemic() error {
-	return &kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401, Code: "unauthorized", Message: "bad key"}
+// answerOf returns the refusal err holds, or the zero answerError.
+func answerOf(err error) answerError {
+	var ae *answerError
+	if errors.As(err, &ae) {
+		return *ae
+	}
+	return answerError{}
 }
+
+func retryable(status int) error { return loop.RetryAfter(0, &answerError{status: status}) }
+
+func throttled(d time.Duration) error { return loop.Throttled(d, &answerError{status: 429}) }
+
+func permanent() error { return loop.Permanent(&answerError{status: 400, code: "badparam"}) }
+
+func systemic() error { return loop.Pause(&answerError{status: 401, code: "unauthorized"}) }
 
 type changes struct {
 	mu   sync.Mutex
@@ -84,7 +102,7 @@ func TestBreakerIgnoresRateLimiting(t *testing.T) {
 	t.Parallel()
 	b, _ := newBreaker(t, looptest.NewFakeClock(time.Time{}), 2)
 	for range 10 {
-		b.Record(retryable(http.StatusTooManyRequests))
+		b.Record(throttled(0))
 	}
 	require.False(t, b.Open())
 }

@@ -10,14 +10,40 @@
 //     clients spend in each window and leaves it to them, so neither they
 //     nor we hit a 429. SetShare gives it this replica's part of the
 //     organisation's budget.
-//   - [Breaker]: one per workflow. Opens on a 401/403 or a run of transient
-//     failures; Probe closes it again.
+//   - [Breaker]: one per workflow. Opens on a [Pause] decision or a run of
+//     transient failures; Probe closes it again.
 //   - [Runner]: one per workflow. Run fans the items of one event out to a
 //     fixed set of workers (a github.com/sourcegraph/conc pool); an item
 //     waiting for its retry sits in a delay queue, not in a worker.
-//   - [Policy]: exponential backoff with jitter, capped.
+//   - [Policy]: exponential backoff with jitter, capped; the one backoff of
+//     the module (the Breaker's probes and the worker's retries use it too).
+//
+// # Decisions
+//
+// A [Task] returns a decision to steer the [Runner], as river's JobSnooze
+// and JobCancel steer its workers. Whoever knows the service classifies its
+// answer once, at the edge, and wraps it in one of them:
+//
+//   - [RetryAfter]: a transient failure; try the item again after the
+//     Policy's backoff, or after the delay the service asked for if longer.
+//     [Throttled] is the same for a refusal on rate (a 429), which the
+//     Limiter handles and a Breaker does not count as a failure.
+//   - [Permanent]: retrying cannot help; the item fails at once.
+//   - [Pause]: every request would fail alike (credentials, role, region);
+//     the Run stops and its unfinished items are reported paused.
+//   - [Unknown]: the request may have been carried out (a timeout, a lost
+//     connection); it is retried like a transient failure, and the Task must
+//     make the next attempt safe (look the result up before doing it again).
+//
+// An error that holds none of them is permanent. When decisions are wrapped
+// in one another, the outermost one counts. Each decision's Error is its
+// cause's, so wrapping one changes no message a user sees; Unwrap gives the
+// cause, so errors.Is and errors.As still reach it. Each type's Is matches
+// any value of that type: errors.Is(err, &loop.PauseError{}) asks whether
+// err holds a pause, whatever its cause.
 //
 // Time comes from a [Clock]; tests use looptest.FakeClock and never sleep.
-// The package knows nothing of NATS: the worker acknowledges, naks and
-// heartbeats messages around Run.
+// The package knows nothing of NATS nor of HTTP: the worker acknowledges,
+// naks and heartbeats messages around Run, turns Kustomer's answers into
+// decisions, and its rate-limit headers into an [Observation].
 package loop

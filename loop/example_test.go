@@ -2,10 +2,10 @@ package loop_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 )
 
@@ -27,9 +27,9 @@ func ExampleRunner() {
 	rep := r.Run(context.Background(), []int{0, 1, 2}, func(ctx context.Context, index, attempt int) (loop.Result, error) {
 		switch {
 		case index == 1:
-			return loop.Result{}, &kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400, Code: "badparam", Message: "invalid email"}
+			return loop.Result{}, loop.Permanent(errors.New("kustomer: create: 400 badparam: invalid email"))
 		case index == 2 && attempt == 1:
-			return loop.Result{}, &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "unavailable"}
+			return loop.Result{}, loop.RetryAfter(0, errors.New("kustomer: create: 503 unavailable"))
 		}
 		return loop.Result{CustomerID: fmt.Sprintf("cust-%d", index)}, nil
 	})

@@ -3,7 +3,6 @@ package loop_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/sourcegraph/conc"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
@@ -32,7 +30,7 @@ type fixedWindow struct {
 	rateLimited map[string][]int // client → 429s per window
 }
 
-func (f *fixedWindow) call(client string) kustomer.RateLimit {
+func (f *fixedWindow) call(client string) loop.Observation {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.clock.Now()
@@ -50,10 +48,10 @@ func (f *fixedWindow) call(client string) kustomer.RateLimit {
 	if reset.Before(end) {
 		reset = reset.Add(time.Second)
 	}
-	rl := kustomer.RateLimit{Limit: f.limit, Reset: reset, Status: http.StatusCreated}
+	rl := loop.Observation{Limit: f.limit, Reset: reset}
 	if f.used >= f.limit {
 		f.rateLimited[client][idx]++
-		rl.Status, rl.RetryAfter = http.StatusTooManyRequests, reset.Sub(now)
+		rl.Throttled, rl.RetryAfter = true, reset.Sub(now)
 	} else {
 		f.used++
 		f.spent[client][idx]++

@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 )
 
 // Defaults of [LimiterConfig].
@@ -278,11 +275,25 @@ func (l *Limiter) waitPause(ctx context.Context) error {
 	}
 }
 
-// Observe adapts the limiter to the rate-limit headers of one Kustomer
-// response; call it after every response that carried them. A RateLimit with
-// no Status and no Limit is ignored.
+// Observation is what one answer of the service said about the
+// organisation's rate budget: Kustomer's x-ratelimit-* and Retry-After
+// headers, read by whoever speaks its protocol. A field the answer did not
+// carry is zero; Remaining is read only when Limit > 0.
+type Observation struct {
+	Limit      int           // requests per window (x-ratelimit-limit)
+	Remaining  int           // requests left in the window (x-ratelimit-remaining)
+	Reset      time.Time     // when the window ends (x-ratelimit-reset)
+	RetryAfter time.Duration // the wait the answer asked for (Retry-After)
+	// Throttled: the answer refused the request on rate (a 429).
+	Throttled bool
+}
+
+// Observe adapts the limiter to what one Kustomer response said about the
+// rate budget; call it after every response that carried rate-limit headers
+// and after every refusal on rate. An Observation neither Throttled nor with
+// a Limit is ignored.
 //
-// On a 429 every waiter of this limiter pauses until the later of
+// On a refusal (a 429) every waiter of this limiter pauses until the later of
 // Retry-After and x-ratelimit-reset (PauseFallback if neither is known) and
 // the OnPause hooks run.
 //
@@ -317,14 +328,14 @@ func (l *Limiter) waitPause(ctx context.Context) error {
 // successive resets (WindowDefault until then), and so is how much the
 // reported reset is rounded up: an answer of the next window before the
 // reported reset shows that the window ended by then.
-func (l *Limiter) Observe(rl kustomer.RateLimit) {
+func (l *Limiter) Observe(rl Observation) {
 	now := l.clock.Now()
 	reset := rl.Reset
 	misread := reset.After(now.Add(maxResetAhead))
 	if misread {
 		reset = now.Add(maxResetAhead)
 	}
-	if rl.Status == http.StatusTooManyRequests {
+	if rl.Throttled {
 		until := now.Add(rl.RetryAfter)
 		if reset.After(until) {
 			until = reset

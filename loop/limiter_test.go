@@ -2,7 +2,6 @@ package loop_test
 
 import (
 	"context"
-	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/sourcegraph/conc"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
@@ -62,7 +60,7 @@ func TestLimiterA429PausesEveryWaiterUntilRetryAfter(t *testing.T) {
 	var hooked []time.Time
 	lim.OnPause(func(until time.Time) { hooked = append(hooked, until) })
 
-	lim.Observe(kustomer.RateLimit{Status: http.StatusTooManyRequests, RetryAfter: 10 * time.Second})
+	lim.Observe(loop.Observation{Throttled: true, RetryAfter: 10 * time.Second})
 	require.Equal(t, []time.Time{clock.Now().Add(10 * time.Second)}, hooked)
 
 	const waiters = 5
@@ -88,10 +86,10 @@ func TestLimiterA429WithoutRetryAfterPausesUntilTheWindowResets(t *testing.T) {
 	clock := looptest.NewFakeClock(time.Time{})
 	lim := newLimiter(t, clock, 1000, 50)
 	reset := clock.Now().Add(42 * time.Second)
-	lim.Observe(kustomer.RateLimit{Status: http.StatusTooManyRequests, Limit: 1000, Reset: reset})
+	lim.Observe(loop.Observation{Throttled: true, Limit: 1000, Reset: reset})
 	require.Equal(t, reset, lim.PausedUntil())
 
-	lim.Observe(kustomer.RateLimit{Status: http.StatusTooManyRequests})
+	lim.Observe(loop.Observation{Throttled: true})
 	require.Equal(t, reset, lim.PausedUntil(), "a shorter pause does not shorten the running one")
 }
 
@@ -109,8 +107,8 @@ func TestLimiterPauseUntilExtendsNeverShortensAndIsNotBroadcast(t *testing.T) {
 }
 
 // answer is a successful response's rate-limit headers.
-func answer(limit, used int, reset time.Time) kustomer.RateLimit {
-	return kustomer.RateLimit{Status: http.StatusCreated, Limit: limit, Remaining: limit - used, Reset: reset}
+func answer(limit, used int, reset time.Time) loop.Observation {
+	return loop.Observation{Limit: limit, Remaining: limit - used, Reset: reset}
 }
 
 // take takes n tokens that must be ready at once: on the fake clock a token

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/sourcegraph/conc/pool"
-
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 )
 
 // Defaults of [Config].
@@ -83,8 +81,9 @@ func New(cfg Config) (*Runner, error) {
 }
 
 // Task makes one attempt at one item: index is the item's index in the event
-// (as given to Run), attempt counts from 1. It returns a classified
-// *kustomer.Error (anything else counts as permanent). ctx is canceled only
+// (as given to Run), attempt counts from 1. A failed attempt returns its
+// decision: [RetryAfter], [Throttled], [Permanent], [Pause] or [Unknown]
+// (an error that holds none counts as permanent). ctx is canceled only
 // when Run's ctx is: an attempt in flight when the workflow pauses finishes,
 // so a customer created meanwhile is reported as created.
 type Task func(ctx context.Context, index, attempt int) (Result, error)
@@ -117,16 +116,15 @@ const (
 // Outcome is the end of one item. The failure fields describe the item's
 // last failure, if any (a created item may have failed before).
 type Outcome struct {
-	Index        int
-	Status       Status
-	CustomerID   string
-	Attributes   map[string]any
-	Attempts     int // attempts made in this Run
-	Class        kustomer.Class
-	Exhausted    bool // failed because MaxAttempts were spent on retryable errors
+	Index      int
+	Status     Status
+	CustomerID string
+	Attributes map[string]any
+	Attempts   int  // attempts made in this Run
+	Exhausted  bool // failed because MaxAttempts were spent on retries
+	// Err is the last failure as the Task returned it, decision included:
+	// ask it with errors.Is and errors.As. nil once the item is created.
 	Err          error
-	StatusCode   int    // HTTP status of the last failure; 0 if none or a network error
-	Code         string // Kustomer's error code of the last failure, if any
 	FirstFailure time.Time
 	LastFailure  time.Time
 }
@@ -163,10 +161,11 @@ func (r Report) filter(statuses ...Status) []Outcome {
 // Run runs task for every item of indexes (a replay may run a subset of an
 // event) and returns when every item has an outcome. At most Concurrency
 // attempts are in flight; an item waiting for its retry holds no slot. A
-// permanent error fails the item at once; a retryable one is retried after
-// the longer of Policy.Backoff and the error's Retry-After, up to
-// MaxAttempts; a systemic one, or the Breaker opening, stops the Run:
-// attempts in flight finish, everything else becomes StatusPaused. If ctx
+// [Permanent] decision fails the item at once; [RetryAfter], [Throttled]
+// and [Unknown] retry it after the longer of Policy.Backoff and the
+// decision's delay, up to MaxAttempts; [Pause], or the Breaker opening,
+// stops the Run: attempts in flight finish, everything else becomes
+// StatusPaused. If ctx
 // ends, in-flight attempts see it and unfinished items become
 // StatusCanceled. A panic in task is re-raised by Run after every other
 // goroutine has ended. Every goroutine Run starts has ended when it returns.
@@ -376,14 +375,16 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 			o.Status = StatusAlreadyCreated
 		}
 		o.CustomerID, o.Attributes = res.res.CustomerID, res.res.Attributes
-		o.Class, o.Err, o.Exhausted = kustomer.ClassNone, nil, false
+		o.Err, o.Exhausted = nil, false
 		s.finished++
 		if s.cfg.Breaker != nil {
 			s.cfg.Breaker.Record(nil)
 		}
 		return running
 	}
-	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || kustomer.ClassOf(res.err) == kustomer.ClassRetryable) {
+	decision, delay := decide(res.err)
+	retrying := decision == kindRetry || decision == kindThrottled || decision == kindUnknown
+	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || retrying) {
 		// The attempt was cut short by cancellation, not by Kustomer.
 		o.Err = res.err
 		o.Status = StatusCanceled
@@ -392,12 +393,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 	}
 
 	now := s.cfg.Clock.Now()
-	o.Class, o.Err = kustomer.ClassOf(res.err), res.err
-	o.StatusCode, o.Code = 0, ""
-	var ke *kustomer.Error
-	if errors.As(res.err, &ke) {
-		o.StatusCode, o.Code = ke.StatusCode, ke.Code
-	}
+	o.Err = decided(res.err)
 	if o.FirstFailure.IsZero() {
 		o.FirstFailure = now
 	}
@@ -406,10 +402,10 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		s.cfg.Breaker.Record(res.err)
 	}
 
-	switch o.Class {
-	case kustomer.ClassSystemic:
+	switch {
+	case decision == kindPause:
 		return stopPaused // the item stays unfinished and becomes paused
-	case kustomer.ClassRetryable:
+	case retrying:
 		if res.attempt >= s.cfg.Policy.MaxAttempts {
 			o.Status, o.Exhausted = StatusFailed, true
 			s.finished++
@@ -418,7 +414,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		if s.stop != running {
 			return running // paused or canceled while this attempt ran
 		}
-		d := max(s.cfg.Policy.Backoff(res.attempt, s.cfg.Rand()), kustomer.RetryAfterOf(res.err))
+		d := max(s.cfg.Policy.Backoff(res.attempt, s.cfg.Rand()), delay)
 		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt + 1}})
 		return running
 	default:

@@ -12,7 +12,6 @@ import (
 	"github.com/sourcegraph/conc/panics"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
@@ -192,8 +191,8 @@ func TestRunnerFailsAnItemWhenItsAttemptsAreExhausted(t *testing.T) {
 	require.True(t, o.Exhausted)
 	require.Equal(t, 3, o.Attempts)
 	require.EqualValues(t, 3, calls.Load())
-	require.Equal(t, kustomer.ClassRetryable, o.Class)
-	require.Equal(t, 503, o.StatusCode)
+	require.ErrorIs(t, o.Err, &loop.RetryError{})
+	require.Equal(t, 503, answerOf(o.Err).status)
 	require.Equal(t, []loop.Outcome{o}, rep.Failed())
 }
 
@@ -206,7 +205,7 @@ func TestRunnerHonoursRetryAfterWhenLongerThanTheBackoff(t *testing.T) {
 	b.drive(t)
 	rep := r.Run(t.Context(), []int{0}, func(_ context.Context, _, attempt int) (loop.Result, error) {
 		if attempt == 1 {
-			return loop.Result{}, &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429, RetryAfter: 30 * time.Second}
+			return loop.Result{}, throttled(30 * time.Second)
 		}
 		second.Store(int64(b.clock.Now().Sub(start)))
 		return loop.Result{CustomerID: "c"}, nil
@@ -233,10 +232,9 @@ func TestRunnerDoesNotRetryPermanentFailures(t *testing.T) {
 		require.Equal(t, loop.StatusFailed, o.Status)
 		require.Equal(t, 1, o.Attempts)
 		require.False(t, o.Exhausted)
-		require.Equal(t, kustomer.ClassPermanent, o.Class)
+		require.ErrorIs(t, o.Err, &loop.PermanentError{}, "an error without a decision is permanent")
 	}
-	require.Equal(t, "badparam", rep.Outcomes[0].Code)
-	require.Equal(t, 400, rep.Outcomes[0].StatusCode)
+	require.Equal(t, answerError{status: 400, code: "badparam"}, answerOf(rep.Outcomes[0].Err))
 	require.ErrorIs(t, rep.Outcomes[1].Err, unclassified)
 }
 
@@ -257,8 +255,8 @@ func TestRunnerA429SeenByOneItemMakesEveryWorkerWait(t *testing.T) {
 			at = append(at, b.clock.Now().Sub(start))
 			mu.Unlock()
 			if calls.Add(1) == 1 {
-				lim.Observe(kustomer.RateLimit{Status: 429, RetryAfter: 10 * time.Second})
-				return loop.Result{}, &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429, RetryAfter: 10 * time.Second}
+				lim.Observe(loop.Observation{Throttled: true, RetryAfter: 10 * time.Second})
+				return loop.Result{}, throttled(10 * time.Second)
 			}
 			return loop.Result{CustomerID: "c"}, nil
 		})
@@ -322,7 +320,7 @@ func TestRunnerPausesOnASystemicFailureWithoutFailingItems(t *testing.T) {
 	require.True(t, brk.Open())
 	require.Equal(t, []bool{true}, changes.get())
 	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusCreated, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
-	require.Equal(t, kustomer.ClassSystemic, rep.Outcomes[2].Class)
+	require.ErrorIs(t, rep.Outcomes[2].Err, &loop.PauseError{})
 	require.Zero(t, rep.Outcomes[3].Attempts)
 	require.Empty(t, rep.Failed())
 
@@ -377,7 +375,7 @@ func TestRunnerPausesWhenARunOfTransientFailuresOpensTheBreaker(t *testing.T) {
 	require.EqualValues(t, 3, calls.Load())
 	require.Equal(t, []loop.Status{loop.StatusPaused, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
 	require.Equal(t, 1, rep.Outcomes[0].Attempts)
-	require.Equal(t, 503, rep.Outcomes[0].StatusCode)
+	require.Equal(t, 503, answerOf(rep.Outcomes[0].Err).status)
 	require.Empty(t, rep.Failed(), "an outage fails nothing")
 }
 
@@ -442,7 +440,7 @@ func TestRunnerMarksUnfinishedItemsCanceledWhenTheContextEnds(t *testing.T) {
 		}
 		cancel()
 		<-ctx.Done()
-		return loop.Result{}, &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true, Err: ctx.Err()}
+		return loop.Result{}, loop.Unknown(ctx.Err())
 	})
 	require.False(t, rep.Paused)
 	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusCanceled, loop.StatusCanceled}, statuses(rep))

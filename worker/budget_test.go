@@ -88,7 +88,7 @@ func TestBudgetBroadcastsA429PauseToEveryOtherReplica(t *testing.T) {
 	c := startReplica(t, srv, "c", cfg)
 
 	before := time.Now()
-	a.lim.Observe(kustomer.RateLimit{Status: http.StatusTooManyRequests, RetryAfter: 30 * time.Second})
+	worker.ObserveRateLimits(a.lim)(kustomer.RateLimit{Status: http.StatusTooManyRequests, RetryAfter: 30 * time.Second})
 	for _, r := range []*replica{b, c} {
 		require.Eventually(t, func() bool {
 			return r.lim.PausedUntil().After(before.Add(25 * time.Second))

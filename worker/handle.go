@@ -125,7 +125,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		}
 		if err != nil {
 			results[i] = itemResult{
-				Outcome:  loop.Outcome{Index: i, Status: loop.StatusFailed, Class: kustomer.ClassPermanent, Err: err},
+				Outcome:  loop.Outcome{Index: i, Status: loop.StatusFailed, Err: err},
 				dlqClass: mappingClass(err),
 			}
 			continue
@@ -185,9 +185,9 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	claim, err := w.ledger.claim(ctx, key)
 	switch {
 	case errors.Is(err, errClaimed):
-		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "another replica is creating this item", RetryAfter: claim.wait}
+		return loop.Result{}, loop.RetryAfter(claim.wait, err)
 	case err != nil:
-		return loop.Result{}, &kustomer.Error{Op: "claim", Class: kustomer.ClassRetryable, Message: "idempotency ledger unavailable", Err: err}
+		return loop.Result{}, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err))
 	case claim.customerID != "":
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), AlreadyCreated: true}, nil
@@ -201,10 +201,10 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	}
 	c, err := w.cfg.Kustomer.CreateCustomer(ctx, req)
 	if err != nil {
+		err = decide(err)
 		// A timeout, a broken connection or our own cancellation after the
 		// request left: Kustomer may have created the customer.
-		var ke *kustomer.Error
-		unknown := (errors.As(err, &ke) && ke.Timeout) || ctx.Err() != nil
+		unknown := errors.Is(err, &loop.UnknownError{}) || ctx.Err() != nil
 		if unknown && extID != "" {
 			// The request may have been answered: ask before trying again.
 			if c, ok := w.lookup(ctx, extID, log); ok {
@@ -244,7 +244,7 @@ func (w *Worker) lookup(ctx context.Context, extID string, log zerolog.Logger) (
 // deadLetterEvent dead-letters a whole event that cannot be processed at all.
 func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class dlq.Class, err error) {
 	w.finish(ctx, f, ev, []itemResult{{
-		Outcome:  loop.Outcome{Index: -1, Status: loop.StatusFailed, Class: kustomer.ClassPermanent, Err: err},
+		Outcome:  loop.Outcome{Index: -1, Status: loop.StatusFailed, Err: err},
 		dlqClass: class,
 	}})
 }

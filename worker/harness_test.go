@@ -118,7 +118,7 @@ func setup(t testing.TB, opts harnessOptions) *harness {
 	h.sb = kustomertest.New(t, opts.sandbox)
 	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cmp.Or(opts.rate, 60000)})
 	require.NoError(t, err)
-	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: lim.Observe})
+	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: ObserveRateLimits(lim)})
 
 	h.lim = lim
 	h.opts = opts

@@ -274,12 +274,12 @@ func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc
 		return nil, err
 	}
 	kcfg := rc.kustomer
-	observe := kcfg.OnResponse
+	observe, pace := kcfg.OnResponse, worker.ObserveRateLimits(r.limiter)
 	kcfg.OnResponse = func(rl kustomer.RateLimit) {
 		if observe != nil {
 			observe(rl)
 		}
-		r.limiter.Observe(rl)
+		pace(rl)
 	}
 	client, err := kustomer.New(kcfg)
 	if err != nil {
