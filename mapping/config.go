@@ -14,6 +14,8 @@ import (
 	yamlast "github.com/goccy/go-yaml/ast"
 	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/nyaruka/phonenumbers"
+
+	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 // Defaults of a workflow's settings, used when the config leaves them out.
@@ -34,6 +36,24 @@ const (
 	ResultsPrefixDefault = "kustomer.customers.created."
 	// DefaultWorkflowName is the name of the built-in workflow.
 	DefaultWorkflowName = "default"
+)
+
+// Where a workflow's consumer starts when it is first created (the start option). A consumer that
+// exists keeps its position whatever start says.
+const (
+	StartNew  = "new"  // default: events published from the worker's first start with this workflow on
+	StartAll  = "all"  // every event the stream still holds
+	StartTime = "time" // events published at or after Workflow.StartTime (start: <RFC 3339 time>)
+)
+
+// Ledger scopes (the ledger_scope option): whose items share idempotency keys.
+const (
+	// LedgerScopeShared keys items by the event (and idempotency_key) only: any workflow, or the same
+	// one renamed, finds an item created before and does not create it again.
+	LedgerScopeShared = "shared"
+	// LedgerScopeWorkflow adds the workflow's name to the keys: each workflow creates its own customer
+	// for an event. It is the default of a workflow whose subject overlaps another workflow's (fan-out).
+	LedgerScopeWorkflow = "workflow"
 )
 
 // DefaultConfigYAML is the built-in config: one workflow whose inputs are exactly the sample request of
@@ -67,6 +87,13 @@ type Workflow struct {
 	DeadLetterSubject string // default "dlq.<name>"
 	ResultsSubject    string // default "kustomer.customers.created.<name>"
 	DefaultRegion     string // region for phone numbers without a country code (default "US")
+	// Start is where the workflow's consumer starts when it is first created: StartNew (default),
+	// StartAll or StartTime (from StartTime).
+	Start     string
+	StartTime time.Time
+	// LedgerScope is LedgerScopeShared or LedgerScopeWorkflow. Default: LedgerScopeWorkflow when the
+	// workflow's subject overlaps another workflow's in the same file, LedgerScopeShared otherwise.
+	LedgerScope string
 
 	inputs   []input  // in field order
 	required []string // input names, or "custom.<key>", sorted
@@ -179,6 +206,8 @@ type fileWorkflow struct {
 	Retry             fileRetry    `yaml:"retry"`
 	DeadLetterSubject string       `yaml:"dead_letter_subject"`
 	ResultsSubject    string       `yaml:"results_subject"`
+	Start             string       `yaml:"start"`
+	LedgerScope       string       `yaml:"ledger_scope"`
 	Inputs            yamlast.Node `yaml:"inputs"`
 }
 
@@ -287,7 +316,27 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := p.result(); err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.Workflows {
+		if w.LedgerScope == "" {
+			w.LedgerScope = LedgerScopeShared
+			if len(cfg.Overlapping(w)) > 0 {
+				w.LedgerScope = LedgerScopeWorkflow
+			}
+		}
+	}
 	return cfg, nil
+}
+
+// Overlapping returns the names of the other workflows whose subjects overlap w's: an event on a
+// subject both match is processed by each of them (fan-out).
+func (c *Config) Overlapping(w *Workflow) []string {
+	var names []string
+	for _, o := range c.Workflows {
+		if o != w && subject.Overlap(o.Subject, w.Subject) {
+			names = append(names, o.Name)
+		}
+	}
+	return names
 }
 
 // valueOf returns the value node of key in a mapping node, or node itself when there is none, so
@@ -399,6 +448,24 @@ func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
 	}
 	if fw.Retry.Jitter != nil {
 		w.Retry.Jitter = *fw.Retry.Jitter
+	}
+	switch fw.Start {
+	case "", StartNew:
+		w.Start = StartNew
+	case StartAll:
+		w.Start = StartAll
+	default:
+		t, err := time.Parse(time.RFC3339, fw.Start)
+		if err != nil {
+			at("start", "start %q: want new, all, or an RFC 3339 time such as 2026-01-31T00:00:00Z", fw.Start)
+		}
+		w.Start, w.StartTime = StartTime, t
+	}
+	switch fw.LedgerScope {
+	case "", LedgerScopeShared, LedgerScopeWorkflow:
+		w.LedgerScope = fw.LedgerScope // "" is resolved once every workflow is known
+	default:
+		at("ledger_scope", "ledger_scope %q: want shared or workflow", fw.LedgerScope)
 	}
 	if !validSubject(w.Subject, true) {
 		at("subject", "subject %q is not a NATS subject filter", w.Subject)

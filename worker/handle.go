@@ -121,7 +121,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			if key == "" {
 				key = ev.key + "#" + strconv.Itoa(i)
 			}
-			keys[i] = ledgerKey(f.wf.Name, key)
+			keys[i] = ledgerKey(ledgerScope(f.wf), key)
 		}
 		if err != nil {
 			results[i] = itemResult{
@@ -257,7 +257,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 	ctx = context.WithoutCancel(ctx)
 	now := w.cfg.Clock.Now()
 	rec := RunRecord{
-		ID:        ev.runID(),
+		ID:        ev.runID(f.wf.Name),
 		Workflow:  f.wf.Name,
 		EventID:   eventID(ev.replay, ev.msg.Headers()),
 		Subject:   ev.msg.Subject(),
@@ -403,9 +403,12 @@ func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it itemR
 	return nil
 }
 
-// runID names the run of one delivery of an event.
-func (ev *event) runID() string {
-	return fmt.Sprintf("%s-%d-%d", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered)
+// runID names the run of one delivery of an event in one workflow:
+// <stream>-<sequence>-<delivery>-<workflow>, e.g. LEADS-1-1-default. The
+// workflow is part of it because workflows whose subjects overlap each run
+// the same delivery.
+func (ev *event) runID(workflow string) string {
+	return fmt.Sprintf("%s-%d-%d-%s", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered, workflow)
 }
 
 func mappingClass(err error) dlq.Class {

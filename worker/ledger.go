@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
 const (
@@ -73,10 +75,27 @@ func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, o
 	return &ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}, nil
 }
 
-// ledgerKey turns an idempotency key of any text into a valid KV key.
-func ledgerKey(workflow, key string) string {
+// ledgerKey turns an item's idempotency key of any text into a valid KV key,
+// in scope: "" (the shared scope) or a workflow's name. With the shared scope
+// (the default of a workflow no other overlaps) the key does not depend on
+// the workflow, so a renamed workflow, or another workflow meeting the same
+// event, finds what was created before; with a workflow's scope, each
+// workflow of a fan-out creates its own customer.
+func ledgerKey(scope, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return workflow + "." + hex.EncodeToString(sum[:16])
+	hash := hex.EncodeToString(sum[:16])
+	if scope != "" {
+		return "wf." + scope + "." + hash
+	}
+	return "item." + hash
+}
+
+// ledgerScope is the scope of wf's keys for ledgerKey.
+func ledgerScope(wf *mapping.Workflow) string {
+	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
+		return wf.Name
+	}
+	return ""
 }
 
 // claimResult is what claim found.

@@ -39,7 +39,7 @@ func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) 
 	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: all\n    subject: \"leads.>\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
 	require.NoError(t, err)
 	err = w.Start(ctx)
-	require.ErrorContains(t, err, `stream LEADS exists (not created by kustomer-sync) with subjects [leads.web.>], which do not cover "leads.>"`)
+	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web.>, not subject leads.> of workflow "all": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>"), or give the workflow a subject the stream captures`)
 }
 
 func TestAnOperatorsStreamThatCoversTheSubjectIsUsedAsItIs(t *testing.T) {

@@ -10,16 +10,22 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 const (
 	// StreamDefault is the stream lead events are published to.
 	StreamDefault = "LEADS"
-	// SubjectsDefault are the stream's subjects.
-	SubjectsDefault = "leads.>"
 	// DedupWindowDefault is how long JetStream remembers a Nats-Msg-Id, so a
 	// re-run publish within it does not duplicate events.
 	DedupWindowDefault = 24 * time.Hour
+	// StreamMaxAgeDefault is how long a stream kustomer-sync manages keeps an
+	// event, processed or not: as long as the ledger remembers created items
+	// (LedgerTTLDefault), so a workflow started with "start: all" never
+	// meets an event whose items the ledger has forgotten.
+	StreamMaxAgeDefault = LedgerTTLDefault
 	// ResultsStreamDefault keeps the results of created customers for
 	// downstream consumers.
 	ResultsStreamDefault = "KSYNC_RESULTS"
@@ -28,34 +34,132 @@ const (
 	// ResultsMaxAgeDefault is how long results are kept.
 	ResultsMaxAgeDefault = 7 * 24 * time.Hour
 
-	// managedBy marks streams this program created, so it knows it may update them.
+	// managedBy marks streams and consumers this program created, so it knows
+	// it may update them.
 	managedByKey   = "managed-by"
 	managedByValue = "kustomer-sync"
+	// workflowKey names the workflow of a consumer, in its metadata.
+	workflowKey = "workflow"
+
+	errCodeSubjectOverlap jetstream.ErrorCode = 10065
 )
 
-// StreamConfig describes the leads stream.
+// StreamConfig describes the leads stream. When kustomer-sync created it (or
+// creates it), Start sets its subjects to the workflows' and its limits to
+// these; a stream an operator created is used as it is, and must capture
+// every workflow's subject.
 type StreamConfig struct {
-	Name        string        // default StreamDefault
-	Subjects    []string      // default [SubjectsDefault]
+	Name string // default StreamDefault
+	// Subjects are captured besides the workflows' own; default none, so the
+	// stream captures exactly the union of the workflows' subjects.
+	Subjects    []string
 	Replicas    int           // default 1; 3 on a cluster
-	DedupWindow time.Duration // default DedupWindowDefault
+	DedupWindow time.Duration // default DedupWindowDefault, capped at MaxAge
+	// MaxAge is how long an event is kept, processed or not: one still
+	// unprocessed then (a worker down or paused that long) is lost. Default
+	// StreamMaxAgeDefault; negative: no age limit.
+	MaxAge time.Duration
+	// MaxBytes bounds the stream's size; 0 (default) is no limit. A full
+	// stream refuses new events (publishers get an error) rather than drop
+	// the oldest, unprocessed ones.
+	MaxBytes int64
 }
 
 func (c *StreamConfig) setDefaults() {
 	c.Name = cmp.Or(c.Name, StreamDefault)
-	if len(c.Subjects) == 0 {
-		c.Subjects = []string{SubjectsDefault}
-	}
 	c.Replicas = max(c.Replicas, 1)
 	if c.DedupWindow == 0 {
 		c.DedupWindow = DedupWindowDefault
 	}
+	if c.MaxAge == 0 {
+		c.MaxAge = StreamMaxAgeDefault
+	}
+}
+
+// need is a subject a stream must capture, and for whom (said in errors).
+type need struct {
+	subject string
+	who     string
+}
+
+func workflowNeeds(workflows []*mapping.Workflow) []need {
+	needs := make([]need, 0, len(workflows))
+	for _, wf := range workflows {
+		needs = append(needs, need{subject: wf.Subject, who: fmt.Sprintf("workflow %q", wf.Name)})
+	}
+	return needs
+}
+
+// jetstreamConfig is the leads stream as kustomer-sync manages it.
+func (c StreamConfig) jetstreamConfig(workflows []*mapping.Workflow) jetstream.StreamConfig {
+	subjects := slices.Clone(c.Subjects)
+	for _, wf := range workflows {
+		subjects = append(subjects, wf.Subject)
+	}
+	cfg := jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "kustomer-sync: lead events",
+		Subjects:    subject.Union(subjects...),
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Replicas:    c.Replicas,
+		Duplicates:  c.DedupWindow,
+		MaxAge:      max(c.MaxAge, 0),
+		MaxBytes:    -1,
+	}
+	if cfg.MaxAge > 0 {
+		// JetStream refuses a window longer than the events are kept.
+		cfg.Duplicates = min(cfg.Duplicates, cfg.MaxAge)
+	}
+	if c.MaxBytes > 0 {
+		cfg.MaxBytes, cfg.Discard = c.MaxBytes, jetstream.DiscardNew
+	}
+	return cfg
+}
+
+// StreamPlan is what [CheckStream] found about the leads stream.
+type StreamPlan struct {
+	Name    string
+	Exists  bool
+	Managed bool // created by kustomer-sync (or not there yet): Start sets its subjects and limits
+	// Subjects are what the stream captures once Start ran: the workflows'
+	// when managed, the operator's otherwise.
+	Subjects []string
+}
+
+// CheckStream checks, without changing anything, what Start would do with
+// the leads stream: when kustomer-sync manages it, that the subjects it would
+// give it overlap no other stream's; when an operator owns it, that it
+// captures every workflow's subject. Its errors name the workflow, the
+// subject, the stream in the way and the fix.
+func CheckStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, workflows []*mapping.Workflow) (StreamPlan, error) {
+	cfg.setDefaults()
+	want := cfg.jetstreamConfig(workflows)
+	plan := StreamPlan{Name: cfg.Name, Managed: true, Subjects: want.Subjects}
+	st, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		return plan, fmt.Errorf("worker: stream %s: %w", cfg.Name, err)
+	default:
+		plan.Exists = true
+		info := st.CachedInfo()
+		if info.Config.Metadata[managedByKey] != managedByValue {
+			plan.Managed, plan.Subjects = false, info.Config.Subjects
+			return plan, uncovered(cfg.Name, info.Config.Subjects, workflowNeeds(workflows))
+		}
+	}
+	if other, subj, theirs, found := overlappingStream(ctx, js, cfg.Name, want.Subjects); found {
+		return plan, overlapError(cfg.Name, workflowNeeds(workflows), other, subj, theirs)
+	}
+	return plan, nil
 }
 
 // ensureStream creates the stream, updates it when this program created it,
-// or, when an operator created it, uses it as it is if it covers every
-// filter subject, and says which subject it lacks if not.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, filters []string) (jetstream.Stream, error) {
+// or, when an operator created it, uses it as it is if it captures every
+// needed subject, and says which it lacks if not.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, needs []need) (jetstream.Stream, error) {
 	if cfg.Metadata == nil {
 		cfg.Metadata = map[string]string{}
 	}
@@ -65,7 +169,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		st, err = js.CreateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: create stream %s: %w", cfg.Name, err)
+			return nil, fmt.Errorf("worker: create stream %s: %w", cfg.Name, explainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	case err != nil:
@@ -75,17 +179,81 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	if info.Config.Metadata[managedByKey] == managedByValue {
 		st, err = js.UpdateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: update stream %s: %w", cfg.Name, err)
+			return nil, fmt.Errorf("worker: update stream %s: %w", cfg.Name, explainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	}
-	for _, f := range filters {
-		if !subjectsCover(info.Config.Subjects, f) {
-			return nil, fmt.Errorf("worker: stream %s exists (not created by kustomer-sync) with subjects %v, which do not cover %q: add the subject to the stream or change the workflow's subject",
-				cfg.Name, info.Config.Subjects, f)
-		}
+	if err := uncovered(cfg.Name, info.Config.Subjects, needs); err != nil {
+		return nil, err
 	}
 	return st, nil
+}
+
+// uncovered says which needed subjects an operator's stream does not capture.
+func uncovered(stream string, subjects []string, needs []need) error {
+	var missing []string
+	var lines []string
+	for _, n := range needs {
+		if !subject.CoveredBy(subjects, n.subject) {
+			missing = append(missing, n.subject)
+			lines = append(lines, fmt.Sprintf("subject %s of %s", n.subject, n.who))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("worker: stream %s (created by an operator, not by kustomer-sync) captures %s, not %s: events published there are stored nowhere. Add the subject to the stream (nats stream edit %s --subjects %q), or give the workflow a subject the stream captures",
+		stream, strings.Join(subjects, ", "), strings.Join(lines, ", nor "), stream, strings.Join(subject.Union(append(slices.Clone(subjects), missing...)...), ","))
+}
+
+// explainOverlap turns the server's "subjects overlap with an existing
+// stream" into which stream, which subject and whose.
+func explainOverlap(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, needs []need, err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeSubjectOverlap {
+		return err
+	}
+	if other, subj, theirs, found := overlappingStream(ctx, js, cfg.Name, cfg.Subjects); found {
+		return fmt.Errorf("%w: %w", overlapError(cfg.Name, needs, other, subj, theirs), err)
+	}
+	return err
+}
+
+// overlappingStream finds a stream other than name that captures some
+// subject of subjects. Streams it cannot list are not reported.
+func overlappingStream(ctx context.Context, js jetstream.JetStream, name string, subjects []string) (stream, ours, theirs string, found bool) {
+	lister := js.ListStreams(ctx)
+	for info := range lister.Info() {
+		if info.Config.Name == name {
+			continue
+		}
+		for _, t := range info.Config.Subjects {
+			for _, s := range subjects {
+				if subject.Overlap(s, t) {
+					found = true
+					stream, ours, theirs = info.Config.Name, s, t
+				}
+			}
+		}
+		if found {
+			break
+		}
+	}
+	for range lister.Info() { // drain, so the lister's goroutine ends
+	}
+	return stream, ours, theirs, found
+}
+
+func overlapError(stream string, needs []need, other, ours, theirs string) error {
+	whose := "its subject " + ours
+	for _, n := range needs {
+		if subject.Overlap(n.subject, theirs) {
+			whose = fmt.Sprintf("subject %s of %s", n.subject, n.who)
+			break
+		}
+	}
+	return fmt.Errorf("worker: stream %s cannot capture %s: stream %s already captures %s, and NATS stores a subject in one stream only. Give the workflow a subject outside %s, or remove it from stream %s",
+		stream, whose, other, theirs, theirs, other)
 }
 
 // withUncovered returns subjects plus those of extra that they do not cover,
@@ -93,42 +261,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 func withUncovered(subjects, extra []string) []string {
 	out := slices.Clone(subjects)
 	for _, e := range extra {
-		if e != "" && !subjectsCover(out, e) {
+		if e != "" && !subject.CoveredBy(out, e) {
 			out = append(out, e)
 		}
 	}
 	return out
-}
-
-// subjectsCover reports whether every message on filter would be stored by a
-// stream with the given subjects.
-func subjectsCover(subjects []string, filter string) bool {
-	for _, s := range subjects {
-		if subjectCovers(s, filter) {
-			return true
-		}
-	}
-	return false
-}
-
-func subjectCovers(pattern, filter string) bool {
-	p := strings.Split(pattern, ".")
-	f := strings.Split(filter, ".")
-	for i, tok := range p {
-		if tok == ">" {
-			return len(f) > i
-		}
-		if i >= len(f) {
-			return false
-		}
-		switch {
-		case tok == "*":
-			if f[i] == ">" {
-				return false
-			}
-		case tok != f[i]:
-			return false
-		}
-	}
-	return len(p) == len(f)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 const (
@@ -208,18 +209,13 @@ func (w *Worker) Stop(ctx context.Context) error {
 }
 
 func (w *Worker) setup(ctx context.Context) error {
-	filters := make([]string, 0, len(w.cfg.Workflows))
-	for _, wf := range w.cfg.Workflows {
-		filters = append(filters, wf.Subject)
+	// "start: new" begins after what the stream holds before this start, so
+	// events published while the streams and consumers are set up still count.
+	var before jetstream.StreamState
+	if st, err := w.js.Stream(ctx, w.cfg.Stream.Name); err == nil {
+		before = st.CachedInfo().State
 	}
-	st, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
-		Name:        w.cfg.Stream.Name,
-		Description: "kustomer-sync: lead events",
-		Subjects:    w.cfg.Stream.Subjects,
-		Storage:     jetstream.FileStorage,
-		Replicas:    w.cfg.Stream.Replicas,
-		Duplicates:  w.cfg.Stream.DedupWindow,
-	}, filters)
+	st, err := ensureStream(ctx, w.js, w.cfg.Stream.jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
 	if err != nil {
 		return err
 	}
@@ -269,7 +265,7 @@ func (w *Worker) setup(ctx context.Context) error {
 		return err
 	}
 	for _, wf := range w.cfg.Workflows {
-		f, err := w.newFlow(ctx, st, wf)
+		f, err := w.newFlow(ctx, st, wf, before)
 		if err != nil {
 			return err
 		}
@@ -278,20 +274,11 @@ func (w *Worker) setup(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow) (*flow, error) {
+func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, before jetstream.StreamState) (*flow, error) {
 	name := w.cfg.ConsumerPrefix + wf.Name
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "kustomer-sync workflow " + wf.Name,
-		FilterSubject: wf.Subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliver,
-		MaxAckPending: max(1000, wf.MaxInFlight*16),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := w.ensureConsumer(ctx, st, wf, name, before)
 	if err != nil {
-		return nil, fmt.Errorf("worker: consumer %s: %w", name, err)
+		return nil, err
 	}
 	breaker, err := loop.NewBreaker(loop.BreakerConfig{Threshold: w.cfg.BreakerThreshold, Clock: w.cfg.Clock})
 	if err != nil {
@@ -330,9 +317,9 @@ func (w *Worker) runsWorkflow(name string) bool {
 // firstFlowFor reports whether f is the first of this worker's flows that
 // consumes subject: the one that acts for all of them on a message none of
 // them owns.
-func (w *Worker) firstFlowFor(f *flow, subject string) bool {
+func (w *Worker) firstFlowFor(f *flow, subj string) bool {
 	for _, g := range w.flows {
-		if subjectCovers(g.wf.Subject, subject) {
+		if subject.Covers(g.wf.Subject, subj) {
 			return g == f
 		}
 	}
@@ -345,6 +332,62 @@ func (w *Worker) workflowNames() []string {
 		names[i] = f.wf.Name
 	}
 	return names
+}
+
+// ensureConsumer creates the workflow's durable consumer where the
+// workflow's start option says, or updates an existing one, which keeps its
+// position (a changed start does not move it).
+func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, name string, before jetstream.StreamState) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "kustomer-sync workflow " + wf.Name,
+		FilterSubject: wf.Subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    w.cfg.MaxDeliver,
+		MaxAckPending: max(1000, wf.MaxInFlight*16),
+		Metadata:      map[string]string{managedByKey: managedByValue, workflowKey: wf.Name},
+	}
+	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
+	existing, err := st.Consumer(ctx, name)
+	if err == nil {
+		// Another replica may just have created it: either way, keep its start.
+		prev := existing.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
+		cons, err := st.UpdateConsumer(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("worker: workflow %s: update consumer %s: %w", wf.Name, name, err)
+		}
+		return cons, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("worker: workflow %s: consumer %s: %w", wf.Name, name, err)
+	}
+	var where string
+	switch wf.Start {
+	case mapping.StartAll:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+		where = "at the first event the stream holds (start: all)"
+	case mapping.StartTime:
+		t := wf.StartTime
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+		where = "at the first event published at or after " + t.Format(time.RFC3339) + " (start: " + t.Format(time.RFC3339) + ")"
+	default:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
+		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
+		if before.Msgs > 0 {
+			where += fmt.Sprintf("; the %d event(s) stream %s already holds are not processed: set start: all, or a start time, to process them", before.Msgs, st.CachedInfo().Config.Name)
+		}
+	}
+	cons, err := st.CreateConsumer(ctx, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return w.ensureConsumer(ctx, st, wf, name, before) // another replica was first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: workflow %s: create consumer %s: %w", wf.Name, name, err)
+	}
+	log.Info().Str("start", wf.Start).Msg("new consumer for workflow " + wf.Name + " starts " + where)
+	return cons, nil
 }
 
 // flow is one workflow's consumer and its runtime state.

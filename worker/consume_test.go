@@ -1,0 +1,238 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func mustWorkflows(t *testing.T, config string) []*mapping.Workflow {
+	t.Helper()
+	cfg, err := mapping.Parse("test.yaml", []byte(config))
+	require.NoError(t, err)
+	return cfg.Workflows
+}
+
+// twoSubjectsConfig is the README's fuller example in short: one workflow on
+// leads.>, one on batches.>.
+const twoSubjectsConfig = `
+workflows:
+  - name: default
+    subject: "leads.>"
+    inputs: {name: "{{trigger.name}}"}
+  - name: batch
+    subject: "batches.>"
+    loop: "{{trigger.leads}}"
+    inputs: {externalId: "{{item.id}}", name: "{{item.name}}"}
+`
+
+func (h *harness) streamConfig(name string) jetstream.StreamConfig {
+	h.t.Helper()
+	st, err := h.js.Stream(context.Background(), name)
+	require.NoError(h.t, err)
+	return st.CachedInfo().Config
+}
+
+// requireCaughtUp polls until the workflow's consumer has nothing pending
+// or unacknowledged.
+func (h *harness) requireCaughtUp(workflow string) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+workflow)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 20*time.Second, 20*time.Millisecond, "consumer of %s never caught up\n%s", workflow, lastLines(h.logs.String(), 20))
+}
+
+func (h *harness) runsOf(workflow string) []RunRecord {
+	h.t.Helper()
+	recs, err := h.runs.List(context.Background(), RunFilter{Workflow: workflow})
+	require.NoError(h.t, err)
+	return recs
+}
+
+func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: twoSubjectsConfig})
+	require.Equal(t, []string{"leads.>", "batches.>"}, h.streamConfig(StreamDefault).Subjects)
+
+	seq := h.publish("batches.expo", "expo-1", `{"leads":[{"id":"x-1","name":"Ann"}]}`)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, "batch", rec.Workflow)
+
+	// The config changes: the stream's subjects follow it.
+	h.stopWorker()
+	h.start(`
+workflows:
+  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}"}}
+  - {name: web, subject: "leads.web.*", inputs: {name: "{{trigger.name}}"}}
+  - {name: orders, subject: "orders.>", inputs: {name: "{{trigger.name}}"}}
+`)
+	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(StreamDefault).Subjects)
+	seq = h.publish("orders.shop", "o-1", `{"name":"Otto"}`)
+	require.Equal(t, RunSucceeded, h.waitRun(seq).Status)
+}
+
+func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
+	require.NoError(t, err)
+
+	w, err := newTestWorker(t, js, srv, twoSubjectsConfig)
+	require.NoError(t, err)
+	err = w.Start(ctx)
+	require.ErrorContains(t, err, `worker: create stream LEADS: worker: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
+
+	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, twoSubjectsConfig))
+	require.ErrorContains(t, err, `stream EXPO already captures batches.expo.>`)
+	require.False(t, plan.Exists)
+}
+
+func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
+	require.NoError(t, err)
+	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, twoSubjectsConfig))
+	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
+	require.Equal(t, StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
+}
+
+func TestOverlappingWorkflowsEachRunTheEventUnderTheirOwnRunID(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: `
+workflows:
+  - {name: all, subject: "leads.>", inputs: {name: "{{trigger.name}}", tags: [all]}}
+  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}", tags: [vip]}}
+`})
+	h.publish("leads.vip", "v-1", `{"name":"Vera"}`)
+	recs := h.waitRuns(2)
+	ids := map[string]string{}
+	for _, r := range recs {
+		ids[r.Workflow] = r.ID
+		require.Equal(t, RunSucceeded, r.Status)
+	}
+	require.Equal(t, map[string]string{"all": "LEADS-1-1-all", "vip": "LEADS-1-1-vip"}, ids)
+	for _, id := range ids {
+		got, err := h.runs.Get(context.Background(), id)
+		require.NoError(t, err)
+		require.Equal(t, id, got.ID)
+	}
+	// Fan-out: each workflow created its own customer.
+	require.Len(t, h.sb.Sandbox.Customers(), 2)
+}
+
+func TestANewWorkflowStartsWithNewEventsAndAnExistingConsumerKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	const named = `
+workflows:
+  - name: %s
+    subject: "leads.>"
+    start: %s
+    inputs: {externalId: "{{trigger.id}}", name: "{{trigger.name}}"}
+`
+	h := setup(t, harnessOptions{config: fmt.Sprintf(named, "signup", "new")})
+	for i := range 3 {
+		h.publish("leads.web", fmt.Sprintf("lead-%d", i), fmt.Sprintf(`{"id":"ext-%d","name":"Lead %d"}`, i, i))
+	}
+	h.waitRuns(3)
+	h.requireCaughtUp("signup")
+
+	// The same workflow restarted with start: all keeps its position.
+	h.stopWorker()
+	h.start(fmt.Sprintf(named, "signup", "all"))
+	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"signup")
+	require.NoError(t, err)
+	info := c.CachedInfo()
+	require.Equal(t, uint64(3), info.Delivered.Stream)
+	require.Zero(t, info.NumPending)
+	// Renamed: a new consumer, which starts after the three events.
+	h.stopWorker()
+	h.start(fmt.Sprintf(named, "onboarding", "new"))
+	seq := h.publish("leads.web", "lead-3", `{"id":"ext-3","name":"Lead 3"}`)
+	require.Equal(t, "onboarding", h.waitRun(seq).Workflow)
+	h.requireCaughtUp("onboarding")
+
+	require.Len(t, h.runsOf("signup"), 3, "no event ran twice under the old name")
+	require.Len(t, h.runsOf("onboarding"), 1, "the renamed workflow ran only the new event")
+	h.requireEachCreatedOnce([]string{"ext-0", "ext-1", "ext-2", "ext-3"})
+}
+
+func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: loopConfig})
+	ids := h.publishLoopEvents("renamed", 1, 3)
+	h.waitRuns(1)
+
+	h.stopWorker()
+	h.start(strings.Replace(strings.Replace(loopConfig, "name: batch", "name: leads", 1), "loop:", "start: all\n    loop:", 1))
+	h.requireCaughtUp("leads")
+	recs := h.runsOf("leads")
+	require.Len(t, recs, 1)
+	require.Equal(t, RunSucceeded, recs[0].Status)
+	for _, it := range recs[0].Items {
+		require.Equal(t, string(loop.StatusAlreadyCreated), it.Outcome, "item %d", it.Index)
+	}
+	h.requireEachCreatedOnce(ids)
+}
+
+func TestStartAtATimeSkipsEarlierEvents(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: `
+workflows:
+  - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
+`})
+	h.publish("leads.b", "b-1", `{"name":"Before"}`)
+	st, err := h.js.Stream(context.Background(), StreamDefault)
+	require.NoError(t, err)
+	m, err := st.GetMsg(context.Background(), 1)
+	require.NoError(t, err)
+	after := m.Time.Add(time.Millisecond)
+	require.Eventually(t, func() bool { return time.Now().After(after) }, time.Second, time.Millisecond)
+	seq := h.publish("leads.b", "b-2", `{"name":"After"}`)
+
+	h.stopWorker()
+	h.start(fmt.Sprintf(`
+workflows:
+  - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
+  - {name: second, subject: "leads.b", start: %q, inputs: {name: "{{trigger.name}}"}}
+`, after.Format(time.RFC3339Nano)))
+	h.requireCaughtUp("second")
+	recs := h.runsOf("second")
+	require.Len(t, recs, 1)
+	require.Equal(t, seq, recs[0].StreamSeq)
+}
+
+func TestTheManagedStreamKeepsEventsForTheConfiguredAgeAndSize(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{})
+	cfg := h.streamConfig(StreamDefault)
+	require.Equal(t, StreamMaxAgeDefault, cfg.MaxAge)
+	require.Equal(t, int64(-1), cfg.MaxBytes)
+
+	h.stopWorker()
+	h.opts.worker = func(c *Config) { c.Stream.MaxAge, c.Stream.MaxBytes = time.Hour, 1<<20 }
+	h.start("")
+	cfg = h.streamConfig(StreamDefault)
+	require.Equal(t, time.Hour, cfg.MaxAge)
+	require.Equal(t, int64(1<<20), cfg.MaxBytes)
+	require.Equal(t, jetstream.DiscardNew, cfg.Discard, "a full stream refuses new events rather than drop unprocessed ones")
+}
