@@ -134,8 +134,9 @@ func (b *Breaker) OnChange(fn func(open bool, reason string)) {
 // It returns when the breaker is closed (by this or any other Probe) or ctx
 // is done. Errors of probe are not recorded.
 func (b *Breaker) Probe(ctx context.Context, probe func(ctx context.Context) error) {
-	delay := b.cfg.ProbeInitial
-	for {
+	backoff := Policy{InitialDelay: b.cfg.ProbeInitial, MaxDelay: b.cfg.ProbeMax, Multiplier: 2, Jitter: -1}
+	for n := 1; ; n++ {
+		delay := backoff.Backoff(n, 0)
 		b.mu.Lock()
 		closed := b.closed
 		b.mu.Unlock()
@@ -160,7 +161,6 @@ func (b *Breaker) Probe(ctx context.Context, probe func(ctx context.Context) err
 			b.setState(false, "probe succeeded")
 			return
 		}
-		delay = min(delay*2, b.cfg.ProbeMax)
 	}
 }
 

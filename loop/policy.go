@@ -17,8 +17,10 @@ const (
 	JitterDefault       = 0.2
 )
 
-// Policy is a workflow's retry policy for retryable failures. A zero field
-// takes its default; set Jitter negative for no jitter at all.
+// Policy is a workflow's retry policy for retryable failures, and the one
+// exponential backoff of the module: the Breaker's probes and the worker's
+// dead-lettering of given-up messages wait by [Policy.Backoff] too. A zero
+// field takes its default; set Jitter negative for no jitter at all.
 type Policy struct {
 	// MaxAttempts is the number of attempts an item gets, the first one
 	// included (1 means never retry).

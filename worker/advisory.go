@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/loop"
 )
 
 // MaxDeliveryTarget names a consumer whose given-up messages are
@@ -42,12 +43,9 @@ func maxDeliveriesAdvisorySubject(stream, consumer string) string {
 	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
 }
 
-// Dead-lettering an advisory's message is retried this many times, with
-// exponential backoff from advisoryRetryBase, before it is given up (logged).
-const (
-	advisoryAttempts  = 6
-	advisoryRetryBase = 100 * time.Millisecond
-)
+// advisoryBackoff retries dead-lettering an advisory's message 6 times,
+// waiting 100ms and doubling, before it is given up (logged).
+var advisoryBackoff = loop.Policy{MaxAttempts: 6, InitialDelay: 100 * time.Millisecond, Multiplier: 2, Jitter: -1}
 
 // WatchMaxDeliveries subscribes to
 // $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer> for the
@@ -129,8 +127,7 @@ func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 // stream, retrying transient failures with backoff.
 func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, t MaxDeliveryTarget, adv maxDeliveriesAdvisory) error {
 	var err error
-	delay := advisoryRetryBase
-	for attempt := 1; attempt <= advisoryAttempts; attempt++ {
+	for attempt := 1; attempt <= advisoryBackoff.MaxAttempts; attempt++ {
 		var m *jetstream.RawStreamMsg
 		m, err = s.GetMsg(ctx, adv.StreamSeq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -153,11 +150,15 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 				return nil
 			}
 		}
+		if attempt == advisoryBackoff.MaxAttempts {
+			break
+		}
+		timer := time.NewTimer(advisoryBackoff.Backoff(attempt, 0))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
-		case <-time.After(delay):
-			delay *= 2
+		case <-timer.C:
 		}
 	}
 	return err
