@@ -53,7 +53,10 @@ const (
 	HeaderSubject      = "Ksync-Subject"       // original subject
 	HeaderStreamSeq    = "Ksync-Stream-Seq"    // original stream sequence, decimal
 	HeaderMsgID        = "Ksync-Msg-Id"        // original Nats-Msg-Id
-	HeaderItems        = "Ksync-Items"         // failed Loop item indexes, "0,3,7"; absent: the whole event
+	HeaderItems        = "Ksync-Items"         // failed Loop item indexes, "0,3,5-9"; absent: the whole event (or see HeaderItemsCount)
+	HeaderItemsCount   = "Ksync-Items-Count"   // set instead of HeaderItems when the list is too long for a header: how many
+	HeaderItemsSummary = "Ksync-Items-Summary" // with HeaderItemsCount: the list's start, for people ("0-99,101,… (5000 items)")
+	HeaderObject       = "Ksync-Object"        // the object in the payloads bucket holding what did not fit (items, payload)
 	HeaderFirstFailure = "Ksync-First-Failure" // RFC 3339 with nanoseconds
 	HeaderLastFailure  = "Ksync-Last-Failure"  // RFC 3339 with nanoseconds
 	HeaderStatusCode   = "Ksync-Status-Code"   // Kustomer HTTP status, decimal
@@ -73,6 +76,10 @@ const (
 // large to publish.
 const maxErrorLen = 4096
 
+// maxItemsLen bounds HeaderItems: a longer list is summarised in the headers
+// and kept whole in the entry's object (see [Publish]).
+const maxItemsLen = 1024
+
 // Record is one dead-letter entry: the original event and why it failed.
 // The zero value is an empty record; ID and Time are set only when a record
 // is read back from the stream.
@@ -85,12 +92,12 @@ type Record struct {
 	Subject      string // original subject
 	StreamSeq    uint64 // original stream sequence
 	MsgID        string // original Nats-Msg-Id
-	Items        []int  // failed Loop item indexes (empty: the whole event)
+	Items        []int  // failed Loop item indexes (empty: the whole event); complete, even when the header holds a summary
 	FirstFailure time.Time
 	LastFailure  time.Time
 	StatusCode   int       // Kustomer HTTP status, 0 if none
 	Code         string    // Kustomer error code, if any
-	Payload      []byte    // original event payload, byte for byte
+	Payload      []byte    // original event payload, byte for byte, read back from Object if it is there
 	Time         time.Time // when it was dead-lettered (set when read)
 
 	EventKey string // base of the items' idempotency keys; a replay keeps it
@@ -101,6 +108,15 @@ type Record struct {
 	Replays       int    // how many times the event was replayed
 	PriorAttempts int    // attempts spent before the last replay; Attempts are this run's
 	OriginalRun   string // the event's first run
+
+	// Object names the object in the payloads bucket ([PayloadsBucket])
+	// that holds what did not fit in the entry: the complete item list, the
+	// payload. Set by [Publish] when needed, and when read.
+	Object string
+
+	// incomplete is why Object could not be read back, for a record listed
+	// anyway; such a record is not replayed.
+	incomplete error
 }
 
 // ApplyReplay fills r's history from the replay rp that failed again: the
@@ -156,7 +172,12 @@ func (r Record) Header() nats.Header {
 		set(HeaderStreamSeq, strconv.FormatUint(r.StreamSeq, 10))
 	}
 	set(HeaderMsgID, headerSafe(r.MsgID))
-	set(HeaderItems, FormatItems(r.Items))
+	if items := FormatItems(r.Items); len(items) <= maxItemsLen {
+		set(HeaderItems, items)
+	} else {
+		set(HeaderItemsCount, strconv.Itoa(len(r.Items)))
+		set(HeaderItemsSummary, summariseItems(items, len(r.Items)))
+	}
 	if !r.FirstFailure.IsZero() {
 		set(HeaderFirstFailure, r.FirstFailure.UTC().Format(time.RFC3339Nano))
 	}
@@ -179,7 +200,20 @@ func (r Record) Header() nats.Header {
 		set(HeaderPriorAttempts, strconv.Itoa(r.PriorAttempts))
 	}
 	set(HeaderOriginalRun, headerSafe(r.OriginalRun))
+	set(HeaderObject, headerSafe(r.Object))
 	return h
+}
+
+// summariseItems is the start of a long item list, cut at an index, and the
+// count: "0-99,101,… (5000 items)".
+func summariseItems(items string, n int) string {
+	const keep = 128
+	if i := strings.LastIndexByte(items[:keep], ','); i > 0 {
+		items = items[:i]
+	} else {
+		items = items[:keep]
+	}
+	return fmt.Sprintf("%s,… (%d items)", items, n)
 }
 
 // RecordFromMsg reads a dead-letter entry. It is lenient: a header that is
@@ -205,6 +239,7 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 		Run:      h.Get(HeaderRun),
 
 		OriginalRun: h.Get(HeaderOriginalRun),
+		Object:      h.Get(HeaderObject),
 	}
 	var errs []error
 	bad := func(name string, err error) {
@@ -263,9 +298,14 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 	return r, errors.Join(errs...)
 }
 
-// ParseItems parses a list of item indexes such as "0,3,7" (spaces allowed).
-// The empty string is no items (nil). Indexes must be non-negative; the
-// result is sorted and without duplicates.
+// maxParsedItems bounds how many indexes [ParseItems] expands ranges to, so
+// a header "0-999999999" cannot exhaust memory.
+const maxParsedItems = 1 << 20
+
+// ParseItems parses a list of item indexes and ranges such as "0,3,5-9"
+// (spaces allowed). The empty string is no items (nil). Indexes must be
+// non-negative and a range ascending; the result is sorted and without
+// duplicates, and holds at most about a million indexes.
 func ParseItems(h string) ([]int, error) {
 	h = strings.TrimSpace(h)
 	if h == "" {
@@ -274,26 +314,51 @@ func ParseItems(h string) ([]int, error) {
 	parts := strings.Split(h, ",")
 	items := make([]int, 0, len(parts))
 	for _, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("dlq: item index %q: want a non-negative integer", strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		lo, hi, isRange := strings.Cut(p, "-")
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(strings.TrimSpace(hi))
 		}
-		items = append(items, n)
+		if err != nil || a < 0 || b < a {
+			return nil, fmt.Errorf("dlq: item index %q: want a non-negative integer or a range such as 5-9", p)
+		}
+		if len(items)+b-a >= maxParsedItems {
+			return nil, fmt.Errorf("dlq: item list: more than %d indexes", maxParsedItems)
+		}
+		for n := a; n <= b; n++ {
+			items = append(items, n)
+		}
 	}
 	slices.Sort(items)
 	return slices.Compact(items), nil
 }
 
-// FormatItems is the inverse of [ParseItems]: "0,3,7", or "" for no items.
+// FormatItems is the inverse of [ParseItems]: "0,3,7", runs of three or more
+// as ranges ("0-9999"), or "" for no items. items must be sorted.
 func FormatItems(items []int) string {
-	if len(items) == 0 {
-		return ""
+	var b strings.Builder
+	for i := 0; i < len(items); {
+		j := i
+		for j+1 < len(items) && items[j+1] == items[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(items[i]))
+		switch {
+		case j-i >= 2:
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(items[j]))
+		case j > i:
+			b.WriteByte(',')
+			b.WriteString(strconv.Itoa(items[j]))
+		}
+		i = j + 1
 	}
-	s := make([]string, len(items))
-	for i, n := range items {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ",")
+	return b.String()
 }
 
 var secretPatterns = []*regexp.Regexp{
@@ -306,6 +371,15 @@ var secretPatterns = []*regexp.Regexp{
 // cleanError makes an error message fit for a header: one line, bounded,
 // no secrets.
 func cleanError(s string) string {
+	s = secretFree(s)
+	if len(s) > maxErrorLen {
+		s = strings.ToValidUTF8(s[:maxErrorLen], "") + "…"
+	}
+	return s
+}
+
+// secretFree is s on one line without secrets, at any length.
+func secretFree(s string) string {
 	for _, re := range secretPatterns {
 		s = re.ReplaceAllStringFunc(s, func(m string) string {
 			if i := strings.IndexAny(m, " \t"); i > 0 && !strings.HasPrefix(m, "eyJ") {
@@ -314,11 +388,7 @@ func cleanError(s string) string {
 			return "[redacted]"
 		})
 	}
-	s = headerSafe(s)
-	if len(s) > maxErrorLen {
-		s = strings.ToValidUTF8(s[:maxErrorLen], "") + "…"
-	}
-	return s
+	return headerSafe(s)
 }
 
 // headerSafe replaces line breaks, which would end a NATS header, by spaces.

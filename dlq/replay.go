@@ -186,6 +186,7 @@ func (s *Store) republish(ctx context.Context, key *ReplayKey, r Record) (dup bo
 	if !ack.Duplicate {
 		return false, nil
 	}
+
 	// The id is derived from this entry's stream, sequence and content, so a
 	// duplicate is an earlier replay of it; check the stored message says
 	// the same, when it is still there.
@@ -228,5 +229,14 @@ func (s *Store) replayMessage(ctx context.Context, key *ReplayKey, r Record) (*n
 	id := ReplayMsgID(s.name, s.stream.CachedInfo().Created, r)
 	msg := &nats.Msg{Subject: r.Subject, Header: key.header(r.Subject, rp, r.Payload), Data: r.Payload}
 	msg.Header.Set(nats.MsgIdHdr, id)
+	if err := s.replayObject(ctx, &rp, r, id, fits(s.js, msg)); err != nil {
+		return nil, "", err
+	}
+	if rp.Object != "" {
+		// The body is empty; the signed header names the object, whose
+		// content the object store checks against its digest.
+		msg = &nats.Msg{Subject: r.Subject, Header: key.header(r.Subject, rp, nil)}
+		msg.Header.Set(nats.MsgIdHdr, id)
+	}
 	return msg, id, nil
 }

@@ -59,6 +59,10 @@ const (
 	HeaderReplayCount = "Ksync-Replay-Count"
 	// HeaderReplayFirstFailure: when the event first failed (RFC 3339).
 	HeaderReplayFirstFailure = "Ksync-Replay-First-Failure"
+	// HeaderReplayObject: the object of [PayloadsBucket] holding the
+	// payload and items of a replay too large for one message; the body is
+	// then empty (see [LoadReplayObject]).
+	HeaderReplayObject = "Ksync-Replay-Object"
 	// HeaderReplaySig: HMAC-SHA256 of the subject, the headers above and
 	// the payload's digest, with the replay key; hex.
 	HeaderReplaySig = "Ksync-Replay-Sig"
@@ -68,7 +72,7 @@ const (
 var replaySigned = []string{
 	HeaderReplayStream, HeaderReplayOf, HeaderReplayWorkflow, HeaderReplayItems, HeaderReplayEventKey,
 	HeaderReplayEventID, HeaderReplayRun, HeaderReplayOriginalRun, HeaderReplayAttempts, HeaderReplayCount,
-	HeaderReplayFirstFailure,
+	HeaderReplayFirstFailure, HeaderReplayObject,
 }
 
 // ErrUnverifiedReplay means an event carries replay headers that are not
@@ -90,6 +94,10 @@ type Replay struct {
 	Attempts     int       // attempts spent before this replay, over every earlier failure
 	Count        int       // replays of the event, this one included
 	FirstFailure time.Time // when the event first failed
+	// Object names the replay object holding the payload and Items when
+	// they did not fit in the message, whose body is then empty (see
+	// [LoadReplayObject]).
+	Object string
 }
 
 // ReplayKey signs and verifies replay headers. Its bytes live only in the
@@ -170,6 +178,7 @@ func (k *ReplayKey) header(subject string, rp Replay, payload []byte) nats.Heade
 	if !rp.FirstFailure.IsZero() {
 		set(HeaderReplayFirstFailure, rp.FirstFailure.UTC().Format(time.RFC3339Nano))
 	}
+	set(HeaderReplayObject, rp.Object)
 	h.Set(HeaderReplaySig, k.sign(subject, h, payload))
 	return h
 }
@@ -231,6 +240,7 @@ func (k *ReplayKey) ReadReplay(subject string, h nats.Header, payload []byte) (*
 		EventID:     h.Get(HeaderReplayEventID),
 		Run:         h.Get(HeaderReplayRun),
 		OriginalRun: h.Get(HeaderReplayOriginalRun),
+		Object:      h.Get(HeaderReplayObject),
 	}
 	// Signed by us, so these parse; a failure is a bug, reported as such.
 	var errs []error

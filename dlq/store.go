@@ -90,8 +90,20 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Record, error) {
 	return out, err
 }
 
-// Get returns entry id, or an error wrapping [ErrNotFound].
+// Get returns entry id, complete with what its object holds (see
+// [Publish]), or an error wrapping [ErrNotFound], or an error if its object
+// cannot be read.
 func (s *Store) Get(ctx context.Context, id uint64) (Record, error) {
+	r, err := s.get(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	return r, r.incomplete
+}
+
+// get reads entry id and its object; a record whose object cannot be read is
+// returned marked incomplete, without an error.
+func (s *Store) get(ctx context.Context, id uint64) (Record, error) {
 	m, err := s.stream.GetMsg(ctx, id)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -100,25 +112,19 @@ func (s *Store) Get(ctx context.Context, id uint64) (Record, error) {
 		return Record{}, fmt.Errorf("dlq: get entry %d from %s: %w", id, s.name, err)
 	}
 	r, _ := RecordFromMsg(m) // a malformed header still shows the entry
+	_ = s.readObject(ctx, &r)
 	return r, nil
 }
 
-// Purge deletes the entries that match f and returns how many it deleted.
-// f must select something (IDs, a criterion, or All). An id that is already
-// gone is not counted and not an error.
+// Purge deletes the entries that match f, and their objects, and returns
+// how many entries it deleted. f must select something (IDs, a criterion, or
+// All). An id that is already gone is not counted and not an error.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 	if f.empty() && !f.All {
 		return 0, errEmptyFilter("purge")
 	}
 	if f.All && f.empty() {
-		info, err := s.stream.Info(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
-		}
-		if err := s.stream.Purge(ctx); err != nil {
-			return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
-		}
-		return int(info.State.Msgs), nil
+		return s.purgeAll(ctx)
 	}
 	entries, err := s.List(ctx, f)
 	if err != nil {
@@ -152,19 +158,58 @@ func (s *Store) Stats(ctx context.Context, f Filter) (map[string]map[Class]int, 
 	return out, err
 }
 
-// delete removes entry id; false if it was already gone (another process
-// replayed or purged it meanwhile).
+// delete removes entry id, then its object; false if it was already gone
+// (another process replayed or purged it meanwhile). The entry goes first,
+// so no entry ever names a missing object.
 func (s *Store) delete(ctx context.Context, id uint64) (bool, error) {
-	err := s.stream.DeleteMsg(ctx, id)
-	if err == nil {
-		return true, nil
+	obj := s.objectOf(ctx, id)
+	if err := s.stream.DeleteMsg(ctx, id); err != nil {
+		// The server answers a missing message with a generic deletion
+		// failure: look.
+		if _, gerr := s.stream.GetMsg(ctx, id); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("dlq: delete entry %d from %s: %w", id, s.name, err)
 	}
-	// The server answers a missing message with a generic deletion
-	// failure: look.
-	if _, gerr := s.stream.GetMsg(ctx, id); errors.Is(gerr, jetstream.ErrMsgNotFound) {
-		return false, nil
+	if obj != "" {
+		if err := deleteObject(ctx, s.js, obj); err != nil {
+			return true, err
+		}
 	}
-	return false, fmt.Errorf("dlq: delete entry %d from %s: %w", id, s.name, err)
+	return true, nil
+}
+
+// purgeAll empties the stream up to its last entry now, then removes the
+// objects of the entries purged. Entries dead-lettered meanwhile are kept,
+// and so are their objects.
+func (s *Store) purgeAll(ctx context.Context) (int, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	last := info.State.LastSeq
+	var objects []string
+	err = scan(ctx, s.stream, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, func(m *jetstream.RawStreamMsg) error {
+		if o := m.Header.Get(HeaderObject); o != "" && m.Sequence <= last {
+			objects = append(objects, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := s.stream.Purge(ctx, jetstream.WithPurgeSequence(last+1)); err != nil {
+		return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
+	}
+	for _, o := range objects {
+		if err := deleteObject(ctx, s.js, o); err != nil {
+			return int(info.State.Msgs), err
+		}
+	}
+	return int(info.State.Msgs), nil
 }
 
 // each calls fn for every entry matching f, oldest first.
@@ -184,7 +229,7 @@ func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error
 			return s.neverHeld(bad, info.State.LastSeq)
 		}
 		for _, id := range slices.Compact(ids) {
-			r, err := s.Get(ctx, id)
+			r, err := s.get(ctx, id)
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
@@ -207,6 +252,7 @@ func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error
 	}
 	return scan(ctx, s.stream, cfg, func(m *jetstream.RawStreamMsg) error {
 		r, _ := RecordFromMsg(m)
+		_ = s.readObject(ctx, &r) // listed even so; not replayed
 		if !f.match(r) {
 			return nil
 		}

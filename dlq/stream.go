@@ -76,7 +76,8 @@ func (c StreamConfig) validate() error {
 }
 
 // EnsureStream creates the dead-letter stream, or updates it to cfg if it
-// exists. It is safe to call from every replica at start.
+// exists, and the [PayloadsBucket] object store beside it (same replicas and
+// byte limit). It is safe to call from every replica at start.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -98,6 +99,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if err != nil {
 		return nil, fmt.Errorf("dlq: ensure stream %s: %w", cfg.Name, err)
 	}
+	if err := ensurePayloads(ctx, js, cfg); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -109,6 +113,13 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 // class and items (see [MsgID]), so a worker that dead-letters the same
 // failure twice within the stream's duplicate window stores it once. r.ID and
 // r.Time are ignored.
+//
+// The entry always fits the server's max_payload, read from the connection:
+// an item list too long for a header is summarised there
+// ([HeaderItemsCount], [HeaderItemsSummary]), and it, the full error and,
+// when the payload with the headers would not fit, the payload are stored
+// first in an object of [PayloadsBucket] named by [HeaderObject]. Reading
+// the entry through a [Store] gives the complete record back.
 func Publish(ctx context.Context, js jetstream.JetStream, subject string, r Record) error {
 	if subject == "" {
 		return errors.New("dlq: publish: empty subject")
@@ -116,8 +127,13 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, r Reco
 	if !r.Class.Valid() {
 		return fmt.Errorf("dlq: publish: class %q: want one of %v", r.Class, Classes)
 	}
+	r.Object = ""
 	msg := &nats.Msg{Subject: subject, Header: r.Header(), Data: r.Payload}
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(r))); err != nil {
+	id := MsgID(r)
+	if err := fitEntry(ctx, js, msg, r, id); err != nil {
+		return err
+	}
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("dlq: publish to %s: %w", subject, err)
 	}
 	return nil

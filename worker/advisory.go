@@ -139,15 +139,34 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 				when = time.Now()
 			}
 			rp, _ := t.ReplayKey.ReadReplay(m.Subject, m.Header, m.Data) // the worker logged a forged marker
-			r := eventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, m.Data)
-			r.Workflow = t.Workflow
-			r.Class = dlq.ClassMaxDeliveries
-			r.Error = fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
-				adv.Deliveries, t.Consumer)
-			r.Attempts = int(adv.Deliveries)
-			r.LastFailure = when
-			if err = dlq.Publish(ctx, js, t.DeadLetterSubject, r); err == nil {
-				return nil
+			payload, obj := m.Data, ""
+			if rp != nil && rp.Object != "" {
+				// A replay too large for one message: the dead letter takes
+				// over its payload and items.
+				o, oerr := dlq.LoadReplayObject(ctx, js, rp.Object)
+				if err = oerr; err == nil {
+					payload, rp.Items, obj = o.Payload, o.Items, rp.Object
+				} else if errors.Is(err, dlq.ErrObjectGone) {
+					err = nil // dead-lettered without it: the error says so
+				}
+			}
+			if err == nil {
+				r := eventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, payload)
+				r.Workflow = t.Workflow
+				r.Class = dlq.ClassMaxDeliveries
+				r.Error = fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
+					adv.Deliveries, t.Consumer)
+				if rp != nil && rp.Object != "" && obj == "" {
+					r.Error += "; its replay object " + rp.Object + " is gone, and the payload with it"
+				}
+				r.Attempts = int(adv.Deliveries)
+				r.LastFailure = when
+				if err = dlq.Publish(ctx, js, t.DeadLetterSubject, r); err == nil {
+					if obj != "" {
+						_ = dlq.DeleteReplayObject(ctx, js, obj)
+					}
+					return nil
+				}
 			}
 		}
 		if attempt == advisoryBackoff.MaxAttempts {

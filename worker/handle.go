@@ -37,6 +37,8 @@ type event struct {
 	meta    *jetstream.MsgMetadata
 	key     string      // base of the items' default idempotency keys
 	replay  *dlq.Replay // set only for a replay whose signature verified
+	data    []byte      // the payload: the body, or the replay object's
+	object  string      // the replay object, removed once the outcome is durable
 	started time.Time
 	log     zerolog.Logger
 }
@@ -58,6 +60,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	ev := &event{
 		msg:     msg,
 		meta:    meta,
+		data:    msg.Data(),
 		started: w.cfg.Clock.Now(),
 		log: f.log.With().
 			Uint64("stream_seq", meta.Sequence.Stream).
@@ -87,13 +90,19 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		}
 		// Its workflow is gone from this worker's config: one flow keeps it
 		// as a dead letter again rather than every flow dropping it.
+		if !w.readReplayObject(ctx, f, ev) {
+			return
+		}
 		w.deadLetterEvent(ctx, f, ev, dlq.ClassMapping, fmt.Errorf(
 			"worker: replay of dead letter %d is for workflow %q, which this worker does not run (its workflows: %s): restore the workflow, then replay this entry",
 			rp.Entry, rp.Workflow, strings.Join(w.workflowNames(), ", ")))
 		return
 	}
 
-	trigger, err := decodeEvent(msg.Data(), w.cfg.MaxEventBytes)
+	if !w.readReplayObject(ctx, f, ev) {
+		return
+	}
+	trigger, err := decodeEvent(ev.data, w.cfg.MaxEventBytes)
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
 		return
@@ -176,6 +185,28 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		ordered = append(ordered, results[i])
 	}
 	w.finish(ctx, f, ev, ordered)
+}
+
+// readReplayObject sets ev.data to the event's payload: its body, or, for a
+// verified replay too large for one message, its replay object's payload
+// (and the replay's items to the object's). It returns false when the event
+// was dealt with here: dead-lettered because its object is gone, or left
+// for redelivery.
+func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool {
+	if ev.replay == nil || ev.replay.Object == "" {
+		return true
+	}
+	o, err := dlq.LoadReplayObject(ctx, w.js, ev.replay.Object)
+	switch {
+	case errors.Is(err, dlq.ErrObjectGone) || errors.Is(err, dlq.ErrNotReplayObject):
+		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		return false
+	case err != nil:
+		w.nakAfterFailure(ev, "read replay object", err)
+		return false
+	}
+	ev.data, ev.object, ev.replay.Items = o.Payload, ev.replay.Object, o.Items
+	return true
 }
 
 // createItem is one attempt at one item: claim its key in the ledger, look it
@@ -321,6 +352,11 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 		ev.log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (its items are in the ledger)")
 		return
 	}
+	if ev.object != "" {
+		if err := dlq.DeleteReplayObject(ctx, w.js, ev.object); err != nil {
+			ev.log.Warn().Err(err).Msg("replay object not removed; it is no longer needed")
+		}
+	}
 	metricEvents.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
 	metricEventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
 	ev.log.Info().Str("status", string(rec.Status)).Int("created", ok).Int("failed", bad).Str("run_id", rec.ID).Msg("event done")
@@ -335,7 +371,7 @@ func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 // class: the original payload byte for byte, and why in its headers.
 func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class dlq.Class, items []itemResult) error {
 	first := items[0]
-	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.msg.Data())
+	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -60,11 +61,15 @@ type RunRecord struct {
 	// before it; nil for a new event.
 	ReplayOf *RunReplay `json:"replay_of,omitempty"`
 	Items    []RunItem  `json:"items"`
-	// ItemsOmitted counts the created items left out of Items because the
-	// record would not fit in one NATS message (a Loop of thousands of
-	// items); failed items are always kept first.
+	// ItemsOmitted counts the items left out of Items because the record
+	// would not fit in one NATS message (a Loop of thousands of items);
+	// failed items are kept first. The whole record is then in Object, and
+	// [RunLog.Get] and [RunLog.List] return it whole.
 	ItemsOmitted int    `json:"items_omitted,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Object names the object of the run log's bucket holding the whole
+	// record, when it did not fit in one message.
+	Object string `json:"object,omitempty"`
 }
 
 // RunReplay is what a replay's run record says of where it comes from.
@@ -97,6 +102,9 @@ const (
 	RunLogMaxBytesDefault int64 = 1 << 30
 	// RunLogReplicasDefault is one replica; use 3 on a 3-node cluster.
 	RunLogReplicasDefault = 1
+	// RunLogBucketDefault is the Object Store bucket that keeps run records
+	// too large for one message, for as long as the run log keeps runs.
+	RunLogBucketDefault = "KSYNC_RUN_RECORDS"
 )
 
 // RunLogConfig configures a [RunLog]. The zero value is the default.
@@ -106,6 +114,7 @@ type RunLogConfig struct {
 	MaxAge        time.Duration // default RunLogMaxAgeDefault
 	MaxBytes      int64         // default RunLogMaxBytesDefault
 	Replicas      int           // default RunLogReplicasDefault
+	Bucket        string        // default RunLogBucketDefault; same age, byte limit and replicas as the stream
 }
 
 func (c RunLogConfig) withDefaults() RunLogConfig {
@@ -114,6 +123,7 @@ func (c RunLogConfig) withDefaults() RunLogConfig {
 	c.MaxAge = cmp.Or(c.MaxAge, RunLogMaxAgeDefault)
 	c.MaxBytes = cmp.Or(c.MaxBytes, RunLogMaxBytesDefault)
 	c.Replicas = cmp.Or(c.Replicas, RunLogReplicasDefault)
+	c.Bucket = cmp.Or(c.Bucket, RunLogBucketDefault)
 	return c
 }
 
@@ -164,6 +174,16 @@ func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*
 	if err != nil {
 		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
 	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      cfg.Bucket,
+		Description: "kustomer-sync run log: run records too large for one message",
+		TTL:         cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("worker: run log: object store %s: %w", cfg.Bucket, err)
+	}
 	return &RunLog{js: js, stream: s, cfg: cfg}, nil
 }
 
@@ -186,6 +206,10 @@ func OpenRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (
 // same run twice within the duplicate window stores it once: give each run
 // (each delivery) its own ID. r.ID, r.Workflow and a valid r.Status are
 // required; Workflow must be a subject token.
+//
+// A record larger than the server's max_payload (read from the connection)
+// is stored whole in the run log's bucket first, and the message holds as
+// much of it as fits (failed items first) and names the object.
 func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 	switch {
 	case r.ID == "":
@@ -195,14 +219,70 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 	case !r.Status.Valid():
 		return fmt.Errorf("worker: run log: write run %s: status %q: want one of %v", r.ID, r.Status, RunStatuses)
 	}
-	data, err := fitRecord(r, runRecordMax(l.js))
+	r.Object = ""
+	data, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+	}
+	if limit := runRecordMax(l.js); len(data) > limit {
+		if data, err = l.storeWhole(ctx, r, data, limit); err != nil {
+			return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+		}
 	}
 	msg := &nats.Msg{Subject: l.subject(r.Workflow, string(r.Status), idToken(r.ID)), Data: data}
 	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID)); err != nil {
 		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
 	}
+	return nil
+}
+
+// storeWhole puts the whole record (data) in the bucket and returns the
+// message to publish in its place: as much of r as fits in limit, naming
+// the object. The object is named after the run, so writing the run again
+// replaces it.
+func (l *RunLog) storeWhole(ctx context.Context, r RunRecord, data []byte, limit int) ([]byte, error) {
+	obs, err := l.js.ObjectStore(ctx, l.cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", l.cfg.Bucket, err)
+	}
+	r.Object = "run." + idToken(r.ID)
+	meta := jetstream.ObjectMeta{Name: r.Object, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(128<<10, max(limit, 1024)))}}
+	if _, err := obs.Put(ctx, meta, bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("store in %s: %w", l.cfg.Bucket, err)
+	}
+	if len(r.Error) > maxRunErrorLen {
+		r.Error = strings.ToValidUTF8(r.Error[:maxRunErrorLen], "") + "…"
+	}
+	return fitRecord(r, limit)
+}
+
+// maxRunErrorLen bounds a run's error in the message of a record too large
+// for one; the object keeps it whole.
+const maxRunErrorLen = 4096
+
+// whole replaces r by the whole record its object holds, if it names one.
+// An object gone (expired before the message) leaves r as it is.
+func (l *RunLog) whole(ctx context.Context, r *RunRecord) error {
+	if r.Object == "" {
+		return nil
+	}
+	obs, err := l.js.ObjectStore(ctx, l.cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("worker: run log: run %s: object store %s: %w", r.ID, l.cfg.Bucket, err)
+	}
+	data, err := obs.GetBytes(ctx, r.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("worker: run log: run %s: object %s: %w", r.ID, r.Object, err)
+	}
+	var full RunRecord
+	if err := json.Unmarshal(data, &full); err != nil {
+		return fmt.Errorf("worker: run log: run %s: object %s: %w", r.ID, r.Object, err)
+	}
+	full.Object = r.Object
+	*r = full
 	return nil
 }
 
@@ -326,6 +406,11 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 		runs = runs[len(runs)-f.Limit:]
 	}
 	slices.Reverse(runs)
+	for i := range runs {
+		if err := l.whole(ctx, &runs[i]); err != nil {
+			return nil, err
+		}
+	}
 	return runs, nil
 }
 
@@ -346,7 +431,7 @@ func (l *RunLog) Get(ctx context.Context, id string) (RunRecord, error) {
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return RunRecord{}, fmt.Errorf("worker: run log: run %s (seq %d): %w", id, m.Sequence, err)
 	}
-	return r, nil
+	return r, l.whole(ctx, &r)
 }
 
 func (l *RunLog) subject(workflow, status, id string) string {

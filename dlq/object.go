@@ -1,0 +1,272 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PayloadsBucket is the JetStream Object Store bucket that keeps what does
+// not fit in a dead-letter entry or a replayed event: the complete list of
+// failed items, the original payload when it and the entry's headers exceed
+// the server's max_payload. [EnsureStream] creates it beside the stream,
+// with the stream's replicas and byte limit and no age limit: an object
+// lives as long as its entry ([Store.Purge] and [Store.Replay] remove it).
+const PayloadsBucket = "KSYNC_PAYLOADS"
+
+// Object name prefixes: an entry's object, a replayed event's object.
+const (
+	entryObjectPrefix  = "dlq."
+	replayObjectPrefix = "replay."
+)
+
+// headroom is what a message needs beyond its headers and body: the
+// Nats-Msg-Id header JetStream options add, and a margin.
+const headroom = 512
+
+// overflow is an object's content: what did not fit in a message.
+type overflow struct {
+	Items []int  `json:"items,omitempty"`
+	Error string `json:"error,omitempty"` // the error before it was cut to maxErrorLen
+	// Payload is the original payload, byte for byte; nil when it is the
+	// message's body.
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// ensurePayloads creates the payloads bucket, or updates it to cfg's
+// replicas and byte limit.
+func ensurePayloads(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+	_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      PayloadsBucket,
+		Description: "kustomer-sync: dead-letter payloads and item lists too large for one message",
+		MaxBytes:    cfg.MaxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("dlq: ensure object store %s: %w", PayloadsBucket, err)
+	}
+	return nil
+}
+
+// maxPayload is the server's limit on one message, read from the connection.
+func maxPayload(js jetstream.JetStream) int {
+	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		return int(nc.MaxPayload())
+	}
+	return 64 << 10 // not connected: assume a small limit, so anything large goes to an object
+}
+
+// msgSize is the size the server counts for m: headers as encoded, and body.
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data)
+	if len(m.Header) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				n += len(k) + len(": \r\n") + len(v)
+			}
+		}
+	}
+	return n
+}
+
+// fits reports whether m, with a Nats-Msg-Id and a margin, can be published.
+func fits(js jetstream.JetStream, m *nats.Msg) bool {
+	return msgSize(m)+headroom <= maxPayload(js)
+}
+
+// payloads opens the payloads bucket.
+func payloads(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectStore, error) {
+	obs, err := js.ObjectStore(ctx, PayloadsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: object store %s: %w", PayloadsBucket, err)
+	}
+	return obs, nil
+}
+
+// putObject stores o under name, in chunks the server accepts.
+func putObject(ctx context.Context, js jetstream.JetStream, name string, o overflow) error {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("dlq: encode object %s: %w", name, err)
+	}
+	obs, err := payloads(ctx, js)
+	if err != nil {
+		return err
+	}
+	chunk := min(128<<10, maxPayload(js)-headroom)
+	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(max(chunk, 1024))}}
+	if _, err := obs.Put(ctx, meta, strings.NewReader(string(data))); err != nil {
+		return fmt.Errorf("dlq: store object %s in %s: %w", name, PayloadsBucket, err)
+	}
+	return nil
+}
+
+// getObject reads object name back.
+func getObject(ctx context.Context, js jetstream.JetStream, name string) (overflow, error) {
+	var o overflow
+	obs, err := payloads(ctx, js)
+	if err != nil {
+		return o, err
+	}
+	data, err := obs.GetBytes(ctx, name)
+	if err != nil {
+		return o, fmt.Errorf("dlq: object %s in %s: %w", name, PayloadsBucket, err)
+	}
+	if err := json.Unmarshal(data, &o); err != nil {
+		return o, fmt.Errorf("dlq: object %s in %s: %w", name, PayloadsBucket, err)
+	}
+	return o, nil
+}
+
+// deleteObject removes object name; one already gone is not an error.
+func deleteObject(ctx context.Context, js jetstream.JetStream, name string) error {
+	obs, err := payloads(ctx, js)
+	if err != nil {
+		return err
+	}
+	if err := obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("dlq: delete object %s from %s: %w", name, PayloadsBucket, err)
+	}
+	return nil
+}
+
+// fitEntry makes msg, the entry of r, storable: when its item list is too
+// long for a header or the whole does not fit in one message, the complete
+// list, the full error and (if needed) the payload go to an object named
+// after the entry's Nats-Msg-Id, referenced by [HeaderObject]. The object is
+// stored before the entry, so an entry never names a missing object; a
+// retried publish rewrites the same object.
+func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Record, msgID string) error {
+	itemsCut := msg.Header.Get(HeaderItemsCount) != ""
+	errorCut := cleanError(r.Error) != secretFree(r.Error)
+	if !itemsCut && fits(js, msg) {
+		return nil
+	}
+	name := entryObjectPrefix + msgID
+	o := overflow{Items: r.Items}
+	if errorCut {
+		o.Error = secretFree(r.Error)
+	}
+	msg.Header.Set(HeaderObject, name)
+	if !fits(js, msg) {
+		o.Payload = r.Payload
+		if o.Payload == nil {
+			o.Payload = []byte{}
+		}
+		msg.Data = nil
+	}
+	if !fits(js, msg) {
+		return fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", msgSize(msg), maxPayload(js))
+	}
+	return putObject(ctx, js, name, o)
+}
+
+// readObject completes r, read from the stream, with its object: the item
+// list, the full error, the payload. A record whose object cannot be read is
+// kept with what the entry holds and marked, so it is listed but not
+// replayed; the error is returned too.
+func (s *Store) readObject(ctx context.Context, r *Record) error {
+	if r.Object == "" {
+		return nil
+	}
+	o, err := getObject(ctx, s.js, r.Object)
+	if err != nil {
+		r.incomplete = fmt.Errorf("dlq: entry %d: %w (purge the entry, its payload is gone)", r.ID, err)
+		return r.incomplete
+	}
+	if o.Items != nil {
+		r.Items = o.Items
+	}
+	if o.Error != "" {
+		r.Error = o.Error
+	}
+	if o.Payload != nil {
+		r.Payload = o.Payload
+	}
+	return nil
+}
+
+// replayObject makes the replay of r, published under replayID, fit in one
+// message when the payload with the signed replay headers, or the item
+// list, does not: it stores the payload and items in an object named after
+// the replay id (a replay run twice writes the same object), sets rp.Object
+// and drops rp.Items (the object has them); the caller signs rp and
+// publishes it with an empty body. The worker removes the object once
+// the event's outcome is durable. fits reports whether the message fits as
+// it is.
+func (s *Store) replayObject(ctx context.Context, rp *Replay, r Record, replayID string, fits bool) error {
+	if r.incomplete != nil {
+		return r.incomplete
+	}
+	if fits && len(FormatItems(rp.Items)) <= maxItemsLen {
+		return nil
+	}
+	name := replayObjectPrefix + replayID
+	payload := r.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	if err := putObject(ctx, s.js, name, overflow{Items: rp.Items, Payload: payload}); err != nil {
+		return fmt.Errorf("dlq: replay entry %d: %w", r.ID, err)
+	}
+	rp.Object, rp.Items = name, nil
+	return nil
+}
+
+// ReplayObject is what a replayed event's object holds.
+type ReplayObject struct {
+	Items   []int  // the Loop items to run; empty: all
+	Payload []byte // the original payload, byte for byte
+}
+
+// Errors of [LoadReplayObject] that no retry can mend.
+var (
+	// ErrObjectGone: the object does not exist (never stored, or removed
+	// after processing).
+	ErrObjectGone = errors.New("dlq: object not found")
+	// ErrNotReplayObject: the name is not one a replay gives.
+	ErrNotReplayObject = errors.New("dlq: not a replay object")
+)
+
+// LoadReplayObject reads the object a replayed event names in
+// [HeaderReplayObject]. Only replay objects are read: a name that is not
+// one is an error, so a publisher cannot make the worker read (or remove)
+// a dead-letter entry's object.
+func LoadReplayObject(ctx context.Context, js jetstream.JetStream, name string) (ReplayObject, error) {
+	if !strings.HasPrefix(name, replayObjectPrefix) {
+		return ReplayObject{}, fmt.Errorf("%w: header %s names %q", ErrNotReplayObject, HeaderReplayObject, name)
+	}
+	o, err := getObject(ctx, js, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return ReplayObject{}, fmt.Errorf("%w: replay object %s in %s (already processed, or removed)", ErrObjectGone, name, PayloadsBucket)
+	}
+	if err != nil {
+		return ReplayObject{}, err
+	}
+	return ReplayObject{Items: o.Items, Payload: o.Payload}, nil
+}
+
+// DeleteReplayObject removes a replayed event's object once the event's
+// outcome is durable. Names that are not replay objects are left alone.
+func DeleteReplayObject(ctx context.Context, js jetstream.JetStream, name string) error {
+	if !strings.HasPrefix(name, replayObjectPrefix) {
+		return fmt.Errorf("%w: header %s names %q", ErrNotReplayObject, HeaderReplayObject, name)
+	}
+	return deleteObject(ctx, js, name)
+}
+
+// objectOf reads the object name of entry id without reading the object.
+func (s *Store) objectOf(ctx context.Context, id uint64) string {
+	m, err := s.stream.GetMsg(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return m.Header.Get(HeaderObject)
+}
