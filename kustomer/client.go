@@ -139,6 +139,7 @@ func (c Config) validate() error {
 // and [Client.RateLimit].
 type Client struct {
 	base       string
+	baseShown  string // base with any password hidden, for messages
 	auth       string
 	apiKey     string
 	timeout    time.Duration
@@ -169,8 +170,13 @@ func New(cfg Config) (*Client, error) {
 		tr.MaxIdleConnsPerHost = 128
 		hc = &http.Client{Transport: tr}
 	}
+	shown := cfg.BaseURL
+	if u, err := url.Parse(cfg.BaseURL); err == nil {
+		shown = u.Redacted()
+	}
 	return &Client{
 		base:       cfg.BaseURL,
+		baseShown:  shown,
 		auth:       "Bearer " + cfg.APIKey,
 		apiKey:     cfg.APIKey,
 		timeout:    cfg.Timeout,
@@ -207,6 +213,11 @@ func (c *Client) CreateCustomer(ctx context.Context, body any) (*Customer, error
 	if err := c.do(ctx, op, http.MethodPost, "/v1/customers", b, &out); err != nil {
 		return nil, err
 	}
+	if out.Data.ID == "" {
+		e := c.foreign(op, http.MethodPost, "/v1/customers", http.StatusCreated, "no customer id in the answer")
+		e.Timeout = true // something may have been created somewhere
+		return nil, e
+	}
 	return &out.Data, nil
 }
 
@@ -225,14 +236,22 @@ func (c *Client) CustomerByExternalID(ctx context.Context, externalID string) (*
 	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
 		return nil, err
 	}
+	if out.Data.ID == "" {
+		return nil, c.foreign(op, http.MethodGet, path, http.StatusOK, "no customer id in the answer")
+	}
 	return &out.Data, nil
 }
 
-// IsNotFound reports whether err is Kustomer's 404 (for a look-up: no such customer).
+// IsNotFound reports whether err is Kustomer's own 404, with its JSON error
+// body (for a look-up: no such customer). A 404 from something that is not
+// Kustomer's API is systemic, not "not found".
 func IsNotFound(err error) bool {
 	var ke *Error
-	return errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound
+	return errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound && ke.Class == ClassPermanent
 }
+
+// BaseURL returns the API root the client calls, with any password hidden.
+func (c *Client) BaseURL() string { return c.baseShown }
 
 // RateLimit returns the rate-limit headers of the most recent response that
 // carried them; the zero RateLimit before any.
@@ -287,6 +306,14 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 	c.noteRateLimit(resp)
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if readErr == nil && !looksLikeJSONObject(data) {
+			// An HTML page or plain text where Kustomer answers JSON: the
+			// base URL leads somewhere else. Whether a create left anything
+			// behind is unknown, so a retry looks up first.
+			e := c.foreign(op, method, path, resp.StatusCode, excerpt(data))
+			e.Timeout = method == http.MethodPost
+			return e
+		}
 		if readErr == nil {
 			readErr = json.Unmarshal(data, out)
 		}
@@ -303,7 +330,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 		}
 		return nil
 	}
-	return c.statusError(op, resp, data)
+	return c.statusError(op, method, path, resp, data)
 }
 
 // transportError classifies a failure to get any HTTP response.
@@ -339,12 +366,17 @@ func notSent(err error) bool {
 }
 
 // statusError classifies a non-2xx response.
-func (c *Client) statusError(op string, resp *http.Response, body []byte) *Error {
+func (c *Client) statusError(op, method, path string, resp *http.Response, body []byte) *Error {
 	code := resp.StatusCode
 	e := &Error{Op: op, StatusCode: code}
 	switch {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		e.Class = ClassSystemic
+	case misdirected(method, code, body):
+		parseErrorBody(e, body)
+		f := c.foreign(op, method, path, code, e.Message)
+		f.Code = c.scrub(e.Code)
+		return f
 	case code == http.StatusTooManyRequests:
 		e.Class = ClassRetryable
 		e.RetryAfter = parseRateLimit(resp.Header, code, c.now()).RetryAfter
@@ -362,6 +394,45 @@ func (c *Client) statusError(op string, resp *http.Response, body []byte) *Error
 	e.Code = c.scrub(e.Code)
 	e.Pointer = c.scrub(e.Pointer)
 	return e
+}
+
+// misdirected reports whether a 4xx answer shows that the request did not
+// reach Kustomer's API: Kustomer serves POST /v1/customers and
+// /v1/customers/bulk, so a 404 there means a wrong base URL, and it answers
+// every error with its JSON error body, so a 4xx without one came from
+// something else (a web server, a proxy, another API). Answers about the
+// request's size (413, 414, 431) stay with the request, whoever sent them;
+// 401, 403 and 429 are classified before this.
+func misdirected(method string, code int, body []byte) bool {
+	switch {
+	case code < 400 || code >= 500:
+		return false
+	case code == http.StatusNotFound && method == http.MethodPost:
+		return true
+	case code == http.StatusRequestEntityTooLarge || code == http.StatusRequestURITooLong || code == http.StatusRequestHeaderFieldsTooLarge:
+		return false
+	}
+	return !isErrorBody(body)
+}
+
+// foreign is the systemic error of an answer that did not come from
+// Kustomer's API: every request would get it, so the workflow pauses until
+// the base URL is fixed, instead of failing each lead.
+func (c *Client) foreign(op, method, path string, code int, detail string) *Error {
+	if i := strings.IndexByte(path, '='); i >= 0 {
+		path = path[:i+1] + "…" // the looked-up value is the lead's, not the deployment's
+	}
+	msg := fmt.Sprintf("%s does not answer as Kustomer's API (check the base URL): %s %s answered %s", c.baseShown, method, path, statusText(code))
+	if detail != "" && !strings.EqualFold(detail, statusText(code)) {
+		msg += ": " + detail
+	}
+	return &Error{Op: op, Class: ClassSystemic, StatusCode: code, Message: c.scrub(msg)}
+}
+
+// looksLikeJSONObject reports whether b starts as a JSON object does.
+func looksLikeJSONObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
 }
 
 // scrub removes the API key from s, in case a server or a library echoes it.

@@ -141,7 +141,7 @@ func TestClientClassifiesEveryStatus(t *testing.T) {
 		class  kustomer.Class
 	}{
 		{400, "create", kustomer.ClassPermanent},
-		{404, "create", kustomer.ClassPermanent},
+		{404, "create", kustomer.ClassSystemic},
 		{409, "create", kustomer.ClassPermanent},
 		{413, "create", kustomer.ClassPermanent},
 		{422, "create", kustomer.ClassPermanent},
@@ -171,9 +171,61 @@ func TestClientClassifiesEveryStatus(t *testing.T) {
 			require.Equal(t, tc.class, kustomer.ClassOf(err))
 			require.Equal(t, tc.status, ke.StatusCode)
 			require.Equal(t, tc.op, ke.Op)
-			require.Equal(t, tc.status == 404, kustomer.IsNotFound(err))
+			require.Equal(t, tc.status == 404 && tc.op == "lookup", kustomer.IsNotFound(err))
 			require.Equal(t, tc.status == 504, ke.Timeout, "only a gateway timeout leaves the outcome unknown")
 			require.True(t, strings.HasPrefix(err.Error(), "kustomer: "+tc.op+": "), err.Error())
+		})
+	}
+}
+
+func TestClientTreatsAnswersThatAreNotKustomersAPIAsSystemic(t *testing.T) {
+	t.Parallel()
+	const html = "<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>"
+	const notFoundJSON = `{"errors":[{"status":404,"code":"notfound","title":"Not Found"}]}`
+	cases := []struct {
+		name        string
+		op          string
+		status      int
+		body        string
+		class       kustomer.Class
+		notFound    bool
+		unknown     bool // the outcome of a create is unknown
+		foreignHost bool // the message blames the base URL
+	}{
+		{"create 404 html", "create", 404, html, kustomer.ClassSystemic, false, false, true},
+		{"create 404 Kustomer json", "create", 404, notFoundJSON, kustomer.ClassSystemic, false, false, true},
+		{"create 400 html", "create", 400, html, kustomer.ClassSystemic, false, false, true},
+		{"create 405 text", "create", 405, "method not allowed", kustomer.ClassSystemic, false, false, true},
+		{"create 400 other json", "create", 400, `{"message":"bad"}`, kustomer.ClassSystemic, false, false, true},
+		{"create 413 html is about the request", "create", 413, html, kustomer.ClassPermanent, false, false, false},
+		{"create 400 Kustomer json", "create", 400, `{"errors":[{"code":"badparam","title":"x"}]}`, kustomer.ClassPermanent, false, false, false},
+		{"create 200 html", "create", 200, html, kustomer.ClassSystemic, false, true, true},
+		{"create 201 json without a customer", "create", 201, `{"ok":true}`, kustomer.ClassSystemic, false, true, true},
+		{"create 502 html stays an outage", "create", 502, html, kustomer.ClassRetryable, false, false, false},
+		{"lookup 404 Kustomer notfound", "lookup", 404, notFoundJSON, kustomer.ClassPermanent, true, false, false},
+		{"lookup 404 html", "lookup", 404, html, kustomer.ClassSystemic, false, false, true},
+		{"lookup 404 empty", "lookup", 404, "", kustomer.ClassSystemic, false, false, true},
+		{"lookup 404 other json", "lookup", 404, `{"message":"Not Found"}`, kustomer.ClassSystemic, false, false, true},
+		{"lookup 200 html", "lookup", 200, html, kustomer.ClassSystemic, false, false, true},
+		{"lookup 200 json without a customer", "lookup", 200, `{}`, kustomer.ClassSystemic, false, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, respond(tc.status, tc.body, "Content-Type", "text/html"))
+			var err error
+			if tc.op == "create" {
+				_, err = f.client.CreateCustomer(t.Context(), map[string]any{})
+			} else {
+				_, err = f.client.CustomerByExternalID(t.Context(), "lead-secret-77")
+			}
+			ke := asError(t, err)
+			require.Equal(t, tc.class, ke.Class, err.Error())
+			require.Equal(t, tc.notFound, kustomer.IsNotFound(err), err.Error())
+			require.Equal(t, tc.unknown, ke.Timeout, err.Error())
+			require.Equal(t, tc.status, ke.StatusCode)
+			require.Equal(t, tc.foreignHost, strings.Contains(err.Error(), f.url+" does not answer as Kustomer's API (check the base URL)"), err.Error())
+			require.NotContains(t, err.Error(), "lead-secret-77", "the looked-up value stays out of the message")
 		})
 	}
 }

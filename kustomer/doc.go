@@ -5,8 +5,14 @@
 // [*Error] whose [Class] tells the layers above what to do:
 //
 //   - 200/201: success.
-//   - 400, 404 on a create, 409, 422 and any other 4xx: [ClassPermanent].
+//   - 400, 409, 422 and any other 4xx with Kustomer's JSON error body, and a
+//     look-up's 404 with it ([IsNotFound]): [ClassPermanent].
 //   - 401, 403: [ClassSystemic] (credentials, role or region; pause, do not fail items).
+//   - An answer that shows the base URL does not lead to Kustomer's API:
+//     [ClassSystemic] too. That is a 404 on a create, a 4xx without Kustomer's
+//     JSON error body (an HTML page, another API's error; 413, 414 and 431
+//     excepted, as they are about the request), and a 2xx that is not a JSON
+//     object or holds no customer id.
 //   - 429: [ClassRetryable], with [Error.RetryAfter] from Retry-After or x-ratelimit-reset.
 //   - 5xx, timeouts and connection errors: [ClassRetryable]. [Error.Timeout] is set
 //     when the request may have reached Kustomer (the outcome is unknown), so a

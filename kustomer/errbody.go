@@ -42,6 +42,13 @@ type errorMeta struct {
 
 const excerptMax = 200
 
+// isErrorBody reports whether body is Kustomer's JSON error body: an object
+// with a non-empty "errors" array, in either shape.
+func isErrorBody(body []byte) bool {
+	var eb errorBody
+	return json.Unmarshal(body, &eb) == nil && len(eb.Errors) > 0
+}
+
 // parseErrorBody fills e.Code, e.Message and e.Pointer from a response body.
 // It never fails: an unreadable body gives the status text and an excerpt.
 func parseErrorBody(e *Error, body []byte) {

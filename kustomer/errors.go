@@ -14,14 +14,16 @@ type Class int
 const (
 	// ClassNone is the zero Class: no error.
 	ClassNone Class = iota
-	// ClassPermanent: the request itself is wrong (400, 404 on create, 422,
-	// local validation). Retrying cannot help; the item fails at once.
+	// ClassPermanent: the request itself is wrong (400, 422, local
+	// validation). Retrying cannot help; the item fails at once.
 	ClassPermanent
 	// ClassRetryable: a transient failure (429, 5xx, timeout, connection
 	// error). Retry after [Error.RetryAfter] when it is set, else with backoff.
 	ClassRetryable
-	// ClassSystemic: every request would fail alike (401, 403): credentials,
-	// role or region. The workflow should pause rather than fail items.
+	// ClassSystemic: every request would fail alike: credentials, role or
+	// region (401, 403), or a base URL that does not lead to Kustomer's API
+	// (a 404 on a create, an answer that is not Kustomer's JSON). The
+	// workflow should pause rather than fail items.
 	ClassSystemic
 )
 

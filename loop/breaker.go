@@ -171,6 +171,11 @@ func (b *Breaker) openedChan() <-chan struct{} {
 	return b.opened
 }
 
+// Trip opens the breaker with reason, as a systemic failure would; it does
+// nothing if the breaker is already open. A worker trips it when Kustomer
+// fails its check at start, before any item ran.
+func (b *Breaker) Trip(reason string) { b.trip(reason) }
+
 func (b *Breaker) trip(reason string) { b.setState(true, reason) }
 
 func (b *Breaker) setState(open bool, reason string) {

@@ -110,6 +110,9 @@ type Budget struct {
 	replicas int
 	cancel   context.CancelFunc
 	wg       conc.WaitGroup
+
+	workflows atomic.Pointer[func() []WorkflowState] // published with each heartbeat
+	refresh   chan struct{}                          // asks beat for a heartbeat now
 }
 
 // budgetPause is a 429 pause on the wire. It carries a duration rather than
@@ -117,13 +120,6 @@ type Budget struct {
 type budgetPause struct {
 	Replica string `json:"replica"`
 	ForMS   int64  `json:"for_ms"`
-}
-
-// budgetHeartbeat is a replica's value in the bucket; informational.
-type budgetHeartbeat struct {
-	Replica   string    `json:"replica"`
-	PerMinute int       `json:"per_minute"`
-	At        time.Time `json:"at"`
 }
 
 // NewBudget returns a Budget for lim; nothing touches NATS until Start.
@@ -138,7 +134,7 @@ func NewBudget(js jetstream.JetStream, nc *nats.Conn, lim *loop.Limiter, cfg Bud
 	if err != nil {
 		return nil, err
 	}
-	b := &Budget{cfg: cfg, js: js, nc: nc, lim: lim, seen: map[string]time.Time{}, replicas: 1}
+	b := &Budget{cfg: cfg, js: js, nc: nc, lim: lim, seen: map[string]time.Time{}, replicas: 1, refresh: make(chan struct{}, 1)}
 	b.log = cfg.Logger.With().Str("replica", cfg.ReplicaID).Logger()
 	lim.OnPause(b.broadcast)
 	return b, nil
@@ -236,6 +232,15 @@ func (b *Budget) Replicas() int {
 	return b.replicas
 }
 
+// SetWorkflows makes each heartbeat carry the states fn returns (usually a
+// Worker's Workflows method), so other processes can read them with
+// [ReadReplicas]. Safe to call at any time.
+func (b *Budget) SetWorkflows(fn func() []WorkflowState) { b.workflows.Store(&fn) }
+
+// Refresh asks for a heartbeat now rather than at the next tick, e.g. when a
+// workflow paused. It never blocks; it does nothing before Start.
+func (b *Budget) Refresh() { signal(b.refresh) }
+
 // follow applies the bucket's changes until ctx ends.
 func (b *Budget) follow(ctx context.Context, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
@@ -268,6 +273,7 @@ func (b *Budget) beat(ctx context.Context, kv jetstream.KeyValue) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-b.refresh:
 		}
 		if err := b.heartbeat(ctx, kv); err != nil && ctx.Err() == nil {
 			b.log.Warn().Err(err).Msg("budget heartbeat failed")
@@ -285,7 +291,11 @@ func (b *Budget) beat(ctx context.Context, kv jetstream.KeyValue) {
 }
 
 func (b *Budget) heartbeat(ctx context.Context, kv jetstream.KeyValue) error {
-	v, err := json.Marshal(budgetHeartbeat{Replica: b.cfg.ReplicaID, PerMinute: b.cfg.PerMinute, At: time.Now().UTC()})
+	hb := ReplicaState{Replica: b.cfg.ReplicaID, PerMinute: b.cfg.PerMinute, RatePerMinute: b.lim.PerMinute(), At: time.Now().UTC()}
+	if fn := b.workflows.Load(); fn != nil {
+		hb.Workflows = (*fn)()
+	}
+	v, err := json.Marshal(hb)
 	if err != nil {
 		return fmt.Errorf("worker: budget heartbeat: %w", err)
 	}
@@ -315,6 +325,7 @@ func (b *Budget) reshareLocked() {
 	if n != b.replicas {
 		b.log.Info().Int("replicas", n).Float64("per_minute", share).Msg("budget replicas changed")
 		b.replicas = n
+		signal(b.refresh) // publish the new rate in force now
 	}
 }
 

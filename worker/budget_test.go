@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,4 +117,37 @@ func TestNewBudgetRejectsAReplicaIDThatCannotBeAKey(t *testing.T) {
 	require.NoError(t, err, "a host name is a fine replica ID")
 	_, err = worker.NewBudget(js, nc, nil, worker.BudgetConfig{})
 	require.Error(t, err)
+}
+
+func TestHeartbeatsCarryTheRateInForceAndWorkflowStatesAtOnceOnRefresh(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	// A long TTL: the periodic heartbeat (every 20 s) cannot be what the
+	// test sees after Refresh.
+	cfg := worker.BudgetConfig{PerMinute: 900, TTL: time.Minute}
+	a := startReplica(t, srv, "a", cfg)
+	b := startReplica(t, srv, "b", cfg)
+	requireShares(t, 450, a, b)
+
+	var state atomic.Value
+	state.Store(worker.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: worker.StateRunning})
+	a.budget.SetWorkflows(func() []worker.WorkflowState { return []worker.WorkflowState{state.Load().(worker.WorkflowState)} })
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	state.Store(worker.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: worker.StatePaused, Reason: "start probe failed: 401", Since: since})
+	a.budget.Refresh()
+
+	var got []worker.ReplicaState
+	require.Eventually(t, func() bool {
+		var err error
+		got, err = worker.ReadReplicas(context.Background(), js, "")
+		require.NoError(t, err)
+		return len(got) == 2 && len(got[0].Workflows) == 1 && got[0].Workflows[0].State == worker.StatePaused
+	}, 5*time.Second, 10*time.Millisecond, "replicas: %+v", &got)
+	require.Equal(t, "a", got[0].Replica)
+	require.Equal(t, 900, got[0].PerMinute)
+	require.Equal(t, []worker.WorkflowState{{Workflow: "signup", Consumer: "ksync-signup", State: worker.StatePaused, Reason: "start probe failed: 401", Since: since}}, got[0].Workflows)
+	require.Equal(t, "b", got[1].Replica)
+	require.Empty(t, got[1].Workflows)
+	require.InDelta(t, 450, got[1].RatePerMinute, 1)
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,6 +78,10 @@ type Config struct {
 	BreakerThreshold int
 	// ReplicaID names this replica in the ledger and logs; default host-pid.
 	ReplicaID string
+	// OnStateChange, when set, is called after a workflow pauses or resumes
+	// (see [Worker.Workflows]), e.g. to publish the new state at once. It
+	// runs on the goroutine that caused the change and must not block.
+	OnStateChange func()
 
 	Logger zerolog.Logger
 	Clock  loop.Clock // default loop.SystemClock()
@@ -142,6 +148,9 @@ type Worker struct {
 	// verify is a new event.
 	replayKey *dlq.ReplayKey
 	flows     []*flow
+	// running holds flows once Start has made them, for readers on other
+	// goroutines (Workflows).
+	running atomic.Pointer[[]*flow]
 
 	cancel   context.CancelFunc // stops fetching
 	hardStop context.CancelFunc // cancels in-flight events
@@ -158,11 +167,16 @@ func New(nc *nats.Conn, js jetstream.JetStream, cfg Config) (*Worker, error) {
 }
 
 // Start creates or checks the streams, the ledger and one durable consumer
-// per workflow, then consumes in the background until Stop.
+// per workflow, probes Kustomer once, then consumes in the background until
+// Stop. When the probe fails (a wrong base URL or key, an unreachable host)
+// Start still succeeds, but every workflow starts paused, fetches nothing and
+// resumes by itself once a later probe succeeds.
 func (w *Worker) Start(ctx context.Context) error {
 	if err := w.setup(ctx); err != nil {
 		return err
 	}
+	w.running.Store(&w.flows)
+	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel, w.hardStop = cancel, hardStop
@@ -294,17 +308,22 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		opened:       make(chan struct{}, 1),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
 	}
+	f.since = w.cfg.Clock.Now()
 	metricPaused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
+		f.setState(open, reason, w.cfg.Clock.Now())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			metricPaused.WithLabelValues(wf.Name).Set(1)
 			signal(f.opened)
-			return
+		} else {
+			f.log.Info().Msg("workflow resumed")
+			metricPaused.WithLabelValues(wf.Name).Set(0)
+			signal(f.resumed)
 		}
-		f.log.Info().Msg("workflow resumed")
-		metricPaused.WithLabelValues(wf.Name).Set(0)
-		signal(f.resumed)
+		if w.cfg.OnStateChange != nil {
+			w.cfg.OnStateChange()
+		}
 	})
 	return f, nil
 }
@@ -400,6 +419,11 @@ type flow struct {
 	resumed      chan struct{} // signalled when the breaker closes
 	opened       chan struct{} // signalled when the breaker opens
 	log          zerolog.Logger
+
+	stateMu sync.Mutex
+	paused  bool
+	reason  string    // why it paused; empty while running
+	since   time.Time // when it last started, paused or resumed
 }
 
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
@@ -492,17 +516,49 @@ func (w *Worker) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// probe checks whether Kustomer answers again, spending one rate unit: a
-// look-up of an externalId that does not exist. 404 means healthy.
+// probe checks whether Kustomer answers, spending one rate unit: an
+// authenticated look-up of an externalId that does not exist. Kustomer's own
+// 404 (or a 200) means healthy, and so does a 429: it is Kustomer rationing
+// the org, which the limiter handles. Anything else, including a 404 that is
+// not Kustomer's, is a failure.
 func (w *Worker) probe(ctx context.Context) error {
 	if err := w.cfg.Limiter.Wait(ctx); err != nil {
 		return err
 	}
 	_, err := w.cfg.Kustomer.CustomerByExternalID(ctx, "kustomer-sync-probe")
-	if err == nil || kustomer.IsNotFound(err) {
+	var ke *kustomer.Error
+	if err == nil || kustomer.IsNotFound(err) || (errors.As(err, &ke) && ke.StatusCode == http.StatusTooManyRequests) {
 		return nil
 	}
 	return err
+}
+
+// probeAtStart probes Kustomer once before anything is fetched. If the
+// deployment is wrong — a systemic answer (a wrong key, a base URL that is
+// not Kustomer's API) or no answer at all (an unreachable host) — every
+// workflow is paused: events stay in the stream instead of each being tried
+// and dead-lettered, and the probe loop resumes the workflows as soon as
+// Kustomer answers. A transient answer (5xx) is left to the breaker, as it
+// would be mid-run.
+func (w *Worker) probeAtStart(ctx context.Context) {
+	err := w.probe(ctx)
+	if err == nil {
+		w.log.Info().Msg("Kustomer answered the start probe")
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	var ke *kustomer.Error
+	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && kustomer.ClassOf(err) != kustomer.ClassSystemic {
+		w.log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
+		return
+	}
+	w.log.Error().Err(err).Str("class", kustomer.ClassOf(err).String()).Int("workflows", len(w.flows)).
+		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
+	for _, f := range w.flows {
+		f.breaker.Trip("start probe failed: " + err.Error())
+	}
 }
 
 func seqText(n uint64) string { return strconv.FormatUint(n, 10) }

@@ -132,8 +132,9 @@ workflows:
 `,
 		sandbox: sandbox.Config{ErrorRate: 1},
 	})
+	probed := h.sb.Sandbox.Stats().ServerErrors // the start probe's answer
 	seq := h.publish("leads.new", "retry-1", `{"name":"Mei Chen"}`)
-	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().ServerErrors >= 1 }, 10*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().ServerErrors > probed }, 10*time.Second, 2*time.Millisecond)
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 
 	run := h.waitRun(seq)

@@ -158,6 +158,9 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 			return nil, usageError{fmt.Errorf("--kustomer-base-url: %w", err)}
 		}
 	}
+	// Said before anything else happens, so a wrong host is plain to see
+	// next to the start probe's verdict.
+	a.log.Info().Str("kustomer_base_url", redactURL(cmp.Or(baseURL, kustomer.DefaultBaseURL))).Msg("Kustomer API")
 
 	st.natsURL = a.natsURL
 	if st.natsURL == "" {
@@ -294,7 +297,11 @@ func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc
 	if err := r.budget.Start(ctx); err != nil {
 		return nil, err
 	}
+	// The heartbeat carries the workflows' states, at once when one pauses
+	// or resumes, for `kustomer-sync status`.
+	wcfg.OnStateChange = r.budget.Refresh
 	if r.worker, err = worker.New(nc, js, wcfg); err == nil {
+		r.budget.SetWorkflows(r.worker.Workflows)
 		err = r.worker.Start(ctx)
 	}
 	if err != nil {

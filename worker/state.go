@@ -1,0 +1,114 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Workflow states, as [WorkflowState.State] reports them.
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
+)
+
+// WorkflowState is what a replica knows of one of its workflows: whether it
+// consumes or is paused on a systemic Kustomer failure, why, and since when.
+// Replicas publish it in their heartbeat, so `kustomer-sync status` can show
+// it from another process.
+type WorkflowState struct {
+	Workflow string    `json:"workflow"`
+	Consumer string    `json:"consumer"`
+	State    string    `json:"state"`            // StateRunning or StatePaused
+	Reason   string    `json:"reason,omitempty"` // why it paused
+	Since    time.Time `json:"since"`            // when it started, paused or resumed
+}
+
+// Workflows returns the state of each workflow, in config order; nil before
+// Start. Safe for concurrent use.
+func (w *Worker) Workflows() []WorkflowState {
+	flows := w.running.Load()
+	if flows == nil {
+		return nil
+	}
+	out := make([]WorkflowState, 0, len(*flows))
+	for _, f := range *flows {
+		out = append(out, f.state())
+	}
+	return out
+}
+
+func (f *flow) setState(paused bool, reason string, at time.Time) {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
+	f.paused, f.since = paused, at
+	f.reason = ""
+	if paused {
+		f.reason = reason
+	}
+}
+
+func (f *flow) state() WorkflowState {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
+	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC()}
+	if f.paused {
+		st.State, st.Reason = StatePaused, f.reason
+	}
+	return st
+}
+
+// ReplicaState is a live replica's heartbeat in the replicas bucket
+// ([BudgetBucketDefault]): the deployment's budget, the rate this replica may
+// spend now, and the state of its workflows. A replica writes it every
+// [BudgetTTLDefault]/3 and at once when a workflow pauses or resumes.
+type ReplicaState struct {
+	Replica       string          `json:"replica"`
+	PerMinute     int             `json:"per_minute"`      // the budget of the whole deployment
+	RatePerMinute float64         `json:"rate_per_minute"` // the rate in force: this replica's share, less pacing
+	At            time.Time       `json:"at"`              // when it was written
+	Workflows     []WorkflowState `json:"workflows,omitempty"`
+}
+
+// ReadReplicas returns the live replicas' states from the replicas bucket
+// (default [BudgetBucketDefault]), sorted by replica; none if the bucket does
+// not exist. A value it cannot read is skipped.
+func ReadReplicas(ctx context.Context, js jetstream.JetStream, bucket string) ([]ReplicaState, error) {
+	bucket = cmp.Or(bucket, BudgetBucketDefault)
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: replicas bucket %s: %w", bucket, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: replicas bucket %s: %w", bucket, err)
+	}
+	defer func() { _ = keys.Stop() }()
+	var out []ReplicaState
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired or left since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("worker: replicas bucket %s: key %s: %w", bucket, key, err)
+		}
+		var rs ReplicaState
+		if json.Unmarshal(e.Value(), &rs) != nil {
+			continue
+		}
+		rs.Replica = key
+		out = append(out, rs)
+	}
+	slices.SortFunc(out, func(a, b ReplicaState) int { return cmp.Compare(a.Replica, b.Replica) })
+	return out, nil
+}
