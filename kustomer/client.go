@@ -374,7 +374,7 @@ func (c *Client) statusError(op, method, path string, resp *http.Response, body 
 		e.Class = ClassSystemic
 	case misdirected(method, code, body):
 		parseErrorBody(e, body)
-		f := c.foreign(op, method, path, code, e.Message)
+		f := c.foreign(op, method, path, code, strings.TrimPrefix(e.Message, statusText(code)+": "))
 		f.Code = c.scrub(e.Code)
 		return f
 	case code == http.StatusTooManyRequests:

@@ -59,26 +59,39 @@ func (r *inProcessRun) stop() {
 // status runs `kustomer-sync status --json` and decodes it.
 func status(t *testing.T, natsURL string) statusReport {
 	t.Helper()
-	out, _, err := cli(t, "", "status", "--json", "--nats-url", natsURL)
+	rep, err := tryStatus(t, natsURL)
 	require.NoError(t, err)
-	var rep statusReport
-	require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
 	return rep
+}
+
+func tryStatus(t *testing.T, natsURL string) (statusReport, error) {
+	t.Helper()
+	var rep statusReport
+	out, _, err := cli(t, "", "status", "--json", "--nats-url", natsURL)
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &rep)
+	}
+	return rep, err
 }
 
 // waitWorkflow polls `status --json` until the workflow satisfies ok.
 func waitWorkflow(t *testing.T, natsURL, name string, ok func(workflowStatus) bool, logs *lockedBuffer) workflowStatus {
 	t.Helper()
 	var got workflowStatus
+	var lastErr error
 	require.Eventually(t, func() bool {
-		for _, ws := range status(t, natsURL).Workflows {
+		var rep statusReport
+		if rep, lastErr = tryStatus(t, natsURL); lastErr != nil {
+			return false
+		}
+		for _, ws := range rep.Workflows {
 			if ws.Workflow == name {
 				got = ws
 				return ok(ws)
 			}
 		}
 		return false
-	}, 30*time.Second, 50*time.Millisecond, "workflow %s never reached the expected state; last: %+v\n%s", name, &got, logs)
+	}, 30*time.Second, 50*time.Millisecond, "workflow %s never reached the expected state; last: %+v (status: %v)\n%s", name, &got, &lastErr, logs)
 	return got
 }
 
