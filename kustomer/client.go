@@ -214,9 +214,9 @@ func (c *Client) CreateCustomer(ctx context.Context, body any) (*Customer, error
 		return nil, err
 	}
 	if out.Data.ID == "" {
-		e := c.foreign(op, http.MethodPost, "/v1/customers", http.StatusCreated, "no customer id in the answer")
-		e.Timeout = true // something may have been created somewhere
-		return nil, e
+		// Kustomer always answers a create with the customer's id: this
+		// JSON came from another API.
+		return nil, c.foreign(op, http.MethodPost, "/v1/customers", http.StatusCreated, "no customer id in the answer")
 	}
 	return &out.Data, nil
 }
@@ -308,11 +308,9 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if readErr == nil && !looksLikeJSONObject(data) {
 			// An HTML page or plain text where Kustomer answers JSON: the
-			// base URL leads somewhere else. Whether a create left anything
-			// behind is unknown, so a retry looks up first.
-			e := c.foreign(op, method, path, resp.StatusCode, excerpt(data))
-			e.Timeout = method == http.MethodPost
-			return e
+			// base URL leads somewhere else, so the request did not reach
+			// Kustomer's API and created nothing there.
+			return c.foreign(op, method, path, resp.StatusCode, excerpt(data))
 		}
 		if readErr == nil {
 			readErr = json.Unmarshal(data, out)
@@ -372,11 +370,6 @@ func (c *Client) statusError(op, method, path string, resp *http.Response, body 
 	switch {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		e.Class = ClassSystemic
-	case misdirected(method, code, body):
-		parseErrorBody(e, body)
-		f := c.foreign(op, method, path, code, strings.TrimPrefix(e.Message, statusText(code)+": "))
-		f.Code = c.scrub(e.Code)
-		return f
 	case code == http.StatusTooManyRequests:
 		e.Class = ClassRetryable
 		e.RetryAfter = parseRateLimit(resp.Header, code, c.now()).RetryAfter
@@ -386,6 +379,11 @@ func (c *Client) statusError(op, method, path string, resp *http.Response, body 
 		// A gateway timeout means the request reached Kustomer and nobody
 		// knows whether it was carried out.
 		e.Timeout = code == http.StatusGatewayTimeout
+	case misdirected(method, code, body):
+		parseErrorBody(e, body)
+		f := c.foreign(op, method, path, code, strings.TrimPrefix(e.Message, statusText(code)+": "))
+		f.Code = c.scrub(e.Code)
+		return f
 	default:
 		e.Class = ClassPermanent
 	}

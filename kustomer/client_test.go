@@ -189,7 +189,7 @@ func TestClientTreatsAnswersThatAreNotKustomersAPIAsSystemic(t *testing.T) {
 		body        string
 		class       kustomer.Class
 		notFound    bool
-		unknown     bool // the outcome of a create is unknown
+		unknown     bool // the outcome is unknown
 		foreignHost bool // the message blames the base URL
 	}{
 		{"create 404 html", "create", 404, html, kustomer.ClassSystemic, false, false, true},
@@ -199,8 +199,9 @@ func TestClientTreatsAnswersThatAreNotKustomersAPIAsSystemic(t *testing.T) {
 		{"create 400 other json", "create", 400, `{"message":"bad"}`, kustomer.ClassSystemic, false, false, true},
 		{"create 413 html is about the request", "create", 413, html, kustomer.ClassPermanent, false, false, false},
 		{"create 400 Kustomer json", "create", 400, `{"errors":[{"code":"badparam","title":"x"}]}`, kustomer.ClassPermanent, false, false, false},
-		{"create 200 html", "create", 200, html, kustomer.ClassSystemic, false, true, true},
-		{"create 201 json without a customer", "create", 201, `{"ok":true}`, kustomer.ClassSystemic, false, true, true},
+		{"create 200 html", "create", 200, html, kustomer.ClassSystemic, false, false, true},
+		{"create 201 json without a customer", "create", 201, `{"ok":true}`, kustomer.ClassSystemic, false, false, true},
+		{"create 429 without a body stays a rate limit", "create", 429, "", kustomer.ClassRetryable, false, false, false},
 		{"create 502 html stays an outage", "create", 502, html, kustomer.ClassRetryable, false, false, false},
 		{"lookup 404 Kustomer notfound", "lookup", 404, notFoundJSON, kustomer.ClassPermanent, true, false, false},
 		{"lookup 404 html", "lookup", 404, html, kustomer.ClassSystemic, false, false, true},

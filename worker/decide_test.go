@@ -83,7 +83,8 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 	}{
 		{"201 created", respondWith(201, created), want{}},
 		{"400 bad request", respondWith(400, refused), want{decision: &loop.PermanentError{}, status: 400}},
-		{"404 not found", respondWith(404, `{"errors":[{"status":404,"code":"notfound"}]}`), want{decision: &loop.PermanentError{}, status: 404}},
+		{"404 on a create: the base URL is not Kustomer's API", respondWith(404, `{"errors":[{"status":404,"code":"notfound"}]}`), want{decision: &loop.PauseError{}, status: 404}},
+		{"an HTML page: the base URL is not Kustomer's API", respondWith(400, `<html>Bad Request</html>`), want{decision: &loop.PauseError{}, status: 400}},
 		{"422 unprocessable", respondWith(422, refused), want{decision: &loop.PermanentError{}, status: 422}},
 		{"401 bad key", respondWith(401, `{"errors":[{"code":"unauthorized"}]}`), want{decision: &loop.PauseError{}, status: 401}},
 		{"403 role or region", respondWith(403, `{"errors":[{"code":"forbidden"}]}`), want{decision: &loop.PauseError{}, status: 403}},
