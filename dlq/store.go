@@ -107,7 +107,7 @@ func (s *Store) get(ctx context.Context, id uint64) (Record, error) {
 	m, err := s.stream.GetMsg(ctx, id)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return Record{}, fmt.Errorf("dlq: entry %d in %s: %w", id, s.name, ErrNotFound)
+			return Record{}, notFoundError(fmt.Sprintf("dlq: no entry %d in %s: replayed, purged or never written (see 'kustomer-sync dlq list')", id, s.name))
 		}
 		return Record{}, fmt.Errorf("dlq: get entry %d from %s: %w", id, s.name, err)
 	}

@@ -144,6 +144,12 @@ func (c RunLogConfig) validate() error {
 // ErrRunNotFound is returned by [RunLog.Get] for an unknown (or expired) run.
 var ErrRunNotFound = errors.New("worker: run not found")
 
+// runNotFound is a message that wraps [ErrRunNotFound] without repeating it.
+type runNotFound string
+
+func (e runNotFound) Error() string        { return string(e) }
+func (e runNotFound) Is(target error) bool { return target == ErrRunNotFound }
+
 // RunLog stores run records in a JetStream stream, one message per run on
 // <prefix>.<workflow>.<status>.<id>, so reading by workflow, status or id
 // needs no scan of unrelated runs. It is safe for concurrent use.
@@ -172,6 +178,10 @@ func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*
 		AllowDirect: true,
 	})
 	if err != nil {
+		sc := jetstream.StreamConfig{Name: cfg.Stream, Subjects: []string{cfg.SubjectPrefix + ".>"}}
+		if x := explainOverlap(ctx, js, sc, nil, err); x.Error() != err.Error() {
+			return nil, x
+		}
 		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -418,12 +428,12 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 // [ErrRunNotFound].
 func (l *RunLog) Get(ctx context.Context, id string) (RunRecord, error) {
 	if id == "" {
-		return RunRecord{}, fmt.Errorf("worker: run log: empty run ID: %w", ErrRunNotFound)
+		return RunRecord{}, runNotFound("worker: run log: empty run ID")
 	}
 	m, err := l.stream.GetLastMsgForSubject(ctx, l.subject("*", "*", idToken(id)))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return RunRecord{}, fmt.Errorf("worker: run log: run %s: %w", id, ErrRunNotFound)
+			return RunRecord{}, runNotFound(fmt.Sprintf("worker: run log: no run %s in %s (expired, or never written)", id, l.cfg.Stream))
 		}
 		return RunRecord{}, fmt.Errorf("worker: run log: get run %s: %w", id, err)
 	}

@@ -77,6 +77,7 @@ func TestRunLogGetFindsIDsThatAreNotSubjectTokensAndReportsUnknownOnes(t *testin
 
 	_, err = l.Get(ctx, "nope")
 	require.ErrorIs(t, err, ErrRunNotFound)
+	require.EqualError(t, err, "worker: run log: no run nope in RUNS (expired, or never written)", "one prefix, said once")
 }
 
 func TestRunLogListFiltersNewestFirst(t *testing.T) {
@@ -196,4 +197,17 @@ func TestRunRecordOfAHugeLoopIsTrimmedToFitOneMessageFailuresFirst(t *testing.T)
 	small, err := fitRecord(RunRecord{ID: "s", Items: r.Items[:3]}, 64<<10)
 	require.NoError(t, err)
 	require.NotContains(t, string(small), "items_omitted")
+}
+
+func TestTheRunLogStreamOverlappingAnotherIsRefusedNamingTheOtherStream(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AUDIT", Subjects: []string{"runs.*.>", "audit.>"}})
+	require.NoError(t, err)
+
+	_, err = NewRunLog(ctx, js, RunLogConfig{})
+	require.ErrorContains(t, err, "worker: stream RUNS cannot capture its subject runs.>: stream AUDIT already captures runs.*.>")
+	var apiErr *jetstream.APIError
+	require.ErrorAs(t, err, &apiErr, "JetStream's own error stays in the chain")
 }

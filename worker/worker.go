@@ -259,7 +259,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	}
 	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
 	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
-		return err
+		return explainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
 	}
 	rl := w.cfg.RunLog
 	if rl.Replicas == 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -204,6 +205,16 @@ func (a *app) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, err
 		url = defaultNATSURL
 	}
 	return a.connectTo(ctx, url)
+}
+
+// missingStream turns JetStream's "stream not found" (err_code=10059) for a
+// stream the worker creates into what to do about it; other errors pass.
+func (a *app) missingStream(err error, stream, what string) error {
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	return fmt.Errorf("%s: there is no stream %s on the NATS server at %s. Start 'kustomer-sync run' first (it creates it), or point --nats-url, NATS_URL or --context at the worker's NATS",
+		what, stream, redactURL(cmp.Or(a.natsURL, defaultNATSURL)))
 }
 
 func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, error) {

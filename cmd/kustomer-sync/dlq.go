@@ -137,7 +137,7 @@ Classes: ` + classList() + `.`,
 		store, err := dlq.OpenStore(ctx, js, stream)
 		if err != nil {
 			nc.Close()
-			return nil, nil, err
+			return nil, nil, a.missingStream(err, stream, "no dead letters yet")
 		}
 		return store, nc.Close, nil
 	}

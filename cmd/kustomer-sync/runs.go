@@ -45,7 +45,7 @@ Statuses: succeeded, partial, failed, dead_lettered, paused.`,
 		l, err := worker.OpenRunLog(cmd.Context(), js, worker.RunLogConfig{Stream: stream})
 		if err != nil {
 			nc.Close()
-			return nil, nil, err
+			return nil, nil, a.missingStream(err, stream, "no run log yet")
 		}
 		return l, nc.Close, nil
 	}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func TestRunsAndDLQOnAServerWithoutTheirStreamsSayWhatToDo(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	for _, args := range [][]string{{"runs", "list"}, {"runs", "show", "LEADS-1-1"}, {"dlq", "list"}, {"dlq", "show", "1"}} {
+		_, _, err := cli(t, "", append(args, "--nats-url", srv.ClientURL())...)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "there is no stream")
+		require.Contains(t, err.Error(), "at "+srv.ClientURL()+". Start 'kustomer-sync run' first")
+		require.NotContains(t, err.Error(), "err_code", strings.Join(args, " "))
+	}
+}
+
+func TestNotFoundErrorsSayTheirPrefixOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	_, err := dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
+	require.NoError(t, err)
+	_, err = worker.NewRunLog(ctx, js, worker.RunLogConfig{})
+	require.NoError(t, err)
+
+	_, _, err = cli(t, "", "dlq", "show", "999", "--nats-url", srv.ClientURL())
+	require.ErrorContains(t, err, "no entry 999 in LEADS_DLQ")
+	require.Equal(t, 1, strings.Count(err.Error(), "dlq:"), err.Error())
+
+	_, _, err = cli(t, "", "runs", "show", "nope", "--nats-url", srv.ClientURL())
+	require.ErrorContains(t, err, "no run nope in RUNS")
+	require.Equal(t, 1, strings.Count(err.Error(), "worker:"), err.Error())
+}
+
+func TestRunNamesTheStreamWhoseSubjectsOverlapItsOwn(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"leads.shop.>", "orders.>"}})
+	require.NoError(t, err)
+	_, _, err = cli(t, "", "run", "--sandbox", "--log-level", "error", "--nats-url", srv.ClientURL())
+	require.ErrorContains(t, err, `stream ORDERS captures "leads.shop.>", which overlaps "leads.>"`)
+	require.ErrorContains(t, err, "remove it from ORDERS, or give LEADS other subjects")
+}
