@@ -239,7 +239,8 @@ func TestDLQOnAMissingStreamSaysHowToGetOne(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
 	_, _, err := b.cli(t, "", "dlq", "list", "--stream", "OTHER")
-	require.ErrorContains(t, err, "OTHER does not exist")
+	require.ErrorContains(t, err, "there is no stream OTHER on the NATS server at")
+	require.ErrorContains(t, err, "Start 'kustomer-sync run' first")
 	require.Equal(t, 1, exitCode(err))
 }
 
