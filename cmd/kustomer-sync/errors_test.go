@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -42,15 +41,4 @@ func TestNotFoundErrorsSayTheirPrefixOnce(t *testing.T) {
 	_, _, err = cli(t, "", "runs", "show", "nope", "--nats-url", srv.ClientURL())
 	require.ErrorContains(t, err, "no run nope in RUNS")
 	require.Equal(t, 1, strings.Count(err.Error(), "worker:"), err.Error())
-}
-
-func TestRunNamesTheStreamWhoseSubjectsOverlapItsOwn(t *testing.T) {
-	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"leads.shop.>", "orders.>"}})
-	require.NoError(t, err)
-	_, _, err = cli(t, "", "run", "--sandbox", "--log-level", "error", "--nats-url", srv.ClientURL())
-	require.ErrorContains(t, err, `stream ORDERS captures "leads.shop.>", which overlaps "leads.>"`)
-	require.ErrorContains(t, err, "remove it from ORDERS, or give LEADS other subjects")
 }
