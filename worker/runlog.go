@@ -351,7 +351,8 @@ type RunFilter struct {
 	Limit    int       // at most this many, the newest; 0 = no limit
 }
 
-// List returns the runs that match f, newest first. With a Limit and no
+// List returns the runs that match f, newest first (by start time; runs
+// that started together in the order they ended, latest first). With a Limit and no
 // Since, it reads back from the end of the stream in growing windows, so
 // listing the last 50 runs costs about 50 reads, not the whole log.
 func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
@@ -415,7 +416,9 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 	if f.Limit > 0 && len(runs) > f.Limit {
 		runs = runs[len(runs)-f.Limit:]
 	}
+	// Newest first by start: the stream holds runs in the order they ended.
 	slices.Reverse(runs)
+	slices.SortStableFunc(runs, func(a, b RunRecord) int { return b.Started.Compare(a.Started) })
 	for i := range runs {
 		if err := l.whole(ctx, &runs[i]); err != nil {
 			return nil, err

@@ -174,8 +174,9 @@ func (a *app) dlqListCommand(open openStore) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List dead letters (oldest first)",
-		Long: `List dead-letter entries as a table: id, workflow, class, failed items, attempts, error
-(truncated) and age. Filters combine. --json prints every field, with the payload.`,
+		Long: `List dead-letter entries as a table: id, workflow, class, failed Loop items (as indexes: #0,
+#3-5; "all" for the whole event; a long list is cut and counted), attempts, error (truncated) and
+age. Filters combine. --json prints every field, with the payload and every item.`,
 		Example: `  kustomer-sync dlq list
   kustomer-sync dlq list --workflow signup --class permanent --since 2h
   kustomer-sync dlq list --grep jane@example.com --json`,
@@ -211,16 +212,30 @@ func filterSuffix(f dlqFilterFlags) string {
 
 func writeDLQTable(w io.Writer, entries []dlq.Record, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tWORKFLOW\tCLASS\tITEMS\tATTEMPTS\tERROR\tAGE")
+	fmt.Fprintln(tw, "ID\tWORKFLOW\tCLASS\tFAILED ITEMS\tATTEMPTS\tERROR\tAGE")
 	for _, r := range entries {
-		items := dlq.FormatItems(r.Items)
-		if items == "" {
-			items = "all"
-		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Workflow), orDash(string(r.Class)),
-			clip(items, 16), r.Attempts, clip(r.Error, 60), age(now.Sub(r.Time)))
+			itemsLabel(r.Items, 24), r.Attempts, clip(r.Error, 60), age(now.Sub(r.Time)))
 	}
 	return tw.Flush()
+}
+
+// itemsLabel shows failed Loop items as indexes, never as a count: "#0",
+// "#0,#3-5"; "all" for the whole event. Beyond width bytes (0: no limit) the
+// list is cut after an item and the total given: "#0,#2,… (5000 items)".
+func itemsLabel(items []int, width int) string {
+	if len(items) == 0 {
+		return "all"
+	}
+	s := "#" + strings.ReplaceAll(dlq.FormatItems(items), ",", ",#")
+	if width <= 0 || len(s) <= width {
+		return s
+	}
+	cut := strings.LastIndexByte(s[:width], ',')
+	if cut <= 0 {
+		cut = strings.IndexByte(s, ',')
+	}
+	return s[:cut] + ",… (" + strconv.Itoa(len(items)) + " items)"
 }
 
 func (a *app) dlqShowCommand(open openStore) *cobra.Command {
@@ -267,11 +282,11 @@ func writeDLQEntry(w io.Writer, r dlq.Record) error {
 	row("Workflow", r.Workflow)
 	row("Class", string(r.Class))
 	row("Attempts", strconv.Itoa(r.Attempts))
-	items := dlq.FormatItems(r.Items)
-	if items == "" {
-		items = "all (the whole event)"
+	items := "all (the whole event)"
+	if len(r.Items) > 0 {
+		items = fmt.Sprintf("%s (%d %s)", itemsLabel(r.Items, 0), len(r.Items), plural(len(r.Items), "item", "items"))
 	}
-	row("Items", items)
+	row("Failed items", items)
 	row("Subject", r.Subject)
 	if r.StreamSeq != 0 {
 		row("Stream seq", strconv.FormatUint(r.StreamSeq, 10))

@@ -84,8 +84,8 @@ func TestDLQListPrintsATableAndFilters(t *testing.T) {
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3)
-	require.Regexp(t, `^ID\s+WORKFLOW\s+CLASS\s+ITEMS\s+ATTEMPTS\s+ERROR\s+AGE$`, lines[0])
-	require.Regexp(t, `^1\s+signup\s+permanent\s+0,2\s+2\s+permanent: it broke\s+\d+s$`, lines[1])
+	require.Regexp(t, `^ID\s+WORKFLOW\s+CLASS\s+FAILED ITEMS\s+ATTEMPTS\s+ERROR\s+AGE$`, lines[0])
+	require.Regexp(t, `^1\s+signup\s+permanent\s+#0,#2\s+2\s+permanent: it broke\s+\d+s$`, lines[1])
 	require.Regexp(t, `^2\s+import\s+mapping\s+all\s+2\s+mapping: it broke\s+\d+s$`, lines[2])
 
 	out, _, err = b.cli(t, "", "dlq", "list", "--workflow", "import")
@@ -270,4 +270,31 @@ func TestParseSinceReadsDurationsDaysAndTimes(t *testing.T) {
 	require.Equal(t, time.Date(2025, 3, 1, 0, 0, 0, 0, time.Local), got)
 	_, err = parseSince("-1h", now)
 	require.Error(t, err)
+}
+
+func TestDLQListShowsFailedItemsAsIndexesNotACount(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "batch", dlq.ClassValidation, 1, []int{0}, `{"leads":[]}`)
+	b.deadLetter(t, "batch", dlq.ClassValidation, 2, []int{0, 3, 4, 5}, `{"leads":[]}`)
+	var many []int
+	for i := range 5000 {
+		many = append(many, 2*i)
+	}
+	b.deadLetter(t, "batch", dlq.ClassValidation, 3, many, `{"leads":[]}`)
+
+	out, _, err := b.cli(t, "", "dlq", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4)
+	require.Regexp(t, `^1\s+batch\s+validation\s+#0\s+2\s`, lines[1], "item 0, not a count of 0")
+	require.Regexp(t, `^2\s+batch\s+validation\s+#0,#3-5\s+2\s`, lines[2])
+	require.Regexp(t, `^3\s+batch\s+validation\s+#0,#2,#4,#6,#8,#10,#12,… \(5000 items\)\s+2\s`, lines[3])
+
+	out, _, err = b.cli(t, "", "dlq", "show", "2")
+	require.NoError(t, err)
+	require.Regexp(t, `Failed items\s+#0,#3-5 \(4 items\)`, out)
+	out, _, err = b.cli(t, "", "dlq", "show", "3")
+	require.NoError(t, err)
+	require.Contains(t, out, "#9996,#9998 (5000 items)", "show lists every item")
 }

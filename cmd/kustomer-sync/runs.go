@@ -64,8 +64,9 @@ func (a *app) runsListCommand(open openRunLog) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List runs, newest first",
-		Long: `List run records as a table (newest first): id, workflow, status, items created of total,
-start time, duration and error. Filters combine. --json prints the records in full.`,
+		Long: `List run records as a table, newest first (by start time): id, workflow, status, items
+created of total, start time, duration and error (the event's, or the first failed item's, with how
+many others failed). Filters combine. --json prints the records in full.`,
 		Example: `  kustomer-sync runs list
   kustomer-sync runs list --status dead_lettered --limit 10
   kustomer-sync runs list --workflow signup --since 2025-03-01 --json`,
@@ -136,9 +137,36 @@ func writeRunsTable(w io.Writer, runs []worker.RunRecord) error {
 			status += " (replay)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.Workflow, status, created, len(r.Items),
-			r.Started.Local().Format(time.DateTime), took(r), clip(r.Error, 50))
+			r.Started.Local().Format(time.DateTime), took(r), clip(runError(r), 60))
 	}
 	return tw.Flush()
+}
+
+// runError is what went wrong in a run, in one line: the event's error, or
+// the first failed item's, naming it and how many others failed.
+func runError(r worker.RunRecord) string {
+	if r.Error != "" {
+		return r.Error
+	}
+	var first *worker.RunItem
+	failed := 0
+	for i, it := range r.Items {
+		if it.Error == "" && it.Outcome != "failed" {
+			continue
+		}
+		if first == nil {
+			first = &r.Items[i]
+		}
+		failed++
+	}
+	switch {
+	case first == nil:
+		return ""
+	case failed == 1:
+		return fmt.Sprintf("#%d: %s", first.Index, orDash(first.Error))
+	default:
+		return fmt.Sprintf("#%d and %d more: %s", first.Index, failed-1, orDash(first.Error))
+	}
 }
 
 func took(r worker.RunRecord) string {

@@ -48,7 +48,7 @@ func TestRunsListPrintsNewestFirstAndFilters(t *testing.T) {
 	require.Len(t, lines, 4)
 	require.Regexp(t, `^ID\s+WORKFLOW\s+STATUS\s+ITEMS\s+STARTED\s+TOOK\s+ERROR$`, lines[0])
 	require.Regexp(t, `^import-3-1\s+import\s+dead_lettered\s+0/0\s+.*mapping: \{\{trigger.nme\}\}`, lines[1])
-	require.Regexp(t, `^signup-2-1\s+signup\s+partial\s+1/2\s+.*\s1s\s*$`, lines[2])
+	require.Regexp(t, `^signup-2-1\s+signup\s+partial\s+1/2\s+.*\s1s\s+#1: kustomer: create: 503 unavailable$`, lines[2])
 	require.Regexp(t, `^signup-1-1\s+signup\s+succeeded\s+1/1\s+.*\s120ms\s*$`, lines[3])
 
 	out, _, err = b.cli(t, "", "runs", "list", "--workflow", "signup", "--status", "partial", "--json")
@@ -91,4 +91,53 @@ func TestRunsOnAMissingStreamFails(t *testing.T) {
 	b := newCLIBundle(t)
 	_, _, err := b.cli(t, "", "runs", "list", "--stream", "NOPE")
 	require.ErrorContains(t, err, "NOPE")
+}
+
+func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	writeRuns(t, b)
+	l, err := worker.NewRunLog(context.Background(), b.js, worker.RunLogConfig{})
+	require.NoError(t, err)
+	start := time.Now().Add(-time.Minute)
+	require.NoError(t, l.Write(context.Background(), worker.RunRecord{
+		ID: "batch-4-1", Workflow: "batch", StreamSeq: 4, Started: start, Ended: start.Add(time.Second), Status: worker.RunFailed,
+		Items: []worker.RunItem{
+			{Index: 0, Outcome: "failed", Attempts: 1, Class: "validation", Error: `mapping: emails[0].email: "x" is not an email address`},
+			{Index: 1, Outcome: "failed", Attempts: 1, Class: "validation", Error: `mapping: emails[0].email: "y" is not an email address`},
+		},
+	}))
+
+	out, _, err := b.cli(t, "", "runs", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Regexp(t, `^batch-4-1\s+batch\s+failed\s+0/2\s+.*\s#0 and 1 more: mapping: emails\[0\]\.email: "x" is not an`, lines[1])
+	require.Regexp(t, `^signup-2-1\s+signup\s+partial\s+1/2\s+.*\s#1: kustomer: create: 503 unavailable$`, lines[3])
+}
+
+func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	l, err := worker.NewRunLog(context.Background(), b.js, worker.RunLogConfig{})
+	require.NoError(t, err)
+	start := time.Now().Add(-time.Hour)
+	// A long Loop event started first and ended last: its record is written
+	// after the others'.
+	for _, r := range []struct {
+		id    string
+		start time.Duration
+	}{{"short-b", 2 * time.Minute}, {"short-c", 3 * time.Minute}, {"long-a", 0}} {
+		require.NoError(t, l.Write(context.Background(), worker.RunRecord{
+			ID: r.id, Workflow: "batch", Started: start.Add(r.start), Ended: start.Add(10 * time.Minute), Status: worker.RunSucceeded,
+		}))
+	}
+	for _, args := range [][]string{{"runs", "list"}, {"runs", "list", "--limit", "0"}, {"runs", "list", "--since", "2h"}} {
+		out, _, err := b.cli(t, "", args...)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 4, args)
+		for i, id := range []string{"short-c", "short-b", "long-a"} {
+			require.True(t, strings.HasPrefix(lines[i+1], id+" "), "%v: line %d is %q, want %s", args, i+1, lines[i+1], id)
+		}
+	}
 }
