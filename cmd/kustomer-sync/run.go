@@ -36,6 +36,12 @@ workflow config: restart the process to apply a new one.`,
 			}
 			ctx := cmd.Context()
 			st, err := a.startStack(ctx, &f)
+			if err != nil && ctx.Err() != nil {
+				// Stopped while starting: nothing was consumed, so there is
+				// nothing to drain and nothing went wrong.
+				a.log.Info().Msg("stopped while starting")
+				return nil
+			}
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -55,4 +57,22 @@ func TestSIGHUPDrainsTheWorkerAndExitsCleanly(t *testing.T) {
 	r.waitDone(js)
 	r.requireExactlyOnce(js)
 	r.stopWorkers()
+}
+
+func TestRunStoppedWhileStartingExitsCleanly(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--sandbox", "--nats-url", srv.ClientURL(), "--log-level", "error"}, strings.NewReader(""), io.Discard, io.Discard)
+	}()
+	// Stop as soon as the worker has begun to set up its streams.
+	require.Eventually(t, func() bool {
+		_, err := js.Stream(context.Background(), worker.StreamDefault)
+		return err == nil
+	}, 20*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
 }
