@@ -77,6 +77,9 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, stream string) (*Sto
 // Name is the stream's name.
 func (s *Store) Name() string { return s.name }
 
+// JetStream is the JetStream context the store works through.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
 // List returns the entries that match f, oldest first. Entries with a
 // malformed header are listed with that field zero. An ID f names that the
 // stream never held (above its last sequence) is an error wrapping

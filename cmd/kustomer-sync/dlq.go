@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 func init() {
@@ -302,6 +303,11 @@ func writeDLQEntry(w io.Writer, r dlq.Record) error {
 		row("Kustomer status", strconv.Itoa(r.StatusCode))
 	}
 	row("Kustomer code", r.Code)
+	row("Run", r.Run)
+	if r.ReplayedFrom != 0 {
+		row("Replay of", fmt.Sprintf("entry %d (replay %d of the event; %d attempts before it)", r.ReplayedFrom, r.Replays, r.PriorAttempts))
+	}
+	row("Original run", r.OriginalRun)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -327,19 +333,31 @@ func prettyPayload(p []byte) string {
 
 func (a *app) dlqReplayCommand(open openStore) *cobra.Command {
 	var f dlqFilterFlags
-	var dryRun bool
+	var dryRun, asJSON bool
 	var rate float64
 	cmd := &cobra.Command{
 		Use:   "replay [ID...]",
 		Short: "Republish dead letters to their original subject",
 		Long: `Republish dead-letter entries to the subject they came from, by ID, by filter, or --all.
 A Loop event is limited to its failed items; the event goes through the current workflow
-configuration, so fix the cause first. Each entry is removed once JetStream has acknowledged its
-republish; replaying the same entries twice publishes them once. A progress bar shows on a terminal.`,
+configuration, so fix the cause first. The replay keeps the original event's id; its run record
+links the dead letter and the earlier runs, and if it fails again the new dead letter says so.
+
+Before an entry is republished, its workflow must still read its subject: the stream that
+captures the subject has the workflow's consumer (ksync-<workflow>, which the worker keeps for
+each configured workflow). An entry whose workflow is gone is kept, with the reason, and the
+command exits 1.
+
+Replay headers are signed with the deployment's key (KV bucket KSYNC_KEYS, created on first use),
+so this command needs read access to that bucket; a worker ignores replay headers it cannot
+verify. Each entry is removed once JetStream has stored its republish; replaying the same entries
+twice, or from two terminals at once, publishes them once. An ID the stream never held is an
+error; an entry already replayed or purged is reported as gone. A progress bar shows on a
+terminal.`,
 		Example: `  kustomer-sync dlq replay 42
   kustomer-sync dlq replay --workflow signup --class exhausted --since 1h
   kustomer-sync dlq replay --all --dry-run
-  kustomer-sync dlq replay --all --rate 10`,
+  kustomer-sync dlq replay --all --rate 10 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !f.selects(args) {
 				return usageError{errors.New("say what to replay: entry IDs, a filter (--workflow, --class, --since, --grep) or --all")}
@@ -348,27 +366,80 @@ republish; replaying the same entries twice publishes them once. A progress bar 
 				return usageError{fmt.Errorf("--rate %v: want 0 (unlimited) or more messages per second", rate)}
 			}
 			return f.withStore(cmd.Context(), open, args, func(store *dlq.Store, filter dlq.Filter) error {
-				return a.replay(cmd.Context(), store, filter, dryRun, rate)
+				return a.replay(cmd.Context(), store, filter, dryRun, rate, asJSON)
 			})
 		},
 	}
 	f.register(cmd, true)
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be replayed; change nothing")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be replayed (and kept); change nothing")
 	cmd.Flags().Float64Var(&rate, "rate", 0, "at most this many messages per second (0: unlimited)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON")
 	return cmd
 }
 
-func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, dryRun bool, rate float64) error {
+// replayView is the JSON outcome of `dlq replay`.
+type replayView struct {
+	DryRun          bool           `json:"dry_run"`
+	Replayed        int            `json:"replayed"`
+	AlreadyReplayed int            `json:"already_replayed"`
+	Entries         []dlqEntryView `json:"entries"`
+	Kept            []keptView     `json:"kept"`
+	Gone            []uint64       `json:"gone"`
+	Error           string         `json:"error,omitempty"`
+}
+
+type keptView struct {
+	ID       uint64 `json:"id"`
+	Workflow string `json:"workflow"`
+	Reason   string `json:"reason"`
+}
+
+func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, dryRun bool, rate float64, asJSON bool) error {
 	var bar func(int)
 	shown := 0
-	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Progress: func(done, total int) {
-		if bar == nil {
-			bar = a.progress(total, "replaying")
+	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Check: worker.ReplayCheck(store.JetStream())}
+	if !asJSON {
+		opts.Progress = func(done, total int) {
+			if bar == nil {
+				bar = a.progress(total, "replaying")
+			}
+			bar(done - shown)
+			shown = done
 		}
-		bar(done - shown)
-		shown = done
-	}}
+	}
 	res, err := store.Replay(ctx, filter, opts)
+	if err == nil && len(res.Kept) > 0 && !dryRun {
+		err = fmt.Errorf("dlq replay: %d %s kept: %w", len(res.Kept), plural(len(res.Kept), "entry", "entries"), res.Kept[0].Reason)
+		if len(res.Kept) > 1 {
+			err = fmt.Errorf("dlq replay: %d entries kept, their workflows no longer read their subjects (see above)", len(res.Kept))
+		}
+	}
+	if asJSON {
+		v := replayView{DryRun: dryRun, Replayed: res.Replayed, AlreadyReplayed: res.Skipped, Entries: dlqViews(res.Entries), Kept: []keptView{}, Gone: res.Gone}
+		for _, k := range res.Kept {
+			v.Kept = append(v.Kept, keptView{ID: k.Record.ID, Workflow: k.Record.Workflow, Reason: k.Reason.Error()})
+		}
+		if v.Gone == nil {
+			v.Gone = []uint64{}
+		}
+		if err != nil {
+			v.Error = err.Error()
+		}
+		if werr := writeJSON(a.stdout, v); werr != nil && err == nil {
+			err = werr
+		}
+		return err
+	}
+	keep := "Kept"
+	if dryRun {
+		keep = "Would keep"
+	}
+	for _, k := range res.Kept {
+		fmt.Fprintf(a.stdout, "%s entry %d (workflow %s): %v\n", keep, k.Record.ID, orDash(k.Record.Workflow), k.Reason)
+	}
+	for _, id := range res.Gone {
+		fmt.Fprintf(a.stdout, "Entry %d is already gone (replayed or purged before).\n", id)
+	}
 	if dryRun {
 		if err != nil {
 			return err
@@ -387,7 +458,10 @@ func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, d
 	if res.Skipped > 0 {
 		summary += fmt.Sprintf(", %d already replayed before (removed)", res.Skipped)
 	}
-	if res.Replayed+res.Skipped == 0 && err == nil {
+	if res.Replayed+res.Skipped == 0 && len(res.Kept) == 0 {
+		if err != nil {
+			return err
+		}
 		summary = "Nothing to replay"
 	}
 	if _, werr := fmt.Fprintln(a.stdout, summary+"."); werr != nil && err == nil {
@@ -398,23 +472,42 @@ func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, d
 
 func (a *app) dlqPurgeCommand(open openStore) *cobra.Command {
 	var f dlqFilterFlags
-	var yes bool
+	var yes, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "purge [ID...]",
 		Short: "Delete dead letters for good",
 		Long: `Delete dead-letter entries by ID, by filter, or --all. Shows how many entries match and asks
-for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed.`,
+for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed. An ID the stream
+never held is an error. --json prints {"deleted": N, "ids": [...]} and needs --yes.`,
 		Example: `  kustomer-sync dlq purge 42
   kustomer-sync dlq purge --class invalid_event --since 7d
-  kustomer-sync dlq purge --all --yes`,
+  kustomer-sync dlq purge --all --yes --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !f.selects(args) {
 				return usageError{errors.New("say what to purge: entry IDs, a filter (--workflow, --class, --since, --grep) or --all")}
+			}
+			if asJSON && !yes {
+				return usageError{errors.New("--json needs --yes: there is no confirmation prompt in JSON mode")}
 			}
 			return f.withStore(cmd.Context(), open, args, func(store *dlq.Store, filter dlq.Filter) error {
 				entries, err := store.List(cmd.Context(), filter)
 				if err != nil {
 					return err
+				}
+				// Delete exactly what was counted and confirmed, not what
+				// arrived since.
+				ids := make([]uint64, len(entries))
+				for i, r := range entries {
+					ids[i] = r.ID
+				}
+				if asJSON {
+					n := 0
+					if len(ids) > 0 {
+						if n, err = store.Purge(cmd.Context(), dlq.Filter{IDs: ids}); err != nil {
+							return err
+						}
+					}
+					return writeJSON(a.stdout, purgeView{Deleted: n, IDs: ids})
 				}
 				if len(entries) == 0 {
 					_, err := fmt.Fprintln(a.stdout, "Nothing to purge.")
@@ -431,12 +524,6 @@ for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed
 						return err
 					}
 				}
-				// Delete exactly what was counted and confirmed, not what
-				// arrived since.
-				ids := make([]uint64, len(entries))
-				for i, r := range entries {
-					ids[i] = r.ID
-				}
 				n, err := store.Purge(cmd.Context(), dlq.Filter{IDs: ids})
 				if err != nil {
 					return err
@@ -448,7 +535,15 @@ for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed
 	}
 	f.register(cmd, true)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON (with --yes)")
 	return cmd
+}
+
+// purgeView is the JSON outcome of `dlq purge`: how many entries were
+// deleted, of the IDs selected (an entry removed meanwhile is not counted).
+type purgeView struct {
+	Deleted int      `json:"deleted"`
+	IDs     []uint64 `json:"ids"`
 }
 
 // confirm asks question on out and reads a yes from in; anything else,
@@ -556,6 +651,11 @@ type dlqEntryView struct {
 	LastFailure  *time.Time      `json:"last_failure,omitempty"`
 	StatusCode   int             `json:"status_code,omitempty"`
 	Code         string          `json:"code,omitempty"`
+	Run          string          `json:"run,omitempty"`
+	ReplayedFrom uint64          `json:"replayed_from,omitempty"`
+	Replays      int             `json:"replays,omitempty"`
+	PriorAttempt int             `json:"prior_attempts,omitempty"`
+	OriginalRun  string          `json:"original_run,omitempty"`
 	Payload      json.RawMessage `json:"payload"`
 }
 
@@ -563,6 +663,7 @@ func dlqView(r dlq.Record) dlqEntryView {
 	v := dlqEntryView{
 		ID: r.ID, Time: r.Time, Workflow: r.Workflow, Class: r.Class, Error: r.Error, Attempts: r.Attempts,
 		Subject: r.Subject, StreamSeq: r.StreamSeq, MsgID: r.MsgID, Items: r.Items, StatusCode: r.StatusCode, Code: r.Code,
+		Run: r.Run, ReplayedFrom: r.ReplayedFrom, Replays: r.Replays, PriorAttempt: r.PriorAttempts, OriginalRun: r.OriginalRun,
 	}
 	if !r.FirstFailure.IsZero() {
 		v.FirstFailure = &r.FirstFailure

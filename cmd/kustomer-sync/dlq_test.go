@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -33,6 +34,14 @@ func newCLIBundle(t *testing.T) cliBundle {
 	_, js := srv.Connect(t)
 	leads, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	require.NoError(t, err)
+	// The consumers a worker running these workflows keeps: replay checks
+	// the entry's workflow still reads its subject.
+	for _, wf := range []string{"signup", "import"} {
+		_, err = leads.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: worker.ConsumerPrefixDefault + wf, FilterSubject: "leads." + wf, AckPolicy: jetstream.AckExplicitPolicy,
+		})
+		require.NoError(t, err)
+	}
 	_, err = dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
 	require.NoError(t, err)
 	store, err := dlq.OpenStore(ctx, js, "")
@@ -297,4 +306,122 @@ func TestDLQListShowsFailedItemsAsIndexesNotACount(t *testing.T) {
 	out, _, err = b.cli(t, "", "dlq", "show", "3")
 	require.NoError(t, err)
 	require.Contains(t, out, "#9996,#9998 (5000 items)", "show lists every item")
+}
+
+func TestDLQReplayOrPurgeOfAnIDThatNeverExistedExitsOneNamingIt(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	out, _, err := b.cli(t, "", "dlq", "replay", "999")
+	require.EqualError(t, err, "dlq: no entry 999 in LEADS_DLQ: its entries go up to 1 (see 'kustomer-sync dlq list')")
+	require.Equal(t, 1, exitCode(err))
+	require.Empty(t, out)
+	require.Equal(t, uint64(0), b.count(t, b.leads))
+
+	_, _, err = b.cli(t, "", "dlq", "replay", "1", "999")
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+	require.Equal(t, uint64(0), b.count(t, b.leads), "nothing replayed when one id is wrong")
+
+	_, _, err = b.cli(t, "", "dlq", "purge", "999", "--yes")
+	require.ErrorContains(t, err, "no entry 999")
+	require.Equal(t, 1, exitCode(err))
+	require.Equal(t, 1, b.dlqCount(t))
+
+	// Replayed once: naming it again says it is gone, and is no error.
+	_, _, err = b.cli(t, "", "dlq", "replay", "1")
+	require.NoError(t, err)
+	out, _, err = b.cli(t, "", "dlq", "replay", "1")
+	require.NoError(t, err)
+	require.Equal(t, "Entry 1 is already gone (replayed or purged before).\nNothing to replay.\n", out)
+}
+
+func TestDLQReplayAndPurgePrintJSON(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, []int{1}, `{"n":1}`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 3, nil, `{"n":3}`)
+
+	out, _, err := b.cli(t, "", "dlq", "replay", "1", "--json")
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	require.Equal(t, false, got["dry_run"])
+	require.Equal(t, 1.0, got["replayed"])
+	require.Equal(t, 0.0, got["already_replayed"])
+	require.Equal(t, []any{}, got["kept"])
+	require.Equal(t, []any{}, got["gone"])
+	require.Len(t, got["entries"], 1)
+	require.Equal(t, 1.0, got["entries"].([]any)[0].(map[string]any)["id"])
+
+	out, _, err = b.cli(t, "", "dlq", "replay", "1", "2", "--dry-run", "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	require.Equal(t, true, got["dry_run"])
+	require.Equal(t, []any{1.0}, got["gone"])
+	require.Len(t, got["entries"], 1)
+
+	_, _, err = b.cli(t, "", "dlq", "purge", "2", "--json")
+	require.Equal(t, 2, exitCode(err), "no prompt in JSON mode: --yes is required")
+	out, _, err = b.cli(t, "", "dlq", "purge", "2", "3", "--yes", "--json")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"deleted":2,"ids":[2,3]}`, out)
+	out, _, err = b.cli(t, "", "dlq", "purge", "--all", "--yes", "--json")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"deleted":0,"ids":[]}`, out)
+}
+
+func TestDLQReplayOfAnEntryWhoseWorkflowIsGoneKeepsItSaysWhyAndExitsOne(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "renamed", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
+
+	out, _, err := b.cli(t, "", "dlq", "replay", "--all", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "Would keep entry 1 (workflow renamed)")
+	require.Contains(t, out, "Dry run: would replay 1 entry")
+
+	out, _, err = b.cli(t, "", "dlq", "replay", "--all")
+	require.ErrorIs(t, err, worker.ErrNoWorkflow)
+	require.Equal(t, 1, exitCode(err))
+	require.Equal(t, "Kept entry 1 (workflow renamed): worker: workflow \"renamed\" no longer reads leads.renamed: stream LEADS has no consumer ksync-renamed for it (workflows reading it now: none); restore the workflow, or purge the entry\nReplayed 1 entry.\n", out)
+	require.Equal(t, uint64(1), b.count(t, b.leads), "only the entry whose workflow exists")
+	_, err = b.store.Get(context.Background(), 1)
+	require.NoError(t, err, "the entry is kept")
+
+	out, _, err = b.cli(t, "", "dlq", "replay", "1", "--json")
+	require.Error(t, err)
+	var got struct {
+		Kept []struct {
+			ID       uint64 `json:"id"`
+			Workflow string `json:"workflow"`
+			Reason   string `json:"reason"`
+		} `json:"kept"`
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	require.Len(t, got.Kept, 1)
+	require.Equal(t, "renamed", got.Kept[0].Workflow)
+	require.Contains(t, got.Kept[0].Reason, "no consumer ksync-renamed")
+	require.NotEmpty(t, got.Error)
+}
+
+func TestConcurrentDLQReplaysOfTheSameEntryAllExitZero(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, _, err := b.cli(t, "", "dlq", "replay", "1")
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, uint64(1), b.count(t, b.leads))
+	require.Equal(t, 0, b.dlqCount(t))
 }

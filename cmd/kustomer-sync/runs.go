@@ -214,7 +214,11 @@ func writeRun(w io.Writer, r worker.RunRecord) error {
 	row("Run", r.ID)
 	row("Workflow", r.Workflow)
 	row("Status", string(r.Status))
-	if r.Replay {
+	if rp := r.ReplayOf; rp != nil {
+		row("Replay of", fmt.Sprintf("dead letter %d in %s (replay %d of the event; %d attempts before it)", rp.DeadLetter, orDash(rp.Stream), rp.Count, rp.Attempts))
+		row("Failed run", rp.Run)
+		row("Original run", rp.OriginalRun)
+	} else if r.Replay {
 		row("Replay", "yes")
 	}
 	row("Event", r.EventID)

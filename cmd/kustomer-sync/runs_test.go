@@ -141,3 +141,23 @@ func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 		}
 	}
 }
+
+func TestRunsShowLinksAReplayToItsDeadLetterAndEarlierRuns(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	ctx := context.Background()
+	l, err := worker.NewRunLog(ctx, b.js, worker.RunLogConfig{})
+	require.NoError(t, err)
+	now := time.Now()
+	require.NoError(t, l.Write(ctx, worker.RunRecord{
+		ID: "LEADS-9-1", Workflow: "signup", EventID: "lead-42", Subject: "leads.signup", StreamSeq: 9,
+		Started: now, Ended: now, Status: worker.RunSucceeded, Replay: true,
+		ReplayOf: &worker.RunReplay{DeadLetter: 7, Stream: "LEADS_DLQ", Run: "LEADS-5-1", OriginalRun: "LEADS-1-1", Count: 2, Attempts: 6},
+	}))
+	out, _, err := b.cli(t, "", "runs", "show", "LEADS-9-1")
+	require.NoError(t, err)
+	require.Regexp(t, `Event\s+lead-42\n`, out)
+	require.Regexp(t, `Replay of\s+dead letter 7 in LEADS_DLQ \(replay 2 of the event; 6 attempts before it\)`, out)
+	require.Regexp(t, `Failed run\s+LEADS-5-1`, out)
+	require.Regexp(t, `Original run\s+LEADS-1-1`, out)
+}
