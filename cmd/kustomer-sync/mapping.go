@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,21 +19,32 @@ func init() {
 }
 
 func (a *app) validateCommand() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "validate CONFIG",
 		Short: "Check a workflow config file and list its workflows",
 		Long: `Parse CONFIG, compile every template and check every setting, exactly as 'run' does at
 start-up. Every mistake in the file is listed, each with its file, line and column, and the
-command exits 1. On success, list the workflows.`,
-		Example: "  kustomer-sync validate testdata/workflows.yaml",
-		Args:    cobra.ExactArgs(1),
+command exits 1. On success, list the workflows.
+
+--json prints {"file", "valid", "workflows"} on success and {"file", "valid": false, "errors":
+[{"file", "line", "column", "message"}]} on failure (still exit 1).`,
+		Example: `  kustomer-sync validate testdata/workflows.yaml
+  kustomer-sync validate --json workflows.yaml | jq '.errors[].message'`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := mapping.Load(args[0])
+			if asJSON {
+				if jerr := writeJSON(a.stdout, validateReport(args[0], cfg, err)); jerr != nil {
+					return jerr
+				}
+				return err
+			}
 			if err != nil {
 				return err
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "%s: %d workflow(s), all templates compile\n\n", args[0], len(cfg.Workflows))
+			fmt.Fprintf(w, "%s: %d %s, all templates compile\n\n", args[0], len(cfg.Workflows), plural(len(cfg.Workflows), "workflow", "workflows"))
 			fmt.Fprintln(w, "NAME\tSUBJECT\tLOOP\tCONCURRENCY\tIN FLIGHT\tATTEMPTS\tDEAD LETTERS\tINPUTS")
 			for _, wf := range cfg.Workflows {
 				loop := "-"
@@ -47,18 +57,83 @@ command exits 1. On success, list the workflows.`,
 			return w.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result (workflows, or every mistake) as JSON")
+	return cmd
+}
+
+// validateJSON is what `validate --json` prints.
+type validateJSON struct {
+	File      string            `json:"file"`
+	Valid     bool              `json:"valid"`
+	Workflows []workflowJSON    `json:"workflows,omitempty"`
+	Errors    []configErrorJSON `json:"errors,omitempty"`
+}
+
+type workflowJSON struct {
+	Name              string   `json:"name"`
+	Subject           string   `json:"subject"`
+	Loop              string   `json:"loop,omitempty"`
+	Concurrency       int      `json:"concurrency"`
+	MaxInFlight       int      `json:"max_in_flight"`
+	MaxAttempts       int      `json:"max_attempts"`
+	DeadLetterSubject string   `json:"dead_letter_subject"`
+	ResultsSubject    string   `json:"results_subject"`
+	Inputs            []string `json:"inputs"`
+}
+
+type configErrorJSON struct {
+	File    string `json:"file,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Message string `json:"message"`
+}
+
+func validateReport(file string, cfg *mapping.Config, err error) validateJSON {
+	out := validateJSON{File: file, Valid: err == nil}
+	if err != nil {
+		var ce *mapping.ConfigError
+		var ces mapping.ConfigErrors
+		switch {
+		case errors.As(err, &ces):
+			for _, e := range ces {
+				out.Errors = append(out.Errors, configErrorJSON{e.File, e.Line, e.Column, e.Msg})
+			}
+		case errors.As(err, &ce):
+			out.Errors = []configErrorJSON{{ce.File, ce.Line, ce.Column, ce.Msg}}
+		default:
+			out.Errors = []configErrorJSON{{File: file, Message: err.Error()}}
+		}
+		return out
+	}
+	for _, wf := range cfg.Workflows {
+		wj := workflowJSON{Name: wf.Name, Subject: wf.Subject, Concurrency: wf.Concurrency, MaxInFlight: wf.MaxInFlight,
+			MaxAttempts: wf.Retry.MaxAttempts, DeadLetterSubject: wf.DeadLetterSubject, ResultsSubject: wf.ResultsSubject, Inputs: wf.Inputs()}
+		if wf.HasLoop() {
+			wj.Loop = wf.LoopTemplate()
+		}
+		out.Workflows = append(out.Workflows, wj)
+	}
+	return out
 }
 
 func (a *app) mapCommand() *cobra.Command {
-	var configPath, workflow string
+	var (
+		configPath, workflow string
+		asJSON               bool
+	)
 	cmd := &cobra.Command{
 		Use:   "map [EVENT.json]",
 		Short: "Dry run: print the Kustomer request body (or bodies) an event would produce",
 		Long: `Map one event (a JSON object, from EVENT.json or stdin) with a workflow and print the exact
 request body that would be sent to POST /v1/customers, one per Loop item, or the errors that would
-dead-letter it. Nothing is sent anywhere: this is the "test this step" of a workflow tool.`,
+dead-letter it (then the command exits 1). Nothing is sent anywhere: this is the "test this step"
+of a workflow tool.
+
+--json prints one document: {"workflow", "ok", "error" (the event's), "items": [{"index",
+"request"} or {"index", "error", "kind"}]}.`,
 		Example: `  kustomer-sync map --config testdata/workflows.yaml --workflow batch testdata/batch.json
-  echo '{"name":"Jane","emails":"JANE@x.com"}' | kustomer-sync map`,
+  echo '{"name":"Jane","emails":"JANE@x.com"}' | kustomer-sync map
+  kustomer-sync map --json --config testdata/workflows.yaml --workflow batch testdata/batch.json | jq '.items[].request'`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg := mapping.DefaultConfig()
@@ -72,7 +147,7 @@ dead-letter it. Nothing is sent anywhere: this is the "test this step" of a work
 			if workflow != "" {
 				var ok bool
 				if wf, ok = cfg.Workflow(workflow); !ok {
-					return usageError{fmt.Errorf("--workflow %q: not in %s", workflow, cfg.Source)}
+					return flagError(cmd, "workflow", "not in %s", cfg.Source)
 				}
 			} else if len(cfg.Workflows) > 1 {
 				return usageError{fmt.Errorf("%s has %d workflows: choose one with --workflow", cfg.Source, len(cfg.Workflows))}
@@ -93,51 +168,95 @@ dead-letter it. Nothing is sent anywhere: this is the "test this step" of a work
 			}
 			var trigger map[string]any
 			if err := json.Unmarshal(data, &trigger); err != nil || trigger == nil {
-				return fmt.Errorf("%s: want one JSON object: %v", name, cmp.Or(errText(err), "got null"))
+				return fmt.Errorf("%s: want one JSON object: %s", name, notAnObject(err))
 			}
-			return a.printMapping(wf, trigger)
+			res := mapEvent(wf, trigger)
+			if asJSON {
+				err = writeJSON(a.stdout, res)
+			} else {
+				err = printMapping(a.stdout, wf.HasLoop(), res)
+			}
+			if err == nil && !res.OK {
+				err = errMappingFailed
+			}
+			return err
 		},
 	}
-	cmd.Flags().StringVarP(&configPath, "config", "c", os.Getenv("KSYNC_CONFIG"), "workflow config file (default: the built-in workflow)")
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "workflow config file (default: the built-in workflow)")
 	cmd.Flags().StringVarP(&workflow, "workflow", "w", "", "workflow to use (required when the file has several)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document with every item's request or error")
+	bindEnv(cmd.Flags(), "config", "KSYNC_CONFIG")
 	return cmd
 }
 
-func errText(err error) string {
-	if err == nil {
-		return ""
+// notAnObject says why a document is not one JSON object, without Go types.
+func notAnObject(err error) string {
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return "got null"
+	case errors.As(err, &te):
+		return "got a JSON " + te.Value
+	default:
+		return err.Error()
 	}
-	return err.Error()
 }
 
 // errMappingFailed makes `map` exit non-zero when any item would fail.
 var errMappingFailed = errors.New("some items would be dead-lettered (see above)")
 
-func (a *app) printMapping(wf *mapping.Workflow, trigger map[string]any) error {
+// mapResult is what `map` found: --json prints it as it is.
+type mapResult struct {
+	Workflow string       `json:"workflow"`
+	OK       bool         `json:"ok"`
+	Error    string       `json:"error,omitempty"` // the event as a whole (its Loop) failed
+	Items    []mappedItem `json:"items"`
+}
+
+type mappedItem struct {
+	Index   int    `json:"index"`
+	Request any    `json:"request,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+}
+
+func mapEvent(wf *mapping.Workflow, trigger map[string]any) mapResult {
+	res := mapResult{Workflow: wf.Name, OK: true, Items: []mappedItem{}}
 	items, err := wf.Items(trigger)
 	if err != nil {
-		fmt.Fprintf(a.stdout, "event: %v\n", err)
-		return errMappingFailed
+		res.OK, res.Error = false, err.Error()
+		return res
 	}
-	failed := false
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
 	for i, item := range items {
-		if wf.HasLoop() {
-			fmt.Fprintf(a.stdout, "# item %d\n", i)
-		}
 		req, err := wf.Map(trigger, item, i)
 		if err != nil {
-			failed = true
-			fmt.Fprintf(a.stdout, "error (%s): %v\n", mapping.KindOf(err), err)
+			res.OK = false
+			res.Items = append(res.Items, mappedItem{Index: i, Error: err.Error(), Kind: string(mapping.KindOf(err))})
 			continue
 		}
-		if err := enc.Encode(req); err != nil {
+		res.Items = append(res.Items, mappedItem{Index: i, Request: req})
+	}
+	return res
+}
+
+func printMapping(w io.Writer, loop bool, res mapResult) error {
+	if res.Error != "" {
+		_, err := fmt.Fprintf(w, "event: %s\n", res.Error)
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	for _, it := range res.Items {
+		if loop {
+			fmt.Fprintf(w, "# item %d\n", it.Index)
+		}
+		if it.Error != "" {
+			fmt.Fprintf(w, "error (%s): %s\n", it.Kind, it.Error)
+			continue
+		}
+		if err := enc.Encode(it.Request); err != nil {
 			return err
 		}
-	}
-	if failed {
-		return errMappingFailed
 	}
 	return nil
 }

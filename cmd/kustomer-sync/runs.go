@@ -33,7 +33,7 @@ age and size limits.
 Statuses: succeeded, partial, failed, dead_lettered, paused.`,
 		Example: `  kustomer-sync runs list
   kustomer-sync runs list --workflow signup --status partial --since 24h
-  kustomer-sync runs show signup-1042-1`,
+  kustomer-sync runs show LEADS-1042-1-signup`,
 		Args: cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&stream, "stream", worker.RunLogStreamDefault, "run log stream")
@@ -181,8 +181,12 @@ func (a *app) runsShowCommand(open openRunLog) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one run with its items",
-		Example: `  kustomer-sync runs show signup-1042-1
-  kustomer-sync runs show signup-1042-1 --json`,
+		Long: `Show one run record: its workflow, status, event, subject and stream sequence, times, error,
+and per Loop item the outcome, customer id, attempts, class and error. A run's ID is
+<stream>-<sequence>-<delivery>-<workflow>: LEADS-1042-1-signup is the first delivery of event
+1042 of the LEADS stream to workflow signup ('runs list' shows them).`,
+		Example: `  kustomer-sync runs show LEADS-1042-1-signup
+  kustomer-sync runs show LEADS-1042-1-signup --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, done, err := open(cmd)
