@@ -181,3 +181,43 @@ func requireJSONLines(t *testing.T, text string, n int) {
 	}
 	require.Equal(t, n, lines)
 }
+
+func TestValidateJSONListsWorkflowsOrEveryMistake(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, "", "validate", "--json", "../../testdata/workflows.yaml")
+	require.NoError(t, err)
+	var ok validateJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &ok), out)
+	require.True(t, ok.Valid)
+	require.Equal(t, "batch", ok.Workflows[1].Name)
+	require.Equal(t, "{{trigger.leads}}", ok.Workflows[1].Loop)
+
+	bad := t.TempDir() + "/bad.yaml"
+	require.NoError(t, os.WriteFile(bad, []byte("workflows:\n  - name: a\n    subject: leads.a\n    concurrency: -1\n    inputs: {name: \"{{trigger.name\"}\n"), 0o600))
+	out, _, err = cli(t, "", "validate", "--json", bad)
+	require.Error(t, err)
+	require.Equal(t, 1, exitCode(err))
+	var got validateJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	require.False(t, got.Valid)
+	require.NotEmpty(t, got.Errors)
+	for _, e := range got.Errors {
+		require.Equal(t, bad, e.File)
+		require.Positive(t, e.Line, e.Message)
+	}
+}
+
+func TestMapJSONIsOneDocumentAndExitsOneWhenAnItemWouldFail(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, `{"leads":[{"id":"1","email":"a@x.com"},{"id":"2","email":"not-an-email"}]}`,
+		"map", "--json", "--config", "../../testdata/workflows.yaml", "--workflow", "batch")
+	require.ErrorIs(t, err, errMappingFailed)
+	require.Equal(t, 1, exitCode(err))
+	var res mapResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.False(t, res.OK)
+	require.Len(t, res.Items, 2)
+	require.NotNil(t, res.Items[0].Request)
+	require.Equal(t, "validation", res.Items[1].Kind)
+	require.Contains(t, res.Items[1].Error, "not-an-email")
+}
