@@ -12,7 +12,7 @@ func TestValidateListsTheWorkflowsOfAGoodConfig(t *testing.T) {
 	t.Parallel()
 	out, _, err := cli(t, "", "validate", "../../testdata/workflows.yaml")
 	require.NoError(t, err)
-	require.Contains(t, out, "2 workflow(s), all templates compile")
+	require.Contains(t, out, "2 workflows, all templates compile")
 	require.Contains(t, out, "batch")
 	require.Contains(t, out, "{{trigger.leads}}")
 }
