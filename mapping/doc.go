@@ -27,6 +27,12 @@
 // get(trigger.emails, 3) is its nil-safe form. An unknown root (a typo such as "triger") fails when the
 // file loads.
 //
+// Each evaluation has a budget (TemplateMaxSteps, TemplateMaxTime, TemplateMaxText and expr's memory
+// budget): a template that would run for minutes or fill the worker's memory is stopped and fails the
+// item with a KindMapping error naming the input and the budget (a *BudgetError in its chain). What can
+// be seen before any event is refused when the file loads: expressions with more than TemplateMaxNodes
+// parts, loops nested deeper than TemplateMaxLoopDepth, constant ranges too long to build.
+//
 // Each item's values are then normalised (text trimmed; a lone email or phone becomes a one-item array
 // and text items become objects; emails lower-cased and de-duplicated; phones converted to E.164 with the
 // workflow's default region; type defaults home and mobile; blanks dropped; custom values coerced to the

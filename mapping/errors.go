@@ -24,7 +24,11 @@ type Error struct {
 	Field    string // path in the request body, e.g. "emails[3].email" or "custom.scoreNum"
 	Template string // the template that produced the value, when known
 	Msg      string // what is wrong, e.g. `"not-an-email" is not an email address`
+	Err      error  // the cause, when there is one to find with errors.As (a *BudgetError)
 }
+
+// Unwrap returns the cause, or nil.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Error returns `mapping: <field>: <msg>`, followed by the template for mapping errors.
 func (e *Error) Error() string {

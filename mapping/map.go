@@ -25,12 +25,17 @@ type evalError struct {
 
 func (e *evalError) Error() string { return e.err.Error() }
 
+func (e *evalError) Unwrap() error { return e.err }
+
+// env is what the templates of one evaluation see, with a fresh budget (TemplateMaxSteps, …) that
+// they share.
 func (w *Workflow) env(trigger map[string]any, item any, index int) *env {
 	return &env{
 		Trigger:  trigger,
 		Item:     item,
 		Loop:     loopEnv{Index: index},
 		Workflow: workflowEnv{Name: w.Name, Subject: w.Subject},
+		budget:   newBudget(),
 	}
 }
 
@@ -41,7 +46,12 @@ func mappingError(field string, t *tmpl, err error) *Error {
 	if errors.As(err, &ee) && ee.src != "" {
 		src = ee.src
 	}
-	return &Error{Kind: KindMapping, Field: field, Template: src, Msg: err.Error()}
+	e := &Error{Kind: KindMapping, Field: field, Template: src, Msg: err.Error()}
+	var be *BudgetError
+	if errors.As(err, &be) {
+		e.Err = be
+	}
+	return e
 }
 
 // Items evaluates the workflow's loop expression against the event. Without a loop it returns one nil
@@ -83,15 +93,18 @@ func (w *Workflow) Map(trigger map[string]any, item any, index int) (Request, er
 		if in.name == "custom" && in.t.kind == tmplObject {
 			val = w.mapCustom(&c, e, in.t)
 		} else {
-			v, err := in.t.eval(e)
-			if err != nil {
+			if v, err := in.t.eval(e); err != nil {
 				c.errs = append(c.errs, mappingError(in.name, in.t, err))
-				continue
+			} else {
+				val = in.norm(&c, in.name, v)
 			}
-			val = in.norm(&c, in.name, v)
 		}
 		if val != nil {
 			req[in.name] = val
+		}
+		if e.budget.err != nil {
+			// The item's budget is spent: the inputs left would each fail the same way.
+			return nil, c.errs.asError()
 		}
 	}
 	for _, name := range w.required {
@@ -129,10 +142,11 @@ func (w *Workflow) mapCustom(c *checker, e *env, t *tmpl) any {
 		v, err := child.eval(e)
 		if err != nil {
 			c.errs = append(c.errs, mappingError(path, child, err))
-			continue
-		}
-		if val := c.customValue(path, k, v); val != nil {
+		} else if val := c.customValue(path, k, v); val != nil {
 			out[k] = val
+		}
+		if e.budget.err != nil {
+			break
 		}
 	}
 	return c.customDone("custom", out)

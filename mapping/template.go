@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -25,6 +26,8 @@ type env struct {
 	Item     any            `expr:"item"`
 	Loop     loopEnv        `expr:"loop"`
 	Workflow workflowEnv    `expr:"workflow"`
+
+	budget *budget // what is left of this evaluation's budget; nil: unbounded (tests of one template)
 }
 
 type loopEnv struct {
@@ -67,6 +70,8 @@ var exprOptions = []expr.Option{
 	expr.Function("coalesce", coalesce,
 		new(func(...any) any)),
 }
+
+func init() { exprOptions = append(exprOptions, budgetOptions...) }
 
 // formatDate(value, layout) formats a date (time.Time, RFC 3339 or date-only string, Unix seconds)
 // with a Go layout; a blank value gives "".
@@ -190,9 +195,16 @@ func compileExpr(code string, roots map[string]bool) (*vm.Program, error) {
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("{{%s}}: %s", code, fe.Message)
+			msg := fe.Message
+			if strings.Contains(msg, "exceeds maximum allowed nodes") {
+				msg = fmt.Sprintf("the expression has more than the %d names, values and operators a template may have", TemplateMaxNodes)
+			}
+			return nil, fmt.Errorf("{{%s}}: %s", clip(code), msg)
 		}
-		return nil, fmt.Errorf("{{%s}}: %w", code, err)
+		return nil, fmt.Errorf("{{%s}}: %w", clip(code), err)
+	}
+	if err := checkAtLoad(prog.Node()); err != nil {
+		return nil, fmt.Errorf("{{%s}}: %w", clip(code), err)
 	}
 	if roots != nil {
 		tree := prog.Node()
@@ -294,12 +306,33 @@ func (t *tmpl) source() string { return t.src }
 
 func run(prog *vm.Program, e *env) (any, error) {
 	m := vmPool.Get().(*vm.VM)
+	m.MemoryBudget = TemplateMemoryBudget
 	v, err := m.Run(prog, e)
 	vmPool.Put(m)
-	if err != nil {
+	if err == nil {
+		return v, nil
+	}
+	var be *BudgetError
+	var fe *file.Error
+	switch {
+	case errors.As(err, &be):
+	case errors.As(err, &fe) && fe.Message == "memory budget exceeded":
+		be = &BudgetError{What: "memory", Msg: fmt.Sprintf("stopped: it built more than the %d list items, ranges and objects a template may build", TemplateMemoryBudget)}
+	default:
 		return nil, errors.New(explain(err, prog.Source().String()))
 	}
-	return v, nil
+	if e.budget != nil && e.budget.err == nil {
+		e.budget.err = be // a helper refused to build too much: the item's budget is spent
+	}
+	return nil, be
+}
+
+// clip shortens an expression for a message.
+func clip(code string) string {
+	if utf8.RuneCountInString(code) > 80 {
+		return string([]rune(code)[:80]) + "…"
+	}
+	return code
 }
 
 // appendText writes v as text: nil as nothing, numbers without exponent, dates as RFC 3339, arrays and
