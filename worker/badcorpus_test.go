@@ -45,7 +45,7 @@ func TestEveryBadEventEndsInTheDeadLetterStreamWithAReasonAndTheWorkerGoesOn(t *
 		"eleven-emails.json":       {dlq.ClassValidation, "emails: 11 items, at most 10 allowed"},
 		"invalid-email.json":       {dlq.ClassValidation, `emails[1].email: "jane(at)example.com" is not an email address`},
 		"invalid-phone.json":       {dlq.ClassValidation, `phones[1].phone: "call me maybe" is not a phone number`},
-		"unknown-custom-keys.json": {dlq.ClassValidation, "custom keys must end in Str, Txt, Num, At, Bool, Url"},
+		"unknown-custom-keys.json": {dlq.ClassValidation, "Kustomer accepts custom keys in camelCase ending in their type"},
 		"nulls.json":               {dlq.ClassValidation, "every input is blank"},
 	}
 	files, err := filepath.Glob("../testdata/bad/*")

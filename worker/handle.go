@@ -122,7 +122,19 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	reqs := make([]mapping.Request, len(items))
 	keys := make([]string, len(items))
 	toRun := make([]int, 0, len(indexes))
+	// Each item's mapping is bounded (mapping.TemplateMaxTime), but a long
+	// Loop of slow items is not: keep the event ours while mapping, as the
+	// loop does while creating, and stop at the shutdown deadline.
+	beat := w.cfg.Clock.Now()
 	for _, i := range indexes {
+		if ctx.Err() != nil {
+			ev.log.Info().Msg("event interrupted by shutdown while mapping; left unacknowledged for redelivery")
+			return
+		}
+		if now := w.cfg.Clock.Now(); now.Sub(beat) >= w.cfg.AckWait/3 {
+			_ = msg.InProgress()
+			beat = now
+		}
 		req, err := f.wf.Map(trigger, items[i], i)
 		if err == nil {
 			var key string

@@ -1,0 +1,105 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+)
+
+// runawayConfig maps a slow item with a nested reduce over a long list of the event: a template that
+// would run for minutes without a budget.
+const runawayConfig = `
+workflows:
+  - name: batch
+    subject: "leads.>"
+    loop: "{{trigger.leads}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.slow == true ? reduce(trigger.big, reduce(trigger.big, reduce(trigger.big, #acc + 1, 0), 0), 0) : item.name}}"
+`
+
+func runawayEvent(t *testing.T, slow, fast int) string {
+	t.Helper()
+	big := make([]int, 2000)
+	leads := make([]map[string]any, 0, slow+fast)
+	for i := range fast {
+		leads = append(leads, map[string]any{"id": fmt.Sprintf("fast-%d", i), "name": "Fast"})
+	}
+	for i := range slow {
+		leads = append(leads, map[string]any{"id": fmt.Sprintf("slow-%d", i), "slow": true})
+	}
+	data, err := json.Marshal(map[string]any{"leads": leads, "big": big})
+	require.NoError(t, err)
+	return string(data)
+}
+
+func TestATemplateThatExceedsItsBudgetDeadLettersTheItemAsMapping(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: runawayConfig})
+	seq := h.publish("leads.web", "runaway-1", runawayEvent(t, 1, 1))
+	run := h.waitRun(seq)
+	require.Equal(t, RunPartial, run.Status)
+
+	recs := h.deadLetters()
+	require.Len(t, recs, 1)
+	require.Equal(t, dlq.ClassMapping, recs[0].Class)
+	require.Equal(t, []int{1}, recs[0].Items)
+	require.Contains(t, recs[0].Error, "mapping: name: stopped: it needs more than 250000 steps, the budget of one item")
+	require.Len(t, h.sb.Sandbox.Customers(), 1, "the other item is created")
+}
+
+// TestMappingALongLoopKeepsTheEventFromRedelivery: mapping many slow items takes longer than AckWait;
+// the worker heartbeats while it maps, so JetStream does not hand the event to another consumer.
+func TestMappingALongLoopKeepsTheEventFromRedelivery(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: runawayConfig, worker: func(c *Config) { c.AckWait = time.Second }})
+	const slow = 40 // each takes tens to hundreds of milliseconds to spend its budget
+	seq := h.publish("leads.web", "runaway-long", runawayEvent(t, slow, 0))
+	start := time.Now()
+	run := h.waitRun(seq)
+	require.Equal(t, RunFailed, run.Status)
+	require.Len(t, run.Items, slow)
+	require.Greater(t, time.Since(start), time.Second, "mapping outlasted AckWait, or the test proves nothing")
+
+	h.waitIdle("batch")
+	runs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Len(t, runs, 1, "the event was delivered once: no second run of it")
+	require.Equal(t, fmt.Sprintf("%s-%d-1-batch", StreamDefault, seq), runs[0].ID)
+	recs := h.deadLetters()
+	require.Len(t, recs, 1)
+	require.Len(t, recs[0].Items, slow)
+	require.Equal(t, dlq.ClassMapping, recs[0].Class)
+}
+
+// TestStopDuringMappingEndsAtTheDrainDeadline: a shutdown while a long Loop is being mapped stops
+// between items, so the worker does not outlive its drain deadline by more than one item's budget, and
+// the event is left for redelivery.
+func TestStopDuringMappingEndsAtTheDrainDeadline(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: runawayConfig})
+	h.publish("leads.web", "runaway-stop", runawayEvent(t, 300, 0)) // minutes of mapping, were it not stopped
+	require.Eventually(t, func() bool {
+		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"batch")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending == 1
+	}, 20*time.Second, 20*time.Millisecond, "the event is never delivered")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 100*time.Millisecond+5*time.Second, "Stop waited for the mapping of the whole Loop")
+	runs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Empty(t, runs, "an interrupted event is not recorded half-way")
+}
