@@ -637,33 +637,33 @@ func writeStats(w io.Writer, stats map[string]map[dlq.Class]int) error {
 // dlqEntryView is the JSON form of a dead-letter entry: snake_case, the
 // payload inline when it is JSON, else as a string.
 type dlqEntryView struct {
-	ID           uint64          `json:"id"`
-	Time         time.Time       `json:"time"`
-	Workflow     string          `json:"workflow"`
-	Class        dlq.Class       `json:"class"`
-	Error        string          `json:"error"`
-	Attempts     int             `json:"attempts"`
-	Subject      string          `json:"subject"`
-	StreamSeq    uint64          `json:"stream_seq,omitempty"`
-	MsgID        string          `json:"msg_id,omitempty"`
-	Items        []int           `json:"items,omitempty"`
-	FirstFailure *time.Time      `json:"first_failure,omitempty"`
-	LastFailure  *time.Time      `json:"last_failure,omitempty"`
-	StatusCode   int             `json:"status_code,omitempty"`
-	Code         string          `json:"code,omitempty"`
-	Run          string          `json:"run,omitempty"`
-	ReplayedFrom uint64          `json:"replayed_from,omitempty"`
-	Replays      int             `json:"replays,omitempty"`
-	PriorAttempt int             `json:"prior_attempts,omitempty"`
-	OriginalRun  string          `json:"original_run,omitempty"`
-	Payload      json.RawMessage `json:"payload"`
+	ID            uint64          `json:"id"`
+	Time          time.Time       `json:"time"`
+	Workflow      string          `json:"workflow"`
+	Class         dlq.Class       `json:"class"`
+	Error         string          `json:"error"`
+	Attempts      int             `json:"attempts"`
+	Subject       string          `json:"subject"`
+	StreamSeq     uint64          `json:"stream_seq,omitempty"`
+	MsgID         string          `json:"msg_id,omitempty"`
+	Items         []int           `json:"items,omitempty"`
+	FirstFailure  *time.Time      `json:"first_failure,omitempty"`
+	LastFailure   *time.Time      `json:"last_failure,omitempty"`
+	StatusCode    int             `json:"status_code,omitempty"`
+	Code          string          `json:"code,omitempty"`
+	Run           string          `json:"run,omitempty"`
+	ReplayedFrom  uint64          `json:"replayed_from,omitempty"`
+	Replays       int             `json:"replays,omitempty"`
+	PriorAttempts int             `json:"prior_attempts,omitempty"`
+	OriginalRun   string          `json:"original_run,omitempty"`
+	Payload       json.RawMessage `json:"payload"`
 }
 
 func dlqView(r dlq.Record) dlqEntryView {
 	v := dlqEntryView{
 		ID: r.ID, Time: r.Time, Workflow: r.Workflow, Class: r.Class, Error: r.Error, Attempts: r.Attempts,
 		Subject: r.Subject, StreamSeq: r.StreamSeq, MsgID: r.MsgID, Items: r.Items, StatusCode: r.StatusCode, Code: r.Code,
-		Run: r.Run, ReplayedFrom: r.ReplayedFrom, Replays: r.Replays, PriorAttempt: r.PriorAttempts, OriginalRun: r.OriginalRun,
+		Run: r.Run, ReplayedFrom: r.ReplayedFrom, Replays: r.Replays, PriorAttempts: r.PriorAttempts, OriginalRun: r.OriginalRun,
 	}
 	if !r.FirstFailure.IsZero() {
 		v.FirstFailure = &r.FirstFailure

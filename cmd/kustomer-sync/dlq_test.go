@@ -425,3 +425,25 @@ func TestConcurrentDLQReplaysOfTheSameEntryAllExitZero(t *testing.T) {
 	require.Equal(t, uint64(1), b.count(t, b.leads))
 	require.Equal(t, 0, b.dlqCount(t))
 }
+
+func TestDLQShowSaysAnEntryCameFromAReplayAndItsHistory(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	r := dlq.Record{
+		Workflow: "signup", Class: dlq.ClassPermanent, Error: "kustomer: 422", Attempts: 1, Subject: "leads.signup",
+		StreamSeq: 9, MsgID: "lead-42", Run: "LEADS-9-1-signup", LastFailure: time.Now(), Payload: []byte(`{}`),
+	}
+	r = r.ApplyReplay(&dlq.Replay{Entry: 3, Count: 2, Attempts: 6, OriginalRun: "LEADS-1-1-signup"})
+	require.NoError(t, dlq.Publish(context.Background(), b.js, dlq.Subject("signup"), r))
+	out, _, err := b.cli(t, "", "dlq", "show", "1")
+	require.NoError(t, err)
+	require.Regexp(t, `Run\s+LEADS-9-1-signup\n`, out)
+	require.Regexp(t, `Replay of\s+entry 3 \(replay 2 of the event; 6 attempts before it\)`, out)
+	require.Regexp(t, `Original run\s+LEADS-1-1-signup`, out)
+	out, _, err = b.cli(t, "", "dlq", "show", "1", "--json")
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Equal(t, 3.0, got["replayed_from"])
+	require.Equal(t, 6.0, got["prior_attempts"])
+}
