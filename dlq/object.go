@@ -2,6 +2,8 @@ package dlq
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,17 +141,21 @@ func deleteObject(ctx context.Context, js jetstream.JetStream, name string) erro
 
 // fitEntry makes msg, the entry of r, storable: when its item list is too
 // long for a header or the whole does not fit in one message, the complete
-// list, the full error and (if needed) the payload go to an object named
-// after the entry's Nats-Msg-Id, referenced by [HeaderObject]. The object is
-// stored before the entry, so an entry never names a missing object; a
-// retried publish rewrites the same object.
-func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Record, msgID string) error {
+// list, the full error and (if needed) the payload go to an object,
+// referenced by [HeaderObject], and fitEntry returns its name. The object
+// is stored before the entry, so an entry never names a missing object. Its
+// name is the entry's Nats-Msg-Id and a random suffix: each publish has its
+// own object, so removing one entry's object never takes another's (the
+// same failure dead-lettered again after the duplicate window).
+func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Record, msgID string) (string, error) {
 	itemsCut := msg.Header.Get(HeaderItemsCount) != ""
 	errorCut := cleanError(r.Error) != secretFree(r.Error)
 	if !itemsCut && fits(js, msg) {
-		return nil
+		return "", nil
 	}
-	name := entryObjectPrefix + msgID
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	name := entryObjectPrefix + msgID + "." + hex.EncodeToString(rnd[:])
 	o := overflow{Items: r.Items}
 	if errorCut {
 		o.Error = secretFree(r.Error)
@@ -163,9 +169,9 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 		msg.Data = nil
 	}
 	if !fits(js, msg) {
-		return fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", msgSize(msg), maxPayload(js))
+		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", msgSize(msg), maxPayload(js))
 	}
-	return putObject(ctx, js, name, o)
+	return name, putObject(ctx, js, name, o)
 }
 
 // readObject completes r, read from the stream, with its object: the item

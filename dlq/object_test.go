@@ -166,3 +166,14 @@ func TestItemRangesRoundTrip(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestTheSameFailurePublishedTwiceKeepsOneEntryAndOneObject(t *testing.T) {
+	t.Parallel()
+	b := setupLimit(t, 64<<10)
+	r := rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b)))
+	first := b.publish(t, r)
+	again := b.publish(t, r)
+	require.Equal(t, first.ID, again.ID, "stored once")
+	require.Equal(t, []string{first.Object}, b.objects(t), "the duplicate's object is removed")
+	require.Equal(t, first.Payload, again.Payload)
+}

@@ -130,11 +130,20 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, r Reco
 	r.Object = ""
 	msg := &nats.Msg{Subject: subject, Header: r.Header(), Data: r.Payload}
 	id := MsgID(r)
-	if err := fitEntry(ctx, js, msg, r, id); err != nil {
+	obj, err := fitEntry(ctx, js, msg, r, id)
+	if err != nil {
 		return err
 	}
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	if err != nil {
+		// The entry may be stored even so (an ack lost on the way): its
+		// object stays.
 		return fmt.Errorf("dlq: publish to %s: %w", subject, err)
+	}
+	if obj != "" && ack.Duplicate {
+		// The entry stored before names its own object; this one is
+		// nobody's.
+		_ = deleteObject(ctx, js, obj)
 	}
 	return nil
 }

@@ -240,12 +240,16 @@ func itemsLabel(items []int, width int) string {
 }
 
 func (a *app) dlqShowCommand(open openStore) *cobra.Command {
-	var asJSON bool
+	var asJSON, payload bool
 	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one dead letter: why it is there and its payload",
+		Long: `Show one dead letter: why it is there, its headers, its error and its payload (indented when
+it is JSON). An entry too large for one message keeps its payload and item list in the
+KSYNC_PAYLOADS object store; show reads them back. --payload prints the payload alone, byte for byte.`,
 		Example: `  kustomer-sync dlq show 42
-  kustomer-sync dlq show 42 --json | jq .payload`,
+  kustomer-sync dlq show 42 --json | jq .payload
+  kustomer-sync dlq show 42 --payload > event.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseUint(args[0], 10, 64)
@@ -261,13 +265,19 @@ func (a *app) dlqShowCommand(open openStore) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			switch {
+			case payload:
+				_, err := a.stdout.Write(r.Payload)
+				return err
+			case asJSON:
 				return writeJSON(a.stdout, dlqView(r))
 			}
 			return writeDLQEntry(a.stdout, r)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&payload, "payload", false, "print only the payload, byte for byte")
+	cmd.MarkFlagsMutuallyExclusive("json", "payload")
 	return cmd
 }
 
@@ -656,6 +666,7 @@ type dlqEntryView struct {
 	Replays       int             `json:"replays,omitempty"`
 	PriorAttempts int             `json:"prior_attempts,omitempty"`
 	OriginalRun   string          `json:"original_run,omitempty"`
+	Object        string          `json:"object,omitempty"` // in KSYNC_PAYLOADS: what did not fit in the entry
 	Payload       json.RawMessage `json:"payload"`
 }
 
@@ -664,6 +675,7 @@ func dlqView(r dlq.Record) dlqEntryView {
 		ID: r.ID, Time: r.Time, Workflow: r.Workflow, Class: r.Class, Error: r.Error, Attempts: r.Attempts,
 		Subject: r.Subject, StreamSeq: r.StreamSeq, MsgID: r.MsgID, Items: r.Items, StatusCode: r.StatusCode, Code: r.Code,
 		Run: r.Run, ReplayedFrom: r.ReplayedFrom, Replays: r.Replays, PriorAttempts: r.PriorAttempts, OriginalRun: r.OriginalRun,
+		Object: r.Object,
 	}
 	if !r.FirstFailure.IsZero() {
 		v.FirstFailure = &r.FirstFailure

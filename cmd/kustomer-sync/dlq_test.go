@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -446,4 +447,38 @@ func TestDLQShowSaysAnEntryCameFromAReplayAndItsHistory(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &got))
 	require.Equal(t, 3.0, got["replayed_from"])
 	require.Equal(t, 6.0, got["prior_attempts"])
+}
+
+func TestDLQShowReadsAPayloadKeptInTheObjectStoreByteForByte(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	nc, err := nats.Connect(b.url)
+	require.NoError(t, err)
+	defer nc.Close()
+	// Just below the server's max_payload, and not JSON: no headers fit
+	// beside it.
+	payload := []byte("\x00" + strings.Repeat("é", int(nc.MaxPayload()-200)/2) + "\r\n")
+	require.NoError(t, dlq.Publish(context.Background(), b.js, dlq.Subject("signup"), dlq.Record{
+		Workflow: "signup", Class: dlq.ClassValidation, Error: "mapping: name: too long", Subject: "leads.signup",
+		StreamSeq: 7, Items: []int{0}, Payload: payload,
+	}))
+
+	out, _, err := b.cli(t, "", "dlq", "show", "1", "--payload")
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(payload, []byte(out)), "byte for byte")
+
+	out, _, err = b.cli(t, "", "dlq", "show", "1")
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("Payload (%d bytes)", len(payload)))
+	require.Regexp(t, `Ksync-Object: dlq\.ksync-dlq-signup-7-validation-`, out)
+
+	out, _, err = b.cli(t, "", "dlq", "show", "1", "--json")
+	require.NoError(t, err)
+	var v struct {
+		Object  string `json:"object"`
+		Payload string `json:"payload"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	require.NotEmpty(t, v.Object)
+	require.Equal(t, string(payload), v.Payload)
 }
