@@ -182,8 +182,9 @@ var budgetOptions = []expr.Option{
 	stepOption,
 	expr.Patch(budgetPatch{}),
 	expr.Function("repeat", repeatText, new(func(string, int) string)),
-	expr.Function("replace", replaceText, new(func(string, string, string) string)),
-	expr.Function("join", joinText, new(func([]any, string) string), new(func([]any) string)),
+	expr.Function("replace", replaceText, new(func(string, string, string) string), new(func(string, string, string, int) string)),
+	expr.Function("join", joinText, new(func([]string, string) string), new(func([]string) string),
+		new(func([]any, string) string), new(func([]any) string)),
 }
 
 // textTooLong is the error of a helper whose result would exceed TemplateMaxText: it is refused before
@@ -195,7 +196,8 @@ func textTooLong(fn string, n int) error {
 // repeatText is repeat(s, n), refused before it builds more than TemplateMaxText.
 func repeatText(params ...any) (any, error) {
 	s, _ := params[0].(string)
-	n, _ := params[1].(int)
+	f, _ := toNumber(params[1])
+	n := int(f)
 	if n < 0 {
 		return nil, fmt.Errorf("repeat() wants a count of 0 or more, got %d", n)
 	}
@@ -210,21 +212,38 @@ func replaceText(params ...any) (any, error) {
 	s, _ := params[0].(string)
 	old, _ := params[1].(string)
 	repl, _ := params[2].(string)
+	limit := -1 // replace(s, old, new, n) replaces the first n
+	if len(params) > 3 {
+		f, _ := toNumber(params[3])
+		limit = int(f)
+	}
 	if len(repl) > len(old) {
 		count := utf8.RuneCountInString(s) + 1
 		if old != "" {
 			count = strings.Count(s, old)
 		}
+		if limit >= 0 {
+			count = min(count, limit)
+		}
 		if size := len(s) + count*(len(repl)-len(old)); count > 0 && (size > TemplateMaxText || size < 0 || (len(repl)-len(old)) > TemplateMaxText/count) {
 			return nil, textTooLong("replace", TemplateMaxText+1)
 		}
 	}
-	return strings.ReplaceAll(s, old, repl), nil
+	return strings.Replace(s, old, repl, limit), nil
 }
 
 // joinText is join(list, glue), refused before it builds more than TemplateMaxText.
 func joinText(params ...any) (any, error) {
-	list, _ := params[0].([]any)
+	list, ok := params[0].([]any)
+	if strs, isStrings := params[0].([]string); isStrings {
+		list, ok = make([]any, len(strs)), true
+		for i, s := range strs {
+			list[i] = s
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("join() wants a list of texts, got %s", describe(params[0]))
+	}
 	glue := ""
 	if len(params) > 1 {
 		glue, _ = params[1].(string)

@@ -94,3 +94,31 @@ func TestParseRefusesTemplatesThatCouldOnlyExceedTheirBudget(t *testing.T) {
 		require.ErrorContains(t, err, c.want)
 	}
 }
+
+// TestSizeCheckedHelpersBehaveAsTheLibrarysOwn: repeat, replace and join, redefined to refuse oversized
+// text, take every form and argument the library's helpers take.
+func TestSizeCheckedHelpersBehaveAsTheLibrarysOwn(t *testing.T) {
+	t.Parallel()
+	event := map[string]any{"s": "a,b", "n": 3.0, "tags": []any{"x", "y"}}
+	cases := []struct {
+		code string
+		want any
+	}{
+		{"join(split('a,b', ','), '-')", "a-b"},
+		{"join(split(trigger.s, ','))", "ab"},
+		{"join(trigger.tags, '+')", "x+y"},
+		{"trigger.tags | join(',')", "x,y"},
+		{"join(map(trigger.tags, upper(#)), ',')", "X,Y"},
+		{"repeat(trigger.s, trigger.n)", "a,ba,ba,b"},
+		{"repeat('ab', 2)", "abab"},
+		{"replace(trigger.s, ',', ';')", "a;b"},
+		{"replace('aaa', 'a', 'b', 2)", "bba"},
+	}
+	for _, c := range cases {
+		tm, err := compileString("{{"+c.code+"}}", nil)
+		require.NoError(t, err, c.code)
+		v, err := tm.eval(&env{Trigger: event, budget: newBudget()})
+		require.NoError(t, err, c.code)
+		require.Equal(t, c.want, v, c.code)
+	}
+}

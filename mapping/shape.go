@@ -64,24 +64,10 @@ func (p *parser) checkShape(node yamlast.Node, t reflect.Type, prefix, path stri
 		if mvs == nil {
 			return want("a mapping of settings")
 		}
-		ok := true
-		seen := make(map[string]bool, len(mvs))
-		for _, mv := range mvs {
-			key := mv.Key.GetToken().Value
-			field, found := fieldByTag(t, key)
-			switch {
-			case !found:
-				p.errAt(mv.Key, "%sunknown setting %s%s", prefix, quote(joinPath(path, key)), suggest(key, yamlTags(t)))
-				ok = false
-			case seen[key]:
-				p.errAt(mv.Key, "%s%s is given twice", prefix, joinPath(path, key))
-				ok = false
-			default:
-				ok = p.checkShape(mv.Value, field.Type, prefix, joinPath(path, key)) && ok
-			}
-			seen[key] = true
-		}
-		return ok
+		bad := p.settings(mvs, t, prefix, path, func(mv *yamlast.MappingValueNode, f reflect.StructField, key string) bool {
+			return p.checkShape(mv.Value, f.Type, prefix, key)
+		})
+		return len(bad) == 0
 	case t.Kind() == reflect.Slice:
 		seq, isSeq := node.(*yamlast.SequenceNode)
 		if !isSeq {
@@ -166,32 +152,45 @@ func joinPath(path, key string) string {
 // returns the keys that were left out for a mistake, and false when node is not a mapping at all.
 func (p *parser) decodeSettings(node yamlast.Node, ptr any, prefix string) (bad map[string]bool, ok bool) {
 	v := reflect.ValueOf(ptr).Elem()
-	if mappingValues(unwrap(node)) == nil {
+	mvs := mappingValues(unwrap(node))
+	if mvs == nil {
 		return nil, p.checkShape(node, v.Type(), prefix, "")
 	}
-	bad = make(map[string]bool)
-	seen := make(map[string]bool)
-	for _, mv := range mappingValues(unwrap(node)) {
+	return p.settings(mvs, v.Type(), prefix, "", func(mv *yamlast.MappingValueNode, f reflect.StructField, key string) bool {
+		if !p.checkShape(mv.Value, f.Type, prefix, key) {
+			return false
+		}
+		if err := yaml.NodeToValue(mv.Value, v.FieldByIndex(f.Index).Addr().Interface(), yaml.Strict()); err != nil {
+			p.yamlErr(err)
+			return false
+		}
+		return true
+	}), true
+}
+
+// settings walks the keys of a mapping against the `yaml` tags of struct type t: it records each
+// unknown or repeated key, and calls check (with the key's path) for each known one. It returns the
+// keys that were unknown, repeated or failed their check.
+func (p *parser) settings(mvs []*yamlast.MappingValueNode, t reflect.Type, prefix, path string,
+	check func(mv *yamlast.MappingValueNode, f reflect.StructField, key string) bool) map[string]bool {
+	bad := make(map[string]bool)
+	seen := make(map[string]bool, len(mvs))
+	for _, mv := range mvs {
 		key := mv.Key.GetToken().Value
-		field, found := fieldByTag(v.Type(), key)
+		field, found := fieldByTag(t, key)
 		switch {
 		case !found:
-			p.errAt(mv.Key, "%sunknown setting %s%s", prefix, quote(key), suggest(key, yamlTags(v.Type())))
+			p.errAt(mv.Key, "%sunknown setting %s%s", prefix, quote(joinPath(path, key)), suggest(key, yamlTags(t)))
+			bad[key] = true
 		case seen[key]:
-			p.errAt(mv.Key, "%s%s is given twice", prefix, key)
-		case !p.checkShape(mv.Value, field.Type, prefix, key):
-		default:
-			if err := yaml.NodeToValue(mv.Value, v.FieldByIndex(field.Index).Addr().Interface(), yaml.Strict()); err != nil {
-				p.yamlErr(err)
-			} else {
-				seen[key] = true
-				continue
-			}
+			p.errAt(mv.Key, "%s%s is given twice", prefix, joinPath(path, key))
+			bad[key] = true
+		case !check(mv, field, joinPath(path, key)):
+			bad[key] = true
 		}
 		seen[key] = true
-		bad[key] = true
 	}
-	return bad, true
+	return bad
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
