@@ -177,3 +177,26 @@ func TestTheSameFailurePublishedTwiceKeepsOneEntryAndOneObject(t *testing.T) {
 	require.Equal(t, []string{first.Object}, b.objects(t), "the duplicate's object is removed")
 	require.Equal(t, first.Payload, again.Payload)
 }
+
+func TestAnEntryWhoseObjectIsGoneIsListedButNeitherShownNorReplayed(t *testing.T) {
+	t.Parallel()
+	b := setupLimit(t, 64<<10)
+	got := b.publish(t, rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b))))
+	obs, err := b.js.ObjectStore(context.Background(), dlq.PayloadsBucket)
+	require.NoError(t, err)
+	require.NoError(t, obs.Delete(context.Background(), got.Object))
+
+	_, err = b.store.Get(context.Background(), got.ID)
+	require.ErrorContains(t, err, "purge the entry")
+	listed, err := b.store.List(context.Background(), dlq.Filter{})
+	require.NoError(t, err)
+	require.Len(t, listed, 1)
+	_, err = b.store.Replay(context.Background(), dlq.Filter{IDs: []uint64{got.ID}}, dlq.ReplayOptions{})
+	require.ErrorContains(t, err, "purge the entry")
+	info, err := b.leads.Info(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "nothing replayed")
+	n, err := b.store.Purge(context.Background(), dlq.Filter{IDs: []uint64{got.ID}})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}

@@ -80,8 +80,11 @@ func (s *Store) Name() string { return s.name }
 // JetStream is the JetStream context the store works through.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
-// List returns the entries that match f, oldest first. Entries with a
-// malformed header are listed with that field zero. An ID f names that the
+// List returns the entries that match f, oldest first, complete with what
+// their objects hold (payloads too large for an entry are read into
+// memory). Entries with a malformed header are listed with that field zero;
+// an entry whose object cannot be read is listed with what it holds, and
+// [Store.Replay] refuses it. An ID f names that the
 // stream never held (above its last sequence) is an error wrapping
 // [ErrNotFound]; one already removed (replayed or purged) is left out.
 func (s *Store) List(ctx context.Context, f Filter) ([]Record, error) {
