@@ -1,9 +1,6 @@
 package main
 
 import (
-	"cmp"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -29,7 +26,7 @@ Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_K
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&addr, "addr", cmp.Or(os.Getenv("KSYNC_SANDBOX_ADDR"), "127.0.0.1:8080"), "address to listen on (env KSYNC_SANDBOX_ADDR)")
+	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	fl.IntVar(&cfg.RatePerMinute, "rate-per-minute", 1000, "org budget per window; negative for unlimited")
 	fl.DurationVar(&cfg.Window, "window", 0, "rate-limit window (default 60s)")
 	fl.StringVar(&cfg.APIKey, "api-key", "", "when set, requests must carry 'Authorization: Bearer <key>' (else 401)")
@@ -38,5 +35,6 @@ Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_K
 	fl.Float64Var(&cfg.TimeoutRate, "timeout-rate", 0, "share of creates stored but not answered until the client gives up")
 	fl.BoolVar(&cfg.Outage, "outage", false, "answer every request 503")
 	fl.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault randomness")
+	bindEnv(fl, "addr", "KSYNC_SANDBOX_ADDR")
 	return cmd
 }
