@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -12,11 +11,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 func TestUnknownCommandsAreUsageErrorsNamingThem(t *testing.T) {
@@ -40,20 +36,16 @@ func TestUnknownCommandsAreUsageErrorsNamingThem(t *testing.T) {
 
 func TestPublishSaysEventInTheSingularAndPrintsJSON(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
-
-	out, _, err := cli(t, `{"id":"s-1","name":"Jane"}`, "publish", "--nats-url", srv.ClientURL())
+	b := newCLIBundle(t)
+	out, _, err := b.cli(t, `{"id":"s-1","name":"Jane"}`, "publish")
 	require.NoError(t, err)
 	require.Contains(t, out, "published 1 event to leads.new (0 already published before")
 
-	out, _, err = cli(t, "{\"id\":\"s-1\"}\n{\"id\":\"s-2\"}\n", "publish", "--json", "--nats-url", srv.ClientURL())
+	out, _, err = b.cli(t, "{\"id\":\"s-1\"}\n{\"id\":\"s-2\"}\n", "publish", "--json")
 	require.NoError(t, err)
-	var res map[string]any
+	var res publishResult
 	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
-	require.Equal(t, map[string]any{"subject": "leads.new", "published": 1.0, "duplicates": 1.0}, res)
+	require.Equal(t, publishResult{Subject: "leads.new", Published: 1, Duplicates: 1}, res)
 }
 
 func TestPublishNamesTheLineOfInvalidJSON(t *testing.T) {
