@@ -414,7 +414,13 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 		return err
 	}
 	metricDeadLetters.WithLabelValues(f.wf.Name, string(class)).Inc()
-	l := ev.log.Warn().Str("class", string(class)).Ints("items", rec.Items).Str("error", rec.Error)
+	// A Loop of thousands of failed items: the log line names them as
+	// ranges, cut to a bounded length; the dead letter has them all.
+	shown := dlq.FormatItems(rec.Items)
+	if cut := strings.LastIndexByte(shown[:min(len(shown), 256)], ','); len(shown) > 256 && cut > 0 {
+		shown = shown[:cut] + ",…"
+	}
+	l := ev.log.Warn().Str("class", string(class)).Str("items", shown).Int("item_count", len(rec.Items)).Str("error", rec.Error)
 	if rec.ReplayedFrom != 0 {
 		l = l.Uint64("replayed_from", rec.ReplayedFrom).Int("replays", rec.Replays)
 	}
