@@ -42,6 +42,8 @@ const (
 	TemplateMaxLoopDepth = 3
 )
 
+var memoryMsg = fmt.Sprintf("stopped: it built more than the %d list items, ranges and objects a template may build", TemplateMemoryBudget)
+
 // BudgetError is a template stopped for exceeding its budget: a permanent mapping failure of the item.
 type BudgetError struct {
 	What string // "steps", "time" or "text"
@@ -65,7 +67,7 @@ func (b *budget) charge(v any) error {
 	if b.err != nil {
 		return b.err
 	}
-	cost := 1
+	cost, items := 1, 0
 	switch v := v.(type) {
 	case string:
 		if len(v) > TemplateMaxText {
@@ -73,12 +75,16 @@ func (b *budget) charge(v any) error {
 		}
 		cost += len(v) >> 8
 	case []any:
-		cost += len(v) >> 4
+		items = len(v)
 	case []string:
-		cost += len(v) >> 4
+		items = len(v)
 	case map[string]any:
-		cost += len(v) >> 4
+		items = len(v)
 	}
+	if items > TemplateMemoryBudget {
+		return b.fail("memory", memoryMsg)
+	}
+	cost += items >> 4
 	b.left -= cost
 	b.taken++
 	if b.left < 0 {

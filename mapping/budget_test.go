@@ -25,6 +25,8 @@ func TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget(t *testing.T) {
 		{"nested reduce", `{{reduce(trigger.list, reduce(trigger.list, reduce(trigger.list, #acc + 1, 0), 0), 0)}}`, "steps",
 			"stopped: it needs more than 250000 steps, the budget of one item"},
 		{"nested reduce over ranges", `{{reduce(1..1000, reduce(1..1000, #acc + #, 0), 0)}}`, "steps", "stopped: it needs more than 250000 steps"},
+		{"list doubling in a loop", `{{len(reduce(1..40, concat(#acc, #acc), [1]))}}`, "memory",
+			"stopped: it built more than the 1000000 list items, ranges and objects a template may build"},
 		{"range from the event", `{{len(1..trigger.big)}}`, "memory",
 			"stopped: it built more than the 1000000 list items, ranges and objects a template may build"},
 		{"text doubling in a loop", `{{reduce(trigger.list, #acc + #acc, trigger.name)}}`, "text",

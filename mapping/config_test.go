@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/stretchr/testify/require"
 )
 
@@ -202,4 +203,30 @@ func TestParseRefusesUnknownTopLevelKeysAndAWorkflowThatIsNotAMapping(t *testing
 	require.ErrorContains(t, err, `w.yaml:2:5: workflow 1: want a mapping of settings, got the text "leads"`)
 	_, err = Parse("w.yaml", []byte("workflows: leads\n"))
 	require.ErrorContains(t, err, `w.yaml:1:12: workflows: want a list such as [a, b], got the text "leads"`)
+}
+
+// TestShapeCheckNamesWhatABooleanSettingWants: the check is driven by the settings' Go types, so a
+// boolean setting added later is checked like the others.
+func TestShapeCheckNamesWhatABooleanSettingWants(t *testing.T) {
+	t.Parallel()
+	var settings struct {
+		Enabled bool `yaml:"enabled"`
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"enabled: yes please\n", `w.yaml:1:10: workflow "a": enabled: want true or false, got the text "yes please"`},
+		{"enabled: 1\n", `w.yaml:1:10: workflow "a": enabled: want true or false, got the number 1`},
+	} {
+		file, err := yamlparser.ParseBytes([]byte(c.yaml), 0)
+		require.NoError(t, err)
+		p := &parser{file: "w.yaml"}
+		_, ok := p.decodeSettings(file.Docs[0].Body, &settings, `workflow "a": `)
+		require.True(t, ok)
+		require.EqualError(t, p.result(), "mapping: "+c.want)
+	}
+	file, err := yamlparser.ParseBytes([]byte("enabled: true\n"), 0)
+	require.NoError(t, err)
+	p := &parser{file: "w.yaml"}
+	p.decodeSettings(file.Docs[0].Body, &settings, "")
+	require.NoError(t, p.result())
+	require.True(t, settings.Enabled)
 }

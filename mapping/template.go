@@ -317,7 +317,7 @@ func run(prog *vm.Program, e *env) (any, error) {
 	switch {
 	case errors.As(err, &be):
 	case errors.As(err, &fe) && fe.Message == "memory budget exceeded":
-		be = &BudgetError{What: "memory", Msg: fmt.Sprintf("stopped: it built more than the %d list items, ranges and objects a template may build", TemplateMemoryBudget)}
+		be = &BudgetError{What: "memory", Msg: memoryMsg}
 	default:
 		return nil, errors.New(explain(err, prog.Source().String()))
 	}
