@@ -157,7 +157,8 @@ type faultRun struct {
 	started  time.Time
 	config   string
 	natsURL  string
-	replicas int // --stream-replicas
+	replicas int      // --stream-replicas
+	args     []string // more flags for the workers
 	procs    []*workerProc
 	ids      []string // every lead's externalId, in publishing order
 }
@@ -190,6 +191,7 @@ func (r *faultRun) startWorker(replicaID string) *workerProc {
 		"--log-format", "json",
 		"--log-level", "info",
 	)
+	cmd.Args = append(cmd.Args, r.args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
 	p := &workerProc{id: replicaID, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}

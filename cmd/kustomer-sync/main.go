@@ -11,10 +11,9 @@ import (
 	"syscall"
 )
 
-// stopSignals end a command gracefully: `run` drains. SIGHUP is among them
-// because a terminal closing or a supervisor's "reload" sends it, and its
-// default action would kill the worker without draining.
-var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+// stopSignals end a command gracefully: `run` drains. `run` also catches
+// SIGHUP, to reload its workflow config (see reload.go).
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)

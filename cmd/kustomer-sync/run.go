@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -20,9 +23,14 @@ Without --nats-url (or NATS_URL) it starts an embedded NATS server with JetStrea
 127.0.0.1:4222, its store in --data-dir, so 'publish', 'dlq' and 'runs' reach it without flags.
 
 It needs a Kustomer API key (KUSTOMER_API_KEY or --kustomer-api-key-file), or --sandbox to run
-against a local Kustomer sandbox. SIGINT, SIGTERM and SIGHUP drain: events in flight finish
-within --drain-timeout or are left unacknowledged for redelivery. SIGHUP does not reload the
-workflow config: restart the process to apply a new one.`,
+against a local Kustomer sandbox. SIGINT and SIGTERM drain: events in flight finish within
+--drain-timeout or are left unacknowledged for redelivery.
+
+SIGHUP reloads the --config file: it is validated first, and a bad file is refused (the log
+says why) while the running workflows go on. A good one replaces them: the worker drains as on
+SIGTERM, then starts with the new workflows (consumers of new workflows are created; removed
+workflows stop being consumed, their durable consumers are kept). If the new workflows cannot
+start (e.g. a subject the stream does not capture), the previous ones start again.`,
 		Example: `  # zero setup: embedded NATS and a local Kustomer sandbox
   kustomer-sync run --sandbox
 
@@ -34,6 +42,11 @@ workflow config: restart the process to apply a new one.`,
 			if err := f.check(cmd); err != nil {
 				return err
 			}
+			// Caught before anything starts, so a SIGHUP never kills the
+			// worker; reloads wait until it has started.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			ctx := cmd.Context()
 			st, err := a.startStack(ctx, &f)
 			if err != nil && ctx.Err() != nil {
@@ -45,12 +58,18 @@ workflow config: restart the process to apply a new one.`,
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
+			for err == nil && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-hup:
+					err = st.reload(ctx, a, &f)
+				}
+			}
 			a.log.Info().Dur("deadline", f.drainTimeout).Msg("shutting down: draining in-flight events")
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.drainTimeout)
 			defer cancel()
 			st.stop(stopCtx, a)
-			return nil
+			return err
 		},
 	}
 	f.register(cmd)

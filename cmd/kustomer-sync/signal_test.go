@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,47 +21,132 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
-func TestSIGHUPDrainsTheWorkerAndExitsCleanly(t *testing.T) {
+const (
+	reloadAlpha = `
+  - name: alpha
+    subject: "leads.alpha.>"
+    inputs:
+      externalId: "{{trigger.id}}"
+      name: "{{trigger.name}}"
+`
+	reloadBeta = `
+  - name: beta
+    subject: "leads.beta.>"
+    inputs:
+      externalId: "{{trigger.id}}"
+      name: "{{trigger.name}}"
+`
+)
+
+// hangUp writes config to the worker's config file, sends it SIGHUP and
+// waits until its metrics count one more reload with that result.
+func (r *faultRun) hangUp(p *workerProc, metricsAddr, config, result string) {
+	r.t.Helper()
+	before := reloads(r.t, metricsAddr, result)
+	require.NoError(r.t, os.WriteFile(r.config, []byte(config), 0o600))
+	require.NoError(r.t, p.cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(r.t, func() bool {
+		r.requireWorkersAlive()
+		return reloads(r.t, metricsAddr, result) == before+1
+	}, faultDeadline, faultPoll, "no %s reload counted\n%s", result, r.logs())
+}
+
+// reloads reads kustomer_sync_config_reloads_total{result} from a worker's
+// metrics; 0 when absent.
+func reloads(t *testing.T, addr, result string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	prefix := `kustomer_sync_config_reloads_total{result="` + result + `"} `
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err, line)
+			return n
+		}
+	}
+	return 0
+}
+
+// freeAddr returns a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// publishLead publishes one lead and waits until its customer exists.
+func (r *faultRun) publishLead(js jetstream.JetStream, subject, id string) {
+	r.t.Helper()
+	_, err := js.Publish(context.Background(), subject, fmt.Appendf(nil, `{"id":%q,"name":"Lead %s"}`, id, id))
+	require.NoError(r.t, err)
+	r.ids = append(r.ids, id)
+	require.Eventually(r.t, func() bool {
+		r.requireWorkersAlive()
+		return r.sb.Sandbox.CountByExternalID()[id] == 1
+	}, faultDeadline, faultPoll, "lead %s never created\n%s", id, r.logs())
+}
+
+// waitWorkflows waits until the replica publishes exactly these workflows.
+func (r *faultRun) waitWorkflows(js jetstream.JetStream, replica string, want ...string) {
+	r.t.Helper()
+	var got []string
+	require.Eventually(r.t, func() bool {
+		r.requireWorkersAlive()
+		states, err := worker.ReadReplicas(context.Background(), js, "")
+		require.NoError(r.t, err)
+		got = nil
+		for _, st := range states {
+			if st.Replica != replica {
+				continue
+			}
+			for _, w := range st.Workflows {
+				if w.State == worker.StateRunning {
+					got = append(got, w.Workflow)
+				}
+			}
+		}
+		return slices.Equal(got, want)
+	}, faultDeadline, faultPoll, "replica %s runs %v, want %v\n%s", replica, &got, want, r.logs())
+}
+
+func TestSIGHUPReloadsTheConfigAndRefusesABadOne(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	r := newFaultRun(t, srv.ClientURL())
+	metrics := freeAddr(t)
+	r.args = []string{"--metrics-addr", metrics}
+	require.NoError(t, os.WriteFile(r.config, []byte("workflows:"+reloadAlpha), 0o600))
+	p := r.startWorker("reload-1")
+	r.waitWorkflows(js, "reload-1", "alpha")
+	r.publishLead(js, "leads.alpha.web", "a1")
 
-	p := r.startWorker("sighup-1")
-	r.waitStream(js)
-	r.publishLeads(js, 0, 20, 15)
-	r.waitCreated(len(r.ids) / 10)
+	// A bad file is refused: the worker neither dies nor changes.
+	r.hangUp(p, metrics, "workflows:"+strings.Replace(reloadAlpha, "subject:", "subjet:", 1), "refused")
+	r.waitWorkflows(js, "reload-1", "alpha")
+	r.publishLead(js, "leads.alpha.web", "a0")
+	// A good one adds a workflow, with its consumer.
+	r.hangUp(p, metrics, "workflows:"+reloadAlpha+reloadBeta, "applied")
+	r.waitWorkflows(js, "reload-1", "alpha", "beta")
+	r.publishLead(js, "leads.beta.web", "b1")
+	r.publishLead(js, "leads.alpha.web", "a2")
 
-	p.mu.Lock()
-	p.expected = true
-	p.mu.Unlock()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the worker did not exit within 15s of SIGHUP\n%s", r.logs())
-	}
-	require.NoError(t, p.err, "SIGHUP must drain and exit 0, not kill\n%s", r.logs())
+	// Removing a workflow stops consuming it and keeps its durable consumer.
+	r.hangUp(p, metrics, "workflows:"+reloadBeta, "applied")
+	r.waitWorkflows(js, "reload-1", "beta")
+	r.publishLead(js, "leads.beta.web", "b2")
+	_, err := js.Consumer(context.Background(), worker.StreamDefault, worker.ConsumerPrefixDefault+"alpha")
+	require.NoError(t, err, "the removed workflow's consumer is kept")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	// A drain finishes the events in flight: none is left unacknowledged.
-	c, err := js.Consumer(ctx, worker.StreamDefault, worker.ConsumerPrefixDefault+faultWorkflow)
-	require.NoError(t, err)
-	info, err := c.Info(ctx)
-	require.NoError(t, err)
-	require.Zero(t, info.NumAckPending, "events in flight were abandoned\n%s", r.logs())
-	// And the replica left the budget instead of ageing out.
-	kv, err := js.KeyValue(ctx, worker.BudgetBucketDefault)
-	require.NoError(t, err)
-	_, err = kv.Get(ctx, "sighup-1")
-	require.True(t, errors.Is(err, jetstream.ErrKeyNotFound), "the replica's budget key is still there: %v", err)
-
-	// What was not processed is processed by the next process, once.
-	r.startWorker("sighup-2")
-	r.waitDone(js)
-	r.requireExactlyOnce(js)
 	r.stopWorkers()
+	r.requireExactlyOnce(js)
 }
 
 func TestRunStoppedWhileStartingExitsCleanly(t *testing.T) {

@@ -70,7 +70,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (GET /metrics)")
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
-	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT, SIGTERM or SIGHUP, how long in-flight events may take to finish")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, and before a SIGHUP reload, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
@@ -267,12 +267,15 @@ type replica struct {
 	limiter *loop.Limiter
 	budget  *worker.Budget
 	worker  *worker.Worker
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     worker.Config // the worker's, to start it again with other workflows
 }
 
 // startReplica starts a replica: its limiter, its Kustomer client, its share
 // of the budget and the worker. On error it stops what it started.
 func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc replicaConfig) (_ *replica, err error) {
-	r := &replica{}
+	r := &replica{nc: nc, js: js}
 	if r.limiter, err = loop.NewLimiter(loop.LimiterConfig{PerMinute: rc.perMinute, Burst: rc.burst}); err != nil {
 		return nil, err
 	}
@@ -300,16 +303,29 @@ func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc
 	// The heartbeat carries the workflows' states, at once when one pauses
 	// or resumes, for `kustomer-sync status`.
 	wcfg.OnStateChange = r.budget.Refresh
-	if r.worker, err = worker.New(nc, js, wcfg); err == nil {
-		r.budget.SetWorkflows(r.worker.Workflows)
-		err = r.worker.Start(ctx)
-	}
-	if err != nil {
+	r.cfg = wcfg
+	if err := r.startWorker(ctx, wcfg.Workflows); err != nil {
 		r.worker = nil
 		r.stop(ctx, wcfg.Logger)
 		return nil, err
 	}
 	return r, nil
+}
+
+// startWorker starts a worker for workflows; r.worker is it once it started.
+func (r *replica) startWorker(ctx context.Context, workflows []*mapping.Workflow) error {
+	cfg := r.cfg
+	cfg.Workflows = workflows
+	w, err := worker.New(r.nc, r.js, cfg)
+	if err != nil {
+		return err
+	}
+	r.budget.SetWorkflows(w.Workflows)
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	r.worker = w
+	return nil
 }
 
 // stop drains the worker within ctx, then leaves the budget.
