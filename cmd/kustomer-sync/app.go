@@ -207,6 +207,28 @@ func (a *app) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, err
 	return a.connectTo(ctx, url)
 }
 
+// natsLogOptions send a NATS connection's asynchronous errors and connection
+// events to log, where nats.go would print plain text on stderr.
+func natsLogOptions(log zerolog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS client error")
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("NATS connection lost; reconnecting")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", redactURL(nc.ConnectedUrlRedacted())).Msg("NATS reconnected")
+		}),
+	}
+}
+
 // missingStream turns JetStream's "stream not found" (err_code=10059) for a
 // stream the worker creates into what to do about it; other errors pass.
 func (a *app) missingStream(err error, stream, what string) error {
@@ -243,30 +265,12 @@ func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.
 }
 
 // natsOptions are the connection options from the flags (and the context).
-// The client's own asynchronous errors and connection events go to the log
-// instead of plain text on stderr.
 func (a *app) natsOptions() ([]nats.Option, error) {
-	log := a.log
-	opts := []nats.Option{
+	opts := append(natsLogOptions(a.log),
 		nats.Name("kustomer-sync"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			ev := log.Warn().Err(err)
-			if sub != nil {
-				ev = ev.Str("subject", sub.Subject)
-			}
-			ev.Msg("NATS client error")
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn().Err(err).Msg("NATS connection lost; reconnecting")
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("url", redactURL(nc.ConnectedUrlRedacted())).Msg("NATS reconnected")
-		}),
-	}
+		nats.ReconnectWait(250*time.Millisecond),
+	)
 	if a.natsCreds != "" {
 		opts = append(opts, nats.UserCredentials(a.natsCreds))
 	}

@@ -205,7 +205,7 @@ func (a *app) bench(ctx context.Context, f benchFlags, sc benchScenario) error {
 // startBenchReplica runs one worker replica with its own connection, as a
 // separate process would.
 func startBenchReplica(ctx context.Context, natsURL, sbURL string, perMinute int, id string, cfg *mapping.Config, log zerolog.Logger, observe func(kustomer.RateLimit)) (func(), error) {
-	nc, err := nats.Connect(natsURL, nats.Name(id))
+	nc, err := nats.Connect(natsURL, append(natsLogOptions(log), nats.Name(id))...)
 	if err != nil {
 		return nil, err
 	}

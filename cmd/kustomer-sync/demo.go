@@ -41,7 +41,7 @@ setup, nothing left behind (the NATS store lives in a temporary folder, unless -
   kustomer-sync demo --leads my-leads.jsonl --config workflows.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(cmd); err != nil {
+			if err := errors.Join(f.check(cmd), checkFlags(cmd, positiveDuration("wait"))); err != nil {
 				return err
 			}
 			if !cmd.Flags().Changed("log-level") {

@@ -252,3 +252,20 @@ func TestNATSUserPasswordAndNkeyFromTheEnvironment(t *testing.T) {
 	require.ErrorContains(t, err, "--nats-user and --nats-password")
 	require.Equal(t, 2, exitCode(err))
 }
+
+func TestBadFlagValuesOfOtherCommandsAreUsageErrorsToo(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"publish", "--timeout", "0s", "x.json"}, `--timeout "0s": want a duration above zero`},
+		{[]string{"demo", "--wait", "-1s"}, `--wait "-1s": want a duration above zero`},
+		{[]string{"runs", "list", "--limit", "ten"}, `--limit "ten": want a whole number`},
+		{[]string{"publish", "--log-format", "xml"}, `--log-format "xml": want json, console or auto`},
+	} {
+		_, _, err := cli(t, "", c.args...)
+		require.ErrorContains(t, err, c.want)
+		require.Equal(t, 2, exitCode(err), c.args)
+	}
+}

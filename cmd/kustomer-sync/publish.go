@@ -57,6 +57,9 @@ stream's de-duplication window). A progress bar shows on a terminal.`,
 			if len(args) == 1 {
 				name = args[0]
 			}
+			if err := checkFlags(cmd, positiveDuration("timeout")); err != nil {
+				return err
+			}
 			return a.publish(cmd.Context(), name, f)
 		},
 	}
