@@ -223,21 +223,72 @@ func (c *Client) CreateCustomer(ctx context.Context, body any) (*Customer, error
 
 // CustomerByExternalID looks a customer up by externalId
 // (GET /v1/customers/externalId={id}). When there is none the error satisfies
-// [IsNotFound] (class permanent).
+// [IsNotFound] (class permanent). Each look-up costs one rate-limit unit.
 func (c *Client) CustomerByExternalID(ctx context.Context, externalID string) (*Customer, error) {
+	return c.lookup(ctx, "externalId", externalID)
+}
+
+// CustomerByEmail looks a customer up by email
+// (GET /v1/customers/email={email}). Kustomer answers one customer even when
+// several share the email (the sandbox: the oldest). When there is none the
+// error satisfies [IsNotFound]. Each look-up costs one rate-limit unit.
+func (c *Client) CustomerByEmail(ctx context.Context, email string) (*Customer, error) {
+	return c.lookup(ctx, "email", email)
+}
+
+// CustomerByPhone looks a customer up by phone
+// (GET /v1/customers/phone={phone}); pass the phone as it was stored (E.164,
+// such as +14155550100). Otherwise as [Client.CustomerByEmail].
+func (c *Client) CustomerByPhone(ctx context.Context, phone string) (*Customer, error) {
+	return c.lookup(ctx, "phone", phone)
+}
+
+func (c *Client) lookup(ctx context.Context, field, value string) (*Customer, error) {
 	const op = "lookup"
-	if externalID == "" {
-		return nil, &Error{Op: op, Class: ClassPermanent, Message: "empty externalId"}
+	if value == "" {
+		return nil, &Error{Op: op, Class: ClassPermanent, Message: "empty " + field}
 	}
 	var out struct {
 		Data Customer `json:"data"`
 	}
-	path := "/v1/customers/externalId=" + url.PathEscape(externalID)
+	// "+" is escaped too: some servers read a literal "+" in a path as a space.
+	path := "/v1/customers/" + field + "=" + strings.ReplaceAll(url.PathEscape(value), "+", "%2B")
 	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
 		return nil, err
 	}
 	if out.Data.ID == "" {
 		return nil, c.foreign(op, http.MethodGet, path, http.StatusOK, "no customer id in the answer")
+	}
+	return &out.Data, nil
+}
+
+// UpdateCustomer updates customer id (PUT /v1/customers/{id}?replace=false)
+// and returns it as Kustomer answers it. body is marshalled as for
+// [Client.CreateCustomer] and checked against the same closed schema. With
+// replace=false the fields sent replace the customer's and the fields not
+// sent are kept; an array sent (emails, phones) replaces the customer's whole,
+// so send the merged list (at most 10 items). An unknown id gives an error
+// that satisfies [IsNotFound]. It costs one rate-limit unit; a retry after an
+// unknown outcome ([Error.Timeout]) is safe, as the same update twice gives
+// the same customer.
+func (c *Client) UpdateCustomer(ctx context.Context, id string, body any) (*Customer, error) {
+	const op = "update"
+	if id == "" {
+		return nil, &Error{Op: op, Class: ClassPermanent, Message: "empty customer id"}
+	}
+	b, err := marshalBody(op, body)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Data Customer `json:"data"`
+	}
+	path := "/v1/customers/" + url.PathEscape(id) + "?replace=false"
+	if err := c.do(ctx, op, http.MethodPut, path, b, &out); err != nil {
+		return nil, err
+	}
+	if out.Data.ID == "" {
+		return nil, c.foreign(op, http.MethodPut, path, http.StatusOK, "no customer id in the answer")
 	}
 	return &out.Data, nil
 }

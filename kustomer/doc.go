@@ -1,7 +1,10 @@
 // Package kustomer is the edge between kustomer-sync and Kustomer's REST API.
 //
-// A [Client] creates customers (one at a time or in bulk) and looks them up by
-// externalId. Every outcome of a call is classified exactly once, here, into an
+// A [Client] creates customers (one at a time, or up to 100 in an asynchronous
+// bulk job followed with [Client.BulkJob] and [Client.BulkResults]), looks them
+// up by externalId, email or phone, and updates them with replace=false (the
+// upsert of Kustomer's CRM-sync guide: look up, then create or update). Every
+// request costs one unit of the org's rate budget. Every outcome of a call is classified exactly once, here, into an
 // [*Error] whose [Class] tells the layers above what to do:
 //
 //   - 200/201: success.
@@ -21,6 +24,9 @@
 //     count as unknown outcomes too.
 //   - Cancellation of the caller's context is returned as the context's error,
 //     wrapped; it is not a Kustomer failure and carries no class.
+//
+// A bulk item's own failure, reported in the job's results, is classified as
+// the single create of that item would be ([BulkResult.Err]).
 //
 // The API key is sent only in the Authorization header. It never appears in an
 // error, a log line or a [RateLimit].

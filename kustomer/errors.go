@@ -45,7 +45,7 @@ func (c Class) String() string {
 // Error is a classified failure of a Kustomer call. It never holds the API
 // key or request headers, so it is safe to log and to dead-letter.
 type Error struct {
-	Op         string        // "create", "lookup", "bulk"
+	Op         string        // "create", "lookup", "update", "bulk"
 	Class      Class         // what to do about it
 	StatusCode int           // HTTP status; 0 for network errors and timeouts
 	Code       string        // Kustomer error code ("badparam", "notfound"), if any

@@ -10,17 +10,49 @@ import (
 
 const maxBulkItems = 100
 
-// bulkJob is a finished bulk create: the sandbox runs bulks synchronously and
-// reports them complete at once, which Kustomer's spec allows.
+// Bulk, after Kustomer's OpenAPI spec (POST /v1/customers/bulk: an array of at
+// most 100 customers, each the closed create schema) and its newer
+// bulk-operations guide (the job is asynchronous: poll GET /v1/bulk/{id},
+// queued → running → complete, then read GET /v1/bulk/{id}/batches for
+// objectIds, successCount, failureCount, errors and results[] matched by
+// _clientRef).
+//
+// Rejected whole, with 400 and nothing queued, is a request whose shape
+// leaves no item to report on or no way to match results back: a body that
+// is not JSON or not an array, an empty array or one of more than 100 items,
+// an item that is not an object, and a _clientRef that is not a non-empty
+// string of at most 255 characters, is repeated, or is on some items only.
+// An item that breaks the customer schema fails alone, in the job's results,
+// with the 400 error a single create of it would get (pointers relative to
+// the item); the other items are created. Config.BulkRejectInvalid switches
+// to the other reading of the spec (the gateway validates the whole array
+// and rejects the request, pointers "/<index>/…").
+//
+// The submission answers 201 with the job, status "queued", and spends one
+// rate unit like every request; so does every poll.
+
+// bulkJob is one submitted bulk request.
 type bulkJob struct {
-	id         string
-	createdAt  time.Time
-	ids        []string
-	clientRefs []string // parallel to ids; nil when not used
+	id        string
+	submitted time.Time
+	due       time.Time // when it completes, unless stuck
+	stuck     bool
+	done      bool
+	withRefs  bool
+	items     []bulkItem
 }
 
-// createBulk answers POST /v1/customers/bulk: 1 to 100 customers, each
-// validated like a single create; any invalid item rejects the whole request.
+type bulkItem struct {
+	ref    string
+	body   map[string]any // valid body, dropped once created
+	errs   []violation    // schema violations: the item fails with 400
+	failed bool           // an injected transient failure
+	id     string         // the customer created, once done
+}
+
+func (it *bulkItem) ok() bool { return it.id != "" }
+
+// createBulk answers POST /v1/customers/bulk.
 func (s *Sandbox) createBulk(w http.ResponseWriter, r *http.Request) {
 	v, err := decodeBody(r)
 	if err != nil {
@@ -32,49 +64,125 @@ func (s *Sandbox) createBulk(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, "Invalid body", []violation{{Title: "Invalid body", Detail: fmt.Sprintf("expected an array of 1 to %d customers", maxBulkItems)}})
 		return
 	}
-	var c checker
-	bodies := make([]map[string]any, len(list))
+	faults := s.Faults()
+	var whole checker
+	items := make([]bulkItem, len(list))
 	withRef, refs := 0, make(map[string]bool)
 	for i, it := range list {
 		ptr := "/" + strconv.Itoa(i)
 		m, ok := it.(map[string]any)
 		if !ok {
-			c.add(ptr, "Invalid type", "expected object, got "+typeName(it))
+			whole.add(ptr, "Invalid type", "expected object, got "+typeName(it))
 			continue
 		}
-		bodies[i] = m
-		validateCustomer(&c, ptr, m, true)
-		if ref, ok := m["_clientRef"].(string); ok {
+		var c checker
+		validateCustomer(&c, "", m, true)
+		for _, v := range c.errs {
+			if v.Pointer == "/_clientRef" || faults.BulkRejectInvalid {
+				v.Pointer = ptr + v.Pointer
+				whole.errs = append(whole.errs, v)
+			} else {
+				items[i].errs = append(items[i].errs, v)
+			}
+		}
+		if items[i].errs == nil {
+			items[i].body = m
+		}
+		if _, present := m["_clientRef"]; present {
 			withRef++
+			ref, _ := m["_clientRef"].(string)
 			if refs[ref] {
-				c.add(ptr+"/_clientRef", "Duplicate _clientRef", fmt.Sprintf("_clientRef %q is used twice", ref))
+				whole.add(ptr+"/_clientRef", "Duplicate _clientRef", fmt.Sprintf("_clientRef %q is used twice", ref))
 			}
 			refs[ref] = true
-		} else if _, present := m["_clientRef"]; present {
-			withRef++
+			items[i].ref = ref
 		}
 	}
 	if withRef != 0 && withRef != len(list) {
-		c.add("", "Mixed _clientRef", "either every item has a _clientRef or none has")
+		whole.add("", "Mixed _clientRef", "either every item has a _clientRef or none has")
 	}
-	if len(c.errs) > 0 {
-		s.badRequest(w, c.errs[0].Title, c.errs)
+	if len(whole.errs) > 0 {
+		s.badRequest(w, whole.errs[0].Title, whole.errs)
 		return
 	}
 
 	s.mu.Lock()
-	job := &bulkJob{id: s.newID(), createdAt: s.now().UTC()}
-	for _, b := range bodies {
-		rec := s.store(b)
-		job.ids = append(job.ids, rec.id)
-		if withRef > 0 {
-			job.clientRefs = append(job.clientRefs, b["_clientRef"].(string))
+	f := s.faults
+	if f.BulkSubmitErrorRate > 0 && s.rng.Float64() < f.BulkSubmitErrorRate {
+		s.stats.ServerErrors++
+		s.mu.Unlock()
+		writeSimpleError(w, http.StatusServiceUnavailable, "serviceUnavailable", "Service Unavailable")
+		return
+	}
+	now := s.now()
+	job := &bulkJob{id: s.newID(), submitted: now, due: now.Add(f.BulkDelay), withRefs: withRef > 0, items: items}
+	for i := range job.items {
+		if job.items[i].body != nil && f.BulkItemFailureRate > 0 && s.rng.Float64() < f.BulkItemFailureRate {
+			job.items[i].failed = true
 		}
 	}
+	job.stuck = f.BulkStuckRate > 0 && s.rng.Float64() < f.BulkStuckRate
+	if job.stuck {
+		s.stats.BulkStuck++
+	} else {
+		s.pending = append(s.pending, job)
+	}
 	s.bulks[job.id] = job
+	s.stats.BulkJobs++
+	hang := f.TimeoutRate > 0 && s.rng.Float64() < f.TimeoutRate
+	if hang {
+		s.stats.Timeouts++
+	}
+	data := job.data(now)
 	s.mu.Unlock()
 
-	writeJSON(w, http.StatusCreated, map[string]any{"data": job.data()})
+	if hang {
+		s.hang(w, r)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"data": data})
+}
+
+// settle carries out every pending job due by now, oldest due first: its
+// valid items become customers created at the job's due time. Callers hold
+// s.mu.
+func (s *Sandbox) settle(now time.Time) {
+	if len(s.pending) == 0 {
+		return
+	}
+	var due, later []*bulkJob
+	for _, j := range s.pending {
+		if now.After(j.submitted) && !now.Before(j.due) {
+			due = append(due, j)
+		} else {
+			later = append(later, j)
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	s.pending = later
+	// Jobs submitted with different delays can fall due out of order.
+	for len(due) > 0 {
+		first := 0
+		for i, j := range due {
+			if j.due.Before(due[first].due) {
+				first = i
+			}
+		}
+		j := due[first]
+		due = append(due[:first], due[first+1:]...)
+		for i := range j.items {
+			it := &j.items[i]
+			if it.body != nil && !it.failed {
+				it.id = s.store(it.body, j.due).id
+			} else {
+				s.stats.BulkItemsFailed++
+			}
+			it.body = nil
+		}
+		j.done = true
+	}
 }
 
 // bulkStatus answers GET /v1/bulk/{id} and GET /v1/bulk/{id}/batches.
@@ -82,47 +190,133 @@ func (s *Sandbox) bulkStatus(w http.ResponseWriter, rest string) {
 	id, sub, _ := strings.Cut(rest, "/")
 	s.mu.Lock()
 	job, ok := s.bulks[id]
-	s.mu.Unlock()
+	s.stats.BulkPolls++
+	now := s.now()
+	var data any
 	switch {
 	case !ok || (sub != "" && sub != "batches"):
-		notFound(w)
 	case sub == "":
-		writeJSON(w, http.StatusOK, map[string]any{"data": job.data()})
+		data = job.data(now)
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"data": []any{job.batch()}})
+		data = []any{job.batch(now)}
+	}
+	s.mu.Unlock()
+	if data == nil {
+		notFound(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": data})
+}
+
+func (j *bulkJob) status(now time.Time) string {
+	switch {
+	case j.done:
+		return "complete"
+	case !now.After(j.submitted) || now.Before(j.submitted.Add(j.due.Sub(j.submitted)/2)):
+		return "queued"
+	default:
+		return "running"
 	}
 }
 
-func (j *bulkJob) data() map[string]any {
-	stamp := j.createdAt.Format("2006-01-02T15:04:05.000Z07:00")
+// updatedAt is when the job last changed status.
+func (j *bulkJob) updatedAt(now time.Time) time.Time {
+	switch j.status(now) {
+	case "complete":
+		return j.due
+	case "running":
+		return j.submitted.Add(j.due.Sub(j.submitted) / 2)
+	default:
+		return j.submitted
+	}
+}
+
+func (j *bulkJob) counts() (ids []string, failures int) {
+	ids = []string{}
+	if !j.done {
+		return ids, 0
+	}
+	for _, it := range j.items {
+		if it.ok() {
+			ids = append(ids, it.id)
+		} else {
+			failures++
+		}
+	}
+	return ids, failures
+}
+
+func (j *bulkJob) data(now time.Time) map[string]any {
+	ids, failures := j.counts()
 	return map[string]any{
 		"type": "bulk",
 		"id":   j.id,
 		"attributes": map[string]any{
-			"status":    "complete",
-			"completed": true,
-			"ids":       j.ids,
-			"count":     len(j.ids),
-			"createdAt": stamp,
-			"updatedAt": stamp,
+			"status":       j.status(now),
+			"completed":    j.done,
+			"ids":          ids,
+			"count":        len(j.items),
+			"successCount": len(ids),
+			"failureCount": failures,
+			"createdAt":    j.submitted.UTC().Format(stampLayout),
+			"updatedAt":    j.updatedAt(now).UTC().Format(stampLayout),
 		},
 		"links": map[string]string{"self": "/v1/bulk/" + j.id},
 	}
 }
 
-func (j *bulkJob) batch() map[string]any {
-	attrs := map[string]any{
-		"objectIds":    j.ids,
-		"successCount": len(j.ids),
-		"failureCount": 0,
-		"errors":       []any{},
-	}
-	if j.clientRefs != nil {
-		results := make([]map[string]any, len(j.ids))
-		for i, id := range j.ids {
-			results[i] = map[string]any{"_clientRef": j.clientRefs[i], "objectId": id, "status": "created"}
+// batch is the job's one batch (a job holds at most 100 items). Results are
+// in submission order; each carries its _clientRef when the request gave
+// them, and a failed one its errors in the JSON:API shape (schema
+// violations, as a single create would get them) or the simple shape with a
+// statusCode (transient failures).
+func (j *bulkJob) batch(now time.Time) map[string]any {
+	ids, failures := j.counts()
+	results := []map[string]any{}
+	errs := []map[string]any{}
+	if j.done {
+		for _, it := range j.items {
+			res := map[string]any{}
+			if j.withRefs {
+				res["_clientRef"] = it.ref
+			}
+			switch {
+			case it.ok():
+				res["status"] = "created"
+				res["objectId"] = it.id
+			case it.errs != nil:
+				res["status"] = "failed"
+				res["statusCode"] = http.StatusBadRequest
+				res["errors"] = apiErrors(http.StatusBadRequest, "badparam", it.errs[0].Title, it.errs)
+			default:
+				res["status"] = "failed"
+				res["statusCode"] = http.StatusServiceUnavailable
+				res["errors"] = []map[string]any{{"code": "serviceUnavailable", "message": "Service Unavailable: the item was not processed"}}
+			}
+			if e, ok := res["errors"].([]map[string]any); ok {
+				first := map[string]any{"index": len(results)}
+				for k, v := range e[0] {
+					first[k] = v
+				}
+				if j.withRefs {
+					first["_clientRef"] = it.ref
+				}
+				errs = append(errs, first)
+			}
+			results = append(results, res)
 		}
-		attrs["results"] = results
 	}
-	return map[string]any{"type": "bulk_batch", "id": j.id, "attributes": attrs}
+	return map[string]any{
+		"type": "bulk_batch",
+		"id":   j.id,
+		"attributes": map[string]any{
+			"status":       j.status(now),
+			"completed":    j.done,
+			"objectIds":    ids,
+			"successCount": len(ids),
+			"failureCount": failures,
+			"errors":       errs,
+			"results":      results,
+		},
+	}
 }

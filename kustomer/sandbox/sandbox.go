@@ -10,7 +10,19 @@
 //
 // Endpoints: POST /v1/customers, GET /v1/customers/{id},
 // GET /v1/customers/externalId={id} (also email= and phone=),
-// POST /v1/customers/bulk, GET /v1/bulk/{id}, GET /v1/bulk/{id}/batches.
+// PUT /v1/customers/{id}?replace=false, POST /v1/customers/bulk,
+// GET /v1/bulk/{id}, GET /v1/bulk/{id}/batches.
+//
+// Bulk jobs run asynchronously, as Kustomer's bulk-operations guide describes:
+// a submission answers with a queued job, which completes BulkDelay later on
+// the sandbox's clock (see [Config.BulkDelay]); bulk.go says which requests
+// are rejected whole and which items fail one by one. No goroutine runs a job:
+// due jobs are carried out at the next request or the next call of Stats,
+// Customers or CountByExternalID, so a test drives them with [Config.Now].
+//
+// Several customers may share an email, a phone or an externalId (Kustomer
+// does not refuse them). A look-up answers one customer, as Kustomer does: the
+// oldest one that holds the value now.
 package sandbox
 
 import (
@@ -56,8 +68,9 @@ type Config struct {
 	// ErrorRate is the share of requests answered 503 before anything else
 	// happens (no rate unit spent, nothing stored).
 	ErrorRate float64
-	// TimeoutRate is the share of single creates that are stored and then not
-	// answered until the client gives up, or TimeoutHang passes (then 504).
+	// TimeoutRate is the share of single creates that are stored, and of bulk
+	// submissions that are queued, and then not answered until the client
+	// gives up, or TimeoutHang passes (then 504).
 	TimeoutRate float64
 	// TimeoutHang bounds a simulated timeout; default TimeoutHangDefault.
 	TimeoutHang time.Duration
@@ -66,8 +79,29 @@ type Config struct {
 	// Seed drives the fault dice; 0 means a fixed default seed, so runs are
 	// reproducible.
 	Seed int64
-	// Now is the clock for rate windows and timestamps; default time.Now.
+	// Now is the clock for rate windows, timestamps and bulk jobs; default
+	// time.Now.
 	Now func() time.Time
+
+	// BulkDelay is how long a bulk job takes on the clock: queued for the
+	// first half, running for the second, then complete (its customers are
+	// created then). 0 completes a job at the first request after its
+	// submission.
+	BulkDelay time.Duration
+	// BulkItemFailureRate is the share of valid bulk items that fail in the
+	// job's results with a transient 503 error, creating nothing.
+	BulkItemFailureRate float64
+	// BulkStuckRate is the share of bulk jobs that never complete: they stay
+	// running and create nothing.
+	BulkStuckRate float64
+	// BulkSubmitErrorRate is the share of bulk submissions answered 503 after
+	// spending their rate unit; nothing is queued.
+	BulkSubmitErrorRate float64
+	// BulkRejectInvalid makes a schema violation in any bulk item reject the
+	// whole request with 400 (pointer "/<index>/<field>"), as a gateway that
+	// validates the spec's array schema would. By default invalid items fail
+	// one by one in the job's results and the others are created.
+	BulkRejectInvalid bool
 }
 
 func (c Config) validate() error {
@@ -81,26 +115,46 @@ func (c Config) validate() error {
 }
 
 func (c Config) faults() Faults {
-	return Faults{Latency: c.Latency, ErrorRate: c.ErrorRate, TimeoutRate: c.TimeoutRate, Outage: c.Outage}
+	return Faults{
+		Latency: c.Latency, ErrorRate: c.ErrorRate, TimeoutRate: c.TimeoutRate, Outage: c.Outage,
+		BulkDelay: c.BulkDelay, BulkItemFailureRate: c.BulkItemFailureRate, BulkStuckRate: c.BulkStuckRate,
+		BulkSubmitErrorRate: c.BulkSubmitErrorRate, BulkRejectInvalid: c.BulkRejectInvalid,
+	}
 }
 
-// Faults are the failures the sandbox injects; change them at runtime with
-// [Sandbox.SetFaults].
+// Faults are the failures and delays the sandbox injects; change them at
+// runtime with [Sandbox.SetFaults]. The fields mean what Config's fields of
+// the same names mean.
 type Faults struct {
 	Latency     time.Duration // added to every request
 	ErrorRate   float64       // share of requests answered 503, in [0, 1]
-	TimeoutRate float64       // share of creates stored but not answered, in [0, 1]
+	TimeoutRate float64       // share of creates and bulk submissions carried out but not answered, in [0, 1]
 	Outage      bool          // every request 503
+
+	BulkDelay           time.Duration // how long a bulk job takes; applies to jobs submitted later
+	BulkItemFailureRate float64       // share of valid bulk items that fail transiently, in [0, 1]
+	BulkStuckRate       float64       // share of bulk jobs that never complete, in [0, 1]
+	BulkSubmitErrorRate float64       // share of bulk submissions answered 503, in [0, 1]
+	BulkRejectInvalid   bool          // an invalid item rejects the whole bulk request
 }
 
 func (f Faults) validate() error {
-	switch {
-	case f.Latency < 0:
+	if f.Latency < 0 {
 		return fmt.Errorf("sandbox: negative Latency %s", f.Latency)
-	case !(f.ErrorRate >= 0 && f.ErrorRate <= 1):
-		return fmt.Errorf("sandbox: ErrorRate %v is outside [0, 1]", f.ErrorRate)
-	case !(f.TimeoutRate >= 0 && f.TimeoutRate <= 1):
-		return fmt.Errorf("sandbox: TimeoutRate %v is outside [0, 1]", f.TimeoutRate)
+	}
+	if f.BulkDelay < 0 {
+		return fmt.Errorf("sandbox: negative BulkDelay %s", f.BulkDelay)
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{
+		{"ErrorRate", f.ErrorRate}, {"TimeoutRate", f.TimeoutRate}, {"BulkItemFailureRate", f.BulkItemFailureRate},
+		{"BulkStuckRate", f.BulkStuckRate}, {"BulkSubmitErrorRate", f.BulkSubmitErrorRate},
+	} {
+		if !(r.v >= 0 && r.v <= 1) {
+			return fmt.Errorf("sandbox: %s %v is outside [0, 1]", r.name, r.v)
+		}
 	}
 	return nil
 }
@@ -116,13 +170,23 @@ type Customer struct {
 type Stats struct {
 	Requests     int // every request received
 	Creates      int // customers stored (single creates, bulk items, and creates whose answer was withheld)
-	Lookups      int // customer look-ups answered 200 or 404
+	Lookups      int // customer look-ups answered 200 or 404, by id or by any key
 	RateLimited  int // 429s
-	ServerErrors int // injected 503s (ErrorRate, Outage)
-	Timeouts     int // creates stored but not answered (TimeoutRate)
+	ServerErrors int // injected 503s (ErrorRate, Outage, BulkSubmitErrorRate)
+	Timeouts     int // creates and bulk submissions carried out but not answered (TimeoutRate)
 	BadRequests  int // 400s
 	Unauthorized int // 401s
-	Duplicates   int // creates whose externalId already existed
+	Duplicates   int // creates (single or bulk item) whose externalId already existed
+
+	LookupsByExternalID int // look-ups by externalId=, included in Lookups
+	LookupsByEmail      int // look-ups by email=, included in Lookups
+	LookupsByPhone      int // look-ups by phone=, included in Lookups
+	Updates             int // customers updated by PUT (answered 200)
+
+	BulkJobs        int // bulk jobs accepted (answered or not)
+	BulkPolls       int // GET /v1/bulk/{id} and /batches answered 200 or 404
+	BulkItemsFailed int // bulk items that failed in a job's results (schema or injected)
+	BulkStuck       int // bulk jobs that will never complete (BulkStuckRate)
 }
 
 // Sandbox is an in-memory Kustomer. It is safe for concurrent use; its zero
@@ -148,9 +212,10 @@ type Sandbox struct {
 	customers []record
 	byID      map[string]int
 	byExt     map[string][]int
-	byEmail   map[string]int
-	byPhone   map[string]int
+	byEmail   map[string][]int // lower-cased email → customers holding it, oldest first
+	byPhone   map[string][]int
 	bulks     map[string]*bulkJob
+	pending   []*bulkJob // submitted, not complete, not stuck
 }
 
 type record struct {
@@ -184,8 +249,8 @@ func New(cfg Config) (*Sandbox, error) {
 		idBase:      rng.Uint64(),
 		byID:        make(map[string]int),
 		byExt:       make(map[string][]int),
-		byEmail:     make(map[string]int),
-		byPhone:     make(map[string]int),
+		byEmail:     make(map[string][]int),
+		byPhone:     make(map[string][]int),
 		bulks:       make(map[string]*bulkJob),
 	}, nil
 }
@@ -219,6 +284,7 @@ func (s *Sandbox) Close() {
 // Customers returns a copy of every created customer, in creation order.
 func (s *Sandbox) Customers() []Customer {
 	s.mu.Lock()
+	s.settle(s.now())
 	recs := slicesClone(s.customers)
 	s.mu.Unlock()
 	out := make([]Customer, len(recs))
@@ -235,6 +301,7 @@ func (s *Sandbox) Customers() []Customer {
 // Stats returns the counters so far.
 func (s *Sandbox) Stats() Stats {
 	s.mu.Lock()
+	s.settle(s.now())
 	defer s.mu.Unlock()
 	return s.stats
 }
@@ -243,10 +310,13 @@ func (s *Sandbox) Stats() Stats {
 // customers without one are not counted. A count above 1 is a duplicate.
 func (s *Sandbox) CountByExternalID() map[string]int {
 	s.mu.Lock()
+	s.settle(s.now())
 	defer s.mu.Unlock()
 	out := make(map[string]int, len(s.byExt))
 	for k, v := range s.byExt {
-		out[k] = len(v)
+		if len(v) > 0 { // an update can take a customer's externalId away
+			out[k] = len(v)
+		}
 	}
 	return out
 }
@@ -272,6 +342,7 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
+	s.settle(s.now())
 	f = s.faults
 	inject := f.Outage || (f.ErrorRate > 0 && s.rng.Float64() < f.ErrorRate)
 	if inject {
@@ -375,6 +446,12 @@ func writeSimpleError(w http.ResponseWriter, status int, code, message string) {
 
 // writeAPIError writes the JSON:API error shape.
 func writeAPIError(w http.ResponseWriter, status int, code, title string, vs []violation) {
+	writeJSON(w, status, map[string]any{"errors": apiErrors(status, code, title, vs)})
+}
+
+// apiErrors is the JSON:API errors array for vs, or one error with title when
+// vs is empty.
+func apiErrors(status int, code, title string, vs []violation) []map[string]any {
 	var errs []map[string]any
 	for _, v := range vs {
 		e := map[string]any{"status": status, "code": code, "title": v.Title}
@@ -389,7 +466,7 @@ func writeAPIError(w http.ResponseWriter, status int, code, title string, vs []v
 	if len(errs) == 0 {
 		errs = append(errs, map[string]any{"status": status, "code": code, "title": title})
 	}
-	writeJSON(w, status, map[string]any{"errors": errs})
+	return errs
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

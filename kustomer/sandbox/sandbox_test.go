@@ -436,63 +436,6 @@ func TestDuplicateExternalIDIsStoredAndCounted(t *testing.T) {
 	require.Equal(t, first, decode(t, rec)["data"].(map[string]any)["id"], "a look-up finds the oldest")
 }
 
-func TestBulkCreatesCompleteJobWithIDsAndClientRefs(t *testing.T) {
-	t.Parallel()
-	sb := newSandbox(t, sandbox.Config{})
-	rec := call(t, sb, http.MethodPost, "/v1/customers/bulk",
-		`[{"name":"a","externalId":"a","_clientRef":"r1"},{"name":"b","_clientRef":"r2"}]`)
-	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
-	data := decode(t, rec)["data"].(map[string]any)
-	require.Equal(t, "bulk", data["type"])
-	id := data["id"].(string)
-	attrs := data["attributes"].(map[string]any)
-	require.Equal(t, "complete", attrs["status"])
-	require.Equal(t, true, attrs["completed"])
-	ids := attrs["ids"].([]any)
-	require.Len(t, ids, 2)
-	custs := sb.Customers()
-	require.Equal(t, custs[0].ID, ids[0])
-	require.NotContains(t, custs[0].Attributes, "_clientRef")
-
-	rec = call(t, sb, http.MethodGet, "/v1/bulk/"+id, "")
-	require.Equal(t, http.StatusOK, rec.Code)
-	require.Equal(t, id, decode(t, rec)["data"].(map[string]any)["id"])
-
-	rec = call(t, sb, http.MethodGet, "/v1/bulk/"+id+"/batches", "")
-	require.Equal(t, http.StatusOK, rec.Code)
-	batch := decode(t, rec)["data"].([]any)[0].(map[string]any)["attributes"].(map[string]any)
-	require.EqualValues(t, 2, batch["successCount"])
-	results := batch["results"].([]any)
-	require.Equal(t, map[string]any{"_clientRef": "r2", "objectId": ids[1], "status": "created"}, results[1])
-
-	require.Equal(t, http.StatusNotFound, call(t, sb, http.MethodGet, "/v1/bulk/0123456789abcdef01234567", "").Code)
-}
-
-func TestBulkRejectsInvalidRequestsWhole(t *testing.T) {
-	t.Parallel()
-	many := "[" + strings.TrimSuffix(strings.Repeat(`{"name":"x"},`, 101), ",") + "]"
-	cases := map[string]struct{ body, pointer string }{
-		"invalid item":       {`[{"name":"ok"},{"emails":[{"email":"bad"}]}]`, "/1/emails/0/email"},
-		"more than 100":      {many, ""},
-		"empty":              {`[]`, ""},
-		"not an array":       {`{"name":"x"}`, ""},
-		"mixed _clientRef":   {`[{"name":"a","_clientRef":"r1"},{"name":"b"}]`, ""},
-		"repeated clientRef": {`[{"_clientRef":"r1"},{"_clientRef":"r1"}]`, "/1/_clientRef"},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			sb := newSandbox(t, sandbox.Config{})
-			rec := call(t, sb, http.MethodPost, "/v1/customers/bulk", tc.body)
-			require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
-			if tc.pointer != "" {
-				require.Equal(t, tc.pointer, firstError(t, rec)["source"].(map[string]any)["pointer"])
-			}
-			require.Empty(t, sb.Customers())
-		})
-	}
-}
-
 func TestSandboxIsSafeForConcurrentUse(t *testing.T) {
 	t.Parallel()
 	sb := newSandbox(t, sandbox.Config{RatePerMinute: 150, ErrorRate: 0.1})

@@ -40,7 +40,7 @@ func (c *checker) add(ptr, title, detail string) {
 type rule func(c *checker, ptr string, v any)
 
 var (
-	e164RE      = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
+	e164RE = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
 	// customKeyRE is Kustomer's rule for custom attribute keys: camelCase (a
 	// lowercase letter, then letters and digits) and the type suffix. The
 	// mapping package checks the same rule before sending.
