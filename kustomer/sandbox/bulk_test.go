@@ -248,7 +248,9 @@ func TestBulkTimeoutRateQueuesTheJobAndWithholdsTheAnswer(t *testing.T) {
 	sb := newSandbox(t, sandbox.Config{TimeoutRate: 1})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan *httptest.ResponseRecorder)
-	go func() { done <- callCtx(t, ctx, sb, http.MethodPost, "/v1/customers/bulk", `[{"externalId":"lead-1"}]`) }()
+	go func() {
+		done <- callCtx(t, ctx, sb, http.MethodPost, "/v1/customers/bulk", `[{"externalId":"lead-1"}]`)
+	}()
 	require.Eventually(t, func() bool { return sb.Stats().Timeouts == 1 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, 1, sb.Stats().BulkJobs)
 	cancel()
