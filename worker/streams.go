@@ -120,12 +120,12 @@ func (c StreamConfig) jetstreamConfig(workflows []*mapping.Workflow) jetstream.S
 
 // StreamPlan is what [CheckStream] found about the leads stream.
 type StreamPlan struct {
-	Name    string
-	Exists  bool
-	Managed bool // created by kustomer-sync (or not there yet): Start sets its subjects and limits
+	Name    string `json:"name"`
+	Exists  bool   `json:"exists"`
+	Managed bool   `json:"managed"` // created by kustomer-sync (or not there yet): Start sets its subjects and limits
 	// Subjects are what the stream captures once Start ran: the workflows'
 	// when managed, the operator's otherwise.
-	Subjects []string
+	Subjects []string `json:"subjects"`
 }
 
 // CheckStream checks, without changing anything, what Start would do with
@@ -266,4 +266,54 @@ func withUncovered(subjects, extra []string) []string {
 		}
 	}
 	return out
+}
+
+// SubjectWorkflows is what [WorkflowsOn] found: which kustomer-sync
+// workflows consume the stream that captures a subject, and which of them
+// the subject reaches.
+type SubjectWorkflows struct {
+	Stream string
+	// Filters maps each workflow consuming Stream to its subject filter.
+	Filters map[string]string
+	// Matching are the workflows whose filter matches the subject, sorted.
+	Matching []string
+}
+
+// WorkflowsOn finds the stream that captures subj (a literal subject) and
+// the kustomer-sync workflows consuming it, from their durable consumers.
+func WorkflowsOn(ctx context.Context, js jetstream.JetStream, subj string) (SubjectWorkflows, error) {
+	var out SubjectWorkflows
+	name, err := js.StreamNameBySubject(ctx, subj)
+	if err != nil {
+		return out, fmt.Errorf("worker: stream of %s: %w", subj, err)
+	}
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return out, fmt.Errorf("worker: stream %s: %w", name, err)
+	}
+	out.Stream, out.Filters = name, map[string]string{}
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() {
+		c := info.Config
+		wf, ok := c.Metadata[workflowKey], c.Metadata[managedByKey] == managedByValue
+		if !ok { // consumers created before they carried metadata
+			wf, ok = strings.CutPrefix(c.Description, "kustomer-sync workflow ")
+		}
+		if !ok || c.Durable == "" {
+			continue
+		}
+		filters := c.FilterSubjects
+		if c.FilterSubject != "" || len(filters) == 0 {
+			filters = append(filters, cmp.Or(c.FilterSubject, ">"))
+		}
+		out.Filters[wf] = strings.Join(filters, ",")
+		if slices.ContainsFunc(filters, func(f string) bool { return subject.Covers(f, subj) }) {
+			out.Matching = append(out.Matching, wf)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return out, fmt.Errorf("worker: consumers of stream %s: %w", name, err)
+	}
+	slices.Sort(out.Matching)
+	return out, nil
 }

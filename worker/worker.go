@@ -233,6 +233,16 @@ func (w *Worker) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Consumers right after the stream: when replicas start together, one
+	// may read the state after another created the stream and a publisher
+	// stored events there; the sooner the consumer exists, the less likely.
+	for _, wf := range w.cfg.Workflows {
+		f, err := w.newFlow(ctx, st, wf, before)
+		if err != nil {
+			return err
+		}
+		w.flows = append(w.flows, f)
+	}
 	var results, deadLetters []string
 	for _, wf := range w.cfg.Workflows {
 		results = append(results, wf.ResultsSubject)
@@ -277,13 +287,6 @@ func (w *Worker) setup(ctx context.Context) error {
 	}
 	if w.replayKey, err = dlq.LoadReplayKey(ctx, w.js, w.cfg.KeyBucket, w.cfg.Stream.Replicas); err != nil {
 		return err
-	}
-	for _, wf := range w.cfg.Workflows {
-		f, err := w.newFlow(ctx, st, wf, before)
-		if err != nil {
-			return err
-		}
-		w.flows = append(w.flows, f)
 	}
 	return nil
 }

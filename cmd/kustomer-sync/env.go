@@ -99,6 +99,7 @@ func badValue(f *pflag.Flag, v string) error {
 		"bool":        "true or false",
 		"intSlice":    "whole numbers separated by commas, such as 1,3",
 		"stringSlice": "values separated by commas",
+		"size":        "a size in bytes, with an optional unit: 10GB, 512MiB, or 0",
 	}[f.Value.Type()]
 	if want == "" {
 		want = "a valid " + f.Value.Type()

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 func init() {
@@ -19,23 +20,41 @@ func init() {
 }
 
 func (a *app) validateCommand() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		stream string
+	)
 	cmd := &cobra.Command{
 		Use:   "validate CONFIG",
 		Short: "Check a workflow config file and list its workflows",
 		Long: `Parse CONFIG, compile every template and check every setting, exactly as 'run' does at
 start-up. Every mistake in the file is listed, each with its file, line and column, and the
-command exits 1. On success, list the workflows.
+command exits 1. On success, list the workflows, and say which overlap (an event on a subject
+both match runs in each: a fan-out).
 
---json prints {"file", "valid", "workflows"} on success and {"file", "valid": false, "errors":
-[{"file", "line", "column", "message"}]} on failure (still exit 1).`,
+With a NATS URL (--nats-url, NATS_URL or --context), also check the config against the live
+leads stream (--stream), as 'run' would: a stream kustomer-sync manages will capture every
+workflow's subject, unless another stream already captures one; a stream an operator created
+must capture every workflow's subject.
+
+--json prints {"file", "valid", "workflows", "notices", "stream"} on success and {"file",
+"valid": false, "errors": [{"file", "line", "column", "message"}]} on failure (still exit 1).`,
 		Example: `  kustomer-sync validate testdata/workflows.yaml
+  kustomer-sync validate --nats-url nats://nats-1:4222 workflows.yaml
   kustomer-sync validate --json workflows.yaml | jq '.errors[].message'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := mapping.Load(args[0])
+			var plan *worker.StreamPlan
+			if err == nil && a.natsURL != "" {
+				plan, err = a.checkLiveStream(cmd.Context(), stream, cfg)
+			}
 			if asJSON {
-				if jerr := writeJSON(a.stdout, validateReport(args[0], cfg, err)); jerr != nil {
+				report := validateReport(args[0], cfg, err)
+				if err == nil {
+					report.Notices, report.Stream = overlapNotices(cfg), plan
+				}
+				if jerr := writeJSON(a.stdout, report); jerr != nil {
 					return jerr
 				}
 				return err
@@ -54,10 +73,21 @@ command exits 1. On success, list the workflows.
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", wf.Name, wf.Subject, loop, wf.Concurrency,
 					wf.MaxInFlight, wf.Retry.MaxAttempts, wf.DeadLetterSubject, strings.Join(wf.Inputs(), ","))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, n := range overlapNotices(cfg) {
+				fmt.Fprintln(a.stdout, n)
+			}
+			if plan != nil {
+				fmt.Fprintln(a.stdout, planText(plan))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result (workflows, or every mistake) as JSON")
+	cmd.Flags().StringVar(&stream, "stream", worker.StreamDefault, "with a NATS URL: the leads stream to check the config against")
+	bindEnv(cmd.Flags(), "stream", "KSYNC_STREAM")
 	return cmd
 }
 
@@ -67,6 +97,10 @@ type validateJSON struct {
 	Valid     bool              `json:"valid"`
 	Workflows []workflowJSON    `json:"workflows,omitempty"`
 	Errors    []configErrorJSON `json:"errors,omitempty"`
+	// Notices name the workflows whose subjects overlap (a fan-out).
+	Notices []string `json:"notices,omitempty"`
+	// Stream is what the live leads stream will capture, with a NATS URL.
+	Stream *worker.StreamPlan `json:"stream,omitempty"`
 }
 
 type workflowJSON struct {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+
+	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // publishSubjectDefault is where `publish` sends events unless told otherwise.
@@ -68,7 +71,7 @@ stream's de-duplication window). A progress bar shows on a terminal.`,
 	fl.StringVar(&f.format, "format", "auto", "input format: auto, json, jsonl or csv (auto: csv for .csv files, JSON otherwise)")
 	fl.StringVar(&f.idField, "id-field", "id", "record field used as Nats-Msg-Id; records without it get a content hash")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for JetStream to acknowledge all events")
-	fl.BoolVar(&f.asJSON, "json", false, `print the result as JSON: {"subject", "published", "duplicates"}`)
+	fl.BoolVar(&f.asJSON, "json", false, `print the result as JSON: {"subject", "published", "duplicates", "warning"}`)
 	return cmd
 }
 
@@ -105,6 +108,9 @@ func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
 	if err != nil {
 		return err
 	}
+	if res.Warning = consumerWarning(ctx, js, f.subject); res.Warning != "" {
+		fmt.Fprintln(a.stderr, "warning: "+res.Warning)
+	}
 	if f.asJSON {
 		return writeJSON(a.stdout, res)
 	}
@@ -125,6 +131,29 @@ type publishResult struct {
 	Subject    string `json:"subject"`
 	Published  int    `json:"published"`  // stored as new events
 	Duplicates int    `json:"duplicates"` // already stored before: dropped by de-duplication
+	// Warning says when no workflow consumes the subject, so the events wait
+	// unprocessed; empty otherwise.
+	Warning string `json:"warning,omitempty"`
+}
+
+// consumerWarning says when no kustomer-sync workflow consumes subject, or
+// "" when one does (or when the consumers cannot be read: publishing
+// succeeded, and a worker may start later either way).
+func consumerWarning(ctx context.Context, js jetstream.JetStream, subject string) string {
+	on, err := worker.WorkflowsOn(ctx, js, subject)
+	switch {
+	case err != nil || len(on.Matching) > 0:
+		return ""
+	case len(on.Filters) == 0:
+		return fmt.Sprintf("no worker consumes stream %s yet: these events wait there. A workflow's consumer created later starts with events published after it (start: new) unless the workflow sets start: all or a start time before now", on.Stream)
+	}
+	var workflows []string
+	for name, filter := range on.Filters {
+		workflows = append(workflows, name+" on "+filter)
+	}
+	slices.Sort(workflows)
+	return fmt.Sprintf("no workflow consumes %s (stream %s has %s): these events stay unprocessed. A workflow added for this subject processes them only with start: all or a start time before now",
+		subject, on.Stream, strings.Join(workflows, ", "))
 }
 
 // publishRecords publishes asynchronously with a bounded window and waits for
@@ -147,7 +176,7 @@ func publishRecords(ctx context.Context, js jetstream.JetStream, subject string,
 				}
 			case err := <-fut.Err():
 				if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-					return fmt.Errorf("publish to %s: no stream captures that subject: start 'kustomer-sync run' once (it creates the LEADS stream on leads.>), or publish to a subject of your stream with --subject", subject)
+					return fmt.Errorf("publish to %s: no stream captures that subject: start 'kustomer-sync run' once with a workflow on this subject (it creates the LEADS stream on its workflows' subjects), or publish to a subject of your stream with --subject", subject)
 				}
 				return fmt.Errorf("publish line %d to %s: %w", pendingRecs[i].line, subject, err)
 			case <-ctx.Done():

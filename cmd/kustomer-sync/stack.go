@@ -46,6 +46,8 @@ type workerFlags struct {
 	maxEventBytes int
 	ackWait       time.Duration
 	dedupWindow   time.Duration
+	maxAge        time.Duration
+	maxBytes      byteSize
 	claimLease    time.Duration
 	sandboxFaults sandbox.Faults
 	sandboxKey    string
@@ -75,6 +77,8 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
+	fl.DurationVar(&f.maxAge, "stream-max-age", worker.StreamMaxAgeDefault, "when kustomer-sync manages the leads stream: how long it keeps an event, processed or not (an event still unprocessed then is lost); 0 keeps events forever")
+	fl.Var(&f.maxBytes, "stream-max-bytes", "when kustomer-sync manages the leads stream: its largest size, e.g. 10GB; when full it refuses new events (publishers get an error) instead of dropping unprocessed ones; 0 is no limit")
 	for name, key := range map[string]string{
 		"config": "KSYNC_CONFIG", "kustomer-api-key-file": "KUSTOMER_API_KEY_FILE", "kustomer-base-url": "KUSTOMER_BASE_URL",
 		"kustomer-timeout": "KSYNC_KUSTOMER_TIMEOUT", "rate-per-minute": "KSYNC_RATE_PER_MINUTE", "rate-burst": "KSYNC_RATE_BURST",
@@ -82,6 +86,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 		"stream-replicas": "KSYNC_STREAM_REPLICAS", "metrics-addr": "KSYNC_METRICS_ADDR", "replica-id": "KSYNC_REPLICA_ID",
 		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
 		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
+		"stream-max-age": "KSYNC_STREAM_MAX_AGE", "stream-max-bytes": "KSYNC_STREAM_MAX_BYTES",
 	} {
 		bindEnv(fl, name, key)
 	}
@@ -97,12 +102,27 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		func(cmd *cobra.Command) error {
+			if f.maxAge < 0 {
+				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
+			}
+			return nil
+		},
+		func(cmd *cobra.Command) error {
 			if f.claimLease <= f.timeout {
 				return flagError(cmd, "claim-lease", "must exceed --kustomer-timeout %s, or a slow request's item could be claimed and created by another replica", f.timeout)
 			}
 			return nil
 		},
 	)
+}
+
+// streamConfig is the leads stream as the flags describe it.
+func (f *workerFlags) streamConfig() worker.StreamConfig {
+	maxAge := f.maxAge
+	if maxAge == 0 {
+		maxAge = -1 // the flag's 0 is the worker's "no limit"
+	}
+	return worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow, MaxAge: maxAge, MaxBytes: int64(f.maxBytes)}
 }
 
 // stack is a running worker and whatever it started to run: the embedded NATS
@@ -182,7 +202,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		burst:     f.rateBurst,
 		worker: worker.Config{
 			Workflows:     st.config.Workflows,
-			Stream:        worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow},
+			Stream:        f.streamConfig(),
 			AckWait:       f.ackWait,
 			Ledger:        worker.LedgerConfig{Lease: f.claimLease},
 			MaxEventBytes: f.maxEventBytes,
