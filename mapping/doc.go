@@ -9,6 +9,8 @@
 //	    subject: "leads.>"
 //	    loop: "{{trigger.leads}}"          # optional: one customer per array item
 //	    idempotency_key: "{{item.id}}"     # optional
+//	    start: new                         # optional: where a new consumer starts: new, all or a time
+//	    ledger_scope: shared               # optional: shared, or workflow (each creates its own customer)
 //	    required: [emails]                 # optional: a blank required input fails the item
 //	    inputs:
 //	      name: "{{item.first}} {{item.last}}"
