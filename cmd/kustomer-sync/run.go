@@ -56,11 +56,6 @@ start (e.g. a subject the stream does not capture), the previous ones start agai
 				return nil
 			}
 			if err != nil {
-				if ctx.Err() != nil {
-					// SIGINT/SIGTERM while starting: nothing was consumed yet.
-					a.log.Info().Msg("interrupted while starting; stopped")
-					return nil
-				}
 				return err
 			}
 			for err == nil && ctx.Err() == nil {
