@@ -217,6 +217,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 			<-done
 		}
 		w.hardStop()
+		// A stopped worker pauses nothing: a gauge left at 1 would report a
+		// workflow paused that this process no longer runs (after a reload).
+		for _, f := range w.flows {
+			metricPaused.DeleteLabelValues(f.wf.Name)
+		}
 		w.log.Info().Msg("worker stopped")
 	})
 	return err

@@ -55,20 +55,26 @@ func (r *faultRun) hangUp(p *workerProc, metricsAddr, config, result string) {
 // metrics; 0 when absent.
 func reloads(t *testing.T, addr, result string) int {
 	t.Helper()
+	n, _ := metricValue(t, addr, `kustomer_sync_config_reloads_total{result="`+result+`"}`)
+	return int(n)
+}
+
+// metricValue reads one series from a worker's metrics; false when absent.
+func metricValue(t *testing.T, addr, series string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	prefix := `kustomer_sync_config_reloads_total{result="` + result + `"} `
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-			n, err := strconv.Atoi(v)
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			n, err := strconv.ParseFloat(v, 64)
 			require.NoError(t, err, line)
-			return n
+			return n, true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // freeAddr returns a loopback address nothing listens on now.
@@ -139,8 +145,12 @@ func TestSIGHUPReloadsTheConfigAndRefusesABadOne(t *testing.T) {
 	r.publishLead(js, "leads.alpha.web", "a2")
 
 	// Removing a workflow stops consuming it and keeps its durable consumer.
+	_, ok := metricValue(t, metrics, `kustomer_sync_workflow_paused{workflow="alpha"}`)
+	require.True(t, ok)
 	r.hangUp(p, metrics, "workflows:"+reloadBeta, "applied")
 	r.waitWorkflows(js, "reload-1", "beta")
+	_, ok = metricValue(t, metrics, `kustomer_sync_workflow_paused{workflow="alpha"}`)
+	require.False(t, ok, "a removed workflow has no paused gauge")
 	r.publishLead(js, "leads.beta.web", "b2")
 	_, err := js.Consumer(context.Background(), worker.StreamDefault, worker.ConsumerPrefixDefault+"alpha")
 	require.NoError(t, err, "the removed workflow's consumer is kept")

@@ -93,6 +93,7 @@ The command exits 0 whatever the state: scripts read --json.`,
 	fl.StringVar(&dlqStream, "dlq-stream", dlq.StreamDefault, "dead-letter stream")
 	fl.StringVar(&bucket, "replicas-bucket", worker.BudgetBucketDefault, "KV bucket where replicas publish their state")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	bindEnv(fl, "stream", "KSYNC_STREAM") // as `run` reads it
 	return cmd
 }
 
