@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,18 +24,14 @@ func mustWorkflows(t *testing.T, config string) []*mapping.Workflow {
 	return cfg.Workflows
 }
 
-// twoSubjectsConfig is the README's fuller example in short: one workflow on
-// leads.>, one on batches.>.
-const twoSubjectsConfig = `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs: {name: "{{trigger.name}}"}
-  - name: batch
-    subject: "batches.>"
-    loop: "{{trigger.leads}}"
-    inputs: {externalId: "{{item.id}}", name: "{{item.name}}"}
-`
+// sampleConfig is testdata/workflows.yaml, the README's fuller example that
+// docker-compose.yml runs: "default" on leads.>, "batch" on batches.>.
+func sampleConfig(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "workflows.yaml"))
+	require.NoError(t, err)
+	return string(data)
+}
 
 func (h *harness) streamConfig(name string) jetstream.StreamConfig {
 	h.t.Helper()
@@ -65,10 +63,10 @@ func (h *harness) runsOf(workflow string) []RunRecord {
 
 func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: twoSubjectsConfig})
+	h := setup(t, harnessOptions{config: sampleConfig(t)})
 	require.Equal(t, []string{"leads.>", "batches.>"}, h.streamConfig(StreamDefault).Subjects)
 
-	seq := h.publish("batches.expo", "expo-1", `{"leads":[{"id":"x-1","name":"Ann"}]}`)
+	seq := h.publish("batches.expo", "expo-1", `{"source":"expo","leads":[{"id":"x-1","first_name":"Ann","email":"ann@example.com"}]}`)
 	rec := h.waitRun(seq)
 	require.Equal(t, RunSucceeded, rec.Status)
 	require.Equal(t, "batch", rec.Workflow)
@@ -94,12 +92,12 @@ func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testi
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
 	require.NoError(t, err)
 
-	w, err := newTestWorker(t, js, srv, twoSubjectsConfig)
+	w, err := newTestWorker(t, js, srv, sampleConfig(t))
 	require.NoError(t, err)
 	err = w.Start(ctx)
 	require.ErrorContains(t, err, `worker: create stream LEADS: worker: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
 
-	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, twoSubjectsConfig))
+	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
 	require.ErrorContains(t, err, `stream EXPO already captures batches.expo.>`)
 	require.False(t, plan.Exists)
 }
@@ -111,7 +109,7 @@ func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testi
 	ctx := context.Background()
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
 	require.NoError(t, err)
-	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, twoSubjectsConfig))
+	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
 	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
 	require.Equal(t, StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
 }
