@@ -40,20 +40,6 @@ func (h *harness) streamConfig(name string) jetstream.StreamConfig {
 	return st.CachedInfo().Config
 }
 
-// requireCaughtUp polls until the workflow's consumer has nothing pending
-// or unacknowledged.
-func (h *harness) requireCaughtUp(workflow string) {
-	h.t.Helper()
-	require.Eventually(h.t, func() bool {
-		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+workflow)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	}, 20*time.Second, 20*time.Millisecond, "consumer of %s never caught up\n%s", workflow, lastLines(h.logs.String(), 20))
-}
-
 func (h *harness) runsOf(workflow string) []RunRecord {
 	h.t.Helper()
 	recs, err := h.runs.List(context.Background(), RunFilter{Workflow: workflow})
@@ -152,7 +138,7 @@ workflows:
 		h.publish("leads.web", fmt.Sprintf("lead-%d", i), fmt.Sprintf(`{"id":"ext-%d","name":"Lead %d"}`, i, i))
 	}
 	h.waitRuns(3)
-	h.requireCaughtUp("signup")
+	h.waitIdle("signup")
 
 	// The same workflow restarted with start: all keeps its position.
 	h.stopWorker()
@@ -167,7 +153,7 @@ workflows:
 	h.start(fmt.Sprintf(named, "onboarding", "new"))
 	seq := h.publish("leads.web", "lead-3", `{"id":"ext-3","name":"Lead 3"}`)
 	require.Equal(t, "onboarding", h.waitRun(seq).Workflow)
-	h.requireCaughtUp("onboarding")
+	h.waitIdle("onboarding")
 
 	require.Len(t, h.runsOf("signup"), 3, "no event ran twice under the old name")
 	require.Len(t, h.runsOf("onboarding"), 1, "the renamed workflow ran only the new event")
@@ -182,7 +168,7 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 
 	h.stopWorker()
 	h.start(strings.Replace(strings.Replace(loopConfig, "name: batch", "name: leads", 1), "loop:", "start: all\n    loop:", 1))
-	h.requireCaughtUp("leads")
+	h.waitIdle("leads")
 	recs := h.runsOf("leads")
 	require.Len(t, recs, 1)
 	require.Equal(t, RunSucceeded, recs[0].Status)
@@ -213,7 +199,7 @@ workflows:
   - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
   - {name: second, subject: "leads.b", start: %q, inputs: {name: "{{trigger.name}}"}}
 `, after.Format(time.RFC3339Nano)))
-	h.requireCaughtUp("second")
+	h.waitIdle("second")
 	recs := h.runsOf("second")
 	require.Len(t, recs, 1)
 	require.Equal(t, seq, recs[0].StreamSeq)
