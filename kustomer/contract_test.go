@@ -3,6 +3,7 @@ package kustomer_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -24,4 +25,15 @@ func TestClientHonoursContractAgainstRealKustomer(t *testing.T) {
 	}
 	t.Parallel()
 	kustomertest.RunContract(t, base, key)
+}
+
+// TestClientHonoursContractAgainstSandboxReadingBulkTheOtherWay runs the suite
+// against a sandbox whose bulk jobs take time and whose gateway rejects a bulk
+// request whole for one invalid item: the other reading Kustomer's
+// documentation allows.
+func TestClientHonoursContractAgainstSandboxReadingBulkTheOtherWay(t *testing.T) {
+	t.Parallel()
+	const key = "sandbox-contract-key"
+	srv := kustomertest.New(t, sandbox.Config{APIKey: key, BulkRejectInvalid: true, BulkDelay: 100 * time.Millisecond})
+	kustomertest.RunContract(t, srv.URL, key)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,9 +19,12 @@ var hexID = regexp.MustCompile(`^[0-9a-f]{24}$`)
 
 // RunContract runs the behaviour both the sandbox and Kustomer must show to
 // the client, as subtests of t: creating a customer, looking it up by
-// externalId, a missing look-up, schema errors and a bad key. Against a real
-// account it creates two customers with unique, clearly marked externalIds
-// and emails (kustomer-sync-contract-…); it spends about ten rate units.
+// externalId, email and phone, updating it with replace=false, a bulk job
+// followed to its per-item results, missing look-ups, schema errors and a bad
+// key. Against a real account it creates about eight customers with unique,
+// clearly marked externalIds and emails (kustomer-sync-contract-…); it spends
+// about thirty rate units, more while bulk jobs are running (one per poll,
+// one a second).
 func RunContract(t *testing.T, baseURL, apiKey string) {
 	newClient := func(t *testing.T, key string) *kustomer.Client {
 		t.Helper()
@@ -110,6 +114,106 @@ func RunContract(t *testing.T, baseURL, apiKey string) {
 		requirePermanent400(t, err)
 	})
 
+	t.Run("LookUpsByEmailAndPhoneFindTheCustomer", func(t *testing.T) {
+		t.Parallel()
+		c := newClient(t, apiKey)
+		email := "contract-lookup-" + runID + "@example.com"
+		phone := "+4420" + digits(runID, 8)
+		created, err := c.CreateCustomer(ctx(t), map[string]any{
+			"externalId": "kustomer-sync-contract-" + runID + "-lookup",
+			"emails":     []map[string]any{{"email": email}},
+			"phones":     []map[string]any{{"phone": phone}},
+		})
+		require.NoError(t, err)
+		byEmail, err := c.CustomerByEmail(ctx(t), email)
+		require.NoError(t, err)
+		require.Equal(t, created.ID, byEmail.ID)
+		byPhone, err := c.CustomerByPhone(ctx(t), phone)
+		require.NoError(t, err)
+		require.Equal(t, created.ID, byPhone.ID)
+
+		_, err = c.CustomerByEmail(ctx(t), "contract-absent-"+runID+"@example.com")
+		require.True(t, kustomer.IsNotFound(err), "got %v", err)
+	})
+
+	t.Run("UpdateWithReplaceFalseKeepsFieldsNotSentAndReplacesArraysSent", func(t *testing.T) {
+		t.Parallel()
+		c := newClient(t, apiKey)
+		ext := "kustomer-sync-contract-" + runID + "-update"
+		first := "contract-update-" + runID + "@example.com"
+		created, err := c.CreateCustomer(ctx(t), map[string]any{
+			"name": "Contract Update " + runID, "externalId": ext,
+			"emails": []map[string]any{{"email": first}},
+		})
+		require.NoError(t, err)
+
+		updated, err := c.UpdateCustomer(ctx(t), created.ID, map[string]any{"name": "Contract Updated " + runID})
+		require.NoError(t, err)
+		require.Equal(t, created.ID, updated.ID)
+		require.Equal(t, "Contract Updated "+runID, updated.Attributes["name"])
+		require.Equal(t, ext, updated.Attributes["externalId"], "a field not sent is kept")
+		require.Len(t, updated.Attributes["emails"], 1, "an array not sent is kept")
+
+		second := "contract-update-2-" + runID + "@example.com"
+		updated, err = c.UpdateCustomer(ctx(t), created.ID, map[string]any{
+			"emails": []map[string]any{{"email": first}, {"email": second}},
+		})
+		require.NoError(t, err)
+		require.Len(t, updated.Attributes["emails"], 2)
+		found, err := c.CustomerByEmail(ctx(t), second)
+		require.NoError(t, err)
+		require.Equal(t, created.ID, found.ID)
+	})
+
+	t.Run("UpdateOfUnknownIDIsNotFound", func(t *testing.T) {
+		t.Parallel()
+		c := newClient(t, apiKey)
+		_, err := c.UpdateCustomer(ctx(t), "0123456789abcdef01234567", map[string]any{"name": "never"})
+		require.True(t, kustomer.IsNotFound(err), "got %v", err)
+	})
+
+	t.Run("BulkJobCreatesEveryItemAndReportsEachByRef", func(t *testing.T) {
+		t.Parallel()
+		c := newClient(t, apiKey)
+		items := []kustomer.BulkItem{
+			{Ref: "a", Body: map[string]any{"name": "Contract Bulk A " + runID, "externalId": "kustomer-sync-contract-" + runID + "-bulk-a"}},
+			{Ref: "b", Body: map[string]any{"name": "Contract Bulk B " + runID, "externalId": "kustomer-sync-contract-" + runID + "-bulk-b"}},
+		}
+		job, err := c.CreateCustomersBulk(ctx(t), items)
+		require.NoError(t, err)
+		require.Regexp(t, hexID, job.ID)
+		out := awaitBulk(t, ctx(t), c, job.ID).Outcomes([]string{"a", "b"})
+		for i, o := range out {
+			require.NoError(t, o.Err, "item %d", i)
+			found, err := c.CustomerByExternalID(ctx(t), "kustomer-sync-contract-"+runID+"-bulk-"+o.Ref)
+			require.NoError(t, err)
+			require.Equal(t, found.ID, o.CustomerID)
+		}
+	})
+
+	t.Run("BulkItemBreakingTheSchemaFailsPermanentlyAloneOrRejectsTheRequest", func(t *testing.T) {
+		t.Parallel()
+		c := newClient(t, apiKey)
+		items := []kustomer.BulkItem{
+			{Ref: "ok", Body: map[string]any{"externalId": "kustomer-sync-contract-" + runID + "-bulk-ok"}},
+			{Ref: "bad", Body: map[string]any{"custom": map[string]any{"tier": "gold"}}},
+		}
+		job, err := c.CreateCustomersBulk(ctx(t), items)
+		if err != nil {
+			// Kustomer's documentation allows both readings: the gateway
+			// rejects the whole array, naming the item.
+			requirePermanent400(t, err)
+			i, ok := kustomer.BulkRejectedItem(err)
+			require.True(t, ok, "the 400 names the item: %v", err)
+			require.Equal(t, 1, i)
+			return
+		}
+		out := awaitBulk(t, ctx(t), c, job.ID).Outcomes([]string{"ok", "bad"})
+		require.NoError(t, out[0].Err)
+		require.NotEmpty(t, out[0].CustomerID)
+		require.Equal(t, kustomer.ClassPermanent, kustomer.ClassOf(out[1].Err), "got %v", out[1].Err)
+	})
+
 	t.Run("WrongAPIKeyIsSystemic", func(t *testing.T) {
 		t.Parallel()
 		c := newClient(t, "kustomer-sync-contract-wrong-key")
@@ -128,6 +232,39 @@ func requirePermanent400(t *testing.T, err error) {
 	require.Equal(t, http.StatusBadRequest, ke.StatusCode, "got %v", err)
 	require.Equal(t, kustomer.ClassPermanent, ke.Class)
 	require.NotEmpty(t, ke.Message)
+}
+
+// awaitBulk polls job id once a second until it is complete, then reads its
+// results.
+func awaitBulk(t *testing.T, ctx context.Context, c *kustomer.Client, id string) *kustomer.BulkResults {
+	t.Helper()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		job, err := c.BulkJob(ctx, id)
+		require.NoError(t, err)
+		if job.Done() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("bulk job %s did not complete: %v", id, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	res, err := c.BulkResults(ctx, id)
+	require.NoError(t, err)
+	return res
+}
+
+// digits turns the hex run id into n decimal digits, for a phone number that
+// is unique to the run.
+func digits(hexID string, n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		b.WriteByte('0' + hexID[i%len(hexID)]%10)
+	}
+	return b.String()
 }
 
 func uniqueID(t *testing.T) string {

@@ -255,8 +255,9 @@ func New(cfg Config) (*Sandbox, error) {
 	}, nil
 }
 
-// SetFaults replaces the injected faults; requests already past the fault
-// checks are not affected. It panics on an invalid Faults (negative latency,
+// SetFaults replaces the injected faults, the bulk settings among them (to
+// change one field, start from [Sandbox.Faults]); requests already past the
+// fault checks and bulk jobs already submitted are not affected. It panics on an invalid Faults (negative latency,
 // a rate outside [0, 1]): that is a bug in the test.
 func (s *Sandbox) SetFaults(f Faults) {
 	if err := f.validate(); err != nil {
