@@ -15,13 +15,24 @@ func (a *app) sandboxCommand() *cobra.Command {
 		Use:   "sandbox",
 		Short: "Serve a local Kustomer sandbox (a faithful fake of the Kustomer API)",
 		Long: `Serve a local Kustomer: POST /v1/customers with Kustomer's closed-schema validation,
-look-ups by externalId, bulk, an org-wide rate budget with x-ratelimit-* headers and 429s,
-an optional bearer-key check, and fault injection for testing retries and pauses.
+look-ups by externalId, email and phone, PUT /v1/customers/{id}?replace=false,
+asynchronous bulk jobs (POST /v1/customers/bulk, then GET /v1/bulk/{id} and
+/v1/bulk/{id}/batches), an org-wide rate budget with x-ratelimit-* headers and 429s
+(every request, bulk polls included, spends one unit), an optional bearer-key check,
+and fault injection for testing retries and pauses.
 Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_KEY.`,
 		Example: `  kustomer-sync sandbox --addr 127.0.0.1:8080 --rate-per-minute 300
-  kustomer-sync sandbox --error-rate 0.2 --latency 50ms`,
+  kustomer-sync sandbox --error-rate 0.2 --latency 50ms
+  kustomer-sync sandbox --bulk-delay 2s --bulk-item-failure-rate 0.01`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFlags(cmd,
+				share("error-rate"), share("timeout-rate"), share("bulk-item-failure-rate"),
+				share("bulk-stuck-rate"), share("bulk-submit-error-rate"),
+				notNegative("latency"), notNegative("window"), notNegative("bulk-delay"),
+			); err != nil {
+				return err
+			}
 			return sandbox.ListenAndServe(cmd.Context(), addr, cfg, a.log)
 		},
 	}
@@ -32,9 +43,25 @@ Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_K
 	fl.StringVar(&cfg.APIKey, "api-key", "", "when set, requests must carry 'Authorization: Bearer <key>' (else 401)")
 	fl.DurationVar(&cfg.Latency, "latency", 0, "latency added to every request")
 	fl.Float64Var(&cfg.ErrorRate, "error-rate", 0, "share of requests answered 503")
-	fl.Float64Var(&cfg.TimeoutRate, "timeout-rate", 0, "share of creates stored but not answered until the client gives up")
+	fl.Float64Var(&cfg.TimeoutRate, "timeout-rate", 0, "share of creates stored (and bulk jobs queued) but not answered until the client gives up")
 	fl.BoolVar(&cfg.Outage, "outage", false, "answer every request 503")
+	fl.DurationVar(&cfg.BulkDelay, "bulk-delay", 0, "how long a bulk job takes: queued for the first half, running for the second, then complete")
+	fl.Float64Var(&cfg.BulkItemFailureRate, "bulk-item-failure-rate", 0, "share of valid bulk items that fail with a transient 503 in the job's results")
+	fl.Float64Var(&cfg.BulkStuckRate, "bulk-stuck-rate", 0, "share of bulk jobs that never complete (and create nothing)")
+	fl.Float64Var(&cfg.BulkSubmitErrorRate, "bulk-submit-error-rate", 0, "share of bulk submissions answered 503 (nothing queued)")
+	fl.BoolVar(&cfg.BulkRejectInvalid, "bulk-reject-invalid", false, "reject a whole bulk request for one invalid item (default: that item fails alone in the results)")
 	fl.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault randomness")
 	bindEnv(fl, "addr", "KSYNC_SANDBOX_ADDR")
 	return cmd
+}
+
+// notNegative wants flag name (a duration flag) to be zero or more.
+func notNegative(name string) flagCheck {
+	return func(cmd *cobra.Command) error {
+		d, err := cmd.Flags().GetDuration(name)
+		if err != nil || d >= 0 {
+			return nil
+		}
+		return flagError(cmd, name, "want a duration of zero or more, such as 2s")
+	}
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+)
+
+func TestSandboxBadFaultFlagsAreUsageErrorsNamingTheFlag(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "sandbox", "--addr", "127.0.0.1:1", "--bulk-stuck-rate", "2", "--bulk-delay", "-1s", "--error-rate", "-0.1")
+	require.ErrorContains(t, err, `--bulk-stuck-rate "2": want a share from 0 to 1`)
+	require.ErrorContains(t, err, `--bulk-delay "-1s": want a duration of zero or more`)
+	require.ErrorContains(t, err, `--error-rate "-0.1": want a share from 0 to 1`)
+	require.Equal(t, 2, exitCode(err))
+}
+
+func TestSandboxCommandServesAsynchronousBulkJobsWithTheirFaults(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		done <- run(ctx, []string{"sandbox", "--addr", addr, "--bulk-delay", "300ms", "--bulk-item-failure-rate", "1"},
+			strings.NewReader(""), &out, &errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+
+	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
+	require.NoError(t, err)
+	var job *kustomer.BulkJob
+	require.Eventually(t, func() bool {
+		job, err = c.CreateCustomersBulk(ctx, []kustomer.BulkItem{{Ref: "r1", Body: map[string]any{"name": "x"}}})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
+	require.Equal(t, "queued", job.Status)
+	require.Eventually(t, func() bool {
+		polled, err := c.BulkJob(ctx, job.ID)
+		return err == nil && polled.Done()
+	}, 10*time.Second, 20*time.Millisecond)
+	res, err := c.BulkResults(ctx, job.ID)
+	require.NoError(t, err)
+	require.Equal(t, kustomer.ClassRetryable, kustomer.ClassOf(res.Outcomes([]string{"r1"})[0].Err), "--bulk-item-failure-rate 1 fails the item")
+}
