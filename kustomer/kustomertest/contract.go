@@ -64,9 +64,7 @@ func RunContract(t *testing.T, baseURL, apiKey string) {
 		require.Positive(t, rl.Limit, "responses carry x-ratelimit-limit")
 		require.Equal(t, http.StatusCreated, rl.Status)
 
-		found, err := c.CustomerByExternalID(ctx(t), ext)
-		require.NoError(t, err)
-		require.Equal(t, created.ID, found.ID)
+		requireFound(t, created.ID)(c.CustomerByExternalID(ctx(t), ext))
 	})
 
 	t.Run("RawJSONBodyIsSentAsIs", func(t *testing.T) {
@@ -75,9 +73,7 @@ func RunContract(t *testing.T, baseURL, apiKey string) {
 		ext := "kustomer-sync-contract-" + runID + "-b/with slash&odd=chars"
 		created, err := c.CreateCustomer(ctx(t), []byte(`{"name":"Contract Raw `+runID+`","externalId":"`+ext+`"}`))
 		require.NoError(t, err)
-		found, err := c.CustomerByExternalID(ctx(t), ext)
-		require.NoError(t, err)
-		require.Equal(t, created.ID, found.ID)
+		requireFound(t, created.ID)(c.CustomerByExternalID(ctx(t), ext))
 	})
 
 	t.Run("LookUpOfUnknownExternalIDIsNotFound", func(t *testing.T) {
@@ -125,12 +121,8 @@ func RunContract(t *testing.T, baseURL, apiKey string) {
 			"phones":     []map[string]any{{"phone": phone}},
 		})
 		require.NoError(t, err)
-		byEmail, err := c.CustomerByEmail(ctx(t), email)
-		require.NoError(t, err)
-		require.Equal(t, created.ID, byEmail.ID)
-		byPhone, err := c.CustomerByPhone(ctx(t), phone)
-		require.NoError(t, err)
-		require.Equal(t, created.ID, byPhone.ID)
+		requireFound(t, created.ID)(c.CustomerByEmail(ctx(t), email))
+		requireFound(t, created.ID)(c.CustomerByPhone(ctx(t), phone))
 
 		_, err = c.CustomerByEmail(ctx(t), "contract-absent-"+runID+"@example.com")
 		require.True(t, kustomer.IsNotFound(err), "got %v", err)
@@ -160,9 +152,7 @@ func RunContract(t *testing.T, baseURL, apiKey string) {
 		})
 		require.NoError(t, err)
 		require.Len(t, updated.Attributes["emails"], 2)
-		found, err := c.CustomerByEmail(ctx(t), second)
-		require.NoError(t, err)
-		require.Equal(t, created.ID, found.ID)
+		requireFound(t, created.ID)(c.CustomerByEmail(ctx(t), second))
 	})
 
 	t.Run("UpdateOfUnknownIDIsNotFound", func(t *testing.T) {
@@ -232,6 +222,16 @@ func requirePermanent400(t *testing.T, err error) {
 	require.Equal(t, http.StatusBadRequest, ke.StatusCode, "got %v", err)
 	require.Equal(t, kustomer.ClassPermanent, ke.Class)
 	require.NotEmpty(t, ke.Message)
+}
+
+// requireFound returns a check that a look-up found customer id.
+func requireFound(t *testing.T, id string) func(*kustomer.Customer, error) {
+	t.Helper()
+	return func(found *kustomer.Customer, err error) {
+		t.Helper()
+		require.NoError(t, err)
+		require.Equal(t, id, found.ID)
+	}
 }
 
 // awaitBulk polls job id once a second until it is complete, then reads its
