@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,8 +67,45 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContext(ctx)
+	if err := root.ExecuteContext(ctx); err != nil {
+		return tidyError(err)
+	}
+	return nil
 }
+
+// ourPackages are the prefixes our packages give their errors.
+var ourPackages = []string{"dlq", "kustomer", "loop", "mapping", "sandbox", "subject", "worker"}
+
+// tidyError drops a package prefix that the message already said, as in
+// "dlq: entry 5: dlq: not found" (a package's error wrapped by its own
+// package): the user reads each prefix once. The chain is kept (errors.Is/As).
+func tidyError(err error) error {
+	msg := err.Error()
+	parts := strings.Split(msg, ": ")
+	seen := map[string]bool{}
+	kept := parts[:0]
+	for _, p := range parts {
+		if slices.Contains(ourPackages, p) {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == len(parts) {
+		return err
+	}
+	return tidiedError{msg: strings.Join(kept, ": "), err: err}
+}
+
+type tidiedError struct {
+	msg string
+	err error
+}
+
+func (e tidiedError) Error() string { return e.msg }
+func (e tidiedError) Unwrap() error { return e.err }
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{

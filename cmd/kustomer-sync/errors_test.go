@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -40,5 +43,24 @@ func TestNotFoundErrorsSayTheirPrefixOnce(t *testing.T) {
 
 	_, _, err = cli(t, "", "runs", "show", "nope", "--nats-url", srv.ClientURL())
 	require.ErrorContains(t, err, "no run nope in RUNS")
+	require.Equal(t, 1, strings.Count(err.Error(), "worker:"), err.Error())
+}
+
+func TestErrorsSayEachPackagePrefixOnce(t *testing.T) {
+	t.Parallel()
+	inner := errors.New("dlq: object not found")
+	err := tidyError(fmt.Errorf("dlq: entry 5 in LEADS_DLQ: %w", inner))
+	require.EqualError(t, err, "dlq: entry 5 in LEADS_DLQ: object not found")
+	require.ErrorIs(t, err, inner)
+	plain := errors.New("worker: stream X: nats: API error")
+	require.Equal(t, plain, tidyError(plain))
+
+	// Through the binary: the worker's overlap error wraps the worker's own.
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"leads.shop.>"}})
+	require.NoError(t, err)
+	_, _, err = cli(t, "", "run", "--sandbox", "--log-level", "error", "--nats-url", srv.ClientURL())
+	require.ErrorContains(t, err, "ORDERS")
 	require.Equal(t, 1, strings.Count(err.Error(), "worker:"), err.Error())
 }
