@@ -41,29 +41,45 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	if n < 1 {
 		t.Fatalf("natstest: cluster of %d nodes", n)
 	}
-	c := &Cluster{t: t, name: fmt.Sprintf("ksync-test-%d", time.Now().UnixNano()%1e6)}
-	clientPorts := freePorts(t, n)
-	routePorts := freePorts(t, n)
+	name := fmt.Sprintf("ksync-test-%d", time.Now().UnixNano()%1e6)
+	clientPorts := FreePorts(t, n)
+	routePorts := FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
+	opts := make([]*server.Options, n)
 	for i := range n {
-		c.nodes = append(c.nodes, &clusterNode{opts: &server.Options{
-			ServerName: fmt.Sprintf("%s-%d", c.name, i),
+		opts[i] = &server.Options{
+			ServerName: fmt.Sprintf("%s-%d", name, i),
 			Host:       "127.0.0.1",
 			Port:       clientPorts[i],
 			JetStream:  true,
 			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
 			Cluster: server.ClusterOpts{
-				Name: c.name,
+				Name: name,
 				Host: "127.0.0.1",
 				Port: routePorts[i],
 			},
 			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
-		}})
+		}
+	}
+	return StartClusterOf(t, opts...)
+}
+
+// StartClusterOf runs one server per opts, as given (names, addresses,
+// routes, store dirs), and waits as StartCluster does until they are routed
+// and JetStream has a meta leader with every node as a peer; the test fails
+// if they never get there. The servers log nothing and ignore signals.
+func StartClusterOf(t testing.TB, opts ...*server.Options) *Cluster {
+	t.Helper()
+	if len(opts) == 0 {
+		t.Fatalf("natstest: cluster of no nodes")
+	}
+	c := &Cluster{t: t, name: opts[0].Cluster.Name}
+	for _, o := range opts {
+		o.NoLog, o.NoSigs = true, true
+		c.nodes = append(c.nodes, &clusterNode{opts: o})
 	}
 	t.Cleanup(func() {
 		for i := range c.nodes {
@@ -77,10 +93,10 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// freePorts reserves n distinct free TCP ports on loopback. They are released
+// FreePorts reserves n distinct free TCP ports on loopback. They are released
 // before use, so another process could take one in between; on loopback in a
 // test run that is rare enough.
-func freePorts(t testing.TB, n int) []int {
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, 0, n)
 	for range n {
