@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,12 +148,13 @@ func (s *Sandbox) createBulk(w http.ResponseWriter, r *http.Request) {
 // valid items become customers created at the job's due time. Callers hold
 // s.mu.
 func (s *Sandbox) settle(now time.Time) {
-	if len(s.pending) == 0 {
-		return
+	isDue := func(j *bulkJob) bool { return now.After(j.submitted) && !now.Before(j.due) }
+	if !slices.ContainsFunc(s.pending, isDue) {
+		return // the common case, on every request: nothing to allocate
 	}
 	var due, later []*bulkJob
 	for _, j := range s.pending {
-		if now.After(j.submitted) && !now.Before(j.due) {
+		if isDue(j) {
 			due = append(due, j)
 		} else {
 			later = append(later, j)

@@ -2,9 +2,11 @@ package sandbox_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,4 +259,30 @@ func TestBulkTimeoutRateQueuesTheJobAndWithholdsTheAnswer(t *testing.T) {
 	require.Empty(t, (<-done).Body.String())
 	require.Eventually(t, func() bool { return sb.CountByExternalID()["lead-1"] == 1 }, 5*time.Second, time.Millisecond,
 		"the job runs although its answer was lost")
+}
+
+func TestBulkJobsUpdatesAndLookUpsAreSafeForConcurrentUse(t *testing.T) {
+	t.Parallel()
+	sb := newSandbox(t, sandbox.Config{RatePerMinute: -1, BulkDelay: time.Millisecond})
+	const workers, rounds = 4, 10
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				ext := fmt.Sprintf("w%d-%d", w, i)
+				job := submitBulk(t, sb, `[{"externalId":"`+ext+`","emails":[{"email":"`+ext+`@example.com"}]},{"name":"second"}]`)
+				call(t, sb, http.MethodGet, "/v1/bulk/"+job["id"].(string)+"/batches", "")
+				if id := lookupID(t, sb, "/v1/customers/externalId="+ext); id != "" {
+					call(t, sb, http.MethodPut, "/v1/customers/"+id+"?replace=false", `{"name":"updated"}`)
+				}
+				lookupID(t, sb, "/v1/customers/email="+ext+"%40example.com")
+				_ = sb.Stats()
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return sb.Stats().Creates == 2*workers*rounds }, 5*time.Second, time.Millisecond)
+	require.Len(t, sb.Customers(), 2*workers*rounds)
+	require.Len(t, sb.CountByExternalID(), workers*rounds)
+	require.Zero(t, sb.Stats().Duplicates)
 }

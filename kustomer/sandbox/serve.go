@@ -56,7 +56,8 @@ func ListenAndServe(ctx context.Context, addr string, cfg Config, log zerolog.Lo
 	}
 	st := sb.Stats()
 	log.Info().Int("requests", st.Requests).Int("creates", st.Creates).Int("duplicates", st.Duplicates).
-		Msg("sandbox stopped")
+		Int("updates", st.Updates).Int("lookups", st.Lookups).Int("bulk_jobs", st.BulkJobs).
+		Int("rate_limited", st.RateLimited).Msg("sandbox stopped")
 	return nil
 }
 
