@@ -156,6 +156,10 @@ workflows:
 	h.waitIdle("onboarding")
 
 	require.Len(t, h.runsOf("signup"), 3, "no event ran twice under the old name")
+	// The old name's consumer holds the event it never got: validate and run say so.
+	plan, err := CheckStream(context.Background(), h.js, StreamConfig{}, mustWorkflows(t, fmt.Sprintf(named, "onboarding", "new")))
+	require.NoError(t, err)
+	require.Equal(t, []Abandoned{{Consumer: "ksync-signup", Workflow: "signup", Pending: 1}}, plan.Abandoned)
 	require.Len(t, h.runsOf("onboarding"), 1, "the renamed workflow ran only the new event")
 	h.requireEachCreatedOnce([]string{"ext-0", "ext-1", "ext-2", "ext-3"})
 }

@@ -126,6 +126,55 @@ type StreamPlan struct {
 	// Subjects are what the stream captures once Start ran: the workflows'
 	// when managed, the operator's otherwise.
 	Subjects []string `json:"subjects"`
+	// Abandoned are the consumers of workflows not in the config that still
+	// hold unprocessed events (a workflow renamed or removed).
+	Abandoned []Abandoned `json:"abandoned,omitempty"`
+}
+
+// Abandoned is the durable consumer of a workflow that is not in the config,
+// with the events it holds unprocessed: after a rename, the new workflow's
+// consumer does not process them (unless it starts early enough).
+type Abandoned struct {
+	Consumer string `json:"consumer"`
+	Workflow string `json:"workflow"`
+	Pending  uint64 `json:"pending"` // not delivered yet, or delivered and unacknowledged
+}
+
+// String says what to do about it.
+func (a Abandoned) String() string {
+	return fmt.Sprintf("consumer %s of workflow %q, which is not in the config, holds %d unprocessed event(s): if the workflow was renamed, the new name does not process them; run the old config until they are done, or give the renamed workflow a start time before the rename, then delete the consumer", a.Consumer, a.Workflow, a.Pending)
+}
+
+// abandoned lists the workflow consumers of st whose workflow is not among
+// workflows and that hold unprocessed events. Consumers it cannot list are
+// not reported.
+func abandoned(ctx context.Context, st jetstream.Stream, workflows []*mapping.Workflow) []Abandoned {
+	var out []Abandoned
+	_ = eachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
+		pending := info.NumPending + uint64(info.NumAckPending)
+		if pending > 0 && !slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == wf }) {
+			out = append(out, Abandoned{Consumer: info.Name, Workflow: wf, Pending: pending})
+		}
+	})
+	slices.SortFunc(out, func(a, b Abandoned) int { return strings.Compare(a.Consumer, b.Consumer) })
+	return out
+}
+
+// eachWorkflowConsumer calls fn for each durable consumer of a kustomer-sync
+// workflow on st, with the workflow's name.
+func eachWorkflowConsumer(ctx context.Context, st jetstream.Stream, fn func(workflow string, info *jetstream.ConsumerInfo)) error {
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() {
+		c := info.Config
+		wf, ok := c.Metadata[workflowKey], c.Metadata[managedByKey] == managedByValue
+		if !ok { // consumers created before they carried metadata
+			wf, ok = strings.CutPrefix(c.Description, "kustomer-sync workflow ")
+		}
+		if ok && c.Durable != "" {
+			fn(wf, info)
+		}
+	}
+	return lister.Err()
 }
 
 // CheckStream checks, without changing anything, what Start would do with
@@ -144,6 +193,7 @@ func CheckStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, 
 		return plan, fmt.Errorf("worker: stream %s: %w", cfg.Name, err)
 	default:
 		plan.Exists = true
+		plan.Abandoned = abandoned(ctx, st, workflows)
 		info := st.CachedInfo()
 		if info.Config.Metadata[managedByKey] != managedByValue {
 			plan.Managed, plan.Subjects = false, info.Config.Subjects
@@ -292,16 +342,8 @@ func WorkflowsOn(ctx context.Context, js jetstream.JetStream, subj string) (Subj
 		return out, fmt.Errorf("worker: stream %s: %w", name, err)
 	}
 	out.Stream, out.Filters = name, map[string]string{}
-	lister := st.ListConsumers(ctx)
-	for info := range lister.Info() {
+	err = eachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
 		c := info.Config
-		wf, ok := c.Metadata[workflowKey], c.Metadata[managedByKey] == managedByValue
-		if !ok { // consumers created before they carried metadata
-			wf, ok = strings.CutPrefix(c.Description, "kustomer-sync workflow ")
-		}
-		if !ok || c.Durable == "" {
-			continue
-		}
 		filters := c.FilterSubjects
 		if c.FilterSubject != "" || len(filters) == 0 {
 			filters = append(filters, cmp.Or(c.FilterSubject, ">"))
@@ -310,8 +352,8 @@ func WorkflowsOn(ctx context.Context, js jetstream.JetStream, subj string) (Subj
 		if slices.ContainsFunc(filters, func(f string) bool { return subject.Covers(f, subj) }) {
 			out.Matching = append(out.Matching, wf)
 		}
-	}
-	if err := lister.Err(); err != nil {
+	})
+	if err != nil {
 		return out, fmt.Errorf("worker: consumers of stream %s: %w", name, err)
 	}
 	slices.Sort(out.Matching)

@@ -248,6 +248,9 @@ func (w *Worker) setup(ctx context.Context) error {
 		}
 		w.flows = append(w.flows, f)
 	}
+	for _, a := range abandoned(ctx, st, w.cfg.Workflows) {
+		w.log.Warn().Str("consumer", a.Consumer).Str("workflow", a.Workflow).Uint64("pending", a.Pending).Msg(a.String())
+	}
 	var results, deadLetters []string
 	for _, wf := range w.cfg.Workflows {
 		results = append(results, wf.ResultsSubject)

@@ -49,12 +49,17 @@ func (a *app) checkLiveStream(ctx context.Context, stream string, cfg *mapping.C
 // planText says what validate found about the live stream.
 func planText(plan *worker.StreamPlan) string {
 	subjects := strings.Join(plan.Subjects, ", ")
+	var text string
 	switch {
 	case !plan.Exists:
-		return fmt.Sprintf("stream %s: not there yet; 'run' creates it on %s", plan.Name, subjects)
+		text = fmt.Sprintf("stream %s: not there yet; 'run' creates it on %s", plan.Name, subjects)
 	case plan.Managed:
-		return fmt.Sprintf("stream %s: managed by kustomer-sync; 'run' sets its subjects to %s", plan.Name, subjects)
+		text = fmt.Sprintf("stream %s: managed by kustomer-sync; 'run' sets its subjects to %s", plan.Name, subjects)
 	default:
-		return fmt.Sprintf("stream %s: created by an operator; it captures %s, which covers every workflow's subject", plan.Name, subjects)
+		text = fmt.Sprintf("stream %s: created by an operator; it captures %s, which covers every workflow's subject", plan.Name, subjects)
 	}
+	for _, a := range plan.Abandoned {
+		text += "\nnotice: " + a.String() + fmt.Sprintf(" (nats consumer rm %s %s)", plan.Name, a.Consumer)
+	}
+	return text
 }
