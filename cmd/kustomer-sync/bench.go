@@ -109,6 +109,7 @@ func (a *app) bench(ctx context.Context, f benchFlags, sc benchScenario) error {
 	defer sb.Close()
 	sbURL := "http://" + ln.Addr().String()
 
+	a.useOwnServer()
 	nc, js, err := a.connectTo(ctx, ns.ClientURL())
 	if err != nil {
 		return err

@@ -78,7 +78,7 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 	}
 	f.useSandbox = true
 	f.embeddedAddr = "127.0.0.1:0" // never collide with a NATS already on 4222
-	a.natsURL = ""
+	a.useOwnServer()
 
 	var (
 		recs []record

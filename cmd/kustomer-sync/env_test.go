@@ -269,3 +269,12 @@ func TestBadFlagValuesOfOtherCommandsAreUsageErrorsToo(t *testing.T) {
 		require.Equal(t, 2, exitCode(err), c.args)
 	}
 }
+
+func TestDemoIgnoresTheNATSSettingsOfTheEnvironment(t *testing.T) {
+	writeNATSContext(t, "prod", map[string]any{"url": "nats://127.0.0.1:1", "user": "u", "password": "p", "jetstream_domain": "hub"})
+	t.Setenv("NATS_CONTEXT", "prod")
+	t.Setenv("NATS_URL", "nats://127.0.0.1:1")
+	out, _, err := cli(t, "", "demo", "--log-level", "warn", "--log-format", "json")
+	require.NoError(t, err)
+	require.Contains(t, out, "events processed   24 of 24")
+}

@@ -147,6 +147,15 @@ func (a *app) applyNATSContext(cmd *cobra.Command) error {
 	return nil
 }
 
+// useOwnServer forgets the NATS settings of the flags, variables and
+// context, for commands (demo, bench) that connect only to the embedded
+// server they start, which has no users, TLS or JetStream domain.
+func (a *app) useOwnServer() {
+	a.natsURL, a.natsCreds, a.natsUser, a.natsPassword, a.natsNkey = "", "", "", "", ""
+	a.natsCA, a.natsCert, a.natsKey = "", "", ""
+	a.nats = natsExtras{}
+}
+
 // expandHome expands a leading ~/ as the nats CLI does in context paths.
 func expandHome(p string) string {
 	if rest, ok := strings.CutPrefix(p, "~/"); ok {
