@@ -169,12 +169,21 @@ no account needed.`,
 	return root
 }
 
-// refuseUnknownCommands makes every command group (root, dlq, runs, ...)
-// print its help when called alone, and refuse an unknown subcommand with a
-// usage error (exit 2), where cobra would print the help and exit 0.
+// refuseUnknownCommands makes wrong arguments usage errors (exit 2) that show
+// the usage line, and makes every command group (root, dlq, runs, ...) print
+// its help when called alone and refuse an unknown subcommand, where cobra
+// would print the help and exit 0.
 func refuseUnknownCommands(cmd *cobra.Command) {
 	for _, sub := range cmd.Commands() {
 		refuseUnknownCommands(sub)
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return usageError{fmt.Errorf("%w (usage: %s)", err, c.UseLine())}
+			}
+			return nil
+		}
 	}
 	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil {
 		return

@@ -215,3 +215,27 @@ func TestMapJSONIsOneDocumentAndExitsOneWhenAnItemWouldFail(t *testing.T) {
 	require.Equal(t, "validation", res.Items[1].Kind)
 	require.Contains(t, res.Items[1].Error, "not-an-email")
 }
+
+func TestDemoHelpPromisesATemporaryStoreNotADataDefault(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, "", "demo", "--help")
+	require.NoError(t, err)
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "--data-dir") {
+			line = l
+		}
+	}
+	require.Contains(t, line, "default: a temporary folder, removed at the end")
+	require.NotContains(t, line, `(default "data")`)
+	require.NotContains(t, line, "KSYNC_DATA_DIR", "a worker's store must not become the demo's")
+}
+
+func TestWrongArgumentsAreUsageErrorsShowingTheUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"validate"}, {"run", "extra"}, {"dlq", "show"}, {"version", "x"}} {
+		_, _, err := cli(t, "", args...)
+		require.ErrorContains(t, err, "(usage: kustomer-sync "+args[0])
+		require.Equal(t, 2, exitCode(err), args)
+	}
+}
