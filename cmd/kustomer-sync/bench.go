@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -140,11 +141,11 @@ func (a *app) bench(ctx context.Context, f benchFlags, sc benchScenario) error {
 	}()
 
 	total := f.rate*(f.windows+1) + f.rate/2
-	recs := make([]record, total)
+	recs := make([]ingest.Event, total)
 	for i := range recs {
-		recs[i] = record{line: i + 1, id: fmt.Sprintf("bench-%d", i), data: fmt.Appendf(nil, `{"name":"Lead %d","emails":"lead%d@example.com"}`, i, i)}
+		recs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: fmt.Appendf(nil, `{"name":"Lead %d","emails":"lead%d@example.com"}`, i, i)}
 	}
-	if _, err := publishRecords(ctx, js, "leads.bench", recs, time.Minute, func(int) {}); err != nil {
+	if _, err := (ingest.Publisher{JS: js, Timeout: time.Minute}).Publish(ctx, "leads.bench", recs); err != nil {
 		return err
 	}
 

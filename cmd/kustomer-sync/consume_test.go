@@ -95,7 +95,7 @@ func TestPublishWarnsWhenNoWorkflowConsumesTheSubjectButStillPublishes(t *testin
 	require.NoError(t, err)
 	out, errOut, err = cli(t, `{"id":"b","name":"Bob"}`, "publish", "--nats-url", srv.ClientURL(), "--subject", "leads.shop", "--json")
 	require.NoError(t, err)
-	var res publishResult
+	var res publishOutput
 	require.NoError(t, json.Unmarshal([]byte(out), &res))
 	require.Equal(t, 1, res.Published)
 	require.Equal(t, "no workflow consumes leads.shop (stream LEADS has web on leads.web): these events stay unprocessed. A workflow added for this subject processes them only with start: all or a start time before now", res.Warning)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -81,7 +82,7 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 	a.useOwnServer()
 
 	var (
-		recs []record
+		recs []ingest.Event
 		err  error
 	)
 	if leadsFile != "" {
@@ -89,13 +90,13 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 		if err != nil {
 			return err
 		}
-		recs, err = readRecords(file, formatFor(leadsFile, "auto"), "id")
+		recs, err = ingest.Reader{Name: leadsFile, IDField: "id"}.ReadAll(file)
 		file.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", leadsFile, err)
+			return err
 		}
-	} else if recs, err = readRecords(bytes.NewReader(demoLeads), "jsonl", "id"); err != nil {
-		return fmt.Errorf("built-in leads: %w", err)
+	} else if recs, err = (ingest.Reader{Name: "built-in leads", Format: ingest.FormatJSONL, IDField: "id"}).ReadAll(bytes.NewReader(demoLeads)); err != nil {
+		return err
 	}
 
 	st, err := a.startStack(ctx, f)
@@ -111,7 +112,7 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 	wf := st.config.Workflows[0]
 	subject := demoSubject(wf.Subject)
 	fmt.Fprintf(a.stdout, "Publishing %d leads to %s (workflow %q) ...\n", len(recs), subject, wf.Name)
-	if _, err := publishRecords(ctx, st.js, subject, recs, 30*time.Second, func(int) {}); err != nil {
+	if _, err := (ingest.Publisher{JS: st.js}).Publish(ctx, subject, recs); err != nil {
 		return err
 	}
 	progress := a.progress(len(recs), "processing")

@@ -77,47 +77,6 @@ func TestPublishTwiceStoresEachEventOnce(t *testing.T) {
 	require.EqualValues(t, 2, info.State.Msgs)
 }
 
-func TestReadRecordsAcceptsJSONArraysJSONLinesAndCSV(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name, format, input string
-		want                []string
-	}{
-		{"object", "auto", `{"name":"A"}`, []string{`{"name":"A"}`}},
-		{"array", "auto", `[{"name":"A"},{"name":"B"}]`, []string{`{"name":"A"}`, `{"name":"B"}`}},
-		{"jsonl", "auto", "{\"name\":\"A\"}\n\n{\"name\":\"B\"}\n", []string{`{"name":"A"}`, `{"name":"B"}`}},
-		{"csv", "csv", "id,name,address.city,phones\n1,Jane,Paris,\n", []string{`{"address":{"city":"Paris"},"id":"1","name":"Jane"}`}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			recs, err := readRecords(strings.NewReader(c.input), c.format, "id")
-			require.NoError(t, err)
-			var got []string
-			for _, r := range recs {
-				got = append(got, string(r.data))
-			}
-			require.Equal(t, c.want, got)
-		})
-	}
-}
-
-func TestReadRecordsNamesTheLineOfABadRecord(t *testing.T) {
-	t.Parallel()
-	_, err := readRecords(strings.NewReader("{\"name\":\"A\"}\n{\"name\":\"B\"}\n[1,2]\n"), "auto", "id")
-	require.ErrorContains(t, err, "line 3")
-	_, err = readRecords(strings.NewReader("{\"name\":\"A\"}\n{\"name\": oops}\n"), "auto", "id")
-	require.ErrorContains(t, err, "line 2")
-}
-
-func TestEventIDIsTheIDFieldElseAStableContentHash(t *testing.T) {
-	t.Parallel()
-	a, err := readRecords(strings.NewReader(`{"b":1,"a":2} {"a":2,"b":1} {"id":"x-1"}`), "auto", "id")
-	require.NoError(t, err)
-	require.Equal(t, a[0].id, a[1].id, "same content, any key order, same id")
-	require.True(t, strings.HasPrefix(a[0].id, "sha256-"))
-	require.Equal(t, "x-1", a[2].id)
-}
-
 func TestNATSPasswordsAreRedactedFromURLsInMessages(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "nats://[redacted]@nats-1:4222,nats://nats-2:4222", redactURL("nats://user:s3cret@nats-1:4222,nats://nats-2:4222"))

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/ingest"
 )
 
 func TestUnknownCommandsAreUsageErrorsNamingThem(t *testing.T) {
@@ -43,11 +45,11 @@ func TestPublishSaysEventInTheSingularAndPrintsJSON(t *testing.T) {
 
 	out, _, err = b.cli(t, "{\"id\":\"s-1\"}\n{\"id\":\"s-2\"}\n", "publish", "--json")
 	require.NoError(t, err)
-	var res publishResult
+	var res publishOutput
 	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
 	require.Contains(t, res.Warning, "no worker consumes stream LEADS yet", "the stream has no workflow's consumer")
 	res.Warning = ""
-	require.Equal(t, publishResult{Subject: "leads.new", Published: 1, Duplicates: 1}, res)
+	require.Equal(t, publishOutput{Result: ingest.Result{Subject: "leads.new", Published: 1, Duplicates: 1}}, res)
 }
 
 func TestPublishNamesTheLineOfInvalidJSON(t *testing.T) {

@@ -1,0 +1,103 @@
+package ingest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher defaults, used for a zero field.
+const (
+	// PublishTimeoutDefault bounds waiting for JetStream to acknowledge
+	// every event of one Publish.
+	PublishTimeoutDefault = 30 * time.Second
+	// WindowDefault is how many publishes may await their acknowledgement
+	// at once.
+	WindowDefault = 256
+)
+
+// ErrNoStream is returned (wrapped) when no stream captures the subject.
+var ErrNoStream = errors.New("no stream captures that subject")
+
+// Publisher publishes events to JetStream, each with its ID as Nats-Msg-Id,
+// asynchronously with a bounded window. A Publisher holds no state between
+// calls: it is safe for concurrent use when its JetStream and Progress are.
+type Publisher struct {
+	JS jetstream.JetStream
+	// Timeout bounds one Publish; PublishTimeoutDefault when zero.
+	Timeout time.Duration
+	// Window is how many publishes await their acknowledgement at once;
+	// WindowDefault when zero.
+	Window int
+	// Progress, when set, is called with 1 for each acknowledged event.
+	Progress func(n int)
+}
+
+// Result is what one Publish stored. JSON names are part of the `publish
+// --json` output.
+type Result struct {
+	Subject    string `json:"subject"`
+	Published  int    `json:"published"`  // stored as new events
+	Duplicates int    `json:"duplicates"` // already stored before: dropped by de-duplication
+}
+
+// Publish sends evs to subject and waits for every acknowledgement; an event
+// is counted only once JetStream stored it (or reported it a duplicate). On
+// an error the Result counts what was acknowledged before it.
+func (p Publisher) Publish(ctx context.Context, subject string, evs []Event) (Result, error) {
+	res := Result{Subject: subject}
+	timeout := cmp.Or(p.Timeout, PublishTimeoutDefault)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	window := cmp.Or(p.Window, WindowDefault)
+	progress := p.Progress
+	if progress == nil {
+		progress = func(int) {}
+	}
+	pending := make([]jetstream.PubAckFuture, 0, window)
+	pendingEvs := make([]Event, 0, window)
+	flush := func() error {
+		for i, fut := range pending {
+			select {
+			case ack := <-fut.Ok():
+				if ack.Duplicate {
+					res.Duplicates++
+				} else {
+					res.Published++
+				}
+			case err := <-fut.Err():
+				if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+					return fmt.Errorf("ingest: publish to %s: %w: start 'kustomer-sync run' once with a workflow on this subject (it creates the LEADS stream on its workflows' subjects), or publish to a subject your stream captures", subject, ErrNoStream)
+				}
+				return fmt.Errorf("ingest: publish line %d to %s: %w", pendingEvs[i].Line, subject, err)
+			case <-ctx.Done():
+				return fmt.Errorf("ingest: no acknowledgement from JetStream within %s (is a stream bound to %s?): %w", timeout, subject, ctx.Err())
+			}
+			progress(1)
+		}
+		pending, pendingEvs = pending[:0], pendingEvs[:0]
+		return nil
+	}
+	for _, ev := range evs {
+		m := nats.NewMsg(subject)
+		m.Data = ev.Data
+		m.Header.Set(nats.MsgIdHdr, ev.ID)
+		fut, err := p.JS.PublishMsgAsync(m)
+		if err != nil {
+			return res, fmt.Errorf("ingest: publish line %d: %w", ev.Line, err)
+		}
+		pending = append(pending, fut)
+		pendingEvs = append(pendingEvs, ev)
+		if len(pending) == window {
+			if err := flush(); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, flush()
+}

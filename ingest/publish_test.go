@@ -1,0 +1,46 @@
+package ingest
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+func TestPublishingTheSameEventsTwiceStoresThemOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, js := natstest.Start(t).Connect(t)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
+	require.NoError(t, err)
+	evs, err := Reader{IDField: "id"}.ReadAll(strings.NewReader(`{"id":"a","name":"Ann"} {"name":"Bob"} {"name":"Bob"}`))
+	require.NoError(t, err)
+
+	acked := 0
+	p := Publisher{JS: js, Window: 2, Progress: func(n int) { acked += n }}
+	res, err := p.Publish(ctx, "leads.new", evs)
+	require.NoError(t, err)
+	require.Equal(t, Result{Subject: "leads.new", Published: 2, Duplicates: 1}, res)
+	require.Equal(t, 3, acked)
+	res, err = p.Publish(ctx, "leads.new", evs)
+	require.NoError(t, err)
+	require.Equal(t, Result{Subject: "leads.new", Published: 0, Duplicates: 3}, res)
+
+	msg, err := st.GetMsg(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "a", msg.Header.Get("Nats-Msg-Id"))
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.State.Msgs)
+}
+
+func TestPublishingWhereNoStreamListensSaysSo(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	_, err := Publisher{JS: js}.Publish(context.Background(), "leads.new", []Event{{Line: 1, Data: []byte(`{}`), ID: "x"}})
+	require.ErrorIs(t, err, ErrNoStream)
+}
