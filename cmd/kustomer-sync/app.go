@@ -293,7 +293,10 @@ func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (start one with 'kustomer-sync run --sandbox', or set --nats-url / NATS_URL)", redactURL(url), redactURLError(err))
+		if bad := redactURLError(err); bad != err {
+			return nil, nil, usageError{fmt.Errorf("connect to NATS at %s: %w", redactURL(url), bad)}
+		}
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (start one with 'kustomer-sync run --sandbox', or set --nats-url / NATS_URL)", redactURL(url), err)
 	}
 	var js jetstream.JetStream
 	switch {

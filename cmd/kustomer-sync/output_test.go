@@ -88,6 +88,7 @@ func TestPasswordsInURLsThatDoNotParseStayOutOfErrorsAndLogs(t *testing.T) {
 			natsURL := "nats://user:" + pw + "@127.0.0.1:1"
 			out, stderr, err := cli(t, `{"name":"Jane"}`, "publish", "--nats-url", natsURL)
 			require.ErrorContains(t, err, "connect to NATS at nats://[redacted]@127.0.0.1:1: not a valid URL")
+			require.Equal(t, 2, exitCode(err), "a URL that does not parse is a bad flag value")
 			requireNoSecret(t, err.Error(), out, stderr)
 
 			out, stderr, err = cli(t, "", "run", "--sandbox", "--log-format", "json", "--nats-url", natsURL)
