@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -17,7 +18,7 @@ func BenchmarkPublish(b *testing.B) {
 	ctx := context.Background()
 	_, err := dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
 	require.NoError(b, err)
-	r := rec("signup", dlq.ClassExhausted, 0, `{"name":"Ada Lovelace","emails":[{"email":"ada@example.com"}]}`)
+	r := rec("signup", outcome.Exhausted, 0, `{"name":"Ada Lovelace","emails":[{"email":"ada@example.com"}]}`)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		r.StreamSeq = uint64(i + 1)

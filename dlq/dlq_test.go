@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -55,7 +56,7 @@ func (b bundle) publish(t *testing.T, r dlq.Record) dlq.Record {
 	return got
 }
 
-func rec(workflow string, class dlq.Class, seq uint64, payload string) dlq.Record {
+func rec(workflow string, class outcome.Outcome, seq uint64, payload string) dlq.Record {
 	return dlq.Record{
 		Workflow:  workflow,
 		Class:     class,
@@ -76,12 +77,12 @@ func TestEveryClassLandsInTheDeadLetterStreamWithItsHeadersAndThePayloadUnchange
 	// Not JSON, odd bytes and whitespace: it must come back byte for byte.
 	payload := []byte("{\"name\": \"Ada\",\n \"x\": \"\xff\x00\"  \r\n")
 	cases := []dlq.Record{
-		{Class: dlq.ClassInvalidEvent, Error: "worker: event is not a JSON object", Attempts: 1},
-		{Class: dlq.ClassMapping, Error: "mapping: {{trigger.nme}}: no such field", Attempts: 1},
-		{Class: dlq.ClassValidation, Error: "mapping: emails[0].email: not an email", Attempts: 1, Items: []int{2}},
-		{Class: dlq.ClassPermanent, Error: "kustomer: create: 400 badparam: bad", Attempts: 1, Items: []int{0, 3, 7}, StatusCode: 400, Code: "badparam"},
-		{Class: dlq.ClassExhausted, Error: "kustomer: create: 503 unavailable", Attempts: 5, Items: []int{1}, StatusCode: 503},
-		{Class: dlq.ClassMaxDeliveries, Error: "worker: JetStream stopped redelivering", Attempts: 3},
+		{Class: outcome.InvalidEvent, Error: "worker: event is not a JSON object", Attempts: 1},
+		{Class: outcome.Mapping, Error: "mapping: {{trigger.nme}}: no such field", Attempts: 1},
+		{Class: outcome.Validation, Error: "mapping: emails[0].email: not an email", Attempts: 1, Items: []int{2}},
+		{Class: outcome.Permanent, Error: "kustomer: create: 400 badparam: bad", Attempts: 1, Items: []int{0, 3, 7}, StatusCode: 400, Code: "badparam"},
+		{Class: outcome.Exhausted, Error: "kustomer: create: 503 unavailable", Attempts: 5, Items: []int{1}, StatusCode: 503},
+		{Class: outcome.MaxDeliveries, Error: "worker: JetStream stopped redelivering", Attempts: 3},
 	}
 	for i, want := range cases {
 		want.Workflow = "signup"
@@ -103,7 +104,7 @@ func TestEveryClassLandsInTheDeadLetterStreamWithItsHeadersAndThePayloadUnchange
 		require.NoError(t, err)
 		require.Equal(t, "dlq.signup", raw.Subject)
 		h := raw.Header
-		require.Equal(t, string(want.Class), h.Get(dlq.HeaderClass))
+		require.Equal(t, want.Class.String(), h.Get(dlq.HeaderClass))
 		require.Equal(t, want.Error, h.Get(dlq.HeaderError))
 		require.Equal(t, fmt.Sprint(want.Attempts), h.Get(dlq.HeaderAttempts))
 		require.Equal(t, "signup", h.Get(dlq.HeaderWorkflow))
@@ -125,7 +126,7 @@ func TestEveryClassLandsInTheDeadLetterStreamWithItsHeadersAndThePayloadUnchange
 func TestPublishingTheSameFailureTwiceStoresItOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	r := rec("signup", dlq.ClassPermanent, 7, `{"a":1}`)
+	r := rec("signup", outcome.Permanent, 7, `{"a":1}`)
 	r.Items = []int{1, 2}
 	b.publish(t, r)
 	b.publish(t, r) // crash between dead-letter publish and ack: same failure again
@@ -141,7 +142,7 @@ func TestPublishingTheSameFailureTwiceStoresItOnce(t *testing.T) {
 func TestPublishFailsWhenNoStreamCapturesTheSubject(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	err := dlq.Publish(context.Background(), b.js, "nowhere.signup", rec("signup", dlq.ClassMapping, 1, "{}"))
+	err := dlq.Publish(context.Background(), b.js, "nowhere.signup", rec("signup", outcome.Mapping, 1, "{}"))
 	require.Error(t, err, "the worker must then leave the event unacknowledged")
 	require.True(t, strings.HasPrefix(err.Error(), "dlq: "), err.Error())
 }
@@ -149,7 +150,7 @@ func TestPublishFailsWhenNoStreamCapturesTheSubject(t *testing.T) {
 func TestPublishRefusesAnUnknownClass(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	err := dlq.Publish(context.Background(), b.js, "dlq.signup", rec("signup", "oops", 1, "{}"))
+	err := dlq.Publish(context.Background(), b.js, "dlq.signup", rec("signup", outcome.Paused, 1, "{}"))
 	require.ErrorContains(t, err, "class")
 }
 
@@ -174,12 +175,10 @@ func TestARecordBuiltFromAKustomerErrorNeverHoldsTheAPIKey(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	require.Contains(t, string(body), key, "the fake must really echo the key")
 
-	kerr := fmt.Errorf("loop: item 0: %w", &kustomer.Error{
-		Op: "create", Class: kustomer.ClassPermanent, StatusCode: resp.StatusCode, Code: "badparam", Message: string(body),
-	})
-	r := rec("signup", dlq.ClassPermanent, 9, `{"name":"Ada","email":"ada@example.com"}`).WithError(kerr)
-	require.Equal(t, 400, r.StatusCode)
-	require.Equal(t, "badparam", r.Code)
+	// The message a Kustomer client error gives: status, code and body.
+	r := rec("signup", outcome.Permanent, 9, `{"name":"Ada","email":"ada@example.com"}`)
+	r.Error = fmt.Sprintf("loop: item 0: kustomer: create: %d badparam: %s", resp.StatusCode, body)
+	r.StatusCode, r.Code = resp.StatusCode, "badparam"
 
 	got := b.publish(t, r)
 	raw, err := b.dlq.GetMsg(context.Background(), got.ID)
@@ -197,7 +196,7 @@ func TestARecordBuiltFromAKustomerErrorNeverHoldsTheAPIKey(t *testing.T) {
 
 func TestErrorHeaderIsOneBoundedLine(t *testing.T) {
 	t.Parallel()
-	r := dlq.Record{Class: dlq.ClassPermanent, Error: "first line\r\nsecond line " + strings.Repeat("é", 5000)}
+	r := dlq.Record{Class: outcome.Permanent, Error: "first line\r\nsecond line " + strings.Repeat("é", 5000)}
 	h := r.Header().Get(dlq.HeaderError)
 	require.NotContains(t, h, "\n")
 	require.NotContains(t, h, "\r")
@@ -229,17 +228,40 @@ func TestRecordFromMsgKeepsAnEntryWithAMalformedHeader(t *testing.T) {
 	require.ErrorContains(t, err, dlq.HeaderAttempts)
 	require.Equal(t, uint64(4), r.ID)
 	require.Equal(t, "signup", r.Workflow)
-	require.Equal(t, dlq.ClassMapping, r.Class)
+	require.Equal(t, outcome.Mapping, r.Class)
 	require.Equal(t, []byte("x"), r.Payload)
+}
+
+func TestRecordFromMsgReportsAClassThatIsNoFailureAndKeepsTheEntry(t *testing.T) {
+	t.Parallel()
+	for _, class := range []string{"oops", "created", "paused"} {
+		m := &jetstream.RawStreamMsg{Sequence: 5, Data: []byte("x"), Header: nats.Header{
+			dlq.HeaderWorkflow: {"signup"}, dlq.HeaderClass: {class},
+		}}
+		r, err := dlq.RecordFromMsg(m)
+		require.ErrorContains(t, err, dlq.HeaderClass, class)
+		require.Equal(t, outcome.None, r.Class, class)
+		require.Equal(t, "signup", r.Workflow, class)
+	}
+}
+
+func TestDlqDoesNotImportTheKustomerClient(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	require.NoError(t, err)
+	for _, dep := range strings.Fields(string(out)) {
+		require.NotEqual(t, "github.com/kustomer-sync/kustomer-sync/kustomer", dep,
+			"dlq holds Kustomer's status and code as plain fields; the worker fills them")
+	}
 }
 
 func TestListFiltersByWorkflowClassSinceGrepAndIDs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	a1 := b.publish(t, rec("signup", dlq.ClassMapping, 1, `{"email":"ada@example.com"}`))
-	a2 := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"email":"bob@example.com"}`))
-	b1 := b.publish(t, rec("import", dlq.ClassPermanent, 3, `{"email":"cy@example.com"}`))
+	a1 := b.publish(t, rec("signup", outcome.Mapping, 1, `{"email":"ada@example.com"}`))
+	a2 := b.publish(t, rec("signup", outcome.Permanent, 2, `{"email":"bob@example.com"}`))
+	b1 := b.publish(t, rec("import", outcome.Permanent, 3, `{"email":"cy@example.com"}`))
 
 	ids := func(f dlq.Filter) []uint64 {
 		t.Helper()
@@ -253,8 +275,8 @@ func TestListFiltersByWorkflowClassSinceGrepAndIDs(t *testing.T) {
 	}
 	require.Equal(t, []uint64{a1.ID, a2.ID, b1.ID}, ids(dlq.Filter{}))
 	require.Equal(t, []uint64{a1.ID, a2.ID}, ids(dlq.Filter{Workflow: "signup"}))
-	require.Equal(t, []uint64{a2.ID, b1.ID}, ids(dlq.Filter{Class: dlq.ClassPermanent}))
-	require.Equal(t, []uint64{a2.ID}, ids(dlq.Filter{Workflow: "signup", Class: dlq.ClassPermanent}))
+	require.Equal(t, []uint64{a2.ID, b1.ID}, ids(dlq.Filter{Class: outcome.Permanent}))
+	require.Equal(t, []uint64{a2.ID}, ids(dlq.Filter{Workflow: "signup", Class: outcome.Permanent}))
 	require.Equal(t, []uint64{b1.ID}, ids(dlq.Filter{Grep: "cy@example"}), "grep the payload")
 	require.Equal(t, []uint64{a1.ID}, ids(dlq.Filter{Grep: "mapping failed"}), "grep the error")
 	_, err := b.store.List(ctx, dlq.Filter{IDs: []uint64{a1.ID, 999}})
@@ -286,28 +308,28 @@ func TestOpenStoreOfAMissingStreamSaysSo(t *testing.T) {
 func TestStatsCountByWorkflowAndClass(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.publish(t, rec("signup", dlq.ClassMapping, 1, "{}"))
-	b.publish(t, rec("signup", dlq.ClassMapping, 2, "{}"))
-	b.publish(t, rec("signup", dlq.ClassExhausted, 3, "{}"))
-	b.publish(t, rec("import", dlq.ClassPermanent, 4, "{}"))
+	b.publish(t, rec("signup", outcome.Mapping, 1, "{}"))
+	b.publish(t, rec("signup", outcome.Mapping, 2, "{}"))
+	b.publish(t, rec("signup", outcome.Exhausted, 3, "{}"))
+	b.publish(t, rec("import", outcome.Permanent, 4, "{}"))
 	stats, err := b.store.Stats(context.Background(), dlq.Filter{})
 	require.NoError(t, err)
-	require.Equal(t, map[string]map[dlq.Class]int{
-		"signup": {dlq.ClassMapping: 2, dlq.ClassExhausted: 1},
-		"import": {dlq.ClassPermanent: 1},
+	require.Equal(t, map[string]map[outcome.Outcome]int{
+		"signup": {outcome.Mapping: 2, outcome.Exhausted: 1},
+		"import": {outcome.Permanent: 1},
 	}, stats)
 	stats, err = b.store.Stats(context.Background(), dlq.Filter{Workflow: "import"})
 	require.NoError(t, err)
-	require.Equal(t, map[string]map[dlq.Class]int{"import": {dlq.ClassPermanent: 1}}, stats)
+	require.Equal(t, map[string]map[outcome.Outcome]int{"import": {outcome.Permanent: 1}}, stats)
 }
 
 func TestPurgeDeletesOnlyWhatTheFilterSelectsAndRefusesAnEmptyFilter(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	b.publish(t, rec("signup", dlq.ClassMapping, 1, "{}"))
-	b.publish(t, rec("signup", dlq.ClassPermanent, 2, "{}"))
-	keep := b.publish(t, rec("import", dlq.ClassPermanent, 3, "{}"))
+	b.publish(t, rec("signup", outcome.Mapping, 1, "{}"))
+	b.publish(t, rec("signup", outcome.Permanent, 2, "{}"))
+	keep := b.publish(t, rec("import", outcome.Permanent, 3, "{}"))
 
 	_, err := b.store.Purge(ctx, dlq.Filter{})
 	require.ErrorContains(t, err, "empty filter")
@@ -348,7 +370,7 @@ func TestReplayOfAnEntryWithItemsRepublishesThemAndRemovesTheEntryAfterTheAck(t 
 	b := setup(t)
 	ctx := context.Background()
 	payload := `{"leads":[{"email":"a@x.io"},{"email":"b@x.io"},{"email":"c@x.io"}]}`
-	r := rec("signup", dlq.ClassExhausted, 12, payload)
+	r := rec("signup", outcome.Exhausted, 12, payload)
 	r.Items = []int{0, 2}
 	entry := b.publish(t, r)
 
@@ -388,7 +410,7 @@ func TestReplayOfAnEntryWithItemsRepublishesThemAndRemovesTheEntryAfterTheAck(t 
 func TestReplayOfAWholeEventSetsNoItemsHeader(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.publish(t, rec("signup", dlq.ClassMapping, 3, `{"name":"Ada"}`))
+	b.publish(t, rec("signup", outcome.Mapping, 3, `{"name":"Ada"}`))
 	res, err := b.store.Replay(context.Background(), dlq.Filter{All: true}, dlq.ReplayOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Replayed)
@@ -401,8 +423,8 @@ func TestASecondIdenticalReplayPublishesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
-	b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"n":2}`))
+	b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
+	b.publish(t, rec("signup", outcome.Permanent, 2, `{"n":2}`))
 	f := dlq.Filter{Workflow: "signup"}
 
 	res, err := b.store.Replay(ctx, f, dlq.ReplayOptions{})
@@ -418,7 +440,7 @@ func TestReplayInterruptedBeforeTheDeleteIsRepublishedOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	entry := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
 	// The first replay published, then died before deleting the entry.
 	key, err := dlq.LoadReplayKey(ctx, b.js, "", 1)
 	require.NoError(t, err)
@@ -440,7 +462,7 @@ func TestDryRunReplayChangesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	entry := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
 	res, err := b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{DryRun: true})
 	require.NoError(t, err)
 	require.Equal(t, 0, res.Replayed)
@@ -458,7 +480,7 @@ func TestReplayRefusesAnEmptyFilterAndKeepsEntriesItCannotRepublish(t *testing.T
 	_, err := b.store.Replay(ctx, dlq.Filter{}, dlq.ReplayOptions{})
 	require.ErrorContains(t, err, "empty filter")
 
-	r := rec("signup", dlq.ClassPermanent, 1, `{}`)
+	r := rec("signup", outcome.Permanent, 1, `{}`)
 	r.Subject = "nostream.signup" // no stream captures it any more
 	entry := b.publish(t, r)
 	res, err := b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{})
@@ -472,7 +494,7 @@ func TestReplayHonoursTheRate(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for i := range 3 {
-		b.publish(t, rec("signup", dlq.ClassPermanent, uint64(i+1), `{}`))
+		b.publish(t, rec("signup", outcome.Permanent, uint64(i+1), `{}`))
 	}
 	start := time.Now()
 	res, err := b.store.Replay(context.Background(), dlq.Filter{All: true}, dlq.ReplayOptions{Rate: 20})
@@ -502,7 +524,7 @@ func TestReplayHeadersVerifyOnlyWithTheDeploymentKeyAndUnchanged(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	r := rec("signup", dlq.ClassExhausted, 7, `{"leads":[1,2,3]}`)
+	r := rec("signup", outcome.Exhausted, 7, `{"leads":[1,2,3]}`)
 	r.Items = []int{1}
 	b.publish(t, r)
 	_, err := b.store.Replay(ctx, dlq.Filter{All: true}, dlq.ReplayOptions{})
@@ -562,7 +584,7 @@ func TestLoadReplayKeyCreatesOneKeyThatEveryCallerShares(t *testing.T) {
 			keys <- k
 		}()
 	}
-	r := rec("signup", dlq.ClassPermanent, 1, `{}`)
+	r := rec("signup", outcome.Permanent, 1, `{}`)
 	entry := b.publish(t, r)
 	var sigs []string
 	for range cap(keys) {
@@ -577,7 +599,7 @@ func TestReplayOfAnEntryOfARecreatedStreamIsStoredAsNew(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	first := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"name":"Ann"}`))
+	first := b.publish(t, rec("signup", outcome.Permanent, 1, `{"name":"Ann"}`))
 	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{first.ID}}, dlq.ReplayOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Replayed)
@@ -590,7 +612,7 @@ func TestReplayOfAnEntryOfARecreatedStreamIsStoredAsNew(t *testing.T) {
 	b.dlq = ds
 	b.store, err = dlq.OpenStore(ctx, b.js, "")
 	require.NoError(t, err)
-	second := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"name":"Bob"}`))
+	second := b.publish(t, rec("signup", outcome.Permanent, 2, `{"name":"Bob"}`))
 	require.Equal(t, first.ID, second.ID, "the new entry has the old one's id")
 
 	res, err = b.store.Replay(ctx, dlq.Filter{IDs: []uint64{second.ID}}, dlq.ReplayOptions{})
@@ -607,7 +629,7 @@ func TestADuplicateReplayIDHeldByAnotherMessageKeepsTheEntry(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	entry := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
 	id := dlq.ReplayMsgID(dlq.StreamDefault, b.dlq.CachedInfo().Created, entry)
 	// Someone who guessed the id published something else under it.
 	_, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: "leads.signup", Data: []byte(`{}`)}, jetstream.WithMsgID(id))
@@ -623,7 +645,7 @@ func TestConcurrentReplaysOfOneEntryAllSucceedAndPublishItOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	entry := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
 	const n = 8
 	errs := make(chan error, n)
 	results := make(chan dlq.ReplayResult, n)
@@ -662,7 +684,7 @@ func TestAnEntryDeletedByAnotherProcessDuringReplayIsASuccess(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	entry := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
+	entry := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
 	other, err := dlq.OpenStore(ctx, b.js, "")
 	require.NoError(t, err)
 	// Between this replay's listing and its delete, another process
@@ -685,8 +707,8 @@ func TestReplayOfAnIDTheStreamNeverHeldIsAnErrorAndOfARemovedOneIsReportedGone(t
 	require.ErrorIs(t, err, dlq.ErrNotFound)
 	require.EqualError(t, err, "dlq: no entry 999 in LEADS_DLQ: it has never held an entry")
 
-	e1 := b.publish(t, rec("signup", dlq.ClassPermanent, 1, `{"n":1}`))
-	e2 := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"n":2}`))
+	e1 := b.publish(t, rec("signup", outcome.Permanent, 1, `{"n":1}`))
+	e2 := b.publish(t, rec("signup", outcome.Permanent, 2, `{"n":2}`))
 	res, err := b.store.Replay(ctx, dlq.Filter{IDs: []uint64{e1.ID, 999}}, dlq.ReplayOptions{})
 	require.ErrorContains(t, err, "no entry 999 in LEADS_DLQ: its entries go up to 2")
 	require.Equal(t, dlq.ReplayResult{}, res, "nothing replayed when an id is wrong")
@@ -705,8 +727,8 @@ func TestReplayKeepsTheEntriesTheCheckRefusesAndGoesOn(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	gone := b.publish(t, rec("renamed", dlq.ClassPermanent, 1, `{"n":1}`))
-	live := b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{"n":2}`))
+	gone := b.publish(t, rec("renamed", outcome.Permanent, 1, `{"n":1}`))
+	live := b.publish(t, rec("signup", outcome.Permanent, 2, `{"n":2}`))
 	check := func(_ context.Context, r dlq.Record) error {
 		if r.Workflow == "renamed" {
 			return fmt.Errorf("workflow %q no longer exists", r.Workflow)
@@ -734,7 +756,7 @@ func TestARecordCarriesAReplaysHistory(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	r := rec("signup", dlq.ClassExhausted, 9, `{}`)
+	r := rec("signup", outcome.Exhausted, 9, `{}`)
 	r.EventKey, r.Run, r.FirstFailure = "lead-1", "LEADS-9-1", first.Add(time.Hour)
 	r = r.ApplyReplay(&dlq.Replay{Entry: 3, Count: 2, Attempts: 7, OriginalRun: "LEADS-1-1", FirstFailure: first})
 	got := b.publish(t, r)

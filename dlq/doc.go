@@ -5,7 +5,7 @@
 // A dead-letter entry is the original event payload, byte for byte, published
 // to a dead-letter subject (by default dlq.<workflow>) and stored in a
 // JetStream stream (by default [StreamDefault]). Its headers (see [Record] and
-// the Header… constants) carry the error, its [Class], the attempts, the
+// the Header… constants) carry the error, its class (an [outcome.Outcome]), the attempts, the
 // workflow, the original subject, stream sequence and Nats-Msg-Id, the failed
 // Loop item indexes, first and last failure times, and Kustomer's HTTP status
 // and error code. A record never holds a secret: the Kustomer API key is not

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 func ExampleParseItems() {
@@ -18,7 +19,7 @@ func ExampleParseItems() {
 func ExampleRecord_Header() {
 	r := dlq.Record{
 		Workflow:   "signup",
-		Class:      dlq.ClassPermanent,
+		Class:      outcome.Permanent,
 		Error:      "kustomer: create: 400 badparam: Authorization: Bearer abcdefghijklmnop rejected",
 		Attempts:   1,
 		Subject:    "leads.signup",

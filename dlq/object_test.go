@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -57,7 +58,7 @@ func TestADeadLetterOfAnEventNearMaxPayloadIsStoredAndReadBackByteForByte(t *tes
 	for _, limit := range []int32{64 << 10, 0} {
 		b := setupLimit(t, limit)
 		payload := nearLimit(b)
-		r := rec("signup", dlq.ClassValidation, 9, string(payload))
+		r := rec("signup", outcome.Validation, 9, string(payload))
 		r.Items = []int{0}
 		got := b.publish(t, r)
 		require.True(t, bytes.Equal(payload, got.Payload), "payload byte for byte (limit %d)", b.nc.MaxPayload())
@@ -102,7 +103,7 @@ func TestALongItemListIsSummarisedInTheHeaderAndCompleteInTheRecord(t *testing.T
 	for i := range 10000 {
 		items = append(items, 2*i) // no ranges to shorten it
 	}
-	r := rec("batch", dlq.ClassValidation, 3, `{"leads":[]}`)
+	r := rec("batch", outcome.Validation, 3, `{"leads":[]}`)
 	r.Items = items
 	r.Error = "mapping: emails[0].email: not an email (and 9999 more items)"
 	got := b.publish(t, r)
@@ -127,8 +128,8 @@ func TestALongItemListIsSummarisedInTheHeaderAndCompleteInTheRecord(t *testing.T
 func TestPurgeAllRemovesTheObjectsOfThePurgedEntries(t *testing.T) {
 	t.Parallel()
 	b := setupLimit(t, 64<<10)
-	b.publish(t, rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b))))
-	b.publish(t, rec("signup", dlq.ClassPermanent, 2, `{}`))
+	b.publish(t, rec("signup", outcome.Permanent, 1, string(nearLimit(b))))
+	b.publish(t, rec("signup", outcome.Permanent, 2, `{}`))
 	require.Len(t, b.objects(t), 1)
 	n, err := b.store.Purge(context.Background(), dlq.Filter{All: true})
 	require.NoError(t, err)
@@ -139,7 +140,7 @@ func TestPurgeAllRemovesTheObjectsOfThePurgedEntries(t *testing.T) {
 func TestAReplayObjectNameMustBeAReplayObject(t *testing.T) {
 	t.Parallel()
 	b := setupLimit(t, 64<<10)
-	got := b.publish(t, rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b))))
+	got := b.publish(t, rec("signup", outcome.Permanent, 1, string(nearLimit(b))))
 	_, err := dlq.LoadReplayObject(context.Background(), b.js, got.Object)
 	require.ErrorContains(t, err, "not a replay object")
 	require.Error(t, dlq.DeleteReplayObject(context.Background(), b.js, got.Object))
@@ -170,7 +171,7 @@ func TestItemRangesRoundTrip(t *testing.T) {
 func TestTheSameFailurePublishedTwiceKeepsOneEntryAndOneObject(t *testing.T) {
 	t.Parallel()
 	b := setupLimit(t, 64<<10)
-	r := rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b)))
+	r := rec("signup", outcome.Permanent, 1, string(nearLimit(b)))
 	first := b.publish(t, r)
 	again := b.publish(t, r)
 	require.Equal(t, first.ID, again.ID, "stored once")
@@ -181,7 +182,7 @@ func TestTheSameFailurePublishedTwiceKeepsOneEntryAndOneObject(t *testing.T) {
 func TestAnEntryWhoseObjectIsGoneIsListedButNeitherShownNorReplayed(t *testing.T) {
 	t.Parallel()
 	b := setupLimit(t, 64<<10)
-	got := b.publish(t, rec("signup", dlq.ClassPermanent, 1, string(nearLimit(b))))
+	got := b.publish(t, rec("signup", outcome.Permanent, 1, string(nearLimit(b))))
 	obs, err := b.js.ObjectStore(context.Background(), dlq.PayloadsBucket)
 	require.NoError(t, err)
 	require.NoError(t, obs.Delete(context.Background(), got.Object))

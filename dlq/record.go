@@ -12,42 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
-
-// Class says why an event (or some of its items) was dead-lettered.
-type Class string
-
-const (
-	// ClassInvalidEvent: the event is poison (not JSON, not an object, too
-	// large). Dead-lettered at once, without retries.
-	ClassInvalidEvent Class = "invalid_event"
-	// ClassMapping: the workflow's templates could not be applied to the event.
-	ClassMapping Class = "mapping"
-	// ClassValidation: the mapped customer breaks Kustomer's schema (checked
-	// locally, before any request).
-	ClassValidation Class = "validation"
-	// ClassPermanent: Kustomer refused the request (400, 422...); retrying
-	// cannot help.
-	ClassPermanent Class = "permanent"
-	// ClassExhausted: transient failures outlasted every retry.
-	ClassExhausted Class = "exhausted"
-	// ClassMaxDeliveries: JetStream gave up redelivering the event (the worker
-	// crashed or hung on it MaxDeliver times); copied from the advisory.
-	ClassMaxDeliveries Class = "max_deliveries"
-)
-
-// Classes lists every Class, in the order tools display them.
-var Classes = []Class{ClassInvalidEvent, ClassMapping, ClassValidation, ClassPermanent, ClassExhausted, ClassMaxDeliveries}
-
-// Valid reports whether c is one of [Classes].
-func (c Class) Valid() bool { return slices.Contains(Classes, c) }
 
 // Header names of a dead-letter entry, all in one place. The ones marked
 // "original" describe the event as it was first consumed.
 const (
 	HeaderError        = "Ksync-Error"         // error message (one line, secrets redacted)
-	HeaderClass        = "Ksync-Class"         // a [Class]
+	HeaderClass        = "Ksync-Class"         // one of [outcome.Failures]: "permanent", "exhausted"...
 	HeaderAttempts     = "Ksync-Attempts"      // attempts made, decimal
 	HeaderWorkflow     = "Ksync-Workflow"      // workflow name
 	HeaderSubject      = "Ksync-Subject"       // original subject
@@ -86,7 +58,7 @@ const maxItemsLen = 1024
 type Record struct {
 	ID           uint64 // sequence in the dead-letter stream (set when read)
 	Workflow     string
-	Class        Class
+	Class        outcome.Outcome // why: one of [outcome.Failures]
 	Error        string
 	Attempts     int
 	Subject      string // original subject
@@ -95,8 +67,8 @@ type Record struct {
 	Items        []int  // failed Loop item indexes (empty: the whole event); complete, even when the header holds a summary
 	FirstFailure time.Time
 	LastFailure  time.Time
-	StatusCode   int       // Kustomer HTTP status, 0 if none
-	Code         string    // Kustomer error code, if any
+	StatusCode   int       // Kustomer's HTTP status, 0 if none; set by whoever knows the error (the worker)
+	Code         string    // Kustomer's error code ("badparam"), if any; set alike
 	Payload      []byte    // original event payload, byte for byte, read back from Object if it is there
 	Time         time.Time // when it was dead-lettered (set when read)
 
@@ -136,21 +108,6 @@ func (r Record) ApplyReplay(rp *Replay) Record {
 	return r
 }
 
-// WithError returns r with Error set from err, and StatusCode and Code from
-// the [*kustomer.Error] err wraps, if any. A nil err leaves r unchanged.
-func (r Record) WithError(err error) Record {
-	if err == nil {
-		return r
-	}
-	r.Error = err.Error()
-	var ke *kustomer.Error
-	if errors.As(err, &ke) {
-		r.StatusCode = ke.StatusCode
-		r.Code = ke.Code
-	}
-	return r
-}
-
 // Header returns the entry's headers. Empty fields are left out. The error
 // is flattened to one line, truncated to 4 KiB and stripped of anything that
 // looks like a bearer token or an API key.
@@ -162,7 +119,7 @@ func (r Record) Header() nats.Header {
 		}
 	}
 	set(HeaderError, cleanError(r.Error))
-	set(HeaderClass, string(r.Class))
+	set(HeaderClass, r.Class.String())
 	if r.Attempts != 0 {
 		set(HeaderAttempts, strconv.Itoa(r.Attempts))
 	}
@@ -230,7 +187,6 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 		Time:     m.Time,
 		Payload:  m.Data,
 		Workflow: h.Get(HeaderWorkflow),
-		Class:    Class(h.Get(HeaderClass)),
 		Error:    h.Get(HeaderError),
 		Subject:  h.Get(HeaderSubject),
 		MsgID:    h.Get(HeaderMsgID),
@@ -244,6 +200,13 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 	var errs []error
 	bad := func(name string, err error) {
 		errs = append(errs, fmt.Errorf("dlq: entry %d: header %s: %w", m.Sequence, name, err))
+	}
+	if v := h.Get(HeaderClass); v != "" {
+		c, err := outcome.ParseFailure(v)
+		if err != nil {
+			bad(HeaderClass, err)
+		}
+		r.Class = c
 	}
 	if v := h.Get(HeaderAttempts); v != "" {
 		n, err := strconv.Atoi(v)

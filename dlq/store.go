@@ -10,22 +10,24 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Filter selects dead-letter entries. Criteria combine with AND; the zero
 // Filter matches every entry, but [Store.Replay] and [Store.Purge] refuse it
 // unless All is set, so that "replay everything" is always explicit.
 type Filter struct {
-	IDs      []uint64  // only these entries (none: any)
-	Workflow string    // only this workflow
-	Class    Class     // only this class
-	Since    time.Time // dead-lettered at or after
-	Grep     string    // substring of the error or the payload (case-sensitive)
-	All      bool      // explicitly every entry, for Replay and Purge
+	IDs      []uint64        // only these entries (none: any)
+	Workflow string          // only this workflow
+	Class    outcome.Outcome // only this class (a failure); None: any
+	Since    time.Time       // dead-lettered at or after
+	Grep     string          // substring of the error or the payload (case-sensitive)
+	All      bool            // explicitly every entry, for Replay and Purge
 }
 
 func (f Filter) empty() bool {
-	return len(f.IDs) == 0 && f.Workflow == "" && f.Class == "" && f.Since.IsZero() && f.Grep == ""
+	return len(f.IDs) == 0 && f.Workflow == "" && f.Class == outcome.None && f.Since.IsZero() && f.Grep == ""
 }
 
 // match reports whether r passes every criterion but IDs, which the scan
@@ -34,7 +36,7 @@ func (f Filter) match(r Record) bool {
 	switch {
 	case f.Workflow != "" && r.Workflow != f.Workflow:
 		return false
-	case f.Class != "" && r.Class != f.Class:
+	case f.Class != outcome.None && r.Class != f.Class:
 		return false
 	case !f.Since.IsZero() && r.Time.Before(f.Since):
 		return false
@@ -150,12 +152,12 @@ func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 }
 
 // Stats counts the entries that match f by workflow and class.
-func (s *Store) Stats(ctx context.Context, f Filter) (map[string]map[Class]int, error) {
-	out := map[string]map[Class]int{}
+func (s *Store) Stats(ctx context.Context, f Filter) (map[string]map[outcome.Outcome]int, error) {
+	out := map[string]map[outcome.Outcome]int{}
 	err := s.each(ctx, f, func(r Record) error {
 		byClass := out[r.Workflow]
 		if byClass == nil {
-			byClass = map[Class]int{}
+			byClass = map[outcome.Outcome]int{}
 			out[r.Workflow] = byClass
 		}
 		byClass[r.Class]++

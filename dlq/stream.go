@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 const (
@@ -124,8 +126,8 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, r Reco
 	if subject == "" {
 		return errors.New("dlq: publish: empty subject")
 	}
-	if !r.Class.Valid() {
-		return fmt.Errorf("dlq: publish: class %q: want one of %v", r.Class, Classes)
+	if !r.Class.Failed() {
+		return fmt.Errorf("dlq: publish: class %q: want one of %v", r.Class, outcome.Failures)
 	}
 	r.Object = ""
 	msg := &nats.Msg{Subject: subject, Header: r.Header(), Data: r.Payload}
@@ -164,5 +166,5 @@ func MsgID(r Record) string {
 		h.Write(r.Payload)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
-	return "ksync-dlq-" + r.Workflow + "-" + strconv.FormatUint(r.StreamSeq, 10) + "-" + string(r.Class) + "-" + sum
+	return "ksync-dlq-" + r.Workflow + "-" + strconv.FormatUint(r.StreamSeq, 10) + "-" + r.Class.String() + "-" + sum
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 func TestDecisionsAreFoundThroughWrappingAndReachTheirCause(t *testing.T) {
@@ -67,8 +68,7 @@ func TestRunnerActsOnTheOutermostDecision(t *testing.T) {
 		return loop.Result{}, loop.Permanent(fmt.Errorf("worker: %w", retryable(503)))
 	})
 	require.EqualValues(t, 1, calls.Load())
-	require.Equal(t, loop.StatusFailed, rep.Outcomes[0].Status)
-	require.False(t, rep.Outcomes[0].Exhausted)
+	require.Equal(t, outcome.Permanent, rep.Outcomes[0].Status, "failed, not exhausted")
 	require.ErrorIs(t, rep.Outcomes[0].Err, &loop.RetryError{}, "the inner decision is still there to read")
 }
 
@@ -87,7 +87,7 @@ func TestRunnerRetriesAnUnknownOutcomeAfterItsDelayAndCountsItTowardsAnOutage(t 
 		second.Store(int64(b.clock.Now().Sub(start)))
 		return loop.Result{CustomerID: "c"}, nil
 	})
-	require.Equal(t, loop.StatusCreated, rep.Outcomes[0].Status)
+	require.Equal(t, outcome.Created, rep.Outcomes[0].Status)
 	require.Equal(t, 20*time.Second, time.Duration(second.Load()))
 
 	brk.Record(loop.Unknown(errors.New("no answer")))
@@ -104,7 +104,7 @@ func TestRunnerNeverRetriesAnErrorWithoutADecision(t *testing.T) {
 		return loop.Result{}, bug
 	})
 	o := rep.Outcomes[0]
-	require.Equal(t, loop.StatusFailed, o.Status)
+	require.Equal(t, outcome.Permanent, o.Status)
 	require.Equal(t, 1, o.Attempts)
 	require.ErrorIs(t, o.Err, &loop.PermanentError{})
 	require.ErrorIs(t, o.Err, bug)

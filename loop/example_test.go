@@ -38,6 +38,6 @@ func ExampleRunner() {
 	}
 	// Output:
 	// 0 created 1 cust-0 <nil>
-	// 1 failed 1  kustomer: create: 400 badparam: invalid email
+	// 1 permanent 1  kustomer: create: 400 badparam: invalid email
 	// 2 created 2 cust-2 <nil>
 }

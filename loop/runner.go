@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sourcegraph/conc/pool"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Defaults of [Config].
@@ -97,31 +99,21 @@ type Result struct {
 	AlreadyCreated bool
 }
 
-// Status is how an item ended.
-type Status string
-
-const (
-	StatusCreated        Status = "created"
-	StatusAlreadyCreated Status = "already_created"
-	// StatusFailed: a permanent error, or retries exhausted.
-	StatusFailed Status = "failed"
-	// StatusPaused: not finished because the workflow paused (systemic
-	// failure or open breaker). Its attempts are not spent: the event
-	// should come back later and the item start again from attempt 1.
-	StatusPaused Status = "paused"
-	// StatusCanceled: not finished because Run's ctx ended.
-	StatusCanceled Status = "canceled"
-)
-
 // Outcome is the end of one item. The failure fields describe the item's
 // last failure, if any (a created item may have failed before).
 type Outcome struct {
-	Index      int
-	Status     Status
+	Index int
+	// Status is how the item ended: [outcome.Created],
+	// [outcome.AlreadyCreated], [outcome.Permanent] (a permanent error),
+	// [outcome.Exhausted] (MaxAttempts spent on retries), [outcome.Paused]
+	// (not finished because the workflow paused: its attempts are not
+	// spent, the event should come back later and the item start again
+	// from attempt 1) or [outcome.Canceled] (not finished because Run's
+	// ctx ended).
+	Status     outcome.Outcome
 	CustomerID string
 	Attributes map[string]any
-	Attempts   int  // attempts made in this Run
-	Exhausted  bool // failed because MaxAttempts were spent on retries
+	Attempts   int // attempts made in this Run
 	// Err is the last failure as the Task returned it, decision included:
 	// ask it with errors.Is and errors.As. nil once the item is created.
 	Err          error
@@ -134,25 +126,23 @@ type Report struct {
 	// Outcomes holds one Outcome per index given to Run, in the same order.
 	Outcomes []Outcome
 	// Paused: the run stopped because the workflow paused (a systemic
-	// failure or an open breaker); some items may be StatusPaused.
+	// failure or an open breaker); some items may be [outcome.Paused].
 	Paused bool
 }
 
-// Failed returns the outcomes with StatusFailed.
-func (r Report) Failed() []Outcome { return r.filter(StatusFailed) }
+// Failed returns the outcomes that failed: [outcome.Permanent] and
+// [outcome.Exhausted].
+func (r Report) Failed() []Outcome { return r.filter(outcome.Outcome.Failed) }
 
-// Created returns the outcomes that have a customer: StatusCreated and
-// StatusAlreadyCreated.
-func (r Report) Created() []Outcome { return r.filter(StatusCreated, StatusAlreadyCreated) }
+// Created returns the outcomes that have a customer: [outcome.Created] and
+// [outcome.AlreadyCreated].
+func (r Report) Created() []Outcome { return r.filter(outcome.Outcome.Succeeded) }
 
-func (r Report) filter(statuses ...Status) []Outcome {
+func (r Report) filter(keep func(outcome.Outcome) bool) []Outcome {
 	var out []Outcome
 	for _, o := range r.Outcomes {
-		for _, s := range statuses {
-			if o.Status == s {
-				out = append(out, o)
-				break
-			}
+		if keep(o.Status) {
+			out = append(out, o)
 		}
 	}
 	return out
@@ -165,9 +155,9 @@ func (r Report) filter(statuses ...Status) []Outcome {
 // and [Unknown] retry it after the longer of Policy.Backoff and the
 // decision's delay, up to MaxAttempts; [Pause], or the Breaker opening,
 // stops the Run: attempts in flight finish, everything else becomes
-// StatusPaused. If ctx
+// [outcome.Paused]. If ctx
 // ends, in-flight attempts see it and unfinished items become
-// StatusCanceled. A panic in task is re-raised by Run after every other
+// [outcome.Canceled]. A panic in task is re-raised by Run after every other
 // goroutine has ended. Every goroutine Run starts has ended when it returns.
 func (r *Runner) Run(ctx context.Context, indexes []int, task Task) Report {
 	report := Report{Outcomes: make([]Outcome, len(indexes))}
@@ -332,12 +322,12 @@ func (s *run) run(parent context.Context) bool {
 	close(ready)
 	workers.Wait() // re-raises a task's panic
 
-	unfinished := StatusPaused
+	unfinished := outcome.Paused
 	if s.stop == stopCanceled {
-		unfinished = StatusCanceled
+		unfinished = outcome.Canceled
 	}
 	for i := range s.outcomes {
-		if s.outcomes[i].Status == "" {
+		if s.outcomes[i].Status == outcome.None {
 			s.outcomes[i].Status = unfinished
 		}
 	}
@@ -370,12 +360,12 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 	o := &s.outcomes[res.pos]
 	o.Attempts = res.attempt
 	if res.err == nil {
-		o.Status = StatusCreated
+		o.Status = outcome.Created
 		if res.res.AlreadyCreated {
-			o.Status = StatusAlreadyCreated
+			o.Status = outcome.AlreadyCreated
 		}
 		o.CustomerID, o.Attributes = res.res.CustomerID, res.res.Attributes
-		o.Err, o.Exhausted = nil, false
+		o.Err = nil
 		s.finished++
 		if s.cfg.Breaker != nil {
 			s.cfg.Breaker.Record(nil)
@@ -387,7 +377,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || retrying) {
 		// The attempt was cut short by cancellation, not by Kustomer.
 		o.Err = res.err
-		o.Status = StatusCanceled
+		o.Status = outcome.Canceled
 		s.finished++
 		return running
 	}
@@ -407,7 +397,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		return stopPaused // the item stays unfinished and becomes paused
 	case retrying:
 		if res.attempt >= s.cfg.Policy.MaxAttempts {
-			o.Status, o.Exhausted = StatusFailed, true
+			o.Status = outcome.Exhausted
 			s.finished++
 			return running
 		}
@@ -418,7 +408,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt + 1}})
 		return running
 	default:
-		o.Status = StatusFailed
+		o.Status = outcome.Permanent
 		s.finished++
 		return running
 	}

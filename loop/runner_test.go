@@ -14,6 +14,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // bundle is what most runner tests need: a fake clock, a limiter that never
@@ -63,8 +64,8 @@ func created(_ context.Context, index, _ int) (loop.Result, error) {
 	return loop.Result{CustomerID: string(rune('a' + index))}, nil
 }
 
-func statuses(rep loop.Report) []loop.Status {
-	var out []loop.Status
+func statuses(rep loop.Report) []outcome.Outcome {
+	var out []outcome.Outcome
 	for _, o := range rep.Outcomes {
 		out = append(out, o.Status)
 	}
@@ -87,7 +88,7 @@ func TestRunnerReportsOneOutcomePerIndexInOrder(t *testing.T) {
 	require.False(t, rep.Paused)
 	require.Len(t, rep.Outcomes, 3)
 	require.Equal(t, []int{7, 2, 5}, []int{rep.Outcomes[0].Index, rep.Outcomes[1].Index, rep.Outcomes[2].Index})
-	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusFailed, loop.StatusAlreadyCreated}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Permanent, outcome.AlreadyCreated}, statuses(rep))
 	require.Equal(t, map[string]any{"name": "Ada"}, rep.Outcomes[0].Attributes)
 	require.Len(t, rep.Created(), 2)
 	require.Len(t, rep.Failed(), 1)
@@ -168,7 +169,7 @@ func TestRunnerRetriesRetryableFailuresWithGrowingDelays(t *testing.T) {
 		return loop.Result{CustomerID: "c"}, nil
 	})
 	o := rep.Outcomes[0]
-	require.Equal(t, loop.StatusCreated, o.Status)
+	require.Equal(t, outcome.Created, o.Status)
 	require.Equal(t, 4, o.Attempts)
 	require.Equal(t, []time.Duration{0, 1 * time.Second, 3 * time.Second, 7 * time.Second}, at)
 	require.Equal(t, start, o.FirstFailure)
@@ -187,8 +188,7 @@ func TestRunnerFailsAnItemWhenItsAttemptsAreExhausted(t *testing.T) {
 		return loop.Result{}, retryable(503)
 	})
 	o := rep.Outcomes[0]
-	require.Equal(t, loop.StatusFailed, o.Status)
-	require.True(t, o.Exhausted)
+	require.Equal(t, outcome.Exhausted, o.Status)
 	require.Equal(t, 3, o.Attempts)
 	require.EqualValues(t, 3, calls.Load())
 	require.ErrorIs(t, o.Err, &loop.RetryError{})
@@ -210,7 +210,7 @@ func TestRunnerHonoursRetryAfterWhenLongerThanTheBackoff(t *testing.T) {
 		second.Store(int64(b.clock.Now().Sub(start)))
 		return loop.Result{CustomerID: "c"}, nil
 	})
-	require.Equal(t, loop.StatusCreated, rep.Outcomes[0].Status)
+	require.Equal(t, outcome.Created, rep.Outcomes[0].Status)
 	require.Equal(t, 30*time.Second, time.Duration(second.Load()))
 }
 
@@ -229,9 +229,8 @@ func TestRunnerDoesNotRetryPermanentFailures(t *testing.T) {
 	})
 	require.EqualValues(t, 2, calls.Load())
 	for _, o := range rep.Outcomes {
-		require.Equal(t, loop.StatusFailed, o.Status)
+		require.Equal(t, outcome.Permanent, o.Status, "failed, not exhausted")
 		require.Equal(t, 1, o.Attempts)
-		require.False(t, o.Exhausted)
 		require.ErrorIs(t, o.Err, &loop.PermanentError{}, "an error without a decision is permanent")
 	}
 	require.Equal(t, answerError{status: 400, code: "badparam"}, answerOf(rep.Outcomes[0].Err))
@@ -300,7 +299,7 @@ func TestRunnerWaitingForARetryHoldsNoSlot(t *testing.T) {
 	require.Equal(t, start, <-secondRan)
 	b.drive(t)
 	wg.Wait()
-	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusCreated}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Created}, statuses(rep))
 	require.Equal(t, 2, rep.Outcomes[0].Attempts)
 }
 
@@ -319,7 +318,7 @@ func TestRunnerPausesOnASystemicFailureWithoutFailingItems(t *testing.T) {
 	require.True(t, rep.Paused)
 	require.True(t, brk.Open())
 	require.Equal(t, []bool{true}, changes.get())
-	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusCreated, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Created, outcome.Paused, outcome.Paused, outcome.Paused}, statuses(rep))
 	require.ErrorIs(t, rep.Outcomes[2].Err, &loop.PauseError{})
 	require.Zero(t, rep.Outcomes[3].Attempts)
 	require.Empty(t, rep.Failed())
@@ -330,7 +329,7 @@ func TestRunnerPausesOnASystemicFailureWithoutFailingItems(t *testing.T) {
 		return loop.Result{}, nil
 	})
 	require.True(t, again.Paused)
-	require.Equal(t, []loop.Status{loop.StatusPaused, loop.StatusPaused}, statuses(again))
+	require.Equal(t, []outcome.Outcome{outcome.Paused, outcome.Paused}, statuses(again))
 
 	// A successful probe resumes the workflow.
 	done := make(chan struct{})
@@ -356,7 +355,7 @@ func TestRunnerPausesOnASystemicFailureEvenWithoutABreaker(t *testing.T) {
 		return loop.Result{CustomerID: "c"}, nil
 	})
 	require.True(t, rep.Paused)
-	require.Equal(t, []loop.Status{loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Paused, outcome.Paused, outcome.Paused}, statuses(rep))
 }
 
 func TestRunnerPausesWhenARunOfTransientFailuresOpensTheBreaker(t *testing.T) {
@@ -373,7 +372,7 @@ func TestRunnerPausesWhenARunOfTransientFailuresOpensTheBreaker(t *testing.T) {
 	// the third failure in a row opens the breaker and nothing else runs.
 	require.True(t, rep.Paused)
 	require.EqualValues(t, 3, calls.Load())
-	require.Equal(t, []loop.Status{loop.StatusPaused, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Paused, outcome.Paused, outcome.Paused, outcome.Paused, outcome.Paused}, statuses(rep))
 	require.Equal(t, 1, rep.Outcomes[0].Attempts)
 	require.Equal(t, 503, answerOf(rep.Outcomes[0].Err).status)
 	require.Empty(t, rep.Failed(), "an outage fails nothing")
@@ -401,9 +400,9 @@ func TestRunnerLetsAttemptsInFlightFinishWhenTheBreakerOpens(t *testing.T) {
 		return loop.Result{CustomerID: "c"}, nil
 	})
 	require.True(t, rep.Paused)
-	require.Equal(t, loop.StatusCreated, rep.Outcomes[0].Status)
+	require.Equal(t, outcome.Created, rep.Outcomes[0].Status)
 	require.Equal(t, "slow", rep.Outcomes[0].CustomerID)
-	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusPaused, loop.StatusPaused, loop.StatusPaused}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Paused, outcome.Paused, outcome.Paused}, statuses(rep))
 }
 
 func TestRunnerHeartbeatsWhileALongRunIsInProgress(t *testing.T) {
@@ -443,7 +442,7 @@ func TestRunnerMarksUnfinishedItemsCanceledWhenTheContextEnds(t *testing.T) {
 		return loop.Result{}, loop.Unknown(ctx.Err())
 	})
 	require.False(t, rep.Paused)
-	require.Equal(t, []loop.Status{loop.StatusCreated, loop.StatusCanceled, loop.StatusCanceled}, statuses(rep))
+	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Canceled, outcome.Canceled}, statuses(rep))
 }
 
 func TestRunnerReraisesAPanicInATask(t *testing.T) {

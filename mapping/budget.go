@@ -17,7 +17,7 @@ import (
 // The budget of template evaluation. Mapping a lead takes microseconds; these bounds only stop a
 // template that would otherwise run for minutes or take the worker's memory (a reduce inside a reduce
 // over a large array, text that doubles in a loop), so that one event cannot stall or kill the worker.
-// An item that exceeds a budget fails with a KindMapping *Error naming the input and the budget, and is
+// An item that exceeds a budget fails with an [outcome.Mapping] *Error naming the input and the budget, and is
 // dead-lettered like any other mapping failure.
 const (
 	// TemplateMaxSteps is the work the templates of one item (or one loop, or one idempotency key) may

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget: a template that would run for minutes or take
@@ -45,7 +47,7 @@ func TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget(t *testing.T) {
 			w := mustWorkflow(t, in(fmt.Sprintf("name: %q\n      custom: {aStr: %q, bStr: %q}", c.template, c.template, c.template)))
 			_, err := w.Map(event, nil, 0)
 			require.Error(t, err)
-			require.Equal(t, KindMapping, KindOf(err))
+			require.Equal(t, outcome.Mapping, KindOf(err))
 			var be *BudgetError
 			require.ErrorAs(t, err, &be)
 			require.Equal(t, c.what, be.What)

@@ -8,6 +8,8 @@ import (
 
 	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 func TestDefaultConfigIsTheSeedSampleRequestOnLeads(t *testing.T) {
@@ -84,7 +86,7 @@ workflows:
 	require.Equal(t, "GB", w.DefaultRegion)
 	require.Empty(t, w.Inputs())
 	_, err = w.Map(map[string]any{"name": "x"}, nil, 0)
-	require.Equal(t, KindValidation, KindOf(err), "a workflow without inputs has nothing to create")
+	require.Equal(t, outcome.Validation, KindOf(err), "a workflow without inputs has nothing to create")
 }
 
 // TestParseRejectsBadConfigsWithFileLineAndColumn: every mistake fails at load time with its place.
@@ -135,7 +137,7 @@ func TestParseRejectsBadConfigsWithFileLineAndColumn(t *testing.T) {
 			cfg, err := Parse("w.yaml", []byte(c.yaml))
 			require.Nil(t, cfg)
 			require.ErrorContains(t, err, c.want)
-			require.Equal(t, Kind(""), KindOf(err), "a config error is not an item failure")
+			require.Equal(t, outcome.None, KindOf(err), "a config error is not an item failure")
 		})
 	}
 }

@@ -31,7 +31,7 @@
 //
 // Each evaluation has a budget (TemplateMaxSteps, TemplateMaxTime, TemplateMaxText and expr's memory
 // budget): a template that would run for minutes or fill the worker's memory is stopped and fails the
-// item with a KindMapping error naming the input and the budget (a *BudgetError in its chain). What can
+// item with an [outcome.Mapping] error naming the input and the budget (a *BudgetError in its chain). What can
 // be seen before any event is refused when the file loads: expressions with more than TemplateMaxNodes
 // parts, loops nested deeper than TemplateMaxLoopDepth, constant ranges too long to build.
 //

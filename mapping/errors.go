@@ -3,24 +3,18 @@ package mapping
 import (
 	"errors"
 	"strings"
-)
 
-// Kind tells why an item could not be turned into a request. Both kinds are permanent: the same event
-// always fails the same way, so the item is dead-lettered, not retried.
-type Kind string
-
-const (
-	// KindMapping: a template could not be evaluated (a runtime error in an expression, a loop value that
-	// is not an array).
-	KindMapping Kind = "mapping"
-	// KindValidation: the evaluated request breaks a Kustomer limit or a workflow's `required` list, so
-	// Kustomer would reject it (or the user asked for it to be rejected).
-	KindValidation Kind = "validation"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Error is one mapping or validation failure of one item.
 type Error struct {
-	Kind     Kind
+	// Kind is why: [outcome.Mapping] (a template could not be evaluated: a runtime error in an
+	// expression, a loop value that is not an array) or [outcome.Validation] (the evaluated request
+	// breaks a Kustomer limit or a workflow's `required` list, so Kustomer would reject it, or the user
+	// asked for it to be rejected). Both are permanent: the same event always fails the same way, so
+	// the item is dead-lettered, not retried.
+	Kind     outcome.Outcome
 	Field    string // path in the request body, e.g. "emails[3].email" or "custom.scoreNum"
 	Template string // the template that produced the value, when known
 	Msg      string // what is wrong, e.g. `"not-an-email" is not an email address`
@@ -39,7 +33,7 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
-	if e.Kind == KindMapping && e.Template != "" {
+	if e.Kind == outcome.Mapping && e.Template != "" {
 		b.WriteString(" (template ")
 		b.WriteString(quote(e.Template))
 		b.WriteString(")")
@@ -59,10 +53,10 @@ func (es Errors) Error() string {
 	return strings.Join(msgs, "; ")
 }
 
-// Kind returns the kind of the first error, or "" if there is none.
-func (es Errors) Kind() Kind {
+// Kind returns the kind of the first error, or [outcome.None] if there is none.
+func (es Errors) Kind() outcome.Outcome {
 	if len(es) == 0 {
-		return ""
+		return outcome.None
 	}
 	return es[0].Kind
 }
@@ -76,9 +70,9 @@ func (es Errors) Unwrap() []error {
 	return out
 }
 
-// KindOf returns the Kind of a mapping failure anywhere in err's chain, or "" if err is not one
-// (a configuration error, for example).
-func KindOf(err error) Kind {
+// KindOf returns the Kind of a mapping failure anywhere in err's chain, or [outcome.None] if err is
+// not one (a configuration error, for example).
+func KindOf(err error) outcome.Outcome {
 	var es Errors
 	if errors.As(err, &es) {
 		return es.Kind()
@@ -87,7 +81,7 @@ func KindOf(err error) Kind {
 	if errors.As(err, &e) {
 		return e.Kind
 	}
-	return ""
+	return outcome.None
 }
 
 // asError returns nil, the only error, or all of them.

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // TestRuntimeErrorsNameTheFunctionAndTheKindsOfValues: a template that fails at run time says what
@@ -48,5 +50,5 @@ func TestMapErrorOfATemplateTypeMistakeHasNoGoTypeNames(t *testing.T) {
 	w := mustWorkflow(t, in(`name: "{{upper(trigger.name)}}"`))
 	_, err := w.Map(map[string]any{"name": 12.0}, nil, 0)
 	require.EqualError(t, err, `mapping: name: upper() wants text, got a number (template "{{upper(trigger.name)}}")`)
-	require.Equal(t, KindMapping, KindOf(err))
+	require.Equal(t, outcome.Mapping, KindOf(err))
 }

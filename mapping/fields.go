@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Kustomer's limits on the create body (see kustomer-api.md).
@@ -87,7 +89,7 @@ type checker struct {
 }
 
 func (c *checker) fail(path, format string, args ...any) {
-	c.errs = append(c.errs, &Error{Kind: KindValidation, Field: path, Template: c.template, Msg: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, &Error{Kind: outcome.Validation, Field: path, Template: c.template, Msg: fmt.Sprintf(format, args...)})
 }
 
 // text returns v as trimmed one-line text, control characters removed (see cleanText); false when blank

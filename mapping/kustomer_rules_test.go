@@ -9,6 +9,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // TestCustomKeyRuleAgreesWithTheSandbox: a custom key the mapping lets through is one Kustomer (the
@@ -29,7 +30,7 @@ func TestCustomKeyRuleAgreesWithTheSandbox(t *testing.T) {
 		req, err := w.Map(map[string]any{"custom": map[string]any{key: value(key)}}, nil, 0)
 		if !valid {
 			require.Error(t, err, key)
-			require.Equal(t, mapping.KindValidation, mapping.KindOf(err), key)
+			require.Equal(t, outcome.Validation, mapping.KindOf(err), key)
 			require.ErrorContains(t, err, "Kustomer accepts custom keys in camelCase", key)
 			_, serr := client.CreateCustomer(t.Context(), map[string]any{"custom": map[string]any{key: value(key)}})
 			require.Error(t, serr, "the sandbox refuses %q too", key)

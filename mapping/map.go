@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"strings"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Request is the JSON-ready body of POST /v1/customers for one item: inputs normalised and validated,
@@ -39,14 +41,14 @@ func (w *Workflow) env(trigger map[string]any, item any, index int) *env {
 	}
 }
 
-// mappingError turns a template run-time failure into an *Error of KindMapping.
+// mappingError turns a template run-time failure into an *Error of outcome.Mapping.
 func mappingError(field string, t *tmpl, err error) *Error {
 	src := t.src
 	var ee *evalError
 	if errors.As(err, &ee) && ee.src != "" {
 		src = ee.src
 	}
-	e := &Error{Kind: KindMapping, Field: field, Template: src, Msg: err.Error()}
+	e := &Error{Kind: outcome.Mapping, Field: field, Template: src, Msg: err.Error()}
 	var be *BudgetError
 	if errors.As(err, &be) {
 		e.Err = be
@@ -55,8 +57,8 @@ func mappingError(field string, t *tmpl, err error) *Error {
 }
 
 // Items evaluates the workflow's loop expression against the event. Without a loop it returns one nil
-// item. A loop value that is missing (nil) gives no items. It fails with a KindMapping *Error if the value
-// is not an array, and with a KindValidation *Error if it holds more than MaxItems items.
+// item. A loop value that is missing (nil) gives no items. It fails with an [outcome.Mapping] *Error if the value
+// is not an array, and with an [outcome.Validation] *Error if it holds more than MaxItems items.
 func (w *Workflow) Items(trigger map[string]any) ([]any, error) {
 	if w.loop == nil {
 		return []any{nil}, nil
@@ -70,10 +72,10 @@ func (w *Workflow) Items(trigger map[string]any) ([]any, error) {
 	}
 	items, ok := toSlice(v)
 	if !ok {
-		return nil, &Error{Kind: KindMapping, Field: "loop", Template: w.loop.src, Msg: "expected an array, got " + describe(v)}
+		return nil, &Error{Kind: outcome.Mapping, Field: "loop", Template: w.loop.src, Msg: "expected an array, got " + describe(v)}
 	}
 	if max := cmp.Or(w.MaxItems, MaxItemsDefault); len(items) > max {
-		return nil, &Error{Kind: KindValidation, Field: "loop", Template: w.loop.src,
+		return nil, &Error{Kind: outcome.Validation, Field: "loop", Template: w.loop.src,
 			Msg: itoa(len(items)) + " items, at most " + itoa(max) + " allowed (max_items)"}
 	}
 	return items, nil
@@ -118,13 +120,13 @@ func (w *Workflow) Map(trigger map[string]any, item any, index int) (Request, er
 					}
 				}
 			}
-			c.errs = append(c.errs, &Error{Kind: KindValidation, Field: name, Template: src, Msg: "required, but blank"})
+			c.errs = append(c.errs, &Error{Kind: outcome.Validation, Field: name, Template: src, Msg: "required, but blank"})
 		}
 	}
 	if len(c.errs) == 0 && len(req) == 0 {
 		// Every input is optional, but a customer with none of them is only
 		// noise in the CRM: refuse it with a reason a person understands.
-		c.errs = append(c.errs, &Error{Kind: KindValidation, Msg: "every input is blank, so there is no customer to create (does the event have the fields the workflow maps?)"})
+		c.errs = append(c.errs, &Error{Kind: outcome.Validation, Msg: "every input is blank, so there is no customer to create (does the event have the fields the workflow maps?)"})
 	}
 	if len(c.errs) > 0 {
 		return nil, c.errs.asError()
@@ -175,7 +177,7 @@ func (w *Workflow) IdempotencyKey(trigger map[string]any, item any, index int, r
 		if !isBlank(v) {
 			s, ok := scalarString(v)
 			if !ok {
-				return "", &Error{Kind: KindMapping, Field: "idempotency_key", Template: w.idemKey.src,
+				return "", &Error{Kind: outcome.Mapping, Field: "idempotency_key", Template: w.idemKey.src,
 					Msg: "expected text, got " + describe(v)}
 			}
 			return strings.TrimSpace(s), nil

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 func mustWorkflow(t testing.TB, body string) *Workflow {
@@ -46,7 +48,7 @@ func TestItemsRefusesALoopValueThatIsNotAnArray(t *testing.T) {
 	w := mustWorkflow(t, "\n    loop: \"{{trigger.leads}}\"")
 	_, err := w.Items(map[string]any{"leads": "Jane"})
 	require.EqualError(t, err, `mapping: loop: expected an array, got a string (template "{{trigger.leads}}")`)
-	require.Equal(t, KindMapping, KindOf(err))
+	require.Equal(t, outcome.Mapping, KindOf(err))
 }
 
 func TestItemsRefusesMoreThanMaxItems(t *testing.T) {
@@ -54,7 +56,7 @@ func TestItemsRefusesMoreThanMaxItems(t *testing.T) {
 	w := mustWorkflow(t, "\n    loop: \"{{trigger.leads}}\"\n    max_items: 2")
 	_, err := w.Items(map[string]any{"leads": []any{1, 2, 3}})
 	require.EqualError(t, err, `mapping: loop: 3 items, at most 2 allowed (max_items)`)
-	require.Equal(t, KindValidation, KindOf(err))
+	require.Equal(t, outcome.Validation, KindOf(err))
 }
 
 func TestIdempotencyKeyPrefersTheTemplateThenExternalID(t *testing.T) {
@@ -84,14 +86,14 @@ func TestMapFailureKindAndErrorsAreUsableWithErrorsAs(t *testing.T) {
 	var es Errors
 	require.ErrorAs(t, err, &es)
 	require.Len(t, es, 2)
-	require.Equal(t, KindValidation, es.Kind())
+	require.Equal(t, outcome.Validation, es.Kind())
 	var first *Error
 	require.ErrorAs(t, err, &first)
-	require.Equal(t, &Error{Kind: KindValidation, Field: "emails[0].email", Template: "{{trigger.emails}}",
+	require.Equal(t, &Error{Kind: outcome.Validation, Field: "emails[0].email", Template: "{{trigger.emails}}",
 		Msg: `"nope" is not an email address`}, first)
-	require.Equal(t, KindValidation, KindOf(fmt.Errorf("worker: item 3: %w", err)))
-	require.Equal(t, Kind(""), KindOf(errors.New("other")))
-	require.Equal(t, Kind(""), Errors(nil).Kind())
+	require.Equal(t, outcome.Validation, KindOf(fmt.Errorf("worker: item 3: %w", err)))
+	require.Equal(t, outcome.None, KindOf(errors.New("other")))
+	require.Equal(t, outcome.None, Errors(nil).Kind())
 }
 
 func TestMapOfOneFailureIsAnErrorNotErrors(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // MaxDeliveryTarget names a consumer whose given-up messages are
@@ -51,7 +52,7 @@ var advisoryBackoff = loop.Policy{MaxAttempts: 6, InitialDelay: 100 * time.Milli
 // $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer> for the
 // given consumers, fetches the message by the advisory's stream_seq (the
 // advisory carries only the sequence), and dead-letters it with
-// [dlq.ClassMaxDeliveries] to the consumer's dead-letter subject. It returns
+// [outcome.MaxDeliveries] to the consumer's dead-letter subject. It returns
 // when ctx is done (nil), or an error if it cannot subscribe.
 //
 // Advisories are core NATS messages: one published while no watcher runs is
@@ -118,7 +119,7 @@ func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 				l.Error().Err(err).Msg("max deliveries: message not dead-lettered")
 				continue
 			}
-			l.Warn().Uint64("deliveries", adv.Deliveries).Str("class", string(dlq.ClassMaxDeliveries)).Msg("dead-lettered: JetStream stopped redelivering")
+			l.Warn().Uint64("deliveries", adv.Deliveries).Str("class", outcome.MaxDeliveries.String()).Msg("dead-lettered: JetStream stopped redelivering")
 		}
 	}
 }
@@ -153,7 +154,7 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 			if err == nil {
 				r := eventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, payload)
 				r.Workflow = t.Workflow
-				r.Class = dlq.ClassMaxDeliveries
+				r.Class = outcome.MaxDeliveries
 				r.Error = fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
 					adv.Deliveries, t.Consumer)
 				if rp != nil && rp.Object != "" && obj == "" {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -57,7 +58,7 @@ func TestAMessageNeverAcknowledgedUntilMaxDeliverEndsInTheDeadLetterStream(t *te
 	}, 10*time.Second, 20*time.Millisecond)
 
 	r := entries[0]
-	require.Equal(t, dlq.ClassMaxDeliveries, r.Class)
+	require.Equal(t, outcome.MaxDeliveries, r.Class)
 	require.Equal(t, "signup", r.Workflow)
 	require.Equal(t, "leads.signup", r.Subject)
 	require.Equal(t, uint64(1), r.StreamSeq)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 const corpusConfig = `
@@ -32,21 +33,21 @@ func TestEveryBadEventEndsInTheDeadLetterStreamWithAReasonAndTheWorkerGoesOn(t *
 		nats:   func(o *server.Options) { o.MaxPayload = 8 << 20 }, // let a 2 MB event reach the stream
 	})
 	want := map[string]struct {
-		class  dlq.Class
+		class  outcome.Outcome
 		reason string
 	}{
-		"not-json.txt":             {dlq.ClassInvalidEvent, "not valid JSON"},
-		"not-utf8.json":            {dlq.ClassInvalidEvent, "not valid UTF-8"},
-		"array.json":               {dlq.ClassInvalidEvent, "is a JSON array, not an object"},
-		"string.json":              {dlq.ClassInvalidEvent, "is a JSON string, not an object"},
-		"empty.json":               {dlq.ClassInvalidEvent, "event is empty"},
-		"deeply-nested.json":       {dlq.ClassInvalidEvent, "exceeded max depth"},
-		"2mb.txt":                  {dlq.ClassInvalidEvent, "above the limit of 1048576 bytes"},
-		"eleven-emails.json":       {dlq.ClassValidation, "emails: 11 items, at most 10 allowed"},
-		"invalid-email.json":       {dlq.ClassValidation, `emails[1].email: "jane(at)example.com" is not an email address`},
-		"invalid-phone.json":       {dlq.ClassValidation, `phones[1].phone: "call me maybe" is not a phone number`},
-		"unknown-custom-keys.json": {dlq.ClassValidation, "Kustomer accepts custom keys in camelCase ending in their type"},
-		"nulls.json":               {dlq.ClassValidation, "every input is blank"},
+		"not-json.txt":             {outcome.InvalidEvent, "not valid JSON"},
+		"not-utf8.json":            {outcome.InvalidEvent, "not valid UTF-8"},
+		"array.json":               {outcome.InvalidEvent, "is a JSON array, not an object"},
+		"string.json":              {outcome.InvalidEvent, "is a JSON string, not an object"},
+		"empty.json":               {outcome.InvalidEvent, "event is empty"},
+		"deeply-nested.json":       {outcome.InvalidEvent, "exceeded max depth"},
+		"2mb.txt":                  {outcome.InvalidEvent, "above the limit of 1048576 bytes"},
+		"eleven-emails.json":       {outcome.Validation, "emails: 11 items, at most 10 allowed"},
+		"invalid-email.json":       {outcome.Validation, `emails[1].email: "jane(at)example.com" is not an email address`},
+		"invalid-phone.json":       {outcome.Validation, `phones[1].phone: "call me maybe" is not a phone number`},
+		"unknown-custom-keys.json": {outcome.Validation, "Kustomer accepts custom keys in camelCase ending in their type"},
+		"nulls.json":               {outcome.Validation, "every input is blank"},
 	}
 	files, err := filepath.Glob("../testdata/bad/*")
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // smallPayload runs the server with a 64 KiB max_payload.
@@ -88,7 +89,7 @@ workflows:
 			h.waitIdle("batch")
 			dead := h.deadLetters()
 			require.Len(t, dead, 1, "dead-lettered once")
-			require.Equal(t, dlq.ClassValidation, dead[0].Class)
+			require.Equal(t, outcome.Validation, dead[0].Class)
 			require.Len(t, dead[0].Items, 10000)
 			entry, err := h.store().Get(context.Background(), dead[0].ID)
 			require.NoError(t, err)
@@ -127,7 +128,7 @@ workflows:
 	require.NoError(t, err)
 	for _, d := range dead {
 		require.Len(t, d.Items, 5000, "%s: the complete item list", d.Class)
-		odd := d.Class == dlq.ClassMapping
+		odd := d.Class == outcome.Mapping
 		for _, i := range d.Items {
 			require.Equal(t, odd, i%2 == 1)
 		}

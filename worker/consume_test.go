@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -177,7 +177,7 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, RunSucceeded, recs[0].Status)
 	for _, it := range recs[0].Items {
-		require.Equal(t, string(loop.StatusAlreadyCreated), it.Outcome, "item %d", it.Index)
+		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d", it.Index)
 	}
 	h.requireEachCreatedOnce(ids)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 func (h *harness) deadLetters() []dlq.Record {
@@ -75,7 +76,7 @@ func TestReplayOfAPartialLoopCreatesOnlyTheFailedItemsWithTheFixedMapping(t *tes
 	require.Len(t, h.sb.Sandbox.Customers(), 2)
 	dead := h.deadLetters()
 	require.Len(t, dead, 1)
-	require.Equal(t, dlq.ClassValidation, dead[0].Class)
+	require.Equal(t, outcome.Validation, dead[0].Class)
 	require.Equal(t, []int{1}, dead[0].Items)
 	require.Equal(t, payload, string(dead[0].Payload), "the payload is kept byte for byte")
 	require.Contains(t, dead[0].Error, `emails[0].email: "bob(at)x.com" is not an email address`)
@@ -116,12 +117,12 @@ workflows:
 		run := h.waitRun(seq)
 		require.Equal(t, RunFailed, run.Status)
 		require.Equal(t, 2, run.Items[0].Attempts)
-		require.Equal(t, string(dlq.ClassExhausted), run.Items[0].Class)
+		require.Equal(t, outcome.Exhausted, run.Items[0].Outcome)
 	}
 	dead := h.deadLetters()
 	require.Len(t, dead, 2)
 	for _, d := range dead {
-		require.Equal(t, dlq.ClassExhausted, d.Class)
+		require.Equal(t, outcome.Exhausted, d.Class)
 		require.Equal(t, 503, d.StatusCode)
 		require.Equal(t, 2, d.Attempts)
 		require.False(t, d.FirstFailure.IsZero())
@@ -147,7 +148,7 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 	require.Equal(t, "r-1", g.EventID)
 	require.Len(t, g.Items, 2)
 	for _, it := range g.Items {
-		require.Equal(t, "created", it.Outcome)
+		require.Equal(t, outcome.Created, it.Outcome)
 		require.NotEmpty(t, it.CustomerID)
 		require.Equal(t, 1, it.Attempts)
 	}
@@ -155,9 +156,8 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 
 	p := h.waitRun(partial)
 	require.Equal(t, RunPartial, p.Status)
-	require.Equal(t, "created", p.Items[0].Outcome)
-	require.Equal(t, "failed", p.Items[1].Outcome)
-	require.Equal(t, string(dlq.ClassValidation), p.Items[1].Class)
+	require.Equal(t, outcome.Created, p.Items[0].Outcome)
+	require.Equal(t, outcome.Validation, p.Items[1].Outcome)
 	require.Contains(t, p.Items[1].Error, "not an email address")
 
 	x := h.waitRun(poison)
@@ -165,11 +165,11 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 	require.Contains(t, x.Error, "not valid JSON")
 	require.Empty(t, x.Items)
 
-	classes := map[dlq.Class]bool{}
+	classes := map[outcome.Outcome]bool{}
 	for _, d := range h.deadLetters() {
 		classes[d.Class] = true
 	}
-	require.Equal(t, map[dlq.Class]bool{dlq.ClassValidation: true, dlq.ClassInvalidEvent: true}, classes)
+	require.Equal(t, map[outcome.Outcome]bool{outcome.Validation: true, outcome.InvalidEvent: true}, classes)
 }
 
 func TestFailedDeadLetterPublishLeavesTheEventUnacknowledged(t *testing.T) {

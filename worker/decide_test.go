@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,9 +14,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -209,4 +212,22 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	requireDecision(t, want{decision: &loop.RetryError{}}, err)
 	require.False(t, errors.As(err, &ke), "a ledger outage is not Kustomer's answer")
 	require.Regexp(t, "^worker: idempotency ledger unavailable: ", err.Error())
+}
+
+func TestADeadLetterCarriesKustomersStatusAndCodeAsPlainFields(t *testing.T) {
+	t.Parallel()
+	err := loop.Permanent(fmt.Errorf("worker: item 2: %w", &kustomer.Error{
+		Op: "create", Class: kustomer.ClassPermanent, StatusCode: 422, Code: "badparam", Message: "emails[0].email is invalid",
+	}))
+	r := withError(dlq.Record{Class: outcome.Permanent}, err)
+	require.Equal(t, 422, r.StatusCode)
+	require.Equal(t, "badparam", r.Code)
+	require.Equal(t, err.Error(), r.Error)
+	require.Equal(t, "422", r.Header().Get(dlq.HeaderStatusCode))
+	require.Equal(t, "badparam", r.Header().Get(dlq.HeaderKustomerCode))
+
+	local := withError(dlq.Record{Class: outcome.Mapping}, errors.New("mapping: name: too long"))
+	require.Zero(t, local.StatusCode, "no Kustomer answer, no status")
+	require.Empty(t, local.Code)
+	require.Equal(t, dlq.Record{Class: outcome.Mapping}, withError(dlq.Record{Class: outcome.Mapping}, nil))
 }

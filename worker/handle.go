@@ -18,6 +18,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // Result headers link a published result to the event it came from; the
@@ -41,12 +42,6 @@ type event struct {
 	object  string      // the replay object, removed once the outcome is durable
 	started time.Time
 	log     zerolog.Logger
-}
-
-// itemResult is the final outcome of one item, whichever stage decided it.
-type itemResult struct {
-	loop.Outcome
-	dlqClass dlq.Class // for failures
 }
 
 // handle processes one event to its end: acknowledged after its outcome is
@@ -93,7 +88,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		if !w.readReplayObject(ctx, f, ev) {
 			return
 		}
-		w.deadLetterEvent(ctx, f, ev, dlq.ClassMapping, fmt.Errorf(
+		w.deadLetterEvent(ctx, f, ev, outcome.Mapping, fmt.Errorf(
 			"worker: replay of dead letter %d is for workflow %q, which this worker does not run (its workflows: %s): restore the workflow, then replay this entry",
 			rp.Entry, rp.Workflow, strings.Join(w.workflowNames(), ", ")))
 		return
@@ -104,21 +99,21 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	}
 	trigger, err := decodeEvent(ev.data, w.cfg.MaxEventBytes)
 	if err != nil {
-		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
 	}
 	items, err := f.wf.Items(trigger)
 	if err != nil {
-		w.deadLetterEvent(ctx, f, ev, mappingClass(err), err)
+		w.deadLetterEvent(ctx, f, ev, mappingOutcome(err), err)
 		return
 	}
 	indexes, err := replayIndexes(ev.replay, len(items))
 	if err != nil {
-		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
 	}
 
-	results := make(map[int]itemResult, len(indexes))
+	results := make(map[int]loop.Outcome, len(indexes))
 	reqs := make([]mapping.Request, len(items))
 	keys := make([]string, len(items))
 	toRun := make([]int, 0, len(indexes))
@@ -145,10 +140,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			keys[i] = ledgerKey(ledgerScope(f.wf), key)
 		}
 		if err != nil {
-			results[i] = itemResult{
-				Outcome:  loop.Outcome{Index: i, Status: loop.StatusFailed, Err: err},
-				dlqClass: mappingClass(err),
-			}
+			results[i] = loop.Outcome{Index: i, Status: mappingOutcome(err), Err: err}
 			continue
 		}
 		reqs[i] = req
@@ -183,16 +175,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		return
 	}
 	for _, o := range report.Outcomes {
-		r := itemResult{Outcome: o}
-		if o.Status == loop.StatusFailed {
-			r.dlqClass = dlq.ClassPermanent
-			if o.Exhausted {
-				r.dlqClass = dlq.ClassExhausted
-			}
-		}
-		results[o.Index] = r
+		results[o.Index] = o
 	}
-	ordered := make([]itemResult, 0, len(indexes))
+	ordered := make([]loop.Outcome, 0, len(indexes))
 	for _, i := range indexes {
 		ordered = append(ordered, results[i])
 	}
@@ -211,7 +196,7 @@ func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool 
 	o, err := dlq.LoadReplayObject(ctx, w.js, ev.replay.Object)
 	switch {
 	case errors.Is(err, dlq.ErrObjectGone) || errors.Is(err, dlq.ErrNotReplayObject):
-		w.deadLetterEvent(ctx, f, ev, dlq.ClassInvalidEvent, err)
+		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return false
 	case err != nil:
 		w.nakAfterFailure(ev, "read replay object", err)
@@ -285,18 +270,15 @@ func (w *Worker) lookup(ctx context.Context, extID string, log zerolog.Logger) (
 }
 
 // deadLetterEvent dead-letters a whole event that cannot be processed at all.
-func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class dlq.Class, err error) {
-	w.finish(ctx, f, ev, []itemResult{{
-		Outcome:  loop.Outcome{Index: -1, Status: loop.StatusFailed, Err: err},
-		dlqClass: class,
-	}})
+func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class outcome.Outcome, err error) {
+	w.finish(ctx, f, ev, []loop.Outcome{{Index: -1, Status: class, Err: err}})
 }
 
 // finish makes the event's outcome durable — results, dead letters, run
 // record, in that order — and only then acknowledges it. If any step fails,
 // the event is nak'ed and will be processed again (the ledger keeps created
 // items from being created twice).
-func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemResult) {
+func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Outcome) {
 	ctx = context.WithoutCancel(ctx)
 	now := w.cfg.Clock.Now()
 	rec := RunRecord{
@@ -310,13 +292,13 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 		Replay:    ev.replay != nil,
 		ReplayOf:  runReplay(ev.replay),
 	}
-	failed := map[dlq.Class][]itemResult{}
-	var classes []dlq.Class
+	failed := map[outcome.Outcome][]loop.Outcome{}
+	var classes []outcome.Outcome
 	var ok, bad int
 	for _, it := range items {
-		ri := RunItem{Index: it.Index, Outcome: string(it.Status), CustomerID: it.CustomerID, Attempts: it.Attempts}
-		switch it.Status {
-		case loop.StatusCreated, loop.StatusAlreadyCreated:
+		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts}
+		switch {
+		case it.Status.Succeeded():
 			ok++
 			if err := w.publishResult(ctx, f, ev, it); err != nil {
 				w.nakAfterFailure(ev, "publish result", err)
@@ -324,21 +306,20 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []itemRes
 			}
 		default:
 			bad++
-			ri.Class = string(it.dlqClass)
 			if it.Err != nil {
 				ri.Error = it.Err.Error()
 			}
-			if _, seen := failed[it.dlqClass]; !seen {
-				classes = append(classes, it.dlqClass)
+			if _, seen := failed[it.Status]; !seen {
+				classes = append(classes, it.Status)
 			}
-			failed[it.dlqClass] = append(failed[it.dlqClass], it)
+			failed[it.Status] = append(failed[it.Status], it)
 		}
 		if it.Index >= 0 {
 			rec.Items = append(rec.Items, ri)
 		} else if it.Err != nil {
 			rec.Error = it.Err.Error()
 		}
-		metricItems.WithLabelValues(f.wf.Name, string(it.Status)).Inc()
+		metricItems.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
 	}
 	for _, class := range classes {
 		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {
@@ -381,14 +362,14 @@ func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 
 // deadLetter publishes one record for the event's items that failed with
 // class: the original payload byte for byte, and why in its headers.
-func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class dlq.Class, items []itemResult) error {
+func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class outcome.Outcome, items []loop.Outcome) error {
 	first := items[0]
 	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
 	rec.Items = nil
-	rec = rec.WithError(first.Err)
+	rec = withError(rec, first.Err)
 	if len(items) > 1 {
 		rec.Error = fmt.Sprintf("%s (and %d more items)", rec.Error, len(items)-1)
 	}
@@ -413,14 +394,14 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
 	}
-	metricDeadLetters.WithLabelValues(f.wf.Name, string(class)).Inc()
+	metricDeadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
 	// A Loop of thousands of failed items: the log line names them as
 	// ranges, cut to a bounded length; the dead letter has them all.
 	shown := dlq.FormatItems(rec.Items)
 	if cut := strings.LastIndexByte(shown[:min(len(shown), 256)], ','); len(shown) > 256 && cut > 0 {
 		shown = shown[:cut] + ",…"
 	}
-	l := ev.log.Warn().Str("class", string(class)).Str("items", shown).Int("item_count", len(rec.Items)).Str("error", rec.Error)
+	l := ev.log.Warn().Str("class", class.String()).Str("items", shown).Int("item_count", len(rec.Items)).Str("error", rec.Error)
 	if rec.ReplayedFrom != 0 {
 		l = l.Uint64("replayed_from", rec.ReplayedFrom).Int("replays", rec.Replays)
 	}
@@ -438,7 +419,7 @@ type resultData struct {
 	Attributes map[string]any `json:"attributes"`
 }
 
-func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it itemResult) error {
+func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it loop.Outcome) error {
 	body, err := json.Marshal(resultBody{Data: resultData{ID: it.CustomerID, Attributes: it.Attributes}})
 	if err != nil {
 		return fmt.Errorf("worker: encode result: %w", err)
@@ -465,11 +446,28 @@ func (ev *event) runID(workflow string) string {
 	return fmt.Sprintf("%s-%d-%d-%s", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered, workflow)
 }
 
-func mappingClass(err error) dlq.Class {
-	if mapping.KindOf(err) == mapping.KindValidation {
-		return dlq.ClassValidation
+// mappingOutcome is the failure of an item whose mapping failed with err:
+// the mapping error's own kind, or Mapping for any other error.
+func mappingOutcome(err error) outcome.Outcome {
+	if k := mapping.KindOf(err); k.Failed() {
+		return k
 	}
-	return dlq.ClassMapping
+	return outcome.Mapping
+}
+
+// withError returns r with Error set from err and, when err holds
+// Kustomer's answer, its HTTP status and error code: dlq holds them as
+// plain fields and knows nothing of the Kustomer client.
+func withError(r dlq.Record, err error) dlq.Record {
+	if err == nil {
+		return r
+	}
+	r.Error = err.Error()
+	var ke *kustomer.Error
+	if errors.As(err, &ke) {
+		r.StatusCode, r.Code = ke.StatusCode, ke.Code
+	}
+	return r
 }
 
 func retryPolicy(r mapping.Retry) loop.Policy {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // runawayConfig maps a slow item with a nested reduce over a long list of the event: a template that
@@ -48,7 +48,7 @@ func TestATemplateThatExceedsItsBudgetDeadLettersTheItemAsMapping(t *testing.T) 
 
 	recs := h.deadLetters()
 	require.Len(t, recs, 1)
-	require.Equal(t, dlq.ClassMapping, recs[0].Class)
+	require.Equal(t, outcome.Mapping, recs[0].Class)
 	require.Equal(t, []int{1}, recs[0].Items)
 	require.Contains(t, recs[0].Error, "mapping: name: stopped: it needs more than 250000 steps, the budget of one item")
 	require.Len(t, h.sb.Sandbox.Customers(), 1, "the other item is created")
@@ -75,7 +75,7 @@ func TestMappingALongLoopKeepsTheEventFromRedelivery(t *testing.T) {
 	recs := h.deadLetters()
 	require.Len(t, recs, 1)
 	require.Len(t, recs[0].Items, slow)
-	require.Equal(t, dlq.ClassMapping, recs[0].Class)
+	require.Equal(t, outcome.Mapping, recs[0].Class)
 }
 
 // TestStopDuringMappingEndsAtTheDrainDeadline: a shutdown while a long Loop is being mapped stops

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // publishWith puts an event with extra headers on the leads stream and
@@ -64,7 +65,7 @@ workflows:
 	bob := h.waitRun(borrow)
 	require.Equal(t, RunSucceeded, bob.Status)
 	require.Equal(t, "lead-bob", bob.EventID)
-	require.Equal(t, "created", bob.Items[0].Outcome, "not 'already created' under Ann's key")
+	require.Equal(t, outcome.Created, bob.Items[0].Outcome, "not 'already created' under Ann's key")
 	require.NotEqual(t, ann.Items[0].CustomerID, bob.Items[0].CustomerID)
 
 	cy := h.waitRun(skip)

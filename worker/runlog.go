@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // RunStatus is the outcome of processing one event.
@@ -37,13 +38,55 @@ var RunStatuses = []RunStatus{RunSucceeded, RunPartial, RunFailed, RunDeadLetter
 func (s RunStatus) Valid() bool { return slices.Contains(RunStatuses, s) }
 
 // RunItem is the outcome of one Loop item of a run.
+//
+// In JSON an item keeps the run log's two fields: "outcome" is "created",
+// "already_created" or "failed" ([outcome.Outcome.Summary]) and, for a
+// failure, "class" says which ("permanent", "exhausted"...), so records
+// written before Outcome was typed read back the same.
 type RunItem struct {
-	Index      int    `json:"index"`
-	Outcome    string `json:"outcome"`
-	CustomerID string `json:"customer_id,omitempty"`
-	Attempts   int    `json:"attempts"`
-	Class      string `json:"class,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Index      int
+	Outcome    outcome.Outcome
+	CustomerID string
+	Attempts   int
+	Error      string
+}
+
+// runItemJSON is a RunItem on the wire.
+type runItemJSON struct {
+	Index      int             `json:"index"`
+	Outcome    string          `json:"outcome"`
+	CustomerID string          `json:"customer_id,omitempty"`
+	Attempts   int             `json:"attempts"`
+	Class      outcome.Outcome `json:"class,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// MarshalJSON writes the item's outcome as its summary and, for a failure,
+// its class.
+func (it RunItem) MarshalJSON() ([]byte, error) {
+	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error}
+	if it.Outcome.Failed() {
+		j.Class = it.Outcome
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes. A failure without a class
+// (no record written so far has one) reads as [outcome.Permanent].
+func (it *RunItem) UnmarshalJSON(b []byte) error {
+	var j runItemJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	o := cmp.Or(j.Class, outcome.Permanent)
+	if j.Outcome != "failed" {
+		var err error
+		if o, err = outcome.Parse(j.Outcome); err != nil {
+			return fmt.Errorf("worker: run item %d: %w", j.Index, err)
+		}
+	}
+	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error}
+	return nil
 }
 
 // RunRecord is the run log's record of one processed event.
@@ -316,7 +359,7 @@ func fitRecord(r RunRecord, limit int) ([]byte, error) {
 	kept := make([]RunItem, 0, len(r.Items))
 	var created []RunItem
 	for _, it := range r.Items {
-		if it.Error != "" {
+		if !it.Outcome.Succeeded() {
 			kept = append(kept, it)
 		} else {
 			created = append(created, it)

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -25,7 +26,7 @@ func testRun(id, workflow string, status RunStatus, started time.Time) RunRecord
 	return RunRecord{
 		ID: id, Workflow: workflow, EventID: "evt-" + id, Subject: "leads." + workflow, StreamSeq: 7,
 		Started: started, Ended: started.Add(time.Second), Status: status,
-		Items: []RunItem{{Index: 0, Outcome: "created", CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1}},
+		Items: []RunItem{{Index: 0, Outcome: outcome.Created, CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1}},
 	}
 }
 
@@ -38,8 +39,8 @@ func TestRunRecordRoundTripsThroughTheRunLog(t *testing.T) {
 		ID: "signup-41-1", Workflow: "signup", EventID: "lead-41", Subject: "leads.signup", StreamSeq: 41,
 		Started: started, Ended: started.Add(1500 * time.Millisecond), Status: RunPartial, Replay: true,
 		Items: []RunItem{
-			{Index: 0, Outcome: "created", CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1},
-			{Index: 1, Outcome: "exhausted", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 unavailable"},
+			{Index: 0, Outcome: outcome.Created, CustomerID: "5f2d0b0b0b0b0b0b0b0b0b0b", Attempts: 1},
+			{Index: 1, Outcome: outcome.Exhausted, Attempts: 5, Error: "kustomer: create: 503 unavailable"},
 		},
 		Error: "1 of 2 items dead-lettered",
 	}
@@ -63,6 +64,38 @@ func TestRunRecordRoundTripsThroughTheRunLog(t *testing.T) {
 	for _, key := range []string{`"event_id":"lead-41"`, `"stream_seq":41`, `"customer_id":"5f2d0b0b0b0b0b0b0b0b0b0b"`, `"status":"partial"`} {
 		require.Contains(t, string(raw.Data), key)
 	}
+}
+
+func TestRunItemsKeepTheirWireFormAndRecordsWrittenBeforeTypedOutcomesReadBack(t *testing.T) {
+	t.Parallel()
+	// Items as the run log has always stored them: the outcome's summary,
+	// and for a failure the class beside it.
+	old := `[{"index":0,"outcome":"created","customer_id":"c0","attempts":1},` +
+		`{"index":1,"outcome":"already_created","customer_id":"c1","attempts":2},` +
+		`{"index":2,"outcome":"failed","attempts":1,"class":"validation","error":"mapping: emails[0].email: bad"},` +
+		`{"index":3,"outcome":"failed","attempts":5,"class":"exhausted","error":"kustomer: create: 503"},` +
+		`{"index":4,"outcome":"failed","attempts":1,"class":"permanent","error":"kustomer: create: 400"},` +
+		`{"index":5,"outcome":"failed","attempts":1,"class":"mapping","error":"mapping: x"},` +
+		`{"index":6,"outcome":"failed","attempts":1,"class":"invalid_event","error":"worker: not JSON"}]`
+	want := []RunItem{
+		{Index: 0, Outcome: outcome.Created, CustomerID: "c0", Attempts: 1},
+		{Index: 1, Outcome: outcome.AlreadyCreated, CustomerID: "c1", Attempts: 2},
+		{Index: 2, Outcome: outcome.Validation, Attempts: 1, Error: "mapping: emails[0].email: bad"},
+		{Index: 3, Outcome: outcome.Exhausted, Attempts: 5, Error: "kustomer: create: 503"},
+		{Index: 4, Outcome: outcome.Permanent, Attempts: 1, Error: "kustomer: create: 400"},
+		{Index: 5, Outcome: outcome.Mapping, Attempts: 1, Error: "mapping: x"},
+		{Index: 6, Outcome: outcome.InvalidEvent, Attempts: 1, Error: "worker: not JSON"},
+	}
+	var got []RunItem
+	require.NoError(t, json.Unmarshal([]byte(old), &got))
+	require.Equal(t, want, got)
+
+	again, err := json.Marshal(got)
+	require.NoError(t, err)
+	require.JSONEq(t, old, string(again), "written as before")
+
+	var bad []RunItem
+	require.ErrorContains(t, json.Unmarshal([]byte(`[{"index":3,"outcome":"existed"}]`), &bad), "run item 3")
 }
 
 func TestRunLogGetFindsIDsThatAreNotSubjectTokensAndReportsUnknownOnes(t *testing.T) {
@@ -173,9 +206,9 @@ func TestRunRecordOfAHugeLoopIsTrimmedToFitOneMessageFailuresFirst(t *testing.T)
 	t.Parallel()
 	r := RunRecord{ID: "big", Workflow: "batch", Status: RunPartial}
 	for i := range 20000 {
-		it := RunItem{Index: i, Outcome: "created", CustomerID: "6b08873b8707a01d6329785a", Attempts: 1}
+		it := RunItem{Index: i, Outcome: outcome.Created, CustomerID: "6b08873b8707a01d6329785a", Attempts: 1}
 		if i%1000 == 0 {
-			it = RunItem{Index: i, Outcome: "failed", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 Service Unavailable"}
+			it = RunItem{Index: i, Outcome: outcome.Exhausted, Attempts: 5, Error: "kustomer: create: 503 Service Unavailable"}
 		}
 		r.Items = append(r.Items, it)
 	}
@@ -187,7 +220,7 @@ func TestRunRecordOfAHugeLoopIsTrimmedToFitOneMessageFailuresFirst(t *testing.T)
 	require.Equal(t, 20000, len(got.Items)+got.ItemsOmitted)
 	failed := 0
 	for _, it := range got.Items {
-		if it.Outcome == "failed" {
+		if it.Outcome.Failed() {
 			failed++
 		}
 	}

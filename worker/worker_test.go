@@ -14,6 +14,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // sandboxAdded are the attributes Kustomer adds to what was sent.
@@ -165,7 +166,7 @@ func TestBadRequestIsNotRetriedAndIsDeadLettered(t *testing.T) {
 	run := h.waitRun(seq)
 	require.Equal(t, RunFailed, run.Status)
 	require.Equal(t, 1, run.Items[0].Attempts)
-	require.Equal(t, string(dlq.ClassPermanent), run.Items[0].Class)
+	require.Equal(t, outcome.Permanent, run.Items[0].Outcome)
 	require.Equal(t, 1, h.sb.Sandbox.Stats().BadRequests)
 	require.Empty(t, h.sb.Sandbox.Customers())
 
@@ -174,7 +175,7 @@ func TestBadRequestIsNotRetriedAndIsDeadLettered(t *testing.T) {
 	recs, err := store.List(context.Background(), dlq.Filter{All: true})
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
-	require.Equal(t, dlq.ClassPermanent, recs[0].Class)
+	require.Equal(t, outcome.Permanent, recs[0].Class)
 	require.Equal(t, 400, recs[0].StatusCode)
 	require.Equal(t, payload, string(recs[0].Payload))
 	require.Equal(t, seq, recs[0].StreamSeq)

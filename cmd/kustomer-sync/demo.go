@@ -180,11 +180,11 @@ func (a *app) printDemoSummary(st *stack, runs []worker.RunRecord, events int, t
 	for _, r := range runs {
 		for _, it := range r.Items {
 			switch {
-			case itemCreated(it.Outcome):
+			case it.Outcome.Succeeded():
 				created++
 			default:
 				failed++
-				failures = append(failures, fmt.Sprintf("  event %s item %d (%s): %s", r.EventID, it.Index, it.Class, it.Error))
+				failures = append(failures, fmt.Sprintf("  event %s item %d (%s): %s", r.EventID, it.Index, it.Outcome, it.Error))
 			}
 		}
 		if len(r.Items) == 0 && r.Error != "" {

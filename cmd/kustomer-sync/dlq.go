@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -48,9 +49,13 @@ func (f *dlqFilterFlags) register(cmd *cobra.Command, withAll bool) {
 // filter turns the flags and ID arguments into a dlq.Filter; a mistake is a
 // usageError.
 func (f *dlqFilterFlags) filter(args []string, now time.Time) (dlq.Filter, error) {
-	out := dlq.Filter{Workflow: f.workflow, Class: dlq.Class(f.class), Grep: f.grep, All: f.all}
-	if f.class != "" && !out.Class.Valid() {
-		return out, usageError{fmt.Errorf("--class %q: want one of %s", f.class, classList())}
+	out := dlq.Filter{Workflow: f.workflow, Grep: f.grep, All: f.all}
+	if f.class != "" {
+		c, err := outcome.ParseFailure(f.class)
+		if err != nil {
+			return out, usageError{fmt.Errorf("--class %q: want one of %s", f.class, classList())}
+		}
+		out.Class = c
 	}
 	if f.since != "" {
 		t, err := parseSince(f.since, now)
@@ -77,9 +82,9 @@ func (f *dlqFilterFlags) selects(args []string) bool {
 }
 
 func classList() string {
-	s := make([]string, len(dlq.Classes))
-	for i, c := range dlq.Classes {
-		s[i] = string(c)
+	s := make([]string, len(outcome.Failures))
+	for i, c := range outcome.Failures {
+		s[i] = c.String()
 	}
 	return strings.Join(s, ", ")
 }
@@ -215,7 +220,7 @@ func writeDLQTable(w io.Writer, entries []dlq.Record, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKFLOW\tCLASS\tFAILED ITEMS\tATTEMPTS\tERROR\tAGE")
 	for _, r := range entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Workflow), orDash(string(r.Class)),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Workflow), orDash(r.Class.String()),
 			itemsLabel(r.Items, 24), r.Attempts, clip(r.Error, 60), age(now.Sub(r.Time)))
 	}
 	return tw.Flush()
@@ -291,7 +296,7 @@ func writeDLQEntry(w io.Writer, r dlq.Record) error {
 	row("Entry", strconv.FormatUint(r.ID, 10))
 	row("Dead-lettered", r.Time.Local().Format(time.RFC3339)+" ("+age(time.Since(r.Time))+" ago)")
 	row("Workflow", r.Workflow)
-	row("Class", string(r.Class))
+	row("Class", r.Class.String())
 	row("Attempts", strconv.Itoa(r.Attempts))
 	items := "all (the whole event)"
 	if len(r.Items) > 0 {
@@ -607,19 +612,19 @@ func (a *app) dlqStatsCommand(open openStore) *cobra.Command {
 	return cmd
 }
 
-func writeStats(w io.Writer, stats map[string]map[dlq.Class]int) error {
+func writeStats(w io.Writer, stats map[string]map[outcome.Outcome]int) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := []string{"WORKFLOW"}
-	for _, c := range dlq.Classes {
-		head = append(head, strings.ToUpper(string(c)))
+	for _, c := range outcome.Failures {
+		head = append(head, strings.ToUpper(c.String()))
 	}
 	fmt.Fprintln(tw, strings.Join(append(head, "TOTAL"), "\t")+"\t")
-	totals := map[dlq.Class]int{}
+	totals := map[outcome.Outcome]int{}
 	grand := 0
 	for _, wf := range slices.Sorted(maps.Keys(stats)) {
 		row := []string{orDash(wf)}
 		sum := 0
-		for _, c := range dlq.Classes {
+		for _, c := range outcome.Failures {
 			n := stats[wf][c]
 			row = append(row, strconv.Itoa(n))
 			sum += n
@@ -627,7 +632,7 @@ func writeStats(w io.Writer, stats map[string]map[dlq.Class]int) error {
 		}
 		// Entries whose class header is missing or unknown still count.
 		for c, n := range stats[wf] {
-			if !c.Valid() {
+			if !c.Failed() {
 				sum += n
 			}
 		}
@@ -636,7 +641,7 @@ func writeStats(w io.Writer, stats map[string]map[dlq.Class]int) error {
 	}
 	if len(stats) > 1 {
 		row := []string{"total"}
-		for _, c := range dlq.Classes {
+		for _, c := range outcome.Failures {
 			row = append(row, strconv.Itoa(totals[c]))
 		}
 		fmt.Fprintln(tw, strings.Join(append(row, strconv.Itoa(grand)), "\t")+"\t")
@@ -650,7 +655,7 @@ type dlqEntryView struct {
 	ID            uint64          `json:"id"`
 	Time          time.Time       `json:"time"`
 	Workflow      string          `json:"workflow"`
-	Class         dlq.Class       `json:"class"`
+	Class         outcome.Outcome `json:"class"`
 	Error         string          `json:"error"`
 	Attempts      int             `json:"attempts"`
 	Subject       string          `json:"subject"`

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -60,7 +61,7 @@ func (b cliBundle) cli(t *testing.T, stdin string, args ...string) (string, stri
 	return out.String(), errOut.String(), err
 }
 
-func (b cliBundle) deadLetter(t *testing.T, workflow string, class dlq.Class, seq uint64, items []int, payload string) {
+func (b cliBundle) deadLetter(t *testing.T, workflow string, class outcome.Outcome, seq uint64, items []int, payload string) {
 	t.Helper()
 	r := dlq.Record{
 		Workflow: workflow, Class: class, Error: fmt.Sprintf("%s: it broke", class), Attempts: 2,
@@ -87,8 +88,8 @@ func (b cliBundle) dlqCount(t *testing.T) int {
 func TestDLQListPrintsATableAndFilters(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, []int{0, 2}, `{"name":"Ada"}`)
-	b.deadLetter(t, "import", dlq.ClassMapping, 2, nil, `{"name":"Bob"}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, []int{0, 2}, `{"name":"Ada"}`)
+	b.deadLetter(t, "import", outcome.Mapping, 2, nil, `{"name":"Bob"}`)
 
 	out, _, err := b.cli(t, "", "dlq", "list")
 	require.NoError(t, err)
@@ -130,7 +131,7 @@ func TestDLQListRejectsABadClassOrSinceAsAUsageError(t *testing.T) {
 func TestDLQShowPrintsHeadersErrorAndPrettyPayload(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassExhausted, 9, []int{1}, `{"name":"Ada","emails":[{"email":"ada@example.com"}]}`)
+	b.deadLetter(t, "signup", outcome.Exhausted, 9, []int{1}, `{"name":"Ada","emails":[{"email":"ada@example.com"}]}`)
 	out, _, err := b.cli(t, "", "dlq", "show", "1")
 	require.NoError(t, err)
 	require.Contains(t, out, "Ksync-Class: exhausted")
@@ -147,9 +148,9 @@ func TestDLQShowPrintsHeadersErrorAndPrettyPayload(t *testing.T) {
 func TestDLQReplayRepublishesRemovesAndASecondRunPublishesNothing(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassExhausted, 1, []int{1}, `{"leads":[1,2]}`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
-	b.deadLetter(t, "import", dlq.ClassPermanent, 3, nil, `{"n":3}`)
+	b.deadLetter(t, "signup", outcome.Exhausted, 1, []int{1}, `{"leads":[1,2]}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 2, nil, `{"n":2}`)
+	b.deadLetter(t, "import", outcome.Permanent, 3, nil, `{"n":3}`)
 
 	out, _, err := b.cli(t, "", "dlq", "replay", "--workflow", "signup")
 	require.NoError(t, err)
@@ -171,7 +172,7 @@ func TestDLQReplayRepublishesRemovesAndASecondRunPublishesNothing(t *testing.T) 
 func TestDLQReplayDryRunChangesNothing(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, nil, `{"n":1}`)
 	out, _, err := b.cli(t, "", "dlq", "replay", "--all", "--dry-run")
 	require.NoError(t, err)
 	require.Contains(t, out, "Dry run: would replay 1 entry; nothing changed.")
@@ -194,9 +195,9 @@ func TestDLQReplayWithoutASelectionIsAUsageError(t *testing.T) {
 func TestDLQPurgeAsksAndOnlyAYesDeletes(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassInvalidEvent, 1, nil, `not json`)
-	b.deadLetter(t, "signup", dlq.ClassInvalidEvent, 2, nil, `nor this`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 3, nil, `{}`)
+	b.deadLetter(t, "signup", outcome.InvalidEvent, 1, nil, `not json`)
+	b.deadLetter(t, "signup", outcome.InvalidEvent, 2, nil, `nor this`)
+	b.deadLetter(t, "signup", outcome.Permanent, 3, nil, `{}`)
 
 	out, _, err := b.cli(t, "n\n", "dlq", "purge", "--class", "invalid_event")
 	require.NoError(t, err)
@@ -225,9 +226,9 @@ func TestDLQPurgeAsksAndOnlyAYesDeletes(t *testing.T) {
 func TestDLQStatsCountsByWorkflowAndClass(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{}`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{}`)
-	b.deadLetter(t, "import", dlq.ClassMapping, 3, nil, `{}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, nil, `{}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 2, nil, `{}`)
+	b.deadLetter(t, "import", outcome.Mapping, 3, nil, `{}`)
 
 	out, _, err := b.cli(t, "", "dlq", "stats", "--json")
 	require.NoError(t, err)
@@ -285,13 +286,13 @@ func TestParseSinceReadsDurationsDaysAndTimes(t *testing.T) {
 func TestDLQListShowsFailedItemsAsIndexesNotACount(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "batch", dlq.ClassValidation, 1, []int{0}, `{"leads":[]}`)
-	b.deadLetter(t, "batch", dlq.ClassValidation, 2, []int{0, 3, 4, 5}, `{"leads":[]}`)
+	b.deadLetter(t, "batch", outcome.Validation, 1, []int{0}, `{"leads":[]}`)
+	b.deadLetter(t, "batch", outcome.Validation, 2, []int{0, 3, 4, 5}, `{"leads":[]}`)
 	var many []int
 	for i := range 5000 {
 		many = append(many, 2*i)
 	}
-	b.deadLetter(t, "batch", dlq.ClassValidation, 3, many, `{"leads":[]}`)
+	b.deadLetter(t, "batch", outcome.Validation, 3, many, `{"leads":[]}`)
 
 	out, _, err := b.cli(t, "", "dlq", "list")
 	require.NoError(t, err)
@@ -312,7 +313,7 @@ func TestDLQListShowsFailedItemsAsIndexesNotACount(t *testing.T) {
 func TestDLQReplayOrPurgeOfAnIDThatNeverExistedExitsOneNamingIt(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, nil, `{"n":1}`)
 	out, _, err := b.cli(t, "", "dlq", "replay", "999")
 	require.EqualError(t, err, "dlq: no entry 999 in LEADS_DLQ: its entries go up to 1 (see 'kustomer-sync dlq list')")
 	require.Equal(t, 1, exitCode(err))
@@ -339,9 +340,9 @@ func TestDLQReplayOrPurgeOfAnIDThatNeverExistedExitsOneNamingIt(t *testing.T) {
 func TestDLQReplayAndPurgePrintJSON(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, []int{1}, `{"n":1}`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 3, nil, `{"n":3}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, []int{1}, `{"n":1}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 2, nil, `{"n":2}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 3, nil, `{"n":3}`)
 
 	out, _, err := b.cli(t, "", "dlq", "replay", "1", "--json")
 	require.NoError(t, err)
@@ -375,8 +376,8 @@ func TestDLQReplayAndPurgePrintJSON(t *testing.T) {
 func TestDLQReplayOfAnEntryWhoseWorkflowIsGoneKeepsItSaysWhyAndExitsOne(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "renamed", dlq.ClassPermanent, 1, nil, `{"n":1}`)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 2, nil, `{"n":2}`)
+	b.deadLetter(t, "renamed", outcome.Permanent, 1, nil, `{"n":1}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 2, nil, `{"n":2}`)
 
 	out, _, err := b.cli(t, "", "dlq", "replay", "--all", "--dry-run")
 	require.NoError(t, err)
@@ -411,7 +412,7 @@ func TestDLQReplayOfAnEntryWhoseWorkflowIsGoneKeepsItSaysWhyAndExitsOne(t *testi
 func TestConcurrentDLQReplaysOfTheSameEntryAllExitZero(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	b.deadLetter(t, "signup", dlq.ClassPermanent, 1, nil, `{"n":1}`)
+	b.deadLetter(t, "signup", outcome.Permanent, 1, nil, `{"n":1}`)
 	const n = 4
 	errs := make(chan error, n)
 	for range n {
@@ -431,7 +432,7 @@ func TestDLQShowSaysAnEntryCameFromAReplayAndItsHistory(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
 	r := dlq.Record{
-		Workflow: "signup", Class: dlq.ClassPermanent, Error: "kustomer: 422", Attempts: 1, Subject: "leads.signup",
+		Workflow: "signup", Class: outcome.Permanent, Error: "kustomer: 422", Attempts: 1, Subject: "leads.signup",
 		StreamSeq: 9, MsgID: "lead-42", Run: "LEADS-9-1-signup", LastFailure: time.Now(), Payload: []byte(`{}`),
 	}
 	r = r.ApplyReplay(&dlq.Replay{Entry: 3, Count: 2, Attempts: 6, OriginalRun: "LEADS-1-1-signup"})
@@ -459,7 +460,7 @@ func TestDLQShowReadsAPayloadKeptInTheObjectStoreByteForByte(t *testing.T) {
 	// beside it.
 	payload := []byte("\x00" + strings.Repeat("é", int(nc.MaxPayload()-200)/2) + "\r\n")
 	require.NoError(t, dlq.Publish(context.Background(), b.js, dlq.Subject("signup"), dlq.Record{
-		Workflow: "signup", Class: dlq.ClassValidation, Error: "mapping: name: too long", Subject: "leads.signup",
+		Workflow: "signup", Class: outcome.Validation, Error: "mapping: name: too long", Subject: "leads.signup",
 		StreamSeq: 7, Items: []int{0}, Payload: payload,
 	}))
 

@@ -265,7 +265,7 @@ func mapEvent(wf *mapping.Workflow, trigger map[string]any) mapResult {
 		req, err := wf.Map(trigger, item, i)
 		if err != nil {
 			res.OK = false
-			res.Items = append(res.Items, mappedItem{Index: i, Error: err.Error(), Kind: string(mapping.KindOf(err))})
+			res.Items = append(res.Items, mappedItem{Index: i, Error: err.Error(), Kind: mapping.KindOf(err).String()})
 			continue
 		}
 		res.Items = append(res.Items, mappedItem{Index: i, Request: req})

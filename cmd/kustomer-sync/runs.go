@@ -117,18 +117,13 @@ many others failed). Filters combine. --json prints the records in full.`,
 	return cmd
 }
 
-// itemCreated reports whether an item outcome means the customer exists.
-func itemCreated(outcome string) bool {
-	return outcome == "created" || outcome == "already_created" || outcome == "existed"
-}
-
 func writeRunsTable(w io.Writer, runs []worker.RunRecord) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tITEMS\tSTARTED\tTOOK\tERROR")
 	for _, r := range runs {
 		created := 0
 		for _, it := range r.Items {
-			if itemCreated(it.Outcome) {
+			if it.Outcome.Succeeded() {
 				created++
 			}
 		}
@@ -151,7 +146,7 @@ func runError(r worker.RunRecord) string {
 	var first *worker.RunItem
 	failed := 0
 	for i, it := range r.Items {
-		if it.Error == "" && it.Outcome != "failed" {
+		if it.Error == "" && !it.Outcome.Failed() {
 			continue
 		}
 		if first == nil {
@@ -244,8 +239,12 @@ func writeRun(w io.Writer, r worker.RunRecord) error {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  INDEX\tOUTCOME\tCUSTOMER\tATTEMPTS\tCLASS\tERROR")
 	for _, it := range r.Items {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", it.Index, it.Outcome, orDash(it.CustomerID), it.Attempts,
-			orDash(it.Class), orDash(strings.Join(strings.Fields(it.Error), " ")))
+		class := ""
+		if it.Outcome.Failed() {
+			class = it.Outcome.String()
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", it.Index, it.Outcome.Summary(), orDash(it.CustomerID), it.Attempts,
+			orDash(class), orDash(strings.Join(strings.Fields(it.Error), " ")))
 	}
 	return tw.Flush()
 }

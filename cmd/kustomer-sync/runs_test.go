@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -21,12 +22,12 @@ func writeRuns(t *testing.T, b cliBundle) {
 	runs := []worker.RunRecord{
 		{ID: "signup-1-1", Workflow: "signup", EventID: "lead-1", Subject: "leads.signup", StreamSeq: 1,
 			Started: start, Ended: start.Add(120 * time.Millisecond), Status: worker.RunSucceeded,
-			Items: []worker.RunItem{{Index: 0, Outcome: "created", CustomerID: "aaaaaaaaaaaaaaaaaaaaaaaa", Attempts: 1}}},
+			Items: []worker.RunItem{{Index: 0, Outcome: outcome.Created, CustomerID: "aaaaaaaaaaaaaaaaaaaaaaaa", Attempts: 1}}},
 		{ID: "signup-2-1", Workflow: "signup", EventID: "lead-2", Subject: "leads.signup", StreamSeq: 2,
 			Started: start.Add(time.Minute), Ended: start.Add(time.Minute + time.Second), Status: worker.RunPartial,
 			Items: []worker.RunItem{
-				{Index: 0, Outcome: "created", CustomerID: "bbbbbbbbbbbbbbbbbbbbbbbb", Attempts: 1},
-				{Index: 1, Outcome: "failed", Attempts: 5, Class: "exhausted", Error: "kustomer: create: 503 unavailable"},
+				{Index: 0, Outcome: outcome.Created, CustomerID: "bbbbbbbbbbbbbbbbbbbbbbbb", Attempts: 1},
+				{Index: 1, Outcome: outcome.Exhausted, Attempts: 5, Error: "kustomer: create: 503 unavailable"},
 			}},
 		{ID: "import-3-1", Workflow: "import", EventID: "lead-3", Subject: "leads.import", StreamSeq: 3,
 			Started: start.Add(2 * time.Minute), Ended: start.Add(2 * time.Minute), Status: worker.RunDeadLettered,
@@ -103,8 +104,8 @@ func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
 	require.NoError(t, l.Write(context.Background(), worker.RunRecord{
 		ID: "batch-4-1", Workflow: "batch", StreamSeq: 4, Started: start, Ended: start.Add(time.Second), Status: worker.RunFailed,
 		Items: []worker.RunItem{
-			{Index: 0, Outcome: "failed", Attempts: 1, Class: "validation", Error: `mapping: emails[0].email: "x" is not an email address`},
-			{Index: 1, Outcome: "failed", Attempts: 1, Class: "validation", Error: `mapping: emails[0].email: "y" is not an email address`},
+			{Index: 0, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "x" is not an email address`},
+			{Index: 1, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "y" is not an email address`},
 		},
 	}))
 

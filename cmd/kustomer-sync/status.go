@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -49,7 +50,7 @@ type workflowStatus struct {
 	AckPending  int    `json:"ack_pending"` // delivered, not yet acknowledged
 	Redelivered int    `json:"redelivered"` // delivered more than once, not yet acknowledged
 
-	DeadLetters map[dlq.Class]int `json:"dead_letters"` // entries by class
+	DeadLetters map[outcome.Outcome]int `json:"dead_letters"` // entries by class
 }
 
 func (a *app) statusCommand() *cobra.Command {
@@ -111,7 +112,7 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, stream, dlqStrea
 	get := func(name string) *workflowStatus {
 		ws := byName[name]
 		if ws == nil {
-			ws = &workflowStatus{Workflow: name, State: stateStopped, DeadLetters: map[dlq.Class]int{}}
+			ws = &workflowStatus{Workflow: name, State: stateStopped, DeadLetters: map[outcome.Outcome]int{}}
 			byName[name] = ws
 		}
 		return ws
@@ -240,10 +241,10 @@ func writeStatus(w io.Writer, rep statusReport) error {
 	return nil
 }
 
-// deadLetterCounts shows counts by class in dlq.Classes order: "permanent=2 exhausted=1", or "0".
-func deadLetterCounts(byClass map[dlq.Class]int) string {
+// deadLetterCounts shows counts by class in outcome.Failures order: "permanent=2 exhausted=1", or "0".
+func deadLetterCounts(byClass map[outcome.Outcome]int) string {
 	var parts []string
-	for _, c := range dlq.Classes {
+	for _, c := range outcome.Failures {
 		if n := byClass[c]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s=%d", c, n))
 		}

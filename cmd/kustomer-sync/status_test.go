@@ -16,9 +16,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -158,10 +158,10 @@ func TestAWrongBaseURLPausesRunAndStatusSaysWhyUntilTheURLIsFixed(t *testing.T) 
 	// event is dead-lettered.
 	second := startRun(t, append(common, "--kustomer-base-url", sb.URL, "--replica-id", "status-right")...)
 	running := waitWorkflow(t, srv.ClientURL(), "default", func(ws workflowStatus) bool {
-		return ws.State == "running" && ws.Pending == 0 && ws.AckPending == 0 && ws.DeadLetters[dlq.ClassInvalidEvent] == 1
+		return ws.State == "running" && ws.Pending == 0 && ws.AckPending == 0 && ws.DeadLetters[outcome.InvalidEvent] == 1
 	}, second.stderr)
 	require.Empty(t, running.Reason)
-	require.Equal(t, map[dlq.Class]int{dlq.ClassInvalidEvent: 1}, running.DeadLetters)
+	require.Equal(t, map[outcome.Outcome]int{outcome.InvalidEvent: 1}, running.DeadLetters)
 	require.Len(t, sb.Sandbox.Customers(), 3)
 	second.stop()
 }
