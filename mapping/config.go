@@ -15,6 +15,7 @@ import (
 	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/nyaruka/phonenumbers"
 
+	"github.com/kustomer-sync/kustomer-sync/kustomer/schema"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
@@ -580,8 +581,8 @@ func (p *parser) inputs(w *Workflow, wfName string, node yamlast.Node, roots map
 		}
 		if name == "custom" && t.kind == tmplObject {
 			for _, k := range t.keys {
-				if customSuffix(k) == "" {
-					err = p.errAt(keyOf(mv.Value, k), "%s: custom key %q: %s", wfName, k, customKeyRule)
+				if schema.CustomSuffix(k) == "" {
+					err = p.errAt(keyOf(mv.Value, k), "%s: custom key %q: %s", wfName, k, schema.CustomKeyRule)
 				}
 			}
 			if err != nil {

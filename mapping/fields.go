@@ -15,19 +15,27 @@ import (
 
 	"github.com/nyaruka/phonenumbers"
 
+	"github.com/kustomer-sync/kustomer-sync/kustomer/schema"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
-// Kustomer's limits on the create body (see kustomer-api.md).
+// Kustomer's limits on the create body: package kustomer/schema is the one description of them, which
+// the sandbox enforces too.
 const (
-	maxArrayItems  = 10
-	maxTags        = 20
-	maxCustomKeys  = 100
-	maxCustomText  = 1024
-	maxNameLen     = 256
-	maxLocaleLen   = 16
-	maxTimeZoneLen = 64
+	maxArrayItems = schema.MaxArrayItems
+	maxTags       = schema.MaxTags
+	maxCustomKeys = schema.MaxCustomKeys
+	maxCustomText = schema.MaxCustomText
 )
+
+// maxLen is the most characters Kustomer's schema allows in the text field name (0: no limit).
+func maxLen(o *schema.Object, name string) int {
+	f, ok := o.Field(name)
+	if !ok || f.Kind != schema.Text {
+		panic("mapping: schema has no text field " + name)
+	}
+	return f.Max
+}
 
 // dateLayout is how dates are sent: RFC 3339 in UTC with milliseconds, as Kustomer returns them.
 const dateLayout = "2006-01-02T15:04:05.000Z07:00"
@@ -41,13 +49,13 @@ var fields = []struct {
 	name string
 	norm normalizer
 }{
-	{"name", textField(maxNameLen)},
-	{"externalId", textField(maxNameLen)},
+	{"name", textField(maxLen(schema.Customer, "name"))},
+	{"externalId", textField(maxLen(schema.Customer, "externalId"))},
 	{"externalIds", listField(externalIDList)},
-	{"username", textField(maxNameLen)},
-	{"company", textField(0)},
-	{"locale", textField(maxLocaleLen)},
-	{"timeZone", textField(maxTimeZoneLen)},
+	{"username", textField(maxLen(schema.Customer, "username"))},
+	{"company", textField(maxLen(schema.Customer, "company"))},
+	{"locale", textField(maxLen(schema.Customer, "locale"))},
+	{"timeZone", textField(maxLen(schema.Customer, "timeZone"))},
 	{"emails", listField(emailList)},
 	{"sharedEmails", listField(emailList)},
 	{"phones", listField(phoneList)},
@@ -374,40 +382,46 @@ type listSpec struct {
 	main        func(c *checker, path, s string) (string, bool)
 }
 
+// The array inputs. Their keys, and the values "type" may take, are Kustomer's schema's; what is the
+// mapping's own is which key a plain text item fills, the default type and the check of the main value.
 var (
-	emailList = &listSpec{
-		mainKey: "email", keys: map[string]keyKind{"email": keyMain, "type": keyType, "verified": keyBool},
-		types: []string{"home", "work", "other"}, defaultType: "home", main: (*checker).email,
-	}
-	phoneList = &listSpec{
-		mainKey: "phone", keys: map[string]keyKind{"phone": keyMain, "type": keyType, "verified": keyBool},
-		types: []string{"mobile", "home", "work", "fax", "other"}, defaultType: "mobile", main: (*checker).phone,
-	}
-	externalIDList = &listSpec{
-		mainKey: "externalId", keys: map[string]keyKind{"externalId": keyMain, "verified": keyBool},
-		main: func(c *checker, path, s string) (string, bool) {
-			if n := utf8.RuneCountInString(s); n > maxNameLen {
-				c.fail(path, "%d characters, at most %d allowed", n, maxNameLen)
-				return "", false
-			}
-			return s, true
-		},
-	}
-	urlList = &listSpec{
-		mainKey: "url", keys: map[string]keyKind{"url": keyMain, "type": keyType},
-		main: func(c *checker, path, s string) (string, bool) { return c.url(path, s) },
-	}
-	socialList = &listSpec{
-		keys: map[string]keyKind{"type": keyType, "userid": keyText, "username": keyText, "url": keyURL, "verified": keyBool},
-	}
-	locationList = &listSpec{
-		keys: map[string]keyKind{
-			"type": keyType, "name": keyText, "address": keyText, "address2": keyText, "address3": keyText,
-			"locality": keyText, "region": keyText, "postalCode": keyText, "countryName": keyText,
-			"countryCode": keyText, "latitude": keyNumber, "longitude": keyNumber,
-		},
-	}
+	emailList      = newListSpec(schema.EmailItem, "email", "home", (*checker).email)
+	phoneList      = newListSpec(schema.PhoneItem, "phone", "mobile", (*checker).phone)
+	externalIDList = newListSpec(schema.ExternalIDItem, "externalId", "", func(c *checker, path, s string) (string, bool) {
+		if max := maxLen(schema.ExternalIDItem, "externalId"); utf8.RuneCountInString(s) > max {
+			c.fail(path, "%d characters, at most %d allowed", utf8.RuneCountInString(s), max)
+			return "", false
+		}
+		return s, true
+	})
+	urlList      = newListSpec(schema.URLItem, "url", "", func(c *checker, path, s string) (string, bool) { return c.url(path, s) })
+	socialList   = newListSpec(schema.SocialItem, "", "", nil)
+	locationList = newListSpec(schema.LocationItem, "", "", nil)
 )
+
+// newListSpec reads the keys of an array's items from Kustomer's schema of them.
+func newListSpec(item *schema.Object, mainKey, defaultType string, main func(c *checker, path, s string) (string, bool)) *listSpec {
+	spec := &listSpec{mainKey: mainKey, keys: make(map[string]keyKind, len(item.Fields)), defaultType: defaultType, main: main}
+	for _, f := range item.Fields {
+		switch {
+		case f.Name == mainKey:
+			spec.keys[f.Name] = keyMain
+		case f.Name == "type" && f.Kind == schema.Enum:
+			spec.keys[f.Name], spec.types = keyType, f.Values
+		case f.Kind == schema.Bool:
+			spec.keys[f.Name] = keyBool
+		case f.Kind == schema.Number:
+			spec.keys[f.Name] = keyNumber
+		case f.Kind == schema.URI:
+			spec.keys[f.Name] = keyURL
+		case f.Kind == schema.Text:
+			spec.keys[f.Name] = keyText
+		default:
+			panic("mapping: schema key " + f.Name + " of an array item has no mapping")
+		}
+	}
+	return spec
+}
 
 func (s *listSpec) keyList() string {
 	keys := make([]string, 0, len(s.keys))
@@ -584,49 +598,11 @@ func contains(list []string, s string) bool {
 // email lower-cases s and checks it is an address Kustomer accepts (local@domain.tld).
 func (c *checker) email(path, s string) (string, bool) {
 	s = strings.ToLower(s)
-	if !validEmail(s) {
+	if !schema.ValidEmail(s) {
 		c.fail(path, "%s is not an email address", short(s))
 		return "", false
 	}
 	return s, true
-}
-
-// validEmail checks the addr-spec form that JSON Schema's "email" format accepts: dot-atom local part,
-// a domain of at least two labels.
-func validEmail(s string) bool {
-	at := strings.LastIndexByte(s, '@')
-	if at <= 0 || at > 64 || len(s)-at-1 < 3 || len(s) > 254 {
-		return false
-	}
-	local, domain := s[:at], s[at+1:]
-	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
-		return false
-	}
-	for i := 0; i < len(local); i++ {
-		ch := local[i]
-		if !isAlnum(ch) && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(ch)) {
-			return false
-		}
-	}
-	labels := strings.Split(domain, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			if !isAlnum(l[i]) && l[i] != '-' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func isAlnum(ch byte) bool {
-	return ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9'
 }
 
 // phone converts s to E.164 using the workflow's default region for numbers without a country code.
@@ -686,12 +662,6 @@ func contains2(list []any, s string) bool {
 	return false
 }
 
-// customSuffixes are the key suffixes Kustomer accepts in custom, which set the value's type.
-var customSuffixes = []string{"Str", "Txt", "Num", "At", "Bool", "Url"}
-
-// customKeyRule says in words what customKey checks, for messages.
-const customKeyRule = "Kustomer accepts custom keys in camelCase ending in their type: a lowercase letter, then letters and digits, then Str, Txt, Num, At, Bool or Url (e.g. sourceStr)"
-
 // normCustom checks and coerces custom attributes: the key's suffix sets the value's type.
 func normCustom(c *checker, path string, v any) any {
 	if isBlank(v) {
@@ -727,32 +697,11 @@ func (c *checker) customDone(path string, out map[string]any) any {
 	return out
 }
 
-// customSuffix returns the type suffix of a custom key, or "" when Kustomer would refuse the key. Its
-// rule is Kustomer's: camelCase, that is a lowercase ASCII letter, then ASCII letters and digits, then
-// the suffix ("sourceStr", "utm2Str"; not "SourceStr", "source_str" or "Str"). The sandbox checks the same.
-func customSuffix(key string) string {
-	for _, s := range customSuffixes {
-		if len(key) <= len(s) || !strings.HasSuffix(key, s) {
-			continue
-		}
-		if key[0] < 'a' || key[0] > 'z' {
-			return ""
-		}
-		for i := 1; i < len(key)-len(s); i++ {
-			if !isAlnum(key[i]) {
-				return ""
-			}
-		}
-		return s
-	}
-	return ""
-}
-
 // customValue coerces one custom attribute to the type its key's suffix names, or returns nil.
 func (c *checker) customValue(path, key string, v any) any {
-	suffix := customSuffix(key)
+	suffix := schema.CustomSuffix(key)
 	if suffix == "" {
-		c.fail(path, "%s", customKeyRule)
+		c.fail(path, "%s", schema.CustomKeyRule)
 		return nil
 	}
 	if isBlank(v) {

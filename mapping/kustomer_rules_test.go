@@ -1,6 +1,7 @@
 package mapping_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -92,4 +93,75 @@ func TestMapStripsControlCharactersFromText(t *testing.T) {
 		"tags":   []any{"vip"},
 		"custom": map[string]any{"notesTxt": "line 1\nline\t2\nline 3", "sourceStr": "web form\u200b"},
 	}, req)
+}
+
+// TestEmailCheckAgreesWithTheSandbox: the mapping and the sandbox read one schema (kustomer/schema), so
+// an address the mapping lets through is one the sandbox accepts, and one it refuses the sandbox refuses.
+func TestEmailCheckAgreesWithTheSandbox(t *testing.T) {
+	t.Parallel()
+	cfg, err := mapping.Parse("w.yaml", []byte("workflows:\n  - name: a\n    inputs:\n      emails: \"{{trigger.email}}\"\n"))
+	require.NoError(t, err)
+	w := cfg.Workflows[0]
+	client := kustomertest.New(t, sandbox.Config{}).Client(t, kustomer.Config{})
+	addrs := map[string]bool{
+		"ada@example.com": true, "Ada.Lovelace@Example.COM": true, "a+tag@mail.example.co.uk": true,
+		"o'brien@example.ie": true, "x_y-z@sub-domain.example.org": true, "1@2.io": true,
+		"plain": false, "@example.com": false, "ada@": false, "ada@localhost": false, "ada@example": false,
+		"ada@@example.com": false, "ada..l@example.com": false, ".ada@example.com": false, "ada.@example.com": false,
+		"ada@-example.com": false, "ada@example-.com": false, "ada@exa_mple.com": false, "ada@example..com": false,
+		"Ada <ada@example.com>": false, `"ada l"@example.com`: false, "ada@[127.0.0.1]": false,
+		"ada lovelace@example.com": false, "adé@example.com": false,
+		strings.Repeat("a", 65) + "@example.com": false, "a@" + strings.Repeat("b", 250) + ".com": false,
+	}
+	for addr, valid := range addrs {
+		req, err := w.Map(map[string]any{"email": addr}, nil, 0)
+		if !valid {
+			require.Error(t, err, addr)
+			require.ErrorContains(t, err, "is not an email address", addr)
+			_, serr := client.CreateCustomer(t.Context(), map[string]any{"emails": []any{map[string]any{"email": addr}}})
+			require.Error(t, serr, "the sandbox refuses %q too", addr)
+			require.Equal(t, kustomer.ClassPermanent, kustomer.ClassOf(serr), addr)
+			continue
+		}
+		require.NoError(t, err, addr)
+		_, serr := client.CreateCustomer(t.Context(), req)
+		require.NoError(t, serr, "the sandbox accepts %q too", addr)
+		_, serr = client.CreateCustomer(t.Context(), map[string]any{"emails": []any{map[string]any{"email": addr}}})
+		require.NoError(t, serr, "the sandbox accepts %q as given too", addr)
+	}
+}
+
+// TestArrayItemKeysAgreeWithTheSandbox: every key the mapping accepts in an array item is one Kustomer's
+// schema has, so a mapped request is never refused for an unknown key (locations once took "locality").
+func TestArrayItemKeysAgreeWithTheSandbox(t *testing.T) {
+	t.Parallel()
+	cfg, err := mapping.Parse("w.yaml", []byte(`workflows:
+  - name: a
+    inputs:
+      externalIds: [{externalId: "{{trigger.id}}", verified: true}]
+      phones: [{phone: "+14155550100", type: work, verified: true}]
+      urls: [{url: "https://ada.example.com", type: blog}]
+      socials: [{type: twitter, userid: "42", username: ada, url: "https://x.example.com/ada", verified: false}]
+      locations:
+        - {type: work, name: Office, address: 1 Main St, address2: Floor 2, address3: Desk 9, cityName: Boston,
+           regionName: Massachusetts, regionCode: MA, zipCode: "02108", countryName: United States,
+           countryCode: US, latitude: 42.36, longitude: -71.06}
+`))
+	require.NoError(t, err)
+	client := kustomertest.New(t, sandbox.Config{}).Client(t, kustomer.Config{})
+	req, err := cfg.Workflows[0].Map(map[string]any{"id": "lead-1"}, nil, 0)
+	require.NoError(t, err)
+	_, err = client.CreateCustomer(t.Context(), req)
+	require.NoError(t, err)
+
+	for _, in := range []string{
+		`locations: [{type: home, locality: Boston}]`,
+		`urls: [{url: "https://a.example.com", type: homepage}]`,
+		`socials: [{type: myspace, username: ada}]`,
+	} {
+		cfg, err := mapping.Parse("w.yaml", []byte("workflows:\n  - name: a\n    inputs:\n      "+in+"\n"))
+		require.NoError(t, err, in)
+		_, err = cfg.Workflows[0].Map(map[string]any{}, nil, 0)
+		require.Equal(t, outcome.Validation, mapping.KindOf(err), in)
+	}
 }

@@ -3,25 +3,18 @@ package sandbox
 import (
 	"encoding/json"
 	"fmt"
-	"net/mail"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer/schema"
 )
 
-// The create-customer body schema, after Kustomer's OpenAPI spec: closed at
-// every level (additionalProperties: false), no field required, at most 10
-// unique items per array, 20 tags, 100 custom keys typed by their suffix.
-const (
-	maxArrayItems = 10
-	maxTags       = 20
-	maxCustomKeys = 100
-	maxCustomStr  = 1024
-	maxClientRef  = 255
-)
+// maxClientRef bounds the bulk-only "_clientRef" key, which is not part of
+// the customer schema.
+const maxClientRef = 255
 
 // violation is one schema error, reported as a JSON:API error object.
 type violation struct {
@@ -39,67 +32,62 @@ func (c *checker) add(ptr, title, detail string) {
 // rule checks one value found at ptr.
 type rule func(c *checker, ptr string, v any)
 
-var (
-	e164RE = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
-	// customKeyRE is Kustomer's rule for custom attribute keys: camelCase (a
-	// lowercase letter, then letters and digits) and the type suffix. The
-	// mapping package checks the same rule before sending.
-	customKeyRE = regexp.MustCompile(`^[a-z][A-Za-z0-9]*(Str|Txt|Num|At|Bool|Url)$`)
-
-	emailTypes    = []string{"home", "work", "other"}
-	phoneTypes    = []string{"mobile", "home", "work", "fax", "other"}
-	urlTypes      = []string{"website", "blog", "social", "other"}
-	locationTypes = []string{"home", "work", "other"}
-	socialTypes   = []string{"twitter", "facebook", "instagram", "linkedin", "pinterest", "youtube", "tiktok", "other"}
-)
-
-var (
-	externalIDItem = object(map[string]rule{"externalId": str(1, 256), "verified": boolean}, "externalId")
-	emailItem      = object(map[string]rule{"email": email, "type": enum(emailTypes), "verified": boolean}, "email")
-	phoneItem      = object(map[string]rule{"phone": phone, "type": enum(phoneTypes), "verified": boolean}, "phone")
-	urlItem        = object(map[string]rule{"url": uri, "type": enum(urlTypes)}, "url")
-	socialItem     = object(map[string]rule{
-		"type": enum(socialTypes), "userid": str(0, 256), "username": str(0, 256), "url": uri, "verified": boolean,
-	}, "type")
-	locationItem = object(map[string]rule{
-		"type": enum(locationTypes), "name": str(0, 256), "address": str(0, 256), "address2": str(0, 256),
-		"address3": str(0, 256), "latitude": number, "longitude": number, "cityName": str(0, 256),
-		"countryName": str(0, 256), "countryCode": str(0, 256), "regionName": str(0, 256),
-		"regionCode": str(0, 256), "zipCode": str(0, 256),
-	})
-
-	// customerFields are the keys a create body may hold; any other is a 400.
-	customerFields = map[string]rule{
-		"name":                   nullable(str(0, 256)),
-		"company":                nullable(str(0, 256)),
-		"externalId":             nullable(str(1, 256)),
-		"username":               nullable(str(0, 256)),
-		"locale":                 nullable(str(0, 16)),
-		"timeZone":               nullable(str(0, 64)),
-		"gender":                 nullable(enum([]string{"m", "f"})),
-		"avatarUrl":              nullable(uri),
-		"signedUpAt":             nullable(dateTime),
-		"birthdayAt":             nullable(dateTime),
-		"lastActivityAt":         nullable(dateTime),
-		"lastCustomerActivityAt": nullable(dateTime),
-		"lastSeenAt":             nullable(dateTime),
-		"createdAt":              nullable(dateTime),
-		"importedAt":             nullable(dateTime),
-		"externalIds":            array(maxArrayItems, externalIDItem),
-		"sharedExternalIds":      array(maxArrayItems, externalIDItem),
-		"emails":                 array(maxArrayItems, emailItem),
-		"sharedEmails":           array(maxArrayItems, emailItem),
-		"phones":                 array(maxArrayItems, phoneItem),
-		"sharedPhones":           array(maxArrayItems, phoneItem),
-		"whatsapps":              array(maxArrayItems, phoneItem),
-		"socials":                array(maxArrayItems, socialItem),
-		"sharedSocials":          array(maxArrayItems, socialItem),
-		"urls":                   array(maxArrayItems, urlItem),
-		"locations":              array(maxArrayItems, locationItem),
-		"tags":                   array(maxTags, str(1, 256)),
-		"custom":                 custom,
+// customerFields are the keys a create body may hold, built from the one
+// description of the schema (package kustomer/schema) the mapping checks
+// against too; any other key is a 400. Scalars at the top level may be null.
+var customerFields = func() map[string]rule {
+	m := make(map[string]rule, len(schema.Customer.Fields))
+	for _, f := range schema.Customer.Fields {
+		r := fieldRule(f)
+		if f.Kind != schema.List && f.Kind != schema.Custom {
+			r = nullable(r)
+		}
+		m[f.Name] = r
 	}
-)
+	return m
+}()
+
+// fieldRule is the rule that checks a value of field f.
+func fieldRule(f schema.Field) rule {
+	switch f.Kind {
+	case schema.Text:
+		return str(f.Min, f.Max)
+	case schema.Number:
+		return number
+	case schema.Bool:
+		return boolean
+	case schema.DateTime:
+		return dateTime
+	case schema.URI:
+		return uri
+	case schema.Email:
+		return email
+	case schema.Phone:
+		return phone
+	case schema.Enum:
+		return enum(f.Values)
+	case schema.Custom:
+		return custom
+	case schema.List:
+		if f.Item != nil {
+			return array(f.Max, objectRule(f.Item))
+		}
+		return array(f.Max, fieldRule(*f.Elem))
+	}
+	panic("sandbox: schema field " + f.Name + " of no known kind")
+}
+
+// objectRule is the rule that checks a closed object of schema o.
+func objectRule(o *schema.Object) rule {
+	props := make(map[string]rule, len(o.Fields))
+	for _, f := range o.Fields {
+		props[f.Name] = fieldRule(f)
+	}
+	if o.Required == "" {
+		return object(props)
+	}
+	return object(props, o.Required)
+}
 
 // validateCustomer checks one create body; ptr prefixes every pointer ("" for
 // a single create, "/3" for the fourth item of a bulk). clientRef allows the
@@ -185,8 +173,7 @@ func email(c *checker, ptr string, v any) {
 		c.add(ptr, "Invalid type", "expected email string, got "+typeName(v))
 		return
 	}
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s || len(s) > 254 {
+	if !schema.ValidEmail(s) {
 		c.add(ptr, "Invalid email", "not an email address")
 	}
 }
@@ -197,7 +184,7 @@ func phone(c *checker, ptr string, v any) {
 		c.add(ptr, "Invalid type", "expected phone string, got "+typeName(v))
 		return
 	}
-	if !e164RE.MatchString(s) {
+	if !schema.ValidE164(s) {
 		c.add(ptr, "Invalid phone", "expected an E.164 phone number such as +14155550100")
 	}
 }
@@ -267,13 +254,13 @@ func custom(c *checker, ptr string, v any) {
 		c.add(ptr, "Invalid type", "expected object, got "+typeName(v))
 		return
 	}
-	if len(m) > maxCustomKeys {
-		c.add(ptr, "Too many properties", fmt.Sprintf("%d custom attributes, at most %d allowed", len(m), maxCustomKeys))
+	if len(m) > schema.MaxCustomKeys {
+		c.add(ptr, "Too many properties", fmt.Sprintf("%d custom attributes, at most %d allowed", len(m), schema.MaxCustomKeys))
 	}
 	for _, k := range sortedKeys(m) {
 		p := ptr + "/" + escapePointer(k)
-		sub := customKeyRE.FindStringSubmatch(k)
-		if sub == nil {
+		suffix := schema.CustomSuffix(k)
+		if suffix == "" {
 			c.add(p, "Additional properties not allowed", fmt.Sprintf("custom attribute %q must be camelCase, starting with a lowercase letter, and end in Str, Txt, Num, At, Bool or Url", k))
 			continue
 		}
@@ -281,9 +268,9 @@ func custom(c *checker, ptr string, v any) {
 		if val == nil {
 			continue
 		}
-		switch sub[1] {
+		switch suffix {
 		case "Str", "Txt":
-			str(0, maxCustomStr)(c, p, val)
+			str(0, schema.MaxCustomText)(c, p, val)
 		case "Num":
 			number(c, p, val)
 		case "At":
