@@ -3,13 +3,18 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
 
 // publishLoopEvents publishes events of perEvent leads each, externalIds
@@ -52,30 +57,113 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// The breaker's probes, the runner's retries and the ledger's leases run on
+// the worker's clock, which this test drives: the 30 s outage takes
+// milliseconds of real time. testing/synctest cannot be used here: the worker
+// talks to a real NATS server and the sandbox over sockets, and goroutines
+// blocked on network I/O are never "durably blocked", so a bubble's clock
+// would not advance. NATS's own timers (the pause nak delay) stay real, so
+// the delay is kept short.
 func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T) {
 	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	probes := &probeCounter{}
 	h := setup(t, harnessOptions{
-		config:  loopConfig,
-		sandbox: sandbox.Config{Latency: 5 * time.Millisecond},
-		worker:  func(c *Config) { c.PauseNakDelay = time.Second },
+		config: loopConfig,
+		// The limiter paces on real time: with Kustomer's rate headers it
+		// would space the probes in real seconds, so the sandbox sends none.
+		sandbox: sandbox.Config{Latency: 5 * time.Millisecond, RatePerMinute: -1},
+		wrap:    func(k Kustomer) Kustomer { probes.Kustomer = k; return probes },
+		worker: func(c *Config) {
+			c.PauseNakDelay = 200 * time.Millisecond
+			c.Clock = clock
+		},
 	})
 	ids := h.publishLoopEvents("outage", 40, 5)
 	h.waitCreated(len(ids)*3/10, 20*time.Second)
 
 	h.sb.Sandbox.SetFaults(sandbox.Faults{Outage: true})
-	outageStart := time.Now()
-	require.Eventually(t, func() bool { return strings.Contains(h.logs.String(), "workflow paused") }, 20*time.Second, 10*time.Millisecond)
+	outageStart := clock.Now()
+	// Failed items wait on the clock to be retried: advance it until enough
+	// transient failures in a row open the breaker.
+	paused := advanceUntil(t, clock, func() bool { return h.workflowState("batch").State == StatePaused })
+	require.True(t, paused, "the workflow never paused\n%s", lastLines(h.logs.String(), 30))
+	require.Contains(t, h.workflowState("batch").Reason, "transient failures in a row")
 	created := len(h.sb.Sandbox.Customers())
-	// Hold the outage for 30 s in all; the workflow stays paused meanwhile.
-	<-time.After(time.Until(outageStart.Add(30 * time.Second)))
+	before := probes.calls.Load()
+
+	// Hold the outage for 30 s in all. Once the paused events are handed
+	// back, the one timer left is the next probe's: move the clock to it each
+	// time it is set, so the probes keep their backoff, in virtual time.
+	for {
+		require.Eventually(t, func() bool { return clock.Waiters() == 1 && probes.inFlight.Load() == 0 }, 5*time.Second, time.Millisecond,
+			"the paused workflow should wait for nothing but its next probe (%d timers)", clock.Waiters())
+		if next, _ := clock.NextDeadline(); next.After(outageStart.Add(30 * time.Second)) {
+			break
+		}
+		clock.AdvanceToNext()
+	}
+	require.Equal(t, StatePaused, h.workflowState("batch").State)
+	n := probes.calls.Load() - before
+	// Probes 1 s, 2 s, 4 s, 8 s, 16 s apart: four fit in what is left of
+	// the 30 s once the workflow has paused, five would hammer Kustomer.
+	require.Equal(t, int64(4), n, "probes in the outage")
 	require.Equal(t, created, len(h.sb.Sandbox.Customers()), "nothing is created during the outage")
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 
-	h.waitCreated(len(ids), 60*time.Second)
+	resumed := advanceUntil(t, clock, func() bool { return h.workflowState("batch").State == StateRunning })
+	require.True(t, resumed, "the workflow never resumed\n%s", lastLines(h.logs.String(), 30))
+	// The paused events come back after the (real) nak delay; items that
+	// still wait for a retry need the clock.
+	require.True(t, advanceUntil(t, clock, func() bool { return len(h.sb.Sandbox.CountByExternalID()) >= len(ids) }),
+		"only %d of %d created\n%s", len(h.sb.Sandbox.CountByExternalID()), len(ids), lastLines(h.logs.String(), 30))
 	h.waitIdle("batch")
-	require.Contains(t, h.logs.String(), "workflow resumed")
 	h.requireEachCreatedOnce(ids)
 	require.Empty(t, h.deadLetters())
+}
+
+// probeCounter counts the worker's probes of Kustomer and those in flight.
+type probeCounter struct {
+	Kustomer
+	calls, inFlight atomic.Int64
+}
+
+func (p *probeCounter) CustomerByExternalID(ctx context.Context, externalID string) (*kustomer.Customer, error) {
+	if externalID == "kustomer-sync-probe" {
+		p.calls.Add(1)
+		p.inFlight.Add(1)
+		defer p.inFlight.Add(-1)
+	}
+	return p.Kustomer.CustomerByExternalID(ctx, externalID)
+}
+
+// advanceUntil moves clock a second at a time, giving the worker a moment of
+// real time after each step, until cond holds; it reports false if cond
+// still fails after 10 s of real time.
+func advanceUntil(t *testing.T, clock *looptest.FakeClock, cond func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		clock.Advance(time.Second)
+		poll := time.NewTimer(10 * time.Millisecond)
+		<-poll.C
+	}
+	return true
+}
+
+// workflowState returns the worker's state of the named workflow.
+func (h *harness) workflowState(name string) WorkflowState {
+	h.t.Helper()
+	for _, st := range h.worker.Workflows() {
+		if st.Workflow == name {
+			return st
+		}
+	}
+	h.t.Fatalf("no workflow %s", name)
+	return WorkflowState{}
 }
 
 func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
@@ -88,7 +176,12 @@ func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
 	h.waitCreated(len(ids), 60*time.Second)
 	h.waitIdle("batch")
 	require.Greater(t, h.sb.Sandbox.Stats().Timeouts, 5, "the fault was exercised")
-	require.Contains(t, h.logs.String(), "unknown outcome resolved by look-up")
+	require.Positive(t, h.sb.Sandbox.Stats().LookupsByExternalID, "timed-out creates were looked up")
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(recs, func(r RunRecord) bool {
+		return slices.ContainsFunc(r.Items, func(it RunItem) bool { return it.Outcome == string(loop.StatusAlreadyCreated) })
+	}), "no run record shows a timed-out create found by its look-up")
 	h.requireEachCreatedOnce(ids)
 	require.Empty(t, h.deadLetters())
 }

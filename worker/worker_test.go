@@ -190,8 +190,8 @@ func TestAPIKeyAppearsInNoLogLineEvenWhenKustomerRejectsIt(t *testing.T) {
 	h.publish("leads.new", "key-1", `{"name":"Sofia Rossi"}`)
 	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().Unauthorized >= 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
-		logs := h.logs.String()
-		return strings.Contains(logs, "workflow paused") && strings.Contains(logs, "401")
+		st := h.workflowState("default")
+		return st.State == StatePaused && strings.Contains(st.Reason, "401")
 	}, 10*time.Second, 5*time.Millisecond, h.logs.String())
 	require.Empty(t, h.sb.Sandbox.Customers())
 	h.requireNoSecretInLogs()
