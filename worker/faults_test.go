@@ -13,8 +13,8 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
 // publishLoopEvents publishes events of perEvent leads each, externalIds
@@ -180,7 +180,7 @@ func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
 	recs, err := h.runs.List(context.Background(), RunFilter{})
 	require.NoError(t, err)
 	require.True(t, slices.ContainsFunc(recs, func(r RunRecord) bool {
-		return slices.ContainsFunc(r.Items, func(it RunItem) bool { return it.Outcome == string(loop.StatusAlreadyCreated) })
+		return slices.ContainsFunc(r.Items, func(it RunItem) bool { return it.Outcome == outcome.AlreadyCreated })
 	}), "no run record shows a timed-out create found by its look-up")
 	h.requireEachCreatedOnce(ids)
 	require.Empty(t, h.deadLetters())
