@@ -37,6 +37,23 @@ const (
 	ResultsPrefixDefault = "kustomer.customers.created."
 	// DefaultWorkflowName is the name of the built-in workflow.
 	DefaultWorkflowName = "default"
+	// BatchSizeDefault is a bulk workflow's default batch size, and BatchSizeMax the most Kustomer's
+	// bulk endpoint takes in one request.
+	BatchSizeDefault = 100
+	BatchSizeMax     = 100
+	// LingerDefault is how long a bulk workflow holds a batch that is not full before sending it.
+	LingerDefault = 500 * time.Millisecond
+	// MaxInFlightBulkDefault is a bulk workflow's default max_in_flight: batches of many events need
+	// many events in flight (several full batches' worth of single-item events).
+	MaxInFlightBulkDefault = 2000
+)
+
+// Modes of a workflow (the mode option): how its items reach Kustomer.
+const (
+	// ModePerItem (default) sends one create request per item.
+	ModePerItem = "per-item"
+	// ModeBulk gathers the items of many events into bulk requests of up to BatchSize customers.
+	ModeBulk = "bulk"
 )
 
 // Where a workflow's consumer starts when it is first created (the start option). A consumer that
@@ -95,6 +112,11 @@ type Workflow struct {
 	// LedgerScope is LedgerScopeShared or LedgerScopeWorkflow. Default: LedgerScopeWorkflow when the
 	// workflow's subject overlaps another workflow's in the same file, LedgerScopeShared otherwise.
 	LedgerScope string
+	// Mode is ModePerItem (default) or ModeBulk. BatchSize (1..BatchSizeMax, default BatchSizeDefault)
+	// and Linger (default LingerDefault) shape a bulk workflow's batches; per-item mode ignores them.
+	Mode      string
+	BatchSize int
+	Linger    time.Duration
 
 	inputs   []input  // in field order
 	required []string // input names, or "custom.<key>", sorted
@@ -195,21 +217,24 @@ type fileConfig struct {
 }
 
 type fileWorkflow struct {
-	Name              string       `yaml:"name"`
-	Subject           string       `yaml:"subject"`
-	Loop              string       `yaml:"loop"`
-	Concurrency       int          `yaml:"concurrency"`
-	MaxInFlight       int          `yaml:"max_in_flight"`
-	MaxItems          int          `yaml:"max_items"`
-	DefaultRegion     string       `yaml:"default_region"`
-	IdempotencyKey    string       `yaml:"idempotency_key"`
-	Required          []string     `yaml:"required"`
-	Retry             fileRetry    `yaml:"retry"`
-	DeadLetterSubject string       `yaml:"dead_letter_subject"`
-	ResultsSubject    string       `yaml:"results_subject"`
-	Start             string       `yaml:"start"`
-	LedgerScope       string       `yaml:"ledger_scope"`
-	Inputs            yamlast.Node `yaml:"inputs"`
+	Name              string        `yaml:"name"`
+	Subject           string        `yaml:"subject"`
+	Loop              string        `yaml:"loop"`
+	Concurrency       int           `yaml:"concurrency"`
+	MaxInFlight       int           `yaml:"max_in_flight"`
+	MaxItems          int           `yaml:"max_items"`
+	DefaultRegion     string        `yaml:"default_region"`
+	IdempotencyKey    string        `yaml:"idempotency_key"`
+	Required          []string      `yaml:"required"`
+	Retry             fileRetry     `yaml:"retry"`
+	DeadLetterSubject string        `yaml:"dead_letter_subject"`
+	ResultsSubject    string        `yaml:"results_subject"`
+	Start             string        `yaml:"start"`
+	LedgerScope       string        `yaml:"ledger_scope"`
+	Mode              string        `yaml:"mode"`
+	BatchSize         int           `yaml:"batch_size"`
+	Linger            time.Duration `yaml:"linger"`
+	Inputs            yamlast.Node  `yaml:"inputs"`
 }
 
 type fileRetry struct {
@@ -461,6 +486,22 @@ func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
 			at("start", "start %q: want new, all, or an RFC 3339 time such as 2026-01-31T00:00:00Z", fw.Start)
 		}
 		w.Start, w.StartTime = StartTime, t
+	}
+	w.Mode, w.BatchSize, w.Linger = cmp.Or(fw.Mode, ModePerItem), cmp.Or(fw.BatchSize, BatchSizeDefault), cmp.Or(fw.Linger, LingerDefault)
+	switch w.Mode {
+	case ModePerItem:
+	case ModeBulk:
+		if fw.MaxInFlight == 0 {
+			w.MaxInFlight = MaxInFlightBulkDefault
+		}
+	default:
+		at("mode", "mode %q: want per-item or bulk", fw.Mode)
+	}
+	if w.BatchSize < 1 || w.BatchSize > BatchSizeMax {
+		at("batch_size", "batch_size %d: want 1 to %d (Kustomer's bulk limit)", w.BatchSize, BatchSizeMax)
+	}
+	if w.Linger < 0 {
+		at("linger", "linger %s must not be negative", w.Linger)
 	}
 	switch fw.LedgerScope {
 	case "", LedgerScopeShared, LedgerScopeWorkflow:

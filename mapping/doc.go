@@ -11,6 +11,9 @@
 //	    idempotency_key: "{{item.id}}"     # optional
 //	    start: new                         # optional: where a new consumer starts: new, all or a time
 //	    ledger_scope: shared               # optional: shared, or workflow (each creates its own customer)
+//	    mode: bulk                         # optional: per-item (default), or bulk: batches of many events' items
+//	    batch_size: 100                    # optional, bulk: customers per bulk request, 1 to 100
+//	    linger: 500ms                      # optional, bulk: longest wait for a batch to fill
 //	    required: [emails]                 # optional: a blank required input fails the item
 //	    inputs:
 //	      name: "{{item.first}} {{item.last}}"

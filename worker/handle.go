@@ -42,6 +42,8 @@ type event struct {
 	object  string      // the replay object, removed once the outcome is durable
 	started time.Time
 	log     zerolog.Logger
+	// bulkJobs, in bulk mode, names the bulk job each item was last sent in.
+	bulkJobs map[int]string
 }
 
 // handle processes one event to its end: acknowledged after its outcome is
@@ -147,22 +149,27 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		toRun = append(toRun, i)
 	}
 
-	runner, err := loop.New(loop.Config{
-		Concurrency:       f.wf.Concurrency,
-		Policy:            retryPolicy(f.wf.Retry),
-		Limiter:           w.cfg.Limiter,
-		Breaker:           f.breaker,
-		Clock:             w.cfg.Clock,
-		Heartbeat:         func() { _ = msg.InProgress() },
-		HeartbeatInterval: w.cfg.AckWait / 3,
-	})
-	if err != nil {
-		ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
-		return
-	}
-	report := runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
-		return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt)
-	})
+	var report loop.Report
+	if f.bulk != nil {
+		report = w.runBulk(ctx, f, ev, reqs, keys, toRun)
+	} else {
+			runner, err := loop.New(loop.Config{
+			Concurrency:       f.wf.Concurrency,
+			Policy:            retryPolicy(f.wf.Retry),
+			Limiter:           w.cfg.Limiter,
+			Breaker:           f.breaker,
+			Clock:             w.cfg.Clock,
+			Heartbeat:         func() { _ = msg.InProgress() },
+			HeartbeatInterval: w.cfg.AckWait / 3,
+		})
+		if err != nil {
+			ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
+			return
+		}
+		report = runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
+			return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt)
+		})
+}
 	if ctx.Err() != nil {
 		// Shutdown deadline: what was created is in the ledger, so the
 		// redelivery will find it; nothing else is recorded half-way.
@@ -296,7 +303,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	var classes []outcome.Outcome
 	var ok, bad int
 	for _, it := range items {
-		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts}
+		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index]}
 		switch {
 		case it.Status.Succeeded():
 			ok++

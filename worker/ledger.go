@@ -103,20 +103,32 @@ type claimResult struct {
 	customerID string        // set when the item was created before
 	stale      bool          // an earlier claim was taken over: its outcome is unknown
 	wait       time.Duration // with errClaimed: until the other replica's lease ends
+	// bulkJob, with stale: the bulk job the earlier claim sent the item in;
+	// its results say what became of it.
+	bulkJob string
 }
 
 const (
 	claimPrefix   = "claim "
 	createdPrefix = "created "
+	jobMarker     = " bulk:"
 )
 
 func (l *ledger) claimValue() []byte {
 	return fmt.Appendf(nil, "%s%s %d", claimPrefix, l.owner, l.now().Add(l.lease).UnixMilli())
 }
 
-// parseClaim reads "claim <owner> <expiry ms>".
-func parseClaim(v string) (owner string, expiry time.Time) {
+// parseClaim reads "claim <owner> <expiry ms>[ bulk:<job id>]".
+func parseClaim(v string) (owner string, expiry time.Time, job string) {
 	rest := strings.TrimPrefix(v, claimPrefix)
+	if i := strings.LastIndex(rest, jobMarker); i >= 0 {
+		rest, job = rest[:i], rest[i+len(jobMarker):]
+	}
+	owner, expiry = parseOwnerExpiry(rest)
+	return owner, expiry, job
+}
+
+func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 	i := strings.LastIndexByte(rest, ' ')
 	if i < 0 {
 		return rest, time.Time{}
@@ -152,16 +164,33 @@ func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
 	if id, ok := strings.CutPrefix(v, createdPrefix); ok {
 		return claimResult{customerID: id}, nil
 	}
-	owner, expiry := parseClaim(v)
+	owner, expiry, job := parseClaim(v)
 	if now := l.now(); owner != l.owner && now.Before(expiry) {
 		return claimResult{wait: expiry.Sub(now)}, errClaimed
 	}
 	// Our own earlier claim, or a dead replica's: take it over. Whatever that
-	// attempt sent may have been created.
-	if _, err := l.kv.Update(ctx, key, l.claimValue(), entry.Revision()); err != nil {
+	// attempt sent may have been created. The bulk job it was sent in stays
+	// recorded until the item is sent again.
+	next := l.claimValue()
+	if job != "" {
+		next = append(next, jobMarker+job...)
+	}
+	if _, err := l.kv.Update(ctx, key, next, entry.Revision()); err != nil {
 		return claimResult{wait: time.Second}, errClaimed
 	}
-	return claimResult{stale: true}, nil
+	return claimResult{stale: true, bulkJob: job}, nil
+}
+
+// sentInJob records in this replica's claim on key that the item was sent
+// in bulk job id, and renews the claim's lease, so that a replica taking
+// the claim over after a crash asks that job what became of the item
+// instead of sending it again.
+func (l *ledger) sentInJob(ctx context.Context, key, id string) error {
+	v := append(l.claimValue(), jobMarker+id...)
+	if _, err := l.kv.Put(ctx, key, v); err != nil {
+		return fmt.Errorf("worker: ledger record bulk job: %w", err)
+	}
+	return nil
 }
 
 // record stores the created customer's id under key.
@@ -179,7 +208,7 @@ func (l *ledger) release(ctx context.Context, key string) {
 	if err != nil {
 		return
 	}
-	if owner, _ := parseClaim(string(entry.Value())); !strings.HasPrefix(string(entry.Value()), claimPrefix) || owner != l.owner {
+	if owner, _, _ := parseClaim(string(entry.Value())); !strings.HasPrefix(string(entry.Value()), claimPrefix) || owner != l.owner {
 		return
 	}
 	_ = l.kv.Delete(ctx, key, jetstream.LastRevision(entry.Revision()))

@@ -49,6 +49,7 @@ type RunItem struct {
 	CustomerID string
 	Attempts   int
 	Error      string
+	BulkJob    string // bulk mode: the Kustomer bulk job the item was last sent in
 }
 
 // runItemJSON is a RunItem on the wire.
@@ -59,12 +60,13 @@ type runItemJSON struct {
 	Attempts   int             `json:"attempts"`
 	Class      outcome.Outcome `json:"class,omitempty"`
 	Error      string          `json:"error,omitempty"`
+	BulkJob    string          `json:"bulk_job,omitempty"`
 }
 
 // MarshalJSON writes the item's outcome as its summary and, for a failure,
 // its class.
 func (it RunItem) MarshalJSON() ([]byte, error) {
-	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error}
+	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error, BulkJob: it.BulkJob}
 	if it.Outcome.Failed() {
 		j.Class = it.Outcome
 	}
@@ -85,7 +87,7 @@ func (it *RunItem) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("worker: run item %d: %w", j.Index, err)
 		}
 	}
-	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error}
+	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error, BulkJob: j.BulkJob}
 	return nil
 }
 

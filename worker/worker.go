@@ -320,6 +320,11 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
 	}
 	f.since = w.cfg.Clock.Now()
+	if wf.Mode == mapping.ModeBulk {
+		if f.bulk, err = w.newBatcher(f); err != nil {
+			return nil, err
+		}
+	}
 	metricPaused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
 		f.setState(open, reason, w.cfg.Clock.Now())
@@ -429,6 +434,7 @@ type flow struct {
 	slots        chan struct{} // events in flight; a full channel stops fetching
 	resumed      chan struct{} // signalled when the breaker closes
 	opened       chan struct{} // signalled when the breaker opens
+	bulk         *batcher      // set in bulk mode
 	log          zerolog.Logger
 
 	stateMu sync.Mutex
@@ -441,7 +447,12 @@ type flow struct {
 // stops fetching instead of buffering, and hands each to handle.
 func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 	var events conc.WaitGroup
-	defer events.Wait()
+	defer func() {
+		events.Wait()
+		if f.bulk != nil {
+			f.bulk.wait()
+		}
+	}()
 	for fetchCtx.Err() == nil {
 		if f.breaker.Open() {
 			select {

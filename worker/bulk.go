@@ -1,0 +1,722 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/rs/zerolog"
+	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
+)
+
+const (
+	// bulkEstimateInitial is how long a bulk job is expected to take before
+	// any has been seen to finish.
+	bulkEstimateInitial = 2 * time.Second
+	// bulkEstimateFloor bounds the learnt estimate from below.
+	bulkEstimateFloor = 50 * time.Millisecond
+	// bulkLedgerParallel bounds the ledger operations of one batch in flight.
+	bulkLedgerParallel = 16
+)
+
+var (
+	metricBulkRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "kustomer_sync_bulk_requests_total",
+		Help: "Requests of bulk workflows, by workflow and request (submit, poll, lookup); each costs a rate unit.",
+	}, []string{"workflow", "request"})
+	metricBulkBatchItems = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kustomer_sync_bulk_batch_items",
+		Help:    "Customers per bulk request, by workflow.",
+		Buckets: []float64{1, 5, 10, 25, 50, 75, 90, 100},
+	}, []string{"workflow"})
+	metricBulkEstimate = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kustomer_sync_bulk_job_estimate_seconds",
+		Help: "How long a bulk job is expected to take, learnt from polls; the first poll is sent then.",
+	}, []string{"workflow"})
+)
+
+// BulkKustomer is what a bulk workflow needs of a Kustomer client besides
+// [Kustomer]; *kustomer.Client has it.
+type BulkKustomer interface {
+	CreateCustomersBulk(ctx context.Context, items []kustomer.BulkItem) (*kustomer.BulkJob, error)
+	BulkResults(ctx context.Context, id string) (*kustomer.BulkResults, error)
+}
+
+// bulkOutcome is one item's outcome in bulk mode: the loop's, and the bulk
+// job that decided it.
+type bulkOutcome struct {
+	loop.Outcome
+	job string
+}
+
+// bulkItem is one item of an event on its way through the batcher.
+type bulkItem struct {
+	index     int
+	key       string // ledger key; also the item's _clientRef
+	req       mapping.Request
+	log       zerolog.Logger
+	done      chan<- bulkOutcome
+	attempts  int
+	err       error
+	first     time.Time
+	last      time.Time
+	job       string    // the last bulk job the item was sent in
+	queued    time.Time // when it became ready
+	notBefore time.Time // for a retry: its earliest next attempt
+}
+
+// batcher gathers the items of a bulk workflow's events into bulk requests,
+// follows each job to its end and hands every item its outcome. One per bulk
+// workflow; safe for concurrent use. Its goroutines run only while it holds
+// items, owned by wg, which the workflow's fetch loop waits for.
+//
+// An item's life: ready (waiting for a batch), in flight (claimed in the
+// ledger and sent, or being looked up), then either done (its outcome sent
+// on its event's channel) or delayed until its next attempt under the
+// workflow's retry policy. Two items with the same ledger key are never in
+// flight together: the second waits in blocked until the first is done.
+type batcher struct {
+	w      *Worker
+	f      *flow
+	bk     BulkKustomer
+	policy loop.Policy
+	size   int
+	linger time.Duration
+
+	mu       sync.Mutex
+	ctx      context.Context
+	ready    []*bulkItem
+	delayed  []*bulkItem
+	active   map[string]bool
+	blocked  map[string][]*bulkItem
+	inflight int
+	running  bool
+	wake     chan struct{}
+	wg       conc.WaitGroup
+
+	estMu    sync.Mutex
+	estimate time.Duration // how long a job takes, learnt from polls
+}
+
+func (w *Worker) newBatcher(f *flow) (*batcher, error) {
+	bk, ok := w.cfg.Kustomer.(BulkKustomer)
+	if !ok {
+		return nil, fmt.Errorf("worker: workflow %s: mode bulk needs a Kustomer client that sends bulk requests", f.wf.Name)
+	}
+	return &batcher{
+		w: w, f: f, bk: bk,
+		policy:   retryPolicy(f.wf.Retry),
+		size:     min(max(f.wf.BatchSize, 1), kustomer.BulkMax),
+		linger:   f.wf.Linger,
+		active:   map[string]bool{},
+		blocked:  map[string][]*bulkItem{},
+		wake:     make(chan struct{}, 1),
+		estimate: bulkEstimateInitial,
+	}, nil
+}
+
+// runBulk is handle's bulk counterpart of loop.Runner.Run: it gives the
+// event's items to the workflow's batcher and waits until each has an
+// outcome, keeping the event alive meanwhile. It sets ev.bulkJobs to the
+// bulk job of each item that was sent.
+func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping.Request, keys []string, indexes []int) loop.Report {
+	report := loop.Report{Outcomes: make([]loop.Outcome, len(indexes))}
+	jobs := map[int]string{}
+	ev.bulkJobs = jobs
+	if len(indexes) == 0 {
+		return report
+	}
+	done := make(chan bulkOutcome, len(indexes))
+	pos := make(map[int]int, len(indexes))
+	now := w.cfg.Clock.Now()
+	items := make([]*bulkItem, len(indexes))
+	for n, i := range indexes {
+		pos[i] = n
+		report.Outcomes[n] = loop.Outcome{Index: i, Status: outcome.Canceled}
+		items[n] = &bulkItem{index: i, key: keys[i], req: reqs[i], done: done, queued: now,
+			log: ev.log.With().Int("item", i).Logger()}
+	}
+	f.bulk.add(ctx, items)
+	beat := w.cfg.AckWait / 3
+	hb := w.cfg.Clock.NewTimer(beat)
+	defer func() { hb.Stop() }()
+	for got := 0; got < len(indexes); {
+		select {
+		case o := <-done:
+			got++
+			report.Outcomes[pos[o.Index]] = o.Outcome
+			if o.job != "" {
+				jobs[o.Index] = o.job
+			}
+			if o.Status == outcome.Paused {
+				report.Paused = true
+			}
+		case <-hb.C():
+			_ = ev.msg.InProgress()
+			hb = w.cfg.Clock.NewTimer(beat)
+		case <-ctx.Done():
+			return report
+		}
+	}
+	return report
+}
+
+// add queues items and makes sure the batcher runs.
+func (b *batcher) add(ctx context.Context, items []*bulkItem) {
+	b.mu.Lock()
+	b.ready = append(b.ready, items...)
+	if !b.running {
+		b.running, b.ctx = true, ctx
+		b.wg.Go(b.loop)
+	}
+	b.mu.Unlock()
+	signal(b.wake)
+}
+
+// wait returns once the batcher's goroutines have ended.
+func (b *batcher) wait() { b.wg.Wait() }
+
+// loop forms batches: a full one at once, a partial one when its oldest item
+// has waited Linger. It takes the request's rate unit before it takes the
+// items, so that a batch waiting for the budget fills meanwhile. It ends when
+// nothing is left.
+func (b *batcher) loop() {
+	clock := b.w.cfg.Clock
+	for {
+		b.mu.Lock()
+		ctx := b.ctx
+		now := clock.Now()
+		kept := b.delayed[:0]
+		for _, it := range b.delayed {
+			if now.Before(it.notBefore) {
+				kept = append(kept, it)
+				continue
+			}
+			it.queued = now
+			b.ready = append(b.ready, it)
+		}
+		clear(b.delayed[len(kept):])
+		b.delayed = kept
+		if stop := ctx.Err() != nil; stop || b.f.breaker.Open() {
+			// Paused: nothing new is sent (jobs in flight are still
+			// followed); the events come back when the workflow resumes.
+			status := outcome.Paused
+			if stop {
+				status = outcome.Canceled
+			}
+			drop := append(b.ready, b.delayed...)
+			for _, list := range b.blocked {
+				drop = append(drop, list...)
+			}
+			b.ready, b.delayed, b.blocked = nil, nil, map[string][]*bulkItem{}
+			b.mu.Unlock()
+			for _, it := range drop {
+				it.done <- it.result(status)
+			}
+			b.mu.Lock()
+		}
+		if len(b.ready) == 0 && len(b.delayed) == 0 && len(b.blocked) == 0 && b.inflight == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		wait := time.Duration(-1)
+		flush := len(b.ready) >= b.size
+		if !flush && len(b.ready) > 0 {
+			if d := b.ready[0].queued.Add(b.linger).Sub(now); d <= 0 {
+				flush = true
+			} else {
+				wait = d
+			}
+		}
+		for _, it := range b.delayed {
+			if d := it.notBefore.Sub(now); wait < 0 || d < wait {
+				wait = d
+			}
+		}
+		b.mu.Unlock()
+		if !flush {
+			b.sleep(ctx, wait)
+			continue
+		}
+		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+			continue
+		}
+		batch := b.take()
+		if len(batch) == 0 {
+			continue
+		}
+		b.wg.Go(func() {
+			defer b.batchDone()
+			b.runBatch(ctx, batch)
+		})
+	}
+}
+
+// take removes up to size ready items whose keys are not in flight.
+func (b *batcher) take() []*bulkItem {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var batch []*bulkItem
+	n := 0
+	for n < len(b.ready) && len(batch) < b.size {
+		it := b.ready[n]
+		n++
+		if b.active[it.key] {
+			b.blocked[it.key] = append(b.blocked[it.key], it)
+			continue
+		}
+		b.active[it.key] = true
+		batch = append(batch, it)
+	}
+	rest := make([]*bulkItem, len(b.ready)-n, max(len(b.ready)-n, 8))
+	copy(rest, b.ready[n:])
+	b.ready = rest
+	if len(batch) > 0 {
+		b.inflight++
+	}
+	return batch
+}
+
+func (b *batcher) batchDone() {
+	b.mu.Lock()
+	b.inflight--
+	b.mu.Unlock()
+	signal(b.wake)
+}
+
+// sleep waits for d (forever when negative), new items or ctx.
+func (b *batcher) sleep(ctx context.Context, d time.Duration) {
+	var timeout <-chan time.Time
+	if d >= 0 {
+		t := b.w.cfg.Clock.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C()
+	}
+	select {
+	case <-timeout:
+	case <-b.wake:
+	case <-ctx.Done():
+	}
+}
+
+// leave ends an item's time in flight: items of the same key waiting for it
+// become ready.
+func (b *batcher) leave(it *bulkItem) {
+	b.mu.Lock()
+	delete(b.active, it.key)
+	if list := b.blocked[it.key]; len(list) > 0 {
+		delete(b.blocked, it.key)
+		b.ready = append(b.ready, list...)
+	}
+	b.mu.Unlock()
+}
+
+// finish hands the item its outcome.
+func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string) {
+	b.leave(it)
+	o := it.result(status)
+	o.CustomerID = customerID
+	if customerID != "" {
+		o.Attributes = map[string]any(it.req)
+		o.Err = nil
+	}
+	it.done <- o
+	signal(b.wake)
+}
+
+func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
+	return bulkOutcome{job: it.job, Outcome: loop.Outcome{
+		Index: it.index, Status: status, Attempts: it.attempts,
+		Err: it.err, FirstFailure: it.first, LastFailure: it.last,
+	}}
+}
+
+// settle acts on a failed attempt's decision d, as the loop would: fail the
+// item, pause, or try it again in a later batch after the policy's backoff.
+func (b *batcher) settle(it *bulkItem, d error) {
+	now := b.w.cfg.Clock.Now()
+	if it.first.IsZero() {
+		it.first = now
+	}
+	it.last, it.err = now, d
+	var delay time.Duration
+	var re *loop.RetryError
+	var ue *loop.UnknownError
+	switch {
+	case errors.Is(d, &loop.PauseError{}):
+		b.finish(it, outcome.Paused, "")
+		return
+	case errors.As(d, &re):
+		delay = re.Delay
+	case errors.As(d, &ue):
+		delay = ue.Delay
+	default:
+		b.finish(it, outcome.Permanent, "")
+		return
+	}
+	if it.attempts >= b.policy.MaxAttempts {
+		b.finish(it, outcome.Exhausted, "")
+		return
+	}
+	it.notBefore = now.Add(max(delay, b.policy.Backoff(it.attempts, rand.Float64())))
+	b.leave(it)
+	b.mu.Lock()
+	b.delayed = append(b.delayed, it)
+	b.mu.Unlock()
+	signal(b.wake)
+}
+
+// cancel leaves the items to the event's redelivery: their claims stay.
+func (b *batcher) cancel(items []*bulkItem) {
+	for _, it := range items {
+		b.finish(it, outcome.Canceled, "")
+	}
+}
+
+// each runs fn for every item, a few at a time (ledger round trips).
+func each(items []*bulkItem, fn func(it *bulkItem)) {
+	p := pool.New().WithMaxGoroutines(bulkLedgerParallel)
+	for _, it := range items {
+		p.Go(func() { fn(it) })
+	}
+	p.Wait()
+}
+
+// runBatch makes one batch's items durable: claim each key, ask an earlier
+// job or look up an item whose earlier attempt's outcome is unknown, send
+// the rest in one bulk request and follow it. The caller holds one rate
+// unit for the request.
+func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
+	l := b.w.ledger
+	claims := make([]claimResult, len(batch))
+	errs := make([]error, len(batch))
+	pos := make(map[*bulkItem]int, len(batch))
+	for i, it := range batch {
+		pos[it] = i
+	}
+	each(batch, func(it *bulkItem) {
+		i := pos[it]
+		claims[i], errs[i] = l.claim(ctx, it.key)
+	})
+	var send, lookups []*bulkItem
+	earlier := map[string][]*bulkItem{}
+	for i, it := range batch {
+		c, err := claims[i], errs[i]
+		switch {
+		case ctx.Err() != nil:
+			b.cancel([]*bulkItem{it})
+		case errors.Is(err, errClaimed):
+			it.attempts++
+			b.settle(it, loop.RetryAfter(c.wait, err))
+		case err != nil:
+			it.attempts++
+			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
+		case c.customerID != "":
+			it.log.Info().Str("customer_id", c.customerID).Msg("item already created")
+			b.finish(it, outcome.AlreadyCreated, c.customerID)
+		case c.stale && c.bulkJob != "":
+			it.job = c.bulkJob
+			earlier[c.bulkJob] = append(earlier[c.bulkJob], it)
+		case c.stale && it.req.ExternalID() != "":
+			lookups = append(lookups, it)
+		default:
+			send = append(send, it)
+		}
+	}
+	for id, items := range earlier {
+		lookups = append(lookups, b.resume(ctx, id, items)...)
+	}
+	for _, it := range lookups {
+		if ctx.Err() != nil {
+			b.cancel([]*bulkItem{it})
+			continue
+		}
+		metricBulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
+		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), it.log); ok {
+			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID)
+			b.finish(it, outcome.AlreadyCreated, c.ID)
+			continue
+		}
+		send = append(send, it)
+	}
+	b.send(ctx, send, true)
+}
+
+// resume asks the bulk job an earlier attempt (maybe another replica's,
+// now dead) sent items in what became of them, once: created and failed
+// items are settled; it returns the items whose outcome is still unknown,
+// to be looked up or sent again.
+func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
+	if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+		b.cancel(items)
+		return nil
+	}
+	metricBulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+	res, err := b.bk.BulkResults(ctx, id)
+	if err != nil {
+		if ctx.Err() != nil {
+			b.cancel(items)
+			return nil
+		}
+		// The job is gone or Kustomer did not answer: fall back to looking
+		// the items up.
+		b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job unreadable; looking its items up")
+		return items
+	}
+	b.f.log.Info().Str("bulk_job", id).Int("items", len(items)).Bool("complete", res.Completed).Msg("earlier attempt's bulk job read instead of sending again")
+	return b.apply(ctx, items, id, res)
+}
+
+// send submits items in one bulk request (with the caller's rate unit when
+// haveUnit) and follows the job. A request Kustomer rejects whole is split
+// to isolate the items it rejects.
+func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
+	if len(items) == 0 {
+		return
+	}
+	if !haveUnit {
+		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+			b.cancel(items)
+			return
+		}
+	}
+	bulk := make([]kustomer.BulkItem, len(items))
+	for i, it := range items {
+		it.attempts++
+		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.req}
+	}
+	submitted := b.w.cfg.Clock.Now()
+	metricBulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
+	metricBulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
+	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
+	if err != nil {
+		b.rejected(ctx, items, err)
+		return
+	}
+	b.f.breaker.Record(nil)
+	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
+	each(items, func(it *bulkItem) {
+		it.job = job.ID
+		if err := b.w.ledger.sentInJob(context.WithoutCancel(ctx), it.key, job.ID); err != nil {
+			it.log.Warn().Err(err).Str("bulk_job", job.ID).Msg("bulk job not recorded in the claim; after a crash the item is looked up instead")
+		}
+	})
+	res, polls, err := b.follow(ctx, job.ID, submitted)
+	switch {
+	case ctx.Err() != nil:
+		log.Info().Msg("shutdown while following a bulk job; its items are left to the redelivery, which reads the job")
+		b.cancel(items)
+		return
+	case err != nil:
+		// The job could not be read: its items' outcome is unknown; their
+		// claims name the job, so the next attempt reads it again.
+		log.Warn().Err(err).Msg("bulk job unreadable")
+		for _, it := range items {
+			b.settle(it, err)
+		}
+		return
+	}
+	rest := b.apply(ctx, items, job.ID, res)
+	for _, it := range rest {
+		b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s did not complete within %s", job.ID, b.giveUp())))
+	}
+	log.Info().Int("items", len(items)).Int("created", res.SuccessCount).Int("failed", res.FailureCount).Int("polls", polls).
+		Bool("complete", res.Completed).Dur("took", b.w.cfg.Clock.Now().Sub(submitted)).Msg("bulk job done")
+}
+
+// rejected deals with a bulk request that failed as a whole.
+func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
+	if ctx.Err() != nil {
+		b.cancel(items) // sent or not: the claims stay, the redelivery looks up
+		return
+	}
+	d := decide(err)
+	b.f.breaker.Record(d)
+	if n, ok := kustomer.BulkRejectedItem(err); ok && n < len(items) {
+		// Kustomer named the bad item: it alone fails, the others go again.
+		bad := items[n]
+		b.w.ledger.release(context.WithoutCancel(ctx), bad.key)
+		bad.log.Warn().Err(err).Msg("bulk request rejected for this item")
+		b.settle(bad, d)
+		rest := append(append([]*bulkItem{}, items[:n]...), items[n+1:]...)
+		for _, it := range rest {
+			it.attempts--
+		}
+		b.send(ctx, rest, false)
+		return
+	}
+	if errors.Is(d, &loop.PermanentError{}) && len(items) > 1 {
+		// Rejected whole without saying for which item: halve until the
+		// bad ones are alone.
+		for _, it := range items {
+			it.attempts--
+		}
+		half := len(items) / 2
+		b.f.log.Info().Err(err).Int("items", len(items)).Msg("bulk request rejected whole; splitting it to isolate the bad items")
+		var halves conc.WaitGroup
+		halves.Go(func() { b.send(ctx, items[:half], false) })
+		halves.Go(func() { b.send(ctx, items[half:], false) })
+		halves.Wait()
+		return
+	}
+	unknown := errors.Is(d, &loop.UnknownError{})
+	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", kustomer.ClassOf(err).String()).Msg("bulk request failed")
+	for _, it := range items {
+		if !unknown {
+			b.w.ledger.release(context.WithoutCancel(ctx), it.key)
+		}
+		b.settle(it, d)
+	}
+}
+
+// follow waits for job id to complete, polling as little as it can: once at
+// the learnt duration of a job, and when that was too early, again a little
+// later. It gives up, returning the job's incomplete results, after
+// giveUp.
+func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*kustomer.BulkResults, int, error) {
+	clock := b.w.cfg.Clock
+	wait := b.expected()
+	polls := 0
+	for {
+		if d := submitted.Add(wait).Sub(clock.Now()); d > 0 {
+			t := clock.NewTimer(d)
+			select {
+			case <-t.C():
+			case <-ctx.Done():
+				t.Stop()
+				return nil, polls, ctx.Err()
+			}
+		}
+		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+			return nil, polls, err
+		}
+		polls++
+		metricBulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+		res, err := b.bk.BulkResults(ctx, id)
+		elapsed := clock.Now().Sub(submitted)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, polls, ctx.Err()
+			}
+			d := decide(err)
+			b.f.breaker.Record(d)
+			var re *loop.RetryError
+			if errors.Is(d, &loop.PauseError{}) {
+				return nil, polls, d
+			}
+			if !errors.As(d, &re) || elapsed >= b.giveUp() {
+				return nil, polls, loop.Unknown(err)
+			}
+			wait = elapsed + max(re.Delay, wait/4, bulkEstimateFloor)
+			continue
+		}
+		if res.Completed {
+			b.learn(elapsed, polls == 1)
+			return res, polls, nil
+		}
+		if elapsed >= b.giveUp() {
+			return res, polls, nil
+		}
+		wait = b.learn(elapsed, false)
+	}
+}
+
+// expected is how long a job is expected to take.
+func (b *batcher) expected() time.Duration {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	return b.estimate
+}
+
+// learn updates the estimate from a poll elapsed after submission: a job
+// found complete at the first poll may have been done earlier, so the
+// estimate creeps down; one not complete yet took longer than elapsed, so it
+// jumps above. It returns the estimate.
+func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	if complete {
+		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
+	} else {
+		b.estimate = max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor)
+	}
+	metricBulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
+	return b.estimate
+}
+
+// giveUp is how long a job is followed before its items count as unknown
+// and are tried again: half the claims' lease, so another replica does not
+// take them over meanwhile.
+func (b *batcher) giveUp() time.Duration {
+	return max(b.w.ledger.lease/2, bulkEstimateFloor)
+}
+
+// apply gives the items of job id their reported outcomes: created ones are
+// recorded in the ledger, failed ones settled; it returns the items the job
+// says nothing about (not complete, or left out).
+func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *kustomer.BulkResults) (unknown []*bulkItem) {
+	refs := make([]string, len(items))
+	for i, it := range items {
+		refs[i] = bulkRef(it.key)
+	}
+	outs := res.Outcomes(refs)
+	var created []*bulkItem
+	ids := map[*bulkItem]string{}
+	var firstErr error
+	for i, it := range items {
+		it.job = id
+		o := outs[i]
+		if o.Err == nil && o.CustomerID != "" {
+			created = append(created, it)
+			ids[it] = o.CustomerID
+			continue
+		}
+		var ke *kustomer.Error
+		if errors.As(o.Err, &ke) && ke.Timeout {
+			unknown = append(unknown, it)
+			continue
+		}
+		d := decide(o.Err)
+		firstErr = cmp.Or(firstErr, d)
+		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
+		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", kustomer.ClassOf(o.Err).String()).Msg("create failed")
+		b.settle(it, d)
+	}
+	if len(created) > 0 {
+		b.f.breaker.Record(nil)
+	} else if firstErr != nil {
+		b.f.breaker.Record(firstErr)
+	}
+	each(created, func(it *bulkItem) {
+		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it]); err != nil {
+			it.log.Error().Err(err).Str("customer_id", ids[it]).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
+		}
+	})
+	for _, it := range created {
+		it.log.Debug().Str("customer_id", ids[it]).Str("bulk_job", id).Msg("customer created")
+		b.finish(it, outcome.Created, ids[it])
+	}
+	return unknown
+}
+
+// bulkRef is an item's _clientRef: its ledger key, unique per item and
+// stable across replicas, so any replica can match a job's results.
+func bulkRef(key string) string {
+	if len(key) <= kustomer.ClientRefMax {
+		return key
+	}
+	return key[len(key)-kustomer.ClientRefMax:]
+}

@@ -1,0 +1,215 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
+)
+
+const bulkLoopConfig = `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 20ms
+    loop: "{{trigger.leads}}"
+    retry: {max_attempts: 2, initial_delay: 50ms}
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`
+
+// kustomerRejects is a Kustomer whose bulk endpoint refuses the items named
+// "bad", as a rule the mapping does not know about would: the item gets a
+// property Kustomer's schema does not allow. With noPointer, a whole-request
+// rejection does not say which item it was.
+type kustomerRejects struct {
+	*kustomer.Client
+	noPointer bool
+}
+
+func (k kustomerRejects) CreateCustomersBulk(ctx context.Context, items []kustomer.BulkItem) (*kustomer.BulkJob, error) {
+	for i, it := range items {
+		if req, ok := it.Body.(mapping.Request); ok && req["name"] == "bad" {
+			body := maps.Clone(map[string]any(req))
+			body["bogus"] = true
+			items[i].Body = body
+		}
+	}
+	job, err := k.Client.CreateCustomersBulk(ctx, items)
+	var ke *kustomer.Error
+	if k.noPointer && errors.As(err, &ke) {
+		ke.Pointer = ""
+	}
+	return job, err
+}
+
+func leadsEvent(names ...string) string {
+	var leads []string
+	for _, n := range names {
+		leads = append(leads, fmt.Sprintf(`{"id":"ext-%s","name":%q}`, n, n))
+	}
+	return `{"leads":[` + strings.Join(leads, ",") + `]}`
+}
+
+func TestBulkBatchWithOneItemKustomerRejectsCreatesTheOthersAndDeadLettersThatOne(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		whole     bool // the sandbox rejects the whole request for one bad item
+		noPointer bool // ... without saying which
+	}{
+		{name: "reported per item"},
+		{name: "request rejected whole, naming the item", whole: true},
+		{name: "request rejected whole, split to find the item", whole: true, noPointer: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := setup(t, harnessOptions{
+				config:  bulkLoopConfig,
+				sandbox: sandbox.Config{BulkDelay: 50 * time.Millisecond, BulkRejectInvalid: tc.whole},
+				wrap: func(k Kustomer) Kustomer {
+					return kustomerRejects{Client: k.(*kustomer.Client), noPointer: tc.noPointer}
+				},
+			})
+			seq := h.publish("leads.web", "bulk-1", leadsEvent("a", "b", "bad", "c", "d", "e"))
+			rec := h.waitRun(seq)
+			require.Equal(t, RunPartial, rec.Status)
+			require.Len(t, rec.Items, 6)
+			for _, it := range rec.Items {
+				if it.Index == 2 {
+					require.Equal(t, !tc.whole, it.BulkJob != "", "a rejected request made no job")
+					require.Equal(t, outcome.Permanent, it.Outcome)
+					continue
+				}
+				require.NotEmpty(t, it.BulkJob, "item %d: the run record names its bulk job", it.Index)
+				require.Equal(t, outcome.Created, it.Outcome, "item %d", it.Index)
+				require.NotEmpty(t, it.CustomerID)
+			}
+			counts := h.sb.Sandbox.CountByExternalID()
+			require.Len(t, counts, 5)
+			for _, n := range []string{"a", "b", "c", "d", "e"} {
+				require.Equal(t, 1, counts["ext-"+n])
+			}
+			dls := h.deadLetters()
+			require.Len(t, dls, 1)
+			require.Equal(t, []int{2}, dls[0].Items)
+			require.Equal(t, outcome.Permanent, dls[0].Class)
+			require.Contains(t, dls[0].Error, "bogus", "the dead letter carries Kustomer's reason")
+			h.waitIdle("bulk")
+		})
+	}
+}
+
+// stoppedClock is the sandbox's clock: bulk jobs complete only when a test
+// moves it.
+type stoppedClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *stoppedClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stoppedClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestBulkGathersItemsOfManyEventsIntoOneBatchAndAcksEachOnlyWhenAllItsItemsAreDone(t *testing.T) {
+	t.Parallel()
+	clock := &stoppedClock{now: time.Now()}
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 300ms
+    loop: "{{trigger.leads}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`,
+		sandbox: sandbox.Config{BulkDelay: time.Second, Now: clock.Now},
+	})
+	// One event of 150 items and 40 of one item: 190 items, two batches.
+	var big []string
+	for i := range 150 {
+		big = append(big, fmt.Sprintf("big%d", i))
+	}
+	var seqs []uint64
+	seqs = append(seqs, h.publish("leads.web", "big", leadsEvent(big...)))
+	for i := range 40 {
+		seqs = append(seqs, h.publish("leads.web", fmt.Sprintf("one-%d", i), leadsEvent(fmt.Sprintf("one%d", i))))
+	}
+	// Both jobs submitted, and polled at least once, and not complete:
+	// nothing is acknowledged, nothing recorded.
+	require.Eventually(t, func() bool {
+		st := h.sb.Sandbox.Stats()
+		return st.BulkJobs == 2 && st.BulkPolls >= 2
+	}, 20*time.Second, 10*time.Millisecond, "logs:\n%s", h.logs.String())
+	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	require.NoError(t, err)
+	info, err := cons.Info(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, len(seqs), info.NumAckPending, "no event is acknowledged before its items are done")
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Empty(t, recs)
+
+	clock.Add(2 * time.Second)
+	for _, seq := range seqs {
+		rec := h.waitRun(seq)
+		require.Equal(t, RunSucceeded, rec.Status, "event %d", seq)
+	}
+	h.waitIdle("bulk")
+	st := h.sb.Sandbox.Stats()
+	require.Equal(t, 2, st.BulkJobs, "190 items of 41 events in two bulk requests")
+	require.Len(t, h.sb.Sandbox.CountByExternalID(), 190)
+	for id, n := range h.sb.Sandbox.CountByExternalID() {
+		require.Equal(t, 1, n, id)
+	}
+	require.Equal(t, st.Requests, st.BulkJobs+st.BulkPolls+st.Lookups, "only bulk requests: %+v", st)
+	require.Equal(t, 1, st.Lookups, "the start probe, nothing else: %+v", st)
+}
+
+func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhausted(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, BulkStuckRate: 1},
+		worker:  func(c *Config) { c.Ledger.Lease = 400 * time.Millisecond },
+	})
+	seq := h.publish("leads.web", "stuck-1", leadsEvent("a", "b"))
+	rec := h.waitRun(seq)
+	require.Equal(t, RunFailed, rec.Status)
+	for _, it := range rec.Items {
+		require.Equal(t, outcome.Exhausted, it.Outcome)
+		require.Equal(t, 2, it.Attempts, "max_attempts: 2")
+		require.NotEmpty(t, it.BulkJob)
+	}
+	dls := h.deadLetters()
+	require.Len(t, dls, 1)
+	require.Equal(t, outcome.Exhausted, dls[0].Class)
+	require.Equal(t, []int{0, 1}, dls[0].Items)
+	st := h.sb.Sandbox.Stats()
+	require.Equal(t, 2, st.BulkJobs, "each attempt sent the items once")
+	require.Empty(t, h.sb.Sandbox.Customers())
+}
