@@ -185,7 +185,10 @@ func TestParseNamesWhatEachTypedSettingWants(t *testing.T) {
 		{"required: emails", `required: want a list such as [a, b], got the text "emails"`},
 		{"required: [1]", `required[0]: want text, got the number 1`},
 		{"inputs: [name]", `inputs: want a mapping of input names to templates, got a list`},
-		{"frobnicate: yes", `unknown setting "frobnicate" (valid: concurrency, dead_letter_subject`},
+		{"frobnicate: yes", `unknown setting "frobnicate" (valid: batch_size, concurrency, dead_letter_subject`},
+		{"batch_size: lots", `batch_size: want a whole number, got the text "lots"`},
+		{"linger: 5", `linger: want a duration such as 5s or 1m, got the number 5`},
+		{"mode: 1", `mode: want text, got the number 1`},
 	}
 	for _, c := range cases {
 		t.Run(c.setting, func(t *testing.T) {
@@ -194,6 +197,31 @@ func TestParseNamesWhatEachTypedSettingWants(t *testing.T) {
 			require.ErrorContains(t, err, c.want)
 			require.NotContains(t, err.Error(), "Go struct")
 		})
+	}
+}
+
+func TestBulkModeTakesBatchSizeAndLingerWithDefaultsAndLimits(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("w.yaml", []byte("workflows:\n  - name: a\n    mode: bulk\n  - name: b\n    subject: other.>\n    mode: bulk\n    batch_size: 20\n    linger: 2s\n    max_in_flight: 50\n"))
+	require.NoError(t, err)
+	a, b := cfg.Workflows[0], cfg.Workflows[1]
+	require.Equal(t, ModeBulk, a.Mode)
+	require.Equal(t, BatchSizeDefault, a.BatchSize)
+	require.Equal(t, LingerDefault, a.Linger)
+	require.Equal(t, MaxInFlightBulkDefault, a.MaxInFlight, "batches of many events need many events in flight")
+	require.Equal(t, 20, b.BatchSize)
+	require.Equal(t, 2*time.Second, b.Linger)
+	require.Equal(t, 50, b.MaxInFlight)
+	require.Equal(t, ModePerItem, DefaultConfig().Workflows[0].Mode)
+
+	for setting, want := range map[string]string{
+		"mode: batch":     `workflow "a": mode "batch": want per-item or bulk`,
+		"batch_size: 101": `batch_size 101: want 1 to 100 (Kustomer's bulk limit)`,
+		"batch_size: -1":  `batch_size -1: want 1 to 100`,
+		"linger: -1s":     `linger: want a duration such as 5s or 1m, got the text "-1s"`,
+	} {
+		_, err := Parse("w.yaml", []byte("workflows:\n  - name: a\n    "+setting+"\n"))
+		require.ErrorContains(t, err, want, setting)
 	}
 }
 

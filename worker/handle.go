@@ -153,7 +153,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if f.bulk != nil {
 		report = w.runBulk(ctx, f, ev, reqs, keys, toRun)
 	} else {
-			runner, err := loop.New(loop.Config{
+		runner, err := loop.New(loop.Config{
 			Concurrency:       f.wf.Concurrency,
 			Policy:            retryPolicy(f.wf.Retry),
 			Limiter:           w.cfg.Limiter,
@@ -169,7 +169,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		report = runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
 			return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt)
 		})
-}
+	}
 	if ctx.Err() != nil {
 		// Shutdown deadline: what was created is in the ledger, so the
 		// redelivery will find it; nothing else is recorded half-way.
