@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/scan"
 )
 
 // Filter selects dead-letter entries. Criteria combine with AND; the zero
@@ -200,14 +201,14 @@ func (s *Store) purgeAll(ctx context.Context) (int, error) {
 	}
 	last := info.State.LastSeq
 	var objects []string
-	err = scan(ctx, s.stream, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, func(m *jetstream.RawStreamMsg) error {
+	err = scan.Stream(ctx, s.stream, scan.Options{}, func(m *jetstream.RawStreamMsg) error {
 		if o := m.Header.Get(HeaderObject); o != "" && m.Sequence <= last {
 			objects = append(objects, o)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
 	}
 	if err := s.stream.Purge(ctx, jetstream.WithPurgeSequence(last+1)); err != nil {
 		return 0, fmt.Errorf("dlq: purge %s: %w", s.name, err)
@@ -252,20 +253,20 @@ func (s *Store) each(ctx context.Context, f Filter, fn func(Record) error) error
 		}
 		return nil
 	}
-	cfg := jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !f.Since.IsZero() {
-		since := f.Since
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
-	}
-	return scan(ctx, s.stream, cfg, func(m *jetstream.RawStreamMsg) error {
+	var failed error // fn's, returned as it is
+	err := scan.Stream(ctx, s.stream, scan.Options{Since: f.Since}, func(m *jetstream.RawStreamMsg) error {
 		r, _ := RecordFromMsg(m)
 		_ = s.readObject(ctx, &r) // listed even so; not replayed
 		if !f.match(r) {
 			return nil
 		}
-		return fn(r)
+		failed = fn(r)
+		return failed
 	})
+	if err != nil && failed == nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	return err
 }
 
 // neverHeld is the error for an entry id above the stream's last sequence.
@@ -284,65 +285,4 @@ func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
 
 func errEmptyFilter(op string) error {
 	return fmt.Errorf("dlq: %s: empty filter: name entries, give a criterion, or set All", op)
-}
-
-// scanBatch is how many messages one pull request asks for while scanning.
-const scanBatch = 256
-
-// scan reads the stream through an ephemeral, unacknowledged pull consumer
-// configured by cfg (deliver policy, filter) and calls fn for each message
-// in order, until the messages pending at the start are read. The consumer
-// is deleted on return and expires on its own if the process dies.
-func scan(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig, fn func(*jetstream.RawStreamMsg) error) error {
-	cfg.AckPolicy = jetstream.AckNonePolicy
-	cfg.InactiveThreshold = time.Minute
-	cfg.MemoryStorage = true
-	cfg.Replicas = 1
-	name := stream.CachedInfo().Config.Name
-	cons, err := stream.CreateConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("dlq: scan %s: %w", name, err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	if cons.CachedInfo().NumPending == 0 {
-		return nil
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("dlq: scan %s: %w", name, err)
-		}
-		batch, err := cons.FetchNoWait(scanBatch)
-		if err != nil {
-			return fmt.Errorf("dlq: scan %s: %w", name, err)
-		}
-		n, pending := 0, uint64(0)
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("dlq: scan %s: %w", name, err)
-			}
-			n++
-			pending = meta.NumPending
-			raw := &jetstream.RawStreamMsg{
-				Subject:  m.Subject(),
-				Sequence: meta.Sequence.Stream,
-				Header:   m.Headers(),
-				Data:     m.Data(),
-				Time:     meta.Timestamp,
-			}
-			if err := fn(raw); err != nil {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("dlq: scan %s: %w", name, err)
-		}
-		if n == 0 || pending == 0 {
-			return nil
-		}
-	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/scan"
 )
 
 // RunStatus is the outcome of processing one event.
@@ -424,13 +425,7 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 
 	var runs []RunRecord
 	if f.Limit == 0 || !f.Since.IsZero() {
-		cfg := jetstream.ConsumerConfig{FilterSubject: filter, DeliverPolicy: jetstream.DeliverAllPolicy}
-		if !f.Since.IsZero() {
-			since := f.Since
-			cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-			cfg.OptStartTime = &since
-		}
-		err := l.scan(ctx, cfg, func(r RunRecord) {
+		err := l.scan(ctx, scan.Options{Filter: filter, Since: f.Since}, func(r RunRecord) {
 			if !keep(r) {
 				return
 			}
@@ -449,8 +444,7 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 				start = st.LastSeq - window + 1
 			}
 			runs = runs[:0]
-			cfg := jetstream.ConsumerConfig{FilterSubject: filter, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start}
-			if err := l.scan(ctx, cfg, func(r RunRecord) { runs = append(runs, r) }); err != nil {
+			if err := l.scan(ctx, scan.Options{Filter: filter, StartSeq: start}, func(r RunRecord) { runs = append(runs, r) }); err != nil {
 				return nil, err
 			}
 			if len(runs) >= f.Limit || start <= st.FirstSeq {
@@ -496,52 +490,21 @@ func (l *RunLog) subject(workflow, status, id string) string {
 	return l.cfg.SubjectPrefix + "." + workflow + "." + status + "." + id
 }
 
-// scan decodes the run records an ephemeral consumer configured by cfg
-// delivers, oldest first, until those pending at the start are read. Records
-// that do not decode are skipped: the log is diagnostics, not data.
-func (l *RunLog) scan(ctx context.Context, cfg jetstream.ConsumerConfig, fn func(RunRecord)) error {
-	cfg.AckPolicy = jetstream.AckNonePolicy
-	cfg.InactiveThreshold = time.Minute
-	cfg.MemoryStorage = true
-	cfg.Replicas = 1
-	cons, err := l.stream.CreateConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("worker: run log: scan: %w", err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = l.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	if cons.CachedInfo().NumPending == 0 {
+// scan decodes the run records that opts select, oldest first, until those
+// pending at the start are read. Records that do not decode are skipped: the
+// log is diagnostics, not data.
+func (l *RunLog) scan(ctx context.Context, opts scan.Options, fn func(RunRecord)) error {
+	err := scan.Stream(ctx, l.stream, opts, func(m *jetstream.RawStreamMsg) error {
+		var r RunRecord
+		if json.Unmarshal(m.Data, &r) == nil {
+			fn(r)
+		}
 		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("worker: run log: %w", err)
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("worker: run log: scan: %w", err)
-		}
-		batch, err := cons.FetchNoWait(256)
-		if err != nil {
-			return fmt.Errorf("worker: run log: scan: %w", err)
-		}
-		n, pending := 0, uint64(0)
-		for m := range batch.Messages() {
-			n++
-			if meta, err := m.Metadata(); err == nil {
-				pending = meta.NumPending
-			}
-			var r RunRecord
-			if json.Unmarshal(m.Data(), &r) == nil {
-				fn(r)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("worker: run log: scan: %w", err)
-		}
-		if n == 0 || pending == 0 {
-			return nil
-		}
-	}
+	return nil
 }
 
 // validToken reports whether s can be one token of a subject.
