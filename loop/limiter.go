@@ -205,6 +205,10 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	return nil
 }
 
+// Granted returns how many tokens Wait has granted since the Limiter was
+// made: the requests this replica was allowed to send.
+func (l *Limiter) Granted() int64 { return l.own.Load() }
+
 // take waits for a token of the bucket. It reports false, without a token,
 // when the pace quickened meanwhile: the caller then takes a new turn.
 func (l *Limiter) take(ctx context.Context) (bool, error) {

@@ -97,6 +97,9 @@ type Result struct {
 	// AlreadyCreated: the customer existed already (found by a look-up
 	// after an earlier unknown outcome); nothing was created twice.
 	AlreadyCreated bool
+	// Status, when set, is the item's success outcome ([outcome.Updated],
+	// [outcome.Skipped]); it overrides Created and AlreadyCreated.
+	Status outcome.Outcome
 }
 
 // Outcome is the end of one item. The failure fields describe the item's
@@ -134,8 +137,8 @@ type Report struct {
 // [outcome.Exhausted].
 func (r Report) Failed() []Outcome { return r.filter(outcome.Outcome.Failed) }
 
-// Created returns the outcomes that have a customer: [outcome.Created] and
-// [outcome.AlreadyCreated].
+// Created returns the outcomes that have a customer: [outcome.Created],
+// [outcome.AlreadyCreated], [outcome.Updated] and [outcome.Skipped].
 func (r Report) Created() []Outcome { return r.filter(outcome.Outcome.Succeeded) }
 
 func (r Report) filter(keep func(outcome.Outcome) bool) []Outcome {
@@ -363,6 +366,9 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		o.Status = outcome.Created
 		if res.res.AlreadyCreated {
 			o.Status = outcome.AlreadyCreated
+		}
+		if res.res.Status != outcome.None {
+			o.Status = res.res.Status
 		}
 		o.CustomerID, o.Attributes = res.res.CustomerID, res.res.Attributes
 		o.Err = nil

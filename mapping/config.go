@@ -74,6 +74,19 @@ const (
 	LedgerScopeWorkflow = "workflow"
 )
 
+// Match keys (the match option): how an existing customer is looked up, in the order listed.
+const (
+	MatchExternalID = "externalId" // GET /v1/customers/externalId=…
+	MatchEmail      = "email"      // GET /v1/customers/email=… with the item's first email
+	MatchPhone      = "phone"      // GET /v1/customers/phone=… with the item's first phone
+)
+
+// What to do with a customer a match found (the on_match option).
+const (
+	OnMatchSkip   = "skip"   // default: leave the customer as it is
+	OnMatchUpdate = "update" // PUT the mapped fields with replace=false, emails and phones merged
+)
+
 // DefaultConfigYAML is the built-in config: one workflow whose inputs are exactly the sample request of
 // the "Create Kustomer Customer" action.
 const DefaultConfigYAML = `workflows:
@@ -117,6 +130,15 @@ type Workflow struct {
 	Mode      string
 	BatchSize int
 	Linger    time.Duration
+	// Match is the ordered list of keys (MatchExternalID, MatchEmail, MatchPhone) by which an existing
+	// customer is looked up before creating one; empty: create only. Each key costs at most one
+	// look-up (one request) per item.
+	Match []string
+	// OnMatch is what is done to a customer found by Match: OnMatchSkip (default) or OnMatchUpdate.
+	OnMatch string
+	// FreshIDs declares that the source never reuses an externalId for a new lead: the externalId
+	// look-up is then skipped for an item the ledger has never seen, as it cannot find anything.
+	FreshIDs bool
 
 	inputs   []input  // in field order
 	required []string // input names, or "custom.<key>", sorted
@@ -234,6 +256,9 @@ type fileWorkflow struct {
 	Mode              string        `yaml:"mode"`
 	BatchSize         int           `yaml:"batch_size"`
 	Linger            time.Duration `yaml:"linger"`
+	Match             []string      `yaml:"match"`
+	OnMatch           string        `yaml:"on_match"`
+	FreshIDs          bool          `yaml:"fresh_ids"`
 	Inputs            yamlast.Node  `yaml:"inputs"`
 }
 
@@ -582,6 +607,7 @@ func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
 		at("inputs", "a template uses item or loop.index but the workflow has no loop")
 	}
 	p.requiredList(w, name, fw.Required, node)
+	p.match(w, name, &fw, node)
 	if err := failed(); err != nil {
 		return nil, err
 	}

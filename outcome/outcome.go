@@ -31,6 +31,12 @@ const (
 	// ledger, or found by a look-up after an unknown outcome); nothing was
 	// created twice.
 	AlreadyCreated
+	// Updated: a workflow with match found the customer and updated it
+	// (on_match: update).
+	Updated
+	// Skipped: a workflow with match found the customer and left it as it
+	// was (on_match: skip).
+	Skipped
 
 	// InvalidEvent: the event is poison (not JSON, not an object, too
 	// large, a replay whose object is gone). Dead-lettered at once.
@@ -63,6 +69,8 @@ var names = [...]string{
 	None:           "",
 	Created:        "created",
 	AlreadyCreated: "already_created",
+	Updated:        "updated",
+	Skipped:        "skipped",
 	InvalidEvent:   "invalid_event",
 	Mapping:        "mapping",
 	Validation:     "validation",
@@ -86,9 +94,9 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("outcome(%d)", o)
 }
 
-// Succeeded reports whether the item has a customer: Created or
-// AlreadyCreated.
-func (o Outcome) Succeeded() bool { return o == Created || o == AlreadyCreated }
+// Succeeded reports whether the item has a customer: Created,
+// AlreadyCreated, Updated or Skipped.
+func (o Outcome) Succeeded() bool { return o >= Created && o <= Skipped }
 
 // Failed reports whether o is one of [Failures]: the item failed for good
 // and belongs in a dead letter.
@@ -110,7 +118,7 @@ func Parse(s string) (Outcome, error) {
 	if i := slices.Index(names[:], s); i >= 0 {
 		return Outcome(i), nil
 	}
-	return None, fmt.Errorf("outcome: %q is not an outcome: want one of %s", s, list(Created, AlreadyCreated, Paused, Canceled))
+	return None, fmt.Errorf("outcome: %q is not an outcome: want one of %s", s, list(Created, AlreadyCreated, Updated, Skipped, Paused, Canceled))
 }
 
 // ParseFailure returns the failure whose wire word is s, as a dead

@@ -445,8 +445,8 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			continue
 		}
 		metricBulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
-		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), it.log); ok {
-			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID)
+		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.cfg.Limiter, paid: true}, it.log); ok {
+			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, bodyHash(it.req))
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 			continue
 		}
@@ -701,7 +701,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		b.f.breaker.Record(firstErr)
 	}
 	each(created, func(it *bulkItem) {
-		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it]); err != nil {
+		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], bodyHash(it.req)); err != nil {
 			it.log.Error().Err(err).Str("customer_id", ids[it]).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
 		}
 	})

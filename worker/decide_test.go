@@ -201,14 +201,14 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 
 	w := &Worker{ledger: mine} // the claim is decided before Kustomer or the limiter is asked
 	ev := &event{log: zerolog.Nop()}
-	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1)
+	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.RetryError{}, delay: 30 * time.Second}, err)
 	require.ErrorIs(t, err, errClaimed)
 	var ke *kustomer.Error
 	require.False(t, errors.As(err, &ke), "a ledger conflict is not Kustomer's answer")
 
 	require.NoError(t, js.DeleteKeyValue(ctx, "DECIDE_LEDGER"))
-	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, ledgerKey("wf", "lead-2"), 0, 1)
+	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, ledgerKey("wf", "lead-2"), 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.RetryError{}}, err)
 	require.False(t, errors.As(err, &ke), "a ledger outage is not Kustomer's answer")
 	require.Regexp(t, "^worker: idempotency ledger unavailable: ", err.Error())

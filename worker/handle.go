@@ -24,11 +24,14 @@ import (
 // Result headers link a published result to the event it came from; the
 // workflow and stream sequence use the names dead letters use.
 const (
-	HeaderEventID   = "Ksync-Event-Id"
-	HeaderEventSeq  = dlq.HeaderStreamSeq
-	HeaderItem      = "Ksync-Item"
-	HeaderWorkflow  = dlq.HeaderWorkflow
-	HeaderCustomer  = "Ksync-Customer-Id"
+	HeaderEventID  = "Ksync-Event-Id"
+	HeaderEventSeq = dlq.HeaderStreamSeq
+	HeaderItem     = "Ksync-Item"
+	HeaderWorkflow = dlq.HeaderWorkflow
+	HeaderCustomer = "Ksync-Customer-Id"
+	// HeaderOutcome says what became of the customer: created,
+	// already_created, updated or skipped.
+	HeaderOutcome   = "Ksync-Outcome"
 	resultMsgPrefix = "ksync-result-"
 )
 
@@ -44,6 +47,15 @@ type event struct {
 	log     zerolog.Logger
 	// bulkJobs, in bulk mode, names the bulk job each item was last sent in.
 	bulkJobs map[int]string
+	notes    []itemNote // per item index, once its items run
+}
+
+// note returns what item i's attempts noted, if anything.
+func (ev *event) note(i int) itemNote {
+	if i >= 0 && i < len(ev.notes) {
+		return ev.notes[i]
+	}
+	return itemNote{}
 }
 
 // handle processes one event to its end: acknowledged after its outcome is
@@ -166,8 +178,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
 			return
 		}
+		ev.notes = make([]itemNote, len(items))
 		report = runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
-			return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt)
+			return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
 		})
 	}
 	if ctx.Err() != nil {
@@ -214,25 +227,41 @@ func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool 
 }
 
 // createItem is one attempt at one item: claim its key in the ledger, look it
-// up when an earlier attempt's outcome is unknown, create it, record it.
-func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int) (loop.Result, error) {
+// up when an earlier attempt's outcome is unknown, create it, record it. A
+// workflow with match looks the customer up first (see matchItem).
+func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int, note *itemNote) (loop.Result, error) {
 	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
+	sum := bodyHash(req)
+	note.sent = sum
 	claim, err := w.ledger.claim(ctx, key)
 	switch {
 	case errors.Is(err, errClaimed):
 		return loop.Result{}, loop.RetryAfter(claim.wait, err)
 	case err != nil:
 		return loop.Result{}, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err))
-	case claim.customerID != "":
+	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), AlreadyCreated: true}, nil
 	}
+	spend := &spender{lim: w.cfg.Limiter}
+	if len(f.wf.Match) > 0 {
+		return w.matchItem(ctx, f.wf, req, key, sum, claim, spend, log, note)
+	}
+	return w.create(ctx, req, key, sum, claim.stale, spend, log)
+}
+
+// create creates the item's customer, holding its claim; lookFirst (an
+// earlier attempt's outcome is unknown) looks it up by externalId first.
+func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum string, lookFirst bool, spend *spender, log zerolog.Logger) (loop.Result, error) {
 	extID := req.ExternalID()
-	if claim.stale && extID != "" {
-		if c, ok := w.lookup(ctx, extID, log); ok {
-			_ = w.ledger.record(ctx, key, c.ID)
+	if lookFirst && extID != "" {
+		if c, ok := w.lookup(ctx, extID, spend, log); ok {
+			_ = w.ledger.record(ctx, key, c.ID, sum)
 			return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
 		}
+	}
+	if err := spend.wait(ctx); err != nil {
+		return loop.Result{}, err
 	}
 	c, err := w.cfg.Kustomer.CreateCustomer(ctx, req)
 	if err != nil {
@@ -242,8 +271,8 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		unknown := errors.Is(err, &loop.UnknownError{}) || ctx.Err() != nil
 		if unknown && extID != "" {
 			// The request may have been answered: ask before trying again.
-			if c, ok := w.lookup(ctx, extID, log); ok {
-				_ = w.ledger.record(ctx, key, c.ID)
+			if c, ok := w.lookup(ctx, extID, spend, log); ok {
+				_ = w.ledger.record(ctx, key, c.ID, sum)
 				return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
 			}
 		}
@@ -253,7 +282,7 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Msg("create failed")
 		return loop.Result{}, err
 	}
-	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID); err != nil {
+	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum); err != nil {
 		log.Error().Err(err).Str("customer_id", c.ID).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
 	}
 	log.Info().Str("customer_id", c.ID).Msg("customer created")
@@ -261,8 +290,8 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 }
 
 // lookup finds a customer by externalId after an unknown outcome.
-func (w *Worker) lookup(ctx context.Context, extID string, log zerolog.Logger) (*kustomer.Customer, bool) {
-	if err := w.cfg.Limiter.Wait(ctx); err != nil {
+func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log zerolog.Logger) (*kustomer.Customer, bool) {
+	if err := spend.wait(ctx); err != nil {
 		return nil, false
 	}
 	c, err := w.cfg.Kustomer.CustomerByExternalID(ctx, extID)
@@ -303,7 +332,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	var classes []outcome.Outcome
 	var ok, bad int
 	for _, it := range items {
-		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index]}
+		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index], Dropped: ev.note(it.Index).dropped}
 		switch {
 		case it.Status.Succeeded():
 			ok++
@@ -438,7 +467,10 @@ func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it loop.
 	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)
-	m.Header.Set(nats.MsgIdHdr, resultMsgPrefix+f.wf.Name+"-"+it.CustomerID)
+	m.Header.Set(HeaderOutcome, it.Status.String())
+	// The body sent is part of the id: an update of the customer is a new
+	// result, a redelivery of the same body is not.
+	m.Header.Set(nats.MsgIdHdr, resultMsgPrefix+f.wf.Name+"-"+it.CustomerID+"-"+ev.note(it.Index).sent)
 	if _, err := w.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("worker: publish result: %w", err)
 	}

@@ -101,6 +101,7 @@ func ledgerScope(wf *mapping.Workflow) string {
 // claimResult is what claim found.
 type claimResult struct {
 	customerID string        // set when the item was created before
+	sent       string        // with customerID: the hash of the body last sent for it ("" if unknown)
 	stale      bool          // an earlier claim was taken over: its outcome is unknown
 	wait       time.Duration // with errClaimed: until the other replica's lease ends
 	// bulkJob, with stale: the bulk job the earlier claim sent the item in;
@@ -161,8 +162,9 @@ func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
 		return claimResult{}, fmt.Errorf("worker: ledger read: %w", err)
 	}
 	v := string(entry.Value())
-	if id, ok := strings.CutPrefix(v, createdPrefix); ok {
-		return claimResult{customerID: id}, nil
+	if rest, ok := strings.CutPrefix(v, createdPrefix); ok {
+		id, sent, _ := strings.Cut(rest, " ")
+		return claimResult{customerID: id, sent: sent}, nil
 	}
 	owner, expiry, job := parseClaim(v)
 	if now := l.now(); owner != l.owner && now.Before(expiry) {
@@ -193,9 +195,11 @@ func (l *ledger) sentInJob(ctx context.Context, key, id string) error {
 	return nil
 }
 
-// record stores the created customer's id under key.
-func (l *ledger) record(ctx context.Context, key, customerID string) error {
-	if _, err := l.kv.Put(ctx, key, []byte(createdPrefix+customerID)); err != nil {
+// record stores under key the id of the customer created, updated or
+// matched for the item, and sent, the hash of the body last sent (bodyHash),
+// as "created <id> <hash>".
+func (l *ledger) record(ctx context.Context, key, customerID, sent string) error {
+	if _, err := l.kv.Put(ctx, key, []byte(createdPrefix+customerID+" "+sent)); err != nil {
 		return fmt.Errorf("worker: ledger record: %w", err)
 	}
 	return nil

@@ -37,10 +37,11 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 	require.NoError(t, err)
 	require.True(t, got.stale, "b takes over and knows a's outcome is unknown")
 
-	require.NoError(t, b.record(ctx, key, "cust-1"))
+	require.NoError(t, b.record(ctx, key, "cust-1", "3f2a"))
 	got, err = a.claim(ctx, key)
 	require.NoError(t, err)
 	require.Equal(t, "cust-1", got.customerID)
+	require.Equal(t, "3f2a", got.sent, "the ledger knows what was last sent")
 }
 
 func TestLedgerReleaseFreesTheClaimForTheNextAttempt(t *testing.T) {

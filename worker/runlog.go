@@ -41,7 +41,7 @@ func (s RunStatus) Valid() bool { return slices.Contains(RunStatuses, s) }
 // RunItem is the outcome of one Loop item of a run.
 //
 // In JSON an item keeps the run log's two fields: "outcome" is "created",
-// "already_created" or "failed" ([outcome.Outcome.Summary]) and, for a
+// "already_created", "updated", "skipped" or "failed" ([outcome.Outcome.Summary]) and, for a
 // failure, "class" says which ("permanent", "exhausted"...), so records
 // written before Outcome was typed read back the same.
 type RunItem struct {
@@ -51,6 +51,9 @@ type RunItem struct {
 	Attempts   int
 	Error      string
 	BulkJob    string // bulk mode: the Kustomer bulk job the item was last sent in
+	// Dropped names the list entries an update could not add to the
+	// customer (Kustomer keeps at most 10 per list), e.g. "emails: a@b.co".
+	Dropped []string
 }
 
 // runItemJSON is a RunItem on the wire.
@@ -62,12 +65,13 @@ type runItemJSON struct {
 	Class      outcome.Outcome `json:"class,omitempty"`
 	Error      string          `json:"error,omitempty"`
 	BulkJob    string          `json:"bulk_job,omitempty"`
+	Dropped    []string        `json:"dropped,omitempty"`
 }
 
 // MarshalJSON writes the item's outcome as its summary and, for a failure,
 // its class.
 func (it RunItem) MarshalJSON() ([]byte, error) {
-	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error, BulkJob: it.BulkJob}
+	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error, BulkJob: it.BulkJob, Dropped: it.Dropped}
 	if it.Outcome.Failed() {
 		j.Class = it.Outcome
 	}
@@ -88,7 +92,7 @@ func (it *RunItem) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("worker: run item %d: %w", j.Index, err)
 		}
 	}
-	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error, BulkJob: j.BulkJob}
+	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error, BulkJob: j.BulkJob, Dropped: j.Dropped}
 	return nil
 }
 

@@ -49,6 +49,10 @@ const (
 type Kustomer interface {
 	CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error)
 	CustomerByExternalID(ctx context.Context, externalID string) (*kustomer.Customer, error)
+	// For workflows with match (look-ups) and on_match: update.
+	CustomerByEmail(ctx context.Context, email string) (*kustomer.Customer, error)
+	CustomerByPhone(ctx context.Context, phone string) (*kustomer.Customer, error)
+	UpdateCustomer(ctx context.Context, id string, body any) (*kustomer.Customer, error)
 }
 
 // Config configures a Worker. Workflows, Kustomer and Limiter are required.

@@ -246,5 +246,13 @@ func writeRun(w io.Writer, r worker.RunRecord) error {
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", it.Index, it.Outcome.Summary(), orDash(it.CustomerID), it.Attempts,
 			orDash(class), orDash(strings.Join(strings.Fields(it.Error), " ")))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, it := range r.Items {
+		if len(it.Dropped) > 0 {
+			fmt.Fprintf(w, "  item %d: not kept by the update (Kustomer's 10 per list): %s\n", it.Index, strings.Join(it.Dropped, "; "))
+		}
+	}
+	return nil
 }

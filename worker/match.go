@@ -1,0 +1,301 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
+)
+
+// maxListItems is Kustomer's limit on every array of a customer (emails,
+// phones, …): a merged list is cut to it.
+const maxListItems = 10
+
+// matchLockRetry is how soon an item whose match key another item holds is
+// tried again: the holder keeps it for a few requests only.
+const matchLockRetry = 250 * time.Millisecond
+
+// itemNote is what one item's attempts tell the run record and the result
+// besides the loop's outcome. Only the item's own attempts write it, one at
+// a time.
+type itemNote struct {
+	sent    string   // bodyHash of the body last sent, or matched, for the item
+	dropped []string // list entries an update could not keep (Kustomer's 10-item limit)
+}
+
+// bodyHash identifies a mapped body: the ledger keeps it to tell a
+// redelivered item from a changed one. encoding/json sorts map keys, so
+// equal bodies hash alike.
+func bodyHash(req mapping.Request) string {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// spender hands out the rate budget of one attempt: the loop waited on the
+// limiter once before the attempt, which pays for its first request; every
+// further request (a look-up, then a create or an update) waits for a token
+// of its own, so the limiter counts every request sent.
+type spender struct {
+	lim  *loop.Limiter
+	paid bool
+}
+
+func (s *spender) wait(ctx context.Context) error {
+	if !s.paid {
+		s.paid = true
+		return nil
+	}
+	return s.lim.Wait(ctx)
+}
+
+// matchItem is one attempt at an item of a workflow with match: claim its
+// match keys, look the customer up by them in order, then create it, or
+// skip or update the customer found. claim is the item's idempotency claim:
+// owned when claim.customerID is empty, else the ledger's record of an
+// earlier body (claim.sent differs from sum).
+func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mapping.Request, key, sum string, claim claimResult, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
+	if claim.customerID != "" && wf.OnMatch != mapping.OnMatchUpdate {
+		// Changed since it was sent, but the workflow leaves customers as they are.
+		_ = w.ledger.record(context.WithoutCancel(ctx), key, claim.customerID, sum)
+		log.Info().Str("customer_id", claim.customerID).Msg("item changed; customer left as it is (on_match: skip)")
+		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), Status: outcome.Skipped}, nil
+	}
+	giveUp := func(err error) (loop.Result, error) {
+		// A stale claim is kept: the next attempt must look up again.
+		if claim.customerID == "" && !claim.stale {
+			w.ledger.release(context.WithoutCancel(ctx), key)
+		}
+		return loop.Result{}, err
+	}
+	unlock, err := w.ledger.lockMatches(ctx, matchLocks(wf, req))
+	if errors.Is(err, errClaimed) {
+		return giveUp(loop.RetryAfter(matchLockRetry, err))
+	} else if err != nil {
+		return giveUp(loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
+	}
+	defer unlock()
+	found, err := w.findCustomer(ctx, wf, req, claim, spend, log)
+	if err != nil {
+		return giveUp(err)
+	}
+	id := claim.customerID
+	if found != nil {
+		id = found.ID
+	}
+	if id == "" {
+		lookFirst := claim.stale && !slices.Contains(wf.Match, mapping.MatchExternalID)
+		return w.create(ctx, req, key, sum, lookFirst, spend, log)
+	}
+	if wf.OnMatch != mapping.OnMatchUpdate {
+		if err := w.ledger.record(context.WithoutCancel(ctx), key, id, sum); err != nil {
+			log.Warn().Err(err).Str("customer_id", id).Msg("match not recorded in the ledger")
+		}
+		log.Info().Str("customer_id", id).Msg("customer exists; left as it is (on_match: skip)")
+		return loop.Result{CustomerID: id, Attributes: found.Attributes, Status: outcome.Skipped}, nil
+	}
+	var existing map[string]any
+	if found != nil {
+		existing = found.Attributes
+	}
+	body, dropped := mergeLists(req, existing, found != nil)
+	note.dropped = dropped
+	if err := spend.wait(ctx); err != nil {
+		return giveUp(err)
+	}
+	c, err := w.cfg.Kustomer.UpdateCustomer(ctx, id, body)
+	if err != nil {
+		err = decide(err)
+		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Str("customer_id", id).Msg("update failed")
+		return giveUp(err)
+	}
+	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum); err != nil {
+		log.Warn().Err(err).Str("customer_id", c.ID).Msg("update not recorded in the ledger; a redelivery updates it again")
+	}
+	log.Info().Str("customer_id", c.ID).Int("dropped", len(dropped)).Msg("customer updated")
+	return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, Status: outcome.Updated}, nil
+}
+
+// findCustomer looks the item's customer up by the workflow's match keys in
+// order and returns the first found, or nil. The externalId look-up is left
+// out for an item the ledger has never seen when the workflow declares
+// fresh_ids: such an id cannot be in Kustomer yet.
+func (w *Worker) findCustomer(ctx context.Context, wf *mapping.Workflow, req mapping.Request, claim claimResult, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
+	for _, k := range wf.Match {
+		v := req.MatchValue(k)
+		if v == "" || k == mapping.MatchExternalID && wf.FreshIDs && claim.customerID == "" && !claim.stale {
+			continue
+		}
+		if err := spend.wait(ctx); err != nil {
+			return nil, err
+		}
+		c, err := lookupBy(ctx, w.cfg.Kustomer, k, v)
+		switch {
+		case err == nil:
+			log.Info().Str("customer_id", c.ID).Str("match", k).Msg("existing customer found")
+			return c, nil
+		case !kustomer.IsNotFound(err):
+			err = decide(err)
+			log.Warn().Err(err).Str("match", k).Msg("look-up failed")
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func lookupBy(ctx context.Context, k Kustomer, key, value string) (*kustomer.Customer, error) {
+	switch key {
+	case mapping.MatchEmail:
+		return k.CustomerByEmail(ctx, value)
+	case mapping.MatchPhone:
+		return k.CustomerByPhone(ctx, value)
+	default:
+		return k.CustomerByExternalID(ctx, value)
+	}
+}
+
+// matchLocks names the ledger locks of the item's match values, e.g.
+// "email:ada@example.com", sorted so that items take them in one order.
+func matchLocks(wf *mapping.Workflow, req mapping.Request) []string {
+	var names []string
+	for _, k := range wf.Match {
+		if v := req.MatchValue(k); v != "" {
+			if k == mapping.MatchEmail {
+				v = strings.ToLower(v)
+			}
+			names = append(names, k+":"+v)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// mergeLists returns the body of an update: req, with each of its lists
+// (emails, phones, tags, …) merged into the customer's, since a list sent
+// replaces Kustomer's: the customer's entries first, then req's new ones,
+// cut to maxListItems. dropped names each new entry that did not fit, as
+// "emails: ada@example.com". When the customer's lists are unknown (known
+// is false), req's lists are left out rather than replacing them, and named
+// in dropped. A customer's externalId is never replaced by another.
+func mergeLists(req mapping.Request, existing map[string]any, known bool) (mapping.Request, []string) {
+	body := make(mapping.Request, len(req))
+	var dropped []string
+	for field, v := range req {
+		if old, _ := existing[field].(string); field == "externalId" && old != "" && old != v {
+			// The customer's identity in the source stays; the item matched it by another key.
+			dropped = append(dropped, fmt.Sprintf("externalId: %v (the customer has %s)", v, old))
+			continue
+		}
+		list, ok := v.([]any)
+		if !ok {
+			body[field] = v
+			continue
+		}
+		if !known {
+			for _, it := range list {
+				_, id := mapping.ListEntry(field, it)
+				dropped = append(dropped, field+": "+id+" (the customer's current list could not be read)")
+			}
+			continue
+		}
+		old, _ := existing[field].([]any)
+		merged := make([]any, 0, maxListItems)
+		seen := make(map[string]bool, len(old)+len(list))
+		for _, it := range old {
+			entry, id := mapping.ListEntry(field, it)
+			merged = append(merged, entry)
+			seen[id] = true
+		}
+		for _, it := range list {
+			_, id := mapping.ListEntry(field, it)
+			switch {
+			case seen[id]:
+			case len(merged) >= maxListItems:
+				dropped = append(dropped, field+": "+id)
+			default:
+				merged = append(merged, it)
+			}
+			seen[id] = true
+		}
+		body[field] = merged
+	}
+	slices.Sort(dropped)
+	return body, dropped
+}
+
+// lockMatches takes a lock in the ledger on each name (see matchLocks), so
+// that two items for the same person — two events on two replicas — are
+// matched one after the other and end as one customer. A lock lasts one
+// attempt, or the lease if its holder dies. It returns errClaimed when
+// another item holds one of them (and then holds none), and the function
+// that releases them.
+func (l *ledger) lockMatches(ctx context.Context, names []string) (func(), error) {
+	type held struct {
+		key string
+		rev uint64
+	}
+	var locks []held
+	unlock := func() {
+		for _, h := range locks {
+			_ = l.kv.Delete(context.WithoutCancel(ctx), h.key, jetstream.LastRevision(h.rev))
+		}
+	}
+	for _, name := range names {
+		key := "match." + ledgerKey("", name)[len("item."):]
+		rev, err := l.lock(ctx, key)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		locks = append(locks, held{key, rev})
+	}
+	return unlock, nil
+}
+
+// lock takes one match lock, or takes over an expired one.
+func (l *ledger) lock(ctx context.Context, key string) (uint64, error) {
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	value := fmt.Appendf(nil, "lock %s/%x %d", l.owner, nonce, l.now().Add(l.lease).UnixMilli())
+	rev, err := l.kv.Create(ctx, key, value)
+	if err == nil {
+		return rev, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("worker: ledger lock: %w", err)
+	}
+	entry, err := l.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, errMatchLocked
+	case err != nil:
+		return 0, fmt.Errorf("worker: ledger read: %w", err)
+	}
+	if _, expiry := parseOwnerExpiry(strings.TrimPrefix(string(entry.Value()), "lock ")); l.now().Before(expiry) {
+		return 0, errMatchLocked
+	}
+	if rev, err = l.kv.Update(ctx, key, value, entry.Revision()); err != nil {
+		return 0, errMatchLocked
+	}
+	return rev, nil
+}
+
+// errMatchLocked means another item is being matched on the same key.
+var errMatchLocked = fmt.Errorf("worker: another item for the same customer is being matched: %w", errClaimed)
