@@ -573,7 +573,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
 		return
 	}
 	unknown := errors.Is(d, &loop.UnknownError{})
-	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", kustomer.ClassOf(err).String()).Msg("bulk request failed")
+	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
 	for _, it := range items {
 		if !unknown {
 			b.w.ledger.release(context.WithoutCancel(ctx), it.key)
@@ -692,7 +692,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		d := decide(o.Err)
 		firstErr = cmp.Or(firstErr, d)
 		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", kustomer.ClassOf(o.Err).String()).Msg("create failed")
+		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decision(d)).Msg("create failed")
 		b.settle(it, d)
 	}
 	if len(created) > 0 {

@@ -51,6 +51,29 @@ func decide(err error) error {
 	}
 }
 
+// decision names the decision err holds, as the "class" field of a log line
+// says it: "retry", "throttled", "unknown", "pause", or "permanent" for any
+// other error (one without a decision is permanent to the loop too); "" for
+// nil. Logs read it here rather than the Kustomer client's class, so that a
+// ledger outage reads "retry" and not "permanent".
+func decision(err error) string {
+	var re *loop.RetryError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &re) && re.Throttled:
+		return "throttled"
+	case errors.Is(err, &loop.RetryError{}):
+		return "retry"
+	case errors.Is(err, &loop.UnknownError{}):
+		return "unknown"
+	case errors.Is(err, &loop.PauseError{}):
+		return "pause"
+	default:
+		return "permanent"
+	}
+}
+
 // ObserveRateLimits returns the hook to set as [kustomer.Config.OnResponse]
 // so that lim paces itself by every response's rate-limit headers.
 func ObserveRateLimits(lim *loop.Limiter) func(kustomer.RateLimit) {

@@ -231,3 +231,20 @@ func TestADeadLetterCarriesKustomersStatusAndCodeAsPlainFields(t *testing.T) {
 	require.Empty(t, local.Code)
 	require.Equal(t, dlq.Record{Class: outcome.Mapping}, withError(dlq.Record{Class: outcome.Mapping}, nil))
 }
+
+func TestALogLineNamesTheDecisionNotTheClientsClass(t *testing.T) {
+	t.Parallel()
+	ledger := loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", errors.New("nats: timeout")))
+	for err, want := range map[error]string{
+		nil:    "",
+		ledger: "retry",
+		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429}): "throttled",
+		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503}): "retry",
+		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true}):   "unknown",
+		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401}):  "pause",
+		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
+		errors.New("mapping: name: too long"):                                                  "permanent",
+	} {
+		require.Equal(t, want, decision(err), "%v", err)
+	}
+}

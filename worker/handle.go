@@ -279,7 +279,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum strin
 		if !unknown {
 			w.ledger.release(context.WithoutCancel(ctx), key)
 		}
-		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Msg("create failed")
+		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
 		return loop.Result{}, err
 	}
 	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum); err != nil {

@@ -576,11 +576,12 @@ func (w *Worker) probeAtStart(ctx context.Context) {
 		return
 	}
 	var ke *kustomer.Error
-	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && kustomer.ClassOf(err) != kustomer.ClassSystemic {
-		w.log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
+	d := decide(err)
+	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && !errors.Is(d, &loop.PauseError{}) {
+		w.log.Warn().Err(err).Str("class", decision(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
 		return
 	}
-	w.log.Error().Err(err).Str("class", kustomer.ClassOf(err).String()).Int("workflows", len(w.flows)).
+	w.log.Error().Err(err).Str("class", decision(d)).Int("workflows", len(w.flows)).
 		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
 	for _, f := range w.flows {
 		f.breaker.Trip("start probe failed: " + err.Error())
