@@ -67,6 +67,7 @@ type Breaker struct {
 	opened  chan struct{} // closed when the breaker opens; replaced when it closes
 	closed  chan struct{} // closed when the breaker closes; replaced when it opens
 	reason  string
+	cause   error // what opened it, when known
 	onEvent []func(open bool, reason string)
 }
 
@@ -92,7 +93,7 @@ func (b *Breaker) Record(err error) {
 		b.run = 0
 		b.mu.Unlock()
 	case kindPause:
-		b.trip(fmt.Sprintf("systemic failure: %v", err))
+		b.setState(true, fmt.Sprintf("systemic failure: %v", err), err)
 	case kindThrottled:
 	case kindRetry, kindUnknown:
 		b.mu.Lock()
@@ -100,7 +101,7 @@ func (b *Breaker) Record(err error) {
 		n := b.run
 		b.mu.Unlock()
 		if n >= b.cfg.Threshold {
-			b.trip(fmt.Sprintf("%d transient failures in a row, last: %v", n, err))
+			b.setState(true, fmt.Sprintf("%d transient failures in a row, last: %v", n, err), err)
 		}
 	}
 }
@@ -158,7 +159,7 @@ func (b *Breaker) Probe(ctx context.Context, probe func(ctx context.Context) err
 		case <-t.C():
 		}
 		if err := probe(ctx); err == nil {
-			b.setState(false, "probe succeeded")
+			b.setState(false, "probe succeeded", nil)
 			return
 		}
 	}
@@ -174,17 +175,29 @@ func (b *Breaker) openedChan() <-chan struct{} {
 // Trip opens the breaker with reason, as a systemic failure would; it does
 // nothing if the breaker is already open. A worker trips it when Kustomer
 // fails its check at start, before any item ran.
-func (b *Breaker) Trip(reason string) { b.trip(reason) }
+func (b *Breaker) Trip(reason string) { b.setState(true, reason, nil) }
 
-func (b *Breaker) trip(reason string) { b.setState(true, reason) }
+// TripWith is Trip with the error that made the caller trip it, for
+// [Breaker.Cause].
+func (b *Breaker) TripWith(reason string, cause error) { b.setState(true, reason, cause) }
 
-func (b *Breaker) setState(open bool, reason string) {
+// Cause returns the error that opened the breaker (the one fed to Record,
+// or given to TripWith), so a caller can tell rejected credentials from an
+// outage with errors.As; nil while the breaker is closed or when Trip opened
+// it.
+func (b *Breaker) Cause() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cause
+}
+
+func (b *Breaker) setState(open bool, reason string, cause error) {
 	b.mu.Lock()
 	if b.open == open {
 		b.mu.Unlock()
 		return
 	}
-	b.open, b.reason, b.run = open, reason, 0
+	b.open, b.reason, b.cause, b.run = open, reason, cause, 0
 	if open {
 		close(b.opened)
 		b.closed = make(chan struct{})

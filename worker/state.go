@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
 )
 
 // Workflow states, as [WorkflowState.State] reports them.
@@ -28,6 +31,11 @@ type WorkflowState struct {
 	State    string    `json:"state"`            // StateRunning or StatePaused
 	Reason   string    `json:"reason,omitempty"` // why it paused
 	Since    time.Time `json:"since"`            // when it started, paused or resumed
+	// CredentialsRejected is set while the workflow is paused because
+	// Kustomer refused the API key (401) or its role (403), at the start
+	// probe or mid-run: a deployment that waits for an operator, not for
+	// Kustomer to recover.
+	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
 }
 
 // Workflows returns the state of each workflow, in config order; nil before
@@ -44,14 +52,21 @@ func (w *Worker) Workflows() []WorkflowState {
 	return out
 }
 
-func (f *flow) setState(paused bool, reason string, at time.Time) {
+func (f *flow) setState(paused bool, reason string, cause error, at time.Time) {
 	f.stateMu.Lock()
 	defer f.stateMu.Unlock()
 	f.paused, f.since = paused, at
-	f.reason = ""
+	f.reason, f.credentials = "", false
 	if paused {
-		f.reason = reason
+		f.reason, f.credentials = reason, credentialsRejected(cause)
 	}
+}
+
+// credentialsRejected reports whether err is Kustomer refusing the API key
+// or its permissions.
+func credentialsRejected(err error) bool {
+	var ke *kustomer.Error
+	return errors.As(err, &ke) && (ke.StatusCode == http.StatusUnauthorized || ke.StatusCode == http.StatusForbidden)
 }
 
 func (f *flow) state() WorkflowState {
@@ -59,7 +74,7 @@ func (f *flow) state() WorkflowState {
 	defer f.stateMu.Unlock()
 	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC()}
 	if f.paused {
-		st.State, st.Reason = StatePaused, f.reason
+		st.State, st.Reason, st.CredentialsRejected = StatePaused, f.reason, f.credentials
 	}
 	return st
 }

@@ -331,7 +331,7 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 	}
 	metricPaused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
-		f.setState(open, reason, w.cfg.Clock.Now())
+		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			metricPaused.WithLabelValues(wf.Name).Set(1)
@@ -445,6 +445,8 @@ type flow struct {
 	paused  bool
 	reason  string    // why it paused; empty while running
 	since   time.Time // when it last started, paused or resumed
+	// credentials: paused because Kustomer rejected the API key or role.
+	credentials bool
 }
 
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
@@ -584,7 +586,7 @@ func (w *Worker) probeAtStart(ctx context.Context) {
 	w.log.Error().Err(err).Str("class", decision(d)).Int("workflows", len(w.flows)).
 		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
 	for _, f := range w.flows {
-		f.breaker.Trip("start probe failed: " + err.Error())
+		f.breaker.TripWith("start probe failed: "+err.Error(), err)
 	}
 }
 

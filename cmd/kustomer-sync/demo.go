@@ -53,6 +53,9 @@ setup, nothing left behind (the NATS store lives in a temporary folder, unless -
 		},
 	}
 	f.register(cmd)
+	// A demo is over in seconds: no admin server unless asked for.
+	f.adminAddr = "off"
+	cmd.Flags().Lookup("admin-addr").DefValue = f.adminAddr
 	cmd.Flags().StringVar(&leadsFile, "leads", "", "publish these leads (JSON, JSONL or CSV) instead of the built-in sample")
 	cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "give up when events are not all processed within this time")
 	// The demo keeps nothing unless asked: no "data" default, and no

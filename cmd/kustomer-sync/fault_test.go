@@ -71,6 +71,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Every worker these tests start, in-process or as a binary, serves its
+	// admin server on a port of its own rather than all on the default.
+	_ = os.Setenv("KSYNC_ADMIN_ADDR", "127.0.0.1:0")
 	code := m.Run()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)

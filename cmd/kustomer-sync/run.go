@@ -68,6 +68,8 @@ start (e.g. a subject the stream does not capture), the previous ones start agai
 				case <-ctx.Done():
 				case <-hup:
 					err = st.reload(ctx, a, &f)
+				case <-st.adminFailed():
+					err = st.admin.Err()
 				}
 			}
 			a.log.Info().Dur("deadline", f.drainTimeout).Msg("shutting down: draining in-flight events")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,10 +16,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loop"
@@ -40,7 +41,10 @@ type workerFlags struct {
 	embeddedAddr  string
 	stream        string
 	replicas      int
-	metricsAddr   string
+	metricsAddr   string // the old name of adminAddr
+	adminAddr     string
+	adminToken    string
+	kustomerOrg   string
 	replicaID     string
 	drainTimeout  time.Duration
 	maxEventBytes int
@@ -70,7 +74,11 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (GET /metrics)")
+	fl.StringVar(&f.adminAddr, "admin-addr", admin.AddrDefault, "serve the admin server (/metrics, /healthz, /readyz, /status and the dashboard) on this address; \"off\" for none. Beyond loopback it needs --admin-token")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "old name of --admin-addr")
+	fl.StringVar(&f.adminToken, "admin-token", "", "token the admin server's dashboard and /status ask for (Authorization: Bearer, or the login page); required when --admin-addr is not loopback")
+	fl.StringVar(&f.kustomerOrg, "kustomer-org", "", "your Kustomer org name, to link customer ids on the dashboard to https://<org>.kustomerapp.com (default: from an org-style --kustomer-base-url)")
+	markSecret(fl, "admin-token")
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, and before a SIGHUP reload, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
@@ -83,7 +91,8 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 		"config": "KSYNC_CONFIG", "kustomer-api-key-file": "KUSTOMER_API_KEY_FILE", "kustomer-base-url": "KUSTOMER_BASE_URL",
 		"kustomer-timeout": "KSYNC_KUSTOMER_TIMEOUT", "rate-per-minute": "KSYNC_RATE_PER_MINUTE", "rate-burst": "KSYNC_RATE_BURST",
 		"data-dir": "KSYNC_DATA_DIR", "embedded-addr": "KSYNC_EMBEDDED_ADDR", "stream": "KSYNC_STREAM",
-		"stream-replicas": "KSYNC_STREAM_REPLICAS", "metrics-addr": "KSYNC_METRICS_ADDR", "replica-id": "KSYNC_REPLICA_ID",
+		"stream-replicas": "KSYNC_STREAM_REPLICAS", "metrics-addr": "KSYNC_METRICS_ADDR", "admin-addr": "KSYNC_ADMIN_ADDR",
+		"admin-token": "KSYNC_ADMIN_TOKEN", "kustomer-org": "KSYNC_KUSTOMER_ORG", "replica-id": "KSYNC_REPLICA_ID",
 		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
 		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
 		"stream-max-age": "KSYNC_STREAM_MAX_AGE", "stream-max-bytes": "KSYNC_STREAM_MAX_BYTES",
@@ -101,6 +110,7 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
+		f.checkAdmin,
 		func(cmd *cobra.Command) error {
 			if f.maxAge < 0 {
 				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
@@ -114,6 +124,53 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 			return nil
 		},
 	)
+}
+
+// checkAdmin settles the admin address (--metrics-addr is its old name) and
+// refuses one beyond loopback without a token.
+func (f *workerFlags) checkAdmin(cmd *cobra.Command) error {
+	// Whichever is more explicit wins: the command line over the
+	// environment, the new name over the old at the same level.
+	source := func(name, key string) int {
+		fl := cmd.Flags().Lookup(name)
+		switch {
+		case !fl.Changed:
+			return 0
+		case os.Getenv(key) != "" && os.Getenv(key) == fl.Value.String():
+			return 1 // from the environment (or the same value on both)
+		}
+		return 2
+	}
+	if f.metricsAddr != "" && source("metrics-addr", "KSYNC_METRICS_ADDR") > source("admin-addr", "KSYNC_ADMIN_ADDR") {
+		f.adminAddr = f.metricsAddr
+	}
+	if f.adminAddr == "off" {
+		f.adminAddr = ""
+	}
+	if f.adminAddr != "" && f.adminToken == "" && !admin.Loopback(f.adminAddr) {
+		return flagError(cmd, "admin-token", "required when the admin server listens beyond loopback (--admin-addr %s): its dashboard can retry and purge dead letters", f.adminAddr)
+	}
+	return nil
+}
+
+// customerURL links a customer id to its page in the Kustomer app, when the
+// org is known; nil otherwise.
+func (f *workerFlags) customerURL() func(id string) string {
+	org := f.kustomerOrg
+	if org == "" {
+		if u, err := url.Parse(f.baseURL); err == nil {
+			org, _ = strings.CutSuffix(u.Hostname(), ".api.kustomerapp.com")
+			if org == u.Hostname() || strings.Contains(org, ".") {
+				org = ""
+			}
+		}
+	}
+	if org == "" {
+		return nil
+	}
+	return func(id string) string {
+		return "https://" + url.PathEscape(org) + ".kustomerapp.com/app/customers/" + url.PathEscape(id)
+	}
 }
 
 // streamConfig is the leads stream as the flags describe it.
@@ -136,7 +193,7 @@ type stack struct {
 	sbServer *http.Server
 	sbURL    string
 	replica  *replica
-	metrics  *http.Server
+	admin    *admin.Server
 	config   *mapping.Config
 }
 
@@ -214,24 +271,44 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 	worker.ExportBudgetMetrics(st.replica.limiter, st.replica.budget)
-	if f.metricsAddr != "" {
-		st.metrics = &http.Server{Addr: f.metricsAddr, Handler: metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", f.metricsAddr)
-		if err != nil {
-			return nil, fmt.Errorf("--metrics-addr: %w", err)
+	if f.adminAddr != "" {
+		if err := st.startAdmin(a, f); err != nil {
+			return nil, err
 		}
-		go func() { _ = st.metrics.Serve(ln) }()
-		a.log.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics")
 	}
 	return st, nil
 }
 
-// metricsHandler serves GET (and HEAD) /metrics only: 404 on other paths,
-// 405 for other methods.
-func metricsHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.Handler())
-	return mux
+// startAdmin starts the admin server: metrics, probes, status and the
+// dashboard of this replica.
+func (st *stack) startAdmin(a *app, f *workerFlags) error {
+	srv, err := admin.New(admin.Config{
+		Addr:        f.adminAddr,
+		Token:       f.adminToken,
+		Conn:        st.nc,
+		JetStream:   st.js,
+		Workflows:   st.replica.budget,
+		Status:      worker.StatusConfig{Stream: f.stream},
+		CustomerURL: f.customerURL(),
+		Logger:      a.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("--admin-addr: %w", err)
+	}
+	st.admin = srv
+	a.log.Info().Str("addr", srv.Addr()).Bool("token", f.adminToken != "").Msg("admin server: dashboard on /, /metrics, /healthz, /readyz, /status")
+	return nil
+}
+
+// adminFailed is closed if the admin server stops serving on its own.
+func (st *stack) adminFailed() <-chan struct{} {
+	if st.admin == nil {
+		return nil
+	}
+	return st.admin.Done()
 }
 
 func (st *stack) startSandbox(f *workerFlags) error {
@@ -253,11 +330,17 @@ func (st *stack) startSandbox(f *workerFlags) error {
 
 // stop drains the worker within ctx, then closes everything in reverse order.
 func (st *stack) stop(ctx context.Context, a *app) {
+	if st.admin != nil {
+		// Stopped first: a draining replica answers no probe, so it is seen
+		// as gone.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if err := st.admin.Shutdown(actx); err != nil {
+			a.log.Warn().Err(err).Msg("admin server")
+		}
+		cancel()
+	}
 	if st.replica != nil {
 		st.replica.stop(ctx, a.log)
-	}
-	if st.metrics != nil {
-		_ = st.metrics.Close()
 	}
 	if st.nc != nil {
 		_ = st.nc.Drain()

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"cmp"
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -23,35 +18,11 @@ func init() {
 	extraCommands = append(extraCommands, func(a *app) *cobra.Command { return a.statusCommand() })
 }
 
-// stateStopped is the state of a workflow that has a consumer or dead
-// letters but no live replica running it.
-const stateStopped = "stopped"
-
 // statusReport is the deployment as `status --json` prints it.
-type statusReport struct {
-	At          time.Time             `json:"at"`
-	Replicas    []worker.ReplicaState `json:"replicas"`
-	Workflows   []workflowStatus      `json:"workflows"`
-	DeadLetters int                   `json:"dead_letters"` // entries in the dead-letter stream
-}
+type statusReport = worker.Status
 
 // workflowStatus is one workflow across the deployment.
-type workflowStatus struct {
-	Workflow       string     `json:"workflow"`
-	State          string     `json:"state"`            // running, paused, or stopped (no live replica)
-	Reason         string     `json:"reason,omitempty"` // why it paused
-	Since          *time.Time `json:"since,omitempty"`  // when it started, paused or resumed
-	Replicas       int        `json:"replicas"`         // live replicas running it
-	PausedReplicas int        `json:"paused_replicas"`  // of which paused
-	RatePerMinute  float64    `json:"rate_per_minute"`  // the rate in force of those replicas, summed
-
-	Consumer    string `json:"consumer,omitempty"`
-	Pending     uint64 `json:"pending"`     // events not yet delivered
-	AckPending  int    `json:"ack_pending"` // delivered, not yet acknowledged
-	Redelivered int    `json:"redelivered"` // delivered more than once, not yet acknowledged
-
-	DeadLetters map[outcome.Outcome]int `json:"dead_letters"` // entries by class
-}
+type workflowStatus = worker.WorkflowStatus
 
 func (a *app) statusCommand() *cobra.Command {
 	var (
@@ -79,7 +50,7 @@ The command exits 0 whatever the state: scripts read --json.`,
 				return err
 			}
 			defer nc.Close()
-			rep, err := collectStatus(ctx, js, stream, dlqStream, bucket)
+			rep, err := worker.CollectStatus(ctx, js, worker.StatusConfig{Stream: stream, DeadLetterStream: dlqStream, ReplicasBucket: bucket})
 			if err != nil {
 				return err
 			}
@@ -96,105 +67,6 @@ The command exits 0 whatever the state: scripts read --json.`,
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	bindEnv(fl, "stream", "KSYNC_STREAM") // as `run` reads it
 	return cmd
-}
-
-// collectStatus reads the replicas' states, the workflows' consumers and the
-// dead letters.
-func collectStatus(ctx context.Context, js jetstream.JetStream, stream, dlqStream, bucket string) (statusReport, error) {
-	rep := statusReport{At: time.Now().UTC(), Replicas: []worker.ReplicaState{}}
-	replicas, err := worker.ReadReplicas(ctx, js, bucket)
-	if err != nil {
-		return rep, fmt.Errorf("status: %w", err)
-	}
-	rep.Replicas = append(rep.Replicas, replicas...)
-
-	byName := map[string]*workflowStatus{}
-	get := func(name string) *workflowStatus {
-		ws := byName[name]
-		if ws == nil {
-			ws = &workflowStatus{Workflow: name, State: stateStopped, DeadLetters: map[outcome.Outcome]int{}}
-			byName[name] = ws
-		}
-		return ws
-	}
-	consumerOf := map[string]string{} // consumer → workflow
-	for _, r := range replicas {
-		for _, s := range r.Workflows {
-			ws := get(s.Workflow)
-			ws.Consumer = cmp.Or(ws.Consumer, s.Consumer)
-			consumerOf[s.Consumer] = s.Workflow
-			ws.Replicas++
-			ws.RatePerMinute += r.RatePerMinute
-			since := s.Since
-			switch {
-			case s.State == worker.StatePaused && ws.PausedReplicas == 0:
-				ws.State, ws.Reason, ws.Since = worker.StatePaused, s.Reason, &since
-				ws.PausedReplicas++
-			case s.State == worker.StatePaused:
-				ws.PausedReplicas++
-				if since.Before(*ws.Since) {
-					ws.Since = &since
-				}
-			case ws.State == stateStopped:
-				ws.State, ws.Since = worker.StateRunning, &since
-			case ws.State == worker.StateRunning && since.Before(*ws.Since):
-				ws.Since = &since
-			}
-		}
-	}
-
-	st, err := js.Stream(ctx, stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if len(replicas) == 0 {
-			return rep, fmt.Errorf("status: stream %s does not exist and no replica is live: start one with 'kustomer-sync run' (or pass --stream)", stream)
-		}
-	case err != nil:
-		return rep, fmt.Errorf("status: stream %s: %w", stream, err)
-	default:
-		list := st.ListConsumers(ctx)
-		for info := range list.Info() {
-			name, ok := consumerOf[info.Name]
-			if !ok {
-				if name, ok = strings.CutPrefix(info.Name, worker.ConsumerPrefixDefault); !ok {
-					continue // not a kustomer-sync workflow's consumer
-				}
-			}
-			ws := get(name)
-			ws.Consumer = info.Name
-			ws.Pending, ws.AckPending, ws.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
-		}
-		if err := list.Err(); err != nil {
-			return rep, fmt.Errorf("status: consumers of %s: %w", stream, err)
-		}
-	}
-
-	store, err := dlq.OpenStore(ctx, js, dlqStream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		// No worker has started yet: no dead letters.
-	case err != nil:
-		return rep, fmt.Errorf("status: %w", err)
-	default:
-		stats, err := store.Stats(ctx, dlq.Filter{})
-		if err != nil {
-			return rep, fmt.Errorf("status: %w", err)
-		}
-		for name, byClass := range stats {
-			ws := get(name)
-			for class, n := range byClass {
-				ws.DeadLetters[class] += n
-				rep.DeadLetters += n
-			}
-		}
-	}
-
-	rep.Workflows = make([]workflowStatus, 0, len(byName))
-	for _, ws := range byName {
-		rep.Workflows = append(rep.Workflows, *ws)
-	}
-	slices.SortFunc(rep.Workflows, func(a, b workflowStatus) int { return cmp.Compare(a.Workflow, b.Workflow) })
-	return rep, nil
 }
 
 func writeStatus(w io.Writer, rep statusReport) error {

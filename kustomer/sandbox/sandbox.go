@@ -268,6 +268,14 @@ func (s *Sandbox) SetFaults(f Faults) {
 	s.mu.Unlock()
 }
 
+// SetAPIKey replaces the key requests must carry ("" accepts any), as an
+// admin rotating or granting a key in Kustomer would.
+func (s *Sandbox) SetAPIKey(key string) {
+	s.mu.Lock()
+	s.apiKey = key
+	s.mu.Unlock()
+}
+
 // Faults returns the faults in force.
 func (s *Sandbox) Faults() Faults {
 	s.mu.Lock()
@@ -366,7 +374,10 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeSimpleError(w, http.StatusTooManyRequests, "rateLimited", "Too many requests: the organization's rate limit is exhausted until the window resets")
 		return
 	}
-	if s.apiKey != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.apiKey)) != 1 {
+	s.mu.Lock()
+	apiKey := s.apiKey
+	s.mu.Unlock()
+	if apiKey != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+apiKey)) != 1 {
 		s.count(func(st *Stats) { st.Unauthorized++ })
 		writeSimpleError(w, http.StatusUnauthorized, "unauthorized", "Unauthorized: missing or invalid API key")
 		return

@@ -1,0 +1,769 @@
+package admin
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/worker"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// pages are the dashboard's parsed templates, one set per page so each can
+// define its own "content".
+type pages struct {
+	byName map[string]*template.Template
+}
+
+var funcs = template.FuncMap{
+	"ago":     ago,
+	"when":    func(t time.Time) string { return t.Local().Format(time.DateTime) },
+	"join":    strings.Join,
+	"classes": func() []outcome.Outcome { return outcome.Failures },
+	"str":     func(v any) string { return fmt.Sprint(v) },
+}
+
+func parsePages() (*pages, error) {
+	p := &pages{byName: map[string]*template.Template{}}
+	names, err := fs.Glob(webFS, "web/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if name == "web/layout.html" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(webFS, "web/layout.html", name)
+		if err != nil {
+			return nil, fmt.Errorf("admin: template %s: %w", name, err)
+		}
+		p.byName[strings.TrimSuffix(strings.TrimPrefix(name, "web/"), ".html")] = t
+	}
+	return p, nil
+}
+
+// view is what every page's template gets.
+type view struct {
+	Title   string
+	Nav     string
+	CSRF    string
+	Refresh int // seconds; 0: no auto-refresh
+	Now     time.Time
+	Error   string
+	Data    any
+}
+
+func (s *Server) routeDashboard(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", s.overview)
+	mux.HandleFunc("GET /runs", s.runs)
+	mux.HandleFunc("GET /runs/{id}", s.run)
+	mux.HandleFunc("POST /runs/{id}/retry", s.retryRun)
+	mux.HandleFunc("GET /dead-letters", s.deadLetters)
+	mux.HandleFunc("POST /dead-letters/retry", s.retryDeadLetters)
+	mux.HandleFunc("POST /dead-letters/purge", s.purgeDeadLetters)
+	mux.HandleFunc("GET /replays", s.replays)
+	mux.HandleFunc("GET /style.css", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=300")
+		http.ServeFileFS(w, r, webFS, "web/style.css")
+	})
+	mux.HandleFunc("GET /login", s.login)
+	mux.HandleFunc("POST /login", s.login)
+}
+
+// csrfCookie identifies a browser for its CSRF token.
+const csrfCookie = "ksync_csrf"
+
+// csrfToken returns the token forms carry, setting the browser's cookie if
+// it has none yet.
+func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	id := ""
+	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 32 {
+		id = c.Value
+	} else {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+		http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: id, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	}
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// checkCSRF reports whether a POST carries the token of its browser's
+// cookie; it answers 403 when not.
+func (s *Server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
+	c, err := r.Cookie(csrfCookie)
+	if err == nil {
+		m := hmac.New(sha256.New, s.csrfKey)
+		m.Write([]byte(c.Value))
+		want := hex.EncodeToString(m.Sum(nil))
+		if hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(want)) {
+			return true
+		}
+	}
+	http.Error(w, "admin: the form's CSRF token is missing or stale: reload the page and try again", http.StatusForbidden)
+	return false
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {
+	t := s.pages.byName[page]
+	v.CSRF = s.csrfToken(w, r)
+	v.Now = time.Now()
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, v); err != nil {
+		s.log.Error().Err(err).Str("page", page).Msg("admin: render")
+		http.Error(w, "admin: cannot render the page", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, title string, err error) {
+	s.render(w, r, status, "error", view{Title: title, Error: err.Error()})
+}
+
+// login sets the session cookie once the admin token is given.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	next := r.FormValue("next")
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		next = "/"
+	}
+	data := struct{ Next string }{next}
+	if r.Method != http.MethodPost {
+		s.render(w, r, http.StatusOK, "login", view{Title: "Log in", Data: data})
+		return
+	}
+	if s.cfg.Token == "" || !hmac.Equal([]byte(r.PostFormValue("token")), []byte(s.cfg.Token)) {
+		s.render(w, r, http.StatusUnauthorized, "login", view{Title: "Log in", Error: "That is not the admin token.", Data: data})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.tokenDigest(), Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// workflowRow is a workflow on the overview.
+type workflowRow struct {
+	worker.WorkflowStatus
+	Runs, Created, Failed int // over the last hour, from the run log
+	PerMinute             float64
+	Backlog               uint64
+	DeadLetterTotal       int
+}
+
+func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rep, err := worker.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status)
+	if err != nil {
+		s.render(w, r, http.StatusServiceUnavailable, "overview", view{Title: "Overview", Nav: "overview", Refresh: 5, Error: err.Error()})
+		return
+	}
+	hour := map[string]*workflowRow{}
+	rows := make([]*workflowRow, 0, len(rep.Workflows))
+	for _, ws := range rep.Workflows {
+		row := &workflowRow{WorkflowStatus: ws, Backlog: ws.Pending + uint64(ws.AckPending)}
+		for _, n := range ws.DeadLetters {
+			row.DeadLetterTotal += n
+		}
+		hour[ws.Workflow] = row
+		rows = append(rows, row)
+	}
+	var note string
+	if runs, err := s.recentRuns(ctx, time.Hour); err != nil {
+		note = err.Error()
+	} else {
+		for _, run := range runs {
+			row := hour[run.Workflow]
+			if row == nil {
+				continue
+			}
+			row.Runs++
+			created, failed := itemCounts(run)
+			row.Created += created
+			row.Failed += failed
+		}
+		for _, row := range rows {
+			row.PerMinute = float64(row.Runs) / 60
+		}
+	}
+	var rate float64
+	for _, rs := range rep.Replicas {
+		rate += rs.RatePerMinute
+	}
+	data := struct {
+		Status    worker.Status
+		Rows      []*workflowRow
+		Rate      float64
+		Ready     []string
+		RunLogErr string
+	}{rep, rows, rate, s.NotReady(ctx), note}
+	s.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Refresh: 5, Data: data})
+}
+
+// recentRuns lists the runs of the last d; an empty log is no error.
+func (s *Server) recentRuns(ctx context.Context, d time.Duration) ([]worker.RunRecord, error) {
+	l, err := s.stores.runLog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.List(ctx, worker.RunFilter{Since: time.Now().Add(-d)})
+}
+
+// itemCounts counts a run's customers created and items failed; an event
+// dead-lettered whole counts as one failure.
+func itemCounts(r worker.RunRecord) (created, failed int) {
+	for _, it := range r.Items {
+		switch {
+		case it.Outcome == outcome.Created:
+			created++
+		case it.Outcome.Failed():
+			failed++
+		}
+	}
+	if len(r.Items) == 0 && r.Status == worker.RunDeadLettered {
+		failed++
+	}
+	return created, failed
+}
+
+// sinceChoices are the time filters of the runs page.
+var sinceChoices = []struct {
+	Value string
+	Label string
+	D     time.Duration
+}{
+	{"15m", "last 15 minutes", 15 * time.Minute},
+	{"1h", "last hour", time.Hour},
+	{"24h", "last 24 hours", 24 * time.Hour},
+	{"168h", "last 7 days", 7 * 24 * time.Hour},
+	{"", "any time", 0},
+}
+
+// runsLimit bounds the runs one page lists.
+const runsLimit = 200
+
+type runsFilter struct {
+	Workflow, Status, Since, Q string
+}
+
+func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	f := runsFilter{Workflow: q.Get("workflow"), Status: q.Get("status"), Since: q.Get("since"), Q: strings.TrimSpace(q.Get("q"))}
+	rf := worker.RunFilter{Workflow: f.Workflow, Status: worker.RunStatus(f.Status)}
+	for _, c := range sinceChoices {
+		if c.Value == f.Since && c.D > 0 {
+			rf.Since = time.Now().Add(-c.D)
+		}
+	}
+	if f.Q == "" {
+		rf.Limit = runsLimit
+	}
+	data := struct {
+		Filter    runsFilter
+		Runs      []worker.RunRecord
+		More      bool
+		Workflows []string
+		Statuses  []worker.RunStatus
+		Since     any
+	}{Filter: f, Workflows: s.workflowNames(ctx), Statuses: worker.RunStatuses, Since: sinceChoices}
+	v := view{Title: "Runs", Nav: "runs", Data: &data}
+	l, err := s.stores.runLog(ctx)
+	if err == nil {
+		data.Runs, err = l.List(ctx, rf)
+	}
+	if err != nil {
+		v.Error = err.Error()
+		s.render(w, r, http.StatusOK, "runs", v)
+		return
+	}
+	if f.Q != "" {
+		data.Runs = s.search(ctx, data.Runs, f.Q)
+	}
+	if len(data.Runs) > runsLimit {
+		data.Runs, data.More = data.Runs[:runsLimit], true
+	}
+	s.render(w, r, http.StatusOK, "runs", v)
+}
+
+// search keeps the runs whose run id, event id or customer ids contain q,
+// or, for q with an "@" (an email), whose event (read back from the leads
+// stream while it keeps it) contains it; case-insensitive. It reads at most
+// searchEvents events.
+func (s *Server) search(ctx context.Context, runs []worker.RunRecord, q string) []worker.RunRecord {
+	lq := strings.ToLower(q)
+	has := func(v string) bool { return strings.Contains(strings.ToLower(v), lq) }
+	var events func(seq uint64) []byte
+	if strings.Contains(q, "@") {
+		stream, err := s.cfg.JetStream.Stream(ctx, cmp.Or(s.cfg.Status.Stream, worker.StreamDefault))
+		read := 0
+		events = func(seq uint64) []byte {
+			if err != nil || read >= searchEvents {
+				return nil
+			}
+			read++
+			m, gerr := stream.GetMsg(ctx, seq)
+			if gerr != nil {
+				return nil
+			}
+			return m.Data
+		}
+	}
+	return slices.DeleteFunc(runs, func(run worker.RunRecord) bool {
+		if has(run.ID) || has(run.EventID) {
+			return false
+		}
+		for _, it := range run.Items {
+			if it.CustomerID != "" && has(it.CustomerID) {
+				return false
+			}
+		}
+		if events != nil && run.StreamSeq > 0 {
+			return !bytes.Contains(bytes.ToLower(events(run.StreamSeq)), []byte(lq))
+		}
+		return true
+	})
+}
+
+// searchEvents bounds the events one search by email reads.
+const searchEvents = 2000
+
+func (s *Server) workflowNames(ctx context.Context) []string {
+	var names []string
+	for _, f := range s.cfg.Workflows.Workflows() {
+		names = append(names, f.Workflow)
+	}
+	if rep, err := worker.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status); err == nil {
+		for _, ws := range rep.Workflows {
+			names = append(names, ws.Workflow)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// itemRow is one item on a run's page.
+type itemRow struct {
+	worker.RunItem
+	CustomerURL string
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	l, err := s.stores.runLog(ctx)
+	var run worker.RunRecord
+	if err == nil {
+		run, err = l.Get(ctx, r.PathValue("id"))
+	}
+	if errors.Is(err, worker.ErrRunNotFound) {
+		s.fail(w, r, http.StatusNotFound, "Run not found", err)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "Run", err)
+		return
+	}
+	items := make([]itemRow, len(run.Items))
+	for i, it := range run.Items {
+		items[i] = itemRow{RunItem: it}
+		if it.CustomerID != "" && s.cfg.CustomerURL != nil {
+			items[i].CustomerURL = s.cfg.CustomerURL(it.CustomerID)
+		}
+	}
+	entries, _ := s.entriesOfRun(ctx, run)
+	data := struct {
+		Run         worker.RunRecord
+		Items       []itemRow
+		DeadLetters []dlq.Record
+	}{run, items, entries}
+	s.render(w, r, http.StatusOK, "run", view{Title: "Run " + run.ID, Nav: "runs", Data: data})
+}
+
+// entriesOfRun returns the dead letters run wrote that are still there.
+func (s *Server) entriesOfRun(ctx context.Context, run worker.RunRecord) ([]dlq.Record, error) {
+	if run.Status == worker.RunSucceeded || run.Status == worker.RunPaused {
+		return nil, nil
+	}
+	st, err := s.stores.deadLetters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := st.List(ctx, dlq.Filter{Workflow: run.Workflow})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(e dlq.Record) bool { return e.Run != run.ID }), nil
+}
+
+type deadFilter struct {
+	Workflow, Class, Q string
+}
+
+func (f deadFilter) filter() (dlq.Filter, error) {
+	c, err := outcome.ParseFailure(f.Class)
+	if f.Class != "" && err != nil {
+		return dlq.Filter{}, fmt.Errorf("admin: class %q: %w", f.Class, err)
+	}
+	return dlq.Filter{Workflow: f.Workflow, Class: c, Grep: f.Q}, nil
+}
+
+func (f deadFilter) Query() string {
+	v := url.Values{}
+	for k, s := range map[string]string{"workflow": f.Workflow, "class": f.Class, "q": f.Q} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	return v.Encode()
+}
+
+func (f deadFilter) Empty() bool { return f == deadFilter{} }
+
+// entryRow is a dead letter on its page.
+type entryRow struct {
+	dlq.Record
+	Payload string // indented when it is JSON
+}
+
+func readablePayload(p []byte) string {
+	var buf bytes.Buffer
+	if json.Valid(p) && json.Indent(&buf, p, "", "  ") == nil {
+		return buf.String()
+	}
+	return strings.ToValidUTF8(string(p), "\uFFFD")
+}
+
+func deadFilterOf(get func(string) string) deadFilter {
+	return deadFilter{Workflow: get("workflow"), Class: get("class"), Q: strings.TrimSpace(get("q"))}
+}
+
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	f := deadFilterOf(r.URL.Query().Get)
+	data := struct {
+		Filter    deadFilter
+		Entries   []entryRow
+		Workflows []string
+	}{Filter: f, Workflows: s.workflowNames(ctx)}
+	v := view{Title: "Dead letters", Nav: "dead", Data: &data}
+	filter, err := f.filter()
+	var recs []dlq.Record
+	if err == nil {
+		var st DeadLetters
+		if st, err = s.stores.deadLetters(ctx); err == nil {
+			recs, err = st.List(ctx, filter)
+		}
+	}
+	if err != nil {
+		v.Error = err.Error()
+	}
+	slices.Reverse(recs) // newest first
+	for _, rec := range recs {
+		data.Entries = append(data.Entries, entryRow{Record: rec, Payload: readablePayload(rec.Payload)})
+	}
+	s.render(w, r, http.StatusOK, "deadletters", v)
+}
+
+// parseIDs reads the form's ids (repeated or comma-separated).
+func parseIDs(vals []string) ([]uint64, error) {
+	var ids []uint64
+	for _, v := range vals {
+		for part := range strings.SplitSeq(v, ",") {
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			id, err := strconv.ParseUint(part, 10, 64)
+			if err != nil || id == 0 {
+				return nil, fmt.Errorf("admin: dead letter id %q: want a positive number", part)
+			}
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// confirmView asks before a write that touches many entries.
+type confirmView struct {
+	Action  string // "retry" or "purge"
+	Count   int
+	Filter  deadFilter
+	IDs     string
+	Entries []dlq.Record
+}
+
+// selection reads which entries a write form names: ids, or the filter with
+// all=1. It answers the request and returns ok=false when it cannot.
+func (s *Server) selection(w http.ResponseWriter, r *http.Request) (f dlq.Filter, df deadFilter, ids []uint64, ok bool) {
+	ids, err := parseIDs(r.PostForm["ids"])
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, "Dead letters", err)
+		return f, df, nil, false
+	}
+	df = deadFilterOf(r.PostFormValue)
+	switch {
+	case len(ids) > 0:
+		return dlq.Filter{IDs: ids}, df, ids, true
+	case r.PostFormValue("all") == "1":
+		if f, err = df.filter(); err != nil {
+			s.fail(w, r, http.StatusBadRequest, "Dead letters", err)
+			return f, df, nil, false
+		}
+		f.All = df.Empty()
+		return f, df, nil, true
+	}
+	s.fail(w, r, http.StatusBadRequest, "Dead letters", errors.New("admin: no dead letter selected"))
+	return f, df, nil, false
+}
+
+func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
+	if !s.checkCSRF(w, r) {
+		return
+	}
+	f, df, ids, ok := s.selection(w, r)
+	if !ok {
+		return
+	}
+	// One entry is one click; more ask first, with the count.
+	if len(ids) != 1 && r.PostFormValue("confirm") != "1" {
+		s.confirm(w, r, "retry", f, df)
+		return
+	}
+	s.replay(w, r, f)
+}
+
+func (s *Server) confirm(w http.ResponseWriter, r *http.Request, action string, f dlq.Filter, df deadFilter) {
+	st, err := s.stores.deadLetters(r.Context())
+	var recs []dlq.Record
+	if err == nil {
+		recs, err = st.List(r.Context(), f)
+	}
+	if err != nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "Dead letters", err)
+		return
+	}
+	c := confirmView{Action: action, Count: len(recs), Filter: df, Entries: recs}
+	if len(f.IDs) > 0 {
+		parts := make([]string, len(f.IDs))
+		for i, id := range f.IDs {
+			parts[i] = strconv.FormatUint(id, 10)
+		}
+		c.IDs = strings.Join(parts, ",")
+	}
+	s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm", Nav: "dead", Data: c})
+}
+
+// replayView is what a retry did, then what became of it.
+type replayView struct {
+	Replayed, Skipped int
+	Kept              []keptRow
+	Gone              []uint64
+	Outcomes          []replayOutcome
+	Pending           bool
+	Err               string
+}
+
+type keptRow struct {
+	ID       uint64
+	Workflow string
+	Reason   string
+}
+
+// replayOutcome is the run of one replayed entry, once the worker ran it.
+type replayOutcome struct {
+	Entry       uint64
+	Workflow    string
+	Run         *worker.RunRecord
+	DeadLetters []dlq.Record // what the new run dead-lettered, if it failed again
+}
+
+func (s *Server) replay(w http.ResponseWriter, r *http.Request, f dlq.Filter) {
+	ctx := r.Context()
+	st, err := s.stores.deadLetters(ctx)
+	if err != nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "Retry", err)
+		return
+	}
+	started := time.Now().Add(-time.Second)
+	res, err := st.Replay(ctx, f, dlq.ReplayOptions{Check: s.cfg.ReplayCheck(s.cfg.JetStream)})
+	v := replayView{Replayed: res.Replayed, Skipped: res.Skipped, Gone: res.Gone}
+	if err != nil {
+		v.Err = err.Error()
+	}
+	for _, k := range res.Kept {
+		v.Kept = append(v.Kept, keptRow{ID: k.Record.ID, Workflow: k.Record.Workflow, Reason: k.Reason.Error()})
+	}
+	s.log.Info().Int("replayed", res.Replayed).Int("kept", len(res.Kept)).Msg("dashboard: dead letters retried")
+	if len(res.Entries) == 0 {
+		s.render(w, r, http.StatusOK, "replay", view{Title: "Retry", Nav: "dead", Data: v})
+		return
+	}
+	q := url.Values{"since": {started.UTC().Format(time.RFC3339)}}
+	for _, e := range res.Entries {
+		q.Add("id", strconv.FormatUint(e.ID, 10))
+		q.Add("wf", e.Workflow)
+	}
+	if v.Err != "" || len(v.Kept) > 0 {
+		v.Pending = true
+		for _, e := range res.Entries {
+			v.Outcomes = append(v.Outcomes, replayOutcome{Entry: e.ID, Workflow: e.Workflow})
+		}
+		s.render(w, r, http.StatusOK, "replay", view{Title: "Retry", Nav: "dead", Refresh: 0, Data: v})
+		return
+	}
+	http.Redirect(w, r, "/replays?"+q.Encode(), http.StatusSeeOther)
+}
+
+// replays shows what became of replayed entries: the run each one started,
+// and for a run that failed again, why; it refreshes until every run is in.
+func (s *Server) replays(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	since, err := time.Parse(time.RFC3339, q.Get("since"))
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, "Retry", fmt.Errorf("admin: since %q: want an RFC 3339 time", q.Get("since")))
+		return
+	}
+	ids, err := parseIDs(q["id"])
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, "Retry", err)
+		return
+	}
+	wfs := q["wf"]
+	v := replayView{Replayed: len(ids)}
+	l, err := s.stores.runLog(ctx)
+	var runs []worker.RunRecord
+	if err == nil {
+		runs, err = l.List(ctx, worker.RunFilter{Since: since})
+	}
+	if err != nil {
+		v.Err = err.Error()
+	}
+	for i, id := range ids {
+		o := replayOutcome{Entry: id}
+		if i < len(wfs) {
+			o.Workflow = wfs[i]
+		}
+		// Newest first: the latest run of the replay (a paused one comes back).
+		for _, run := range runs {
+			if run.ReplayOf != nil && run.ReplayOf.DeadLetter == id && (o.Workflow == "" || run.Workflow == o.Workflow) {
+				o.Run = &run
+				break
+			}
+		}
+		if o.Run == nil || o.Run.Status == worker.RunPaused {
+			v.Pending = true
+		} else {
+			o.DeadLetters, _ = s.entriesOfRun(ctx, *o.Run)
+		}
+		v.Outcomes = append(v.Outcomes, o)
+	}
+	refresh := 0
+	if v.Pending {
+		refresh = 2
+	}
+	s.render(w, r, http.StatusOK, "replay", view{Title: "Retry", Nav: "dead", Refresh: refresh, Data: v})
+}
+
+func (s *Server) retryRun(w http.ResponseWriter, r *http.Request) {
+	if !s.checkCSRF(w, r) {
+		return
+	}
+	ctx := r.Context()
+	l, err := s.stores.runLog(ctx)
+	var run worker.RunRecord
+	if err == nil {
+		run, err = l.Get(ctx, r.PathValue("id"))
+	}
+	if err != nil {
+		s.fail(w, r, http.StatusNotFound, "Retry", err)
+		return
+	}
+	entries, err := s.entriesOfRun(ctx, run)
+	if err != nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "Retry", err)
+		return
+	}
+	if len(entries) == 0 {
+		s.fail(w, r, http.StatusConflict, "Retry", fmt.Errorf("admin: run %s has no dead letter left to retry (retried or purged already)", run.ID))
+		return
+	}
+	ids := make([]uint64, len(entries))
+	for i, e := range entries {
+		ids[i] = e.ID
+	}
+	s.replay(w, r, dlq.Filter{IDs: ids})
+}
+
+func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
+	if !s.checkCSRF(w, r) {
+		return
+	}
+	f, df, _, ok := s.selection(w, r)
+	if !ok {
+		return
+	}
+	if r.PostFormValue("confirm") != "1" {
+		s.confirm(w, r, "purge", f, df)
+		return
+	}
+	st, err := s.stores.deadLetters(r.Context())
+	n := 0
+	if err == nil {
+		n, err = st.Purge(r.Context(), f)
+	}
+	if err != nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "Purge", err)
+		return
+	}
+	s.log.Info().Int("purged", n).Msg("dashboard: dead letters purged")
+	http.Redirect(w, r, "/dead-letters?purged="+strconv.Itoa(n), http.StatusSeeOther)
+}
+
+// ago says how long ago t was, roughly: "3m ago".
+func ago(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return "", false
+}

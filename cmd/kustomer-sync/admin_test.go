@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// adminAddr returns a free loopback address for a run's admin server.
+func adminAddr(t *testing.T) string {
+	t.Helper()
+	return fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
+}
+
+// get answers GET url: its status and body; status 0 when nothing answers.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitReadyz polls /readyz until it answers want, and returns the body.
+func waitReadyz(t *testing.T, base string, want int, r *inProcessRun) string {
+	t.Helper()
+	var code int
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = get(t, base+"/readyz")
+		return code == want
+	}, 30*time.Second, 50*time.Millisecond, "want /readyz %d, last %d %s\n%s", want, code, body, r.stderr.String())
+	return body
+}
+
+func writeKey(t *testing.T, key string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "key")
+	require.NoError(t, os.WriteFile(f, []byte(key), 0o600))
+	return f
+}
+
+func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-ready"})
+	addr := adminAddr(t)
+	base := "http://" + addr
+	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-ready"),
+		"--admin-addr", addr, "--replica-id", "ready-nats")
+	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
+	code, body := get(t, base+"/healthz")
+	require.Equal(t, http.StatusOK, code, body)
+
+	port := srv.Port()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	require.Contains(t, waitReadyz(t, base, http.StatusServiceUnavailable, r), "NATS is not connected")
+	code, _ = get(t, base+"/healthz")
+	require.Equal(t, http.StatusOK, code, "the process is alive while NATS is down")
+
+	natstest.StartWith(t, srv.StoreDir, port)
+	waitReadyz(t, base, http.StatusOK, r)
+	r.stop()
+	code, _ = get(t, base+"/healthz")
+	require.Zero(t, code, "a stopped run no longer serves")
+}
+
+func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-granted-later"})
+	addr := adminAddr(t)
+	base := "http://" + addr
+	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-not-yet"),
+		"--admin-addr", addr, "--replica-id", "ready-401")
+	body := waitReadyz(t, base, http.StatusServiceUnavailable, r)
+	require.Contains(t, body, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
+	require.Contains(t, body, "401")
+	require.NotContains(t, body, "sk-not-yet")
+	code, status := get(t, base+"/status")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, status, `"credentials_rejected": true`)
+
+	// Kustomer now accepts the key: the probe resumes the workflow.
+	sb.Sandbox.SetAPIKey("sk-not-yet")
+	waitReadyz(t, base, http.StatusOK, r)
+	code, status = get(t, base+"/status")
+	require.Equal(t, http.StatusOK, code)
+	require.False(t, strings.Contains(status, "credentials_rejected"), status)
+	r.stop()
+}
