@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// screensDir, when it exists, also gets every screenshot, for a person to
+// look at.
+const screensDir = "/work/helpers/screens"
+
+// browser starts headless Chromium (Debian's chromium; .ci/run installs it)
+// and returns a context that drives it.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append([]chromedp.ExecAllocatorOption{},
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	ctx, cancelRun := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancelRun)
+	require.NoError(t, chromedp.Do(ctx), "start chromium (apt-get install chromium)")
+	return ctx
+}
+
+// do runs steps in the browser.
+func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(ctx, steps...))
+}
+
+// read runs one step that yields a value.
+func read[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	require.NoError(t, err)
+	return v
+}
+
+// screenshots saves the page at desktop and phone width.
+func screenshots(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := t.ArtifactDir()
+	for _, size := range []struct {
+		suffix string
+		w, h   int64
+	}{{"desktop", 1280, 800}, {"phone", 390, 844}} {
+		do(t, ctx, chromedp.EmulateViewport(size.w, size.h))
+		png := read(t, ctx, chromedp.FullScreenshot(100))
+		file := fmt.Sprintf("%s-%s.png", name, size.suffix)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, file), png, 0o644))
+		if fi, err := os.Stat(screensDir); err == nil && fi.IsDir() {
+			require.NoError(t, os.WriteFile(filepath.Join(screensDir, file), png, 0o644))
+		}
+	}
+	do(t, ctx, chromedp.EmulateViewport(1280, 800))
+}
+
+const dashboardConfig = `workflows:
+  - name: signup
+    subject: "signups.>"
+    required: [externalId]
+    inputs:
+      externalId: "{{trigger.%s}}"
+      name: "{{trigger.name}}"
+      emails: "{{trigger.email}}"
+`
+
+func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
+	config := filepath.Join(t.TempDir(), "workflows.yaml")
+	// The workflow reads the lead's id from a field the events do not have:
+	// every event fails validation (its required externalId is blank).
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "lead_id"), 0o600))
+	addr := adminAddr(t)
+	base := "http://" + addr
+	args := []string{"--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
+		"--config", config, "--admin-addr", addr, "--replica-id", "dashboard"}
+	r := startRun(t, args...)
+	waitReadyz(t, base, http.StatusOK, r)
+
+	// The overview refreshes itself until the replica's heartbeat says so.
+	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow .state-running`))
+	text := read(t, ctx, chromedp.Text(`article.workflow`))
+	require.Contains(t, text, "signup")
+	require.Contains(t, text, "running")
+	screenshots(t, ctx, "overview")
+
+	// A lead whose name tries HTML injection, and that fails validation.
+	const name = `Eve <img src=x onerror=alert(1)><b>Bold</b>`
+	m := nats.NewMsg("signups.web")
+	m.Data = fmt.Appendf(nil, `{"id":"lead-42","name":%q,"email":"eve@example.com"}`, name)
+	m.Header.Set(nats.MsgIdHdr, "event-42")
+	_, err := js.PublishMsg(t.Context(), m)
+	require.NoError(t, err)
+
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`article.entry`), chromedp.Click(`article.entry details summary`))
+	text = read(t, ctx, chromedp.Text(`article.entry`))
+	injected := read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("main img, main b, pre.payload *").length`))
+	require.Contains(t, text, "validation")
+	require.Contains(t, text, "externalId")
+	require.Contains(t, text, `<img src=x onerror=alert(1)><b>Bold</b>`, "the payload shows the name as text")
+	require.Zero(t, injected, "no element comes from the lead's name")
+	require.NotContains(t, text, "sk-dashboard")
+	screenshots(t, ctx, "dead-letters")
+
+	// Retry before the fix: the entry fails again, and the page says why.
+	// Fix the workflow: restart the worker with the field the events have.
+	r.stop()
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "id"), 0o600))
+	r = startRun(t, args...)
+	waitReadyz(t, base, http.StatusOK, r)
+
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`article.entry button.retry`),
+		chromedp.Click(`article.entry button.retry`), chromedp.WaitVisible(`article.outcome .status-succeeded`))
+	text = read(t, ctx, chromedp.Text(`main`))
+	runLink := read(t, ctx, chromedp.AttributeValue(`article.outcome a[href^="/runs/"]`, "href")).Value
+	require.Contains(t, text, "Republished 1 dead letter")
+	require.Contains(t, text, "created")
+	screenshots(t, ctx, "retry")
+
+	customers := sb.Sandbox.Customers()
+	require.Len(t, customers, 1)
+	require.Equal(t, "lead-42", customers[0].Attributes["externalId"])
+	require.Equal(t, name, customers[0].Attributes["name"])
+
+	do(t, ctx, chromedp.Navigate(base+runLink), chromedp.WaitVisible(`table`))
+	text = read(t, ctx, chromedp.Text(`main`))
+	require.Contains(t, text, customers[0].ID)
+	require.Contains(t, text, "succeeded")
+	require.Contains(t, text, "Replay of")
+	screenshots(t, ctx, "run")
+
+	// The run log finds both runs of the lead by its email; the dead
+	// letters are gone.
+	do(t, ctx, chromedp.Navigate(base+"/runs?q=eve%40example.com"), chromedp.WaitVisible(`table.runs`))
+	rows := read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.runs tbody tr").length`))
+	require.Equal(t, 2, rows)
+	screenshots(t, ctx, "runs")
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`p.empty`),
+		chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
+	text = read(t, ctx, chromedp.Text(`article.workflow`))
+	require.True(t, strings.Contains(text, "1 / 1") || strings.Contains(text, "Created / failed"), text)
+	screenshots(t, ctx, "overview-after")
+	r.stop()
+}
