@@ -456,9 +456,11 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 }
 
 // resume asks the bulk job an earlier attempt (maybe another replica's,
-// now dead) sent items in what became of them, once: created and failed
-// items are settled; it returns the items whose outcome is still unknown,
-// to be looked up or sent again.
+// now dead) sent items in what became of them, once, as one attempt:
+// created and failed items are settled, and so are the items of a job not
+// complete yet, to be asked again at their next attempt (never sent again
+// while the job may still create them). It returns the items a complete or
+// unreadable job says nothing about, to be looked up and sent again.
 func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
 	if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
 		b.cancel(items)
@@ -477,7 +479,19 @@ func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unk
 		return items
 	}
 	b.f.log.Info().Str("bulk_job", id).Int("items", len(items)).Bool("complete", res.Completed).Msg("earlier attempt's bulk job read instead of sending again")
-	return b.apply(ctx, items, id, res)
+	for _, it := range items {
+		it.attempts++
+	}
+	rest := b.apply(ctx, items, id, res)
+	if !res.Completed {
+		// The job may still create them: sending them again could create
+		// them twice. Ask again at the next attempt.
+		for _, it := range rest {
+			b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s is not complete", id)))
+		}
+		return nil
+	}
+	return rest
 }
 
 // send submits items in one bulk request (with the caller's rate unit when
@@ -531,7 +545,9 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 	}
 	rest := b.apply(ctx, items, job.ID, res)
 	for _, it := range rest {
-		b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s did not complete within %s", job.ID, b.giveUp())))
+		// Not complete in time (or, complete, silent about the item): the
+		// claim names the job, so the next attempt asks it again first.
+		b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s reported no outcome for the item within %s", job.ID, b.giveUp())))
 	}
 	log.Info().Int("items", len(items)).Int("created", res.SuccessCount).Int("failed", res.FailureCount).Int("polls", polls).
 		Bool("complete", res.Completed).Dur("took", b.w.cfg.Clock.Now().Sub(submitted)).Msg("bulk job done")
@@ -651,15 +667,16 @@ func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
 	if complete {
 		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
 	} else {
-		b.estimate = max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor)
+		b.estimate = min(max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor), b.giveUp())
 	}
 	metricBulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 	return b.estimate
 }
 
-// giveUp is how long a job is followed before its items count as unknown
-// and are tried again: half the claims' lease, so another replica does not
-// take them over meanwhile.
+// giveUp is how long a job is followed before the attempt counts as failed
+// with an unknown outcome: half the claims' lease. The next attempt asks
+// the same job again; its items are sent again only once the job is
+// complete without them, or cannot be read.
 func (b *batcher) giveUp() time.Duration {
 	return max(b.w.ledger.lease/2, bulkEstimateFloor)
 }

@@ -210,6 +210,7 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 	require.Equal(t, outcome.Exhausted, dls[0].Class)
 	require.Equal(t, []int{0, 1}, dls[0].Items)
 	st := h.sb.Sandbox.Stats()
-	require.Equal(t, 2, st.BulkJobs, "each attempt sent the items once")
+	require.Equal(t, 1, st.BulkJobs, "the retry asked the job again: items are never sent twice while their job may still create them")
+	require.GreaterOrEqual(t, st.BulkPolls, 2)
 	require.Empty(t, h.sb.Sandbox.Customers())
 }
