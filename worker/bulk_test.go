@@ -10,12 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 const bulkLoopConfig = `
@@ -213,4 +217,56 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 	require.Equal(t, 1, st.BulkJobs, "the retry asked the job again: items are never sent twice while their job may still create them")
 	require.GreaterOrEqual(t, st.BulkPolls, 2)
 	require.Empty(t, h.sb.Sandbox.Customers())
+}
+
+func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
+	t.Parallel()
+	// Windows of 6 s hold 12 requests: 120 a minute, split by 3 replicas.
+	const perWindow, window = 12, 6 * time.Second
+	srv := natstest.Start(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: perWindow, Window: window, BulkDelay: 300 * time.Millisecond})
+	cfg, err := mapping.Parse("test.yaml", []byte(bulkLoopConfig))
+	require.NoError(t, err)
+	var workers []*Worker
+	for i := range 3 {
+		nc, js := srv.Connect(t)
+		lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: perWindow * int(time.Minute/window)})
+		require.NoError(t, err)
+		budget, err := NewBudget(js, nc, lim, BudgetConfig{PerMinute: perWindow * int(time.Minute/window), ReplicaID: fmt.Sprintf("r%d", i)})
+		require.NoError(t, err)
+		require.NoError(t, budget.Start(t.Context()))
+		t.Cleanup(func() { _ = budget.Stop(context.Background()) })
+		client := sb.Client(t, kustomer.Config{APIKey: testAPIKey, OnResponse: ObserveRateLimits(lim)})
+		w, err := New(nc, js, Config{Workflows: cfg.Workflows, Kustomer: client, Limiter: lim, ReplicaID: fmt.Sprintf("r%d", i)})
+		require.NoError(t, err)
+		require.NoError(t, w.Start(context.Background()))
+		workers = append(workers, w)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = w.Stop(ctx)
+		})
+	}
+	_, js := srv.Connect(t)
+	// 2,000 leads: about 20 bulk requests and 20 polls, several windows' worth.
+	var ids []string
+	for e := range 20 {
+		var names []string
+		for i := range 100 {
+			names = append(names, fmt.Sprintf("e%di%d", e, i))
+			ids = append(ids, fmt.Sprintf("ext-e%di%d", e, i))
+		}
+		m := nats.NewMsg(fmt.Sprintf("leads.batch.%d", e))
+		m.Data = []byte(leadsEvent(names...))
+		_, err := js.PublishMsg(context.Background(), m)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		return len(sb.Sandbox.CountByExternalID()) == len(ids)
+	}, 90*time.Second, 50*time.Millisecond, "stats: %+v", sb.Sandbox.Stats())
+	st := sb.Sandbox.Stats()
+	t.Logf("%+v", st)
+	require.Zero(t, st.RateLimited, "no request beyond the budget in any window")
+	require.Zero(t, st.Duplicates)
+	require.Greater(t, st.Requests, 2*perWindow, "the run spanned several windows")
 }
