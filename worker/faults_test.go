@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
@@ -67,7 +69,7 @@ func lastLines(s string, n int) string {
 func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
-	probes := &probeCounter{}
+	probes := &probeCounter{clock: clock}
 	h := setup(t, harnessOptions{
 		config: loopConfig,
 		// The limiter paces on real time: with Kustomer's rate headers it
@@ -86,11 +88,11 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 	outageStart := clock.Now()
 	// Failed items wait on the clock to be retried: advance it until enough
 	// transient failures in a row open the breaker.
-	paused := advanceUntil(t, clock, func() bool { return h.workflowState("batch").State == StatePaused })
+	paused := advanceUntil(t, clock, 100*time.Millisecond, func() bool { return h.workflowState("batch").State == StatePaused })
 	require.True(t, paused, "the workflow never paused\n%s", lastLines(h.logs.String(), 30))
 	require.Contains(t, h.workflowState("batch").Reason, "transient failures in a row")
 	created := len(h.sb.Sandbox.Customers())
-	before := probes.calls.Load()
+	before := len(probes.times())
 
 	// Hold the outage for 30 s in all. Once the paused events are handed
 	// back, the one timer left is the next probe's: move the clock to it each
@@ -104,50 +106,63 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 		clock.AdvanceToNext()
 	}
 	require.Equal(t, StatePaused, h.workflowState("batch").State)
-	n := probes.calls.Load() - before
-	// Probes 1 s, 2 s, 4 s, 8 s, 16 s apart: four fit in what is left of
-	// the 30 s once the workflow has paused, five would hammer Kustomer.
-	require.Equal(t, int64(4), n, "probes in the outage")
+	at := probes.times()[before:]
+	require.GreaterOrEqual(t, len(at), 3, "the paused workflow keeps probing")
+	for i := 1; i < len(at); i++ {
+		require.Equal(t, time.Second<<i, at[i].Sub(at[i-1]), "probe %d: the wait between probes doubles", i+1)
+	}
 	require.Equal(t, created, len(h.sb.Sandbox.Customers()), "nothing is created during the outage")
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 
-	resumed := advanceUntil(t, clock, func() bool { return h.workflowState("batch").State == StateRunning })
+	resumed := advanceUntil(t, clock, time.Second, func() bool { return h.workflowState("batch").State == StateRunning })
 	require.True(t, resumed, "the workflow never resumed\n%s", lastLines(h.logs.String(), 30))
 	// The paused events come back after the (real) nak delay; items that
 	// still wait for a retry need the clock.
-	require.True(t, advanceUntil(t, clock, func() bool { return len(h.sb.Sandbox.CountByExternalID()) >= len(ids) }),
+	require.True(t, advanceUntil(t, clock, time.Second, func() bool { return len(h.sb.Sandbox.CountByExternalID()) >= len(ids) }),
 		"only %d of %d created\n%s", len(h.sb.Sandbox.CountByExternalID()), len(ids), lastLines(h.logs.String(), 30))
 	h.waitIdle("batch")
 	h.requireEachCreatedOnce(ids)
 	require.Empty(t, h.deadLetters())
 }
 
-// probeCounter counts the worker's probes of Kustomer and those in flight.
+// probeCounter records when (on clock) the worker probes Kustomer, and
+// counts the probes in flight.
 type probeCounter struct {
 	Kustomer
-	calls, inFlight atomic.Int64
+	clock    loop.Clock
+	inFlight atomic.Int64
+	mu       sync.Mutex
+	at       []time.Time
 }
 
 func (p *probeCounter) CustomerByExternalID(ctx context.Context, externalID string) (*kustomer.Customer, error) {
 	if externalID == "kustomer-sync-probe" {
-		p.calls.Add(1)
+		p.mu.Lock()
+		p.at = append(p.at, p.clock.Now())
+		p.mu.Unlock()
 		p.inFlight.Add(1)
 		defer p.inFlight.Add(-1)
 	}
 	return p.Kustomer.CustomerByExternalID(ctx, externalID)
 }
 
-// advanceUntil moves clock a second at a time, giving the worker a moment of
+func (p *probeCounter) times() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.at)
+}
+
+// advanceUntil moves clock a step at a time, giving the worker a moment of
 // real time after each step, until cond holds; it reports false if cond
 // still fails after 10 s of real time.
-func advanceUntil(t *testing.T, clock *looptest.FakeClock, cond func() bool) bool {
+func advanceUntil(t *testing.T, clock *looptest.FakeClock, step time.Duration, cond func() bool) bool {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		clock.Advance(time.Second)
+		clock.Advance(step)
 		poll := time.NewTimer(10 * time.Millisecond)
 		<-poll.C
 	}

@@ -63,40 +63,30 @@ const (
 	faultPoll = 25 * time.Millisecond
 )
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
-)
+// runMainEnv, set to 1, makes the test binary run kustomer-sync's main
+// instead of the tests: the fault tests start their worker processes from
+// it, so no test waits for a `go build`, and under -race the workers run
+// with the race detector too.
+const runMainEnv = "KSYNC_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
-	// Every worker these tests start, in-process or as a binary, serves its
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	// Every worker these tests start, in-process or as a process, serves its
 	// admin server on a port of its own rather than all on the default.
 	_ = os.Setenv("KSYNC_ADMIN_ADDR", "127.0.0.1:0")
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-// workerBinary builds kustomer-sync once per test binary and returns its path.
+// workerBinary returns the program a worker process runs: this test binary,
+// with runMainEnv set (see startWorker).
 func workerBinary(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "kustomer-sync-fault-")
-		if binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "kustomer-sync")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, binErr)
-	return binPath
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	return exe
 }
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -176,8 +166,9 @@ func newFaultRun(t *testing.T, natsURL string) *faultRun {
 
 // startWorker starts a worker process named replicaID. Its ack wait (2 s) and
 // claim lease (3 s) are short, so that the work of a killed process is taken
-// over within seconds, as the flags allow in production.
-func (r *faultRun) startWorker(replicaID string) *workerProc {
+// over within seconds, as the flags allow in production. flags are added to
+// the run's args for this worker only.
+func (r *faultRun) startWorker(replicaID string, flags ...string) *workerProc {
 	t := r.t
 	t.Helper()
 	cmd := exec.Command(workerBinary(t), "run",
@@ -194,9 +185,9 @@ func (r *faultRun) startWorker(replicaID string) *workerProc {
 		"--log-format", "json",
 		"--log-level", "info",
 	)
-	cmd.Args = append(cmd.Args, r.args...)
+	cmd.Args = append(append(cmd.Args, r.args...), flags...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1", "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
 	p := &workerProc{id: replicaID, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	require.NoError(t, cmd.Start())
@@ -246,11 +237,6 @@ func (r *faultRun) stopWorkers() {
 			r.t.Fatalf("worker %s did not exit within 15s of SIGTERM\n%s", p.id, r.logs())
 		}
 	}
-}
-
-// created counts the customers a worker process says it created.
-func (p *workerProc) created() int {
-	return strings.Count(p.out.String(), `"message":"customer created"`)
 }
 
 // logs returns every worker process's output, for failure messages.
@@ -516,14 +502,18 @@ func TestFaultOneOfThreeReplicasKilledMidRunLosesAndDuplicatesNothing(t *testing
 	_, js := srv.Connect(t)
 	r := newFaultRun(t, srv.ClientURL())
 
-	victim := r.startWorker("fault-replica-1")
+	victimMetrics := freeAddr(t)
+	victim := r.startWorker("fault-replica-1", "--metrics-addr", victimMetrics)
 	r.waitStream(js) // the first replica creates the stream; the others find it
 	r.startWorker("fault-replica-2")
 	r.startWorker("fault-replica-3")
 	r.publishLeads(js, 0, 30, 10)
 	r.waitCreated(len(r.ids) * 3 / 10)
+	require.Eventually(t, func() bool {
+		n, _ := metricValue(t, victimMetrics, `kustomer_sync_items_total{outcome="created",workflow="faults"}`)
+		return n > 0
+	}, faultDeadline, faultPoll, "the replica to kill never created its share\n%s", r.logs())
 	victim.kill(t)
-	require.Positive(t, victim.created(), "the killed replica was doing its share\n%s", r.logs())
 	require.Less(t, len(r.sb.Sandbox.Customers()), len(r.ids), "the kill must land before the batch is done")
 
 	r.waitDone(js)
