@@ -111,9 +111,25 @@ type Config struct {
 	// rate-limit headers (x-ratelimit-*, Retry-After) and after every 429. It
 	// runs on the calling goroutine and must not block.
 	OnResponse func(RateLimit)
+	// OnRequest, when set, is called once per request sent, after its
+	// answer was read or it failed, e.g. to count requests by kind and
+	// status for metrics. It runs on the calling goroutine and must not block.
+	OnRequest func(RequestInfo)
 	// Now is the clock used to turn Retry-After dates and x-ratelimit-reset into
 	// durations; default time.Now.
 	Now func() time.Time
+}
+
+// RequestInfo describes one request the client sent, for [Config.OnRequest].
+type RequestInfo struct {
+	// Kind is what the request did: "create", "lookup", "update" or "bulk"
+	// (a bulk create, or reading a bulk job or its results).
+	Kind string
+	// StatusCode is the HTTP status answered; 0 when no answer came (a
+	// timeout, a failed or lost connection).
+	StatusCode int
+	// Duration is from sending the request to reading the whole answer.
+	Duration time.Duration
 }
 
 func (c Config) validate() error {
@@ -146,6 +162,7 @@ type Client struct {
 	hc         *http.Client
 	userAgent  string
 	onResponse func(RateLimit)
+	onRequest  func(RequestInfo)
 	now        func() time.Time
 
 	mu sync.Mutex
@@ -183,6 +200,7 @@ func New(cfg Config) (*Client, error) {
 		hc:         hc,
 		userAgent:  cfg.UserAgent,
 		onResponse: cfg.OnResponse,
+		onRequest:  cfg.OnRequest,
 		now:        cfg.Now,
 	}, nil
 }
@@ -347,12 +365,15 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 		req.Header.Set("Content-Type", "application/json")
 	}
 
+	sent := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		c.observe(op, 0, sent)
 		return c.transportError(ctx, op, err)
 	}
 	defer resp.Body.Close()
 	data, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	c.observe(op, resp.StatusCode, sent)
 
 	c.noteRateLimit(resp)
 
@@ -380,6 +401,13 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 		return nil
 	}
 	return c.statusError(op, method, path, resp, data)
+}
+
+// observe tells OnRequest, if set, of a request of kind op sent at sent.
+func (c *Client) observe(op string, status int, sent time.Time) {
+	if c.onRequest != nil {
+		c.onRequest(RequestInfo{Kind: op, StatusCode: status, Duration: time.Since(sent)})
+	}
 }
 
 // transportError classifies a failure to get any HTTP response.

@@ -104,6 +104,7 @@ type Limiter struct {
 	clock  Clock
 	bucket *rate.Limiter
 	own    atomic.Int64 // tokens Wait has granted, ever: this replica's requests
+	waited atomic.Int64 // nanoseconds callers spent in Wait, ever
 
 	mu          sync.Mutex
 	share       float64 // this replica's budget per minute
@@ -187,6 +188,8 @@ func perSecond(perMinute float64) rate.Limit { return rate.Limit(perMinute / 60)
 // when the pace quickens well (a new window, a larger share). Wait does not
 // allocate when a token is ready.
 func (l *Limiter) Wait(ctx context.Context) error {
+	start := l.clock.Now()
+	defer func() { l.waited.Add(int64(l.clock.Now().Sub(start))) }()
 	for granted := false; !granted; {
 		if err := l.waitPause(ctx); err != nil {
 			return err
@@ -208,6 +211,10 @@ func (l *Limiter) Wait(ctx context.Context) error {
 // Granted returns how many tokens Wait has granted since the Limiter was
 // made: the requests this replica was allowed to send.
 func (l *Limiter) Granted() int64 { return l.own.Load() }
+
+// Waited returns the time callers have spent in Wait, summed over callers,
+// since the Limiter was made: how much the budget held requests back.
+func (l *Limiter) Waited() time.Duration { return time.Duration(l.waited.Load()) }
 
 // take waits for a token of the bucket. It reports false, without a token,
 // when the pace quickened meanwhile: the caller then takes a new turn.

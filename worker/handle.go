@@ -356,6 +356,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			rec.Error = it.Err.Error()
 		}
 		metricItems.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
+		metricRetries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
 	}
 	for _, class := range classes {
 		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {

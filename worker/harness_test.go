@@ -105,6 +105,8 @@ type harnessOptions struct {
 	worker  func(*Config)           // adjusts the worker's config
 	nats    func(*server.Options)   // adjusts the NATS server's options
 	rate    int                     // the limiter's budget per minute; default 60000
+	// onRequest is the client's kustomer.Config.OnRequest.
+	onRequest func(kustomer.RequestInfo)
 }
 
 func setup(t testing.TB, opts harnessOptions) *harness {
@@ -118,7 +120,7 @@ func setup(t testing.TB, opts harnessOptions) *harness {
 	h.sb = kustomertest.New(t, opts.sandbox)
 	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cmp.Or(opts.rate, 60000)})
 	require.NoError(t, err)
-	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: ObserveRateLimits(lim)})
+	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: ObserveRateLimits(lim), OnRequest: opts.onRequest})
 
 	h.lim = lim
 	h.opts = opts

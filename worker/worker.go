@@ -82,6 +82,10 @@ type Config struct {
 	BreakerThreshold int
 	// ReplicaID names this replica in the ledger and logs; default host-pid.
 	ReplicaID string
+	// StartupTimeout bounds how long Start retries creating the streams,
+	// buckets and consumers while NATS is unreachable or JetStream has no
+	// leader yet; default StartupTimeoutDefault.
+	StartupTimeout time.Duration
 	// OnStateChange, when set, is called after a workflow pauses or resumes
 	// (see [Worker.Workflows]), e.g. to publish the new state at once. It
 	// runs on the goroutine that caused the change and must not block.
@@ -171,15 +175,18 @@ func New(nc *nats.Conn, js jetstream.JetStream, cfg Config) (*Worker, error) {
 }
 
 // Start creates or checks the streams, the ledger and one durable consumer
-// per workflow, probes Kustomer once, then consumes in the background until
+// per workflow — idempotently, so replicas starting together converge, and
+// retried with backoff for up to StartupTimeout while NATS is unreachable or
+// JetStream has no leader yet — probes Kustomer once, then consumes in the background until
 // Stop. When the probe fails (a wrong base URL or key, an unreachable host)
 // Start still succeeds, but every workflow starts paused, fetches nothing and
 // resumes by itself once a later probe succeeds.
 func (w *Worker) Start(ctx context.Context) error {
-	if err := w.setup(ctx); err != nil {
+	if err := RetryStartup(ctx, w.cfg.StartupTimeout, w.setup); err != nil {
 		return err
 	}
 	w.running.Store(&w.flows)
+	consumerMetrics.add(w)
 	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -221,6 +228,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 			<-done
 		}
 		w.hardStop()
+		consumerMetrics.remove(w)
 		// A stopped worker pauses nothing: a gauge left at 1 would report a
 		// workflow paused that this process no longer runs (after a reload).
 		for _, f := range w.flows {
@@ -231,7 +239,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return err
 }
 
+// setup makes what Start needs; it may run again after a transient failure.
 func (w *Worker) setup(ctx context.Context) error {
+	w.flows = nil
 	// "start: new" begins after what the stream holds before this start, so
 	// events published while the streams and consumers are set up still count.
 	var before jetstream.StreamState

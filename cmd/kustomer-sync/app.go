@@ -287,11 +287,25 @@ func (a *app) missingStream(err error, stream, what string) error {
 }
 
 func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, error) {
+	return a.dial(ctx, url, 0)
+}
+
+// dial connects to NATS at url. With wait > 0 a server not reachable yet
+// (starting, or a cluster still forming) is retried for up to wait.
+func (a *app) dial(ctx context.Context, url string, wait time.Duration) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := a.natsOptions()
 	if err != nil {
 		return nil, nil, err
 	}
+	if wait > 0 {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
 	nc, err := nats.Connect(url, opts...)
+	if err == nil && wait > 0 {
+		if err = awaitConnected(ctx, nc, wait); err != nil {
+			nc.Close()
+		}
+	}
 	if err != nil {
 		if bad := redactURLError(err); bad != err {
 			return nil, nil, usageError{fmt.Errorf("connect to NATS at %s: %w", redactURL(url), bad)}
@@ -312,6 +326,24 @@ func (a *app) connectTo(ctx context.Context, url string) (*nats.Conn, jetstream.
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// awaitConnected waits until nc, made with nats.RetryOnFailedConnect, has
+// connected, for up to wait; the error says why it has not.
+func awaitConnected(ctx context.Context, nc *nats.Conn, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			why := cmp.Or(nc.LastError(), nats.ErrNoServers)
+			return fmt.Errorf("not reachable within the start-up timeout %s (--startup-timeout): %w", wait, why)
+		}
+	}
+	return nil
 }
 
 // natsOptions are the connection options from the flags (and the context).

@@ -609,7 +609,7 @@ var (
 func definedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	nameRe := regexp.MustCompile(`Name:\s*"(kustomer_sync_[a-z0-9_]+)"`)
+	nameRe := regexp.MustCompile(`(?:Name:\s*|NewDesc\(\s*)"(kustomer_sync_[a-z0-9_]+)"`)
 	require.NoError(t, filepath.WalkDir(repoRoot, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
 			return err

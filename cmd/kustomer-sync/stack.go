@@ -55,6 +55,7 @@ type workerFlags struct {
 	claimLease    time.Duration
 	sandboxFaults sandbox.Faults
 	sandboxKey    string
+	startup       time.Duration
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -86,6 +87,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
 	fl.DurationVar(&f.maxAge, "stream-max-age", worker.StreamMaxAgeDefault, "when kustomer-sync manages the leads stream: how long it keeps an event, processed or not (an event still unprocessed then is lost); 0 keeps events forever")
+	fl.DurationVar(&f.startup, "startup-timeout", worker.StartupTimeoutDefault, "how long start-up waits for NATS to be reachable and JetStream to create the streams, buckets and consumers (a cluster still forming) before giving up")
 	fl.Var(&f.maxBytes, "stream-max-bytes", "when kustomer-sync manages the leads stream: its largest size, e.g. 10GB; when full it refuses new events (publishers get an error) instead of dropping unprocessed ones; 0 is no limit")
 	for name, key := range map[string]string{
 		"config": "KSYNC_CONFIG", "kustomer-api-key-file": "KUSTOMER_API_KEY_FILE", "kustomer-base-url": "KUSTOMER_BASE_URL",
@@ -96,6 +98,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
 		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
 		"stream-max-age": "KSYNC_STREAM_MAX_AGE", "stream-max-bytes": "KSYNC_STREAM_MAX_BYTES",
+		"startup-timeout": "KSYNC_STARTUP_TIMEOUT",
 	} {
 		bindEnv(fl, name, key)
 	}
@@ -108,7 +111,7 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0), atLeast("max-event-bytes", 1),
 		between("stream-replicas", 1, 5),
 		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
-		positiveDuration("claim-lease"), positiveDuration("dedup-window"),
+		positiveDuration("claim-lease"), positiveDuration("dedup-window"), positiveDuration("startup-timeout"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		f.checkAdmin,
 		func(cmd *cobra.Command) error {
@@ -248,7 +251,8 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		st.natsURL = st.embedded.ClientURL()
 		a.log.Info().Str("url", st.natsURL).Str("store", filepath.Join(f.dataDir, "nats")).Msg("embedded NATS server started")
 	}
-	st.nc, st.js, err = a.connectTo(ctx, st.natsURL)
+	startBy := time.Now().Add(f.startup)
+	st.nc, st.js, err = a.dial(ctx, st.natsURL, f.startup)
 	if err != nil {
 		return nil, err
 	}
@@ -258,13 +262,14 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		perMinute: f.ratePerMinute,
 		burst:     f.rateBurst,
 		worker: worker.Config{
-			Workflows:     st.config.Workflows,
-			Stream:        f.streamConfig(),
-			AckWait:       f.ackWait,
-			Ledger:        worker.LedgerConfig{Lease: f.claimLease},
-			MaxEventBytes: f.maxEventBytes,
-			ReplicaID:     f.replicaID,
-			Logger:        a.log,
+			StartupTimeout: max(time.Until(startBy), time.Second),
+			Workflows:      st.config.Workflows,
+			Stream:         f.streamConfig(),
+			AckWait:        f.ackWait,
+			Ledger:         worker.LedgerConfig{Lease: f.claimLease},
+			MaxEventBytes:  f.maxEventBytes,
+			ReplicaID:      f.replicaID,
+			Logger:         a.log,
 		},
 	})
 	if err != nil {
@@ -390,6 +395,11 @@ func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc
 		}
 		pace(rl)
 	}
+	if onRequest := kcfg.OnRequest; onRequest != nil {
+		kcfg.OnRequest = func(ri kustomer.RequestInfo) { onRequest(ri); worker.ObserveKustomerRequest(ri) }
+	} else {
+		kcfg.OnRequest = worker.ObserveKustomerRequest
+	}
 	client, err := kustomer.New(kcfg)
 	if err != nil {
 		return nil, err
@@ -400,9 +410,11 @@ func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc
 	if r.budget, err = worker.NewBudget(js, nc, r.limiter, worker.BudgetConfig{PerMinute: rc.perMinute, ReplicaID: wcfg.ReplicaID}); err != nil {
 		return nil, err
 	}
-	if err := r.budget.Start(ctx); err != nil {
+	startBy := time.Now().Add(cmp.Or(wcfg.StartupTimeout, worker.StartupTimeoutDefault))
+	if err := worker.RetryStartup(ctx, time.Until(startBy), r.budget.Start); err != nil {
 		return nil, err
 	}
+	wcfg.StartupTimeout = max(time.Until(startBy), time.Second)
 	// The heartbeat carries the workflows' states, at once when one pauses
 	// or resumes, for `kustomer-sync status`.
 	wcfg.OnStateChange = r.budget.Refresh

@@ -1,0 +1,110 @@
+package main
+
+// Start-up tests (issue 13): real kustomer-sync processes starting together
+// on a fresh cluster, before NATS is up, and giving up when it never is.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+)
+
+// requireReplicasRunning waits until every one of ids heartbeats in the
+// replicas bucket with the workflow running: its worker has started.
+func (r *faultRun) requireReplicasRunning(js jetstream.JetStream, ids ...string) {
+	r.t.Helper()
+	var live []string
+	require.Eventually(r.t, func() bool {
+		r.requireWorkersAlive()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		states, err := worker.ReadReplicas(ctx, js, "")
+		if err != nil {
+			return false
+		}
+		live = live[:0]
+		for _, s := range states {
+			if slices.ContainsFunc(s.Workflows, func(w worker.WorkflowState) bool { return w.Workflow == faultWorkflow }) {
+				live = append(live, s.Replica)
+			}
+		}
+		return len(live) == len(ids)
+	}, faultDeadline, faultPoll, "replicas running %s: %v\n%s", faultWorkflow, &live, r.logs())
+	slices.Sort(live)
+	require.Equal(r.t, ids, live)
+}
+
+func TestStartThreeReplicasAtOnceOnAFreshClusterAllStartAndShareTheWork(t *testing.T) {
+	t.Parallel()
+	workerBinary(t) // built before the clock starts, so the three start together
+	cl := natstest.StartCluster(t, 3)
+	_, js := cl.Connect(t)
+	r := newFaultRun(t, cl.ClientURLs())
+	r.replicas = 3
+
+	ids := []string{"start-1", "start-2", "start-3"}
+	for _, id := range ids {
+		r.startWorker(id)
+	}
+	r.requireReplicasRunning(js, ids...)
+	r.publishLeads(js, 0, 30, 10)
+	r.waitDone(js)
+	r.requireExactlyOnce(js)
+	r.requireReplicasRunning(js, ids...)
+	for _, p := range r.procs {
+		require.Positive(t, p.created(), "replica %s took a share of the work\n%s", p.id, r.logs())
+	}
+	r.stopWorkers()
+}
+
+func TestStartWaitsForANATSServerThatComesUpLate(t *testing.T) {
+	t.Parallel()
+	workerBinary(t)
+	port := natstest.FreePorts(t, 1)[0]
+	r := newFaultRun(t, fmt.Sprintf("nats://127.0.0.1:%d", port))
+	r.args = []string{"--startup-timeout", "60s"}
+	r.startWorker("late-nats")
+
+	// The worker is up and dialling before the server exists.
+	require.Eventually(t, func() bool {
+		r.requireWorkersAlive()
+		return strings.Contains(r.procs[0].out.String(), `"level"`)
+	}, faultDeadline, faultPoll, "the worker never started\n%s", r.logs())
+	srv := natstest.StartWith(t, t.TempDir(), port)
+	_, js := srv.Connect(t)
+	r.requireReplicasRunning(js, "late-nats")
+	r.publishLeads(js, 0, 5, 4)
+	r.waitDone(js)
+	r.requireExactlyOnce(js)
+	r.stopWorkers()
+}
+
+func TestStartGivesUpAfterTheStartupTimeoutNamingTheServer(t *testing.T) {
+	t.Parallel()
+	port := natstest.FreePorts(t, 1)[0]
+	config := filepath.Join(t.TempDir(), "workflows.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(faultConfig), 0o600))
+	cmd := exec.Command(workerBinary(t), "run", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port),
+		"--config", config, "--kustomer-base-url", "http://127.0.0.1:1", "--startup-timeout", "1s", "--log-format", "json")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
+	started := time.Now()
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%s", out)
+	require.Equal(t, 1, exit.ExitCode(), "%s", out)
+	require.Less(t, time.Since(started), 30*time.Second, "it gave up about when the timeout said")
+	require.Contains(t, string(out), fmt.Sprintf("connect to NATS at nats://127.0.0.1:%d: not reachable within the start-up timeout 1s (--startup-timeout)", port))
+}
