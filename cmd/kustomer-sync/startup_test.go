@@ -48,30 +48,33 @@ func (r *faultRun) requireReplicasRunning(js jetstream.JetStream, ids ...string)
 
 func TestStartThreeReplicasAtOnceOnAFreshClusterAllStartAndShareTheWork(t *testing.T) {
 	t.Parallel()
-	workerBinary(t) // built before the clock starts, so the three start together
 	cl := natstest.StartCluster(t, 3)
 	_, js := cl.Connect(t)
 	r := newFaultRun(t, cl.ClientURLs())
 	r.replicas = 3
 
 	ids := []string{"start-1", "start-2", "start-3"}
+	addrs := map[string]string{}
 	for _, id := range ids {
-		r.startWorker(id)
+		addrs[id] = freeAddr(t)
+	}
+	for _, id := range ids {
+		r.startWorker(id, "--metrics-addr", addrs[id])
 	}
 	r.requireReplicasRunning(js, ids...)
 	r.publishLeads(js, 0, 30, 10)
 	r.waitDone(js)
 	r.requireExactlyOnce(js)
 	r.requireReplicasRunning(js, ids...)
-	for _, p := range r.procs {
-		require.Positive(t, p.created(), "replica %s took a share of the work\n%s", p.id, r.logs())
+	for _, id := range ids {
+		n, _ := metricValue(t, addrs[id], `kustomer_sync_items_total{outcome="created",workflow="faults"}`)
+		require.Positive(t, n, "replica %s took a share of the work\n%s", id, r.logs())
 	}
 	r.stopWorkers()
 }
 
 func TestStartWaitsForANATSServerThatComesUpLate(t *testing.T) {
 	t.Parallel()
-	workerBinary(t)
 	port := natstest.FreePorts(t, 1)[0]
 	r := newFaultRun(t, fmt.Sprintf("nats://127.0.0.1:%d", port))
 	r.args = []string{"--startup-timeout", "60s"}
@@ -99,7 +102,7 @@ func TestStartGivesUpAfterTheStartupTimeoutNamingTheServer(t *testing.T) {
 	cmd := exec.Command(workerBinary(t), "run", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port),
 		"--config", config, "--kustomer-base-url", "http://127.0.0.1:1", "--startup-timeout", "1s", "--log-format", "json")
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1", "KUSTOMER_API_KEY="+faultAPIKey)
 	started := time.Now()
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
