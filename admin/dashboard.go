@@ -70,6 +70,7 @@ type view struct {
 	Refresh int // seconds; 0: no auto-refresh
 	Now     time.Time
 	Error   string
+	Notice  string // what the last action did
 	Data    any
 }
 
@@ -472,6 +473,9 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		Workflows []string
 	}{Filter: f, Workflows: s.workflowNames(ctx)}
 	v := view{Title: "Dead letters", Nav: "dead", Data: &data}
+	if n, err := strconv.Atoi(r.URL.Query().Get("purged")); err == nil {
+		v.Notice = fmt.Sprintf("Purged %d dead letter%s.", n, map[bool]string{true: "", false: "s"}[n == 1])
+	}
 	filter, err := f.filter()
 	var recs []dlq.Record
 	if err == nil {

@@ -163,7 +163,32 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`p.empty`),
 		chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
 	text = read(t, ctx, chromedp.Text(`article.workflow`))
-	require.True(t, strings.Contains(text, "1 / 1") || strings.Contains(text, "Created / failed"), text)
+	require.Contains(t, text, "2 runs")
 	screenshots(t, ctx, "overview-after")
+
+	// Two leads without an id: "Retry all matching" asks first, with the
+	// count, then shows each new failure and why; "Purge all matching" too.
+	for i := range 2 {
+		_, err := js.Publish(t.Context(), "signups.web", fmt.Appendf(nil, `{"name":"No Id %d","email":"noid%d@example.com"}`, i, i))
+		require.NoError(t, err)
+	}
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation&q=No+Id"), chromedp.WaitVisible(`article.entry + article.entry`),
+		chromedp.Click(`.bulk button:not(.danger)`), chromedp.WaitVisible(`main form button`))
+	text = read(t, ctx, chromedp.Text(`main`))
+	require.Contains(t, text, "Retry 2 dead letters?")
+	require.Contains(t, text, "class validation, containing No Id")
+	screenshots(t, ctx, "retry-confirm")
+	do(t, ctx, chromedp.Click(`main form button`), chromedp.WaitVisible(`article.outcome + article.outcome`))
+	do(t, ctx, chromedp.WaitNotPresent(`article.outcome .pending`)) // every run is in
+	text = read(t, ctx, chromedp.Text(`main`))
+	require.Equal(t, 2, strings.Count(text, "Failed again: dead letter #"), text)
+	require.Contains(t, text, "externalId: required, but blank")
+	screenshots(t, ctx, "retry-failed")
+
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation"), chromedp.WaitVisible(`article.entry + article.entry`),
+		chromedp.Click(`.bulk button.danger`), chromedp.WaitVisible(`main form button.danger`))
+	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purge 2 dead letters?")
+	do(t, ctx, chromedp.Click(`main form button.danger`), chromedp.WaitVisible(`p.empty`))
+	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purged 2 dead letters.")
 	r.stop()
 }
