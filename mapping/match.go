@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 
 	yamlast "github.com/goccy/go-yaml/ast"
@@ -119,4 +120,31 @@ func ListEntry(field string, item any) (entry any, id string) {
 	}
 	b, _ := json.Marshal(out)
 	return out, string(b)
+}
+
+// Lookup is one look-up a workflow with match makes for an item before creating it.
+type Lookup struct {
+	Key   string `json:"key"`   // MatchExternalID, MatchEmail or MatchPhone
+	Value string `json:"value"` // as sent
+	Path  string `json:"path"`  // e.g. "/v1/customers/email=ada%40example.com"
+	// OnlyIfSeen: made only for an item the ledger has seen before (fresh_ids).
+	OnlyIfSeen bool `json:"only_if_seen,omitempty"`
+}
+
+// Lookups returns the look-ups the workflow makes for req, in order, each one request; the first
+// that finds a customer ends them. A key the request has no value for makes none.
+func (w *Workflow) Lookups(req Request) []Lookup {
+	var out []Lookup
+	for _, k := range w.Match {
+		v := req.MatchValue(k)
+		if v == "" {
+			continue
+		}
+		out = append(out, Lookup{
+			Key: k, Value: v,
+			Path:       "/v1/customers/" + k + "=" + strings.ReplaceAll(url.PathEscape(v), "+", "%2B"),
+			OnlyIfSeen: k == MatchExternalID && w.FreshIDs,
+		})
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -30,6 +31,14 @@ func matchConfig(onMatch string, extra ...string) string {
       emails: "{{trigger.emails}}"
       phones: "{{trigger.phones}}"
 `
+}
+
+// itemsCounted reads kustomer_sync_items_total for a workflow and outcome.
+func itemsCounted(t *testing.T, workflow, outcome string) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, metricItems.WithLabelValues(workflow, outcome).Write(&m))
+	return m.GetCounter().GetValue()
 }
 
 // customersWithEmail returns the sandbox's customers that hold email.
@@ -71,7 +80,7 @@ func (h *harness) lastResultOutcome(workflow string) (result, customer string) {
 
 func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOneSendsNothing(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: matchConfig("update")})
+	h := setup(t, harnessOptions{config: strings.Replace(matchConfig("update"), "name: sync", "name: dup", 1)})
 
 	first := h.waitRun(h.publish("leads.web", "e-1", `{"id":"dup-1","name":"Ada","emails":["ada@example.com"],"phones":["+14155550101"]}`))
 	require.Equal(t, outcome.Created, first.Items[0].Outcome)
@@ -81,7 +90,7 @@ func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOne
 	require.Equal(t, RunSucceeded, second.Status)
 	require.Equal(t, outcome.Updated, second.Items[0].Outcome)
 	require.Equal(t, id, second.Items[0].CustomerID)
-	got, customer := h.lastResultOutcome("sync")
+	got, customer := h.lastResultOutcome("dup")
 	require.Equal(t, "updated", got)
 	require.Equal(t, id, customer)
 
@@ -97,6 +106,9 @@ func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOne
 	third := h.waitRun(h.publish("leads.web", "e-3", `{"id":"dup-1","name":"Ada Lovelace","emails":["ada.l@example.com"]}`))
 	require.Equal(t, outcome.AlreadyCreated, third.Items[0].Outcome)
 	require.Equal(t, before, h.sb.Sandbox.Stats().Requests, "an unchanged item costs no request")
+	for _, o := range []string{"created", "updated", "already_created"} {
+		require.Equal(t, 1.0, itemsCounted(t, "dup", o), o)
+	}
 }
 
 func TestTheSameEmailUnderTwoLeadIDsIsOneCustomer(t *testing.T) {
@@ -119,13 +131,13 @@ func TestTheSameEmailUnderTwoLeadIDsIsOneCustomer(t *testing.T) {
 
 func TestOnMatchSkipLeavesTheCustomerUntouched(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: matchConfig("skip")})
+	h := setup(t, harnessOptions{config: strings.Replace(matchConfig("skip"), "name: sync", "name: skipper", 1)})
 
 	first := h.waitRun(h.publish("leads.web", "e-1", `{"id":"lead-1","name":"Cy","emails":["cy@example.com"]}`))
 	second := h.waitRun(h.publish("leads.web", "e-2", `{"id":"lead-2","name":"Someone Else","emails":["cy@example.com"]}`))
 	require.Equal(t, outcome.Skipped, second.Items[0].Outcome)
 	require.Equal(t, first.Items[0].CustomerID, second.Items[0].CustomerID)
-	got, customer := h.lastResultOutcome("sync")
+	got, customer := h.lastResultOutcome("skipper")
 	require.Equal(t, "skipped", got)
 	require.Equal(t, first.Items[0].CustomerID, customer)
 
@@ -139,6 +151,8 @@ func TestOnMatchSkipLeavesTheCustomerUntouched(t *testing.T) {
 	require.Len(t, cs, 1)
 	require.Equal(t, "Cy", cs[0].Attributes["name"])
 	require.Equal(t, 0, h.sb.Sandbox.Stats().Updates)
+	require.Equal(t, 1.0, itemsCounted(t, "skipper", "created"))
+	require.Equal(t, 2.0, itemsCounted(t, "skipper", "skipped"))
 }
 
 func TestAnUpdateBeyondTenEmailsKeepsTheLimitAndRecordsWhatWasDropped(t *testing.T) {

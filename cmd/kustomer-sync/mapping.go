@@ -161,10 +161,12 @@ func (a *app) mapCommand() *cobra.Command {
 		Long: `Map one event (a JSON object, from EVENT.json or stdin) with a workflow and print the exact
 request body that would be sent to POST /v1/customers, one per Loop item, or the errors that would
 dead-letter it (then the command exits 1). Nothing is sent anywhere: this is the "test this step"
-of a workflow tool.
+of a workflow tool. For a workflow with match, each item first lists the look-ups it would make, in
+order, and what is done with the body when one finds a customer (on_match: skip or update).
 
---json prints one document: {"workflow", "ok", "error" (the event's), "items": [{"index",
-"request"} or {"index", "error", "kind"}]}.`,
+--json prints one document: {"workflow", "on_match" (with match), "ok", "error" (the event's),
+"items": [{"index", "lookups": [{"key", "value", "path", "only_if_seen"}], "request"} or {"index",
+"error", "kind"}]}.`,
 		Example: `  kustomer-sync map --config testdata/workflows.yaml --workflow batch testdata/batch.json
   echo '{"name":"Jane","emails":"JANE@x.com"}' | kustomer-sync map
   kustomer-sync map --json --config testdata/workflows.yaml --workflow batch testdata/batch.json | jq '.items[].request'`,
@@ -242,20 +244,23 @@ var errMappingFailed = errors.New("some items would be dead-lettered (see above)
 // mapResult is what `map` found: --json prints it as it is.
 type mapResult struct {
 	Workflow string       `json:"workflow"`
+	OnMatch  string       `json:"on_match,omitempty"` // with match: skip or update
 	OK       bool         `json:"ok"`
 	Error    string       `json:"error,omitempty"` // the event as a whole (its Loop) failed
 	Items    []mappedItem `json:"items"`
 }
 
 type mappedItem struct {
-	Index   int    `json:"index"`
-	Request any    `json:"request,omitempty"`
-	Error   string `json:"error,omitempty"`
-	Kind    string `json:"kind,omitempty"`
+	Index int `json:"index"`
+	// Lookups are made first, in order, by a workflow with match.
+	Lookups []mapping.Lookup `json:"lookups,omitempty"`
+	Request any              `json:"request,omitempty"`
+	Error   string           `json:"error,omitempty"`
+	Kind    string           `json:"kind,omitempty"`
 }
 
 func mapEvent(wf *mapping.Workflow, trigger map[string]any) mapResult {
-	res := mapResult{Workflow: wf.Name, OK: true, Items: []mappedItem{}}
+	res := mapResult{Workflow: wf.Name, OnMatch: wf.OnMatch, OK: true, Items: []mappedItem{}}
 	items, err := wf.Items(trigger)
 	if err != nil {
 		res.OK, res.Error = false, err.Error()
@@ -268,9 +273,30 @@ func mapEvent(wf *mapping.Workflow, trigger map[string]any) mapResult {
 			res.Items = append(res.Items, mappedItem{Index: i, Error: err.Error(), Kind: mapping.KindOf(err).String()})
 			continue
 		}
-		res.Items = append(res.Items, mappedItem{Index: i, Request: req})
+		res.Items = append(res.Items, mappedItem{Index: i, Lookups: wf.Lookups(req), Request: req})
 	}
 	return res
+}
+
+// printLookups says what a workflow with match asks Kustomer before the
+// request, and what the request then is.
+func printLookups(w io.Writer, onMatch string, lookups []mapping.Lookup) {
+	fmt.Fprintln(w, "look-ups, in order, until one finds a customer:")
+	for _, l := range lookups {
+		note := ""
+		if l.OnlyIfSeen {
+			note = "  (only for an item seen before: fresh_ids)"
+		}
+		fmt.Fprintf(w, "  GET %s%s\n", l.Path, note)
+	}
+	if len(lookups) == 0 {
+		fmt.Fprintln(w, "  none: the item has no value for any match key")
+	}
+	if onMatch == mapping.OnMatchUpdate {
+		fmt.Fprintln(w, "found: PUT /v1/customers/{id}?replace=false with this body (lists merged into the customer's, at most 10 each); none found: POST /v1/customers with it:")
+	} else {
+		fmt.Fprintln(w, "found: nothing is sent (on_match: skip); none found: POST /v1/customers with this body:")
+	}
 }
 
 func printMapping(w io.Writer, loop bool, res mapResult) error {
@@ -287,6 +313,9 @@ func printMapping(w io.Writer, loop bool, res mapResult) error {
 		if it.Error != "" {
 			fmt.Fprintf(w, "error (%s): %s\n", it.Kind, it.Error)
 			continue
+		}
+		if res.OnMatch != "" {
+			printLookups(w, res.OnMatch, it.Lookups)
 		}
 		if err := enc.Encode(it.Request); err != nil {
 			return err

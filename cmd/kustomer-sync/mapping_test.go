@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
 func TestValidateListsTheWorkflowsOfAGoodConfig(t *testing.T) {
@@ -58,4 +61,38 @@ func TestMapShowsValidationErrorsAndFails(t *testing.T) {
 	require.ErrorIs(t, err, errMappingFailed)
 	require.Contains(t, out, `emails[0].email: "bad" is not an email address`)
 	require.Contains(t, out, `"externalId": "b"`)
+}
+
+func TestMapShowsTheLookUpsOfAWorkflowWithMatchAndTheRequestThen(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "match.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`workflows:
+  - name: sync
+    match: [externalId, email, phone]
+    on_match: update
+    fresh_ids: true
+    inputs:
+      externalId: "{{trigger.id}}"
+      emails: "{{trigger.emails}}"
+      phones: "{{trigger.phones}}"
+`), 0o600))
+	event := `{"id":"lead-1","emails":"ADA@example.com","phones":"+1 415 555 0101"}`
+	out, _, err := cli(t, event, "map", "-c", path)
+	require.NoError(t, err)
+	require.Contains(t, out, "look-ups, in order, until one finds a customer:\n"+
+		"  GET /v1/customers/externalId=lead-1  (only for an item seen before: fresh_ids)\n"+
+		"  GET /v1/customers/email=ada@example.com\n"+
+		"  GET /v1/customers/phone=%2B14155550101\n"+
+		"found: PUT /v1/customers/{id}?replace=false with this body")
+
+	out, _, err = cli(t, event, "map", "--json", "-c", path)
+	require.NoError(t, err)
+	var res mapResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.Equal(t, "update", res.OnMatch)
+	require.Equal(t, []mapping.Lookup{
+		{Key: "externalId", Value: "lead-1", Path: "/v1/customers/externalId=lead-1", OnlyIfSeen: true},
+		{Key: "email", Value: "ada@example.com", Path: "/v1/customers/email=ada@example.com"},
+		{Key: "phone", Value: "+14155550101", Path: "/v1/customers/phone=%2B14155550101"},
+	}, res.Items[0].Lookups)
 }
