@@ -44,6 +44,9 @@ type Result struct {
 	Subject    string `json:"subject"`
 	Published  int    `json:"published"`  // stored as new events
 	Duplicates int    `json:"duplicates"` // already stored before: dropped by de-duplication
+	// Sequences are the stream sequences of the events acknowledged, in
+	// order; a duplicate's is that of the event stored first.
+	Sequences []uint64 `json:"-"`
 }
 
 // Publish sends evs to subject and waits for every acknowledgement; an event
@@ -65,6 +68,7 @@ func (p Publisher) Publish(ctx context.Context, subject string, evs []Event) (Re
 		for i, fut := range pending {
 			select {
 			case ack := <-fut.Ok():
+				res.Sequences = append(res.Sequences, ack.Sequence)
 				if ack.Duplicate {
 					res.Duplicates++
 				} else {

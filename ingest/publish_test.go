@@ -24,11 +24,11 @@ func TestPublishingTheSameEventsTwiceStoresThemOnce(t *testing.T) {
 	p := Publisher{JS: js, Window: 2, Progress: func(n int) { acked += n }}
 	res, err := p.Publish(ctx, "leads.new", evs)
 	require.NoError(t, err)
-	require.Equal(t, Result{Subject: "leads.new", Published: 2, Duplicates: 1}, res)
+	require.Equal(t, Result{Subject: "leads.new", Published: 2, Duplicates: 1, Sequences: []uint64{1, 2, 2}}, res)
 	require.Equal(t, 3, acked)
 	res, err = p.Publish(ctx, "leads.new", evs)
 	require.NoError(t, err)
-	require.Equal(t, Result{Subject: "leads.new", Published: 0, Duplicates: 3}, res)
+	require.Equal(t, Result{Subject: "leads.new", Published: 0, Duplicates: 3, Sequences: []uint64{1, 2, 2}}, res, "a duplicate has the sequence of the event stored first")
 
 	msg, err := st.GetMsg(ctx, 1)
 	require.NoError(t, err)

@@ -1,0 +1,272 @@
+package ingest
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/kustomer-sync/kustomer-sync/subject"
+)
+
+// Defaults of [HandlerConfig].
+const (
+	// MaxBodyBytesDefault is the largest request body accepted; larger ones
+	// are answered 413 and nothing of them is published.
+	MaxBodyBytesDefault = 4 << 20
+	// HTTPTimeoutDefault bounds waiting for JetStream to store the events of
+	// one request.
+	HTTPTimeoutDefault = 10 * time.Second
+	// RetryAfterDefault is the Retry-After of a 503.
+	RetryAfterDefault = 5 * time.Second
+	// HTTPSubjectToken replaces the wildcards of a workflow's subject filter
+	// to make the subject events are published to: "leads.>" gives
+	// "leads.http".
+	HTTPSubjectToken = "http"
+	// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+	MaxIdempotencyKeyLen = 200
+)
+
+// HandlerConfig configures [NewHandler]. JS and Subjects are required.
+type HandlerConfig struct {
+	JS jetstream.JetStream
+	// Subjects returns the subject filter of the workflow named, and whether
+	// there is one. It is called on every request, so a reloaded config is
+	// seen at once. Must be safe for concurrent use.
+	Subjects func(workflow string) (filter string, ok bool)
+	// Token, when set, is required as "Authorization: Bearer <Token>".
+	Token string
+	// HMACSecret, when set, requires "X-Signature: sha256=<hex>", the
+	// HMAC-SHA256 of the body with this secret, as webhook senders sign.
+	HMACSecret []byte
+	// MaxBytes bounds a request's body; default MaxBodyBytesDefault.
+	MaxBytes int64
+	// IDField is the event field used as Nats-Msg-Id when the request has no
+	// Idempotency-Key; default "id" (events without it get a content hash).
+	IDField string
+	// Timeout bounds storing one request's events; default HTTPTimeoutDefault.
+	Timeout time.Duration
+	// Logger gets one event per refused or failed request; never a secret.
+	Logger zerolog.Logger
+}
+
+// Handler serves POST /v1/events/{workflow}: it publishes the body's events
+// (a JSON object, a JSON array, or JSON lines) to the workflow's subject and
+// answers 202 with their stream sequences only once JetStream stored them.
+// Safe for concurrent use.
+type Handler struct {
+	cfg HandlerConfig
+	mux *http.ServeMux
+}
+
+// NewHandler checks cfg and returns the handler.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	switch {
+	case cfg.JS == nil:
+		return nil, errors.New("ingest: HandlerConfig.JS is required")
+	case cfg.Subjects == nil:
+		return nil, errors.New("ingest: HandlerConfig.Subjects is required")
+	case cfg.MaxBytes < 0:
+		return nil, fmt.Errorf("ingest: negative MaxBytes %d", cfg.MaxBytes)
+	}
+	cfg.MaxBytes = cmp.Or(cfg.MaxBytes, MaxBodyBytesDefault)
+	cfg.IDField = cmp.Or(cfg.IDField, "id")
+	cfg.Timeout = cmp.Or(cfg.Timeout, HTTPTimeoutDefault)
+	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST /v1/events/{workflow}", h.post)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Accepted is the body of a 202.
+type Accepted struct {
+	Workflow   string   `json:"workflow"`
+	Subject    string   `json:"subject"`
+	Published  int      `json:"published"`  // stored as new events
+	Duplicates int      `json:"duplicates"` // stored before (a retried request)
+	Sequences  []uint64 `json:"sequences"`  // each event's stream sequence, in the body's order
+}
+
+// httpError is a refusal: its status and what to tell the sender.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (h *Handler) post(w http.ResponseWriter, r *http.Request) {
+	wf := r.PathValue("workflow")
+	acc, herr := h.accept(w, r, wf)
+	if herr != nil {
+		ev := h.cfg.Logger.Info()
+		if herr.status >= 500 {
+			ev = h.cfg.Logger.Warn()
+		}
+		ev.Int("status", herr.status).Str("remote", r.RemoteAddr).Msg(herr.msg)
+		switch herr.status {
+		case http.StatusUnauthorized:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kustomer-sync ingest"`)
+		case http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfterDefault/time.Second)))
+		}
+		writeJSON(w, herr.status, map[string]string{"error": herr.msg})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, acc)
+}
+
+// accept authenticates, reads and publishes one request.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Accepted, *httpError) {
+	if h.cfg.Token != "" && !h.tokenOK(r.Header.Get("Authorization")) {
+		return nil, &httpError{http.StatusUnauthorized, "ingest: missing or wrong bearer token (Authorization: Bearer <token>)"}
+	}
+	filter, ok := h.cfg.Subjects(wf)
+	if !ok {
+		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("ingest: no workflow %q", clip(wf, 64))}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: the body is over %d bytes (--ingest-max-bytes): send fewer events per request", h.cfg.MaxBytes)}
+	case err != nil:
+		return nil, &httpError{http.StatusBadRequest, "ingest: reading the body: " + err.Error()}
+	}
+	if len(h.cfg.HMACSecret) > 0 {
+		if msg := h.signatureProblem(r.Header.Get("X-Signature"), body); msg != "" {
+			return nil, &httpError{http.StatusUnauthorized, msg}
+		}
+	}
+	subj, err := concreteSubject(filter, r.URL.Query().Get("subject"))
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, err.Error()}
+	}
+	evs, err := Reader{Name: "body", Format: FormatJSON, IDField: h.cfg.IDField}.ReadAll(bytes.NewReader(body))
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, err.Error() + "; nothing was published"}
+	}
+	if len(evs) == 0 {
+		return nil, &httpError{http.StatusBadRequest, "ingest: body: no events (want a JSON object, a JSON array of objects, or JSON lines)"}
+	}
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := checkKey(key); err != nil {
+			return nil, &httpError{http.StatusBadRequest, err.Error()}
+		}
+		// Scoped to the workflow, so one key used for two workflows on the
+		// same stream is not taken for a retry; numbered in a batch.
+		for i := range evs {
+			evs[i].ID = "http:" + wf + ":" + key
+			if len(evs) > 1 {
+				evs[i].ID += "#" + strconv.Itoa(i+1)
+			}
+		}
+	}
+	nc := h.cfg.JS.Conn()
+	if !nc.IsConnected() {
+		return nil, &httpError{http.StatusServiceUnavailable, "ingest: NATS is not connected; retry later"}
+	}
+	for _, ev := range evs {
+		if max := nc.MaxPayload(); int64(len(ev.Data)) > max {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes is over the NATS server's limit of %d; nothing was published", ev.Line, len(ev.Data), max)}
+		}
+	}
+	res, err := Publisher{JS: h.cfg.JS, Timeout: h.cfg.Timeout}.Publish(r.Context(), subj, evs)
+	if err != nil {
+		// Events stored before the failure are de-duplicated when the sender
+		// retries with the same request.
+		return nil, &httpError{http.StatusServiceUnavailable, fmt.Sprintf("%s; %d of %d event(s) stored, retry the same request", err, res.Published+res.Duplicates, len(evs))}
+	}
+	return &Accepted{Workflow: wf, Subject: subj, Published: res.Published, Duplicates: res.Duplicates, Sequences: res.Sequences}, nil
+}
+
+// tokenOK compares the bearer token in constant time (of digests, so the
+// token's length does not show either).
+func (h *Handler) tokenOK(auth string) bool {
+	got, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok {
+		return false
+	}
+	a, b := sha256.Sum256([]byte(strings.TrimSpace(got))), sha256.Sum256([]byte(h.cfg.Token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// signatureProblem says what is wrong with sig, the X-Signature header, for
+// body; "" when it is the body's HMAC-SHA256 with the secret.
+func (h *Handler) signatureProblem(sig string, body []byte) string {
+	hexSum, ok := strings.CutPrefix(strings.TrimSpace(sig), "sha256=")
+	if !ok {
+		return "ingest: missing X-Signature: want sha256=<hex HMAC-SHA256 of the body>"
+	}
+	got, err := hex.DecodeString(hexSum)
+	if err != nil {
+		return "ingest: X-Signature is not sha256=<hex>"
+	}
+	mac := hmac.New(sha256.New, h.cfg.HMACSecret)
+	mac.Write(body)
+	if !hmac.Equal(got, mac.Sum(nil)) {
+		return "ingest: X-Signature does not match the body"
+	}
+	return ""
+}
+
+// concreteSubject is the subject to publish to for a workflow with subject
+// filter filter: requested, when given and inside the filter; otherwise the
+// filter with each wildcard replaced by HTTPSubjectToken.
+func concreteSubject(filter, requested string) (string, error) {
+	if requested != "" {
+		if !literalSubject(requested) || !subject.Covers(filter, requested) {
+			return "", fmt.Errorf("ingest: ?subject=%q is not a subject the workflow's filter %s captures", clip(requested, 64), filter)
+		}
+		return requested, nil
+	}
+	tokens := strings.Split(filter, ".")
+	for i, t := range tokens {
+		if t == "*" || t == ">" {
+			tokens[i] = HTTPSubjectToken
+		}
+	}
+	return strings.Join(tokens, "."), nil
+}
+
+// literalSubject reports whether s is a NATS subject without wildcards.
+func literalSubject(s string) bool {
+	if len(s) > 255 {
+		return false
+	}
+	for _, t := range strings.Split(s, ".") {
+		if t == "" || t == "*" || t == ">" || strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkKey(key string) error {
+	if len(key) > MaxIdempotencyKeyLen {
+		return fmt.Errorf("ingest: Idempotency-Key is over %d characters", MaxIdempotencyKeyLen)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return errors.New("ingest: Idempotency-Key must be printable ASCII without spaces")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
