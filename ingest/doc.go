@@ -6,4 +6,8 @@
 // its errors; a [Publisher] sends them with a bounded window of asynchronous
 // publishes and counts an event only once JetStream acknowledged it. The
 // `publish` command and HTTP ingest both use them.
+//
+// A [Handler] is HTTP ingest: POST /v1/events/{workflow} with a bearer token
+// and an optional HMAC signature of the body, answered 202 with the stream
+// sequences only once JetStream stored every event of the request.
 package ingest

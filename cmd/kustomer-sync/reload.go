@@ -66,6 +66,9 @@ func (st *stack) reload(ctx context.Context, a *app, f *workerFlags) error {
 		return nil
 	}
 	st.config = next
+	if st.ingest != nil {
+		st.ingest.workflows.Store(&next.Workflows)
+	}
 	metricReloads.WithLabelValues("applied").Inc()
 	a.log.Info().Str("config", f.configPath).Int("workflows", len(next.Workflows)).Msg("config reloaded")
 	return nil

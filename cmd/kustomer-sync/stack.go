@@ -44,6 +44,7 @@ type workerFlags struct {
 	metricsAddr   string // the old name of adminAddr
 	adminAddr     string
 	adminToken    string
+	ingest        ingestFlags
 	kustomerOrg   string
 	replicaID     string
 	drainTimeout  time.Duration
@@ -80,6 +81,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.adminToken, "admin-token", "", "token the admin server's dashboard and /status ask for (Authorization: Bearer, or the login page); required when --admin-addr is not loopback")
 	fl.StringVar(&f.kustomerOrg, "kustomer-org", "", "your Kustomer org name, to link customer ids on the dashboard to https://<org>.kustomerapp.com (default: from an org-style --kustomer-base-url)")
 	markSecret(fl, "admin-token")
+	f.ingest.register(fl)
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, and before a SIGHUP reload, how long in-flight events may take to finish")
 	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
@@ -114,6 +116,7 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"), positiveDuration("startup-timeout"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		f.checkAdmin,
+		f.ingest.check,
 		func(cmd *cobra.Command) error {
 			if f.maxAge < 0 {
 				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
@@ -197,6 +200,7 @@ type stack struct {
 	sbURL    string
 	replica  *replica
 	admin    *admin.Server
+	ingest   *ingestServer
 	config   *mapping.Config
 }
 
@@ -281,6 +285,9 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 			return nil, err
 		}
 	}
+	if err := st.startIngest(a, &f.ingest); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -335,6 +342,15 @@ func (st *stack) startSandbox(f *workerFlags) error {
 
 // stop drains the worker within ctx, then closes everything in reverse order.
 func (st *stack) stop(ctx context.Context, a *app) {
+	if st.ingest != nil {
+		// Stopped first: a request answered 202 was stored, one cut short
+		// gets no answer and is retried by its sender.
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := st.ingest.shutdown(ictx); err != nil {
+			a.log.Warn().Err(err).Msg("HTTP ingest")
+		}
+		cancel()
+	}
 	if st.admin != nil {
 		// Stopped first: a draining replica answers no probe, so it is seen
 		// as gone.
