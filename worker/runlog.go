@@ -56,7 +56,8 @@ type RunItem struct {
 	Dropped []string
 }
 
-// runItemJSON is a RunItem on the wire.
+// runItemJSON is a RunItem on the wire. A field added to RunItem goes here
+// too, and in wire and fromWire (a test fills every field to check).
 type runItemJSON struct {
 	Index      int             `json:"index"`
 	Outcome    string          `json:"outcome"`
@@ -70,13 +71,7 @@ type runItemJSON struct {
 
 // MarshalJSON writes the item's outcome as its summary and, for a failure,
 // its class.
-func (it RunItem) MarshalJSON() ([]byte, error) {
-	j := runItemJSON{Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error, BulkJob: it.BulkJob, Dropped: it.Dropped}
-	if it.Outcome.Failed() {
-		j.Class = it.Outcome
-	}
-	return json.Marshal(j)
-}
+func (it RunItem) MarshalJSON() ([]byte, error) { return json.Marshal(it.wire()) }
 
 // UnmarshalJSON reads what MarshalJSON writes. A failure without a class
 // (no record written so far has one) reads as [outcome.Permanent].
@@ -85,6 +80,21 @@ func (it *RunItem) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
+	return it.fromWire(j)
+}
+
+func (it RunItem) wire() runItemJSON {
+	j := runItemJSON{
+		Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error,
+		BulkJob: it.BulkJob, Dropped: it.Dropped,
+	}
+	if it.Outcome.Failed() {
+		j.Class = it.Outcome
+	}
+	return j
+}
+
+func (it *RunItem) fromWire(j runItemJSON) error {
 	o := cmp.Or(j.Class, outcome.Permanent)
 	if j.Outcome != "failed" {
 		var err error
@@ -92,7 +102,54 @@ func (it *RunItem) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("worker: run item %d: %w", j.Index, err)
 		}
 	}
-	*it = RunItem{Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error, BulkJob: j.BulkJob, Dropped: j.Dropped}
+	*it = RunItem{
+		Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error,
+		BulkJob: j.BulkJob, Dropped: j.Dropped,
+	}
+	return nil
+}
+
+// runRecordFields is a RunRecord without its methods.
+type runRecordFields RunRecord
+
+// runRecordJSON is a RunRecord on the wire: its items as plain structs, so
+// a Loop of thousands of items is read and written in one pass, not one
+// call each.
+type runRecordJSON struct {
+	runRecordFields
+	Items []runItemJSON `json:"items"`
+}
+
+// encodeRecord is json.Marshal(r) in one pass: the same bytes, without a
+// call to [RunItem.MarshalJSON] (and a compaction of its output) per item.
+func encodeRecord(r RunRecord) ([]byte, error) {
+	j := runRecordJSON{runRecordFields: runRecordFields(r)}
+	if r.Items != nil {
+		j.Items = make([]runItemJSON, len(r.Items))
+		for i, it := range r.Items {
+			j.Items[i] = it.wire()
+		}
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *RunRecord) UnmarshalJSON(b []byte) error {
+	var j runRecordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	out := RunRecord(j.runRecordFields)
+	out.Items = nil
+	if j.Items != nil {
+		out.Items = make([]RunItem, len(j.Items))
+		for i, it := range j.Items {
+			if err := out.Items[i].fromWire(it); err != nil {
+				return err
+			}
+		}
+	}
+	*r = out
 	return nil
 }
 
@@ -280,7 +337,7 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 		return fmt.Errorf("worker: run log: write run %s: status %q: want one of %v", r.ID, r.Status, RunStatuses)
 	}
 	r.Object = ""
-	data, err := json.Marshal(r)
+	data, err := encodeRecord(r)
 	if err != nil {
 		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
 	}
@@ -359,7 +416,7 @@ func runRecordMax(js jetstream.JetStream) int {
 // fitRecord encodes r, leaving out created items (failed ones are kept
 // first) until it fits in limit bytes.
 func fitRecord(r RunRecord, limit int) ([]byte, error) {
-	data, err := json.Marshal(r)
+	data, err := encodeRecord(r)
 	if err != nil || len(data) <= limit {
 		return data, err
 	}
@@ -378,7 +435,7 @@ func fitRecord(r RunRecord, limit int) ([]byte, error) {
 		r2 := r
 		r2.Items = append(kept[:len(kept):len(kept)], created[:n]...)
 		r2.ItemsOmitted = len(r.Items) - len(r2.Items)
-		if data, err = json.Marshal(r2); err != nil || len(data) <= limit {
+		if data, err = encodeRecord(r2); err != nil || len(data) <= limit {
 			return data, err
 		}
 		if n == 0 {

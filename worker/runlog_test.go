@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -96,6 +97,46 @@ func TestRunItemsKeepTheirWireFormAndRecordsWrittenBeforeTypedOutcomesReadBack(t
 
 	var bad []RunItem
 	require.ErrorContains(t, json.Unmarshal([]byte(`[{"index":3,"outcome":"existed"}]`), &bad), "run item 3")
+
+	// Every field of an item survives the trip, whichever is added later.
+	var full RunItem
+	v := reflect.ValueOf(&full).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString(v.Type().Field(i).Name)
+		case reflect.Int:
+			f.SetInt(int64(i + 1))
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{v.Type().Field(i).Name}))
+		default:
+			require.Equal(t, reflect.TypeFor[outcome.Outcome](), f.Type(), "a RunItem field of a kind this test cannot fill: %s", v.Type().Field(i).Name)
+		}
+	}
+	full.Outcome = outcome.Exhausted
+	data, err := json.Marshal(full)
+	require.NoError(t, err)
+	var fullBack RunItem
+	require.NoError(t, json.Unmarshal(data, &fullBack))
+	require.Equal(t, full, fullBack)
+	fast, err := encodeRecord(RunRecord{ID: "f", Items: []RunItem{full}})
+	require.NoError(t, err)
+	var fullRec RunRecord
+	require.NoError(t, json.Unmarshal(fast, &fullRec))
+	require.Equal(t, []RunItem{full}, fullRec.Items)
+
+	// A whole record: the run log's one-pass encoding is json.Marshal's, and reads back.
+	rec := testRun("r1", "signup", RunPartial, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	rec.Items = want
+	fast, err = encodeRecord(rec)
+	require.NoError(t, err)
+	slow, err := json.Marshal(rec)
+	require.NoError(t, err)
+	require.Equal(t, string(slow), string(fast))
+	require.Contains(t, string(fast), `"items":`+old)
+	var back RunRecord
+	require.NoError(t, json.Unmarshal(fast, &back))
+	require.Equal(t, rec, back)
 }
 
 func TestRunLogGetFindsIDsThatAreNotSubjectTokensAndReportsUnknownOnes(t *testing.T) {
