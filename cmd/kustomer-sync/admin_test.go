@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -71,6 +72,18 @@ func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code, body)
+	// /status is what `status --json` prints.
+	code, body = get(t, base+"/status")
+	require.Equal(t, http.StatusOK, code, body)
+	var served statusReport
+	require.NoError(t, json.Unmarshal([]byte(body), &served))
+	printed := status(t, srv.ClientURL()).Workflows
+	require.Len(t, served.Workflows, len(printed))
+	for i := range printed { // the rate in force moves with each heartbeat
+		printed[i].RatePerMinute, served.Workflows[i].RatePerMinute = 0, 0
+	}
+	require.Equal(t, printed, served.Workflows)
+	require.Equal(t, "ready-nats", served.Replicas[0].Replica)
 
 	port := srv.Port()
 	srv.Shutdown()

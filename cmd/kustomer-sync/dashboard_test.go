@@ -127,7 +127,14 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	require.NotContains(t, text, "sk-dashboard")
 	screenshots(t, ctx, "dead-letters")
 
-	// Retry before the fix: the entry fails again, and the page says why.
+	// Retry the failed run before the fix: it fails again, and the page
+	// says why.
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs button`),
+		chromedp.Click(`table.runs button`), chromedp.WaitVisible(`article.outcome`), chromedp.WaitNotPresent(`article.outcome .pending`))
+	text = read(t, ctx, chromedp.Text(`main`))
+	require.Contains(t, text, "Failed again: dead letter #2")
+	require.Contains(t, text, "externalId: required, but blank")
+
 	// Fix the workflow: restart the worker with the field the events have.
 	r.stop()
 	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "id"), 0o600))
@@ -158,12 +165,12 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	// letters are gone.
 	do(t, ctx, chromedp.Navigate(base+"/runs?q=eve%40example.com"), chromedp.WaitVisible(`table.runs`))
 	rows := read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.runs tbody tr").length`))
-	require.Equal(t, 2, rows)
+	require.Equal(t, 3, rows, "the first run, its failed retry and the retry that worked")
 	screenshots(t, ctx, "runs")
 	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`p.empty`),
 		chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
 	text = read(t, ctx, chromedp.Text(`article.workflow`))
-	require.Contains(t, text, "2 runs")
+	require.Contains(t, text, "3 runs")
 	screenshots(t, ctx, "overview-after")
 
 	// Two leads without an id: "Retry all matching" asks first, with the
