@@ -180,12 +180,12 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 		require.NoError(t, err)
 	}
 	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation&q=No+Id"), chromedp.WaitVisible(`article.entry + article.entry`),
-		chromedp.Click(`.bulk button:not(.danger)`), chromedp.WaitVisible(`main form button`))
+		chromedp.Click(`.bulk button:not(.danger)`), chromedp.WaitVisible(`form.confirm button`))
 	text = read(t, ctx, chromedp.Text(`main`))
 	require.Contains(t, text, "Retry 2 dead letters?")
 	require.Contains(t, text, "class validation, containing No Id")
 	screenshots(t, ctx, "retry-confirm")
-	do(t, ctx, chromedp.Click(`main form button`), chromedp.WaitVisible(`article.outcome + article.outcome`))
+	do(t, ctx, chromedp.Click(`form.confirm button`), chromedp.WaitVisible(`article.outcome + article.outcome`))
 	do(t, ctx, chromedp.WaitNotPresent(`article.outcome .pending`)) // every run is in
 	text = read(t, ctx, chromedp.Text(`main`))
 	require.Equal(t, 2, strings.Count(text, "Failed again: dead letter #"), text)
@@ -193,9 +193,9 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	screenshots(t, ctx, "retry-failed")
 
 	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation"), chromedp.WaitVisible(`article.entry + article.entry`),
-		chromedp.Click(`.bulk button.danger`), chromedp.WaitVisible(`main form button.danger`))
+		chromedp.Click(`.bulk button.danger`), chromedp.WaitVisible(`form.confirm button.danger`))
 	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purge 2 dead letters?")
-	do(t, ctx, chromedp.Click(`main form button.danger`), chromedp.WaitVisible(`p.empty`))
+	do(t, ctx, chromedp.Click(`form.confirm button.danger`), chromedp.WaitVisible(`p.notice`))
 	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purged 2 dead letters.")
 	r.stop()
 }
