@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
@@ -29,22 +27,6 @@ const (
 	bulkEstimateFloor = 50 * time.Millisecond
 	// bulkLedgerParallel bounds the ledger operations of one batch in flight.
 	bulkLedgerParallel = 16
-)
-
-var (
-	metricBulkRequests = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "kustomer_sync_bulk_requests_total",
-		Help: "Requests of bulk workflows, by workflow and request (submit, poll, lookup); each costs a rate unit.",
-	}, []string{"workflow", "request"})
-	metricBulkBatchItems = promauto.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "kustomer_sync_bulk_batch_items",
-		Help:    "Customers per bulk request, by workflow.",
-		Buckets: []float64{1, 5, 10, 25, 50, 75, 90, 100},
-	}, []string{"workflow"})
-	metricBulkEstimate = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "kustomer_sync_bulk_job_estimate_seconds",
-		Help: "How long a bulk job is expected to take, learnt from polls; the first poll is sent then.",
-	}, []string{"workflow"})
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -111,7 +93,7 @@ type batcher struct {
 }
 
 func (w *Worker) newBatcher(f *flow) (*batcher, error) {
-	bk, ok := w.cfg.Kustomer.(BulkKustomer)
+	bk, ok := w.kustomer.(BulkKustomer)
 	if !ok {
 		return nil, fmt.Errorf("worker: workflow %s: mode bulk needs a Kustomer client that sends bulk requests", f.wf.Name)
 	}
@@ -251,7 +233,7 @@ func (b *batcher) loop() {
 			b.sleep(ctx, wait)
 			continue
 		}
-		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+		if err := b.w.limiter.Wait(ctx); err != nil {
 			continue
 		}
 		batch := b.take()
@@ -444,8 +426,8 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			b.cancel([]*bulkItem{it})
 			continue
 		}
-		metricBulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
-		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.cfg.Limiter, paid: true}, it.log); ok {
+		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
+		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log); ok {
 			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, bodyHash(it.req))
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 			continue
@@ -462,11 +444,11 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 // while the job may still create them). It returns the items a complete or
 // unreadable job says nothing about, to be looked up and sent again.
 func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
-	if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+	if err := b.w.limiter.Wait(ctx); err != nil {
 		b.cancel(items)
 		return nil
 	}
-	metricBulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
 	res, err := b.bk.BulkResults(ctx, id)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -502,7 +484,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 		return
 	}
 	if !haveUnit {
-		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+		if err := b.w.limiter.Wait(ctx); err != nil {
 			b.cancel(items)
 			return
 		}
@@ -513,8 +495,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.req}
 	}
 	submitted := b.w.cfg.Clock.Now()
-	metricBulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
-	metricBulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
+	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
+	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
 	if err != nil {
 		b.rejected(ctx, items, err)
@@ -616,11 +598,11 @@ func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*
 				return nil, polls, ctx.Err()
 			}
 		}
-		if err := b.w.cfg.Limiter.Wait(ctx); err != nil {
+		if err := b.w.limiter.Wait(ctx); err != nil {
 			return nil, polls, err
 		}
 		polls++
-		metricBulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
 		res, err := b.bk.BulkResults(ctx, id)
 		elapsed := clock.Now().Sub(submitted)
 		if err != nil {
@@ -669,7 +651,7 @@ func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
 	} else {
 		b.estimate = min(max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor), b.giveUp())
 	}
-	metricBulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
+	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 	return b.estimate
 }
 

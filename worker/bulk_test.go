@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
@@ -230,14 +230,13 @@ func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	var workers []*Worker
 	for i := range 3 {
 		nc, js := srv.Connect(t)
-		lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: perWindow * int(time.Minute/window)})
-		require.NoError(t, err)
-		budget, err := NewBudget(js, nc, lim, BudgetConfig{PerMinute: perWindow * int(time.Minute/window), ReplicaID: fmt.Sprintf("r%d", i)})
-		require.NoError(t, err)
-		require.NoError(t, budget.Start(t.Context()))
-		t.Cleanup(func() { _ = budget.Stop(context.Background()) })
-		client := sb.Client(t, kustomer.Config{APIKey: testAPIKey, OnResponse: ObserveRateLimits(lim)})
-		w, err := New(nc, js, Config{Workflows: cfg.Workflows, Kustomer: client, Limiter: lim, ReplicaID: fmt.Sprintf("r%d", i)})
+		w, err := New(Config{
+			Conn: nc, JetStream: js, Workflows: cfg.Workflows,
+			Kustomer:      kustomer.Config{BaseURL: sb.URL, APIKey: testAPIKey},
+			RatePerMinute: perWindow * int(time.Minute/window),
+			ReplicaID:     fmt.Sprintf("r%d", i),
+			Registerer:    prometheus.NewRegistry(),
+		})
 		require.NoError(t, err)
 		require.NoError(t, w.Start(context.Background()))
 		workers = append(workers, w)

@@ -80,7 +80,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if err != nil {
 		// Whoever can publish a lead can write these headers: they are
 		// ignored, and the event is a new one like any other.
-		metricForgedReplays.WithLabelValues(f.wf.Name).Inc()
+		w.metrics.forgedReplays.WithLabelValues(f.wf.Name).Inc()
 		ev.log.Warn().Err(err).Msg("forged replay marker: headers ignored; processing as a new event")
 	}
 	ev.replay = rp
@@ -168,7 +168,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		runner, err := loop.New(loop.Config{
 			Concurrency:       f.wf.Concurrency,
 			Policy:            retryPolicy(f.wf.Retry),
-			Limiter:           w.cfg.Limiter,
+			Limiter:           w.limiter,
 			Breaker:           f.breaker,
 			Clock:             w.cfg.Clock,
 			Heartbeat:         func() { _ = msg.InProgress() },
@@ -243,7 +243,7 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), AlreadyCreated: true}, nil
 	}
-	spend := &spender{lim: w.cfg.Limiter}
+	spend := &spender{lim: w.limiter}
 	if len(f.wf.Match) > 0 {
 		return w.matchItem(ctx, f.wf, req, key, sum, claim, spend, log, note)
 	}
@@ -263,7 +263,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum strin
 	if err := spend.wait(ctx); err != nil {
 		return loop.Result{}, err
 	}
-	c, err := w.cfg.Kustomer.CreateCustomer(ctx, req)
+	c, err := w.kustomer.CreateCustomer(ctx, req)
 	if err != nil {
 		err = decide(err)
 		// A timeout, a broken connection or our own cancellation after the
@@ -294,7 +294,7 @@ func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log z
 	if err := spend.wait(ctx); err != nil {
 		return nil, false
 	}
-	c, err := w.cfg.Kustomer.CustomerByExternalID(ctx, extID)
+	c, err := w.kustomer.CustomerByExternalID(ctx, extID)
 	if err != nil {
 		if !kustomer.IsNotFound(err) {
 			log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
@@ -355,8 +355,8 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		} else if it.Err != nil {
 			rec.Error = it.Err.Error()
 		}
-		metricItems.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
-		metricRetries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
+		w.metrics.items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
+		w.metrics.retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
 	}
 	for _, class := range classes {
 		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {
@@ -387,8 +387,8 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			ev.log.Warn().Err(err).Msg("replay object not removed; it is no longer needed")
 		}
 	}
-	metricEvents.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
-	metricEventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
+	w.metrics.events.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
+	w.metrics.eventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
 	ev.log.Info().Str("status", string(rec.Status)).Int("created", ok).Int("failed", bad).Str("run_id", rec.ID).Msg("event done")
 }
 
@@ -431,7 +431,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
 	}
-	metricDeadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
+	w.metrics.deadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
 	// A Loop of thousands of failed items: the log line names them as
 	// ranges, cut to a bounded length; the dead letter has them all.
 	shown := dlq.FormatItems(rec.Items)

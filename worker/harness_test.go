@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -19,7 +20,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -53,12 +53,12 @@ type harness struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	sb     *kustomertest.Server
-	client *kustomer.Client
 	worker *Worker
 	runs   *RunLog
 	logs   *syncBuffer
-	lim    *loop.Limiter
 	opts   harnessOptions
+	// metrics holds the metrics of the harness's workers, and theirs only.
+	metrics *prometheus.Registry
 }
 
 // start runs a worker with the given workflow YAML (default: the built-in
@@ -71,21 +71,21 @@ func (h *harness) start(config string) {
 		cfg, err = mapping.Parse("test.yaml", []byte(config))
 		require.NoError(h.t, err)
 	}
-	var k Kustomer = h.client
-	if h.opts.wrap != nil {
-		k = h.opts.wrap(k)
-	}
 	wcfg := Config{
-		Workflows: cfg.Workflows,
-		Kustomer:  k,
-		Limiter:   h.lim,
-		Logger:    zerolog.New(h.logs).Level(zerolog.DebugLevel),
-		ReplicaID: "test-replica",
+		Conn:          h.nc,
+		JetStream:     h.js,
+		Workflows:     cfg.Workflows,
+		Kustomer:      kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey, Timeout: 2 * time.Second, OnRequest: h.opts.onRequest},
+		WrapKustomer:  h.opts.wrap,
+		RatePerMinute: cmp.Or(h.opts.rate, 60000),
+		Logger:        zerolog.New(h.logs).Level(zerolog.DebugLevel),
+		ReplicaID:     "test-replica",
+		Registerer:    h.metrics,
 	}
 	if h.opts.worker != nil {
 		h.opts.worker(&wcfg)
 	}
-	w, err := New(h.nc, h.js, wcfg)
+	w, err := New(wcfg)
 	require.NoError(h.t, err)
 	require.NoError(h.t, w.Start(context.Background()))
 	h.worker = w
@@ -111,22 +111,17 @@ type harnessOptions struct {
 
 func setup(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}}
+	h := &harness{t: t, logs: &syncBuffer{}, metrics: prometheus.NewRegistry()}
 	h.nats = natstest.StartOpts(t, t.TempDir(), -1, opts.nats)
 	h.nc, h.js = h.nats.Connect(t)
 	if opts.sandbox.APIKey == "" {
 		opts.sandbox.APIKey = testAPIKey
 	}
 	h.sb = kustomertest.New(t, opts.sandbox)
-	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cmp.Or(opts.rate, 60000)})
-	require.NoError(t, err)
-	h.client = h.sb.Client(t, kustomer.Config{APIKey: testAPIKey, Timeout: 2 * time.Second, OnResponse: ObserveRateLimits(lim), OnRequest: opts.onRequest})
-
-	h.lim = lim
 	h.opts = opts
 	h.start(opts.config)
-	ctx := context.Background()
-	h.runs, err = NewRunLog(ctx, h.js, RunLogConfig{})
+	var err error
+	h.runs, err = NewRunLog(context.Background(), h.js, RunLogConfig{})
 	require.NoError(t, err)
 	return h
 }

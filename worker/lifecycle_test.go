@@ -12,7 +12,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -22,10 +21,8 @@ func newTestWorker(t *testing.T, js jetstream.JetStream, srv *natstest.Server, c
 	nc, _ := srv.Connect(t)
 	cfg, err := mapping.Parse("test.yaml", []byte(config))
 	require.NoError(t, err)
-	lim, err := loop.NewLimiter(loop.LimiterConfig{})
-	require.NoError(t, err)
 	sb := kustomertest.New(t, sandbox.Config{})
-	return New(nc, js, Config{Workflows: cfg.Workflows, Kustomer: sb.Client(t, kustomer.Config{}), Limiter: lim, Logger: zerolog.Nop()})
+	return New(Config{Conn: nc, JetStream: js, Workflows: cfg.Workflows, Kustomer: kustomer.Config{BaseURL: sb.URL, APIKey: "k"}, Logger: zerolog.Nop()})
 }
 
 func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) {

@@ -120,7 +120,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	if err := spend.wait(ctx); err != nil {
 		return giveUp(err)
 	}
-	c, err := w.cfg.Kustomer.UpdateCustomer(ctx, id, body)
+	c, err := w.kustomer.UpdateCustomer(ctx, id, body)
 	if err != nil {
 		err = decide(err)
 		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Str("customer_id", id).Msg("update failed")
@@ -146,7 +146,7 @@ func (w *Worker) findCustomer(ctx context.Context, wf *mapping.Workflow, req map
 		if err := spend.wait(ctx); err != nil {
 			return nil, err
 		}
-		c, err := lookupBy(ctx, w.cfg.Kustomer, k, v)
+		c, err := lookupBy(ctx, w.kustomer, k, v)
 		switch {
 		case err == nil:
 			log.Info().Str("customer_id", c.ID).Str("match", k).Msg("existing customer found")

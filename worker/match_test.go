@@ -12,8 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
@@ -162,7 +162,7 @@ func TestAnUpdateBeyondTenEmailsKeepsTheLimitAndRecordsWhatWasDropped(t *testing
 	for i := range 9 {
 		emails = append(emails, map[string]any{"email": fmt.Sprintf("dee%d@example.com", i)})
 	}
-	existing, err := h.client.CreateCustomer(t.Context(), map[string]any{"name": "Dee", "emails": emails})
+	existing, err := h.sb.Client(t, kustomer.Config{APIKey: testAPIKey}).CreateCustomer(t.Context(), map[string]any{"name": "Dee", "emails": emails})
 	require.NoError(t, err)
 
 	rec := h.waitRun(h.publish("leads.web", "e-1", `{"id":"lead-9","name":"Dee","emails":["dee0@example.com","new1@example.com","new2@example.com","new3@example.com"]}`))
@@ -186,9 +186,11 @@ func TestTwoReplicasRacingOnTheSameEmailEndAsOneCustomer(t *testing.T) {
 	nc2, js2 := h.nats.Connect(t)
 	cfg, err := mapping.Parse("test.yaml", []byte(matchConfig("update")))
 	require.NoError(t, err)
-	lim2, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 60000})
-	require.NoError(t, err)
-	w2, err := New(nc2, js2, Config{Workflows: cfg.Workflows, Kustomer: h.client, Limiter: lim2, Logger: zerolog.New(h.logs), ReplicaID: "replica-2"})
+	w2, err := New(Config{
+		Conn: nc2, JetStream: js2, Workflows: cfg.Workflows,
+		Kustomer:      kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey, Timeout: 2 * time.Second},
+		RatePerMinute: 60000, Logger: zerolog.New(h.logs), ReplicaID: "replica-2", Registerer: h.metrics,
+	})
 	require.NoError(t, err)
 	require.NoError(t, w2.Start(t.Context()))
 	t.Cleanup(func() {
@@ -229,7 +231,7 @@ func TestEveryLookUpSpendsTheBudget(t *testing.T) {
 	require.Equal(t, 1, st.LookupsByPhone)
 	require.Equal(t, 1, st.Creates)
 	require.Equal(t, 1, st.Updates)
-	require.Equal(t, int64(st.Requests), h.lim.Granted(), "every request sent was paid for in the limiter")
+	require.Equal(t, int64(st.Requests), h.worker.limiter.Granted(), "every request sent was paid for in the limiter")
 }
 
 func TestFreshIDsSkipsTheExternalIDLookUpOfAnItemNeverSeen(t *testing.T) {
@@ -240,7 +242,7 @@ func TestFreshIDsSkipsTheExternalIDLookUpOfAnItemNeverSeen(t *testing.T) {
 	st := h.sb.Sandbox.Stats()
 	require.Equal(t, 1, st.LookupsByExternalID, "only the start probe")
 	require.Equal(t, 1, st.LookupsByEmail)
-	require.Equal(t, int64(st.Requests), h.lim.Granted())
+	require.Equal(t, int64(st.Requests), h.worker.limiter.Granted())
 
 	// Seen before: its externalId is looked up.
 	rec := h.waitRun(h.publish("leads.web", "e-2", `{"id":"lead-1","name":"Fay Wray","emails":["fay@example.com"]}`))

@@ -10,18 +10,21 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // scrapeConsumers returns the consumer and dead-letter gauges of workflow as
 // a scrape now would read them, past the cache.
-func scrapeConsumers(t *testing.T, workflow string) map[string]float64 {
+func scrapeConsumers(t *testing.T, h *harness, workflow string) map[string]float64 {
 	t.Helper()
-	consumerMetrics.mu.Lock()
-	consumerMetrics.at = time.Time{}
-	consumerMetrics.mu.Unlock()
+	consumers := h.worker.metrics.consumers
+	consumers.mu.Lock()
+	consumers.at = time.Time{}
+	consumers.mu.Unlock()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(consumerMetrics)
+	reg.MustRegister(consumers)
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	out := map[string]float64{}
@@ -50,51 +53,56 @@ workflows:
       externalId: "{{trigger.id}}"
       name: "{{trigger.name}}"
 `,
-		sandbox:   sandbox.Config{ErrorRate: 1},
-		onRequest: ObserveKustomerRequest,                        // as `run` sets the client up
-		worker:    func(c *Config) { c.BreakerThreshold = 1000 }, // dead-letter, do not pause
+		sandbox: sandbox.Config{ErrorRate: 1},
+		worker:  func(c *Config) { c.BreakerThreshold = 1000 }, // dead-letter, do not pause
 	})
-	created503 := testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "503"))
-	created201 := testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "201"))
-	latencies := testutil.CollectAndCount(metricKustomerSeconds)
+	m := h.worker.metrics
+	created503 := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "503"))
+	created201 := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "201"))
+	latencies := testutil.CollectAndCount(m.kustomerSeconds)
 
 	// Kustomer fails: the item is tried twice (one retry) and dead-lettered.
 	run := h.waitRun(h.publish("leads.a", "m-1", `{"id":"1","name":"Ann"}`))
 	require.Equal(t, RunFailed, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(metricEvents.WithLabelValues(wf, string(RunFailed))))
-	require.Equal(t, 1.0, testutil.ToFloat64(metricRetries.WithLabelValues(wf)))
-	require.Equal(t, 1.0, testutil.ToFloat64(metricDeadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
-	require.GreaterOrEqual(t, testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
-	require.GreaterOrEqual(t, testutil.CollectAndCount(metricKustomerSeconds), max(latencies, 1), "the create latency is observed")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(RunFailed))))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.deadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
+	require.GreaterOrEqual(t, testutil.CollectAndCount(m.kustomerSeconds), max(latencies, 1), "the create latency is observed")
 	h.waitIdle(wf)
 	require.Equal(t, map[string]float64{
 		"kustomer_sync_consumer_pending":     0,
 		"kustomer_sync_consumer_ack_pending": 0,
 		"kustomer_sync_consumer_redelivered": 0,
 		"kustomer_sync_dead_letter_messages": 1,
-	}, scrapeConsumers(t, wf))
+	}, scrapeConsumers(t, h, wf))
 
 	// Kustomer recovers: the next event is created at the first attempt.
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 	run = h.waitRun(h.publish("leads.a", "m-2", `{"id":"2","name":"Bob"}`))
 	require.Equal(t, RunSucceeded, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(metricEvents.WithLabelValues(wf, string(RunSucceeded))))
-	require.Equal(t, 1.0, testutil.ToFloat64(metricRetries.WithLabelValues(wf)), "no retry for a first-time success")
-	require.GreaterOrEqual(t, testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(RunSucceeded))))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)), "no retry for a first-time success")
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
 
 	// Replayed, the dead letter leaves the stream and the gauge follows.
 	require.Equal(t, 1, h.replayAll().Replayed)
-	require.Eventually(t, func() bool { return scrapeConsumers(t, wf)["kustomer_sync_dead_letter_messages"] == 0 },
+	require.Eventually(t, func() bool { return scrapeConsumers(t, h, wf)["kustomer_sync_dead_letter_messages"] == 0 },
 		20*time.Second, 20*time.Millisecond, h.logs.String())
 }
 
 func TestKustomerRequestMetricsCountStatusAndThrottles(t *testing.T) {
-	before := testutil.ToFloat64(metricKustomerThrottled)
-	lookups := testutil.ToFloat64(metricKustomerRequests.WithLabelValues("lookup", "429"))
-	none := testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "none"))
-	ObserveKustomerRequest(kustomer.RequestInfo{Kind: "lookup", StatusCode: 429, Duration: time.Millisecond})
-	ObserveKustomerRequest(kustomer.RequestInfo{Kind: "create", Duration: 2 * time.Second})
-	require.Equal(t, before+1, testutil.ToFloat64(metricKustomerThrottled))
-	require.Equal(t, lookups+1, testutil.ToFloat64(metricKustomerRequests.WithLabelValues("lookup", "429")))
-	require.Equal(t, none+1, testutil.ToFloat64(metricKustomerRequests.WithLabelValues("create", "none")), "no answer counts as code none")
+	t.Parallel()
+	nc, _ := natstest.Start(t).Connect(t)
+	w, err := New(Config{Conn: nc, Workflows: mapping.DefaultConfig().Workflows, Kustomer: kustomer.Config{BaseURL: "http://127.0.0.1:1", APIKey: "k"}, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	m := w.metrics
+	before := testutil.ToFloat64(m.kustomerThrottled)
+	lookups := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("lookup", "429"))
+	none := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "none"))
+	m.observeRequest(kustomer.RequestInfo{Kind: "lookup", StatusCode: 429, Duration: time.Millisecond})
+	m.observeRequest(kustomer.RequestInfo{Kind: "create", Duration: 2 * time.Second})
+	require.Equal(t, before+1, testutil.ToFloat64(m.kustomerThrottled))
+	require.Equal(t, lookups+1, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("lookup", "429")))
+	require.Equal(t, none+1, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "none")), "no answer counts as code none")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 
@@ -55,17 +56,51 @@ type Kustomer interface {
 	UpdateCustomer(ctx context.Context, id string, body any) (*kustomer.Customer, error)
 }
 
-// Config configures a Worker. Workflows, Kustomer and Limiter are required.
+// Config configures a [Worker]. Conn and Workflows are required; every other
+// zero field takes its default (the XxxDefault constants of this package and
+// of the packages named). [New] fills the defaults and checks every rule,
+// including those between fields.
 type Config struct {
+	// Conn is the NATS connection the worker uses; required. The worker
+	// neither drains nor closes it.
+	Conn *nats.Conn
+	// JetStream is Conn's JetStream context; default jetstream.New(Conn).
+	// Set it for a JetStream domain or API prefix.
+	JetStream jetstream.JetStream
+
+	// Workflows are the workflows to run, each on its own durable consumer;
+	// required, with distinct names. [Worker.Reload] replaces them.
 	Workflows []*mapping.Workflow
-	Kustomer  Kustomer
-	// Limiter is the process's one rate budget, shared by every workflow.
-	Limiter *loop.Limiter
+
+	// Kustomer configures the Kustomer client the worker builds (base URL,
+	// API key, Timeout: default kustomer.DefaultTimeout). The worker's
+	// limiter sees every response's rate-limit headers and its metrics count
+	// every request; Kustomer.OnResponse and OnRequest, when set, see them
+	// first.
+	Kustomer kustomer.Config
+	// WrapKustomer, when set, wraps the client the worker built: whatever it
+	// returns is what the worker calls (tests inject faults with it).
+	WrapKustomer func(Kustomer) Kustomer
+
+	// RatePerMinute is the organisation's Kustomer budget per minute, shared
+	// by every replica of the deployment through Budget; default
+	// RatePerMinuteDefault.
+	RatePerMinute int
+	// RateBurst is how many requests may go at once after idle time; default
+	// RatePerMinute/20 (a replica gets its share of it).
+	RateBurst int
+	// Budget says where the replicas meet to share RatePerMinute (bucket,
+	// TTL, pause subject); its PerMinute, ReplicaID, Clock and Logger are
+	// this Config's and must be left zero.
+	Budget BudgetConfig
 
 	Stream     StreamConfig
 	DeadLetter dlq.StreamConfig
 	RunLog     RunLogConfig
-	Ledger     LedgerConfig
+	// Ledger.Lease (default LeaseDefault) must exceed Kustomer.Timeout: a
+	// slow request's claim must outlive the request, or another replica
+	// could claim the item and create it again.
+	Ledger LedgerConfig
 	// ResultsStream captures the results subjects; default ResultsStreamDefault.
 	ResultsStream string
 	// KeyBucket keeps the replay key that replays are verified with; default
@@ -80,58 +115,91 @@ type Config struct {
 	// BreakerThreshold is how many consecutive transient failures across
 	// items pause a workflow; 0 means loop's default.
 	BreakerThreshold int
-	// ReplicaID names this replica in the ledger and logs; default host-pid.
+	// ReplicaID names this replica in the ledger, the budget and logs:
+	// letters, digits, '-', '_', '=' and inner dots; default host-pid (see
+	// [DefaultReplicaID]). Replicas of a deployment need distinct IDs.
 	ReplicaID string
-	// StartupTimeout bounds how long Start retries creating the streams,
-	// buckets and consumers while NATS is unreachable or JetStream has no
-	// leader yet; default StartupTimeoutDefault.
+	// StartupTimeout bounds how long Start retries joining the budget and
+	// creating the streams, buckets and consumers while NATS is unreachable
+	// or JetStream has no leader yet (a cluster still forming); default
+	// StartupTimeoutDefault. Reload retries as long.
 	StartupTimeout time.Duration
-	// OnStateChange, when set, is called after a workflow pauses or resumes
-	// (see [Worker.Workflows]), e.g. to publish the new state at once. It
-	// runs on the goroutine that caused the change and must not block.
-	OnStateChange func()
+	// DrainTimeout bounds the drain of [Worker.Reload]; default
+	// DrainTimeoutDefault. [Worker.Stop] drains until its ctx ends instead.
+	DrainTimeout time.Duration
 
+	// Logger receives one event per decision; the zero value logs nothing.
 	Logger zerolog.Logger
-	Clock  loop.Clock // default loop.SystemClock()
+	// Clock drives the limiter, breakers, claims and retries; default
+	// loop.SystemClock().
+	Clock loop.Clock
+	// Registerer takes the worker's metrics; default
+	// prometheus.DefaultRegisterer. Workers of one process that share a
+	// Registerer share their counters.
+	Registerer prometheus.Registerer
 }
 
+// Defaults of [Config] besides those of the packages it names.
+const (
+	// RatePerMinuteDefault is Kustomer's Enterprise plan limit per organisation.
+	RatePerMinuteDefault = loop.PerMinuteDefault
+	// DrainTimeoutDefault bounds how long a reload waits for events in flight.
+	DrainTimeoutDefault = 30 * time.Second
+)
+
 func (c *Config) validate() error {
-	if len(c.Workflows) == 0 {
+	if c.Conn == nil {
+		return errors.New("worker: config: Conn (a NATS connection) is required")
+	}
+	if err := checkWorkflows(c.Workflows); err != nil {
+		return err
+	}
+	if c.Budget.PerMinute != 0 || c.Budget.ReplicaID != "" || c.Budget.Clock != nil {
+		return errors.New("worker: config: Budget.PerMinute, Budget.ReplicaID and Budget.Clock come from RatePerMinute, ReplicaID and Clock: leave them zero")
+	}
+	c.Stream.setDefaults()
+	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
+	c.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
+	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)
+	c.PauseNakDelay = cmp.Or(c.PauseNakDelay, PauseNakDelayDefault)
+	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
+	c.ReplicaID = cmp.Or(c.ReplicaID, DefaultReplicaID())
+	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)
+	c.StartupTimeout = cmp.Or(c.StartupTimeout, StartupTimeoutDefault)
+	c.Ledger.Lease = cmp.Or(c.Ledger.Lease, LeaseDefault)
+	c.Kustomer.Timeout = cmp.Or(c.Kustomer.Timeout, kustomer.DefaultTimeout)
+	c.Clock = cmp.Or[loop.Clock](c.Clock, loop.SystemClock())
+	c.Registerer = cmp.Or[prometheus.Registerer](c.Registerer, prometheus.DefaultRegisterer)
+	switch {
+	case c.RatePerMinute < 1:
+		return fmt.Errorf("worker: config: RatePerMinute %d: want 1 or more", c.RatePerMinute)
+	case c.RateBurst < 0:
+		return fmt.Errorf("worker: config: RateBurst %d: want 0 (RatePerMinute/20) or more", c.RateBurst)
+	case c.AckWait < 0, c.PauseNakDelay < 0, c.DrainTimeout < 0, c.StartupTimeout < 0, c.Ledger.Lease < 0:
+		return errors.New("worker: config: AckWait, PauseNakDelay, DrainTimeout, StartupTimeout and Ledger.Lease must not be negative")
+	case c.MaxDeliver < 0, c.MaxEventBytes < 0:
+		return errors.New("worker: config: MaxDeliver and MaxEventBytes must not be negative")
+	case c.Ledger.Lease <= c.Kustomer.Timeout:
+		return fmt.Errorf("worker: config: Ledger.Lease %s must exceed Kustomer.Timeout %s, or a slow request's item could be claimed and created by another replica", c.Ledger.Lease, c.Kustomer.Timeout)
+	case !budgetReplicaIDPattern.MatchString(c.ReplicaID):
+		return fmt.Errorf("worker: config: ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
+	}
+	return nil
+}
+
+// checkWorkflows wants at least one workflow, with distinct names.
+func checkWorkflows(workflows []*mapping.Workflow) error {
+	if len(workflows) == 0 {
 		return errors.New("worker: no workflows")
 	}
-	if c.Kustomer == nil {
-		return errors.New("worker: Kustomer client is required")
-	}
-	if c.Limiter == nil {
-		return errors.New("worker: Limiter is required")
-	}
 	seen := map[string]bool{}
-	for _, wf := range c.Workflows {
+	for _, wf := range workflows {
 		if seen[wf.Name] {
 			return fmt.Errorf("worker: workflow %q defined twice", wf.Name)
 		}
 		seen[wf.Name] = true
-	}
-	c.Stream.setDefaults()
-	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
-	if c.AckWait == 0 {
-		c.AckWait = AckWaitDefault
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = MaxDeliverDefault
-	}
-	if c.MaxEventBytes == 0 {
-		c.MaxEventBytes = MaxEventBytesDefault
-	}
-	if c.PauseNakDelay == 0 {
-		c.PauseNakDelay = PauseNakDelayDefault
-	}
-	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
-	if c.ReplicaID == "" {
-		c.ReplicaID = DefaultReplicaID()
-	}
-	if c.Clock == nil {
-		c.Clock = loop.SystemClock()
 	}
 	return nil
 }
@@ -143,13 +211,27 @@ func DefaultReplicaID() string {
 	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }
 
-// Worker consumes lead events for a set of workflows. Create it with New,
-// run it with Start, stop it with Stop. Safe for concurrent use.
+// Worker is the kustomer-sync service of one replica: it consumes lead
+// events for its workflows and creates the customers in Kustomer under this
+// replica's share of the organisation's rate budget. It owns the Kustomer
+// client and the limiter that paces it, the share of the budget (a
+// [Budget]), the ledger, the run log, the metrics and the state it publishes
+// for `kustomer-sync status`.
+//
+// Create it with New, run it with Start, replace its workflows with Reload,
+// and end it with Stop (drain) or StopAndCancel (hard stop); Stopped tells
+// when it has ended. A Worker runs once. Its methods are safe for concurrent
+// use.
 type Worker struct {
-	cfg    Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	log    zerolog.Logger
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      zerolog.Logger
+	limiter  *loop.Limiter
+	kustomer Kustomer
+	budget   *Budget
+	metrics  *metrics
+
 	ledger *ledger
 	runs   *RunLog
 	// replayKey verifies replay headers; an event whose headers do not
@@ -160,37 +242,141 @@ type Worker struct {
 	// goroutines (Workflows).
 	running atomic.Pointer[[]*flow]
 
-	cancel   context.CancelFunc // stops fetching
-	hardStop context.CancelFunc // cancels in-flight events
-	wg       conc.WaitGroup
-	stopOnce sync.Once
+	// mu serialises Start, Reload and the stops.
+	mu    sync.Mutex
+	phase phase
+	// leave ends the budget's heartbeats; cancelled after the budget's key
+	// is purged, once no request is in flight any more.
+	leave context.CancelFunc
+	// work is the parent of every event's context: StopAndCancel cancels
+	// it at once, Stop when its drain deadline passes.
+	work       context.Context
+	cancelWork context.CancelFunc
+
+	// The running workflows' loops (empty between a reload's drain and
+	// start): cancel stops fetching, hardStop cancels events in flight.
+	cancel   context.CancelFunc
+	hardStop context.CancelFunc
+	wg       *conc.WaitGroup
+
+	stopped chan struct{}
 }
 
-// New validates cfg and returns a Worker; nothing touches NATS until Start.
-func New(nc *nats.Conn, js jetstream.JetStream, cfg Config) (*Worker, error) {
+type phase int
+
+const (
+	phaseNew phase = iota
+	phaseStarted
+	phaseStopped
+)
+
+// New checks cfg, fills its defaults and builds the worker's Kustomer
+// client, limiter, budget and metrics; nothing touches NATS until Start.
+func New(cfg Config) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, nc: nc, js: js, log: cfg.Logger}, nil
+	js := cfg.JetStream
+	if js == nil {
+		var err error
+		if js, err = jetstream.New(cfg.Conn); err != nil {
+			return nil, fmt.Errorf("worker: jetstream: %w", err)
+		}
+	}
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cfg.RatePerMinute, Burst: cfg.RateBurst, Clock: cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	kcfg := cfg.Kustomer
+	observe, pace := kcfg.OnResponse, ObserveRateLimits(lim)
+	kcfg.OnResponse = func(rl kustomer.RateLimit) {
+		if observe != nil {
+			observe(rl)
+		}
+		pace(rl)
+	}
+	w := &Worker{cfg: cfg, nc: cfg.Conn, js: js, log: cfg.Logger, limiter: lim, stopped: make(chan struct{})}
+	bcfg := cfg.Budget
+	bcfg.PerMinute, bcfg.ReplicaID, bcfg.Clock, bcfg.Logger = cfg.RatePerMinute, cfg.ReplicaID, cfg.Clock, cfg.Logger
+	if w.budget, err = NewBudget(js, cfg.Conn, lim, bcfg); err != nil {
+		return nil, err
+	}
+	// The heartbeat carries the workflows' states, for `kustomer-sync status`.
+	w.budget.SetWorkflows(w.Workflows)
+	if w.metrics, err = newMetrics(cfg.Registerer, lim, w.budget); err != nil {
+		return nil, err
+	}
+	if count := kcfg.OnRequest; count != nil {
+		kcfg.OnRequest = func(ri kustomer.RequestInfo) { count(ri); w.metrics.observeRequest(ri) }
+	} else {
+		kcfg.OnRequest = w.metrics.observeRequest
+	}
+	client, err := kustomer.New(kcfg)
+	if err != nil {
+		return nil, err
+	}
+	w.kustomer = client
+	if cfg.WrapKustomer != nil {
+		w.kustomer = cfg.WrapKustomer(client)
+	}
+	w.work, w.cancelWork = context.WithCancel(context.Background())
+	return w, nil
 }
 
-// Start creates or checks the streams, the ledger and one durable consumer
-// per workflow — idempotently, so replicas starting together converge, and
-// retried with backoff for up to StartupTimeout while NATS is unreachable or
-// JetStream has no leader yet — probes Kustomer once, then consumes in the background until
-// Stop. When the probe fails (a wrong base URL or key, an unreachable host)
-// Start still succeeds, but every workflow starts paused, fetches nothing and
-// resumes by itself once a later probe succeeds.
+// Start joins the budget, creates or checks the streams, the ledger and one
+// durable consumer per workflow, probes Kustomer once, then consumes in the
+// background until Stop or StopAndCancel. ctx bounds the start only: its
+// end later stops nothing. When the probe fails (a wrong base URL or key,
+// an unreachable host) Start still succeeds, but every workflow starts
+// paused, fetches nothing and resumes by itself once a later probe succeeds.
+// After an error the worker holds nothing and Start may be called again.
 func (w *Worker) Start(ctx context.Context) error {
-	if err := RetryStartup(ctx, w.cfg.StartupTimeout, w.setup); err != nil {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.phase {
+	case phaseStarted:
+		return errors.New("worker: already started")
+	case phaseStopped:
+		return errors.New("worker: stopped: a worker runs once, create another with New")
+	}
+	// The budget's heartbeats live as long as the worker, not as ctx: a
+	// replica holds its share until its last request in flight ended.
+	life, leave := context.WithCancel(context.WithoutCancel(ctx))
+	abandon := context.AfterFunc(ctx, leave)
+	startBy := time.Now().Add(w.cfg.StartupTimeout)
+	err := RetryStartup(ctx, w.cfg.StartupTimeout, func(context.Context) error { return w.budget.Start(life) })
+	if !abandon() && err == nil {
+		err = fmt.Errorf("worker: start: %w", ctx.Err())
+	}
+	if err != nil {
+		w.leaveBudget(ctx)
+		leave()
 		return err
 	}
-	w.running.Store(&w.flows)
-	consumerMetrics.add(w)
+	w.leave = leave
+	if err := w.startFlows(ctx, max(time.Until(startBy), time.Second)); err != nil {
+		w.leaveBudget(ctx)
+		leave()
+		return err
+	}
+	w.phase = phaseStarted
+	w.log.Info().Str("stream", w.cfg.Stream.Name).Int("workflows", len(w.flows)).Str("replica", w.cfg.ReplicaID).Msg("worker started")
+	return nil
+}
+
+// startFlows sets up and starts the loops of w.cfg.Workflows, retrying the
+// set-up for up to timeout while NATS is not ready.
+func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
+	if err := RetryStartup(ctx, timeout, w.setup); err != nil {
+		return err
+	}
+	flows := w.flows // readers of running never see a later setup's appends
+	w.running.Store(&flows)
+	w.metrics.consumers.add(w)
 	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
-	w.cancel, w.hardStop = cancel, hardStop
+	workCtx, hardStop := context.WithCancel(w.work)
+	w.cancel, w.hardStop, w.wg = cancel, hardStop, &conc.WaitGroup{}
 	for _, f := range w.flows {
 		w.wg.Go(func() { w.fetchLoop(fetchCtx, workCtx, f) })
 		w.wg.Go(func() { w.probeLoop(fetchCtx, f) })
@@ -204,42 +390,150 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.log.Error().Err(err).Msg("max-deliveries watcher stopped")
 		}
 	})
-	w.log.Info().Str("stream", w.cfg.Stream.Name).Int("workflows", len(w.flows)).Str("replica", w.cfg.ReplicaID).Msg("worker started")
 	return nil
 }
 
-// Stop stops fetching and waits for events in flight until ctx is done; those
-// still running then are cancelled and left unacknowledged for redelivery.
-// It returns ctx.Err() when the drain did not finish in time.
-func (w *Worker) Stop(ctx context.Context) error {
+// stopFlows stops fetching and waits for the events in flight until ctx is
+// done; those still running then are cancelled, and stopFlows waits until
+// they returned (left unacknowledged for redelivery). It returns ctx.Err()
+// when the drain did not finish in time.
+func (w *Worker) stopFlows(ctx context.Context) error {
+	if w.cancel == nil {
+		return nil
+	}
+	w.cancel()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
 	var err error
-	w.stopOnce.Do(func() {
-		if w.cancel == nil {
-			return
-		}
-		w.cancel()
-		done := make(chan struct{})
-		go func() { w.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			err = ctx.Err()
-			w.hardStop()
-			<-done
-		}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
 		w.hardStop()
-		consumerMetrics.remove(w)
-		// A stopped worker pauses nothing: a gauge left at 1 would report a
-		// workflow paused that this process no longer runs (after a reload).
-		for _, f := range w.flows {
-			metricPaused.DeleteLabelValues(f.wf.Name)
-		}
-		w.log.Info().Msg("worker stopped")
-	})
+		<-done
+	}
+	w.hardStop()
+	w.metrics.consumers.remove(w)
+	w.cancel, w.hardStop, w.wg = nil, nil, nil
+	w.running.Store(nil) // Workflows says none run, as admin's /readyz reads it
+	// A stopped worker pauses nothing: a gauge left at 1 would report a
+	// workflow paused that this process no longer runs (after a reload).
+	for _, f := range w.flows {
+		w.metrics.paused.DeleteLabelValues(f.wf.Name)
+	}
 	return err
 }
 
-// setup makes what Start needs; it may run again after a transient failure.
+// Stop stops fetching and waits for the events in flight until ctx is done;
+// those still running then are cancelled and left unacknowledged for
+// redelivery. Only once no request to Kustomer is in flight does the replica
+// leave the budget, so the others never take its share while it still
+// spends it. Stop returns ctx.Err() when the drain did not finish in time;
+// Stopped is closed when it returns. Stopping a stopped worker does nothing.
+func (w *Worker) Stop(ctx context.Context) error { return w.stop(ctx) }
+
+// StopAndCancel is the hard stop: it cancels the events in flight at once
+// (they are left unacknowledged for redelivery, their claims expire), waits
+// until they returned, then leaves the budget, as Stop does. ctx bounds
+// leaving the budget.
+func (w *Worker) StopAndCancel(ctx context.Context) error {
+	w.cancelWork()
+	return w.stop(ctx)
+}
+
+// Stopped is closed once the worker stopped: after Stop or StopAndCancel,
+// or after a Reload that could start neither the new nor the previous
+// workflows.
+func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
+
+func (w *Worker) stop(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopLocked(ctx)
+}
+
+func (w *Worker) stopLocked(ctx context.Context) error {
+	if w.phase == phaseStopped {
+		return nil
+	}
+	var err error
+	if w.phase == phaseStarted {
+		err = w.stopFlows(ctx)
+		w.leaveBudget(ctx)
+		w.leave()
+		w.log.Info().Msg("worker stopped")
+	}
+	w.cancelWork()
+	w.phase = phaseStopped
+	close(w.stopped)
+	return err
+}
+
+// leaveBudget deletes this replica's key so the other replicas grow their
+// shares at once; if NATS is gone their TTL does it instead, so it does not
+// wait for long.
+func (w *Worker) leaveBudget(ctx context.Context) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := w.budget.Stop(bctx); err != nil {
+		w.log.Warn().Err(err).Msg("could not leave the budget: the other replicas take this share when its heartbeat expires")
+	}
+}
+
+// ErrReloadRefused is returned (wrapped) by [Worker.Reload] for workflows it
+// did not apply: the running ones go on.
+var ErrReloadRefused = errors.New("worker: reload refused")
+
+// Reload replaces the running workflows with workflows. They are checked
+// first, and so is the leads stream against them: if they do not do, Reload
+// returns an error wrapping ErrReloadRefused and the running workflows go
+// on. Otherwise the events in flight drain within Config.DrainTimeout (as on
+// Stop) and the new workflows start: consumers of new workflows are created;
+// removed workflows are no longer consumed, their durable consumers are kept
+// (for the replicas still running them, or a later config). The replica
+// keeps its share of the budget throughout.
+//
+// If the new workflows cannot start, the previous ones start again and
+// Reload returns the error; if neither can, the worker stops (Stopped is
+// closed). If ctx ends during the drain, nothing starts and Reload returns
+// ctx.Err(): the caller is stopping the worker.
+func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.phase != phaseStarted {
+		return errors.New("worker: reload: the worker is not running")
+	}
+	if err := checkWorkflows(workflows); err != nil {
+		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+	}
+	if _, err := CheckStream(ctx, w.js, w.cfg.Stream, workflows); err != nil {
+		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+	}
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
+	err := w.stopFlows(drainCtx)
+	cancel()
+	if err != nil {
+		w.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("worker: reload: %w", ctx.Err())
+	}
+	prev := w.cfg.Workflows
+	w.cfg.Workflows = workflows
+	err = w.startFlows(ctx, w.cfg.StartupTimeout)
+	if err == nil {
+		return nil
+	}
+	w.log.Error().Err(err).Msg("the new workflows cannot start; starting the previous ones again")
+	w.stopFlows(context.Background()) //nolint:errcheck // nothing is in flight
+	w.cfg.Workflows = prev
+	if perr := w.startFlows(ctx, w.cfg.StartupTimeout); perr != nil {
+		_ = w.stopLocked(ctx)
+		return fmt.Errorf("worker: reload: the new workflows cannot start (%w), nor can the previous ones: %w", err, perr)
+	}
+	return fmt.Errorf("worker: reload: the new workflows cannot start, the previous ones run again: %w", err)
+}
+
 func (w *Worker) setup(ctx context.Context) error {
 	w.flows = nil
 	// "start: new" begins after what the stream holds before this start, so
@@ -339,21 +633,20 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 			return nil, err
 		}
 	}
-	metricPaused.WithLabelValues(wf.Name).Set(0)
+	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
 		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
-			metricPaused.WithLabelValues(wf.Name).Set(1)
+			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
 			signal(f.opened)
 		} else {
 			f.log.Info().Msg("workflow resumed")
-			metricPaused.WithLabelValues(wf.Name).Set(0)
+			w.metrics.paused.WithLabelValues(wf.Name).Set(0)
 			signal(f.resumed)
 		}
-		if w.cfg.OnStateChange != nil {
-			w.cfg.OnStateChange()
-		}
+		// Published at once, for `kustomer-sync status`.
+		w.budget.Refresh()
 	})
 	return f, nil
 }
@@ -560,10 +853,10 @@ func (w *Worker) sleep(ctx context.Context, d time.Duration) {
 // the org, which the limiter handles. Anything else, including a 404 that is
 // not Kustomer's, is a failure.
 func (w *Worker) probe(ctx context.Context) error {
-	if err := w.cfg.Limiter.Wait(ctx); err != nil {
+	if err := w.limiter.Wait(ctx); err != nil {
 		return err
 	}
-	_, err := w.cfg.Kustomer.CustomerByExternalID(ctx, "kustomer-sync-probe")
+	_, err := w.kustomer.CustomerByExternalID(ctx, "kustomer-sync-probe")
 	var ke *kustomer.Error
 	if err == nil || kustomer.IsNotFound(err) || (errors.As(err, &ke) && ke.StatusCode == http.StatusTooManyRequests) {
 		return nil

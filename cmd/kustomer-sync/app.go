@@ -158,13 +158,16 @@ no account needed.`,
 	root.AddCommand(
 		a.runCommand(),
 		a.publishCommand(),
+		a.dlqCommand(),
+		a.runsCommand(),
+		a.statusCommand(),
+		a.validateCommand(),
+		a.mapCommand(),
 		a.sandboxCommand(),
 		a.demoCommand(),
+		a.benchCommand(),
 		a.versionCommand(),
 	)
-	for _, extra := range extraCommands {
-		root.AddCommand(extra(a))
-	}
 	refuseUnknownCommands(root)
 	return root
 }
@@ -201,10 +204,6 @@ func refuseUnknownCommands(cmd *cobra.Command) {
 		return usageError{fmt.Errorf("%s (see '%s --help')", msg, cmd.CommandPath())}
 	}
 }
-
-// extraCommands are registered by the files that define them (init), so each
-// command group lives in its own file.
-var extraCommands []func(*app) *cobra.Command
 
 func (a *app) versionCommand() *cobra.Command {
 	return &cobra.Command{

@@ -22,10 +22,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-func init() {
-	extraCommands = append(extraCommands, func(a *app) *cobra.Command { return a.dlqCommand() })
-}
-
 // dlqFilterFlags are the filters every dlq subcommand shares.
 type dlqFilterFlags struct {
 	workflow string

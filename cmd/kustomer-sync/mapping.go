@@ -15,10 +15,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-func init() {
-	extraCommands = append(extraCommands, (*app).validateCommand, (*app).mapCommand)
-}
-
 func (a *app) validateCommand() *cobra.Command {
 	var (
 		asJSON bool

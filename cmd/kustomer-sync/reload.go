@@ -2,75 +2,72 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-// metricReloads counts SIGHUP reloads by result.
-var metricReloads = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "kustomer_sync_config_reloads_total",
-	Help: "Config reloads on SIGHUP, by result: applied; refused (the file or the stream did not validate, the running workflows went on); failed (the new workflows could not start, the previous ones run again).",
-}, []string{"result"})
+// reloadsMetric counts SIGHUP reloads by result.
+func reloadsMetric(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kustomer_sync_config_reloads_total",
+		Help: "Config reloads on SIGHUP, by result: applied; refused (the file or the stream did not validate, the running workflows went on); failed (the new workflows could not start, the previous ones run again).",
+	}, []string{"result"})
+	reg.MustRegister(c)
+	return c
+}
 
 // reload applies the --config file again, on SIGHUP. The file is validated
 // first, and so is the leads stream against its workflows: a bad one is
 // refused and the running workflows go on. A good one
 // replaces them: the worker drains within --drain-timeout, as on SIGTERM, and
-// a worker with the new workflows starts (it creates the consumers of new
-// workflows; removed workflows are no longer consumed, and their durable
-// consumers are kept, for the replicas still running them or for a later
-// config). If it cannot start, the previous workflows start again. reload
-// returns an error only when neither starts: the process then exits.
-func (st *stack) reload(ctx context.Context, a *app, f *workerFlags) error {
+// starts again with the new workflows (see [worker.Worker.Reload]). If they
+// cannot start, the previous workflows start again. reload returns an error
+// only when neither starts: the process then exits.
+func (st *stack) reload(ctx context.Context, a *app, f *workerFlags, reloads *prometheus.CounterVec) error {
 	if f.configPath == "" {
 		a.log.Warn().Msg("SIGHUP: nothing to reload without --config; the built-in workflow goes on")
-		metricReloads.WithLabelValues("refused").Inc()
+		reloads.WithLabelValues("refused").Inc()
 		return nil
 	}
-	r := st.replica
 	next, err := mapping.Load(f.configPath)
-	if err == nil {
-		_, err = worker.CheckStream(ctx, st.js, r.cfg.Stream, next.Workflows)
-	}
 	if err != nil {
 		a.log.Error().Err(err).Str("config", f.configPath).Msg("config reload refused: the running workflows go on")
-		metricReloads.WithLabelValues("refused").Inc()
+		reloads.WithLabelValues("refused").Inc()
 		return nil
 	}
-	prev := st.config
-	added, removed := workflowChanges(prev, next)
+	added, removed := workflowChanges(st.config, next)
 	a.log.Info().Str("config", f.configPath).Strs("added", added).Strs("removed", removed).Dur("deadline", f.drainTimeout).
 		Msg("reloading the config: draining in-flight events")
-
-	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.drainTimeout)
-	err = r.worker.Stop(drainCtx)
-	cancel()
-	if err != nil {
-		a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
-	}
-	if ctx.Err() != nil {
-		return nil // shutting down meanwhile: nothing to start
-	}
-	if err := r.startWorker(ctx, next.Workflows); err != nil {
-		a.log.Error().Err(err).Str("config", f.configPath).Msg("config reload failed: the new workflows cannot start; starting the previous ones again")
-		metricReloads.WithLabelValues("failed").Inc()
-		if perr := r.startWorker(ctx, prev.Workflows); perr != nil {
-			return fmt.Errorf("config reload: the new workflows cannot start (%w), nor can the previous ones: %w", err, perr)
+	err = st.worker.Reload(ctx, next.Workflows)
+	switch {
+	case err == nil:
+		st.config = next
+		if st.ingest != nil {
+			st.ingest.workflows.Store(&next.Workflows)
 		}
+		reloads.WithLabelValues("applied").Inc()
+		a.log.Info().Str("config", f.configPath).Int("workflows", len(next.Workflows)).Msg("config reloaded")
 		return nil
+	case errors.Is(err, worker.ErrReloadRefused):
+		a.log.Error().Err(err).Str("config", f.configPath).Msg("config reload refused: the running workflows go on")
+		reloads.WithLabelValues("refused").Inc()
+		return nil
+	case ctx.Err() != nil:
+		return nil // shutting down meanwhile: nothing was started
 	}
-	st.config = next
-	if st.ingest != nil {
-		st.ingest.workflows.Store(&next.Workflows)
+	select {
+	case <-st.worker.Stopped():
+		return fmt.Errorf("config reload: %w", err)
+	default:
 	}
-	metricReloads.WithLabelValues("applied").Inc()
-	a.log.Info().Str("config", f.configPath).Int("workflows", len(next.Workflows)).Msg("config reloaded")
+	a.log.Error().Err(err).Str("config", f.configPath).Msg("config reload failed: the new workflows cannot start; the previous ones run again")
+	reloads.WithLabelValues("failed").Inc()
 	return nil
 }
 

@@ -63,11 +63,12 @@ start (e.g. a subject the stream does not capture), the previous ones start agai
 			if err != nil {
 				return err
 			}
+			reloads := reloadsMetric(st.registry)
 			for err == nil && ctx.Err() == nil {
 				select {
 				case <-ctx.Done():
 				case <-hup:
-					err = st.reload(ctx, a, &f)
+					err = st.reload(ctx, a, &f, reloads)
 				case <-st.adminFailed():
 					err = st.admin.Err()
 				}

@@ -13,10 +13,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-func init() {
-	extraCommands = append(extraCommands, func(a *app) *cobra.Command { return a.runsCommand() })
-}
-
 // runsListLimitDefault is how many runs `runs list` shows unless told.
 const runsListLimitDefault = 50
 

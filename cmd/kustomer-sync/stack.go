@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,13 +14,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -189,24 +188,23 @@ func (f *workerFlags) streamConfig() worker.StreamConfig {
 }
 
 // stack is a running worker and whatever it started to run: the embedded NATS
-// server and the sandbox when asked for.
+// server, the sandbox and the admin server when asked for.
 type stack struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	natsURL  string
 	embedded *server.Server
-	sandbox  *sandbox.Sandbox
-	sbServer *http.Server
-	sbURL    string
-	replica  *replica
+	sandbox  *sandbox.Server
+	worker   *worker.Worker
 	admin    *admin.Server
 	ingest   *ingestServer
+	registry *prometheus.Registry
 	config   *mapping.Config
 }
 
 // startStack starts everything `run` needs. On error it stops what it started.
 func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err error) {
-	st := &stack{}
+	st := &stack{registry: newRegistry()}
 	defer func() {
 		if err != nil {
 			st.stop(context.Background(), a)
@@ -229,12 +227,14 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	baseURL := f.baseURL
 	switch {
 	case f.useSandbox:
-		if err := st.startSandbox(f); err != nil {
+		sb := sandbox.Config{RatePerMinute: f.sandboxRate, APIKey: f.sandboxKey}
+		if st.sandbox, err = sandbox.Start("127.0.0.1:0", sb, a.log); err != nil {
 			return nil, err
 		}
-		baseURL = st.sbURL
+		st.sandbox.SetFaults(f.sandboxFaults)
+		baseURL = st.sandbox.URL
 		apiKey = cmp.Or(apiKey, cmp.Or(f.sandboxKey, "sandbox"))
-		a.log.Info().Str("url", st.sbURL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
+		a.log.Info().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
 	case apiKey == "":
 		return nil, usageError{errors.New("no Kustomer API key: set KUSTOMER_API_KEY or --kustomer-api-key-file to use a real account, or pass --sandbox to run against a local Kustomer sandbox")}
 	case baseURL != "":
@@ -261,25 +261,30 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 
-	st.replica, err = startReplica(ctx, st.nc, st.js, replicaConfig{
-		kustomer:  kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout},
-		perMinute: f.ratePerMinute,
-		burst:     f.rateBurst,
-		worker: worker.Config{
-			StartupTimeout: max(time.Until(startBy), time.Second),
-			Workflows:      st.config.Workflows,
-			Stream:         f.streamConfig(),
-			AckWait:        f.ackWait,
-			Ledger:         worker.LedgerConfig{Lease: f.claimLease},
-			MaxEventBytes:  f.maxEventBytes,
-			ReplicaID:      f.replicaID,
-			Logger:         a.log,
-		},
+	st.worker, err = worker.New(worker.Config{
+		Conn:           st.nc,
+		JetStream:      st.js,
+		Workflows:      st.config.Workflows,
+		Kustomer:       kustomer.Config{BaseURL: baseURL, APIKey: apiKey, Timeout: f.timeout},
+		RatePerMinute:  f.ratePerMinute,
+		RateBurst:      f.rateBurst,
+		Stream:         f.streamConfig(),
+		AckWait:        f.ackWait,
+		Ledger:         worker.LedgerConfig{Lease: f.claimLease},
+		MaxEventBytes:  f.maxEventBytes,
+		ReplicaID:      f.replicaID,
+		DrainTimeout:   f.drainTimeout,
+		StartupTimeout: max(time.Until(startBy), time.Second),
+		Logger:         a.log,
+		Registerer:     st.registry,
 	})
 	if err != nil {
 		return nil, err
 	}
-	worker.ExportBudgetMetrics(st.replica.limiter, st.replica.budget)
+	if err := st.worker.Start(ctx); err != nil {
+		st.worker = nil
+		return nil, err
+	}
 	if f.adminAddr != "" {
 		if err := st.startAdmin(a, f); err != nil {
 			return nil, err
@@ -299,7 +304,8 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		Token:       f.adminToken,
 		Conn:        st.nc,
 		JetStream:   st.js,
-		Workflows:   st.replica.budget,
+		Workflows:   st.worker,
+		Metrics:     promhttp.HandlerFor(st.registry, promhttp.HandlerOpts{Registry: st.registry}),
 		Status:      worker.StatusConfig{Stream: f.stream},
 		CustomerURL: f.customerURL(),
 		Logger:      a.log,
@@ -323,21 +329,12 @@ func (st *stack) adminFailed() <-chan struct{} {
 	return st.admin.Done()
 }
 
-func (st *stack) startSandbox(f *workerFlags) error {
-	sb, err := sandbox.New(sandbox.Config{RatePerMinute: f.sandboxRate, APIKey: f.sandboxKey})
-	if err != nil {
-		return err
-	}
-	sb.SetFaults(f.sandboxFaults)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	st.sandbox = sb
-	st.sbServer = &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
-	st.sbURL = "http://" + ln.Addr().String()
-	go func() { _ = st.sbServer.Serve(ln) }()
-	return nil
+// newRegistry holds one process's metrics: the worker's, the reloads, the
+// build's, and Go's and the process's own.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	return reg
 }
 
 // stop drains the worker within ctx, then closes everything in reverse order.
@@ -360,8 +357,10 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		}
 		cancel()
 	}
-	if st.replica != nil {
-		st.replica.stop(ctx, a.log)
+	if st.worker != nil {
+		if err := st.worker.Stop(ctx); err != nil {
+			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+		}
 	}
 	if st.nc != nil {
 		_ = st.nc.Drain()
@@ -370,107 +369,14 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		st.embedded.Shutdown()
 		st.embedded.WaitForShutdown()
 	}
-	if st.sbServer != nil {
-		_ = st.sbServer.Close()
-	}
 	if st.sandbox != nil {
-		st.sandbox.Close()
-	}
-}
-
-// replicaConfig is what one worker replica needs besides its NATS connection.
-type replicaConfig struct {
-	kustomer  kustomer.Config // OnResponse, if set, sees each response before the limiter does
-	perMinute int             // the org budget shared by every replica
-	burst     int
-	worker    worker.Config // Kustomer, Limiter and ReplicaID (when empty) are filled in
-}
-
-// replica is one running worker with its own limiter and share of the budget.
-type replica struct {
-	limiter *loop.Limiter
-	budget  *worker.Budget
-	worker  *worker.Worker
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	cfg     worker.Config // the worker's, to start it again with other workflows
-}
-
-// startReplica starts a replica: its limiter, its Kustomer client, its share
-// of the budget and the worker. On error it stops what it started.
-func startReplica(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, rc replicaConfig) (_ *replica, err error) {
-	r := &replica{nc: nc, js: js}
-	if r.limiter, err = loop.NewLimiter(loop.LimiterConfig{PerMinute: rc.perMinute, Burst: rc.burst}); err != nil {
-		return nil, err
-	}
-	kcfg := rc.kustomer
-	observe, pace := kcfg.OnResponse, worker.ObserveRateLimits(r.limiter)
-	kcfg.OnResponse = func(rl kustomer.RateLimit) {
-		if observe != nil {
-			observe(rl)
+		// A moment of its own, even when the drain used up ctx.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandbox.ShutdownTimeoutDefault)
+		if err := st.sandbox.Shutdown(sctx); err != nil {
+			a.log.Warn().Err(err).Msg("Kustomer sandbox")
 		}
-		pace(rl)
+		cancel()
 	}
-	if onRequest := kcfg.OnRequest; onRequest != nil {
-		kcfg.OnRequest = func(ri kustomer.RequestInfo) { onRequest(ri); worker.ObserveKustomerRequest(ri) }
-	} else {
-		kcfg.OnRequest = worker.ObserveKustomerRequest
-	}
-	client, err := kustomer.New(kcfg)
-	if err != nil {
-		return nil, err
-	}
-	wcfg := rc.worker
-	wcfg.ReplicaID = cmp.Or(wcfg.ReplicaID, worker.DefaultReplicaID())
-	wcfg.Kustomer, wcfg.Limiter = client, r.limiter
-	if r.budget, err = worker.NewBudget(js, nc, r.limiter, worker.BudgetConfig{PerMinute: rc.perMinute, ReplicaID: wcfg.ReplicaID}); err != nil {
-		return nil, err
-	}
-	startBy := time.Now().Add(cmp.Or(wcfg.StartupTimeout, worker.StartupTimeoutDefault))
-	if err := worker.RetryStartup(ctx, time.Until(startBy), r.budget.Start); err != nil {
-		return nil, err
-	}
-	wcfg.StartupTimeout = max(time.Until(startBy), time.Second)
-	// The heartbeat carries the workflows' states, at once when one pauses
-	// or resumes, for `kustomer-sync status`.
-	wcfg.OnStateChange = r.budget.Refresh
-	r.cfg = wcfg
-	if err := r.startWorker(ctx, wcfg.Workflows); err != nil {
-		r.worker = nil
-		r.stop(ctx, wcfg.Logger)
-		return nil, err
-	}
-	return r, nil
-}
-
-// startWorker starts a worker for workflows; r.worker is it once it started.
-func (r *replica) startWorker(ctx context.Context, workflows []*mapping.Workflow) error {
-	cfg := r.cfg
-	cfg.Workflows = workflows
-	w, err := worker.New(r.nc, r.js, cfg)
-	if err != nil {
-		return err
-	}
-	r.budget.SetWorkflows(w.Workflows)
-	if err := w.Start(ctx); err != nil {
-		return err
-	}
-	r.worker = w
-	return nil
-}
-
-// stop drains the worker within ctx, then leaves the budget.
-func (r *replica) stop(ctx context.Context, log zerolog.Logger) {
-	if r.worker != nil {
-		if err := r.worker.Stop(ctx); err != nil {
-			log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
-		}
-	}
-	// Leaving the budget lets the other replicas grow their shares at once;
-	// if NATS is gone, their TTL does it instead, so do not wait.
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	_ = r.budget.Stop(bctx)
 }
 
 // resolveAPIKey reads the key from the file when given, else KUSTOMER_API_KEY.

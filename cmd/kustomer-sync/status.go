@@ -14,10 +14,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-func init() {
-	extraCommands = append(extraCommands, func(a *app) *cobra.Command { return a.statusCommand() })
-}
-
 // statusReport is the deployment as `status --json` prints it.
 type statusReport = worker.Status
 

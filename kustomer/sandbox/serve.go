@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -20,41 +21,23 @@ const ShutdownTimeoutDefault = 5 * time.Second
 // shutdown caused by ctx, or the error that stopped it. Requests are logged at
 // debug level, without headers.
 func ListenAndServe(ctx context.Context, addr string, cfg Config, log zerolog.Logger) error {
-	sb, err := New(cfg)
+	s, err := Start(addr, cfg, log)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("sandbox: listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           logRequests(sb, log),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	log.Info().Str("addr", ln.Addr().String()).Int("rate_per_minute", sb.limit).
+	log.Info().Str("addr", strings.TrimPrefix(s.URL, "http://")).Int("rate_per_minute", s.limit).
 		Bool("auth", cfg.APIKey != "").Msg("sandbox listening")
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
 	select {
-	case err := <-served:
-		return fmt.Errorf("sandbox: serve: %w", err)
 	case <-ctx.Done():
+	case err := <-s.served:
+		s.served <- err // for Shutdown
 	}
-	sb.Close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeoutDefault)
 	defer cancel()
-	shutdownErr := srv.Shutdown(sctx)
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("sandbox: serve: %w", err)
+	if err := s.Shutdown(sctx); err != nil {
+		return err
 	}
-	if shutdownErr != nil {
-		_ = srv.Close()
-		return fmt.Errorf("sandbox: shutdown: %w", shutdownErr)
-	}
-	st := sb.Stats()
+	st := s.Stats()
 	log.Info().Int("requests", st.Requests).Int("creates", st.Creates).Int("duplicates", st.Duplicates).
 		Int("updates", st.Updates).Int("lookups", st.Lookups).Int("bulk_jobs", st.BulkJobs).
 		Int("rate_limited", st.RateLimited).Msg("sandbox stopped")
@@ -83,4 +66,60 @@ func logRequests(h http.Handler, log zerolog.Logger) http.Handler {
 		log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
 			Dur("took", time.Since(start)).Msg("sandbox request")
 	})
+}
+
+// Server is a sandbox served over loopback HTTP by this process, beside a
+// worker or a benchmark. Its serving goroutine is owned: Shutdown waits for
+// it and returns the error that ended it.
+type Server struct {
+	*Sandbox
+	URL string // base URL, for kustomer.Config.BaseURL
+
+	srv    *http.Server
+	served chan error
+}
+
+// Start serves a new sandbox for cfg on addr ("127.0.0.1:0" picks a port)
+// until Shutdown. An error that ends serving early is logged at once.
+func Start(addr string, cfg Config, log zerolog.Logger) (*Server, error) {
+	sb, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: listen: %w", err)
+	}
+	s := &Server{
+		Sandbox: sb,
+		URL:     "http://" + ln.Addr().String(),
+		srv:     &http.Server{Handler: logRequests(sb, log), ReadHeaderTimeout: 10 * time.Second},
+		served:  make(chan error, 1),
+	}
+	go func() {
+		err := s.srv.Serve(ln)
+		if !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("sandbox stopped serving")
+		}
+		s.served <- err
+	}()
+	return s, nil
+}
+
+// Shutdown releases simulated timeouts (503), lets in-flight requests finish
+// until ctx ends, and waits for the serving goroutine. It returns the error
+// that ended serving, if not the shutdown itself.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Sandbox.Close()
+	shutdownErr := s.srv.Shutdown(ctx)
+	if shutdownErr != nil {
+		_ = s.srv.Close()
+	}
+	if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("sandbox: serve: %w", err)
+	}
+	if shutdownErr != nil {
+		return fmt.Errorf("sandbox: shutdown: %w", shutdownErr)
+	}
+	return nil
 }
