@@ -199,7 +199,8 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 	h := setup(t, harnessOptions{
 		config:  bulkLoopConfig,
 		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, BulkStuckRate: 1},
-		worker:  func(c *Config) { c.Ledger.Lease = 400 * time.Millisecond },
+		// The lease must outlive a request (New checks it): both short, so the test waits little.
+		worker: func(c *Config) { c.Ledger.Lease, c.Kustomer.Timeout = 400*time.Millisecond, 300*time.Millisecond },
 	})
 	seq := h.publish("leads.web", "stuck-1", leadsEvent("a", "b"))
 	rec := h.waitRun(seq)
