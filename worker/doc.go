@@ -10,7 +10,12 @@
 // (401/403, an outage) pause the workflow: it stops fetching, naks what it
 // holds without spending attempts, probes Kustomer and resumes by itself.
 //
-// A Worker is started with Start and stopped with Stop, which drains: events
-// in flight finish before the deadline, or are left unacknowledged for
-// redelivery, never half-recorded.
+// A Worker is the service of one replica, built only with New from a
+// [Config], which it checks whole: it owns the Kustomer client, the limiter
+// that paces it, the replica's share of the budget ([Budget]), the ledger,
+// the run log and the metrics. Start runs it, Reload replaces its workflows,
+// Stop drains (events in flight finish before the deadline, or are left
+// unacknowledged for redelivery, never half-recorded), StopAndCancel stops
+// at once, and Stopped is closed when it has stopped. The replica keeps its
+// share of the budget until its last request to Kustomer ended.
 package worker
