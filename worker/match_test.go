@@ -34,10 +34,10 @@ func matchConfig(onMatch string, extra ...string) string {
 }
 
 // itemsCounted reads kustomer_sync_items_total for a workflow and outcome.
-func itemsCounted(t *testing.T, workflow, outcome string) float64 {
+func itemsCounted(t *testing.T, h *harness, workflow, outcome string) float64 {
 	t.Helper()
 	var m dto.Metric
-	require.NoError(t, metricItems.WithLabelValues(workflow, outcome).Write(&m))
+	require.NoError(t, h.worker.metrics.items.WithLabelValues(workflow, outcome).Write(&m))
 	return m.GetCounter().GetValue()
 }
 
@@ -107,7 +107,7 @@ func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOne
 	require.Equal(t, outcome.AlreadyCreated, third.Items[0].Outcome)
 	require.Equal(t, before, h.sb.Sandbox.Stats().Requests, "an unchanged item costs no request")
 	for _, o := range []string{"created", "updated", "already_created"} {
-		require.Equal(t, 1.0, itemsCounted(t, "dup", o), o)
+		require.Equal(t, 1.0, itemsCounted(t, h, "dup", o), o)
 	}
 }
 
@@ -151,8 +151,8 @@ func TestOnMatchSkipLeavesTheCustomerUntouched(t *testing.T) {
 	require.Len(t, cs, 1)
 	require.Equal(t, "Cy", cs[0].Attributes["name"])
 	require.Equal(t, 0, h.sb.Sandbox.Stats().Updates)
-	require.Equal(t, 1.0, itemsCounted(t, "skipper", "created"))
-	require.Equal(t, 2.0, itemsCounted(t, "skipper", "skipped"))
+	require.Equal(t, 1.0, itemsCounted(t, h, "skipper", "created"))
+	require.Equal(t, 2.0, itemsCounted(t, h, "skipper", "skipped"))
 }
 
 func TestAnUpdateBeyondTenEmailsKeepsTheLimitAndRecordsWhatWasDropped(t *testing.T) {
