@@ -125,3 +125,41 @@ func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *te
 	require.False(t, strings.Contains(status, "credentials_rejected"), status)
 	r.stop()
 }
+
+func TestRunRefusesAnAdminAddressBeyondLoopbackWithoutAToken(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--admin-addr", ":9090"},
+		{"--admin-addr", "0.0.0.0:9090"},
+		{"--metrics-addr", ":9090"}, // the old name
+	} {
+		_, _, err := cli(t, "", append([]string{"run", "--sandbox", "--nats-url", "nats://127.0.0.1:1"}, args...)...)
+		require.ErrorContains(t, err, "--admin-token", args)
+		require.ErrorContains(t, err, "required when the admin server listens beyond loopback", args)
+		require.Equal(t, 2, exitCode(err), args)
+	}
+}
+
+func TestCustomerIDsLinkToKustomerWhenTheOrgIsKnown(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		flags workerFlags
+		want  string
+	}{
+		{workerFlags{kustomerOrg: "acme"}, "https://acme.kustomerapp.com/app/customers/6b0b42cb"},
+		{workerFlags{baseURL: "https://acme.api.kustomerapp.com"}, "https://acme.kustomerapp.com/app/customers/6b0b42cb"},
+		{workerFlags{kustomerOrg: "acme", baseURL: "https://api.kustomerapp.com"}, "https://acme.kustomerapp.com/app/customers/6b0b42cb"},
+		{workerFlags{baseURL: "https://api.kustomerapp.com"}, ""},
+		{workerFlags{baseURL: "https://api.prod2.kustomerapp.com"}, ""},
+		{workerFlags{baseURL: "http://127.0.0.1:8080"}, ""},
+		{workerFlags{}, ""},
+	} {
+		link := c.flags.customerURL()
+		if c.want == "" {
+			require.Nil(t, link, "%+v", c.flags)
+			continue
+		}
+		require.NotNil(t, link, "%+v", c.flags)
+		require.Equal(t, c.want, link("6b0b42cb"))
+	}
+}
