@@ -12,6 +12,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -87,14 +88,20 @@ func TestStopWaitsForEventsInFlightToFinish(t *testing.T) {
 	h.requireEachCreatedOnce(ids)
 }
 
+// The claims' lease runs on the workers' clock, which the test moves once the
+// second replica is up: it waits out the first one's claims in virtual time.
+// JetStream's redelivery after the ack wait stays real (see the outage test
+// for why testing/synctest cannot drive a worker).
 func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
 	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
 	h := setup(t, harnessOptions{
 		config:  loopConfig,
 		sandbox: sandbox.Config{Latency: 200 * time.Millisecond},
 		worker: func(c *Config) {
 			c.AckWait = 2 * time.Second
 			c.Ledger.Lease = 3 * time.Second // above the client's 2 s timeout
+			c.Clock = clock
 		},
 	})
 	ids := h.publishLoopEvents("hard", 2, 20)
@@ -112,7 +119,8 @@ func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
 	first := h.opts.worker
 	h.opts.worker = func(c *Config) { first(c); c.ReplicaID = "second-replica" }
 	h.start(loopConfig)
-	h.waitCreated(len(ids), 30*time.Second)
+	require.True(t, advanceUntil(t, clock, time.Second, func() bool { return len(h.sb.Sandbox.CountByExternalID()) >= len(ids) }),
+		"only %d of %d created\n%s", len(h.sb.Sandbox.CountByExternalID()), len(ids), lastLines(h.logs.String(), 30))
 	h.waitIdle("batch")
 	h.requireEachCreatedOnce(ids)
 }
