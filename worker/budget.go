@@ -358,13 +358,3 @@ func (b *Budget) receivePause(m *nats.Msg) {
 	}
 	b.lim.PauseUntil(b.cfg.Clock.Now().Add(time.Duration(p.ForMS) * time.Millisecond))
 }
-
-// Workflows returns what the function given to SetWorkflows returns: the
-// states of the workflows of the worker this replica runs now; nil before
-// SetWorkflows or before that worker started. Safe for concurrent use.
-func (b *Budget) Workflows() []WorkflowState {
-	if fn := b.workflows.Load(); fn != nil && *fn != nil {
-		return (*fn)()
-	}
-	return nil
-}
