@@ -137,8 +137,13 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	require.True(t, first.FirstFailure.Equal(again.FirstFailure), "the event's first failure")
 	require.NotEqual(t, orig.ID, again.Run)
 
-	failed, err := h.runs.Get(context.Background(), again.Run)
-	require.NoError(t, err)
+	// The dead letter is published before the run record is written.
+	var failed RunRecord
+	require.Eventually(t, func() bool {
+		var err error
+		failed, err = h.runs.Get(context.Background(), again.Run)
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "no run %s", again.Run)
 	require.Equal(t, "lead-42", failed.EventID)
 	require.Equal(t, &RunReplay{DeadLetter: first.ID, Stream: dlq.StreamDefault, Run: orig.ID, OriginalRun: orig.ID, Count: 1, Attempts: first.Attempts}, failed.ReplayOf)
 
