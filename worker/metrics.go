@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -160,8 +158,9 @@ func (m *metrics) observeRequest(r kustomer.RequestInfo) {
 
 // consumerScrapeTTL is how long consumer and dead-letter figures read at a
 // scrape are reused, so frequent scrapes by several Prometheus servers cost
-// JetStream one read per consumer at most that often.
-const consumerScrapeTTL = 5 * time.Second
+// JetStream one read per consumer (and one of the dead letters' headers) at
+// most that often.
+const consumerScrapeTTL = 10 * time.Second
 
 var (
 	descPending = prometheus.NewDesc("kustomer_sync_consumer_pending",
@@ -171,7 +170,7 @@ var (
 	descRedelivered = prometheus.NewDesc("kustomer_sync_consumer_redelivered",
 		"Events of the workflow's consumer delivered more than once and not yet acknowledged.", []string{"workflow"}, nil)
 	descDeadLetters = prometheus.NewDesc("kustomer_sync_dead_letter_messages",
-		"Dead letters the dead-letter stream holds for the workflow (its dead-letter subject): what `kustomer-sync dlq list` shows.", []string{"workflow"}, nil)
+		"Dead letters the dead-letter stream holds for the workflow, by class: what `kustomer-sync dlq stats` shows.", []string{"workflow", "class"}, nil)
 )
 
 // consumerCollector reads consumer info when scraped, cached for
@@ -233,17 +232,22 @@ func (w *Worker) consumerMetrics() []prometheus.Metric {
 			prometheus.MustNewConstMetric(descAckPending, prometheus.GaugeValue, float64(info.NumAckPending), f.wf.Name),
 			prometheus.MustNewConstMetric(descRedelivered, prometheus.GaugeValue, float64(info.NumRedelivered), f.wf.Name))
 	}
-	st, err := w.js.Stream(ctx, cmp.Or(w.cfg.DeadLetter.Name, dlq.StreamDefault))
+	// The class of a dead letter is in its headers: counting reads every
+	// entry's, as `dlq stats` does. Dead letters are few while all is well.
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	store, err := dlq.OpenStore(dctx, w.js, w.cfg.DeadLetter.Name)
 	if err != nil {
 		return out
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	stats, err := store.Stats(dctx, dlq.Filter{})
 	if err != nil {
 		return out
 	}
 	for _, f := range w.flows {
-		n := info.State.Subjects[f.wf.DeadLetterSubject]
-		out = append(out, prometheus.MustNewConstMetric(descDeadLetters, prometheus.GaugeValue, float64(n), f.wf.Name))
+		for class, n := range stats[f.wf.Name] {
+			out = append(out, prometheus.MustNewConstMetric(descDeadLetters, prometheus.GaugeValue, float64(n), f.wf.Name, class.String()))
+		}
 	}
 	return out
 }

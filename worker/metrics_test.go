@@ -16,7 +16,7 @@ import (
 )
 
 // scrapeConsumers returns the consumer and dead-letter gauges of workflow as
-// a scrape now would read them, past the cache.
+// a scrape now would read them, past the cache, by name (and class).
 func scrapeConsumers(t *testing.T, h *harness, workflow string) map[string]float64 {
 	t.Helper()
 	consumers := h.worker.metrics.consumers
@@ -30,10 +30,17 @@ func scrapeConsumers(t *testing.T, h *harness, workflow string) map[string]float
 	out := map[string]float64{}
 	for _, mf := range families {
 		for _, m := range mf.GetMetric() {
+			name, ours := mf.GetName(), false
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "workflow" && l.GetValue() == workflow {
-					out[mf.GetName()] = m.GetGauge().GetValue()
+				switch l.GetName() {
+				case "workflow":
+					ours = l.GetValue() == workflow
+				case "class":
+					name += "{class=" + l.GetValue() + "}"
 				}
+			}
+			if ours {
+				out[name] = m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -71,10 +78,10 @@ workflows:
 	require.GreaterOrEqual(t, testutil.CollectAndCount(m.kustomerSeconds), max(latencies, 1), "the create latency is observed")
 	h.waitIdle(wf)
 	require.Equal(t, map[string]float64{
-		"kustomer_sync_consumer_pending":     0,
-		"kustomer_sync_consumer_ack_pending": 0,
-		"kustomer_sync_consumer_redelivered": 0,
-		"kustomer_sync_dead_letter_messages": 1,
+		"kustomer_sync_consumer_pending":                      0,
+		"kustomer_sync_consumer_ack_pending":                  0,
+		"kustomer_sync_consumer_redelivered":                  0,
+		"kustomer_sync_dead_letter_messages{class=exhausted}": 1,
 	}, scrapeConsumers(t, h, wf))
 
 	// Kustomer recovers: the next event is created at the first attempt.
@@ -87,7 +94,9 @@ workflows:
 
 	// Replayed, the dead letter leaves the stream and the gauge follows.
 	require.Equal(t, 1, h.replayAll().Replayed)
-	require.Eventually(t, func() bool { return scrapeConsumers(t, h, wf)["kustomer_sync_dead_letter_messages"] == 0 },
+	require.Eventually(t, func() bool {
+		return scrapeConsumers(t, h, wf)["kustomer_sync_dead_letter_messages{class=exhausted}"] == 0
+	},
 		20*time.Second, 20*time.Millisecond, h.logs.String())
 }
 
