@@ -494,7 +494,6 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 		it.attempts++
 		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.req}
 	}
-	submitted := b.w.cfg.Clock.Now()
 	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
 	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
@@ -502,6 +501,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 		b.rejected(ctx, items, err)
 		return
 	}
+	// The job's clock starts when Kustomer received it, at the latest now.
+	submitted := b.w.cfg.Clock.Now()
 	b.f.breaker.Record(nil)
 	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
 	each(items, func(it *bulkItem) {

@@ -270,3 +270,27 @@ func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	require.Zero(t, st.Duplicates)
 	require.Greater(t, st.Requests, 2*perWindow, "the run spanned several windows")
 }
+
+func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
+	})
+	seq := h.publish("leads.web", "lost-1", leadsEvent("a", "b", "c"))
+	// The first bulk request is queued by Kustomer but its answer never
+	// comes; later ones are answered.
+	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs >= 1 }, 10*time.Second, 10*time.Millisecond)
+	f := h.sb.Sandbox.Faults()
+	f.TimeoutRate = 0
+	h.sb.Sandbox.SetFaults(f)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	for _, it := range rec.Items {
+		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d was found by its externalId", it.Index)
+	}
+	st := h.sb.Sandbox.Stats()
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
+	require.Equal(t, 1+3, st.LookupsByExternalID, "the start probe, then one look-up per item")
+}

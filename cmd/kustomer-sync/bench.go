@@ -18,6 +18,11 @@ type benchFlags struct {
 	replicas []int
 	foreign  float64
 	latency  time.Duration
+	// --mode: compare bulk and per-item mode (benchbulk.go)
+	mode      string
+	events    int
+	bulkDelay time.Duration
+	timeout   time.Duration
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -31,11 +36,24 @@ and share of the budget) against a backlog of lead events for --windows windows.
 per window, the customers created as a share of the budget and the 429s the workers got.
 
 With --foreign 0.3 another client of the same org spends 30% of the budget at an even pace,
-so the workers must adapt to x-ratelimit-remaining; the first window is the one they learn in.`,
+so the workers must adapt to x-ratelimit-remaining; the first window is the one they learn in.
+
+With --mode bulk (or per-item) it compares the two modes instead: --events single-lead events
+in bulk mode until all are created (or --timeout), with bulk jobs taking --bulk-delay, then
+the same in per-item mode for one window, projected to all events; for each, the time, the
+customers created per budget unit (polls included), 429s and duplicates.`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
+  kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
   kustomer-sync bench --replicas 3 --windows 2 --rate 600`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch f.mode {
+			case "":
+			case mapping.ModeBulk, mapping.ModePerItem:
+				return a.benchModes(cmd.Context(), f)
+			default:
+				return usageError{fmt.Errorf("--mode %q: want bulk or per-item", f.mode)}
+			}
 			scenarios := []benchScenario{}
 			if cmd.Flags().Changed("replicas") || cmd.Flags().Changed("foreign") {
 				for _, n := range f.replicas {
@@ -59,6 +77,10 @@ so the workers must adapt to x-ratelimit-remaining; the first window is the one 
 	fl.IntSliceVar(&f.replicas, "replicas", []int{1}, "worker replicas sharing the budget (a list runs one scenario each)")
 	fl.Float64Var(&f.foreign, "foreign", 0, "share of the budget a foreign client spends on the same org")
 	fl.DurationVar(&f.latency, "latency", 20*time.Millisecond, "sandbox latency per request")
+	fl.StringVar(&f.mode, "mode", "", "bulk or per-item: run --events single-lead events in bulk mode to the end, then per-item mode for one window, and compare them")
+	fl.IntVar(&f.events, "events", 100000, "with --mode: events to publish")
+	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
+	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode: give the bulk run up after this long")
 	return cmd
 }
 
