@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/bench"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
 type benchFlags struct {
