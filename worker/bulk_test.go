@@ -223,30 +223,44 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	t.Parallel()
 	// Windows of 6 s hold 12 requests: 120 a minute, split by 3 replicas.
+	// Kustomer's windows are ten times as long; the limiters' burst is one
+	// request, as the default burst (a twentieth of a minute's budget) would
+	// be half of such a short window.
 	const perWindow, window = 12, 6 * time.Second
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: perWindow, Window: window, BulkDelay: 300 * time.Millisecond})
 	cfg, err := mapping.Parse("test.yaml", []byte(bulkLoopConfig))
 	require.NoError(t, err)
-	var workers []*Worker
+	var budgets []*Budget
 	for i := range 3 {
 		nc, js := srv.Connect(t)
 		w, err := New(Config{
 			Conn: nc, JetStream: js, Workflows: cfg.Workflows,
 			Kustomer:      kustomer.Config{BaseURL: sb.URL, APIKey: testAPIKey},
 			RatePerMinute: perWindow * int(time.Minute/window),
+			RateBurst:     1,
 			ReplicaID:     fmt.Sprintf("r%d", i),
 			Registerer:    prometheus.NewRegistry(),
 		})
 		require.NoError(t, err)
 		require.NoError(t, w.Start(context.Background()))
-		workers = append(workers, w)
+		budgets = append(budgets, w.budget)
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_ = w.Stop(ctx)
 		})
 	}
+	// The replicas know of each other before the work arrives, as they do
+	// after their first heartbeats in a deployment.
+	require.Eventually(t, func() bool {
+		for _, b := range budgets {
+			if b.Replicas() != 3 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
 	_, js := srv.Connect(t)
 	// 2,000 leads: about 20 bulk requests and 20 polls, several windows' worth.
 	var ids []string
