@@ -308,10 +308,3 @@ func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(
 	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
 	require.Equal(t, 1+3, st.LookupsByExternalID, "the start probe, then one look-up per item")
 }
-
-func TestTwoWorkersOfOneWorkflowInOneProcessReportItsConsumerOnceToAScrape(t *testing.T) {
-	h := setup(t, harnessOptions{config: bulkLoopConfig})
-	h.start(bulkLoopConfig) // a second replica in the same process, as bench runs them
-	got := scrapeConsumers(t, "bulk")
-	require.Contains(t, got, "kustomer_sync_consumer_pending")
-}
