@@ -41,7 +41,7 @@ func (a *app) benchModes(ctx context.Context, f benchFlags) error {
 		case r.Finished:
 			all = r.Elapsed.Round(100 * time.Millisecond).String()
 		case r.Projected > 0:
-			all = "~" + r.Projected.Round(time.Minute).String() + " (projected)"
+			all = "~" + r.Projected.Round(time.Second).String() + " (projected)"
 		}
 		perUnit := 0.0
 		if r.Stats.Requests > 0 {
