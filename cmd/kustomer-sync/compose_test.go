@@ -393,22 +393,14 @@ func TestComposeNATSServicesFormAJetStreamCluster(t *testing.T) {
 func requireEventually200(t *testing.T, name, url string) {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	require.Eventually(t, func() bool {
 		resp, err := client.Get(url)
-		status := 0
-		if err == nil {
-			status = resp.StatusCode
-			resp.Body.Close()
+		if err != nil {
+			return false
 		}
-		if status == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("service %s: health check %s: status %d, error %v", name, url, status, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling the server's own health endpoint
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "service %s: health check %s never answered 200", name, url)
 }
 
 func TestComposeServicesRunTheCLIAsItIs(t *testing.T) {
