@@ -57,21 +57,31 @@ func (s *Sandbox) badRequest(w http.ResponseWriter, title string, vs []violation
 	writeAPIError(w, http.StatusBadRequest, "badparam", title, vs)
 }
 
-func (s *Sandbox) create(w http.ResponseWriter, r *http.Request) {
+// customerBody reads a request's customer object and checks it against the
+// closed create schema, answering 400 itself when it is not one.
+func (s *Sandbox) customerBody(w http.ResponseWriter, r *http.Request) (map[string]any, bool) {
 	v, err := decodeBody(r)
 	if err != nil {
 		s.badRequest(w, "Invalid JSON", []violation{{Title: "Invalid JSON", Detail: "the request body is not valid JSON"}})
-		return
+		return nil, false
 	}
 	body, ok := v.(map[string]any)
 	if !ok {
 		s.badRequest(w, "Invalid body", []violation{{Title: "Invalid type", Detail: "expected object, got " + typeName(v)}})
-		return
+		return nil, false
 	}
 	var c checker
 	validateCustomer(&c, "", body, false)
 	if len(c.errs) > 0 {
 		s.badRequest(w, c.errs[0].Title, c.errs)
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Sandbox) create(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.customerBody(w, r)
+	if !ok {
 		return
 	}
 
@@ -290,20 +300,8 @@ func (s *Sandbox) update(w http.ResponseWriter, r *http.Request, id string) {
 		notFound(w)
 		return
 	}
-	v, err := decodeBody(r)
-	if err != nil {
-		s.badRequest(w, "Invalid JSON", []violation{{Title: "Invalid JSON", Detail: "the request body is not valid JSON"}})
-		return
-	}
-	body, ok := v.(map[string]any)
+	body, ok := s.customerBody(w, r)
 	if !ok {
-		s.badRequest(w, "Invalid body", []violation{{Title: "Invalid type", Detail: "expected object, got " + typeName(v)}})
-		return
-	}
-	var c checker
-	validateCustomer(&c, "", body, false)
-	if len(c.errs) > 0 {
-		s.badRequest(w, c.errs[0].Title, c.errs)
 		return
 	}
 	merge := r.URL.Query().Get("replace") == "false"
