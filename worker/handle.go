@@ -233,6 +233,10 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
 	sum := bodyHash(req)
 	note.sent = sum
+	if err := w.ledger.hold(ctx, key); err != nil {
+		return loop.Result{}, loop.RetryAfter(0, err) // shutting down
+	}
+	defer w.ledger.unhold(key)
 	claim, err := w.ledger.claim(ctx, key)
 	switch {
 	case errors.Is(err, errClaimed):

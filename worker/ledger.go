@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,6 +53,47 @@ type ledger struct {
 	lease time.Duration
 	owner string
 	now   func() time.Time
+
+	// held are the keys an attempt of this process is working on. A claim
+	// names the replica, not the attempt, so without this a second delivery
+	// of an event handled while the first one's attempt still runs (JetStream
+	// redelivers when a NATS restart loses the ack state) would take the
+	// live claim of its own replica over as stale and create the item again.
+	heldMu sync.Mutex
+	held   map[string]chan struct{} // closed when the holder lets go
+}
+
+// hold reserves key for one attempt of this process, waiting while another
+// attempt of this process holds it (one Kustomer request at most), so the
+// second attempt then finds what the first recorded. unhold gives it back.
+func (l *ledger) hold(ctx context.Context, key string) error {
+	for {
+		l.heldMu.Lock()
+		done, busy := l.held[key]
+		if !busy {
+			if l.held == nil {
+				l.held = map[string]chan struct{}{}
+			}
+			l.held[key] = make(chan struct{})
+			l.heldMu.Unlock()
+			return nil
+		}
+		l.heldMu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (l *ledger) unhold(key string) {
+	l.heldMu.Lock()
+	defer l.heldMu.Unlock()
+	if done, ok := l.held[key]; ok {
+		close(done)
+		delete(l.held, key)
+	}
 }
 
 func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, owner string, now func() time.Time) (*ledger, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -65,4 +66,30 @@ func TestLedgerReleaseFreesTheClaimForTheNextAttempt(t *testing.T) {
 	got, err := b.claim(ctx, key)
 	require.NoError(t, err)
 	require.False(t, got.stale, "a released claim was answered: no unknown outcome")
+}
+
+func TestASecondAttemptOfAProcessOnAnItemWaitsForTheFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var l ledger
+		ctx := context.Background()
+		require.NoError(t, l.hold(ctx, "item.a"))
+		require.NoError(t, l.hold(ctx, "item.b"), "other items are not held up")
+
+		second := make(chan error, 1)
+		go func() { second <- l.hold(ctx, "item.a") }()
+		synctest.Wait() // the second attempt has gone as far as it can
+		select {
+		case err := <-second:
+			t.Fatalf("the second attempt went ahead while the first held the item (err %v)", err)
+		default:
+		}
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		require.ErrorIs(t, l.hold(cancelled, "item.a"), context.Canceled, "a waiting attempt ends with its context")
+
+		l.unhold("item.a")
+		require.NoError(t, <-second, "the second attempt goes on once the first let go")
+		l.unhold("item.a")
+		l.unhold("item.b")
+	})
 }
