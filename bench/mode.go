@@ -5,14 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -91,51 +88,17 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	if err != nil {
 		return rep, err
 	}
-	dir, err := os.MkdirTemp("", "kustomer-sync-bench-")
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	ns, err := worker.StartEmbedded(worker.EmbeddedConfig{Addr: "127.0.0.1:0", StoreDir: dir})
+	bl, err := newBacklog(ctx, mc.Events, sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}, mc.NATSOptions, mc.Logger)
 	if err != nil {
 		return rep, err
 	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	sb, err := sandbox.Start("127.0.0.1:0", sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}, mc.Logger)
-	if err != nil {
-		return rep, err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandbox.ShutdownTimeoutDefault)
-		defer cancel()
-		err = errors.Join(err, sb.Shutdown(sctx))
-	}()
-
-	nc, err := nats.Connect(ns.ClientURL(), append(mc.NATSOptions, nats.Name("bench-publisher"))...)
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: worker.StreamDefault, Subjects: []string{"leads.>"}, Storage: jetstream.FileStorage,
-		Duplicates: worker.DedupWindowDefault, MaxAge: worker.StreamMaxAgeDefault}); err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	evs := make([]ingest.Event, mc.Events)
-	for i := range evs {
-		evs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: fmt.Appendf(nil, `{"id":"lead-%d","name":"Lead %d","email":"lead%d@example.com"}`, i, i, i)}
-	}
-	if _, err := (ingest.Publisher{JS: js, Timeout: 10 * time.Minute}).Publish(ctx, "leads.bench", evs); err != nil {
-		return rep, err
-	}
+	defer func() { err = errors.Join(err, bl.close(ctx)) }()
+	sb := bl.sb
 
 	perMinute := int(float64(mc.Rate) * float64(time.Minute) / float64(mc.Window))
 	start := time.Now()
 	for i := range mc.Replicas {
-		stop, err := startReplica(ctx, ns.ClientURL(), bc, worker.Config{
+		stop, err := startReplica(ctx, bl.ns.ClientURL(), bc, worker.Config{
 			Workflows:     cfg.Workflows,
 			Kustomer:      kustomer.Config{BaseURL: sb.URL, APIKey: "bench"},
 			RatePerMinute: perMinute,

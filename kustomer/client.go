@@ -213,6 +213,39 @@ type Customer struct {
 	Type       string            `json:"type"`
 	Attributes map[string]any    `json:"attributes"`
 	Links      map[string]string `json:"links,omitempty"`
+	// RawAttributes is the attributes object as Kustomer sent it, to pass
+	// on without encoding it again.
+	RawAttributes json.RawMessage `json:"-"`
+}
+
+// customerAnswer is Kustomer's answer holding one customer, its attributes
+// kept as sent.
+type customerAnswer struct {
+	Data struct {
+		ID         string            `json:"id"`
+		Type       string            `json:"type"`
+		Attributes json.RawMessage   `json:"attributes"`
+		Links      map[string]string `json:"links,omitempty"`
+	} `json:"data"`
+}
+
+// customerOf decodes the customer a 2xx answer holds, its attributes both
+// as a map and as sent. Kustomer always answers with the customer's id: an
+// answer without one came from another API.
+func (c *Client) customerOf(op, method, path string, status int, a *customerAnswer) (*Customer, error) {
+	d := a.Data
+	if d.ID == "" {
+		return nil, c.foreign(op, method, path, status, "no customer id in the answer")
+	}
+	cust := &Customer{ID: d.ID, Type: d.Type, Links: d.Links}
+	if len(d.Attributes) == 0 || string(d.Attributes) == "null" {
+		return cust, nil
+	}
+	cust.RawAttributes = d.Attributes
+	if err := json.Unmarshal(d.Attributes, &cust.Attributes); err != nil {
+		return nil, c.foreign(op, method, path, status, "the customer's attributes are not a JSON object")
+	}
+	return cust, nil
 }
 
 // CreateCustomer creates one customer (POST /v1/customers). body is marshalled
@@ -225,18 +258,11 @@ func (c *Client) CreateCustomer(ctx context.Context, body any) (*Customer, error
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		Data Customer `json:"data"`
-	}
+	var out customerAnswer
 	if err := c.do(ctx, op, http.MethodPost, "/v1/customers", b, &out); err != nil {
 		return nil, err
 	}
-	if out.Data.ID == "" {
-		// Kustomer always answers a create with the customer's id: this
-		// JSON came from another API.
-		return nil, c.foreign(op, http.MethodPost, "/v1/customers", http.StatusCreated, "no customer id in the answer")
-	}
-	return &out.Data, nil
+	return c.customerOf(op, http.MethodPost, "/v1/customers", http.StatusCreated, &out)
 }
 
 // CustomerByExternalID looks a customer up by externalId
@@ -266,18 +292,13 @@ func (c *Client) lookup(ctx context.Context, field, value string) (*Customer, er
 	if value == "" {
 		return nil, &Error{Op: op, Class: ClassPermanent, Message: "empty " + field}
 	}
-	var out struct {
-		Data Customer `json:"data"`
-	}
+	var out customerAnswer
 	// "+" is escaped too: some servers read a literal "+" in a path as a space.
 	path := "/v1/customers/" + field + "=" + strings.ReplaceAll(url.PathEscape(value), "+", "%2B")
 	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
 		return nil, err
 	}
-	if out.Data.ID == "" {
-		return nil, c.foreign(op, http.MethodGet, path, http.StatusOK, "no customer id in the answer")
-	}
-	return &out.Data, nil
+	return c.customerOf(op, http.MethodGet, path, http.StatusOK, &out)
 }
 
 // UpdateCustomer updates customer id (PUT /v1/customers/{id}?replace=false)
@@ -298,17 +319,12 @@ func (c *Client) UpdateCustomer(ctx context.Context, id string, body any) (*Cust
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		Data Customer `json:"data"`
-	}
+	var out customerAnswer
 	path := "/v1/customers/" + url.PathEscape(id) + "?replace=false"
 	if err := c.do(ctx, op, http.MethodPut, path, b, &out); err != nil {
 		return nil, err
 	}
-	if out.Data.ID == "" {
-		return nil, c.foreign(op, http.MethodPut, path, http.StatusOK, "no customer id in the answer")
-	}
-	return &out.Data, nil
+	return c.customerOf(op, http.MethodPut, path, http.StatusOK, &out)
 }
 
 // IsNotFound reports whether err is Kustomer's own 404, with its JSON error

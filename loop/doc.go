@@ -13,8 +13,9 @@
 //   - [Breaker]: one per workflow. Opens on a [Pause] decision or a run of
 //     transient failures; Probe closes it again.
 //   - [Runner]: one per workflow. Run fans the items of one event out to a
-//     fixed set of workers (a github.com/sourcegraph/conc pool); an item
-//     waiting for its retry sits in a delay queue, not in a worker.
+//     fixed set of workers (new goroutines, or those Config.Go hands them
+//     to); an item waiting for its retry sits in a delay queue, not in a
+//     worker. A worker's panic is raised again by Run.
 //   - [Policy]: exponential backoff with jitter, capped; the one backoff of
 //     the module (the Breaker's probes and the worker's retries use it too).
 //

@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
-	"github.com/sourcegraph/conc/pool"
+	"github.com/sourcegraph/conc/panics"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
@@ -45,6 +47,11 @@ type Config struct {
 	Heartbeat func()
 	// HeartbeatInterval defaults to HeartbeatIntervalDefault.
 	HeartbeatInterval time.Duration
+	// Go, if set, runs a Run's workers instead of new goroutines: the
+	// worker hands them to goroutines of earlier events, whose stacks have
+	// already grown to what an attempt needs. It must run fn
+	// concurrently; a panic in fn is caught and raised again by Run.
+	Go func(fn func())
 }
 
 func (c Config) validate() error {
@@ -93,7 +100,9 @@ type Task func(ctx context.Context, index, attempt int) (Result, error)
 // Result is what a successful attempt produced.
 type Result struct {
 	CustomerID string
-	Attributes map[string]any
+	// Attributes is the customer as JSON (a JSON object), passed through
+	// to the Outcome.
+	Attributes json.RawMessage
 	// AlreadyCreated: the customer existed already (found by a look-up
 	// after an earlier unknown outcome); nothing was created twice.
 	AlreadyCreated bool
@@ -115,7 +124,7 @@ type Outcome struct {
 	// ctx ended).
 	Status     outcome.Outcome
 	CustomerID string
-	Attributes map[string]any
+	Attributes json.RawMessage
 	Attempts   int // attempts made in this Run
 	// Err is the last failure as the Task returned it, decision included:
 	// ask it with errors.Is and errors.As. nil once the item is created.
@@ -226,9 +235,18 @@ func (s *run) run(parent context.Context) bool {
 	}
 	ready := make(chan job)
 	results := make(chan attemptResult, s.cfg.Concurrency)
-	workers := pool.New()
+	var workers sync.WaitGroup
+	var caught panics.Catcher
+	start := s.cfg.Go
+	if start == nil {
+		start = func(fn func()) { go fn() }
+	}
 	for range min(s.cfg.Concurrency, len(s.indexes)) {
-		workers.Go(func() { s.work(ctx, waitCtx, ready, results) })
+		workers.Add(1)
+		start(func() {
+			defer workers.Done()
+			caught.Try(func() { s.work(ctx, waitCtx, ready, results) })
+		})
 	}
 
 	clock := s.cfg.Clock
@@ -323,7 +341,8 @@ func (s *run) run(parent context.Context) bool {
 		}
 	}
 	close(ready)
-	workers.Wait() // re-raises a task's panic
+	workers.Wait()
+	caught.Repanic() // a task's panic
 
 	unfinished := outcome.Paused
 	if s.stop == stopCanceled {

@@ -2,6 +2,7 @@ package loop_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -83,13 +84,13 @@ func TestRunnerReportsOneOutcomePerIndexInOrder(t *testing.T) {
 		case 5:
 			return loop.Result{CustomerID: "c5", AlreadyCreated: true}, nil
 		}
-		return loop.Result{CustomerID: "c7", Attributes: map[string]any{"name": "Ada"}}, nil
+		return loop.Result{CustomerID: "c7", Attributes: json.RawMessage(`{"name":"Ada"}`)}, nil
 	})
 	require.False(t, rep.Paused)
 	require.Len(t, rep.Outcomes, 3)
 	require.Equal(t, []int{7, 2, 5}, []int{rep.Outcomes[0].Index, rep.Outcomes[1].Index, rep.Outcomes[2].Index})
 	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Permanent, outcome.AlreadyCreated}, statuses(rep))
-	require.Equal(t, map[string]any{"name": "Ada"}, rep.Outcomes[0].Attributes)
+	require.JSONEq(t, `{"name":"Ada"}`, string(rep.Outcomes[0].Attributes))
 	require.Len(t, rep.Created(), 2)
 	require.Len(t, rep.Failed(), 1)
 	require.Equal(t, 2, rep.Failed()[0].Index)

@@ -48,6 +48,7 @@ type bulkItem struct {
 	index     int
 	key       string // ledger key; also the item's _clientRef
 	req       mapping.Request
+	body      body // req encoded
 	log       zerolog.Logger
 	done      chan<- bulkOutcome
 	attempts  int
@@ -90,6 +91,12 @@ type batcher struct {
 
 	estMu    sync.Mutex
 	estimate time.Duration // how long a job takes, learnt from polls
+	// slowest is the longest a job was lately seen still running; it
+	// fades as jobs are found complete at their first poll.
+	slowest time.Duration
+	// lowered is closed, and replaced, when the estimate drops, so jobs
+	// waiting for their first poll poll at the new estimate.
+	lowered chan struct{}
 }
 
 func (w *Worker) newBatcher(f *flow) (*batcher, error) {
@@ -106,6 +113,7 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 		blocked:  map[string][]*bulkItem{},
 		wake:     make(chan struct{}, 1),
 		estimate: bulkEstimateInitial,
+		lowered:  make(chan struct{}),
 	}, nil
 }
 
@@ -123,18 +131,23 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 	done := make(chan bulkOutcome, len(indexes))
 	pos := make(map[int]int, len(indexes))
 	now := w.cfg.Clock.Now()
-	items := make([]*bulkItem, len(indexes))
+	items := make([]*bulkItem, 0, len(indexes))
 	for n, i := range indexes {
 		pos[i] = n
 		report.Outcomes[n] = loop.Outcome{Index: i, Status: outcome.Canceled}
-		items[n] = &bulkItem{index: i, key: keys[i], req: reqs[i], done: done, queued: now,
-			log: ev.log.With().Int("item", i).Logger()}
+		enc, err := encodeBody(reqs[i])
+		if err != nil {
+			report.Outcomes[n] = loop.Outcome{Index: i, Status: outcome.Permanent, Err: loop.Permanent(err)}
+			continue
+		}
+		items = append(items, &bulkItem{index: i, key: keys[i], req: reqs[i], body: enc, done: done, queued: now,
+			log: ev.log.With().Int("item", i).Logger()})
 	}
 	f.bulk.add(ctx, items)
 	beat := w.cfg.AckWait / 3
 	hb := w.cfg.Clock.NewTimer(beat)
 	defer func() { hb.Stop() }()
-	for got := 0; got < len(indexes); {
+	for got := 0; got < len(items); {
 		select {
 		case o := <-done:
 			got++
@@ -312,7 +325,7 @@ func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string
 	o := it.result(status)
 	o.CustomerID = customerID
 	if customerID != "" {
-		o.Attributes = map[string]any(it.req)
+		o.Attributes = it.body.json
 		o.Err = nil
 	}
 	it.done <- o
@@ -389,14 +402,30 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 	for i, it := range batch {
 		pos[it] = i
 	}
+	// The request's token goes into every new claim; the job id Kustomer
+	// gives the request is then recorded once, under the token.
+	token := newBatchToken()
 	each(batch, func(it *bulkItem) {
 		i := pos[it]
-		claims[i], errs[i] = l.claim(ctx, it.key)
+		claims[i], errs[i] = l.claim(ctx, it.key, token)
 	})
 	var send, lookups []*bulkItem
+	var repoint []*bulkItem // claimed earlier: their claims name another request
 	earlier := map[string][]*bulkItem{}
+	jobs := map[string]string{} // token → job id, of earlier requests
 	for i, it := range batch {
 		c, err := claims[i], errs[i]
+		if err == nil && c.stale && c.bulkJob == "" && c.bulkBatch != "" {
+			job, seen := jobs[c.bulkBatch]
+			if !seen {
+				job, err = l.batchJob(ctx, c.bulkBatch)
+				jobs[c.bulkBatch] = job
+			}
+			c.bulkJob = job
+		}
+		if err == nil && c.stale {
+			repoint = append(repoint, it)
+		}
 		switch {
 		case ctx.Err() != nil:
 			b.cancel([]*bulkItem{it})
@@ -428,13 +457,34 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		}
 		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
 		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log); ok {
-			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, bodyHash(it.req))
+			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum)
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 			continue
 		}
 		send = append(send, it)
 	}
-	b.send(ctx, send, true)
+	b.claimFor(ctx, token, repoint, send)
+	b.send(ctx, send, token, true)
+}
+
+// claimFor renews the claims of items (those of which are sent) for the
+// bulk request token: their claims named an earlier request.
+func (b *batcher) claimFor(ctx context.Context, token string, items, sent []*bulkItem) {
+	sending := make(map[*bulkItem]bool, len(sent))
+	for _, it := range sent {
+		sending[it] = true
+	}
+	var now []*bulkItem
+	for _, it := range items {
+		if sending[it] {
+			now = append(now, it)
+		}
+	}
+	each(now, func(it *bulkItem) {
+		if err := b.w.ledger.claimForBatch(context.WithoutCancel(ctx), it.key, token); err != nil {
+			it.log.Warn().Err(err).Msg("claim not renewed for the bulk request; after a crash the item is looked up instead")
+		}
+	})
 }
 
 // resume asks the bulk job an earlier attempt (maybe another replica's,
@@ -477,11 +527,16 @@ func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unk
 }
 
 // send submits items in one bulk request (with the caller's rate unit when
-// haveUnit) and follows the job. A request Kustomer rejects whole is split
-// to isolate the items it rejects.
-func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
+// haveUnit) and follows the job. The items' claims name the request's
+// token; "" makes a new one and renews the claims for it. A request
+// Kustomer rejects whole is split to isolate the items it rejects.
+func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, haveUnit bool) {
 	if len(items) == 0 {
 		return
+	}
+	if token == "" {
+		token = newBatchToken()
+		b.claimFor(ctx, token, items, items)
 	}
 	if !haveUnit {
 		if err := b.w.limiter.Wait(ctx); err != nil {
@@ -492,25 +547,25 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 	bulk := make([]kustomer.BulkItem, len(items))
 	for i, it := range items {
 		it.attempts++
-		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.req}
+		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.body.json}
 	}
 	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
 	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
 	if err != nil {
-		b.rejected(ctx, items, err)
+		b.rejected(ctx, items, token, err)
 		return
 	}
 	// The job's clock starts when Kustomer received it, at the latest now.
 	submitted := b.w.cfg.Clock.Now()
 	b.f.breaker.Record(nil)
 	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
-	each(items, func(it *bulkItem) {
+	for _, it := range items {
 		it.job = job.ID
-		if err := b.w.ledger.sentInJob(context.WithoutCancel(ctx), it.key, job.ID); err != nil {
-			it.log.Warn().Err(err).Str("bulk_job", job.ID).Msg("bulk job not recorded in the claim; after a crash the item is looked up instead")
-		}
-	})
+	}
+	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID); err != nil {
+		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items are looked up instead")
+	}
 	res, polls, err := b.follow(ctx, job.ID, submitted)
 	switch {
 	case ctx.Err() != nil:
@@ -536,8 +591,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, haveUnit bool) {
 		Bool("complete", res.Completed).Dur("took", b.w.cfg.Clock.Now().Sub(submitted)).Msg("bulk job done")
 }
 
-// rejected deals with a bulk request that failed as a whole.
-func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
+// rejected deals with a bulk request (token) that failed as a whole.
+func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string, err error) {
 	if ctx.Err() != nil {
 		b.cancel(items) // sent or not: the claims stay, the redelivery looks up
 		return
@@ -554,7 +609,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
 		for _, it := range rest {
 			it.attempts--
 		}
-		b.send(ctx, rest, false)
+		b.send(ctx, rest, token, false) // the rejected request created nothing
 		return
 	}
 	if errors.Is(d, &loop.PermanentError{}) && len(items) > 1 {
@@ -566,8 +621,8 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
 		half := len(items) / 2
 		b.f.log.Info().Err(err).Int("items", len(items)).Msg("bulk request rejected whole; splitting it to isolate the bad items")
 		var halves conc.WaitGroup
-		halves.Go(func() { b.send(ctx, items[:half], false) })
-		halves.Go(func() { b.send(ctx, items[half:], false) })
+		halves.Go(func() { b.send(ctx, items[:half], "", false) })
+		halves.Go(func() { b.send(ctx, items[half:], "", false) })
 		halves.Wait()
 		return
 	}
@@ -587,18 +642,24 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, err error) {
 // giveUp.
 func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*kustomer.BulkResults, int, error) {
 	clock := b.w.cfg.Clock
-	wait := b.expected()
+	wait, lowered := b.expected()
 	polls := 0
 	for {
 		if d := submitted.Add(wait).Sub(clock.Now()); d > 0 {
 			t := clock.NewTimer(d)
 			select {
 			case <-t.C():
+			case <-lowered:
+				// Jobs turned out faster: the first poll comes sooner.
+				t.Stop()
+				wait, lowered = b.expected()
+				continue
 			case <-ctx.Done():
 				t.Stop()
 				return nil, polls, ctx.Err()
 			}
 		}
+		lowered = nil
 		if err := b.w.limiter.Wait(ctx); err != nil {
 			return nil, polls, err
 		}
@@ -633,24 +694,37 @@ func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*
 	}
 }
 
-// expected is how long a job is expected to take.
-func (b *batcher) expected() time.Duration {
+// expected is how long a job is expected to take, and a channel closed
+// when that estimate drops.
+func (b *batcher) expected() (time.Duration, <-chan struct{}) {
 	b.estMu.Lock()
 	defer b.estMu.Unlock()
-	return b.estimate
+	return b.estimate, b.lowered
 }
 
-// learn updates the estimate from a poll elapsed after submission: a job
+// learn updates the estimate from a poll elapsed after submission. A job
 // found complete at the first poll may have been done earlier, so the
-// estimate creeps down; one not complete yet took longer than elapsed, so it
-// jumps above. It returns the estimate.
+// estimate creeps down, and halves while no job was lately seen running for
+// even half of it (jobs far faster than the estimate); one not complete yet
+// took longer than elapsed, so the estimate jumps above. It returns the
+// estimate.
 func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
 	b.estMu.Lock()
 	defer b.estMu.Unlock()
+	was := b.estimate
 	if complete {
+		b.slowest = b.slowest * 199 / 200
 		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
+		if b.slowest < b.estimate/2 {
+			b.estimate = max(b.estimate/2, b.slowest*11/10, bulkEstimateFloor)
+		}
 	} else {
+		b.slowest = max(b.slowest, elapsed)
 		b.estimate = min(max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor), b.giveUp())
+	}
+	if b.estimate < was {
+		close(b.lowered)
+		b.lowered = make(chan struct{})
 	}
 	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 	return b.estimate
@@ -701,7 +775,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		b.f.breaker.Record(firstErr)
 	}
 	each(created, func(it *bulkItem) {
-		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], bodyHash(it.req)); err != nil {
+		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum); err != nil {
 			it.log.Error().Err(err).Str("customer_id", ids[it]).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
 		}
 	})

@@ -2,9 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -46,8 +46,11 @@ type kustomerRejects struct {
 
 func (k kustomerRejects) CreateCustomersBulk(ctx context.Context, items []kustomer.BulkItem) (*kustomer.BulkJob, error) {
 	for i, it := range items {
-		if req, ok := it.Body.(mapping.Request); ok && req["name"] == "bad" {
-			body := maps.Clone(map[string]any(req))
+		var body map[string]any
+		if err := json.Unmarshal(it.Body.(json.RawMessage), &body); err != nil {
+			return nil, err
+		}
+		if body["name"] == "bad" {
 			body["bogus"] = true
 			items[i].Body = body
 		}

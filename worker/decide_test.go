@@ -196,7 +196,7 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	theirs, err := openLedger(ctx, js, LedgerConfig{Bucket: "DECIDE_LEDGER", Lease: 30 * time.Second}, "replica-b", clock)
 	require.NoError(t, err)
 	key := ledgerKey("wf", "lead-1")
-	_, err = theirs.claim(ctx, key)
+	_, err = theirs.claim(ctx, key, "")
 	require.NoError(t, err)
 
 	w := &Worker{ledger: mine} // the claim is decided before Kustomer or the limiter is asked

@@ -33,6 +33,9 @@ const (
 	// already_created, updated or skipped.
 	HeaderOutcome   = "Ksync-Outcome"
 	resultMsgPrefix = "ksync-result-"
+	// publishAckWait bounds the wait for JetStream to store an event's
+	// results; the event is nak'ed after it.
+	publishAckWait = 10 * time.Second
 )
 
 // event is one fetched message and what is known about it.
@@ -173,6 +176,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			Clock:             w.cfg.Clock,
 			Heartbeat:         func() { _ = msg.InProgress() },
 			HeartbeatInterval: w.cfg.AckWait / 3,
+			Go:                f.goroutines.Go,
 		})
 		if err != nil {
 			ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
@@ -231,13 +235,17 @@ func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool 
 // workflow with match looks the customer up first (see matchItem).
 func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int, note *itemNote) (loop.Result, error) {
 	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
-	sum := bodyHash(req)
+	enc, err := encodeBody(req)
+	if err != nil {
+		return loop.Result{}, loop.Permanent(err)
+	}
+	sum := enc.sum
 	note.sent = sum
 	if err := w.ledger.hold(ctx, key); err != nil {
 		return loop.Result{}, loop.RetryAfter(0, err) // shutting down
 	}
 	defer w.ledger.unhold(key)
-	claim, err := w.ledger.claim(ctx, key)
+	claim, err := w.ledger.claim(ctx, key, "")
 	switch {
 	case errors.Is(err, errClaimed):
 		return loop.Result{}, loop.RetryAfter(claim.wait, err)
@@ -245,29 +253,30 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		return loop.Result{}, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err))
 	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
-		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), AlreadyCreated: true}, nil
+		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
 	}
 	spend := &spender{lim: w.limiter}
 	if len(f.wf.Match) > 0 {
-		return w.matchItem(ctx, f.wf, req, key, sum, claim, spend, log, note)
+		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
 	}
-	return w.create(ctx, req, key, sum, claim.stale, spend, log)
+	return w.create(ctx, req, enc, key, claim.stale, spend, log)
 }
 
 // create creates the item's customer, holding its claim; lookFirst (an
 // earlier attempt's outcome is unknown) looks it up by externalId first.
-func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum string, lookFirst bool, spend *spender, log zerolog.Logger) (loop.Result, error) {
+func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key string, lookFirst bool, spend *spender, log zerolog.Logger) (loop.Result, error) {
+	sum := enc.sum
 	extID := req.ExternalID()
 	if lookFirst && extID != "" {
 		if c, ok := w.lookup(ctx, extID, spend, log); ok {
 			_ = w.ledger.record(ctx, key, c.ID, sum)
-			return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
+			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 		}
 	}
 	if err := spend.wait(ctx); err != nil {
 		return loop.Result{}, err
 	}
-	c, err := w.kustomer.CreateCustomer(ctx, req)
+	c, err := w.kustomer.CreateCustomer(ctx, enc.json)
 	if err != nil {
 		err = decide(err)
 		// A timeout, a broken connection or our own cancellation after the
@@ -277,7 +286,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum strin
 			// The request may have been answered: ask before trying again.
 			if c, ok := w.lookup(ctx, extID, spend, log); ok {
 				_ = w.ledger.record(ctx, key, c.ID, sum)
-				return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, AlreadyCreated: true}, nil
+				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 			}
 		}
 		if !unknown {
@@ -290,7 +299,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, key, sum strin
 		log.Error().Err(err).Str("customer_id", c.ID).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
 	}
 	log.Info().Str("customer_id", c.ID).Msg("customer created")
-	return loop.Result{CustomerID: c.ID, Attributes: c.Attributes}, nil
+	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
 }
 
 // lookup finds a customer by externalId after an unknown outcome.
@@ -334,16 +343,19 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
+	var results []jetstream.PubAckFuture
 	var ok, bad int
 	for _, it := range items {
 		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index], Dropped: ev.note(it.Index).dropped}
 		switch {
 		case it.Status.Succeeded():
 			ok++
-			if err := w.publishResult(ctx, f, ev, it); err != nil {
+			ack, err := w.publishResult(f, ev, it)
+			if err != nil {
 				w.nakAfterFailure(ev, "publish result", err)
 				return
 			}
+			results = append(results, ack)
 		default:
 			bad++
 			if it.Err != nil {
@@ -361,6 +373,12 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		}
 		w.metrics.items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
 		w.metrics.retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
+	}
+	// The results were published together; all must be stored before the
+	// run record says so.
+	if err := awaitPublished(ctx, results, publishAckWait); err != nil {
+		w.nakAfterFailure(ev, "publish result", err)
+		return
 	}
 	for _, class := range classes {
 		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {
@@ -382,8 +400,10 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		w.nakAfterFailure(ev, "write run record", err)
 		return
 	}
-	if err := ev.msg.DoubleAck(ctx); err != nil {
-		ev.log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (its items are in the ledger)")
+	// The outcome is durable: a lost ack only redelivers the event, whose
+	// items the ledger then finds created.
+	if err := ev.msg.Ack(); err != nil {
+		ev.log.Warn().Err(err).Msg("ack not sent; the event will be redelivered (its items are in the ledger)")
 		return
 	}
 	if ev.object != "" {
@@ -456,14 +476,16 @@ type resultBody struct {
 }
 
 type resultData struct {
-	ID         string         `json:"id"`
-	Attributes map[string]any `json:"attributes"`
+	ID         string          `json:"id"`
+	Attributes json.RawMessage `json:"attributes"`
 }
 
-func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it loop.Outcome) error {
+// publishResult publishes one item's result without waiting for its
+// acknowledgement: awaitPublished waits for the event's results together.
+func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.PubAckFuture, error) {
 	body, err := json.Marshal(resultBody{Data: resultData{ID: it.CustomerID, Attributes: it.Attributes}})
 	if err != nil {
-		return fmt.Errorf("worker: encode result: %w", err)
+		return nil, fmt.Errorf("worker: encode result: %w", err)
 	}
 	m := nats.NewMsg(f.wf.ResultsSubject)
 	m.Data = body
@@ -476,8 +498,31 @@ func (w *Worker) publishResult(ctx context.Context, f *flow, ev *event, it loop.
 	// The body sent is part of the id: an update of the customer is a new
 	// result, a redelivery of the same body is not.
 	m.Header.Set(nats.MsgIdHdr, resultMsgPrefix+f.wf.Name+"-"+it.CustomerID+"-"+ev.note(it.Index).sent)
-	if _, err := w.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("worker: publish result: %w", err)
+	ack, err := w.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("worker: publish result: %w", err)
+	}
+	return ack, nil
+}
+
+// awaitPublished waits until JetStream has stored every message of acks,
+// for at most timeout.
+func awaitPublished(ctx context.Context, acks []jetstream.PubAckFuture, timeout time.Duration) error {
+	if len(acks) == 0 {
+		return nil
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for _, a := range acks {
+		select {
+		case <-a.Ok():
+		case err := <-a.Err():
+			return fmt.Errorf("worker: publish result: %w", err)
+		case <-t.C:
+			return fmt.Errorf("worker: publish result: not stored within %s", timeout)
+		case <-ctx.Done():
+			return fmt.Errorf("worker: publish result: %w", ctx.Err())
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -147,28 +148,50 @@ type claimResult struct {
 	stale      bool          // an earlier claim was taken over: its outcome is unknown
 	wait       time.Duration // with errClaimed: until the other replica's lease ends
 	// bulkJob, with stale: the bulk job the earlier claim sent the item in;
-	// its results say what became of it.
-	bulkJob string
+	// its results say what became of it. bulkBatch, with stale: the bulk
+	// request the earlier claim was made for, whose job id, once Kustomer
+	// returned it, is recorded once for the whole request (batchJob).
+	bulkJob   string
+	bulkBatch string
 }
 
 const (
 	claimPrefix   = "claim "
 	createdPrefix = "created "
 	jobMarker     = " bulk:"
+	batchMarker   = " batch:"
+	// batchKeyPrefix + a bulk request's token is the key of the job id
+	// Kustomer gave the request.
+	batchKeyPrefix = "bulkbatch."
 )
 
-func (l *ledger) claimValue() []byte {
-	return fmt.Appendf(nil, "%s%s %d", claimPrefix, l.owner, l.now().Add(l.lease).UnixMilli())
+// claimValue is a claim of this replica's from now for a lease, marked
+// (jobMarker or batchMarker and its value) or not ("").
+func (l *ledger) claimValue(mark string) []byte {
+	return fmt.Appendf(nil, "%s%s %d%s", claimPrefix, l.owner, l.now().Add(l.lease).UnixMilli(), mark)
 }
 
-// parseClaim reads "claim <owner> <expiry ms>[ bulk:<job id>]".
-func parseClaim(v string) (owner string, expiry time.Time, job string) {
+// parseClaim reads "claim <owner> <expiry ms>[ bulk:<job id>| batch:<token>]".
+func parseClaim(v string) (owner string, expiry time.Time, job, batch string) {
 	rest := strings.TrimPrefix(v, claimPrefix)
 	if i := strings.LastIndex(rest, jobMarker); i >= 0 {
 		rest, job = rest[:i], rest[i+len(jobMarker):]
+	} else if i := strings.LastIndex(rest, batchMarker); i >= 0 {
+		rest, batch = rest[:i], rest[i+len(batchMarker):]
 	}
 	owner, expiry = parseOwnerExpiry(rest)
-	return owner, expiry, job
+	return owner, expiry, job, batch
+}
+
+// mark is the marker of a claim naming job or, without one, batch.
+func mark(job, batch string) string {
+	switch {
+	case job != "":
+		return jobMarker + job
+	case batch != "":
+		return batchMarker + batch
+	}
+	return ""
 }
 
 func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
@@ -185,9 +208,11 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 
 // claim takes the key for this replica. It returns the recorded customer id
 // when the item was created before, errClaimed when another replica holds a
-// live claim, and otherwise owns the key until record or release.
-func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
-	if _, err := l.kv.Create(ctx, key, l.claimValue()); err == nil {
+// live claim, and otherwise owns the key until record or release. A new
+// claim names batch, the token of the bulk request the item is claimed for
+// ("" in per-item mode).
+func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, error) {
+	if _, err := l.kv.Create(ctx, key, l.claimValue(mark("", batch))); err == nil {
 		return claimResult{}, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return claimResult{}, fmt.Errorf("worker: ledger claim: %w", err)
@@ -195,7 +220,7 @@ func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
 	entry, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// Released between the two calls: a fresh claim, if nobody was faster.
-		if _, err := l.kv.Create(ctx, key, l.claimValue()); err == nil {
+		if _, err := l.kv.Create(ctx, key, l.claimValue(mark("", batch))); err == nil {
 			return claimResult{}, nil
 		}
 		return claimResult{wait: time.Second}, errClaimed
@@ -208,33 +233,57 @@ func (l *ledger) claim(ctx context.Context, key string) (claimResult, error) {
 		id, sent, _ := strings.Cut(rest, " ")
 		return claimResult{customerID: id, sent: sent}, nil
 	}
-	owner, expiry, job := parseClaim(v)
+	owner, expiry, job, batch := parseClaim(v)
 	if now := l.now(); owner != l.owner && now.Before(expiry) {
 		return claimResult{wait: expiry.Sub(now)}, errClaimed
 	}
 	// Our own earlier claim, or a dead replica's: take it over. Whatever that
-	// attempt sent may have been created. The bulk job it was sent in stays
-	// recorded until the item is sent again.
-	next := l.claimValue()
-	if job != "" {
-		next = append(next, jobMarker+job...)
-	}
-	if _, err := l.kv.Update(ctx, key, next, entry.Revision()); err != nil {
+	// attempt sent may have been created. The bulk request it was sent in
+	// stays named until the item is sent again.
+	if _, err := l.kv.Update(ctx, key, l.claimValue(mark(job, batch)), entry.Revision()); err != nil {
 		return claimResult{wait: time.Second}, errClaimed
 	}
-	return claimResult{stale: true, bulkJob: job}, nil
+	return claimResult{stale: true, bulkJob: job, bulkBatch: batch}, nil
 }
 
-// sentInJob records in this replica's claim on key that the item was sent
-// in bulk job id, and renews the claim's lease, so that a replica taking
-// the claim over after a crash asks that job what became of the item
-// instead of sending it again.
-func (l *ledger) sentInJob(ctx context.Context, key, id string) error {
-	v := append(l.claimValue(), jobMarker+id...)
-	if _, err := l.kv.Put(ctx, key, v); err != nil {
+// claimForBatch renews this replica's claim on key for the bulk request
+// batch: an item claimed earlier, about to be sent in that request.
+func (l *ledger) claimForBatch(ctx context.Context, key, batch string) error {
+	if _, err := l.kv.Put(ctx, key, l.claimValue(mark("", batch))); err != nil {
+		return fmt.Errorf("worker: ledger claim for bulk request: %w", err)
+	}
+	return nil
+}
+
+// batchSent records that the bulk request batch became Kustomer's job id,
+// once for all its items: a replica taking over one of their claims after
+// a crash asks that job what became of the item instead of sending it
+// again.
+func (l *ledger) batchSent(ctx context.Context, batch, id string) error {
+	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, []byte(id)); err != nil {
 		return fmt.Errorf("worker: ledger record bulk job: %w", err)
 	}
 	return nil
+}
+
+// batchJob is the job id recorded for the bulk request batch, or "" when
+// none was: the request was not answered, or its answer not recorded.
+func (l *ledger) batchJob(ctx context.Context, batch string) (string, error) {
+	e, err := l.kv.Get(ctx, batchKeyPrefix+batch)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("worker: ledger read bulk job: %w", err)
+	}
+	return string(e.Value()), nil
+}
+
+// newBatchToken names one bulk request in the claims of its items.
+func newBatchToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // record stores under key the id of the customer created, updated or
@@ -254,7 +303,7 @@ func (l *ledger) release(ctx context.Context, key string) {
 	if err != nil {
 		return
 	}
-	if owner, _, _ := parseClaim(string(entry.Value())); !strings.HasPrefix(string(entry.Value()), claimPrefix) || owner != l.owner {
+	if owner, _, _, _ := parseClaim(string(entry.Value())); !strings.HasPrefix(string(entry.Value()), claimPrefix) || owner != l.owner {
 		return
 	}
 	_ = l.kv.Delete(ctx, key, jetstream.LastRevision(entry.Revision()))

@@ -25,21 +25,21 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 	require.NoError(t, err)
 	key := ledgerKey("wf", "lead-1")
 
-	got, err := a.claim(ctx, key)
+	got, err := a.claim(ctx, key, "")
 	require.NoError(t, err)
 	require.Equal(t, claimResult{}, got, "a fresh claim")
 
-	got, err = b.claim(ctx, key)
+	got, err = b.claim(ctx, key, "")
 	require.True(t, errors.Is(err, errClaimed), "b must not create while a holds the claim")
 	require.Equal(t, 30*time.Second, got.wait)
 
 	now = now.Add(31 * time.Second) // a died mid-request
-	got, err = b.claim(ctx, key)
+	got, err = b.claim(ctx, key, "")
 	require.NoError(t, err)
 	require.True(t, got.stale, "b takes over and knows a's outcome is unknown")
 
 	require.NoError(t, b.record(ctx, key, "cust-1", "3f2a"))
-	got, err = a.claim(ctx, key)
+	got, err = a.claim(ctx, key, "")
 	require.NoError(t, err)
 	require.Equal(t, "cust-1", got.customerID)
 	require.Equal(t, "3f2a", got.sent, "the ledger knows what was last sent")
@@ -56,14 +56,14 @@ func TestLedgerReleaseFreesTheClaimForTheNextAttempt(t *testing.T) {
 	require.NoError(t, err)
 	key := ledgerKey("wf", "lead-2")
 
-	_, err = a.claim(ctx, key)
+	_, err = a.claim(ctx, key, "")
 	require.NoError(t, err)
 	b.release(ctx, key) // not b's claim: nothing happens
-	_, err = b.claim(ctx, key)
+	_, err = b.claim(ctx, key, "")
 	require.ErrorIs(t, err, errClaimed)
 
 	a.release(ctx, key)
-	got, err := b.claim(ctx, key)
+	got, err := b.claim(ctx, key, "")
 	require.NoError(t, err)
 	require.False(t, got.stale, "a released claim was answered: no unknown outcome")
 }
@@ -92,4 +92,55 @@ func TestASecondAttemptOfAProcessOnAnItemWaitsForTheFirst(t *testing.T) {
 		l.unhold("item.a")
 		l.unhold("item.b")
 	})
+}
+
+func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-a", clock)
+	require.NoError(t, err)
+	b, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-b", clock)
+	require.NoError(t, err)
+	keys := []string{ledgerKey("", "lead-1"), ledgerKey("", "lead-2"), ledgerKey("", "lead-3")}
+
+	token := newBatchToken()
+	for _, k := range keys[:2] {
+		_, err := a.claim(ctx, k, token)
+		require.NoError(t, err)
+	}
+	_, err = a.claim(ctx, keys[2], newBatchToken()) // claimed for a request never answered
+	require.NoError(t, err)
+	job, err := a.batchJob(ctx, token)
+	require.NoError(t, err)
+	require.Empty(t, job, "no job before Kustomer answered")
+	require.NoError(t, a.batchSent(ctx, token, "69f0c0ffee"))
+
+	now = now.Add(31 * time.Second) // a died while following the job
+	for _, k := range keys[:2] {
+		got, err := b.claim(ctx, k, newBatchToken())
+		require.NoError(t, err)
+		require.True(t, got.stale)
+		require.Equal(t, token, got.bulkBatch, "the claim names a's request")
+		job, err := b.batchJob(ctx, got.bulkBatch)
+		require.NoError(t, err)
+		require.Equal(t, "69f0c0ffee", job, "one record of the job serves every item of the request")
+	}
+	got, err := b.claim(ctx, keys[2], "")
+	require.NoError(t, err)
+	job, err = b.batchJob(ctx, got.bulkBatch)
+	require.NoError(t, err)
+	require.Empty(t, job, "a request without a job: its items are looked up before they are sent again")
+
+	// b takes the claims over for its own request; after b's crash the
+	// next replica finds b's request, not a's.
+	tokenB := newBatchToken()
+	require.NoError(t, b.claimForBatch(ctx, keys[0], tokenB))
+	now = now.Add(31 * time.Second)
+	got, err = a.claim(ctx, keys[0], "")
+	require.NoError(t, err)
+	require.Equal(t, tokenB, got.bulkBatch)
 }

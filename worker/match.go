@@ -37,16 +37,23 @@ type itemNote struct {
 	dropped []string // list entries an update could not keep (Kustomer's 10-item limit)
 }
 
-// bodyHash identifies a mapped body: the ledger keeps it to tell a
-// redelivered item from a changed one. encoding/json sorts map keys, so
-// equal bodies hash alike.
-func bodyHash(req mapping.Request) string {
+// body is a mapped item encoded once: the JSON sent to Kustomer (and
+// passed on in its result when Kustomer's answer has none), and its hash,
+// which the ledger keeps to tell a redelivered item from a changed one.
+type body struct {
+	json json.RawMessage
+	sum  string
+}
+
+// encodeBody encodes req. encoding/json sorts map keys, so equal bodies
+// hash alike.
+func encodeBody(req mapping.Request) (body, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
-		return ""
+		return body{}, fmt.Errorf("worker: encode the mapped customer: %w", err)
 	}
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:16])
+	return body{json: b, sum: hex.EncodeToString(sum[:16])}, nil
 }
 
 // spender hands out the rate budget of one attempt: the loop waited on the
@@ -71,12 +78,13 @@ func (s *spender) wait(ctx context.Context) error {
 // skip or update the customer found. claim is the item's idempotency claim:
 // owned when claim.customerID is empty, else the ledger's record of an
 // earlier body (claim.sent differs from sum).
-func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mapping.Request, key, sum string, claim claimResult, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
+func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mapping.Request, enc body, key string, claim claimResult, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
+	sum := enc.sum
 	if claim.customerID != "" && wf.OnMatch != mapping.OnMatchUpdate {
 		// Changed since it was sent, but the workflow leaves customers as they are.
 		_ = w.ledger.record(context.WithoutCancel(ctx), key, claim.customerID, sum)
 		log.Info().Str("customer_id", claim.customerID).Msg("item changed; customer left as it is (on_match: skip)")
-		return loop.Result{CustomerID: claim.customerID, Attributes: map[string]any(req), Status: outcome.Skipped}, nil
+		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, Status: outcome.Skipped}, nil
 	}
 	giveUp := func(err error) (loop.Result, error) {
 		// A stale claim is kept: the next attempt must look up again.
@@ -102,14 +110,14 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	}
 	if id == "" {
 		lookFirst := claim.stale && !slices.Contains(wf.Match, mapping.MatchExternalID)
-		return w.create(ctx, req, key, sum, lookFirst, spend, log)
+		return w.create(ctx, req, enc, key, lookFirst, spend, log)
 	}
 	if wf.OnMatch != mapping.OnMatchUpdate {
 		if err := w.ledger.record(context.WithoutCancel(ctx), key, id, sum); err != nil {
 			log.Warn().Err(err).Str("customer_id", id).Msg("match not recorded in the ledger")
 		}
 		log.Info().Str("customer_id", id).Msg("customer exists; left as it is (on_match: skip)")
-		return loop.Result{CustomerID: id, Attributes: found.Attributes, Status: outcome.Skipped}, nil
+		return loop.Result{CustomerID: id, Attributes: found.RawAttributes, Status: outcome.Skipped}, nil
 	}
 	var existing map[string]any
 	if found != nil {
@@ -130,7 +138,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		log.Warn().Err(err).Str("customer_id", c.ID).Msg("update not recorded in the ledger; a redelivery updates it again")
 	}
 	log.Info().Str("customer_id", c.ID).Int("dropped", len(dropped)).Msg("customer updated")
-	return loop.Result{CustomerID: c.ID, Attributes: c.Attributes, Status: outcome.Updated}, nil
+	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, Status: outcome.Updated}, nil
 }
 
 // findCustomer looks the item's customer up by the workflow's match keys in

@@ -742,7 +742,10 @@ type flow struct {
 	resumed      chan struct{} // signalled when the breaker closes
 	opened       chan struct{} // signalled when the breaker opens
 	bulk         *batcher      // set in bulk mode
-	log          zerolog.Logger
+	// goroutines runs the events and their Loop workers, set while the
+	// fetch loop runs.
+	goroutines *goroutines
+	log        zerolog.Logger
 
 	stateMu sync.Mutex
 	paused  bool
@@ -755,9 +758,10 @@ type flow struct {
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
 // stops fetching instead of buffering, and hands each to handle.
 func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
-	var events conc.WaitGroup
+	events := newGoroutines()
+	f.goroutines = events
 	defer func() {
-		events.Wait()
+		events.close()
 		if f.bulk != nil {
 			f.bulk.wait()
 		}

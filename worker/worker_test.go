@@ -13,7 +13,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
@@ -150,10 +149,11 @@ workflows:
 type badBody struct{ Kustomer }
 
 func (b badBody) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
-	m := map[string]any{"notAField": true}
-	for k, v := range body.(mapping.Request) {
-		m[k] = v
+	m := map[string]any{}
+	if err := json.Unmarshal(body.(json.RawMessage), &m); err != nil {
+		return nil, err
 	}
+	m["notAField"] = true
 	return b.Kustomer.CreateCustomer(ctx, m)
 }
 

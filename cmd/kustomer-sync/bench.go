@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -24,6 +25,9 @@ type benchFlags struct {
 	events    int
 	bulkDelay time.Duration
 	timeout   time.Duration
+	// --pipeline: CPU per customer of each mode beside a bare loop (benchpipeline.go)
+	pipeline bool
+	profile  string
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -42,12 +46,28 @@ so the workers must adapt to x-ratelimit-remaining; the first window is the one 
 With --mode bulk (or per-item) it compares the two modes instead: --events single-lead events
 in bulk mode until all are created (or --timeout), with bulk jobs taking --bulk-delay, then
 the same in per-item mode for one window, projected to all events; for each, the time, the
-customers created per budget unit (polls included), 429s and duplicates.`,
+customers created per budget unit (polls included), 429s and duplicates.
+
+With --pipeline it measures the pipeline itself, with no budget and no sandbox latency: a bare
+loop (fetch, POST, ack: the floor), then per-item mode, then bulk mode, each draining --events
+events (default 30,000) with ledger, results and run log on. For each it prints customers per
+second and the CPU per customer of this whole process (NATS server and sandbox included) beside
+the floor's; --profile DIR writes each run's CPU profile for go tool pprof.`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
   kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
-  kustomer-sync bench --replicas 3 --windows 2 --rate 600`,
+  kustomer-sync bench --replicas 3 --windows 2 --rate 600
+  kustomer-sync bench --pipeline --profile /tmp/prof    # customers/s and CPU per customer of each mode`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.pipeline {
+				if f.mode != "" {
+					return usageError{errors.New("--pipeline runs every mode: leave --mode out")}
+				}
+				if !cmd.Flags().Changed("events") {
+					f.events = bench.PipelineEventsDefault
+				}
+				return a.benchPipeline(cmd.Context(), f)
+			}
 			switch f.mode {
 			case "":
 			case mapping.ModeBulk, mapping.ModePerItem:
@@ -79,9 +99,11 @@ customers created per budget unit (polls included), 429s and duplicates.`,
 	fl.Float64Var(&f.foreign, "foreign", 0, "share of the budget a foreign client spends on the same org")
 	fl.DurationVar(&f.latency, "latency", 20*time.Millisecond, "sandbox latency per request")
 	fl.StringVar(&f.mode, "mode", "", "bulk or per-item: run --events single-lead events in bulk mode to the end, then per-item mode for one window, and compare them")
-	fl.IntVar(&f.events, "events", 100000, "with --mode: events to publish")
+	fl.IntVar(&f.events, "events", 100000, "with --mode or --pipeline: events to publish (--pipeline: default 30000)")
 	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
-	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode: give the bulk run up after this long")
+	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode or --pipeline: give a run up after this long")
+	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
+	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write each run's CPU profile to this folder (floor.pprof, per-item.pprof, bulk.pprof)")
 	return cmd
 }
 

@@ -41,8 +41,8 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 	first := r.startWorker("bulk-kill-1")
 	r.waitStream(js)
 	r.publishLeads(js, 0, 20, 15)
-	// Every lead is in a submitted job, whose id its claim records; no job
-	// is done yet.
+	// Every lead is in a submitted job: its claim names the bulk request,
+	// under whose token the ledger records the job's id; no job is done yet.
 	ctx := context.Background()
 	require.Eventually(t, func() bool {
 		r.requireWorkersAlive()
@@ -51,17 +51,36 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 			return false
 		}
 		keys, err := kv.Keys(ctx)
-		if err != nil || len(keys) < len(r.ids) {
+		if err != nil {
 			return false
 		}
+		var claims int
+		jobs := map[string]bool{}
+		requests := map[string]bool{}
 		for _, k := range keys {
 			e, err := kv.Get(ctx, k)
-			if err != nil || !strings.Contains(string(e.Value()), " bulk:") {
+			if err != nil {
+				return false
+			}
+			v := string(e.Value())
+			if token, ok := strings.CutPrefix(k, "bulkbatch."); ok {
+				jobs[token] = v != ""
+				continue
+			}
+			_, token, ok := strings.Cut(v, " batch:")
+			if !ok {
+				return false
+			}
+			claims++
+			requests[token] = true
+		}
+		for token := range requests {
+			if !jobs[token] {
 				return false
 			}
 		}
-		return true
-	}, faultDeadline, faultPoll, "the claims never named their bulk jobs\n%s", r.logs())
+		return claims == len(r.ids)
+		}, faultDeadline, faultPoll, "the claims never named bulk requests whose jobs the ledger records\n%s", r.logs())
 	first.kill(t)
 	sent := r.sb.Sandbox.Stats().BulkJobs
 	require.Less(t, len(r.sb.Sandbox.Customers()), len(r.ids), "the kill must land before the jobs are done")
