@@ -80,7 +80,7 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 			}
 		}
 		return claims == len(r.ids)
-		}, faultDeadline, faultPoll, "the claims never named bulk requests whose jobs the ledger records\n%s", r.logs())
+	}, faultDeadline, faultPoll, "the claims never named bulk requests whose jobs the ledger records\n%s", r.logs())
 	first.kill(t)
 	sent := r.sb.Sandbox.Stats().BulkJobs
 	require.Less(t, len(r.sb.Sandbox.Customers()), len(r.ids), "the kill must land before the jobs are done")
