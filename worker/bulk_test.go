@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
@@ -42,10 +45,14 @@ workflows:
 type kustomerRejects struct {
 	*kustomer.Client
 	noPointer bool
+	fixed     *atomic.Bool // when set and true, nothing is refused
 }
 
 func (k kustomerRejects) CreateCustomersBulk(ctx context.Context, items []kustomer.BulkItem) (*kustomer.BulkJob, error) {
 	for i, it := range items {
+		if k.fixed != nil && k.fixed.Load() {
+			break
+		}
 		var body map[string]any
 		if err := json.Unmarshal(it.Body.(json.RawMessage), &body); err != nil {
 			return nil, err
@@ -310,4 +317,80 @@ func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
 	require.Equal(t, 1+3, st.LookupsByExternalID, "the start probe, then one look-up per item")
+}
+
+func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond},
+		worker:  func(c *Config) { c.PauseNakDelay = 100 * time.Millisecond },
+	})
+	h.stopWorker()
+	host := newSwitchableHost(t, h.sb.URL)
+	host.toKust.Store(true)
+	h.opts.wrap = clientFor(t, host)
+	h.start(bulkLoopConfig)
+	h.requireWorkflowState(StateRunning)
+	first := h.waitRun(h.publish("leads.web", "pause-1", leadsEvent("a", "b")))
+	require.Equal(t, RunSucceeded, first.Status)
+	paused := h.worker.metrics.paused.WithLabelValues("bulk")
+	require.Zero(t, testutil.ToFloat64(paused))
+
+	host.toKust.Store(false) // the base URL now reaches some other web server
+	seq := h.publish("leads.web", "pause-2", leadsEvent("c", "d"))
+	st := h.requireWorkflowState(StatePaused)
+	require.Contains(t, st.Reason, "/v1/customers/bulk", "the reason names the bulk request")
+	require.Equal(t, 1.0, testutil.ToFloat64(paused))
+	require.Empty(t, h.deadLetters(), "a systemic failure pauses; it dead-letters nothing")
+
+	host.toKust.Store(true)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	for _, it := range rec.Items {
+		require.NotEmpty(t, it.BulkJob, "item %d", it.Index)
+	}
+	h.requireWorkflowState(StateRunning)
+	require.Zero(t, testutil.ToFloat64(paused))
+	h.waitIdle("bulk")
+	require.Empty(t, h.deadLetters())
+	for _, id := range []string{"ext-a", "ext-b", "ext-c", "ext-d"} {
+		require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()[id], id)
+	}
+}
+
+func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
+	t.Parallel()
+	fixed := &atomic.Bool{}
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond},
+		wrap:    func(k Kustomer) Kustomer { return kustomerRejects{Client: k.(*kustomer.Client), fixed: fixed} },
+	})
+	seq := h.publish("leads.web", "replay-1", leadsEvent("a", "bad", "c"))
+	orig := h.waitRun(seq)
+	require.Equal(t, RunPartial, orig.Status)
+	dls := h.deadLetters()
+	require.Len(t, dls, 1)
+	require.Equal(t, []int{1}, dls[0].Items)
+	submits := h.worker.metrics.bulkRequests.WithLabelValues("bulk", "submit")
+	require.Equal(t, 1.0, testutil.ToFloat64(submits), "one bulk request for the three items")
+
+	fixed.Store(true) // whatever Kustomer refused is fixed
+	require.Equal(t, 1, h.replay(dlq.Filter{All: true}).Replayed)
+	runs := h.waitRuns(2)
+	replayed := runs[0]
+	require.Equal(t, RunSucceeded, replayed.Status)
+	require.True(t, replayed.Replay)
+	require.Equal(t, dls[0].ID, replayed.ReplayOf.DeadLetter)
+	require.Len(t, replayed.Items, 1, "only the failed item runs again")
+	require.Equal(t, 1, replayed.Items[0].Index)
+	require.Equal(t, outcome.Created, replayed.Items[0].Outcome)
+	require.NotEmpty(t, replayed.Items[0].BulkJob)
+	require.NotEqual(t, orig.Items[1].BulkJob, replayed.Items[0].BulkJob, "sent in a new bulk request")
+	h.waitIdle("bulk")
+	require.Empty(t, h.deadLetters())
+	require.Equal(t, 2.0, testutil.ToFloat64(submits))
+	counts := h.sb.Sandbox.CountByExternalID()
+	require.Equal(t, map[string]int{"ext-a": 1, "ext-bad": 1, "ext-c": 1}, counts)
 }

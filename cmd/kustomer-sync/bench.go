@@ -28,6 +28,7 @@ type benchFlags struct {
 	// --pipeline: CPU per customer of each mode beside a bare loop (benchpipeline.go)
 	pipeline bool
 	profile  string
+	repeat   int
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -52,7 +53,8 @@ With --pipeline it measures the pipeline itself, with no budget and no sandbox l
 loop (fetch, POST, ack: the floor), then per-item mode, then bulk mode, each draining --events
 events (default 30,000) with ledger, results and run log on. For each it prints customers per
 second and the CPU per customer of this whole process (NATS server and sandbox included) beside
-the floor's; --profile DIR writes each run's CPU profile for go tool pprof.`,
+the floor's: the median of --repeat rounds that interleave the three, so that a machine whose
+speed drifts slows each alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
   kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
   kustomer-sync bench --replicas 3 --windows 2 --rate 600
@@ -65,6 +67,9 @@ the floor's; --profile DIR writes each run's CPU profile for go tool pprof.`,
 				}
 				if !cmd.Flags().Changed("events") {
 					f.events = bench.PipelineEventsDefault
+				}
+				if f.repeat < 1 {
+					return usageError{fmt.Errorf("--repeat %d: want 1 or more", f.repeat)}
 				}
 				return a.benchPipeline(cmd.Context(), f)
 			}
@@ -103,7 +108,8 @@ the floor's; --profile DIR writes each run's CPU profile for go tool pprof.`,
 	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode or --pipeline: give a run up after this long")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
-	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write each run's CPU profile to this folder (floor.pprof, per-item.pprof, bulk.pprof)")
+	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, per-item and bulk once; the medians are reported")
+	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, per-item.pprof, bulk.pprof)")
 	return cmd
 }
 
