@@ -400,10 +400,8 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		w.nakAfterFailure(ev, "write run record", err)
 		return
 	}
-	// The outcome is durable: a lost ack only redelivers the event, whose
-	// items the ledger then finds created.
-	if err := ev.msg.Ack(); err != nil {
-		ev.log.Warn().Err(err).Msg("ack not sent; the event will be redelivered (its items are in the ledger)")
+	if err := ev.msg.DoubleAck(ctx); err != nil {
+		ev.log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (its items are in the ledger)")
 		return
 	}
 	if ev.object != "" {
