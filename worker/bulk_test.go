@@ -394,3 +394,34 @@ func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
 	counts := h.sb.Sandbox.CountByExternalID()
 	require.Equal(t, map[string]int{"ext-a": 1, "ext-bad": 1, "ext-c": 1}, counts)
 }
+
+func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		// Every job outlasts the ack wait: only InProgress keeps the events ours.
+		sandbox: sandbox.Config{RatePerMinute: -1, BulkDelay: 2500 * time.Millisecond},
+		rate:    600000,
+		worker:  func(c *Config) { c.AckWait = 2 * time.Second },
+	})
+	big := h.publishLoopEvents("big", 1, 10000)
+	small := h.publish("leads.web", "small-1", leadsEvent("small"))
+	require.Equal(t, RunSucceeded, h.waitRun(small).Status)
+	h.waitCreated(len(big)+1, 3*time.Minute)
+	h.waitIdle("bulk")
+	h.requireEachCreatedOnce(append(big, "ext-small"))
+	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	require.NoError(t, err)
+	info, err := cons.Info(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, info.NumRedelivered, "the big event stayed ours while its items were in bulk jobs")
+	recs, err := h.runs.List(context.Background(), RunFilter{})
+	require.NoError(t, err)
+	require.Equal(t, 2, len(recs), "one run per event: none was delivered twice")
+	for _, r := range recs {
+		require.Equal(t, RunSucceeded, r.Status, r.ID)
+		require.Greater(t, r.Ended.Sub(r.Started), 2*time.Second, "%s outlasted the ack wait", r.ID)
+	}
+	st := h.sb.Sandbox.Stats()
+	require.LessOrEqual(t, st.BulkJobs, (len(big)+1)/100+2, "full batches: %+v", st)
+}
