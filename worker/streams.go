@@ -264,10 +264,18 @@ func explainOverlap(ctx context.Context, js jetstream.JetStream, cfg jetstream.S
 		return err
 	}
 	if other, subj, theirs, found := overlappingStream(ctx, js, cfg.Name, cfg.Subjects); found {
-		return fmt.Errorf("%w: %w", overlapError(cfg.Name, needs, other, subj, theirs), err)
+		return explained{overlapError(cfg.Name, needs, other, subj, theirs), err}
 	}
 	return err
 }
+
+// explained is an error of the server's told in our words: it reads as
+// the explanation alone (no "err_code=10065") and is still the server's
+// error for errors.Is and errors.As.
+type explained struct{ explanation, cause error }
+
+func (e explained) Error() string   { return e.explanation.Error() }
+func (e explained) Unwrap() []error { return []error{e.explanation, e.cause} }
 
 // overlappingStream finds a stream other than name that captures some
 // subject of subjects. Streams it cannot list are not reported.
