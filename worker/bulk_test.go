@@ -398,7 +398,7 @@ func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
 func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config:  bulkLoopConfig,
+		config: bulkLoopConfig,
 		// Every job outlasts the ack wait: only InProgress keeps the events ours.
 		sandbox: sandbox.Config{RatePerMinute: -1, BulkDelay: 2500 * time.Millisecond},
 		rate:    600000,
