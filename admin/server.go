@@ -236,11 +236,12 @@ func (s *Server) tokenDigest() string {
 }
 
 // authorize lets a request through when no token is configured, or when it
-// carries the token (bearer) or the session cookie; other requests get the
-// login page (GET) or 401.
+// carries the token (bearer) or the session cookie, and lets the stylesheet
+// through to anyone (the login page needs it; it holds nothing of the
+// deployment's); other requests get the login page (GET) or 401.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Token == "" || s.authorized(r) {
+		if s.cfg.Token == "" || s.authorized(r) || r.Method == http.MethodGet && r.URL.Path == "/style.css" {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -199,3 +199,37 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purged 2 dead letters.")
 	r.stop()
 }
+
+func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	srv := natstest.Start(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
+	config := filepath.Join(t.TempDir(), "workflows.yaml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "id"), 0o600))
+	const token = "admin-token-7f3a9c"
+	addr := adminAddr(t)
+	base := "http://" + addr
+	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
+		"--config", config, "--admin-addr", addr, "--admin-token", token, "--replica-id", "login")
+	waitReadyz(t, base, http.StatusOK, r)
+
+	// A page asked for without the token shows the login form instead.
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`form[action="/login"] input[name=token]`))
+	require.Positive(t, read(t, ctx, chromedp.Evaluate[int](`document.styleSheets.length ? document.styleSheets[0].cssRules.length : 0`)),
+		"the login page has its stylesheet")
+	screenshots(t, ctx, "login")
+	do(t, ctx, chromedp.SendKeys(`input[name=token]`, "not-the-token"), chromedp.Click(`form[action="/login"] button`),
+		chromedp.WaitVisible(`p.alert`))
+	require.Equal(t, "That is not the admin token.", read(t, ctx, chromedp.Text(`p.alert`)))
+
+	// The right token: back to the page first asked for, and the session
+	// lasts for the next pages.
+	do(t, ctx, chromedp.SendKeys(`input[name=token]`, token), chromedp.Click(`form[action="/login"] button`),
+		chromedp.WaitVisible(`table.runs, p.empty`))
+	require.Equal(t, "/runs", read(t, ctx, chromedp.Evaluate[string](`location.pathname`)))
+	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
+	html := read(t, ctx, chromedp.OuterHTML(`html`))
+	require.NotContains(t, html, token, "the token is in no page")
+	require.Empty(t, read(t, ctx, chromedp.Evaluate[string](`document.cookie`)), "the session cookie is HttpOnly")
+}
