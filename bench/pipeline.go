@@ -82,10 +82,6 @@ func (r PipelineReport) CPUPerCustomer() time.Duration {
 	return r.CPU / time.Duration(r.Created)
 }
 
-// pipelineWorkflow is the worker's workflow in the pipeline runs: the mode
-// benchmark's, whose results and run log are on as in any deployment.
-const pipelineWorkflow = modeWorkflow
-
 // RunPipeline drains a backlog of single-lead events in one way (pc.Kind)
 // and measures the time and the CPU it took.
 func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err error) {
@@ -102,7 +98,8 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 		if pc.Kind == mapping.ModeBulk {
 			inFlight = modeMaxInFlight
 		}
-		if cfg, err = mapping.Parse("bench.yaml", fmt.Appendf(nil, pipelineWorkflow, pc.Kind, inFlight)); err != nil {
+		// The mode benchmark's workflow: results and run log on, as in any deployment.
+		if cfg, err = mapping.Parse("bench.yaml", fmt.Appendf(nil, modeWorkflow, pc.Kind, inFlight)); err != nil {
 			return rep, err
 		}
 	default:

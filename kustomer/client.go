@@ -218,6 +218,12 @@ type Customer struct {
 	RawAttributes json.RawMessage `json:"-"`
 }
 
+// CloseIdleConnections closes the client's connections that carry no
+// request now, as a process that is done with Kustomer should: a connection
+// dialled for a request that then went out on another one would otherwise
+// stay open, and keep a server's graceful shutdown waiting.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // customerAnswer is Kustomer's answer holding one customer, its attributes
 // kept as sent.
 type customerAnswer struct {

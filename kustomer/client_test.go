@@ -504,3 +504,39 @@ func TestClientIsSafeForConcurrentUse(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 10, f.client.RateLimit().Limit)
 }
+
+// A server's graceful shutdown waits for every open connection; a client
+// done with Kustomer closes those it keeps idle.
+func TestCloseIdleConnectionsLetsTheServerShutDownAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"data":{"type":"customer","id":"c1","attributes":{"name":"Ada"}}}`)
+	}))
+	var open sync.WaitGroup
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Done()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := kustomer.New(kustomer.Config{BaseURL: srv.URL, APIKey: testKey})
+	require.NoError(t, err)
+	created, err := c.CreateCustomer(t.Context(), map[string]any{"name": "Ada"})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"name":"Ada"}`, string(created.RawAttributes), "the attributes as Kustomer sent them")
+
+	c.CloseIdleConnections()
+	closed := make(chan struct{})
+	go func() { open.Wait(); close(closed) }()
+	select {
+	case <-closed: // every connection the client opened is closed
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's idle connection is still open")
+	}
+}

@@ -229,6 +229,7 @@ type Worker struct {
 	log      zerolog.Logger
 	limiter  *loop.Limiter
 	kustomer Kustomer
+	client   *kustomer.Client // the client kustomer wraps, if it does
 	budget   *Budget
 	metrics  *metrics
 
@@ -315,7 +316,7 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.kustomer = client
+	w.kustomer, w.client = client, client
 	if cfg.WrapKustomer != nil {
 		w.kustomer = cfg.WrapKustomer(client)
 	}
@@ -461,6 +462,7 @@ func (w *Worker) stopLocked(ctx context.Context) error {
 		err = w.stopFlows(ctx)
 		w.leaveBudget(ctx)
 		w.leave()
+		w.client.CloseIdleConnections()
 		w.log.Info().Msg("worker stopped")
 	}
 	w.cancelWork()

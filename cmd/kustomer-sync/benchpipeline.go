@@ -27,7 +27,6 @@ func (a *app) benchPipeline(ctx context.Context, f benchFlags) error {
 	// The rounds interleave the kinds, so that a machine whose speed drifts
 	// (a shared VM) slows each kind alike; each kind's median is reported.
 	runs := make(map[string][]bench.PipelineReport, len(kinds))
-	var reps []bench.PipelineReport
 	for round := range f.repeat {
 		for _, kind := range kinds {
 			fmt.Fprintf(a.stdout, "bench: pipeline round %d of %d, %s, %d single-lead events, no budget, no sandbox latency ...\n", round+1, f.repeat, kind, f.events)
@@ -47,9 +46,6 @@ func (a *app) benchPipeline(ctx context.Context, f benchFlags) error {
 			}
 			fmt.Fprintf(a.stdout, "  %s: %.0f customers/s, %.0f µs CPU per customer\n", rep.Elapsed.Round(10*time.Millisecond), rep.PerSecond(), micros(rep.CPUPerCustomer()))
 			runs[kind] = append(runs[kind], rep)
-			if round == 0 {
-				reps = append(reps, rep)
-			}
 		}
 	}
 	median := func(kind string) bench.PipelineReport {
@@ -72,8 +68,8 @@ func (a *app) benchPipeline(ctx context.Context, f benchFlags) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	for _, r := range reps {
-		if r.Profile != "" {
+	for _, kind := range kinds {
+		if r := runs[kind][0]; r.Profile != "" {
 			fmt.Fprintf(a.stdout, "CPU profile: %s (go tool pprof -top %s)\n", r.Profile, r.Profile)
 		}
 	}
