@@ -94,7 +94,7 @@ func (b *Breaker) Record(err error) {
 		b.mu.Unlock()
 	case kindPause:
 		b.setState(true, fmt.Sprintf("systemic failure: %v", err), err)
-	case kindThrottled:
+	case kindThrottled, kindLater:
 	case kindRetry, kindUnknown:
 		b.mu.Lock()
 		b.run++

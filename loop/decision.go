@@ -94,6 +94,28 @@ func (e *UnknownError) Is(target error) bool {
 	return ok
 }
 
+// LaterError is the decision that an item could not be attempted yet:
+// something else holds it (another replica creating the same item) for at
+// most Delay. Create it with [Later].
+type LaterError struct {
+	Delay time.Duration
+	Err   error
+}
+
+// Later returns the decision to attempt the item again after d, because err
+// kept this attempt from being made (it never reached the service): the
+// attempt is not spent, it is no failure, and a Breaker does not count it.
+func Later(d time.Duration, err error) error { return &LaterError{Delay: max(d, 0), Err: err} }
+
+func (e *LaterError) Error() string { return message(e.Err, "loop: later") }
+func (e *LaterError) Unwrap() error { return e.Err }
+
+// Is reports whether target is a *LaterError.
+func (e *LaterError) Is(target error) bool {
+	_, ok := target.(*LaterError)
+	return ok
+}
+
 func message(err error, fallback string) string {
 	if err == nil {
 		return fallback
@@ -111,6 +133,7 @@ const (
 	kindPermanent
 	kindPause
 	kindUnknown
+	kindLater
 )
 
 // decision is implemented by every decision, so that errors.As finds the
@@ -129,6 +152,7 @@ func (e *RetryError) steer() (kind, time.Duration) {
 func (e *PermanentError) steer() (kind, time.Duration) { return kindPermanent, 0 }
 func (e *PauseError) steer() (kind, time.Duration)     { return kindPause, 0 }
 func (e *UnknownError) steer() (kind, time.Duration)   { return kindUnknown, e.Delay }
+func (e *LaterError) steer() (kind, time.Duration)     { return kindLater, e.Delay }
 
 // decide returns the decision err holds, and the least delay it asks for;
 // an error that holds none is permanent.

@@ -35,6 +35,10 @@
 //   - [Unknown]: the request may have been carried out (a timeout, a lost
 //     connection); it is retried like a transient failure, and the Task must
 //     make the next attempt safe (look the result up before doing it again).
+//   - [Later]: the attempt could not be made (something else holds the
+//     item, for at most the delay given), river's JobSnooze: the item is
+//     tried again after the delay, its attempt not spent, no failure
+//     recorded, nothing counted by a Breaker.
 //
 // An error that holds none of them is permanent. When decisions are wrapped
 // in one another, the outermost one counts. Each decision's Error is its

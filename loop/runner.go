@@ -398,7 +398,7 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		return running
 	}
 	decision, delay := decide(res.err)
-	retrying := decision == kindRetry || decision == kindThrottled || decision == kindUnknown
+	retrying := decision == kindRetry || decision == kindThrottled || decision == kindUnknown || decision == kindLater
 	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || retrying) {
 		// The attempt was cut short by cancellation, not by Kustomer.
 		o.Err = res.err
@@ -408,6 +408,17 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 	}
 
 	now := s.cfg.Clock.Now()
+	if decision == kindLater {
+		// Not attempted: no failure, the attempt is not spent; it is made
+		// once what held the item lets go.
+		o.Attempts = res.attempt - 1
+		if s.stop != running {
+			return running
+		}
+		d := max(delay, s.cfg.Policy.InitialDelay)
+		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt}})
+		return running
+	}
 	o.Err = decided(res.err)
 	if o.FirstFailure.IsZero() {
 		o.FirstFailure = now

@@ -480,3 +480,35 @@ func BenchmarkRunnerOverhead(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/item")
 }
+
+// An item another holder has (another replica creating the same item) is
+// tried again once the holder lets go: more times than MaxAttempts if need
+// be, with no attempt spent, no failure recorded and nothing counted
+// towards an outage.
+func TestRunnerTriesAnItemHeldElsewhereLaterWithoutSpendingAttemptsOrFailing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	brk, _ := newBreaker(t, b.clock, 2)
+	r := b.runner(t, loop.Config{Concurrency: 1, Breaker: brk, Policy: loop.Policy{MaxAttempts: 2, InitialDelay: time.Second}})
+	start := b.clock.Now()
+	var mu sync.Mutex
+	var at []time.Duration
+	b.drive(t)
+	rep := r.Run(t.Context(), []int{0}, func(_ context.Context, _, attempt int) (loop.Result, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		at = append(at, b.clock.Now().Sub(start))
+		if len(at) <= 3 {
+			require.Equal(t, 1, attempt, "a held item's attempt is not spent")
+			return loop.Result{}, loop.Later(10*time.Second, errors.New("held by replica b"))
+		}
+		return loop.Result{CustomerID: "c"}, nil
+	})
+	o := rep.Outcomes[0]
+	require.Equal(t, outcome.Created, o.Status)
+	require.Equal(t, 1, o.Attempts)
+	require.Equal(t, []time.Duration{0, 10 * time.Second, 20 * time.Second, 30 * time.Second}, at, "tried again when the holder's lease ends")
+	require.True(t, o.FirstFailure.IsZero(), "being held is no failure")
+	require.False(t, rep.Paused, "three holds in a row are no outage (threshold 2)")
+	require.False(t, brk.Open())
+}

@@ -343,6 +343,17 @@ func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
 // item, pause, or try it again in a later batch after the policy's backoff.
 func (b *batcher) settle(it *bulkItem, d error) {
 	now := b.w.cfg.Clock.Now()
+	var later *loop.LaterError
+	if errors.As(d, &later) {
+		// Not attempted (another replica holds the item): no failure.
+		it.notBefore = now.Add(max(later.Delay, b.policy.InitialDelay))
+		b.leave(it)
+		b.mu.Lock()
+		b.delayed = append(b.delayed, it)
+		b.mu.Unlock()
+		signal(b.wake)
+		return
+	}
 	if it.first.IsZero() {
 		it.first = now
 	}
@@ -430,8 +441,7 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		case ctx.Err() != nil:
 			b.cancel([]*bulkItem{it})
 		case errors.Is(err, errClaimed):
-			it.attempts++
-			b.settle(it, loop.RetryAfter(c.wait, err))
+			b.settle(it, loop.Later(c.wait, err)) // not attempted: no attempt spent
 		case err != nil:
 			it.attempts++
 			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))

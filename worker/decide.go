@@ -67,6 +67,8 @@ func decision(err error) string {
 		return "retry"
 	case errors.Is(err, &loop.UnknownError{}):
 		return "unknown"
+	case errors.Is(err, &loop.LaterError{}):
+		return "later"
 	case errors.Is(err, &loop.PauseError{}):
 		return "pause"
 	default:

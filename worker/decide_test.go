@@ -37,7 +37,7 @@ func requireDecision(t *testing.T, w want, got error) {
 		return
 	}
 	require.ErrorIs(t, got, w.decision)
-	for _, other := range []error{&loop.RetryError{}, &loop.PermanentError{}, &loop.PauseError{}, &loop.UnknownError{}} {
+	for _, other := range []error{&loop.RetryError{}, &loop.PermanentError{}, &loop.PauseError{}, &loop.UnknownError{}, &loop.LaterError{}} {
 		if !errors.Is(w.decision, other) {
 			require.NotErrorIs(t, got, other, "one decision per answer")
 		}
@@ -50,6 +50,10 @@ func requireDecision(t *testing.T, w want, got error) {
 	var ue *loop.UnknownError
 	if errors.As(got, &ue) {
 		require.Equal(t, w.delay, ue.Delay, "unknown outcome's delay")
+	}
+	var le *loop.LaterError
+	if errors.As(got, &le) {
+		require.Equal(t, w.delay, le.Delay, "how long the item is held")
 	}
 	var ke *kustomer.Error
 	if w.status != 0 {
@@ -202,7 +206,7 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	w := &Worker{ledger: mine} // the claim is decided before Kustomer or the limiter is asked
 	ev := &event{log: zerolog.Nop()}
 	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1, &itemNote{})
-	requireDecision(t, want{decision: &loop.RetryError{}, delay: 30 * time.Second}, err)
+	requireDecision(t, want{decision: &loop.LaterError{}, delay: 30 * time.Second}, err)
 	require.ErrorIs(t, err, errClaimed)
 	var ke *kustomer.Error
 	require.False(t, errors.As(err, &ke), "a ledger conflict is not Kustomer's answer")

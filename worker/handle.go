@@ -248,7 +248,7 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	claim, err := w.ledger.claim(ctx, key, "")
 	switch {
 	case errors.Is(err, errClaimed):
-		return loop.Result{}, loop.RetryAfter(claim.wait, err)
+		return loop.Result{}, loop.Later(claim.wait, err) // not attempted: no attempt spent, no failure
 	case err != nil:
 		return loop.Result{}, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err))
 	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):

@@ -95,7 +95,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	}
 	unlock, err := w.ledger.lockMatches(ctx, matchLocks(wf, req))
 	if errors.Is(err, errClaimed) {
-		return giveUp(loop.RetryAfter(matchLockRetry, err))
+		return giveUp(loop.Later(matchLockRetry, err))
 	} else if err != nil {
 		return giveUp(loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
 	}
