@@ -70,6 +70,10 @@ func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-ready"),
 		"--admin-addr", addr, "--replica-id", "ready-nats")
 	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
+	// The container health check says the same, by its exit code.
+	out, _, err := cli(t, "", "healthcheck", "--admin-addr", addr)
+	require.NoError(t, err)
+	require.Equal(t, "ready: ready\n", out)
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code, body)
 	// /status is what `status --json` prints.
@@ -91,6 +95,9 @@ func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	// Unready at once (a consumer look-up times out), then because the
 	// client saw the connection drop.
 	waitReadyz(t, base, http.StatusServiceUnavailable, r, "NATS is not connected")
+	_, _, err = cli(t, "", "healthcheck", "--admin-addr", addr)
+	require.ErrorContains(t, err, "not ready: http://"+addr+"/readyz answered 503 Service Unavailable: NATS is not connected")
+	require.Equal(t, 1, exitCode(err))
 	code, _ = get(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code, "the process is alive while NATS is down")
 
@@ -99,6 +106,9 @@ func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	r.stop()
 	code, _ = get(t, base+"/healthz")
 	require.Zero(t, code, "a stopped run no longer serves")
+	_, _, err = cli(t, "", "healthcheck", "--admin-addr", addr)
+	require.ErrorContains(t, err, "not ready: no answer from http://"+addr+"/readyz")
+	require.Equal(t, 1, exitCode(err))
 }
 
 func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *testing.T) {
@@ -162,4 +172,22 @@ func TestCustomerIDsLinkToKustomerWhenTheOrgIsKnown(t *testing.T) {
 		require.NotNil(t, link, "%+v", c.flags)
 		require.Equal(t, c.want, link("6b0b42cb"))
 	}
+}
+
+func TestHealthcheckAsksAnAddressOnEveryInterfaceOnLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		"0.0.0.0:9090":   "http://127.0.0.1:9090/readyz",
+		":9091":          "http://127.0.0.1:9091/readyz",
+		"[::]:9090":      "http://[::1]:9090/readyz",
+		"10.0.0.7:9090":  "http://10.0.0.7:9090/readyz",
+		"127.0.0.1:9090": "http://127.0.0.1:9090/readyz",
+	} {
+		got, err := readyzURL(addr)
+		require.NoError(t, err, addr)
+		require.Equal(t, want, got, addr)
+	}
+	_, _, err := cli(t, "", "healthcheck", "--admin-addr", "off")
+	require.ErrorContains(t, err, `--admin-addr "off": the admin server is off`)
+	require.Equal(t, 2, exitCode(err))
 }

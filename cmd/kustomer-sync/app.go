@@ -166,6 +166,7 @@ no account needed.`,
 		a.sandboxCommand(),
 		a.demoCommand(),
 		a.benchCommand(),
+		a.healthcheckCommand(),
 		a.versionCommand(),
 	)
 	refuseUnknownCommands(root)

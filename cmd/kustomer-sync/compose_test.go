@@ -490,6 +490,25 @@ func TestComposeServicesRunTheCLIAsItIs(t *testing.T) {
 		cfg := requireMountedFile(t, worker.name, w, "--config", worker.flag(t, "config"))
 		_, err = mapping.Load(cfg)
 		require.NoError(t, err)
+
+		// Its health check is the image's binary asking the admin server the
+		// worker runs, on loopback: the image has no shell nor wget.
+		hc := w.Healthcheck
+		require.NotNil(t, hc, "service %s: no healthcheck", worker.name)
+		require.True(t, len(hc.Test) > 2 && hc.Test[0] == "CMD", "service %s: healthcheck %q: want [\"CMD\", the binary, \"healthcheck\"]", worker.name, hc.Test)
+		require.Contains(t, dockerfileBinaries(t), hc.Test[1], "service %s: healthcheck runs %s, which the image does not hold", worker.name, hc.Test[1])
+		t.Setenv("KSYNC_ADMIN_ADDR", w.Environment["KSYNC_ADMIN_ADDR"])
+		check, rest, err := findCommand(hc.Test[2:])
+		require.NoError(t, err, "service %s: healthcheck", worker.name)
+		require.Equal(t, "healthcheck", check.Name(), "service %s: healthcheck %q", worker.name, hc.Test)
+		require.NoError(t, check.ParseFlags(rest), "service %s: healthcheck %q", worker.name, hc.Test)
+		require.NoError(t, check.ValidateArgs(check.Flags().Args()), "service %s: healthcheck %q", worker.name, hc.Test)
+		require.NoError(t, check.Root().PersistentPreRunE(check, check.Flags().Args()), "service %s: healthcheck with the worker's environment", worker.name)
+		asked, err := readyzURL(check.Flags().Lookup("admin-addr").Value.String())
+		require.NoError(t, err)
+		_, adminPort, err := net.SplitHostPort(worker.flag(t, "admin-addr"))
+		require.NoError(t, err)
+		require.Equal(t, "http://127.0.0.1:"+adminPort+"/readyz", asked, "service %s: the healthcheck asks another address than the admin server's", worker.name)
 	})
 
 	t.Run("publishers", func(t *testing.T) {
@@ -510,7 +529,7 @@ func TestComposeServicesRunTheCLIAsItIs(t *testing.T) {
 			subj := p.flag(t, "subject")
 			require.True(t, subject.CoveredBy(subjects, subj), "service %s: --subject %s is no workflow's subject in %s (%s)", name, subj, worker.flag(t, "config"), strings.Join(subjects, ", "))
 			require.Equal(t, "on-failure", p.svc.Restart, "service %s: until a worker created the stream, publish fails; it must be restarted", name)
-			require.Contains(t, p.svc.DependsOn, worker.name, "service %s: depends_on", name)
+			require.Equal(t, "service_healthy", p.svc.DependsOn[worker.name].Condition, "service %s: depends_on %s: publish before a worker is ready and it fails", name, worker.name)
 		}
 		require.Contains(t, published, "testdata/leads.jsonl")
 		require.Contains(t, published, "testdata/batch.json")
@@ -526,7 +545,7 @@ func TestComposeServicesRunTheCLIAsItIs(t *testing.T) {
 		var pc promConfig
 		require.NoError(t, yaml.Unmarshal(data, &pc), host)
 
-		metrics := worker.flag(t, "metrics-addr")
+		metrics := worker.flag(t, "admin-addr")
 		require.NotEmpty(t, metrics, "service %s: no metrics address", worker.name)
 		mhost, mport, err := net.SplitHostPort(metrics)
 		require.NoError(t, err)
@@ -679,4 +698,17 @@ func TestComposeServiceCheckRefusesWhatTheBinaryRefuses(t *testing.T) {
 	p, err := parseService(t, "x", composeService{Command: []string{"run"}, Environment: map[string]string{"KSYNC_STREAM_REPLICAS": "3"}})
 	require.NoError(t, err)
 	require.Equal(t, "3", p.flag(t, "stream-replicas"))
+}
+
+// dockerfileBinaries are the paths the final stage copies from the build
+// stage: what a container of the image can run.
+func dockerfileBinaries(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, in := range readDockerfile(t) {
+		if f := strings.Fields(in.args); in.cmd == "COPY" && len(f) > 1 && strings.HasPrefix(f[0], "--from=") {
+			out = append(out, f[len(f)-1])
+		}
+	}
+	return out
 }
