@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/scan"
 )
 
 // PayloadsBucket is the JetStream Object Store bucket that keeps what does
@@ -144,9 +147,10 @@ func deleteObject(ctx context.Context, js jetstream.JetStream, name string) erro
 // list, the full error and (if needed) the payload go to an object,
 // referenced by [HeaderObject], and fitEntry returns its name. The object
 // is stored before the entry, so an entry never names a missing object. Its
-// name is the entry's Nats-Msg-Id and a random suffix: each publish has its
-// own object, so removing one entry's object never takes another's (the
-// same failure dead-lettered again after the duplicate window).
+// name is "dlq.<stream>.<the entry's Nats-Msg-Id>.<random>": each publish
+// has its own object, so removing one entry's object never takes another's
+// (the same failure dead-lettered again after the duplicate window), and
+// [Store.Sweep] knows the stream whose entries may name it.
 func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Record, msgID string) (string, error) {
 	itemsCut := msg.Header.Get(HeaderItemsCount) != ""
 	errorCut := cleanError(r.Error) != secretFree(r.Error)
@@ -155,7 +159,11 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	name := entryObjectPrefix + msgID + "." + hex.EncodeToString(rnd[:])
+	stream, err := js.StreamNameBySubject(ctx, msg.Subject)
+	if err != nil {
+		return "", fmt.Errorf("dlq: no stream captures %s: %w", msg.Subject, err)
+	}
+	name := entryObjectPrefix + stream + "." + msgID + "." + hex.EncodeToString(rnd[:])
 	o := overflow{Items: r.Items}
 	if errorCut {
 		o.Error = secretFree(r.Error)
@@ -275,4 +283,63 @@ func (s *Store) objectOf(ctx context.Context, id uint64) string {
 		return ""
 	}
 	return m.Header.Get(HeaderObject)
+}
+
+// OrphanGrace is how old an entry object must be before [Store.Sweep]
+// removes it for want of an entry naming it: an object is stored just
+// before its entry is published.
+const OrphanGrace = 10 * time.Minute
+
+// Sweep removes the objects stored for entries of this stream that no entry
+// names and that are older than grace: those of dead letters whose publish
+// failed after their object was stored (the event was then dead-lettered
+// again, with an object of its own). It returns how many it removed.
+// Objects of other streams sharing the bucket, and objects from before
+// objects were named after their stream, are left alone; so are replay
+// objects, which the worker removes once it has processed the replayed
+// event. [Store.Purge] sweeps with OrphanGrace.
+func (s *Store) Sweep(ctx context.Context, grace time.Duration) (int, error) {
+	obs, err := payloads(ctx, s.js)
+	if err != nil {
+		return 0, err
+	}
+	prefix := entryObjectPrefix + s.name + "."
+	cutoff := time.Now().Add(-grace)
+	var candidates []string
+	list, err := obs.List(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrNoObjectsFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("dlq: sweep %s: %w", PayloadsBucket, err)
+	}
+	for _, info := range list {
+		if strings.HasPrefix(info.Name, prefix) && info.ModTime.Before(cutoff) {
+			candidates = append(candidates, info.Name)
+		}
+	}
+	if len(candidates) == 0 {
+		return 0, nil
+	}
+	named := map[string]bool{}
+	err = scan.Stream(ctx, s.stream, scan.Options{}, func(m *jetstream.RawStreamMsg) error {
+		if o := m.Header.Get(HeaderObject); o != "" {
+			named[o] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dlq: sweep %s: %w", s.name, err)
+	}
+	n := 0
+	for _, name := range candidates {
+		if named[name] {
+			continue
+		}
+		if err := deleteObject(ctx, s.js, name); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,4 +201,37 @@ func TestAnEntryWhoseObjectIsGoneIsListedButNeitherShownNorReplayed(t *testing.T
 	n, err := b.store.Purge(context.Background(), dlq.Filter{IDs: []uint64{got.ID}})
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
+}
+
+// An object left by a dead letter whose publish failed after its object
+// was stored is named by no entry: a sweep removes it, and nothing else.
+func TestSweepRemovesOnlyThisStreamsObjectsThatNoEntryNames(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupLimit(t, 64<<10)
+	kept := b.publish(t, rec("signup", outcome.Permanent, 1, string(nearLimit(b))))
+	require.True(t, strings.HasPrefix(kept.Object, "dlq."+b.store.Name()+"."), "an entry's object is named after its stream: %s", kept.Object)
+	obs, err := b.js.ObjectStore(ctx, dlq.PayloadsBucket)
+	require.NoError(t, err)
+	orphan := "dlq." + b.store.Name() + ".ksync-dlq-signup-2-permanent-ab12.0011223344556677"
+	others := []string{
+		"dlq.OTHER_DLQ.ksync-dlq-x-1-permanent-cd34.8899aabbccddeeff", // another stream's
+		"dlq.ksync-dlq-signup-3-permanent-ef56.0123456789abcdef",      // named before objects named their stream
+		"replay.ksync-replay-0a1b2c",                                  // the worker removes it
+	}
+	for _, name := range append([]string{orphan}, others...) {
+		_, err := obs.PutBytes(ctx, name, []byte(`{"payload":"e30="}`))
+		require.NoError(t, err)
+	}
+
+	n, err := b.store.Sweep(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Zero(t, n, "an object younger than the grace may be an entry's about to be published")
+	n, err = b.store.Sweep(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.ElementsMatch(t, append([]string{kept.Object}, others...), b.objects(t))
+	got, err := b.store.Get(ctx, kept.ID)
+	require.NoError(t, err)
+	require.Equal(t, nearLimit(b), got.Payload, "the entry still reads its payload")
 }

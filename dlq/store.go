@@ -127,11 +127,20 @@ func (s *Store) get(ctx context.Context, id uint64) (Record, error) {
 
 // Purge deletes the entries that match f, and their objects, and returns
 // how many entries it deleted. f must select something (IDs, a criterion, or
-// All). An id that is already gone is not counted and not an error.
+// All). An id that is already gone is not counted and not an error. It then
+// sweeps objects no entry names (Sweep with OrphanGrace), as best it can.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 	if f.empty() && !f.All {
 		return 0, errEmptyFilter("purge")
 	}
+	n, err := s.purge(ctx, f)
+	if err == nil {
+		_, _ = s.Sweep(ctx, OrphanGrace) // best effort: the next purge tries again
+	}
+	return n, err
+}
+
+func (s *Store) purge(ctx context.Context, f Filter) (int, error) {
 	if f.All && f.empty() {
 		return s.purgeAll(ctx)
 	}

@@ -471,7 +471,7 @@ func TestDLQShowReadsAPayloadKeptInTheObjectStoreByteForByte(t *testing.T) {
 	out, _, err = b.cli(t, "", "dlq", "show", "1")
 	require.NoError(t, err)
 	require.Contains(t, out, fmt.Sprintf("Payload (%d bytes)", len(payload)))
-	require.Regexp(t, `Ksync-Object: dlq\.ksync-dlq-signup-7-validation-`, out)
+	require.Regexp(t, `Ksync-Object: dlq\.`+dlq.StreamDefault+`\.ksync-dlq-signup-7-validation-`, out)
 
 	out, _, err = b.cli(t, "", "dlq", "show", "1", "--json")
 	require.NoError(t, err)
