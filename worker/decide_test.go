@@ -193,14 +193,9 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	ctx := t.Context()
-	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	mine, err := openLedger(ctx, js, LedgerConfig{Bucket: "DECIDE_LEDGER", Lease: 30 * time.Second}, "replica-a", clock)
-	require.NoError(t, err)
-	theirs, err := openLedger(ctx, js, LedgerConfig{Bucket: "DECIDE_LEDGER", Lease: 30 * time.Second}, "replica-b", clock)
-	require.NoError(t, err)
+	mine, theirs, _ := twoReplicas(t, js, "DECIDE_LEDGER")
 	key := ledgerKey("wf", "lead-1")
-	_, err = theirs.claim(ctx, key, "")
+	_, err := theirs.claim(ctx, key, "")
 	require.NoError(t, err)
 
 	w := &Worker{ledger: mine} // the claim is decided before Kustomer or the limiter is asked

@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
@@ -17,12 +18,7 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	ctx := context.Background()
-	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	a, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-a", clock)
-	require.NoError(t, err)
-	b, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-b", clock)
-	require.NoError(t, err)
+	a, b, now := twoReplicas(t, js, "")
 	key := ledgerKey("wf", "lead-1")
 
 	got, err := a.claim(ctx, key, "")
@@ -33,7 +29,7 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 	require.True(t, errors.Is(err, errClaimed), "b must not create while a holds the claim")
 	require.Equal(t, 30*time.Second, got.wait)
 
-	now = now.Add(31 * time.Second) // a died mid-request
+	*now = now.Add(31 * time.Second) // a died mid-request
 	got, err = b.claim(ctx, key, "")
 	require.NoError(t, err)
 	require.True(t, got.stale, "b takes over and knows a's outcome is unknown")
@@ -99,12 +95,7 @@ func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *tes
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	ctx := context.Background()
-	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	a, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-a", clock)
-	require.NoError(t, err)
-	b, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, "replica-b", clock)
-	require.NoError(t, err)
+	a, b, now := twoReplicas(t, js, "")
 	keys := []string{ledgerKey("", "lead-1"), ledgerKey("", "lead-2"), ledgerKey("", "lead-3")}
 
 	token := newBatchToken()
@@ -112,14 +103,14 @@ func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *tes
 		_, err := a.claim(ctx, k, token)
 		require.NoError(t, err)
 	}
-	_, err = a.claim(ctx, keys[2], newBatchToken()) // claimed for a request never answered
+	_, err := a.claim(ctx, keys[2], newBatchToken()) // claimed for a request never answered
 	require.NoError(t, err)
 	job, err := a.batchJob(ctx, token)
 	require.NoError(t, err)
 	require.Empty(t, job, "no job before Kustomer answered")
 	require.NoError(t, a.batchSent(ctx, token, "69f0c0ffee"))
 
-	now = now.Add(31 * time.Second) // a died while following the job
+	*now = now.Add(31 * time.Second) // a died while following the job
 	for _, k := range keys[:2] {
 		got, err := b.claim(ctx, k, newBatchToken())
 		require.NoError(t, err)
@@ -139,8 +130,22 @@ func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *tes
 	// next replica finds b's request, not a's.
 	tokenB := newBatchToken()
 	require.NoError(t, b.claimForBatch(ctx, keys[0], tokenB))
-	now = now.Add(31 * time.Second)
+	*now = now.Add(31 * time.Second)
 	got, err = a.claim(ctx, keys[0], "")
 	require.NoError(t, err)
 	require.Equal(t, tokenB, got.bulkBatch)
+}
+
+// twoReplicas opens the ledger in bucket ("" for the default) as replicas a
+// and b, with a 30 s lease, on a clock the test moves through *now.
+func twoReplicas(t *testing.T, js jetstream.JetStream, bucket string) (a, b *ledger, now *time.Time) {
+	t.Helper()
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return at }
+	var err error
+	a, err = openLedger(context.Background(), js, LedgerConfig{Bucket: bucket, Lease: 30 * time.Second}, "replica-a", clock)
+	require.NoError(t, err)
+	b, err = openLedger(context.Background(), js, LedgerConfig{Bucket: bucket, Lease: 30 * time.Second}, "replica-b", clock)
+	require.NoError(t, err)
+	return a, b, &at
 }
