@@ -36,6 +36,10 @@ const (
 	// publishAckWait bounds the wait for JetStream to store an event's
 	// results; the event is nak'ed after it.
 	publishAckWait = 10 * time.Second
+	// resultsInFlight bounds an event's results published and not yet
+	// stored, well under the connection's limit of pending asynchronous
+	// publishes (4,000), past which a publish would stall and fail.
+	resultsInFlight = 256
 )
 
 // event is one fetched message and what is known about it.
@@ -351,11 +355,17 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		case it.Status.Succeeded():
 			ok++
 			ack, err := w.publishResult(f, ev, it)
+			if err == nil {
+				results = append(results, ack)
+				if len(results) == resultsInFlight {
+					err = awaitPublished(ctx, results, publishAckWait)
+					results = results[:0]
+				}
+			}
 			if err != nil {
 				w.nakAfterFailure(ev, "publish result", err)
 				return
 			}
-			results = append(results, ack)
 		default:
 			bad++
 			if it.Err != nil {
