@@ -33,7 +33,7 @@ const PipelineFloor = "floor"
 
 // Defaults of [PipelineConfig].
 const (
-	PipelineEventsDefault = 30000
+	PipelineEventsDefault = 60000
 	// pipelineConcurrency is how many events the floor and per-item mode
 	// work on at once (the per-item workflow's max_in_flight).
 	pipelineConcurrency = 64

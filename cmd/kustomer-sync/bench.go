@@ -51,7 +51,7 @@ customers created per budget unit (polls included), 429s and duplicates.
 
 With --pipeline it measures the pipeline itself, with no budget and no sandbox latency: a bare
 loop (fetch, POST, ack: the floor), then per-item mode, then bulk mode, each draining --events
-events (default 30,000) with ledger, results and run log on. For each it prints customers per
+events (default 60,000) with ledger, results and run log on. For each it prints customers per
 second and the CPU per customer of this whole process (NATS server and sandbox included) beside
 the floor's: the median of --repeat rounds that interleave the three, so that a machine whose
 speed drifts slows each alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
@@ -104,7 +104,7 @@ speed drifts slows each alike. --profile DIR writes the first round's CPU profil
 	fl.Float64Var(&f.foreign, "foreign", 0, "share of the budget a foreign client spends on the same org")
 	fl.DurationVar(&f.latency, "latency", 20*time.Millisecond, "sandbox latency per request")
 	fl.StringVar(&f.mode, "mode", "", "bulk or per-item: run --events single-lead events in bulk mode to the end, then per-item mode for one window, and compare them")
-	fl.IntVar(&f.events, "events", 100000, "with --mode or --pipeline: events to publish (--pipeline: default 30000)")
+	fl.IntVar(&f.events, "events", 100000, "with --mode or --pipeline: events to publish (--pipeline: default 60000)")
 	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode or --pipeline: give a run up after this long")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
