@@ -1,9 +1,19 @@
-// Package bench measures rate fidelity: worker replicas (package worker), in
-// this process, each with its own NATS connection, limiter and share of the
-// budget, drain a backlog of lead events against a Kustomer sandbox that
-// enforces a budget per window, optionally beside a foreign client of the
-// same organisation that spends part of it without adapting. [Run] reports,
-// per window, what the workers created and the 429s they got.
+// Package bench holds the benchmarks of `kustomer-sync bench`, each against
+// an embedded NATS server and a Kustomer sandbox in this process:
+//
+//   - [Run], rate fidelity: worker replicas (package worker), each with its
+//     own NATS connection, limiter and share of the budget, drain a backlog
+//     of lead events against a sandbox that enforces a budget per window,
+//     optionally beside a foreign client of the same organisation that
+//     spends part of it without adapting. It reports, per window, what the
+//     workers created and the 429s they got.
+//   - [RunMode], bulk against per-item mode: a backlog of single-lead events
+//     drained in one mode under a budget, with bulk jobs taking a while; it
+//     reports the time, customers per budget unit, 429s and duplicates.
+//   - [RunPipeline], the pipeline's own cost: the same backlog drained with
+//     no budget and no latency by a bare fetch-POST-ack loop (the floor), or
+//     in either mode; it reports customers per second and the process's CPU
+//     per customer.
 package bench
 
 import (

@@ -18,4 +18,9 @@
 // unacknowledged for redelivery, never half-recorded), StopAndCancel stops
 // at once, and Stopped is closed when it has stopped. The replica keeps its
 // share of the budget until its last request to Kustomer ended.
+//
+// A workflow in bulk mode (bulk.go) gathers the items of many events into
+// bulk requests and follows each job to its end; every item still gets its
+// own outcome, as in per-item mode. A workflow's events and Loop workers run
+// on goroutines it reuses (reuse.go).
 package worker
