@@ -17,10 +17,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-// backlog is what a mode or pipeline run drains: an embedded NATS server in
-// a temporary folder, a Kustomer sandbox, and the LEADS stream holding
-// single-lead events, each with its id as externalId so the sandbox counts
-// duplicates.
+// backlog is what a benchmark drains: an embedded NATS server in a
+// temporary folder, a Kustomer sandbox, and a connection that publishes
+// lead events on leads.bench.
 type backlog struct {
 	dir string
 	ns  *server.Server
@@ -29,9 +28,8 @@ type backlog struct {
 	js  jetstream.JetStream
 }
 
-// newBacklog starts the server and the sandbox and publishes events leads
-// on leads.bench. The caller closes it.
-func newBacklog(ctx context.Context, events int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
+// startBacklog starts the server and the sandbox. The caller closes it.
+func startBacklog(ctx context.Context, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
 	b := &backlog{}
 	defer func() {
 		if err != nil {
@@ -53,21 +51,44 @@ func newBacklog(ctx context.Context, events int, sc sandbox.Config, opts []nats.
 	if b.js, err = jetstream.New(b.nc); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	return b, nil
+}
+
+// newBacklog starts a backlog and, before any worker runs, creates the leads
+// stream and publishes events single-lead events, each with its id as
+// externalId so the sandbox counts duplicates.
+func newBacklog(ctx context.Context, events int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
+	b, err := startBacklog(ctx, sc, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, b.close(ctx))
+		}
+	}()
 	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: worker.StreamDefault, Subjects: []string{"leads.>"}, Storage: jetstream.FileStorage,
 		Duplicates: worker.DedupWindowDefault, MaxAge: worker.StreamMaxAgeDefault}); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	evs := make([]ingest.Event, events)
-	for i := range evs {
-		evs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: fmt.Appendf(nil, `{"id":"lead-%d","name":"Lead %d","email":"lead%d@example.com"}`, i, i, i)}
-	}
-	if _, err := (ingest.Publisher{JS: b.js, Timeout: 10 * time.Minute}).Publish(ctx, "leads.bench", evs); err != nil {
-		return nil, err
-	}
-	return b, nil
+	err = b.publish(ctx, events, 10*time.Minute, func(i int) []byte {
+		return fmt.Appendf(nil, `{"id":"lead-%d","name":"Lead %d","email":"lead%d@example.com"}`, i, i, i)
+	})
+	return b, err
 }
 
-// close stops everything newBacklog started and removes the folder.
+// publish puts n events on leads.bench, event i's body from body(i) and
+// its Nats-Msg-Id "bench-<i>", within timeout.
+func (b *backlog) publish(ctx context.Context, n int, timeout time.Duration, body func(i int) []byte) error {
+	evs := make([]ingest.Event, n)
+	for i := range evs {
+		evs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: body(i)}
+	}
+	_, err := (ingest.Publisher{JS: b.js, Timeout: timeout}).Publish(ctx, "leads.bench", evs)
+	return err
+}
+
+// close stops everything startBacklog started and removes the folder.
 func (b *backlog) close(ctx context.Context) error {
 	var err error
 	if b.nc != nil {

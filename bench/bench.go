@@ -23,17 +23,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -128,27 +125,13 @@ func Run(ctx context.Context, cfg Config) (_ Report, err error) {
 		return Report{}, err
 	}
 	rep := Report{Config: cfg}
-	dir, err := os.MkdirTemp("", "kustomer-sync-bench-")
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	ns, err := worker.StartEmbedded(worker.EmbeddedConfig{Addr: "127.0.0.1:0", StoreDir: dir})
-	if err != nil {
-		return rep, err
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-
-	sb, err := sandbox.Start("127.0.0.1:0", sandbox.Config{RatePerMinute: cfg.Rate, Window: cfg.Window, Latency: cfg.Latency}, cfg.Logger)
+	bl, err := startBacklog(ctx, sandbox.Config{RatePerMinute: cfg.Rate, Window: cfg.Window, Latency: cfg.Latency}, cfg.NATSOptions, cfg.Logger)
 	if err != nil {
 		return rep, err
 	}
 	start := time.Now() // the sandbox's windows are aligned to its creation
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandbox.ShutdownTimeoutDefault)
-		defer cancel()
-		err = errors.Join(err, sb.Shutdown(sctx))
-	}()
+	defer func() { err = errors.Join(err, bl.close(ctx)) }()
+	sb := bl.sb
 
 	measured := cfg.Measured()
 	// Scale the budget to the window so a 10s window benches as 60s would.
@@ -157,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (_ Report, err error) {
 	windowOf := func(t time.Time) int { return min(int(t.Sub(start)/cfg.Window), measured) }
 	workflows := mapping.DefaultConfig().Workflows
 	for i := range cfg.Replicas {
-		stop, err := startReplica(ctx, ns.ClientURL(), cfg, worker.Config{
+		stop, err := startReplica(ctx, bl.ns.ClientURL(), cfg, worker.Config{
 			Workflows: workflows,
 			Kustomer: kustomer.Config{BaseURL: sb.URL, APIKey: "bench", OnResponse: func(rl kustomer.RateLimit) {
 				if rl.Status == http.StatusTooManyRequests {
@@ -174,21 +157,11 @@ func Run(ctx context.Context, cfg Config) (_ Report, err error) {
 		defer stop()
 	}
 
-	nc, err := nats.Connect(ns.ClientURL(), append(cfg.NATSOptions, nats.Name("bench-publisher"))...)
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
-	}
+	// The workers created the stream; the backlog is larger than the budget.
 	total := cfg.Rate*(cfg.Windows+1) + cfg.Rate/2
-	evs := make([]ingest.Event, total)
-	for i := range evs {
-		evs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: fmt.Appendf(nil, `{"name":"Lead %d","emails":"lead%d@example.com"}`, i, i)}
-	}
-	if _, err := (ingest.Publisher{JS: js, Timeout: time.Minute}).Publish(ctx, "leads.bench", evs); err != nil {
+	if err := bl.publish(ctx, total, time.Minute, func(i int) []byte {
+		return fmt.Appendf(nil, `{"name":"Lead %d","emails":"lead%d@example.com"}`, i, i)
+	}); err != nil {
 		return rep, err
 	}
 

@@ -62,8 +62,8 @@ type ModeConfig struct {
 type ModeReport struct {
 	Config   ModeConfig // with its defaults
 	Created  int
-	Elapsed  time.Duration // from the workers' start to the last customer, or to Limit
-	Finished bool          // every event created
+	Elapsed  time.Duration // from the workers' start until every event was created and acknowledged, or to Limit
+	Finished bool          // every event created, and acknowledged: its outcome durable
 	// Projected is, for an unfinished run, the time every event would take
 	// at the rate measured.
 	Projected time.Duration
@@ -121,7 +121,13 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 		}
 		now := time.Now()
 		rep.Created, rep.Elapsed = len(sb.CountByExternalID()), now.Sub(start)
-		rep.Finished = rep.Created >= mc.Events
+		if rep.Created >= mc.Events {
+			// Created in Kustomer; done once the workers have made every
+			// outcome durable (ledger, results, run log) and acknowledged it.
+			if rep.Finished, err = allAcked(ctx, bl.js, mc.Events); err != nil {
+				return rep, err
+			}
+		}
 		if mc.Progress != nil && now.Sub(last) >= 10*time.Second {
 			last = now
 			mc.Progress(rep.Elapsed, rep.Created, sb.Stats().Requests)

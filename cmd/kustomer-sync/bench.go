@@ -45,9 +45,10 @@ With --foreign 0.3 another client of the same org spends 30% of the budget at an
 so the workers must adapt to x-ratelimit-remaining; the first window is the one they learn in.
 
 With --mode bulk (or per-item) it compares the two modes instead: --events single-lead events
-in bulk mode until all are created (or --timeout), with bulk jobs taking --bulk-delay, then
-the same in per-item mode for one window, projected to all events; for each, the time, the
-customers created per budget unit (polls included), 429s and duplicates.
+in bulk mode until all are created and acknowledged, their outcomes durable (or --timeout),
+with bulk jobs taking --bulk-delay, then the same in per-item mode for one window, projected
+to all events; for each, the time, the customers created per budget unit (polls included),
+429s and duplicates.
 
 With --pipeline it measures the pipeline itself, with no budget and no sandbox latency: a bare
 loop (fetch, POST, ack: the floor), then per-item mode, then bulk mode, each draining --events

@@ -34,7 +34,7 @@ func (a *app) benchModes(ctx context.Context, f benchFlags) error {
 		reps = append(reps, rep)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tevents\tcreated\ttime\tall created in\trequests\tcustomers/unit\tbulk jobs\tpolls\tlook-ups\t429s\tduplicates\t")
+	fmt.Fprintln(tw, "mode\tevents\tcreated\ttime\tall done in\trequests\tcustomers/unit\tbulk jobs\tpolls\tlook-ups\t429s\tduplicates\t")
 	for _, r := range reps {
 		all := "not in " + r.Elapsed.Round(time.Second).String()
 		switch {
