@@ -429,8 +429,9 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		if err == nil && c.stale && c.bulkJob == "" && c.bulkBatch != "" {
 			job, seen := jobs[c.bulkBatch]
 			if !seen {
-				job, err = l.batchJob(ctx, c.bulkBatch)
-				jobs[c.bulkBatch] = job
+				if job, err = l.batchJob(ctx, c.bulkBatch); err == nil {
+					jobs[c.bulkBatch] = job // a read that failed is not taken for "no job"
+				}
 			}
 			c.bulkJob = job
 		}
