@@ -158,8 +158,11 @@ type claimResult struct {
 const (
 	claimPrefix   = "claim "
 	createdPrefix = "created "
-	jobMarker     = " bulk:"
-	batchMarker   = " batch:"
+	// jobMarker names a bulk job in the claims of earlier versions, which
+	// wrote it into each item's claim; it is still read (a rolling upgrade
+	// meets such claims), and kept by a take-over.
+	jobMarker   = " bulk:"
+	batchMarker = " batch:"
 	// batchKeyPrefix + a bulk request's token is the key of the job id
 	// Kustomer gave the request.
 	batchKeyPrefix = "bulkbatch."
