@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -148,4 +149,23 @@ func twoReplicas(t *testing.T, js jetstream.JetStream, bucket string) (a, b *led
 	b, err = openLedger(context.Background(), js, LedgerConfig{Bucket: bucket, Lease: 30 * time.Second}, "replica-b", clock)
 	require.NoError(t, err)
 	return a, b, &at
+}
+
+// A claim an earlier version wrote, naming its bulk job itself, still
+// leads a replica that takes it over to that job (a rolling upgrade).
+func TestAClaimNamingItsBulkJobTheOldWayIsStillFollowed(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	a, b, now := twoReplicas(t, js, "")
+	key := ledgerKey("", "lead-9")
+	_, err := a.kv.Put(ctx, key, fmt.Appendf(nil, "claim replica-a %d bulk:69f0c0ffee", now.Add(30*time.Second).UnixMilli()))
+	require.NoError(t, err)
+	*now = now.Add(31 * time.Second)
+	got, err := b.claim(ctx, key, newBatchToken())
+	require.NoError(t, err)
+	require.True(t, got.stale)
+	require.Equal(t, "69f0c0ffee", got.bulkJob)
+	require.Empty(t, got.bulkBatch)
 }
