@@ -346,12 +346,7 @@ func (b *batcher) settle(it *bulkItem, d error) {
 	var later *loop.LaterError
 	if errors.As(d, &later) {
 		// Not attempted (another replica holds the item): no failure.
-		it.notBefore = now.Add(max(later.Delay, b.policy.InitialDelay))
-		b.leave(it)
-		b.mu.Lock()
-		b.delayed = append(b.delayed, it)
-		b.mu.Unlock()
-		signal(b.wake)
+		b.delay(it, now.Add(max(later.Delay, b.policy.InitialDelay)))
 		return
 	}
 	if it.first.IsZero() {
@@ -377,7 +372,12 @@ func (b *batcher) settle(it *bulkItem, d error) {
 		b.finish(it, outcome.Exhausted, "")
 		return
 	}
-	it.notBefore = now.Add(max(delay, b.policy.Backoff(it.attempts, rand.Float64())))
+	b.delay(it, now.Add(max(delay, b.policy.Backoff(it.attempts, rand.Float64()))))
+}
+
+// delay takes the item out of flight until notBefore, its next attempt.
+func (b *batcher) delay(it *bulkItem, notBefore time.Time) {
+	it.notBefore = notBefore
 	b.leave(it)
 	b.mu.Lock()
 	b.delayed = append(b.delayed, it)
@@ -421,7 +421,7 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		claims[i], errs[i] = l.claim(ctx, it.key, token)
 	})
 	var send, lookups []*bulkItem
-	var repoint []*bulkItem // claimed earlier: their claims name another request
+	stale := map[*bulkItem]bool{} // claimed earlier: their claims name another request
 	earlier := map[string][]*bulkItem{}
 	jobs := map[string]string{} // token → job id, of earlier requests
 	for i, it := range batch {
@@ -436,7 +436,7 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			c.bulkJob = job
 		}
 		if err == nil && c.stale {
-			repoint = append(repoint, it)
+			stale[it] = true
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -474,24 +474,20 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		}
 		send = append(send, it)
 	}
-	b.claimFor(ctx, token, repoint, send)
+	var renew []*bulkItem
+	for _, it := range send {
+		if stale[it] {
+			renew = append(renew, it)
+		}
+	}
+	b.claimFor(ctx, token, renew)
 	b.send(ctx, send, token, true)
 }
 
-// claimFor renews the claims of items (those of which are sent) for the
-// bulk request token: their claims named an earlier request.
-func (b *batcher) claimFor(ctx context.Context, token string, items, sent []*bulkItem) {
-	sending := make(map[*bulkItem]bool, len(sent))
-	for _, it := range sent {
-		sending[it] = true
-	}
-	var now []*bulkItem
-	for _, it := range items {
-		if sending[it] {
-			now = append(now, it)
-		}
-	}
-	each(now, func(it *bulkItem) {
+// claimFor renews the claims of items for the bulk request token: their
+// claims named an earlier request.
+func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem) {
+	each(items, func(it *bulkItem) {
 		if err := b.w.ledger.claimForBatch(context.WithoutCancel(ctx), it.key, token); err != nil {
 			it.log.Warn().Err(err).Msg("claim not renewed for the bulk request; after a crash the item is looked up instead")
 		}
@@ -547,7 +543,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	}
 	if token == "" {
 		token = newBatchToken()
-		b.claimFor(ctx, token, items, items)
+		b.claimFor(ctx, token, items)
 	}
 	if !haveUnit {
 		if err := b.w.limiter.Wait(ctx); err != nil {
