@@ -35,7 +35,7 @@ func (a *app) benchCommand() *cobra.Command {
 	var f benchFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure rate fidelity: achieved rate and 429s against a sandbox enforcing a budget",
+		Short: "Benchmarks against the sandbox: rate fidelity, bulk against per-item mode (--mode), CPU per customer (--pipeline)",
 		Long: `Start an embedded NATS server and a Kustomer sandbox that enforces a budget of --rate requests
 per --window, then run worker replicas (in this process, each with its own connection, limiter
 and share of the budget) against a backlog of lead events for --windows windows. It reports,
