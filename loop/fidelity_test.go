@@ -177,8 +177,17 @@ func TestLimiterUsesAFixedWindowBudgetFullyWithoutA429(t *testing.T) {
 			spent, limited := ours(srv.spent, sc.windows), ours(srv.rateLimited, sc.windows)
 			t.Logf("spent per window %v, 429s %v", spent, limited)
 			require.Equal(t, make([]int, sc.windows), limited, "no 429 at all")
-			for i := 1; i < sc.windows; i++ { // the first window is entered mid-way
-				require.GreaterOrEqual(t, spent[i], sc.perWindow*97/100, "window %d", i)
+			// The first window is entered mid-way. In the second, replicas
+			// still settle their shares from what the first taught each of
+			// them, in an order the scheduler picks: over 500 runs of 3
+			// replicas at 300 per 10 s it spent 290 to 296. From the third on
+			// every run spent at least 98%.
+			for i := 1; i < sc.windows; i++ {
+				want := sc.perWindow * 97 / 100
+				if i == 1 {
+					want = sc.perWindow * 96 / 100
+				}
+				require.GreaterOrEqual(t, spent[i], want, "window %d", i)
 			}
 		})
 	}
