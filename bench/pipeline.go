@@ -63,6 +63,7 @@ type PipelineReport struct {
 	Elapsed  time.Duration
 	CPU      time.Duration // user and system time of this whole process: NATS server, sandbox and consumers
 	Requests int           // requests the sandbox received
+	Writes   int           // floor+writes: the JetStream writes it made (4 a customer)
 	Profile  string        // the CPU profile written, if any
 }
 
@@ -92,7 +93,7 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 	}
 	var cfg *mapping.Config
 	switch pc.Kind {
-	case PipelineFloor:
+	case PipelineFloor, PipelineFloorWrites:
 	case mapping.ModePerItem, mapping.ModeBulk:
 		inFlight := pipelineConcurrency
 		if pc.Kind == mapping.ModeBulk {
@@ -103,7 +104,7 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 			return rep, err
 		}
 	default:
-		return rep, fmt.Errorf("bench: pipeline kind %q: want %s, %s or %s", pc.Kind, PipelineFloor, mapping.ModePerItem, mapping.ModeBulk)
+		return rep, fmt.Errorf("bench: pipeline kind %q: want %s, %s, %s or %s", pc.Kind, PipelineFloor, PipelineFloorWrites, mapping.ModePerItem, mapping.ModeBulk)
 	}
 	bl, err := newBacklog(ctx, pc.Events, sandbox.Config{RatePerMinute: -1}, pc.NATSOptions, pc.Logger)
 	if err != nil {
@@ -125,13 +126,20 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 	}
 	cpu0, start := processCPU(), time.Now()
 	var drained func() (bool, error)
-	if pc.Kind == PipelineFloor {
-		stop, done, err := runFloor(ctx, bl, pc.Events)
+	var writes *floorWrites
+	if pc.Kind == PipelineFloor || pc.Kind == PipelineFloorWrites {
+		if pc.Kind == PipelineFloorWrites {
+			if writes, err = newFloorWrites(ctx, bl.js); err != nil {
+				return rep, err
+			}
+		}
+		stop, done, err := runFloor(ctx, bl, pc.Events, writes)
 		if err != nil {
 			return rep, err
 		}
 		defer stop()
 		drained = func() (bool, error) { return done(), nil }
+
 	} else {
 		stop, err := startReplica(ctx, bl.ns.ClientURL(), Config{NATSOptions: pc.NATSOptions}, worker.Config{
 			Workflows:     cfg.Workflows,
@@ -160,6 +168,9 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 		rep.Elapsed = time.Since(start)
 	}
 	rep.CPU = processCPU() - cpu0
+	if writes != nil {
+		rep.Writes = int(writes.stored.Load())
+	}
 	st := bl.sb.Sandbox.Stats()
 	rep.Created, rep.Requests = st.Creates, st.Requests
 	return rep, nil
@@ -197,9 +208,10 @@ type floorLead struct {
 
 // runFloor starts the bare loop: pipelineConcurrency goroutines, each
 // taking a fetched event, POSTing its customer and acknowledging it, with
-// no ledger, results, run log or retries. done reports whether all events
-// were acknowledged.
-func runFloor(ctx context.Context, bl *backlog, events int) (stop func(), done func() bool, err error) {
+// no ledger, results, run log or retries; with writes, it also makes
+// per-item mode's JetStream writes around the POST. done reports whether
+// all events were acknowledged.
+func runFloor(ctx context.Context, bl *backlog, events int, writes *floorWrites) (stop func(), done func() bool, err error) {
 	cons, err := bl.js.CreateOrUpdateConsumer(ctx, worker.StreamDefault, jetstream.ConsumerConfig{
 		Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: pipelineConcurrency * 16,
 	})
@@ -220,6 +232,13 @@ func runFloor(ctx context.Context, bl *backlog, events int) (stop func(), done f
 					continue
 				}
 				body, _ := json.Marshal(map[string]any{"externalId": l.ID, "name": l.Name, "emails": []map[string]string{{"email": l.Email}}})
+				var key string
+				if writes != nil {
+					if key, err = writes.claim(ctx, l.ID); err != nil {
+						_ = msg.Nak()
+						continue
+					}
+				}
 				req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 				if err != nil {
 					_ = msg.Nak()
@@ -231,9 +250,18 @@ func runFloor(ctx context.Context, bl *backlog, events int) (stop func(), done f
 					_ = msg.Nak()
 					continue
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
+				var answer []byte
+				if writes != nil {
+					answer, err = io.ReadAll(resp.Body)
+				} else {
+					_, err = io.Copy(io.Discard, resp.Body)
+				}
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
+				if err != nil || resp.StatusCode != http.StatusCreated {
+					_ = msg.Nak()
+					continue
+				}
+				if writes != nil && writes.created(ctx, msg, key, body, answer) != nil {
 					_ = msg.Nak()
 					continue
 				}

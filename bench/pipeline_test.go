@@ -16,7 +16,7 @@ import (
 // business, not a test's.)
 func TestPipelineRunsDrainTheirBacklogOnce(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{PipelineFloor, mapping.ModePerItem, mapping.ModeBulk} {
+	for _, kind := range []string{PipelineFloor, PipelineFloorWrites, mapping.ModePerItem, mapping.ModeBulk} {
 		t.Run(kind, func(t *testing.T) { // one at a time: a process has one CPU profile
 			rep, err := RunPipeline(context.Background(), PipelineConfig{Kind: kind, Events: 300, Limit: time.Minute, ProfileDir: t.TempDir(), Logger: zerolog.Nop()})
 			require.NoError(t, err)
@@ -24,6 +24,9 @@ func TestPipelineRunsDrainTheirBacklogOnce(t *testing.T) {
 			require.Equal(t, 300, rep.Created, "each lead created once")
 			require.Positive(t, rep.CPU)
 			require.FileExists(t, rep.Profile)
+			if kind == PipelineFloorWrites {
+				require.Equal(t, 4*300, rep.Writes, "claim, record, result and run record of each lead")
+			}
 			if kind == mapping.ModeBulk {
 				require.Less(t, rep.Requests, 300/10, "bulk requests, not one per lead")
 			}
@@ -34,5 +37,5 @@ func TestPipelineRunsDrainTheirBacklogOnce(t *testing.T) {
 func TestRunPipelineRefusesAnUnknownKind(t *testing.T) {
 	t.Parallel()
 	_, err := RunPipeline(context.Background(), PipelineConfig{Kind: "batch", Limit: time.Second})
-	require.ErrorContains(t, err, `pipeline kind "batch": want floor, per-item or bulk`)
+	require.ErrorContains(t, err, `pipeline kind "batch": want floor, floor+writes, per-item or bulk`)
 }

@@ -51,11 +51,13 @@ to all events; for each, the time, the customers created per budget unit (polls 
 429s and duplicates.
 
 With --pipeline it measures the pipeline itself, with no budget and no sandbox latency: a bare
-loop (fetch, POST, ack: the floor), then per-item mode, then bulk mode, each draining --events
-events (default 60,000) with ledger, results and run log on. For each it prints customers per
-second and the CPU per customer of this whole process (NATS server and sandbox included) beside
-the floor's: the median of --repeat rounds that interleave the three, so that a machine whose
-speed drifts slows each alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
+loop (fetch, POST, ack: the floor), the same loop making per-item mode's JetStream writes around
+the POST (floor+writes: ledger claim, ledger record, result, run record, and no other work of the
+worker), per-item mode, then bulk mode, each draining --events events (default 60,000); the modes
+with ledger, results and run log on. For each it prints customers per second and the CPU per
+customer of this whole process (NATS server and sandbox included) beside the floor's: the median
+of --repeat rounds that interleave the four, so that a machine whose speed drifts slows each
+alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
   kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
   kustomer-sync bench --replicas 3 --windows 2 --rate 600
@@ -109,8 +111,8 @@ speed drifts slows each alike. --profile DIR writes the first round's CPU profil
 	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode or --pipeline: give a run up after this long")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
-	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, per-item and bulk once; the medians are reported")
-	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, per-item.pprof, bulk.pprof)")
+	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, floor+writes, per-item and bulk once; the medians are reported")
+	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, floor+writes.pprof, per-item.pprof, bulk.pprof)")
 	return cmd
 }
 

@@ -13,17 +13,18 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
-// benchPipeline drains --events events three ways with no budget and no
-// sandbox latency (the bare loop, per-item mode, bulk mode), --repeat
-// times, and prints each one's median customers per second and CPU per
-// customer, each mode beside the floor.
+// benchPipeline drains --events events four ways with no budget and no
+// sandbox latency (the bare loop, the bare loop with per-item mode's
+// JetStream writes, per-item mode, bulk mode), --repeat times, and prints
+// each one's median customers per second and CPU per customer beside the
+// floor's.
 func (a *app) benchPipeline(ctx context.Context, f benchFlags) error {
 	if f.profile != "" {
 		if err := os.MkdirAll(f.profile, 0o755); err != nil {
 			return fmt.Errorf("--profile: %w", err)
 		}
 	}
-	kinds := []string{bench.PipelineFloor, mapping.ModePerItem, mapping.ModeBulk}
+	kinds := []string{bench.PipelineFloor, bench.PipelineFloorWrites, mapping.ModePerItem, mapping.ModeBulk}
 	// The rounds interleave the kinds, so that a machine whose speed drifts
 	// (a shared VM) slows each kind alike; each kind's median is reported.
 	runs := make(map[string][]bench.PipelineReport, len(kinds))
