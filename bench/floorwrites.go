@@ -20,9 +20,8 @@ import (
 // PipelineFloorWrites is the floor plus the JetStream writes per-item mode
 // makes for each customer, and nothing else of the worker: the ledger
 // claim before the POST, the ledger record after it, the result and the
-// run record. It is the least any per-item design keeping those
-// guarantees can spend: what per-item mode spends beyond it is the
-// worker's own work.
+// run record, each stored before the next step as the guarantees require.
+// What per-item mode spends beyond it is the worker's own work.
 const PipelineFloorWrites = "floor+writes"
 
 // floorWrites makes, for the floor, the writes per-item mode makes per
