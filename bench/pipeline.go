@@ -226,46 +226,7 @@ func runFloor(ctx context.Context, bl *backlog, events int, writes *floorWrites)
 	for range pipelineConcurrency {
 		wg.Go(func() {
 			for msg := range msgs {
-				var l floorLead
-				if json.Unmarshal(msg.Data(), &l) != nil {
-					_ = msg.Term()
-					continue
-				}
-				body, _ := json.Marshal(map[string]any{"externalId": l.ID, "name": l.Name, "emails": []map[string]string{{"email": l.Email}}})
-				var key string
-				if writes != nil {
-					if key, err = writes.claim(ctx, l.ID); err != nil {
-						_ = msg.Nak()
-						continue
-					}
-				}
-				req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-				if err != nil {
-					_ = msg.Nak()
-					continue
-				}
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
-					_ = msg.Nak()
-					continue
-				}
-				var answer []byte
-				if writes != nil {
-					answer, err = io.ReadAll(resp.Body)
-				} else {
-					_, err = io.Copy(io.Discard, resp.Body)
-				}
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusCreated {
-					_ = msg.Nak()
-					continue
-				}
-				if writes != nil && writes.created(ctx, msg, key, body, answer) != nil {
-					_ = msg.Nak()
-					continue
-				}
-				if msg.Ack() == nil {
+				if floorOne(ctx, client, url, msg, writes) && msg.Ack() == nil {
 					acked.Add(1)
 				}
 			}
@@ -285,4 +246,52 @@ func runFloor(ctx context.Context, bl *backlog, events int, writes *floorWrites)
 		}, func() bool {
 			return acked.Load() >= int64(events)
 		}, nil
+}
+
+// floorOne POSTs the customer of one event of the floor, with writes its
+// JetStream writes around the POST, and reports whether the event is done:
+// otherwise it was nak'ed or terminated.
+func floorOne(ctx context.Context, client *http.Client, url string, msg jetstream.Msg, writes *floorWrites) bool {
+	var l floorLead
+	if json.Unmarshal(msg.Data(), &l) != nil {
+		_ = msg.Term()
+		return false
+	}
+	body, _ := json.Marshal(map[string]any{"externalId": l.ID, "name": l.Name, "emails": []map[string]string{{"email": l.Email}}})
+	var key string
+	if writes != nil {
+		var err error
+		// A redelivered event finds its own claim: the floor takes no claim over.
+		if key, err = writes.claim(ctx, l.ID); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			_ = msg.Nak()
+			return false
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		_ = msg.Nak()
+		return false
+	}
+	var answer []byte
+	if writes != nil {
+		answer, err = io.ReadAll(resp.Body)
+	} else {
+		_, err = io.Copy(io.Discard, resp.Body)
+	}
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		_ = msg.Nak()
+		return false
+	}
+	if writes != nil && writes.created(ctx, msg, key, body, answer) != nil {
+		_ = msg.Nak()
+		return false
+	}
+	return true
 }
