@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -497,9 +498,11 @@ func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem)
 // resume asks the bulk job an earlier attempt (maybe another replica's,
 // now dead) sent items in what became of them, once, as one attempt:
 // created and failed items are settled, and so are the items of a job not
-// complete yet, to be asked again at their next attempt (never sent again
-// while the job may still create them). It returns the items a complete or
-// unreadable job says nothing about, to be looked up and sent again.
+// complete yet or not readable now (a 5xx, a 429, a timeout), to be asked
+// again at their next attempt: never sent again while the job may still
+// create them. It returns the items a complete job says nothing about, or
+// all of them when Kustomer no longer knows the job (404), to be looked up
+// and sent again.
 func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
 	if err := b.w.limiter.Wait(ctx); err != nil {
 		b.cancel(items)
@@ -512,10 +515,25 @@ func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unk
 			b.cancel(items)
 			return nil
 		}
-		// The job is gone or Kustomer did not answer: fall back to looking
-		// the items up.
-		b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job unreadable; looking its items up")
-		return items
+		if ke := (*kustomer.Error)(nil); errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound {
+			b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job gone; looking its items up")
+			return items
+		}
+		d := decide(err)
+		b.f.breaker.Record(d)
+		if !errors.Is(d, &loop.PauseError{}) {
+			u := &loop.UnknownError{Err: fmt.Errorf("worker: earlier bulk job %s unreadable: %w", id, err)}
+			if re := (*loop.RetryError)(nil); errors.As(d, &re) {
+				u.Delay = re.Delay // a 429's Retry-After
+			}
+			d = u
+		}
+		b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job unreadable; asking again at the items' next attempt")
+		for _, it := range items {
+			it.attempts++
+			b.settle(it, d)
+		}
+		return nil
 	}
 	b.f.log.Info().Str("bulk_job", id).Int("items", len(items)).Bool("complete", res.Completed).Msg("earlier attempt's bulk job read instead of sending again")
 	for _, it := range items {

@@ -425,3 +425,78 @@ func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *t
 	st := h.sb.Sandbox.Stats()
 	require.LessOrEqual(t, st.BulkJobs, (len(big)+1)/100+2, "full batches: %+v", st)
 }
+
+// kustomerPollFails is a Kustomer whose first polls of a bulk job fail as
+// a transient outage would (a 503).
+type kustomerPollFails struct {
+	*kustomer.Client
+	failures atomic.Int32 // polls still to fail
+}
+
+func (k *kustomerPollFails) BulkResults(ctx context.Context, id string) (*kustomer.BulkResults, error) {
+	if k.failures.Add(-1) >= 0 {
+		return nil, &kustomer.Error{Op: "bulk", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+	}
+	return k.Client.BulkResults(ctx, id)
+}
+
+// A replica that takes over a dead replica's claims finds the bulk job they
+// were sent in. When that job cannot be read for a while (a 503), the items
+// are asked about again later, not looked up and sent again while the job
+// may still create them.
+func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T) {
+	t.Parallel()
+	poll := &kustomerPollFails{}
+	poll.failures.Store(2)
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 20ms
+    loop: "{{trigger.leads}}"
+    idempotency_key: "{{item.id}}"
+    retry: {max_attempts: 10, initial_delay: 100ms}
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`,
+		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
+		wrap: func(k Kustomer) Kustomer {
+			poll.Client = k.(*kustomer.Client)
+			return poll
+		},
+	})
+	ctx := context.Background()
+	// A replica, dead since, claimed the three items and sent them in a job
+	// that is still running.
+	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-time.Minute) })
+	require.NoError(t, err)
+	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
+	require.NoError(t, err)
+	token := newBatchToken()
+	var items []kustomer.BulkItem
+	for _, n := range []string{"a", "b", "c"} {
+		key := ledgerKey("", "ext-"+n)
+		_, err := dead.claim(ctx, key, token)
+		require.NoError(t, err)
+		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
+	}
+	job, err := client.CreateCustomersBulk(ctx, items)
+	require.NoError(t, err)
+	require.NoError(t, dead.batchSent(ctx, token, job.ID))
+
+	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	for _, it := range rec.Items {
+		require.Equal(t, job.ID, it.BulkJob, "item %d: its outcome came from the earlier job", it.Index)
+		require.Greater(t, it.Attempts, 1, "item %d: asked again after the 503", it.Index)
+	}
+	st := h.sb.Sandbox.Stats()
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, 3, st.Creates, "each lead created once, by the earlier job")
+	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
+	require.Equal(t, 1, st.LookupsByExternalID, "the start probe only: no item was looked up")
+}
