@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -582,8 +581,9 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 		return
 	}
 	// The job's clock starts when Kustomer received it, at the latest now.
+	// An accepted request tells the breaker nothing yet: the items' outcomes
+	// in the job do (apply).
 	submitted := b.w.cfg.Clock.Now()
-	b.f.breaker.Record(nil)
 	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
 	for _, it := range items {
 		it.job = job.ID
@@ -758,7 +758,7 @@ func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
 // giveUp is how long a job is followed before the attempt counts as failed
 // with an unknown outcome: half the claims' lease. The next attempt asks
 // the same job again; its items are sent again only once the job is
-// complete without them, or cannot be read.
+// complete without them, or gone.
 func (b *batcher) giveUp() time.Duration {
 	return max(b.w.ledger.lease/2, bulkEstimateFloor)
 }
@@ -774,7 +774,11 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 	outs := res.Outcomes(refs)
 	var created []*bulkItem
 	ids := map[*bulkItem]string{}
-	var firstErr error
+	// As in per-item mode, each item is one observation for the breaker:
+	// a created item or a permanent failure means Kustomer works; items
+	// failing transiently one after another mean an outage.
+	var transient []error
+	up := false
 	for i, it := range items {
 		it.job = id
 		o := outs[i]
@@ -789,15 +793,24 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 			continue
 		}
 		d := decide(o.Err)
-		firstErr = cmp.Or(firstErr, d)
+		switch {
+		case errors.Is(d, &loop.PauseError{}):
+			b.f.breaker.Record(d) // credentials or role: the workflow pauses at once
+		case errors.Is(d, &loop.PermanentError{}):
+			up = true
+		default:
+			transient = append(transient, d)
+		}
 		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
 		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decision(d)).Msg("create failed")
 		b.settle(it, d)
 	}
-	if len(created) > 0 {
+	if up || len(created) > 0 {
 		b.f.breaker.Record(nil)
-	} else if firstErr != nil {
-		b.f.breaker.Record(firstErr)
+	} else {
+		for _, d := range transient {
+			b.f.breaker.Record(d)
+		}
 	}
 	each(created, func(it *bulkItem) {
 		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum); err != nil {

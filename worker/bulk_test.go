@@ -500,3 +500,32 @@ workflows:
 	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
 	require.Equal(t, 1, st.LookupsByExternalID, "the start probe only: no item was looked up")
 }
+
+// Kustomer accepts every bulk request, but every item in the jobs fails
+// with a 503: an outage, seen item by item. The workflow pauses as per-item
+// mode would after as many failures in a row, dead-letters nothing, and
+// creates every lead once Kustomer recovers.
+func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config:  bulkLoopConfig,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, BulkItemFailureRate: 1},
+		worker:  func(c *Config) { c.PauseNakDelay = 100 * time.Millisecond },
+	})
+	names := strings.Split("a b c d e f g h i j k l", " ") // more than the breaker's 10
+	seq := h.publish("leads.web", "outage-1", leadsEvent(names...))
+	st := h.requireWorkflowState(StatePaused)
+	require.Contains(t, st.Reason, "transient failures in a row")
+	require.Empty(t, h.deadLetters(), "an outage pauses; it dead-letters nothing")
+
+	f := h.sb.Sandbox.Faults()
+	f.BulkItemFailureRate = 0
+	h.sb.Sandbox.SetFaults(f)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	h.requireWorkflowState(StateRunning)
+	require.Empty(t, h.deadLetters())
+	for _, n := range names {
+		require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-"+n], n)
+	}
+}
