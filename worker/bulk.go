@@ -260,7 +260,10 @@ func (b *batcher) loop() {
 	}
 }
 
-// take removes up to size ready items whose keys are not in flight.
+// take removes up to size ready items whose keys are not in flight, here
+// or in another attempt of this process (another workflow creating the
+// same item, whose live claim would look like this replica's stale one):
+// those wait for it, here, or try again a little later.
 func (b *batcher) take() []*bulkItem {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -271,6 +274,11 @@ func (b *batcher) take() []*bulkItem {
 		n++
 		if b.active[it.key] {
 			b.blocked[it.key] = append(b.blocked[it.key], it)
+			continue
+		}
+		if !b.w.ledger.tryHold(it.key) {
+			it.notBefore = b.w.cfg.Clock.Now().Add(b.policy.InitialDelay)
+			b.delayed = append(b.delayed, it)
 			continue
 		}
 		b.active[it.key] = true
@@ -312,6 +320,7 @@ func (b *batcher) sleep(ctx context.Context, d time.Duration) {
 func (b *batcher) leave(it *bulkItem) {
 	b.mu.Lock()
 	delete(b.active, it.key)
+	b.w.ledger.unhold(it.key)
 	if list := b.blocked[it.key]; len(list) > 0 {
 		delete(b.blocked, it.key)
 		b.ready = append(b.ready, list...)

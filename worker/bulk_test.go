@@ -529,3 +529,44 @@ func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T
 		require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-"+n], n)
 	}
 }
+
+// A bulk workflow and a per-item workflow of the same replica meet the same
+// item (one idempotency key, the shared ledger scope) while the bulk job
+// that creates it still runs. The per-item attempt waits for the bulk one
+// instead of taking this replica's live claim over as stale: the lead is
+// created once.
+func TestBulkAndPerItemWorkflowsOfOneReplicaCreateASharedItemOnce(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 20ms
+    loop: "{{trigger.leads}}"
+    idempotency_key: "{{item.id}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+  - name: single
+    subject: "signups.>"
+    loop: "{{trigger.leads}}"
+    idempotency_key: "{{item.id}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`,
+		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
+	})
+	bulkSeq := h.publish("leads.web", "shared-1", leadsEvent("a"))
+	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs == 1 }, 10*time.Second, 5*time.Millisecond)
+	singleSeq := h.publish("signups.web", "shared-2", leadsEvent("a"))
+	require.Equal(t, RunSucceeded, h.waitRun(bulkSeq).Status)
+	single := h.waitRun(singleSeq)
+	require.Equal(t, RunSucceeded, single.Status)
+	require.Equal(t, outcome.AlreadyCreated, single.Items[0].Outcome, "the per-item workflow found what the bulk job created")
+	st := h.sb.Sandbox.Stats()
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
+}

@@ -69,23 +69,35 @@ type ledger struct {
 // second attempt then finds what the first recorded. unhold gives it back.
 func (l *ledger) hold(ctx context.Context, key string) error {
 	for {
-		l.heldMu.Lock()
-		done, busy := l.held[key]
-		if !busy {
-			if l.held == nil {
-				l.held = map[string]chan struct{}{}
-			}
-			l.held[key] = make(chan struct{})
-			l.heldMu.Unlock()
+		busy := l.acquire(key)
+		if busy == nil {
 			return nil
 		}
-		l.heldMu.Unlock()
 		select {
-		case <-done:
+		case <-busy:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// tryHold is hold without the wait: it reports false when another attempt
+// of this process holds key.
+func (l *ledger) tryHold(key string) bool { return l.acquire(key) == nil }
+
+// acquire reserves key for the caller and returns nil, or, when another
+// attempt of this process holds it, a channel closed when that one lets go.
+func (l *ledger) acquire(key string) (busy <-chan struct{}) {
+	l.heldMu.Lock()
+	defer l.heldMu.Unlock()
+	if done, ok := l.held[key]; ok {
+		return done
+	}
+	if l.held == nil {
+		l.held = map[string]chan struct{}{}
+	}
+	l.held[key] = make(chan struct{})
+	return nil
 }
 
 func (l *ledger) unhold(key string) {
