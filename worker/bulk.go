@@ -660,7 +660,14 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		halves.Wait()
 		return
 	}
-	unknown := errors.Is(d, &loop.UnknownError{})
+	var ue *loop.UnknownError
+	unknown := errors.As(d, &ue)
+	if unknown {
+		// Kustomer may have queued the job and may still run it: the items
+		// are looked up by externalId before being sent again, but no sooner
+		// than a job this worker follows is given to complete.
+		d = &loop.UnknownError{Err: ue.Err, Delay: max(ue.Delay, b.giveUp())}
+	}
 	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
 	for _, it := range items {
 		if !unknown {

@@ -295,11 +295,15 @@ func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	require.Greater(t, st.Requests, 2*perWindow, "the run spanned several windows")
 }
 
+// The look-up waits as long as a followed job is given to complete (half
+// the lease): here the job Kustomer queued completes 1 s after the client
+// gave up on its answer, and is found then, not sent again.
 func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
 		config:  bulkLoopConfig,
-		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
+		sandbox: sandbox.Config{BulkDelay: 3 * time.Second, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
+		worker:  func(c *Config) { c.Ledger.Lease = 5 * time.Second }, // the client gives up after 2 s
 	})
 	seq := h.publish("leads.web", "lost-1", leadsEvent("a", "b", "c"))
 	// The first bulk request is queued by Kustomer but its answer never
