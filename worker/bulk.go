@@ -243,6 +243,11 @@ func (b *batcher) loop() {
 		}
 		b.mu.Unlock()
 		if !flush {
+			if ctx.Err() != nil {
+				// Stopping, batches still in flight: wait for them to end
+				// (batchDone wakes this loop), not for a context already done.
+				ctx = context.WithoutCancel(ctx)
+			}
 			b.sleep(ctx, wait)
 			continue
 		}
