@@ -357,7 +357,15 @@ func itemClass(code int) Class {
 // results are matched by position). It returns one BulkResult per item. An
 // item with no result (the job is not complete, or Kustomer left it out) gets
 // a retryable error with [Error.Timeout] set: its outcome is unknown.
-func (r *BulkResults) Outcomes(refs []string) []BulkResult {
+func (r *BulkResults) Outcomes(refs []string) []BulkResult { return r.outcomes(refs, true) }
+
+// OutcomesByRef is Outcomes for items that are not the job's whole list in
+// submission order (some of a job's items, asked about later): results are
+// matched only through their refs, never by position, and an item whose
+// ref no result carries has an unknown outcome.
+func (r *BulkResults) OutcomesByRef(refs []string) []BulkResult { return r.outcomes(refs, false) }
+
+func (r *BulkResults) outcomes(refs []string, byPosition bool) []BulkResult {
 	out := make([]BulkResult, len(refs))
 	byRef := make(map[string]BulkResult, len(r.Results))
 	for _, res := range r.Results {
@@ -372,6 +380,7 @@ func (r *BulkResults) Outcomes(refs []string) []BulkResult {
 		switch {
 		case ref != "" && !positional:
 			res, ok = byRef[ref]
+		case !byPosition:
 		case len(r.Results) == len(refs):
 			res, ok = r.Results[i], true
 		case len(r.Results) == 0 && r.Completed && r.FailureCount == 0 && len(r.ObjectIDs) == len(refs):

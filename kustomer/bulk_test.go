@@ -122,6 +122,27 @@ func TestBulkItemsWithoutRefsAreMatchedByPosition(t *testing.T) {
 	require.Equal(t, found.ID, out[2].CustomerID)
 }
 
+// Some of a job's items, asked about later and perhaps in another order,
+// are matched only through their refs: results that carry none leave each
+// item's outcome unknown rather than pair it with another item's result.
+func TestBulkOutcomesByRefNeverMatchByPosition(t *testing.T) {
+	t.Parallel()
+	srv := kustomertest.New(t, sandbox.Config{})
+	c := srv.Client(t, kustomer.Config{})
+	items := []kustomer.BulkItem{{Body: map[string]any{"externalId": "q-1"}}, {Body: map[string]any{"externalId": "q-2"}}}
+	job, err := c.CreateCustomersBulk(t.Context(), items)
+	require.NoError(t, err)
+	res, err := c.BulkResults(t.Context(), job.ID)
+	require.NoError(t, err)
+	require.NoError(t, res.Outcomes([]string{"", ""})[1].Err, "the whole list in order: by position")
+	for i, o := range res.OutcomesByRef([]string{"b", "a"}) {
+		var ke *kustomer.Error
+		require.ErrorAs(t, o.Err, &ke, "item %d", i)
+		require.True(t, ke.Timeout, "item %d: outcome unknown", i)
+		require.Empty(t, o.CustomerID, "item %d", i)
+	}
+}
+
 func TestBulkItemFailuresInjectedBySandboxAreRetryable(t *testing.T) {
 	t.Parallel()
 	srv := kustomertest.New(t, sandbox.Config{BulkItemFailureRate: 1})

@@ -399,6 +399,25 @@ func (b *batcher) delay(it *bulkItem, notBefore time.Time) {
 	signal(b.wake)
 }
 
+// unit waits for the rate unit of a request about items. When there is
+// none, it leaves the items to the event's redelivery (shutdown) or settles
+// them with decide's decision on the limiter's error, and reports false.
+func (b *batcher) unit(ctx context.Context, items []*bulkItem, decide func(error) error) bool {
+	err := b.w.limiter.Wait(ctx)
+	switch {
+	case err == nil:
+		return true
+	case ctx.Err() != nil:
+		b.cancel(items)
+	default:
+		for _, it := range items {
+			it.attempts++
+			b.settle(it, decide(err))
+		}
+	}
+	return false
+}
+
 // cancel leaves the items to the event's redelivery: their claims stay.
 func (b *batcher) cancel(items []*bulkItem) {
 	for _, it := range items {
@@ -517,8 +536,7 @@ func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem)
 // all of them when Kustomer no longer knows the job (404), to be looked up
 // and sent again.
 func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
-	if err := b.w.limiter.Wait(ctx); err != nil {
-		b.cancel(items)
+	if !b.unit(ctx, items, loop.Unknown) {
 		return nil
 	}
 	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
@@ -552,7 +570,7 @@ func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unk
 	for _, it := range items {
 		it.attempts++
 	}
-	rest := b.apply(ctx, items, id, res)
+	rest := b.apply(ctx, items, id, res, false)
 	if !res.Completed {
 		// The job may still create them: sending them again could create
 		// them twice. Ask again at the next attempt.
@@ -576,11 +594,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 		token = newBatchToken()
 		b.claimFor(ctx, token, items)
 	}
-	if !haveUnit {
-		if err := b.w.limiter.Wait(ctx); err != nil {
-			b.cancel(items)
-			return
-		}
+	if !haveUnit && !b.unit(ctx, items, func(err error) error { return loop.RetryAfter(0, err) }) {
+		return
 	}
 	bulk := make([]kustomer.BulkItem, len(items))
 	for i, it := range items {
@@ -620,7 +635,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 		}
 		return
 	}
-	rest := b.apply(ctx, items, job.ID, res)
+	rest := b.apply(ctx, items, job.ID, res, true)
 	for _, it := range rest {
 		// Not complete in time (or, complete, silent about the item): the
 		// claim names the job, so the next attempt asks it again first.
@@ -707,7 +722,10 @@ func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*
 		}
 		lowered = nil
 		if err := b.w.limiter.Wait(ctx); err != nil {
-			return nil, polls, err
+			if ctx.Err() != nil {
+				return nil, polls, ctx.Err()
+			}
+			return nil, polls, loop.Unknown(err) // the job may still create them
 		}
 		polls++
 		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
@@ -786,13 +804,18 @@ func (b *batcher) giveUp() time.Duration {
 
 // apply gives the items of job id their reported outcomes: created ones are
 // recorded in the ledger, failed ones settled; it returns the items the job
-// says nothing about (not complete, or left out).
-func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *kustomer.BulkResults) (unknown []*bulkItem) {
+// says nothing about (not complete, or left out). whole says items are the
+// job's whole list in submission order, so results without refs can be
+// matched by position.
+func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *kustomer.BulkResults, whole bool) (unknown []*bulkItem) {
 	refs := make([]string, len(items))
 	for i, it := range items {
 		refs[i] = bulkRef(it.key)
 	}
-	outs := res.Outcomes(refs)
+	outs := res.OutcomesByRef(refs)
+	if whole {
+		outs = res.Outcomes(refs)
+	}
 	var created []*bulkItem
 	ids := map[*bulkItem]string{}
 	// As in per-item mode, each item is one observation for the breaker:
