@@ -500,12 +500,23 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			continue
 		}
 		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
-		if c, ok := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log); ok {
+		c, err := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			b.cancel([]*bulkItem{it})
+		case err != nil:
+			// No answer is no "not found": the item is not sent again while
+			// an earlier request may have created it.
+			d := unresolved(err)
+			b.f.breaker.Record(d)
+			it.attempts++
+			b.settle(it, d)
+		case c != nil:
 			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum)
 			b.finish(it, outcome.AlreadyCreated, c.ID)
-			continue
+		default:
+			send = append(send, it)
 		}
-		send = append(send, it)
 	}
 	var renew []*bulkItem
 	for _, it := range send {
@@ -550,15 +561,8 @@ func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unk
 			b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job gone; looking its items up")
 			return items
 		}
-		d := decide(err)
+		d := unresolved(fmt.Errorf("worker: earlier bulk job %s unreadable: %w", id, err))
 		b.f.breaker.Record(d)
-		if !errors.Is(d, &loop.PauseError{}) {
-			u := &loop.UnknownError{Err: fmt.Errorf("worker: earlier bulk job %s unreadable: %w", id, err)}
-			if re := (*loop.RetryError)(nil); errors.As(d, &re) {
-				u.Delay = re.Delay // a 429's Retry-After
-			}
-			d = u
-		}
 		b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job unreadable; asking again at the items' next attempt")
 		for _, it := range items {
 			it.attempts++

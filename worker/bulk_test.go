@@ -574,3 +574,56 @@ workflows:
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
 }
+
+// kustomerLookupsFail fails the first look-ups of leads' externalIds with a
+// 503.
+type kustomerLookupsFail struct {
+	*kustomer.Client
+	failures atomic.Int32
+}
+
+func (k *kustomerLookupsFail) CustomerByExternalID(ctx context.Context, id string) (*kustomer.Customer, error) {
+	if strings.HasPrefix(id, "ext-") && k.failures.Add(-1) >= 0 {
+		return nil, &kustomer.Error{Op: "lookup", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+	}
+	return k.Client.CustomerByExternalID(ctx, id)
+}
+
+// After a bulk request whose answer was lost, a look-up that fails is no
+// answer: the items are asked about again, not sent again.
+func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) {
+	t.Parallel()
+	k := &kustomerLookupsFail{}
+	k.failures.Store(3)
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 20ms
+    loop: "{{trigger.leads}}"
+    retry: {max_attempts: 6, initial_delay: 50ms}
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`,
+		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
+		worker:  func(c *Config) { c.Ledger.Lease = 3 * time.Second },
+		wrap:    func(c Kustomer) Kustomer { k.Client = c.(*kustomer.Client); return k },
+	})
+	seq := h.publish("leads.web", "lost-2", leadsEvent("a", "b", "c"))
+	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs >= 1 }, 10*time.Second, 10*time.Millisecond)
+	f := h.sb.Sandbox.Faults()
+	f.TimeoutRate = 0
+	h.sb.Sandbox.SetFaults(f)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	for _, it := range rec.Items {
+		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d was found by its externalId", it.Index)
+	}
+	st := h.sb.Sandbox.Stats()
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
+	require.Negative(t, k.failures.Load(), "the failing look-ups were made")
+}

@@ -51,6 +51,20 @@ func decide(err error) error {
 	}
 }
 
+// unresolved is the decision for an attempt that could not find out what
+// an earlier attempt did, because the question itself failed (a look-up by
+// externalId, a read of the earlier bulk job): Kustomer's answer decides as
+// for any request (a pause pauses, a 429 waits), but an answer that would
+// fail the item leaves its outcome unknown instead. Either way nothing is
+// sent again and the claim stays, so the next attempt asks again.
+func unresolved(err error) error {
+	d := decide(err)
+	if errors.Is(d, &loop.PermanentError{}) {
+		return loop.Unknown(err)
+	}
+	return d
+}
+
 // decision names the decision err holds, as the "class" field of a log line
 // says it: "retry", "throttled", "unknown", "pause", or "permanent" for any
 // other error (one without a decision is permanent to the loop too); "" for

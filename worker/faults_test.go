@@ -285,3 +285,51 @@ workflows:
 	require.Contains(t, reason, "50")
 	require.Empty(t, h.sb.Sandbox.Customers())
 }
+
+// kustomerLostAnswerThenNoLookups creates the first customer but loses the
+// answer (a timeout), then fails the next two look-ups by externalId with
+// a 503: no answer, which is not "not found".
+type kustomerLostAnswerThenNoLookups struct {
+	Kustomer
+	creates, lookups atomic.Int32
+}
+
+func (k *kustomerLostAnswerThenNoLookups) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
+	c, err := k.Kustomer.CreateCustomer(ctx, body)
+	if k.creates.Add(1) == 1 && err == nil {
+		return nil, &kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true, Message: "answer lost"}
+	}
+	return c, err
+}
+
+func (k *kustomerLostAnswerThenNoLookups) CustomerByExternalID(ctx context.Context, id string) (*kustomer.Customer, error) {
+	if k.creates.Load() > 0 && k.lookups.Add(1) <= 2 { // after the start probe
+		return nil, &kustomer.Error{Op: "lookup", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+	}
+	return k.Kustomer.CustomerByExternalID(ctx, id)
+}
+
+// After a create whose answer was lost, a look-up that fails is no answer:
+// the item is asked about again, never created a second time.
+func TestAFailedLookUpAfterALostAnswerIsAskedAgainNotTakenForNotFound(t *testing.T) {
+	t.Parallel()
+	k := &kustomerLostAnswerThenNoLookups{}
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: default
+    subject: "leads.>"
+    retry: {max_attempts: 5, initial_delay: 20ms}
+    inputs:
+      externalId: "{{trigger.id}}"
+      name: "{{trigger.name}}"
+`,
+		wrap: func(c Kustomer) Kustomer { k.Kustomer = c; return k },
+	})
+	rec := h.waitRun(h.publish("leads.web", "lost-answer-1", `{"id":"la-1","name":"Ann"}`))
+	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, outcome.AlreadyCreated, rec.Items[0].Outcome)
+	require.Equal(t, 3, rec.Items[0].Attempts, "the lost answer, a failed look-up, then the look-up that found it")
+	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["la-1"], "created once")
+	require.Zero(t, h.sb.Sandbox.Stats().Duplicates)
+}

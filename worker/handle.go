@@ -272,7 +272,13 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 	sum := enc.sum
 	extID := req.ExternalID()
 	if lookFirst && extID != "" {
-		if c, ok := w.lookup(ctx, extID, spend, log); ok {
+		c, err := w.lookup(ctx, extID, spend, log)
+		switch {
+		case err != nil:
+			// Not knowing whether the earlier attempt created it, do not
+			// create it again: ask again at the next attempt.
+			return loop.Result{}, unresolved(err)
+		case c != nil:
 			_ = w.ledger.record(ctx, key, c.ID, sum)
 			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 		}
@@ -288,12 +294,17 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 		unknown := errors.Is(err, &loop.UnknownError{}) || ctx.Err() != nil
 		if unknown && extID != "" {
 			// The request may have been answered: ask before trying again.
-			if c, ok := w.lookup(ctx, extID, spend, log); ok {
+			// Not found, or the question failed: the outcome stays unknown,
+			// the claim stays, and the next attempt asks again.
+			if c, err := w.lookup(ctx, extID, spend, log); err == nil && c != nil {
 				_ = w.ledger.record(ctx, key, c.ID, sum)
 				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 			}
 		}
-		if !unknown {
+		if !unknown && !lookFirst {
+			// Kustomer answered: this attempt created nothing, and no earlier
+			// attempt's outcome is in doubt (that claim is kept, so every
+			// later attempt looks the item up first).
 			w.ledger.release(context.WithoutCancel(ctx), key)
 		}
 		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
@@ -306,20 +317,23 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
 }
 
-// lookup finds a customer by externalId after an unknown outcome.
-func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log zerolog.Logger) (*kustomer.Customer, bool) {
+// lookup finds a customer by externalId after an unknown outcome: the
+// customer, nil when Kustomer has none, or the error when it could not be
+// asked (a failed look-up is no answer: the customer may exist).
+func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
 	if err := spend.wait(ctx); err != nil {
-		return nil, false
+		return nil, err
 	}
 	c, err := w.kustomer.CustomerByExternalID(ctx, extID)
-	if err != nil {
-		if !kustomer.IsNotFound(err) {
-			log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
-		}
-		return nil, false
+	switch {
+	case kustomer.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
+		return nil, err
 	}
 	log.Info().Str("customer_id", c.ID).Msg("unknown outcome resolved by look-up: customer exists")
-	return c, true
+	return c, nil
 }
 
 // deadLetterEvent dead-letters a whole event that cannot be processed at all.
