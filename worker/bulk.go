@@ -40,24 +40,26 @@ type BulkKustomer interface {
 // job that decided it.
 type bulkOutcome struct {
 	loop.Outcome
-	job string
+	job        string
+	unrecorded bool // the customer exists, the ledger could not record it
 }
 
 // bulkItem is one item of an event on its way through the batcher.
 type bulkItem struct {
-	index     int
-	key       string // ledger key; also the item's _clientRef
-	req       mapping.Request
-	body      body // req encoded
-	log       zerolog.Logger
-	done      chan<- bulkOutcome
-	attempts  int
-	err       error
-	first     time.Time
-	last      time.Time
-	job       string    // the last bulk job the item was sent in
-	queued    time.Time // when it became ready
-	notBefore time.Time // for a retry: its earliest next attempt
+	index      int
+	key        string // ledger key; also the item's _clientRef
+	req        mapping.Request
+	body       body // req encoded
+	log        zerolog.Logger
+	done       chan<- bulkOutcome
+	attempts   int
+	err        error
+	first      time.Time
+	last       time.Time
+	job        string    // the last bulk job the item was sent in
+	queued     time.Time // when it became ready
+	notBefore  time.Time // for a retry: its earliest next attempt
+	unrecorded bool      // created or found, but not recorded in the ledger
 }
 
 // batcher gathers the items of a bulk workflow's events into bulk requests,
@@ -154,6 +156,9 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 			report.Outcomes[pos[o.Index]] = o.Outcome
 			if o.job != "" {
 				jobs[o.Index] = o.job
+			}
+			if o.unrecorded {
+				ev.unrecorded = true
 			}
 			if o.Status == outcome.Paused {
 				report.Paused = true
@@ -346,8 +351,16 @@ func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string
 	signal(b.wake)
 }
 
+// recorded notes what record returned for the item's customer id.
+func (it *bulkItem) recorded(err error, id string) {
+	if err != nil {
+		it.unrecorded = true
+		it.log.Error().Err(err).Str("customer_id", id).Msg("customer not recorded in the ledger; the event is not acknowledged, and its redelivery looks the customer up")
+	}
+}
+
 func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
-	return bulkOutcome{job: it.job, Outcome: loop.Outcome{
+	return bulkOutcome{job: it.job, unrecorded: it.unrecorded, Outcome: loop.Outcome{
 		Index: it.index, Status: status, Attempts: it.attempts,
 		Err: it.err, FirstFailure: it.first, LastFailure: it.last,
 	}}
@@ -512,7 +525,7 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			it.attempts++
 			b.settle(it, d)
 		case c != nil:
-			_ = l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum)
+			it.recorded(l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum), c.ID)
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 		default:
 			send = append(send, it)
@@ -861,9 +874,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		}
 	}
 	each(created, func(it *bulkItem) {
-		if err := b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum); err != nil {
-			it.log.Error().Err(err).Str("customer_id", ids[it]).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
-		}
+		it.recorded(b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum), ids[it])
 	})
 	for _, it := range created {
 		it.log.Debug().Str("customer_id", ids[it]).Str("bulk_job", id).Msg("customer created")

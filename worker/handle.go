@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ type event struct {
 	// bulkJobs, in bulk mode, names the bulk job each item was last sent in.
 	bulkJobs map[int]string
 	notes    []itemNote // per item index, once its items run
+	// unrecorded, in bulk mode: an item's customer exists but the ledger
+	// could not record it (per-item mode notes it per item, in notes).
+	unrecorded bool
 }
 
 // note returns what item i's attempts noted, if anything.
@@ -263,12 +267,12 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	if len(f.wf.Match) > 0 {
 		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
 	}
-	return w.create(ctx, req, enc, key, claim.stale, spend, log)
+	return w.create(ctx, req, enc, key, claim.stale, spend, log, note)
 }
 
 // create creates the item's customer, holding its claim; lookFirst (an
 // earlier attempt's outcome is unknown) looks it up by externalId first.
-func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key string, lookFirst bool, spend *spender, log zerolog.Logger) (loop.Result, error) {
+func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key string, lookFirst bool, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
 	sum := enc.sum
 	extID := req.ExternalID()
 	if lookFirst && extID != "" {
@@ -279,7 +283,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// create it again: ask again at the next attempt.
 			return loop.Result{}, unresolved(err)
 		case c != nil:
-			_ = w.ledger.record(ctx, key, c.ID, sum)
+			note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 		}
 	}
@@ -297,7 +301,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// Not found, or the question failed: the outcome stays unknown,
 			// the claim stays, and the next attempt asks again.
 			if c, err := w.lookup(ctx, extID, spend, log); err == nil && c != nil {
-				_ = w.ledger.record(ctx, key, c.ID, sum)
+				note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 			}
 		}
@@ -310,9 +314,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
 		return loop.Result{}, err
 	}
-	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum); err != nil {
-		log.Error().Err(err).Str("customer_id", c.ID).Msg("customer created but not recorded in the ledger; a redelivery may look it up or create it again")
-	}
+	note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 	log.Info().Str("customer_id", c.ID).Msg("customer created")
 	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
 }
@@ -347,6 +349,12 @@ func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class 
 // items from being created twice).
 func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Outcome) {
 	ctx = context.WithoutCancel(ctx)
+	if ev.unrecorded || slices.ContainsFunc(ev.notes, func(n itemNote) bool { return n.unrecorded }) {
+		// A customer the ledger does not know of: acknowledged, a later
+		// event with the same key could create it again.
+		w.nakAfterFailure(ev, "ledger record", errors.New("worker: a customer created or found is not recorded in the ledger"))
+		return
+	}
 	now := w.cfg.Clock.Now()
 	rec := RunRecord{
 		ID:        ev.runID(f.wf.Name),

@@ -29,6 +29,13 @@ const (
 	LeaseDefault = 30 * time.Second
 )
 
+// recordTries and recordRetryWait bound record's attempts: 0.1 s, 0.3 s
+// and 0.9 s apart.
+const (
+	recordTries     = 4
+	recordRetryWait = 100 * time.Millisecond
+)
+
 // errClaimed means another replica is creating the same item right now.
 var errClaimed = errors.New("worker: item is being created by another replica")
 
@@ -304,11 +311,31 @@ func newBatchToken() string {
 // record stores under key the id of the customer created, updated or
 // matched for the item, and sent, the hash of the body last sent (bodyHash),
 // as "created <id> <hash>".
+//
+// A customer exists once Kustomer answered, so the write is tried a few
+// times over about a second (a JetStream leader change) before record
+// gives up; the caller then must not acknowledge the event (itemNote's
+// unrecorded), so that its redelivery finds the customer by look-up.
 func (l *ledger) record(ctx context.Context, key, customerID, sent string) error {
-	if _, err := l.kv.Put(ctx, key, []byte(createdPrefix+customerID+" "+sent)); err != nil {
-		return fmt.Errorf("worker: ledger record: %w", err)
+	v := []byte(createdPrefix + customerID + " " + sent)
+	wait := recordRetryWait
+	for try := 1; ; try++ {
+		_, err := l.kv.Put(ctx, key, v)
+		if err == nil {
+			return nil
+		}
+		if try == recordTries {
+			return fmt.Errorf("worker: ledger record: %w", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("worker: ledger record: %w", err)
+		}
+		wait *= 3
 	}
-	return nil
 }
 
 // release gives up a claim after a failure Kustomer answered (the customer

@@ -35,6 +35,17 @@ const matchLockRetry = 250 * time.Millisecond
 type itemNote struct {
 	sent    string   // bodyHash of the body last sent, or matched, for the item
 	dropped []string // list entries an update could not keep (Kustomer's 10-item limit)
+	// unrecorded: the customer exists but the ledger could not record it, so
+	// the event must not be acknowledged: its redelivery looks it up.
+	unrecorded bool
+}
+
+// recorded notes what record returned for the item's customer id.
+func (n *itemNote) recorded(err error, id string, log zerolog.Logger) {
+	if err != nil {
+		n.unrecorded = true
+		log.Error().Err(err).Str("customer_id", id).Msg("customer not recorded in the ledger; the event is not acknowledged, and its redelivery looks the customer up")
+	}
 }
 
 // body is a mapped item encoded once: the JSON sent to Kustomer (and
@@ -82,7 +93,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	sum := enc.sum
 	if claim.customerID != "" && wf.OnMatch != mapping.OnMatchUpdate {
 		// Changed since it was sent, but the workflow leaves customers as they are.
-		_ = w.ledger.record(context.WithoutCancel(ctx), key, claim.customerID, sum)
+		note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, claim.customerID, sum), claim.customerID, log)
 		log.Info().Str("customer_id", claim.customerID).Msg("item changed; customer left as it is (on_match: skip)")
 		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, Status: outcome.Skipped}, nil
 	}
@@ -110,12 +121,10 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	}
 	if id == "" {
 		lookFirst := claim.stale && !slices.Contains(wf.Match, mapping.MatchExternalID)
-		return w.create(ctx, req, enc, key, lookFirst, spend, log)
+		return w.create(ctx, req, enc, key, lookFirst, spend, log, note)
 	}
 	if wf.OnMatch != mapping.OnMatchUpdate {
-		if err := w.ledger.record(context.WithoutCancel(ctx), key, id, sum); err != nil {
-			log.Warn().Err(err).Str("customer_id", id).Msg("match not recorded in the ledger")
-		}
+		note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, id, sum), id, log)
 		log.Info().Str("customer_id", id).Msg("customer exists; left as it is (on_match: skip)")
 		return loop.Result{CustomerID: id, Attributes: found.RawAttributes, Status: outcome.Skipped}, nil
 	}
@@ -134,9 +143,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Str("customer_id", id).Msg("update failed")
 		return giveUp(err)
 	}
-	if err := w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum); err != nil {
-		log.Warn().Err(err).Str("customer_id", c.ID).Msg("update not recorded in the ledger; a redelivery updates it again")
-	}
+	note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 	log.Info().Str("customer_id", c.ID).Int("dropped", len(dropped)).Msg("customer updated")
 	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, Status: outcome.Updated}, nil
 }
