@@ -152,21 +152,36 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, title 
 
 // login sets the session cookie once the admin token is given.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	next := r.FormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		next = "/"
-	}
-	data := struct{ Next string }{next}
+	data := struct{ Next string }{localPath(r.FormValue("next"))}
 	if r.Method != http.MethodPost {
 		s.render(w, r, http.StatusOK, "login", view{Title: "Log in", Data: data})
 		return
 	}
-	if s.cfg.Token == "" || !hmac.Equal([]byte(r.PostFormValue("token")), []byte(s.cfg.Token)) {
+	if s.cfg.Token == "" || !sameSecret(r.PostFormValue("token"), s.cfg.Token) {
 		s.render(w, r, http.StatusUnauthorized, "login", view{Title: "Log in", Error: "That is not the admin token.", Data: data})
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.tokenDigest(), Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	http.Redirect(w, r, data.Next, http.StatusSeeOther)
+}
+
+// localPath returns next when it is a path on this server, else "/": the
+// login page sends there once logged in, and nowhere else. Browsers drop
+// ASCII tabs and newlines anywhere in a URL, and spaces and control
+// characters around it, so "/\t/evil.example" would go to //evil.example.
+// The paths the server sends to the login page are escaped and hold none of
+// them, so next with any is refused; it must start with a single "/" (not
+// "//" or "/\") and parse with no scheme or host.
+func localPath(next string) string {
+	control := strings.ContainsFunc(next, func(r rune) bool { return r <= ' ' || r == 0x7f })
+	if control || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	return next
 }
 
 // workflowRow is a workflow on the overview.
@@ -512,17 +527,21 @@ func parseIDs(vals []string) ([]uint64, error) {
 	return ids, nil
 }
 
-// confirmView asks before a write that touches many entries.
+// confirmView asks before a write that touches many entries. Its form
+// names the entries it lists, and only those: confirming acts on what the
+// operator saw, never on entries that matched the filter since.
 type confirmView struct {
-	Action  string // "retry" or "purge"
-	Count   int
-	Filter  deadFilter
-	IDs     string
-	Entries []dlq.Record
+	Action   string // "retry" or "purge"
+	Count    int
+	Filter   deadFilter
+	Matching bool   // the entries were chosen by Filter (all=1)
+	IDs      string // of Entries, comma-separated
+	Entries  []dlq.Record
 }
 
 // selection reads which entries a write form names: ids, or the filter with
-// all=1. It answers the request and returns ok=false when it cannot.
+// all=1 (then ids is empty: the caller must ask first, listing what matches
+// now). It answers the request and returns ok=false when it cannot.
 func (s *Server) selection(w http.ResponseWriter, r *http.Request) (f dlq.Filter, df deadFilter, ids []uint64, ok bool) {
 	ids, err := parseIDs(r.PostForm["ids"])
 	if err != nil {
@@ -553,8 +572,9 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// One entry is one click; more ask first, with the count.
-	if len(ids) != 1 && r.PostFormValue("confirm") != "1" {
+	// One entry is one click; more ask first, with the count. A filter
+	// always asks: the confirmation names the entries it listed.
+	if len(ids) == 0 || len(ids) > 1 && r.PostFormValue("confirm") != "1" {
 		s.confirm(w, r, "retry", f, df)
 		return
 	}
@@ -571,14 +591,12 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, action string, 
 		s.fail(w, r, http.StatusServiceUnavailable, "Dead letters", err)
 		return
 	}
-	c := confirmView{Action: action, Count: len(recs), Filter: df, Entries: recs}
-	if len(f.IDs) > 0 {
-		parts := make([]string, len(f.IDs))
-		for i, id := range f.IDs {
-			parts[i] = strconv.FormatUint(id, 10)
-		}
-		c.IDs = strings.Join(parts, ",")
+	c := confirmView{Action: action, Count: len(recs), Filter: df, Matching: len(f.IDs) == 0, Entries: recs}
+	parts := make([]string, len(recs))
+	for i, rec := range recs {
+		parts[i] = strconv.FormatUint(rec.ID, 10)
 	}
+	c.IDs = strings.Join(parts, ",")
 	s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm", Nav: "dead", Data: c})
 }
 
@@ -728,11 +746,14 @@ func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if !s.checkCSRF(w, r) {
 		return
 	}
-	f, df, _, ok := s.selection(w, r)
+	f, df, ids, ok := s.selection(w, r)
 	if !ok {
 		return
 	}
-	if r.PostFormValue("confirm") != "1" {
+	// A purge always asks first, and deletes only the entries the
+	// confirmation names (those it listed), never what the filter matches
+	// at the click: an entry dead-lettered since was not confirmed.
+	if len(ids) == 0 || r.PostFormValue("confirm") != "1" {
 		s.confirm(w, r, "purge", f, df)
 		return
 	}

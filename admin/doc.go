@@ -24,6 +24,10 @@
 // and a per-browser CSRF token. With a Token (required when the server
 // listens beyond loopback) every route but /healthz, /readyz and /metrics
 // needs it, as "Authorization: Bearer <token>" or the cookie the login page
-// sets. No page shows a secret: API keys, NATS credentials and the replay
+// sets. Without a Token (the server then listens on loopback) the dashboard
+// and /status answer only requests whose Host is a loopback name or address
+// (421 otherwise), so that a domain rebound to 127.0.0.1 cannot reach them.
+// A bulk retry or purge acts on exactly the entries its confirmation page
+// listed. No page shows a secret: API keys, NATS credentials and the replay
 // key never reach this package.
 package admin

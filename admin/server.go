@@ -3,14 +3,15 @@ package admin
 import (
 	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -223,8 +224,47 @@ func (s *Server) Handler() http.Handler {
 	private.HandleFunc("GET /status", s.statusJSON)
 	s.routeDashboard(private)
 	csrf := http.NewCrossOriginProtection()
-	mux.Handle("/", csrf.Handler(s.authorize(private)))
+	dashboard := csrf.Handler(s.authorize(private))
+	if s.cfg.Token == "" && Loopback(s.cfg.Addr) {
+		dashboard = s.loopbackHostsOnly(dashboard)
+	}
+	mux.Handle("/", dashboard)
 	return mux
+}
+
+// loopbackHostsOnly refuses requests whose Host is not a loopback name or
+// address, with 421. Without a token the server listens on loopback only,
+// but a page on an attacker's domain that resolves to 127.0.0.1 (DNS
+// rebinding) would be same-origin with it, read its pages and CSRF token,
+// and post a purge; the Host it sends is its own domain's. The probes and
+// /metrics are not behind it: they answer whatever the Host.
+func (s *Server) loopbackHostsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if loopbackHost(r.Host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		addr := cmp.Or(s.Addr(), s.cfg.Addr)
+		http.Error(w, fmt.Sprintf("admin: Host %q is not a loopback name or address: without an admin token the dashboard answers only "+
+			"on localhost, 127.0.0.1 or [::1] (browse to http://%s/), or set --admin-token (KSYNC_ADMIN_TOKEN)", r.Host, addr),
+			http.StatusMisdirectedRequest)
+	})
+}
+
+// loopbackHost reports whether host, a Host header (a name or an IP
+// address, with or without a port), names this machine's loopback:
+// localhost, 127.0.0.0/8 or [::1].
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sessionCookie holds a digest of the admin token, never the token itself.
@@ -258,12 +298,24 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	})
 }
 
+// sameSecret reports whether got is want, the secret. It compares their
+// SHA-256 digests in constant time, so that the time it takes tells nothing
+// of want, its length included.
+func sameSecret(got, want string) bool {
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return compareDigests(a[:], b[:])
+}
+
+// compareDigests compares two digests in constant time; a variable so that
+// a test can see what is compared.
+var compareDigests = func(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
+
 func (s *Server) authorized(r *http.Request) bool {
 	if auth, ok := cutPrefixFold(r.Header.Get("Authorization"), "Bearer "); ok {
-		return hmac.Equal([]byte(auth), []byte(s.cfg.Token))
+		return sameSecret(auth, s.cfg.Token)
 	}
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		return hmac.Equal([]byte(c.Value), []byte(s.tokenDigest()))
+		return sameSecret(c.Value, s.tokenDigest())
 	}
 	return false
 }

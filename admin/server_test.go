@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/admin"
@@ -24,13 +25,20 @@ func (s started) Workflows() []worker.WorkflowState { return s }
 // startServer starts an admin server over a real embedded NATS server.
 func startServer(t *testing.T, token string) string {
 	t.Helper()
+	base, _ := startServerJS(t, token)
+	return base
+}
+
+// startServerJS is startServer that also returns the server's JetStream.
+func startServerJS(t *testing.T, token string) (string, jetstream.JetStream) {
+	t.Helper()
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	s, err := admin.New(admin.Config{Addr: "127.0.0.1:0", Token: token, Conn: nc, JetStream: js, Workflows: started{}})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
 	t.Cleanup(func() { require.NoError(t, s.Shutdown(t.Context())) })
-	return "http://" + s.Addr()
+	return "http://" + s.Addr(), js
 }
 
 func do(t *testing.T, c *http.Client, method, u string, form url.Values, header http.Header) (*http.Response, string) {
@@ -46,6 +54,9 @@ func do(t *testing.T, c *http.Client, method, u string, form url.Values, header 
 	}
 	for k, v := range header {
 		req.Header[k] = v
+	}
+	if h := header.Get("Host"); h != "" {
+		req.Host = h // the client sends req.Host, not the header
 	}
 	resp, err := c.Do(req)
 	require.NoError(t, err)
