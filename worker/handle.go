@@ -3,6 +3,8 @@ package worker
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -525,14 +527,24 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)
 	m.Header.Set(HeaderOutcome, it.Status.String())
-	// The body sent is part of the id: an update of the customer is a new
-	// result, a redelivery of the same body is not.
-	m.Header.Set(nats.MsgIdHdr, resultMsgPrefix+f.wf.Name+"-"+it.CustomerID+"-"+ev.note(it.Index).sent)
+	// A redelivery of the same event publishes the same result, which
+	// JetStream stores once; another event's item (the same person again,
+	// even with the same body) is a result of its own, and so is an update
+	// (the body sent is part of the id). The event's id is a publisher's
+	// text of any length: it goes in hashed.
+	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, eventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
 	ack, err := w.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("worker: publish result: %w", err)
 	}
 	return ack, nil
+}
+
+// resultMsgID is the Nats-Msg-Id of an item's result: its workflow, event
+// and index, the customer and the hash of the body sent.
+func resultMsgID(workflow, event string, index int, customerID, sent string) string {
+	sum := sha256.Sum256([]byte(event + "#" + strconv.Itoa(index)))
+	return resultMsgPrefix + workflow + "-" + hex.EncodeToString(sum[:12]) + "-" + customerID + "-" + sent
 }
 
 // awaitPublished waits until JetStream has stored every message of acks,

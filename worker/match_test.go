@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -248,4 +249,22 @@ func TestFreshIDsSkipsTheExternalIDLookUpOfAnItemNeverSeen(t *testing.T) {
 	rec := h.waitRun(h.publish("leads.web", "e-2", `{"id":"lead-1","name":"Fay Wray","emails":["fay@example.com"]}`))
 	require.Equal(t, outcome.Updated, rec.Items[0].Outcome)
 	require.Equal(t, 2, h.sb.Sandbox.Stats().LookupsByExternalID)
+}
+
+// Each event's item has its result, even when it is the same person with
+// the same body as another event's: downstream hears of both events.
+func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: strings.Replace(matchConfig("skip"), "name: sync", "name: twice", 1)})
+	lead := `{"id":"tw-1","name":"Ada","emails":["ada@example.com"]}`
+	first := h.waitRun(h.publish("leads.web", "tw-e1", lead))
+	second := h.waitRun(h.publish("leads.web", "tw-e2", lead))
+	require.Equal(t, RunSucceeded, second.Status)
+	require.Equal(t, first.Items[0].CustomerID, second.Items[0].CustomerID)
+
+	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	require.NoError(t, err)
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(mapping.ResultsPrefixDefault+"twice"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), info.State.Subjects[mapping.ResultsPrefixDefault+"twice"], "one result per event")
 }

@@ -216,3 +216,15 @@ workflows:
 	require.Contains(t, kept[0].Error, `workflow "old", which this worker does not run (its workflows: renamed, audit)`)
 	require.Empty(t, h.sb.Sandbox.Customers())
 }
+
+// A worker whose consumers have another prefix (Config.ConsumerPrefix) is
+// still found by the replay check: the consumer's metadata names its
+// workflow.
+func TestReplayCheckFindsAWorkflowWhoseConsumerHasAnotherPrefix(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{worker: func(c *Config) { c.ConsumerPrefix = "team-a-" }})
+	check := ReplayCheck(h.js)
+	require.NoError(t, check(context.Background(), dlq.Record{Workflow: "default", Subject: "leads.web"}))
+	err := check(context.Background(), dlq.Record{Workflow: "gone", Subject: "leads.web"})
+	require.ErrorIs(t, err, ErrNoWorkflow)
+}

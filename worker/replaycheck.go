@@ -62,7 +62,7 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 		}
 		var workflows []string
 		for _, info := range infos {
-			name, ok := strings.CutPrefix(info.Name, ConsumerPrefixDefault)
+			name, ok := consumerWorkflow(info)
 			if !ok || !consumerCovers(info.Config, r.Subject) {
 				continue
 			}
@@ -99,4 +99,15 @@ func consumerCovers(cfg jetstream.ConsumerConfig, subj string) bool {
 		return true
 	}
 	return slices.ContainsFunc(filters, func(f string) bool { return subject.Covers(f, subj) })
+}
+
+// consumerWorkflow names the workflow a consumer of the leads stream is
+// for: the one its metadata names when kustomer-sync made it (whatever its
+// name's prefix, Config.ConsumerPrefix), else the name after the default
+// prefix. ok is false for a consumer of no workflow.
+func consumerWorkflow(info *jetstream.ConsumerInfo) (name string, ok bool) {
+	if md := info.Config.Metadata; md[managedByKey] == managedByValue && md[workflowKey] != "" {
+		return md[workflowKey], true
+	}
+	return strings.CutPrefix(info.Name, ConsumerPrefixDefault)
 }

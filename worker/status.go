@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -118,7 +117,7 @@ func CollectStatus(ctx context.Context, js jetstream.JetStream, cfg StatusConfig
 		for info := range list.Info() {
 			name, ok := consumerOf[info.Name]
 			if !ok {
-				if name, ok = strings.CutPrefix(info.Name, ConsumerPrefixDefault); !ok {
+				if name, ok = consumerWorkflow(info); !ok {
 					continue // not a kustomer-sync workflow's consumer
 				}
 			}
