@@ -125,8 +125,10 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 // bulk job of each item that was sent.
 func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping.Request, keys []string, indexes []int) loop.Report {
 	report := loop.Report{Outcomes: make([]loop.Outcome, len(indexes))}
-	jobs := map[int]string{}
-	ev.bulkJobs = jobs
+	if ev.bulkJobs == nil { // kept across the runs of a held event's paused items
+		ev.bulkJobs = map[int]string{}
+	}
+	jobs := ev.bulkJobs
 	if len(indexes) == 0 {
 		return report
 	}

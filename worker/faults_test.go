@@ -64,8 +64,7 @@ func lastLines(s string, n int) string {
 // milliseconds of real time. testing/synctest cannot be used here: the worker
 // talks to a real NATS server and the sandbox over sockets, and goroutines
 // blocked on network I/O are never "durably blocked", so a bubble's clock
-// would not advance. NATS's own timers (the pause nak delay) stay real, so
-// the delay is kept short.
+// would not advance. NATS's own timers stay real.
 func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
@@ -94,12 +93,16 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 	created := len(h.sb.Sandbox.Customers())
 	before := len(probes.times())
 
-	// Hold the outage for 30 s in all. Once the paused events are handed
-	// back, the one timer left is the next probe's: move the clock to it each
-	// time it is set, so the probes keep their backoff, in virtual time.
+	// Hold the outage for 30 s in all. Once every event in flight is held
+	// (its one timer the heartbeat that keeps it alive), the other timer is
+	// the next probe's: move the clock to the next timer each time, so the
+	// probes keep their backoff, in virtual time.
 	for {
-		require.Eventually(t, func() bool { return clock.Waiters() == 1 && probes.inFlight.Load() == 0 }, 5*time.Second, time.Millisecond,
-			"the paused workflow should wait for nothing but its next probe (%d timers)", clock.Waiters())
+		require.Eventually(t, func() bool {
+			_, held := h.consumerInfo("batch")
+			return held > 0 && clock.Waiters() == 1+held && probes.inFlight.Load() == 0
+		}, 5*time.Second, time.Millisecond,
+			"the paused workflow should wait for nothing but its next probe and its held events' heartbeats (%d timers)", clock.Waiters())
 		if next, _ := clock.NextDeadline(); next.After(outageStart.Add(30 * time.Second)) {
 			break
 		}
@@ -116,8 +119,8 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 
 	resumed := advanceUntil(t, clock, time.Second, func() bool { return h.workflowState("batch").State == StateRunning })
 	require.True(t, resumed, "the workflow never resumed\n%s", lastLines(h.logs.String(), 30))
-	// The paused events come back after the (real) nak delay; items that
-	// still wait for a retry need the clock.
+	// The held events run their paused items again; items that still wait
+	// for a retry need the clock.
 	require.True(t, advanceUntil(t, clock, time.Second, func() bool { return len(h.sb.Sandbox.CountByExternalID()) >= len(ids) }),
 		"only %d of %d created\n%s", len(h.sb.Sandbox.CountByExternalID()), len(ids), lastLines(h.logs.String(), 30))
 	h.waitIdle("batch")
@@ -332,4 +335,56 @@ workflows:
 	require.Equal(t, 3, rec.Items[0].Attempts, "the lost answer, a failed look-up, then the look-up that found it")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["la-1"], "created once")
 	require.Zero(t, h.sb.Sandbox.Stats().Duplicates)
+}
+
+// kustomerCannotCreateYet refuses the first creates with a 403 (a role
+// that may read customers but not create them), while look-ups, and so the
+// breaker's probes, succeed.
+type kustomerCannotCreateYet struct {
+	Kustomer
+	refusals atomic.Int32
+}
+
+func (k *kustomerCannotCreateYet) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
+	if k.refusals.Add(-1) >= 0 {
+		return nil, &kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 403, Message: "role lacks customer.create"}
+	}
+	return k.Kustomer.CreateCustomer(ctx, body)
+}
+
+// A workflow that pauses and resumes again and again (its probe passes, its
+// creates are refused) holds its event through every pause instead of
+// nak'ing it: no delivery is spent, and the event is not dead-lettered as
+// max_deliveries however often it pauses.
+func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	k := &kustomerCannotCreateYet{}
+	k.refusals.Store(5)
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: default
+    subject: "leads.>"
+    inputs:
+      externalId: "{{trigger.id}}"
+      name: "{{trigger.name}}"
+`,
+		sandbox: sandbox.Config{RatePerMinute: -1},
+		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
+		worker: func(c *Config) {
+			c.Clock = clock
+			c.MaxDeliver = 3
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go clock.Drive(ctx)
+	seq := h.publish("leads.web", "held-1", `{"id":"held-1","name":"Ann"}`)
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, fmt.Sprintf("%s-%d-1-default", StreamDefault, seq), rec.ID, "the first delivery, held through every pause")
+	require.Negative(t, k.refusals.Load(), "the creates were refused five times: five pauses")
+	require.Empty(t, h.deadLetters())
+	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["held-1"])
 }

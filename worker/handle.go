@@ -174,9 +174,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		toRun = append(toRun, i)
 	}
 
-	var report loop.Report
+	var run func(toRun []int) loop.Report
 	if f.bulk != nil {
-		report = w.runBulk(ctx, f, ev, reqs, keys, toRun)
+		run = func(toRun []int) loop.Report { return w.runBulk(ctx, f, ev, reqs, keys, toRun) }
 	} else {
 		runner, err := loop.New(loop.Config{
 			Concurrency:       f.wf.Concurrency,
@@ -193,29 +193,78 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			return
 		}
 		ev.notes = make([]itemNote, len(items))
-		report = runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
-			return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
-		})
+		run = func(toRun []int) loop.Report {
+			return runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
+				return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
+			})
+		}
 	}
-	if ctx.Err() != nil {
-		// Shutdown deadline: what was created is in the ledger, so the
-		// redelivery will find it; nothing else is recorded half-way.
-		ev.log.Info().Msg("event interrupted by shutdown; left unacknowledged for redelivery")
-		return
-	}
-	if report.Paused {
-		_ = msg.NakWithDelay(w.cfg.PauseNakDelay)
-		ev.log.Info().Dur("delay", w.cfg.PauseNakDelay).Msg("workflow paused; event nak'ed without spending attempts")
-		return
-	}
-	for _, o := range report.Outcomes {
-		results[o.Index] = o
+	for {
+		report := run(toRun)
+		if ctx.Err() != nil {
+			// Shutdown deadline: what was created is in the ledger, so the
+			// redelivery will find it; nothing else is recorded half-way.
+			ev.log.Info().Msg("event interrupted by shutdown; left unacknowledged for redelivery")
+			return
+		}
+		toRun = toRun[:0]
+		for _, o := range report.Outcomes {
+			if o.Status == outcome.Paused {
+				toRun = append(toRun, o.Index)
+				continue
+			}
+			results[o.Index] = o
+		}
+		if !report.Paused {
+			break
+		}
+		// The workflow paused: the event is held, kept alive, until it
+		// resumes, then its paused items run again. A nak would spend one of
+		// the event's deliveries at every pause, and a workflow that pauses
+		// and resumes again and again (a role that may read but not create:
+		// the probe passes) would end the event as max_deliveries.
+		if !w.holdWhilePaused(ctx, f, ev) {
+			if ctx.Err() == nil { // stopping: back to the stream for another replica
+				_ = msg.NakWithDelay(w.cfg.PauseNakDelay)
+				ev.log.Info().Dur("delay", w.cfg.PauseNakDelay).Msg("workflow paused and the worker stopping; event nak'ed without spending attempts")
+			}
+			return
+		}
 	}
 	ordered := make([]loop.Outcome, 0, len(indexes))
 	for _, i := range indexes {
 		ordered = append(ordered, results[i])
 	}
 	w.finish(ctx, f, ev, ordered)
+}
+
+// holdWhilePaused keeps the event unacknowledged and alive (InProgress)
+// while the workflow is paused. It returns true once the workflow resumed,
+// false when the worker stops fetching (draining) or ctx ends first.
+func (w *Worker) holdWhilePaused(ctx context.Context, f *flow, ev *event) bool {
+	ev.log.Info().Msg("workflow paused; event held until it resumes")
+	for {
+		resumed := f.whenRunning()
+		select {
+		case <-resumed:
+			ev.log.Info().Msg("workflow resumed; running the event's paused items again")
+			return true
+		default:
+		}
+		t := w.cfg.Clock.NewTimer(w.cfg.AckWait / 3)
+		select {
+		case <-resumed:
+		case <-t.C():
+			_ = ev.msg.InProgress()
+		case <-f.draining:
+			t.Stop()
+			return false
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		t.Stop()
+	}
 }
 
 // readReplayObject sets ev.data to the event's payload: its body, or, for a

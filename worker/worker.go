@@ -627,6 +627,7 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		slots:        make(chan struct{}, max(wf.MaxInFlight, 1)),
 		resumed:      make(chan struct{}, 1),
 		opened:       make(chan struct{}, 1),
+		running:      closedChan(),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
 	}
 	f.since = w.cfg.Clock.Now()
@@ -638,6 +639,7 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
 	breaker.OnChange(func(open bool, reason string) {
 		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
+		f.setRunning(!open)
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
@@ -743,7 +745,14 @@ type flow struct {
 	slots        chan struct{} // events in flight; a full channel stops fetching
 	resumed      chan struct{} // signalled when the breaker closes
 	opened       chan struct{} // signalled when the breaker opens
-	bulk         *batcher      // set in bulk mode
+	// running is closed while the breaker is closed, and replaced by an
+	// open one when it opens: events held during a pause wait on it.
+	runningMu sync.Mutex
+	running   chan struct{}
+	// draining is closed when the fetch loop stops (the worker stopping):
+	// held events give up then. Set by the fetch loop.
+	draining <-chan struct{}
+	bulk     *batcher // set in bulk mode
 	// goroutines runs the events and their Loop workers, set while the
 	// fetch loop runs.
 	goroutines *goroutines
@@ -757,11 +766,40 @@ type flow struct {
 	credentials bool
 }
 
+// whenRunning returns a channel closed once the workflow runs (at once
+// when it is not paused).
+func (f *flow) whenRunning() <-chan struct{} {
+	f.runningMu.Lock()
+	defer f.runningMu.Unlock()
+	return f.running
+}
+
+func (f *flow) setRunning(running bool) {
+	f.runningMu.Lock()
+	defer f.runningMu.Unlock()
+	select {
+	case <-f.running: // running now
+		if !running {
+			f.running = make(chan struct{})
+		}
+	default:
+		if running {
+			close(f.running)
+		}
+	}
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
 // stops fetching instead of buffering, and hands each to handle.
 func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 	events := newGoroutines()
-	f.goroutines = events
+	f.goroutines, f.draining = events, fetchCtx.Done()
 	defer func() {
 		events.close()
 		if f.bulk != nil {
