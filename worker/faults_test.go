@@ -388,3 +388,31 @@ workflows:
 	require.Empty(t, h.deadLetters())
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["held-1"])
 }
+
+// A worker stopped while its workflow is paused hands its held events back
+// at once (nak'ed, for another replica) rather than holding them until the
+// drain deadline.
+func TestAWorkerStoppedWhilePausedHandsItsHeldEventsBack(t *testing.T) {
+	t.Parallel()
+	k := &kustomerCannotCreateYet{}
+	k.refusals.Store(1 << 30)
+	h := setup(t, harnessOptions{
+		wrap:   func(c Kustomer) Kustomer { k.Kustomer = c; return k },
+		worker: func(c *Config) { c.PauseNakDelay = 50 * time.Millisecond }, // far below the ack wait
+	})
+	seq := h.publish("leads.web", "held-2", `{"name":"Ann"}`)
+	h.requireWorkflowState(StatePaused)
+	require.Eventually(t, func() bool { _, held := h.consumerInfo("default"); return held == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, h.worker.Stop(ctx), "drained before the deadline")
+	// Nak'ed, the event goes to the next worker after the nak delay; not
+	// handed back, it would wait out the ack wait (30 s, beyond waitRun's 20).
+	k.refusals.Store(0)
+	h.start("")
+	rec := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, fmt.Sprintf("%s-%d-2-default", StreamDefault, seq), rec.ID, "its second delivery")
+	require.Empty(t, h.deadLetters())
+}
