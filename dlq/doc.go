@@ -10,7 +10,10 @@
 // Loop item indexes, first and last failure times, and Kustomer's HTTP status
 // and error code. A record never holds a secret: the Kustomer API key is not
 // part of any error the client returns, and [Record.Header] redacts anything
-// that looks like a bearer token anyway.
+// that looks like a bearer token anyway. Every header value is bounded, so an
+// entry is storable whatever its event carried: a subject, Nats-Msg-Id,
+// event key or Kustomer code longer than [MaxValueLen] is in its header as
+// its [BoundedValue] ("sha256:<hex>") and whole in the entry's object.
 //
 // [Publish] is what the worker calls before it acknowledges (or terminates) a
 // failed event: if Publish returns an error the event must not be acknowledged.
@@ -24,11 +27,14 @@
 // ([LoadReplayKey]). The worker acts on those headers only when the
 // signature verifies ([ReplayKey.ReadReplay]): anyone who can publish a lead
 // can write headers, so unsigned ones are ignored and the event is a new
-// one. The Nats-Msg-Id of a replay ([ReplayMsgID]) is derived from the
-// stream's creation time, the entry's id and its content, so replays of two
-// entries never collide, not even across a recreated stream; an entry is
-// deleted only after JetStream stored its republish, or reported the same
-// replay stored before. Running the same replay twice publishes once.
+// one. A replay carries the event key whole, so its items are recognised as
+// the original's; an entry whose key is too long for a replay's headers is
+// kept ([ErrEventKeyTooLong]). The Nats-Msg-Id of a replay ([ReplayMsgID])
+// is derived from the stream's creation time, the entry's id and its
+// content, so replays of two entries never collide, not even across a
+// recreated stream; an entry is deleted only after JetStream stored its
+// republish, or reported the same replay stored before. Running the same
+// replay twice publishes once.
 //
 // dlq holds records and tooling, not a worker: it knows nothing of how events
 // are consumed.

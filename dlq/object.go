@@ -41,6 +41,29 @@ type overflow struct {
 	// Payload is the original payload, byte for byte; nil when it is the
 	// message's body.
 	Payload []byte `json:"payload,omitempty"`
+
+	// The values longer than MaxValueLen whose headers hold their
+	// BoundedValue; empty when the header holds the value.
+	Subject  string `json:"subject,omitempty"`
+	MsgID    string `json:"msg_id,omitempty"`
+	EventKey string `json:"event_key,omitempty"`
+	Code     string `json:"code,omitempty"`
+}
+
+// longValues is the overflow of r's values too long for a header, and
+// whether there is any.
+func longValues(r Record) (overflow, bool) {
+	var o overflow
+	long := false
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{r.Subject, &o.Subject}, {r.MsgID, &o.MsgID}, {r.EventKey, &o.EventKey}, {r.Code, &o.Code}} {
+		if BoundedValue(f.v) != f.v {
+			*f.dst, long = f.v, true
+		}
+	}
+	return o, long
 }
 
 // ensurePayloads creates the payloads bucket, or updates it to cfg's
@@ -81,9 +104,19 @@ func msgSize(m *nats.Msg) int {
 	return n
 }
 
+// maxHeaderBytes is the most header bytes JetStream stores with a message
+// (it refuses more with error code 10097, "header size exceeds maximum
+// allowed of 64k").
+const maxHeaderBytes = 1<<16 - 1
+
+// headerSize is the size of m's headers as encoded.
+func headerSize(m *nats.Msg) int {
+	return msgSize(&nats.Msg{Header: m.Header})
+}
+
 // fits reports whether m, with a Nats-Msg-Id and a margin, can be published.
 func fits(js jetstream.JetStream, m *nats.Msg) bool {
-	return msgSize(m)+headroom <= maxPayload(js)
+	return msgSize(m)+headroom <= maxPayload(js) && headerSize(m)+headroom <= maxHeaderBytes
 }
 
 // payloads opens the payloads bucket.
@@ -143,18 +176,20 @@ func deleteObject(ctx context.Context, js jetstream.JetStream, name string) erro
 }
 
 // fitEntry makes msg, the entry of r, storable: when its item list is too
-// long for a header or the whole does not fit in one message, the complete
-// list, the full error and (if needed) the payload go to an object,
-// referenced by [HeaderObject], and fitEntry returns its name. The object
-// is stored before the entry, so an entry never names a missing object. Its
-// name is "dlq.<stream>.<the entry's Nats-Msg-Id>.<random>": each publish
-// has its own object, so removing one entry's object never takes another's
-// (the same failure dead-lettered again after the duplicate window), and
-// [Store.Sweep] knows the stream whose entries may name it.
+// long for a header, a value too long for a header was bounded (see
+// [Record.Header]) or the whole does not fit in one message, the complete
+// list, the full error, the whole values and (if needed) the payload go to
+// an object, referenced by [HeaderObject], and fitEntry returns its name.
+// The object is stored before the entry, so an entry never names a missing
+// object. Its name is "dlq.<stream>.<the entry's Nats-Msg-Id>.<random>":
+// each publish has its own object, so removing one entry's object never
+// takes another's (the same failure dead-lettered again after the duplicate
+// window), and [Store.Sweep] knows the stream whose entries may name it.
 func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Record, msgID string) (string, error) {
 	itemsCut := msg.Header.Get(HeaderItemsCount) != ""
 	errorCut := cleanError(r.Error) != secretFree(r.Error)
-	if !itemsCut && fits(js, msg) {
+	long, valuesCut := longValues(r)
+	if !itemsCut && !valuesCut && fits(js, msg) {
 		return "", nil
 	}
 	var rnd [8]byte
@@ -164,7 +199,8 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 		return "", fmt.Errorf("dlq: no stream captures %s: %w", msg.Subject, err)
 	}
 	name := entryObjectPrefix + stream + "." + msgID + "." + hex.EncodeToString(rnd[:])
-	o := overflow{Items: r.Items}
+	o := long
+	o.Items = r.Items
 	if errorCut {
 		o.Error = secretFree(r.Error)
 	}
@@ -177,7 +213,8 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 		msg.Data = nil
 	}
 	if !fits(js, msg) {
-		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", msgSize(msg), maxPayload(js))
+		// Every header value is bounded: only a tiny max_payload gets here.
+		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", headerSize(msg), maxPayload(js))
 	}
 	return name, putObject(ctx, js, name, o)
 }
@@ -203,6 +240,14 @@ func (s *Store) readObject(ctx context.Context, r *Record) error {
 	}
 	if o.Payload != nil {
 		r.Payload = o.Payload
+	}
+	for _, f := range []struct {
+		v   string
+		dst *string
+	}{{o.Subject, &r.Subject}, {o.MsgID, &r.MsgID}, {o.EventKey, &r.EventKey}, {o.Code, &r.Code}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
 	}
 	return nil
 }

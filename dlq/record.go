@@ -1,6 +1,8 @@
 package dlq
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -52,9 +54,31 @@ const maxErrorLen = 4096
 // and kept whole in the entry's object (see [Publish]).
 const maxItemsLen = 1024
 
+// MaxValueLen bounds the header values of a dead letter that come from
+// outside (the original subject and Nats-Msg-Id, which a publisher chose,
+// the event key derived from them, Kustomer's error code): a longer value is
+// written as its digest ([BoundedValue]) and kept whole in the entry's
+// object, so a dead letter's headers stay far below the 64 KiB JetStream
+// accepts whatever the event carried.
+const MaxValueLen = 1024
+
+// BoundedValue is s as a dead letter's header holds it: s itself when it
+// has at most [MaxValueLen] bytes, else "sha256:" and the hex SHA-256 of s,
+// 71 bytes, stable and as unique as s. It is its own fixed point: a value
+// bounded once is kept as it is.
+func BoundedValue(s string) string {
+	if len(s) <= MaxValueLen {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // Record is one dead-letter entry: the original event and why it failed.
 // The zero value is an empty record; ID and Time are set only when a record
-// is read back from the stream.
+// is read back from the stream. Subject, MsgID, EventKey and Code may be of
+// any length: the entry's headers hold the [BoundedValue] of a longer one,
+// its object the whole, and a record read through a [Store] is whole.
 type Record struct {
 	ID           uint64 // sequence in the dead-letter stream (set when read)
 	Workflow     string
@@ -63,7 +87,7 @@ type Record struct {
 	Attempts     int
 	Subject      string // original subject
 	StreamSeq    uint64 // original stream sequence
-	MsgID        string // original Nats-Msg-Id
+	MsgID        string // original Nats-Msg-Id (set by its publisher: any length)
 	Items        []int  // failed Loop item indexes (empty: the whole event); complete, even when the header holds a summary
 	FirstFailure time.Time
 	LastFailure  time.Time
@@ -110,7 +134,10 @@ func (r Record) ApplyReplay(rp *Replay) Record {
 
 // Header returns the entry's headers. Empty fields are left out. The error
 // is flattened to one line, truncated to 4 KiB and stripped of anything that
-// looks like a bearer token or an API key.
+// looks like a bearer token or an API key. The subject, message id, event
+// key and Kustomer code are the [BoundedValue]s of r's: [Publish] keeps a
+// longer one whole in the entry's object. So every header value is bounded,
+// and the whole stays below 16 KiB.
 func (r Record) Header() nats.Header {
 	h := nats.Header{}
 	set := func(k, v string) {
@@ -124,11 +151,11 @@ func (r Record) Header() nats.Header {
 		set(HeaderAttempts, strconv.Itoa(r.Attempts))
 	}
 	set(HeaderWorkflow, headerSafe(r.Workflow))
-	set(HeaderSubject, r.Subject)
+	set(HeaderSubject, headerSafe(BoundedValue(r.Subject)))
 	if r.StreamSeq != 0 {
 		set(HeaderStreamSeq, strconv.FormatUint(r.StreamSeq, 10))
 	}
-	set(HeaderMsgID, headerSafe(r.MsgID))
+	set(HeaderMsgID, headerSafe(BoundedValue(r.MsgID)))
 	if items := FormatItems(r.Items); len(items) <= maxItemsLen {
 		set(HeaderItems, items)
 	} else {
@@ -144,8 +171,8 @@ func (r Record) Header() nats.Header {
 	if r.StatusCode != 0 {
 		set(HeaderStatusCode, strconv.Itoa(r.StatusCode))
 	}
-	set(HeaderKustomerCode, headerSafe(r.Code))
-	set(HeaderEventKey, headerSafe(r.EventKey))
+	set(HeaderKustomerCode, headerSafe(BoundedValue(r.Code)))
+	set(HeaderEventKey, headerSafe(BoundedValue(r.EventKey)))
 	set(HeaderRun, headerSafe(r.Run))
 	if r.ReplayedFrom != 0 {
 		set(HeaderReplayedFrom, strconv.FormatUint(r.ReplayedFrom, 10))
@@ -177,6 +204,8 @@ func summariseItems(items string, n int) string {
 // missing leaves its field zero, and a header that cannot be parsed leaves
 // its field zero and is reported in the returned error, alongside a record
 // holding everything else (ID, payload...), so tools can still show the entry.
+// What the entry keeps in its object (Object) is not read: a [Store] reads
+// it.
 func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 	if m == nil {
 		return Record{}, errors.New("dlq: nil message")

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,7 +42,9 @@ type ReplayResult struct {
 	// Entries are the entries replayed or skipped, or, in a dry run, those
 	// that would be.
 	Entries []Record
-	// Kept are the entries left in the stream because Check refused them.
+	// Kept are the entries left in the stream because Check refused them,
+	// or because their event key is too long to replay
+	// ([ErrEventKeyTooLong]).
 	Kept []KeptEntry
 	// Gone are IDs the filter named that are no longer in the stream: an
 	// earlier or concurrent replay or purge removed them.
@@ -83,15 +86,17 @@ func (s *Store) Replay(ctx context.Context, f Filter, opts ReplayOptions) (Repla
 		return res, err
 	}
 	res.Gone = gone
-	if opts.Check != nil {
-		entries = slices.DeleteFunc(entries, func(r Record) bool {
-			if err := opts.Check(ctx, r); err != nil {
-				res.Kept = append(res.Kept, KeptEntry{Record: r, Reason: err})
-				return true
-			}
-			return false
-		})
-	}
+	entries = slices.DeleteFunc(entries, func(r Record) bool {
+		err := s.replayable(r)
+		if err == nil && opts.Check != nil {
+			err = opts.Check(ctx, r)
+		}
+		if err != nil {
+			res.Kept = append(res.Kept, KeptEntry{Record: r, Reason: err})
+			return true
+		}
+		return false
+	})
 	if opts.DryRun {
 		res.Entries = entries
 		return res, nil
@@ -149,8 +154,45 @@ func (s *Store) listNamed(ctx context.Context, f Filter) (entries []Record, gone
 	return entries, gone, nil
 }
 
+// ErrEventKeyTooLong means an entry's event key, the base of its items'
+// idempotency keys (the original Nats-Msg-Id, which its publisher chose), is
+// too long to travel whole in a replay's headers: a replay would not be
+// recognised as the same event, and could create its items again. Such an
+// entry is kept, not replayed.
+var ErrEventKeyTooLong = errors.New("dlq: event key too long to replay")
+
+// replayable is nil when r's replay fits in one message's headers, and
+// otherwise an error wrapping [ErrEventKeyTooLong]: a replay carries the
+// event key whole, in a signed header, as the worker derives the items'
+// idempotency keys from it, and JetStream refuses headers over 64 KiB.
+// Every other header of a replay is bounded; the payload and a long item
+// list move to an object when they do not fit.
+func (s *Store) replayable(r Record) error {
+	rp := s.replayFor(r)
+	rp.EventKey = cmp.Or(rp.EventKey, r.MsgID)
+	if len(rp.EventKey) <= MaxValueLen {
+		return nil
+	}
+	// The largest headers the replay can have: a replay id, the items
+	// (unless too many: they go to the object) and an object named after
+	// the replay id.
+	id := ReplayMsgID(s.name, time.Time{}, r)
+	rp.Object = replayObjectPrefix + id
+	if len(FormatItems(rp.Items)) > maxItemsLen {
+		rp.Items = nil
+	}
+	h := (&ReplayKey{b: make([]byte, replayKeyLen)}).header(r.Subject, rp, nil)
+	h.Set(nats.MsgIdHdr, id)
+	if n := headerSize(&nats.Msg{Header: h}); n+headroom > maxHeaderBytes {
+		return fmt.Errorf("%w: entry %d: its event key, the original Nats-Msg-Id, is %d bytes: a replay's headers would be %d bytes, over the %d JetStream accepts, and without the whole key the replay would not be recognised as the same event; purge the entry, or publish its payload again under a shorter Nats-Msg-Id (a new event)",
+			ErrEventKeyTooLong, r.ID, len(rp.EventKey), n, maxHeaderBytes)
+	}
+	return nil
+}
+
 // replayFor is the replay of r: what the worker needs to run it again as
-// the event it was, and its history.
+// the event it was, and its history. The event key is kept whole, the
+// original id (for people) is bounded ([BoundedValue]).
 func (s *Store) replayFor(r Record) Replay {
 	first := r.FirstFailure
 	if first.IsZero() {
@@ -162,7 +204,7 @@ func (s *Store) replayFor(r Record) Replay {
 		Workflow:     r.Workflow,
 		Items:        r.Items,
 		EventKey:     r.EventKey,
-		EventID:      r.MsgID,
+		EventID:      BoundedValue(r.MsgID),
 		Run:          r.Run,
 		OriginalRun:  cmp.Or(r.OriginalRun, r.Run),
 		Attempts:     r.PriorAttempts + r.Attempts,
@@ -212,6 +254,9 @@ func (s *Store) republish(ctx context.Context, key *ReplayKey, r Record) (dup bo
 func (s *Store) replayMessage(ctx context.Context, key *ReplayKey, r Record) (*nats.Msg, string, error) {
 	if r.Subject == "" {
 		return nil, "", fmt.Errorf("dlq: replay entry %d: no original subject (header %s)", r.ID, HeaderSubject)
+	}
+	if err := s.replayable(r); err != nil {
+		return nil, "", err
 	}
 	rp := s.replayFor(r)
 	if rp.EventKey == "" {

@@ -7,7 +7,12 @@
 // publishes and counts an event only once JetStream acknowledged it. The
 // `publish` command and HTTP ingest both use them.
 //
-// A [Handler] is HTTP ingest: POST /v1/events/{workflow} with a bearer token
-// and an optional HMAC signature of the body, answered 202 with the stream
-// sequences only once JetStream stored every event of the request.
+// A [Handler] is HTTP ingest: POST /v1/events/{workflow} as application/json
+// with a bearer token and an optional HMAC signature of the body, answered
+// 202 with the stream sequences only once JetStream stored every event of the
+// request. A browser's request from another site's page is refused (Origin,
+// Sec-Fetch-Site; without a token, a Host that is not loopback), and so is
+// what JetStream could never store (an id over [MaxIdempotencyKeyLen], an
+// event over the server's or the stream's size limit), with a 4xx rather
+// than a 503 the sender would retry.
 package ingest

@@ -11,11 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -36,7 +40,8 @@ const (
 	// to make the subject events are published to: "leads.>" gives
 	// "leads.http".
 	HTTPSubjectToken = "http"
-	// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+	// MaxIdempotencyKeyLen bounds the Idempotency-Key header, and the id
+	// field of a request without one: each becomes a Nats-Msg-Id.
 	MaxIdempotencyKeyLen = 200
 )
 
@@ -48,6 +53,8 @@ type HandlerConfig struct {
 	// seen at once. Must be safe for concurrent use.
 	Subjects func(workflow string) (filter string, ok bool)
 	// Token, when set, is required as "Authorization: Bearer <Token>".
+	// Without it, only requests to a loopback name or address (Host) are
+	// served, so a page whose name resolves to 127.0.0.1 cannot post.
 	Token string
 	// HMACSecret, when set, requires "X-Signature: sha256=<hex>", the
 	// HMAC-SHA256 of the body with this secret, as webhook senders sign.
@@ -131,12 +138,20 @@ func (h *Handler) post(w http.ResponseWriter, r *http.Request) {
 
 // accept authenticates, reads and publishes one request.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Accepted, *httpError) {
+	if msg := h.crossOrigin(r); msg != "" {
+		return nil, &httpError{http.StatusForbidden, msg}
+	}
 	if h.cfg.Token != "" && !h.tokenOK(r.Header.Get("Authorization")) {
 		return nil, &httpError{http.StatusUnauthorized, "ingest: missing or wrong bearer token (Authorization: Bearer <token>)"}
 	}
 	filter, ok := h.cfg.Subjects(wf)
 	if !ok {
 		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("ingest: no workflow %q", clip(wf, 64))}
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		// A browser sends a cross-origin POST of another site's page
+		// without asking first only with a form's content types.
+		return nil, &httpError{http.StatusUnsupportedMediaType, "ingest: Content-Type must be application/json (for a JSON object, a JSON array or JSON lines)"}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBytes))
 	var tooBig *http.MaxBytesError
@@ -174,23 +189,90 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 				evs[i].ID += "#" + strconv.Itoa(i+1)
 			}
 		}
+	} else {
+		// The id field becomes the Nats-Msg-Id: bounded as the key is.
+		for _, ev := range evs {
+			if len(ev.ID) > MaxIdempotencyKeyLen {
+				return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("ingest: body: line %d: field %q is over %d characters (it becomes the event's Nats-Msg-Id): shorten it, or send an Idempotency-Key; nothing was published", ev.Line, h.cfg.IDField, MaxIdempotencyKeyLen)}
+			}
+		}
 	}
 	nc := h.cfg.JS.Conn()
 	if !nc.IsConnected() {
 		return nil, &httpError{http.StatusServiceUnavailable, "ingest: NATS is not connected; retry later"}
 	}
 	for _, ev := range evs {
-		if max := nc.MaxPayload(); int64(len(ev.Data)) > max {
-			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes is over the NATS server's limit of %d; nothing was published", ev.Line, len(ev.Data), max)}
+		// Its headers count too; they are far below JetStream's 64 KiB
+		// limit on headers, as the id is bounded.
+		if size, max := msgSize(ev), nc.MaxPayload(); int64(size) > max {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes with its headers is over the NATS server's limit of %d; nothing was published", ev.Line, size, max)}
 		}
 	}
 	res, err := Publisher{JS: h.cfg.JS, Timeout: h.cfg.Timeout}.Publish(r.Context(), subj, evs)
 	if err != nil {
+		stored := res.Published + res.Duplicates
+		if neverStored(err) {
+			// The stream's own limit (max_msg_size), or a server whose
+			// limit shrank: the same request would fail again.
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("%s; %d of %d event(s) stored, the others cannot be stored as they are: send smaller events", err, stored, len(evs))}
+		}
 		// Events stored before the failure are de-duplicated when the sender
 		// retries with the same request.
-		return nil, &httpError{http.StatusServiceUnavailable, fmt.Sprintf("%s; %d of %d event(s) stored, retry the same request", err, res.Published+res.Duplicates, len(evs))}
+		return nil, &httpError{http.StatusServiceUnavailable, fmt.Sprintf("%s; %d of %d event(s) stored, retry the same request", err, stored, len(evs))}
 	}
 	return &Accepted{Workflow: wf, Subject: subj, Published: res.Published, Duplicates: res.Duplicates, Sequences: res.Sequences}, nil
+}
+
+// neverStored reports whether err, a publish failure, says JetStream can
+// never store the event as it is.
+func neverStored(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum, jsErrCodeHeaderExceedsMaximum:
+			return true
+		}
+	}
+	return errors.Is(err, nats.ErrMaxPayload)
+}
+
+// crossOrigin says why r is refused as a browser's request from another
+// site ("" if it is not): with Sec-Fetch-Site other than same-origin or
+// none, or an Origin other than this server's (http or https, and the
+// request's Host). Without a token, anyone on this machine may post, so
+// the Host must be a loopback name or address too: a page whose own name
+// resolves to 127.0.0.1 (DNS rebinding) is same-origin for the browser.
+func (h *Handler) crossOrigin(r *http.Request) string {
+	const refused = "ingest: a browser's request from another site is refused"
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return refused + " (Sec-Fetch-Site: " + clip(site, 32) + ")"
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" || !strings.EqualFold(u.Host, r.Host) {
+			return refused + " (Origin " + clip(origin, 64) + " is not this server's)"
+		}
+	}
+	if h.cfg.Token == "" && !loopbackHost(r.Host) {
+		return "ingest: without a token only loopback names are served (Host " + clip(r.Host, 64) + "); use 127.0.0.1 or localhost, or set a token"
+	}
+	return ""
+}
+
+// loopbackHost reports whether host (host or host:port, from the Host
+// header) names this machine on loopback.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	host = strings.TrimSuffix(host, ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // tokenOK compares the bearer token in constant time (of digests, so the

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -40,9 +41,16 @@ type ingestEnv struct {
 
 func newIngestEnv(t testing.TB, adjust func(*HandlerConfig)) *ingestEnv {
 	t.Helper()
-	srv := natstest.Start(t)
+	return newIngestEnvOn(t, natstest.Start(t), jetstream.StreamConfig{}, adjust)
+}
+
+// newIngestEnvOn is newIngestEnv on srv, with the LEADS stream's limits of
+// limits.
+func newIngestEnvOn(t testing.TB, srv *natstest.Server, limits jetstream.StreamConfig, adjust func(*HandlerConfig)) *ingestEnv {
+	t.Helper()
 	_, js := srv.Connect(t)
-	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>", "forms.web"}, Duplicates: time.Hour})
+	limits.Name, limits.Subjects, limits.Duplicates = "LEADS", []string{"leads.>", "forms.web"}, time.Hour
+	st, err := js.CreateStream(context.Background(), limits)
 	require.NoError(t, err)
 	cfg := HandlerConfig{
 		JS: js,
@@ -63,15 +71,25 @@ func newIngestEnv(t testing.TB, adjust func(*HandlerConfig)) *ingestEnv {
 	return &ingestEnv{t: t, srv: srv, js: js, st: st, http: hs}
 }
 
-// post sends body to path with the test token and the headers given (name,
-// value pairs) and returns the status and the decoded JSON answer.
+// post sends body to path as application/json with the test token and the
+// headers given (name, value pairs; "Host" sets the request's host; an
+// empty value removes the header) and returns the status and the decoded
+// JSON answer.
 func (e *ingestEnv) post(path, body string, headers ...string) (int, map[string]any, http.Header) {
 	e.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.http.URL+path, strings.NewReader(body))
 	require.NoError(e.t, err)
 	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
+		switch {
+		case headers[i] == "Host":
+			req.Host = headers[i+1]
+		case headers[i+1] == "":
+			req.Header.Del(headers[i])
+		default:
+			req.Header.Set(headers[i], headers[i+1])
+		}
 	}
 	resp, err := e.http.Client().Do(req)
 	require.NoError(e.t, err)
@@ -163,6 +181,7 @@ func TestAWrongTokenOrSignatureIsRefused(t *testing.T) {
 	req, err := http.NewRequest(http.MethodPost, e.http.URL+"/v1/events/signup", strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer not-the-token")
+	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Signature", sign(body))
 	resp, err := e.http.Client().Do(req)
 	require.NoError(t, err)
@@ -197,6 +216,88 @@ func TestWhileJetStreamIsDownTheAnswerIs503WithRetryAfter(t *testing.T) {
 	require.Equal(t, "5", h.Get("Retry-After"))
 }
 
+func TestAnIDFieldOverTheIdempotencyKeyLimitIsRefusedNamingTheField(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, nil)
+	longest := strings.Repeat("i", MaxIdempotencyKeyLen)
+	code, out, _ := e.post("/v1/events/signup", `{"id":"`+longest+`"}`)
+	require.Equal(t, http.StatusAccepted, code, out)
+
+	for _, id := range []string{longest + "i", strings.Repeat("i", 70<<10)} { // the second is over JetStream's 64 KiB of headers
+		code, out, _ = e.post("/v1/events/signup", `{"id":"a"}`+"\n"+`{"id":"`+id+`"}`)
+		require.Equal(t, http.StatusBadRequest, code, "not 503: a retry cannot help")
+		require.Equal(t, fmt.Sprintf(`ingest: body: line 2: field "id" is over %d characters (it becomes the event's Nats-Msg-Id): shorten it, or send an Idempotency-Key; nothing was published`, MaxIdempotencyKeyLen), out["error"])
+	}
+	require.EqualValues(t, 1, e.stored())
+
+	// With an Idempotency-Key the id field is no Nats-Msg-Id: any length.
+	code, out, _ = e.post("/v1/events/signup", `{"id":"`+strings.Repeat("i", 70<<10)+`"}`, "Idempotency-Key", "form-9")
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 2, e.stored())
+}
+
+func TestAnEventThatCanNeverBeStoredIs413NotARetry(t *testing.T) {
+	t.Parallel()
+	const limit = 8 << 10
+	srv := natstest.StartOpts(t, t.TempDir(), -1, func(o *server.Options) { o.MaxPayload = limit })
+	e := newIngestEnvOn(t, srv, jetstream.StreamConfig{MaxMsgSize: 4 << 10}, nil)
+	event := func(size int) string { // compact JSON of size bytes with an id
+		return `{"id":"lead-1","x":"` + strings.Repeat("x", size-len(`{"id":"lead-1","x":""}`)) + `"}`
+	}
+
+	// Under the server's limit alone, over it with the Nats-Msg-Id header.
+	code, out, _ := e.post("/v1/events/signup", event(limit-10))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, out)
+	require.Contains(t, out["error"], "with its headers is over the NATS server's limit of 8192; nothing was published")
+
+	// Under the server's limit, over the stream's max_msg_size.
+	code, out, _ = e.post("/v1/events/signup", event(5<<10))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, out)
+	require.Contains(t, out["error"], "0 of 1 event(s) stored, the others cannot be stored as they are")
+	require.EqualValues(t, 0, e.stored())
+
+	code, out, _ = e.post("/v1/events/signup", event(3<<10))
+	require.Equal(t, http.StatusAccepted, code, out)
+}
+
+func TestABrowserPageOfAnotherSiteCannotPostWithoutAToken(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, func(c *HandlerConfig) { c.Token = "" })
+	own := strings.TrimPrefix(e.http.URL, "http://")
+	rebound := "evil.example:" + own[strings.LastIndexByte(own, ':')+1:]
+	body := `{"id":"a"}`
+	for name, headers := range map[string][]string{
+		"another site's Origin":       {"Origin", "https://evil.example"},
+		"another port of this host":   {"Origin", "http://127.0.0.1:1"},
+		"a sandboxed page":            {"Origin", "null"},
+		"a cross-site fetch":          {"Sec-Fetch-Site", "cross-site"},
+		"a sibling site":              {"Sec-Fetch-Site", "same-site"},
+		"a name rebound to 127.0.0.1": {"Host", rebound, "Origin", "http://" + rebound, "Sec-Fetch-Site", "same-origin"},
+	} {
+		code, out, _ := e.post("/v1/events/signup", body, headers...)
+		require.Equal(t, http.StatusForbidden, code, "%s: %v", name, out)
+	}
+	for name, ct := range map[string]string{
+		"a form's":       "text/plain",
+		"a form's too":   "application/x-www-form-urlencoded",
+		"none":           "",
+		"a bad one":      "application/json; =",
+		"JSON's, nearly": "application/jsonl",
+	} {
+		code, out, _ := e.post("/v1/events/signup", body, "Content-Type", ct)
+		require.Equal(t, http.StatusUnsupportedMediaType, code, "%s: %v", name, out)
+		require.Equal(t, "ingest: Content-Type must be application/json (for a JSON object, a JSON array or JSON lines)", out["error"])
+	}
+	require.EqualValues(t, 0, e.stored())
+
+	// The server's own pages, and anything that is not a browser.
+	code, out, _ := e.post("/v1/events/signup", body, "Origin", "http://"+own, "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusAccepted, code, out)
+	code, out, _ = e.post("/v1/events/signup", `{"id":"b"}`, "Content-Type", "Application/JSON; charset=utf-8", "Host", "localhost")
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 2, e.stored())
+}
+
 // BenchmarkHTTPIngest posts events=1 and events=100 per request to embedded
 // NATS from 8 concurrent senders and reports requests/s, events/s and the
 // p99 latency of a request.
@@ -226,6 +327,7 @@ func BenchmarkHTTPIngest(b *testing.B) {
 					}
 					hr, _ := http.NewRequest(http.MethodPost, e.http.URL+"/v1/events/signup", strings.NewReader(sb.String()))
 					hr.Header.Set("Authorization", "Bearer "+testToken)
+					hr.Header.Set("Content-Type", "application/json")
 					t0 := time.Now()
 					resp, err := e.http.Client().Do(hr)
 					if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,16 @@ const (
 	// at once.
 	WindowDefault = 256
 )
+
+// jsErrCodeHeaderExceedsMaximum is JetStream's refusal of a message whose
+// headers are over 64 KiB.
+const jsErrCodeHeaderExceedsMaximum = 10097
+
+// msgSize is the size the server counts for ev published by a [Publisher]:
+// its headers as encoded (a Nats-Msg-Id) and its data.
+func msgSize(ev Event) int {
+	return len("NATS/1.0\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(textproto.TrimString(ev.ID)) + len("\r\n") + len(ev.Data)
+}
 
 // ErrNoStream is returned (wrapped) when no stream captures the subject.
 var ErrNoStream = errors.New("no stream captures that subject")

@@ -183,3 +183,17 @@ workflows:
 		})
 	}
 }
+
+// An event whose publisher set a Nats-Msg-Id as long as JetStream takes
+// (its headers just under 64 KiB) is processed like any other: its
+// result's headers, which add a few of their own, hold the id's digest.
+func TestAnEventWithALongMsgIDIsCreatedAndItsResultPublished(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{})
+	id := strings.Repeat("x", 65400)
+	rec := h.waitRun(h.publish("leads.web", id, `{"name":"Ann"}`))
+	require.Equal(t, RunSucceeded, rec.Status)
+	_, customer := h.lastResultOutcome("default")
+	require.Equal(t, rec.Items[0].CustomerID, customer)
+	require.Empty(t, h.deadLetters())
+}

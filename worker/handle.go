@@ -571,7 +571,9 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	m := nats.NewMsg(f.wf.ResultsSubject)
 	m.Data = body
 	m.Header.Set(HeaderWorkflow, f.wf.Name)
-	m.Header.Set(HeaderEventID, eventID(ev.replay, ev.msg.Headers()))
+	// The publisher's id, of any length: a long one as its digest, so the
+	// result's headers stay within JetStream's limit.
+	m.Header.Set(HeaderEventID, dlq.BoundedValue(eventID(ev.replay, ev.msg.Headers())))
 	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)

@@ -37,6 +37,7 @@ func TestRunWithIngestAddrTurnsAPOSTedEventIntoACustomer(t *testing.T) {
 		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events/default", strings.NewReader(`{"id":"web-1","name":"Ann","email":"ann@example.com"}`))
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", "form-1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
