@@ -70,6 +70,21 @@ func (k kustomerRejects) CreateCustomersBulk(ctx context.Context, items []kustom
 	return job, err
 }
 
+// bulkConfigWith is bulkLoopConfig with other settings (YAML lines of the
+// workflow) in place of its retry policy.
+func bulkConfigWith(settings ...string) string {
+	var b strings.Builder
+	for _, line := range settings {
+		b.WriteString("    " + line + "\n")
+	}
+	return strings.Replace(bulkLoopConfig, "    retry: {max_attempts: 2, initial_delay: 50ms}\n", b.String(), 1)
+}
+
+// unavailable is Kustomer's transient failure of an op: a 503.
+func unavailable(op string) error {
+	return &kustomer.Error{Op: op, Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+}
+
 func leadsEvent(names ...string) string {
 	var leads []string
 	for _, n := range names {
@@ -439,7 +454,7 @@ type kustomerPollFails struct {
 
 func (k *kustomerPollFails) BulkResults(ctx context.Context, id string) (*kustomer.BulkResults, error) {
 	if k.failures.Add(-1) >= 0 {
-		return nil, &kustomer.Error{Op: "bulk", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+		return nil, unavailable("bulk")
 	}
 	return k.Client.BulkResults(ctx, id)
 }
@@ -453,19 +468,7 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	poll := &kustomerPollFails{}
 	poll.failures.Store(2)
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: bulk
-    subject: "leads.>"
-    mode: bulk
-    linger: 20ms
-    loop: "{{trigger.leads}}"
-    idempotency_key: "{{item.id}}"
-    retry: {max_attempts: 10, initial_delay: 100ms}
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  bulkConfigWith(`retry: {max_attempts: 10, initial_delay: 100ms}`, `idempotency_key: "{{item.id}}"`),
 		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
 		wrap: func(k Kustomer) Kustomer {
 			poll.Client = k.(*kustomer.Client)
@@ -584,7 +587,7 @@ type kustomerLookupsFail struct {
 
 func (k *kustomerLookupsFail) CustomerByExternalID(ctx context.Context, id string) (*kustomer.Customer, error) {
 	if strings.HasPrefix(id, "ext-") && k.failures.Add(-1) >= 0 {
-		return nil, &kustomer.Error{Op: "lookup", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+		return nil, unavailable("lookup")
 	}
 	return k.Client.CustomerByExternalID(ctx, id)
 }
@@ -596,18 +599,7 @@ func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) 
 	k := &kustomerLookupsFail{}
 	k.failures.Store(3)
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: bulk
-    subject: "leads.>"
-    mode: bulk
-    linger: 20ms
-    loop: "{{trigger.leads}}"
-    retry: {max_attempts: 6, initial_delay: 50ms}
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  bulkConfigWith(`retry: {max_attempts: 6, initial_delay: 50ms}`),
 		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
 		worker:  func(c *Config) { c.Ledger.Lease = 3 * time.Second },
 		wrap:    func(c Kustomer) Kustomer { k.Client = c.(*kustomer.Client); return k },

@@ -307,7 +307,7 @@ func (k *kustomerLostAnswerThenNoLookups) CreateCustomer(ctx context.Context, bo
 
 func (k *kustomerLostAnswerThenNoLookups) CustomerByExternalID(ctx context.Context, id string) (*kustomer.Customer, error) {
 	if k.creates.Load() > 0 && k.lookups.Add(1) <= 2 { // after the start probe
-		return nil, &kustomer.Error{Op: "lookup", Class: kustomer.ClassRetryable, StatusCode: 503, Message: "Service Unavailable"}
+		return nil, unavailable("lookup")
 	}
 	return k.Kustomer.CustomerByExternalID(ctx, id)
 }
