@@ -19,9 +19,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
-// screensDir, when it exists, also gets every screenshot, for a person to
-// look at.
-const screensDir = "/work/helpers/screens"
+// screensEnv names a folder that, when set and existing, also gets every
+// screenshot, for a person to look at.
+const screensEnv = "KSYNC_TEST_SCREENS"
 
 // browser starts headless Chromium (Debian's chromium; .ci/run installs it)
 // and returns a context that drives it.
@@ -68,8 +68,10 @@ func screenshots(t *testing.T, ctx context.Context, name string) {
 		png := read(t, ctx, chromedp.FullScreenshot(100))
 		file := fmt.Sprintf("%s-%s.png", name, size.suffix)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, file), png, 0o644))
-		if fi, err := os.Stat(screensDir); err == nil && fi.IsDir() {
-			require.NoError(t, os.WriteFile(filepath.Join(screensDir, file), png, 0o644))
+		if look := os.Getenv(screensEnv); look != "" {
+			if fi, err := os.Stat(look); err == nil && fi.IsDir() {
+				require.NoError(t, os.WriteFile(filepath.Join(look, file), png, 0o644))
+			}
 		}
 	}
 	do(t, ctx, chromedp.EmulateViewport(1280, 800))
