@@ -209,8 +209,8 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		}
 		toRun = toRun[:0]
 		for _, o := range report.Outcomes {
-			if o.Status == outcome.Paused {
-				toRun = append(toRun, o.Index)
+			if report.Paused && o.Status == outcome.Paused {
+				toRun = append(toRun, o.Index) // to run again once resumed
 				continue
 			}
 			results[o.Index] = o
