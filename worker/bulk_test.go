@@ -320,9 +320,19 @@ func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(
 		sandbox: sandbox.Config{BulkDelay: 3 * time.Second, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
 		worker:  func(c *Config) { c.Ledger.Lease = 5 * time.Second }, // the client gives up after 2 s
 	})
-	seq := h.publish("leads.web", "lost-1", leadsEvent("a", "b", "c"))
-	// The first bulk request is queued by Kustomer but its answer never
-	// comes; later ones are answered.
+	st := h.requireLostAnswerFoundNotSentAgain("lost-1")
+	require.Equal(t, 1+3, st.LookupsByExternalID, "the start probe, then one look-up per item")
+}
+
+// requireLostAnswerFoundNotSentAgain publishes an event of three leads
+// whose first bulk request Kustomer queues without answering (the
+// sandbox's TimeoutRate is 1 until then), then answers, and requires the
+// event to succeed with every item found by its externalId, nothing sent
+// twice. It returns the sandbox's stats.
+func (h *harness) requireLostAnswerFoundNotSentAgain(msgID string) sandbox.Stats {
+	t := h.t
+	t.Helper()
+	seq := h.publish("leads.web", msgID, leadsEvent("a", "b", "c"))
 	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs >= 1 }, 10*time.Second, 10*time.Millisecond)
 	f := h.sb.Sandbox.Faults()
 	f.TimeoutRate = 0
@@ -335,7 +345,7 @@ func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(
 	st := h.sb.Sandbox.Stats()
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
-	require.Equal(t, 1+3, st.LookupsByExternalID, "the start probe, then one look-up per item")
+	return st
 }
 
 func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *testing.T) {
@@ -604,18 +614,6 @@ func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) 
 		worker:  func(c *Config) { c.Ledger.Lease = 3 * time.Second },
 		wrap:    func(c Kustomer) Kustomer { k.Client = c.(*kustomer.Client); return k },
 	})
-	seq := h.publish("leads.web", "lost-2", leadsEvent("a", "b", "c"))
-	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs >= 1 }, 10*time.Second, 10*time.Millisecond)
-	f := h.sb.Sandbox.Faults()
-	f.TimeoutRate = 0
-	h.sb.Sandbox.SetFaults(f)
-	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
-	for _, it := range rec.Items {
-		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d was found by its externalId", it.Index)
-	}
-	st := h.sb.Sandbox.Stats()
-	require.Zero(t, st.Duplicates)
-	require.Equal(t, 1, st.BulkJobs, "nothing was sent again")
+	h.requireLostAnswerFoundNotSentAgain("lost-2")
 	require.Negative(t, k.failures.Load(), "the failing look-ups were made")
 }
