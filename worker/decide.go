@@ -58,6 +58,9 @@ func decide(err error) error {
 // fail the item leaves its outcome unknown instead. Either way nothing is
 // sent again and the claim stays, so the next attempt asks again.
 func unresolved(err error) error {
+	if later := (*loop.LaterError)(nil); errors.As(err, &later) {
+		return err // not asked: the claim was lost meanwhile (spender)
+	}
 	d := decide(err)
 	if errors.Is(d, &loop.PermanentError{}) {
 		return loop.Unknown(err)

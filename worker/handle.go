@@ -315,6 +315,9 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
 	}
 	spend := &spender{lim: w.limiter}
+	if claim.customerID == "" { // this attempt holds the claim
+		spend.keep(func(ctx context.Context) error { return w.ledger.renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.lease)
+	}
 	if len(f.wf.Match) > 0 {
 		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
 	}

@@ -172,6 +172,10 @@ type claimResult struct {
 	// returned it, is recorded once for the whole request (batchJob).
 	bulkJob   string
 	bulkBatch string
+	// rev and mark, for a claim this replica holds: the claim's revision and
+	// what it names (renew).
+	rev  uint64
+	mark string
 }
 
 const (
@@ -234,16 +238,17 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 // claim names batch, the token of the bulk request the item is claimed for
 // ("" in per-item mode).
 func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, error) {
-	if _, err := l.kv.Create(ctx, key, l.claimValue(mark("", batch))); err == nil {
-		return claimResult{}, nil
+	fresh := mark("", batch)
+	if rev, err := l.kv.Create(ctx, key, l.claimValue(fresh)); err == nil {
+		return claimResult{rev: rev, mark: fresh}, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return claimResult{}, fmt.Errorf("worker: ledger claim: %w", err)
 	}
 	entry, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// Released between the two calls: a fresh claim, if nobody was faster.
-		if _, err := l.kv.Create(ctx, key, l.claimValue(mark("", batch))); err == nil {
-			return claimResult{}, nil
+		if rev, err := l.kv.Create(ctx, key, l.claimValue(fresh)); err == nil {
+			return claimResult{rev: rev, mark: fresh}, nil
 		}
 		return claimResult{wait: time.Second}, errClaimed
 	}
@@ -262,10 +267,24 @@ func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, err
 	// Our own earlier claim, or a dead replica's: take it over. Whatever that
 	// attempt sent may have been created. The bulk request it was sent in
 	// stays named until the item is sent again.
-	if _, err := l.kv.Update(ctx, key, l.claimValue(mark(job, batch)), entry.Revision()); err != nil {
+	kept := mark(job, batch)
+	rev, err := l.kv.Update(ctx, key, l.claimValue(kept), entry.Revision())
+	if err != nil {
 		return claimResult{wait: time.Second}, errClaimed
 	}
-	return claimResult{stale: true, bulkJob: job, bulkBatch: batch}, nil
+	return claimResult{stale: true, bulkJob: job, bulkBatch: batch, rev: rev, mark: kept}, nil
+}
+
+// renew extends this replica's claim on key (c, from claim) by a lease
+// from now. It fails with errClaimed when the claim is no longer the one c
+// holds: it ran out, and another replica took it over.
+func (l *ledger) renew(ctx context.Context, key string, c *claimResult) error {
+	rev, err := l.kv.Update(ctx, key, l.claimValue(c.mark), c.rev)
+	if err != nil {
+		return fmt.Errorf("worker: claim on the item lost while waiting for the budget: %w", errClaimed)
+	}
+	c.rev = rev
+	return nil
 }
 
 // claimForBatch renews this replica's claim on key for the bulk request

@@ -28,7 +28,8 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 
 	got, err := a.claim(ctx, key, "")
 	require.NoError(t, err)
-	require.Equal(t, claimResult{}, got, "a fresh claim")
+	require.Positive(t, got.rev)
+	require.Equal(t, claimResult{rev: got.rev}, got, "a fresh claim")
 
 	got, err = b.claim(ctx, key, "")
 	require.True(t, errors.Is(err, errClaimed), "b must not create while a holds the claim")
@@ -231,4 +232,28 @@ func TestABulkCustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs
 	require.Equal(t, fmt.Sprintf("%s-%d-2-bulk", StreamDefault, seq), rec.ID, "the run of the second delivery")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
 	require.Equal(t, 1, h.sb.Sandbox.Stats().BulkJobs, "the redelivery read the job its claim names")
+}
+
+// A claim renewed while its attempt waits for the budget outlives its
+// first lease; one that ran out and was taken over cannot be renewed.
+func TestLedgerRenewsALiveClaimAndNotOneTakenOver(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	a, b, now := twoReplicas(t, js, "")
+	key := ledgerKey("", "lead-renew")
+
+	held, err := a.claim(ctx, key, "")
+	require.NoError(t, err)
+	*now = now.Add(20 * time.Second)
+	require.NoError(t, a.renew(ctx, key, &held))
+	*now = now.Add(20 * time.Second) // 40 s after the claim, 20 s after the renewal
+	_, err = b.claim(ctx, key, "")
+	require.ErrorIs(t, err, errClaimed, "renewed: still a's")
+
+	*now = now.Add(31 * time.Second) // a stalled past its renewed lease
+	_, err = b.claim(ctx, key, "")
+	require.NoError(t, err, "b takes the expired claim over")
+	require.ErrorIs(t, a.renew(ctx, key, &held), errClaimed, "a must not send: the item is b's now")
 }

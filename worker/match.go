@@ -71,9 +71,20 @@ func encodeBody(req mapping.Request) (body, error) {
 // limiter once before the attempt, which pays for its first request; every
 // further request (a look-up, then a create or an update) waits for a token
 // of its own, so the limiter counts every request sent.
+//
+// An attempt's claim and match locks last a lease; a wait for the budget
+// may outlast it (a 429 pauses everyone for up to a window). So when renew
+// is set, wait renews them before a request made a third of a lease or more
+// after they were last taken or renewed, and fails with errClaimed
+// (another replica took one over meanwhile) rather than send it.
 type spender struct {
 	lim  *loop.Limiter
 	paid bool
+
+	renew   func(context.Context) error
+	clock   loop.Clock
+	every   time.Duration
+	renewed time.Time
 }
 
 func (s *spender) wait(ctx context.Context) error {
@@ -81,7 +92,34 @@ func (s *spender) wait(ctx context.Context) error {
 		s.paid = true
 		return nil
 	}
-	return s.lim.Wait(ctx)
+	if err := s.lim.Wait(ctx); err != nil {
+		return err
+	}
+	if s.renew == nil {
+		return nil
+	}
+	if now := s.clock.Now(); now.Sub(s.renewed) >= s.every {
+		if err := s.renew(ctx); err != nil {
+			return loop.Later(0, err)
+		}
+		s.renewed = now
+	}
+	return nil
+}
+
+// keep makes s renew what renew renews, taken at now, before a request made
+// a third of a lease after.
+func (s *spender) keep(renew func(context.Context) error, clock loop.Clock, lease time.Duration) {
+	prev := s.renew
+	s.renew = func(ctx context.Context) error {
+		if prev != nil {
+			if err := prev(ctx); err != nil {
+				return err
+			}
+		}
+		return renew(ctx)
+	}
+	s.clock, s.every, s.renewed = clock, lease/3, clock.Now()
 }
 
 // matchItem is one attempt at an item of a workflow with match: claim its
@@ -104,13 +142,14 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		}
 		return loop.Result{}, err
 	}
-	unlock, err := w.ledger.lockMatches(ctx, matchLocks(wf, req))
+	unlock, renewLocks, err := w.ledger.lockMatches(ctx, matchLocks(wf, req))
 	if errors.Is(err, errClaimed) {
 		return giveUp(loop.Later(matchLockRetry, err))
 	} else if err != nil {
 		return giveUp(loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
 	}
 	defer unlock()
+	spend.keep(renewLocks, w.cfg.Clock, w.ledger.lease)
 	found, err := w.findCustomer(ctx, wf, req, claim, spend, log)
 	if err != nil {
 		return giveUp(err)
@@ -261,55 +300,77 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 // attempt, or the lease if its holder dies. It returns errClaimed when
 // another item holds one of them (and then holds none), and the function
 // that releases them.
-func (l *ledger) lockMatches(ctx context.Context, names []string) (func(), error) {
+//
+// renew extends every lock by a lease from now, failing with
+// errMatchLocked when one is no longer this attempt's (it ran out and
+// another item took it).
+func (l *ledger) lockMatches(ctx context.Context, names []string) (unlock func(), renew func(context.Context) error, err error) {
 	type held struct {
-		key string
-		rev uint64
+		key   string
+		rev   uint64
+		nonce string
 	}
 	var locks []held
-	unlock := func() {
+	unlock = func() {
 		for _, h := range locks {
 			_ = l.kv.Delete(context.WithoutCancel(ctx), h.key, jetstream.LastRevision(h.rev))
 		}
 	}
+	renew = func(ctx context.Context) error {
+		for i, h := range locks {
+			rev, err := l.kv.Update(ctx, h.key, l.lockValue(h.nonce), h.rev)
+			if err != nil {
+				return errMatchLocked
+			}
+			locks[i].rev = rev
+		}
+		return nil
+	}
 	for _, name := range names {
 		key := "match." + ledgerKey("", name)[len("item."):]
-		rev, err := l.lock(ctx, key)
+		rev, nonce, err := l.lock(ctx, key)
 		if err != nil {
 			unlock()
-			return nil, err
+			return nil, nil, err
 		}
-		locks = append(locks, held{key, rev})
+		locks = append(locks, held{key, rev, nonce})
 	}
-	return unlock, nil
+	return unlock, renew, nil
+}
+
+// lockValue is a match lock's value: this replica, the attempt's nonce and
+// the lease's end.
+func (l *ledger) lockValue(nonce string) []byte {
+	return fmt.Appendf(nil, "lock %s/%s %d", l.owner, nonce, l.now().Add(l.lease).UnixMilli())
 }
 
 // lock takes one match lock, or takes over an expired one.
-func (l *ledger) lock(ctx context.Context, key string) (uint64, error) {
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:])
-	value := fmt.Appendf(nil, "lock %s/%x %d", l.owner, nonce, l.now().Add(l.lease).UnixMilli())
-	rev, err := l.kv.Create(ctx, key, value)
+func (l *ledger) lock(ctx context.Context, key string) (rev uint64, nonce string, err error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	nonce = hex.EncodeToString(b[:])
+	value := l.lockValue(nonce)
+	rev, err = l.kv.Create(ctx, key, value)
 	if err == nil {
-		return rev, nil
+		return rev, nonce, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("worker: ledger lock: %w", err)
+		return 0, "", fmt.Errorf("worker: ledger lock: %w", err)
 	}
 	entry, err := l.kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, errMatchLocked
+		return 0, "", errMatchLocked
 	case err != nil:
-		return 0, fmt.Errorf("worker: ledger read: %w", err)
+		return 0, "", fmt.Errorf("worker: ledger read: %w", err)
 	}
 	if _, expiry := parseOwnerExpiry(strings.TrimPrefix(string(entry.Value()), "lock ")); l.now().Before(expiry) {
-		return 0, errMatchLocked
+		return 0, "", errMatchLocked
 	}
 	if rev, err = l.kv.Update(ctx, key, value, entry.Revision()); err != nil {
-		return 0, errMatchLocked
+		return 0, "", errMatchLocked
 	}
-	return rev, nil
+	return rev, nonce, nil
 }
 
 // errMatchLocked means another item is being matched on the same key.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
@@ -267,4 +269,77 @@ func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
 	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(mapping.ResultsPrefixDefault+"twice"))
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), info.State.Subjects[mapping.ResultsPrefixDefault+"twice"], "one result per event")
+}
+
+// kustomerSlowLookUp makes time pass, on the worker's clock, during the
+// look-ups by externalId and email (as long waits for the budget would),
+// then checks at the create that the item's claim and match locks
+// are still alive.
+type kustomerSlowLookUp struct {
+	Kustomer
+	clock   *looptest.FakeClock
+	kv      func() jetstream.KeyValue
+	checked atomic.Int32
+	expired []string
+	mu      sync.Mutex
+}
+
+func (k *kustomerSlowLookUp) CustomerByExternalID(ctx context.Context, id string) (*kustomer.Customer, error) {
+	if strings.HasPrefix(id, "slow-") {
+		k.clock.Advance(20 * time.Second)
+	}
+	return k.Kustomer.CustomerByExternalID(ctx, id)
+}
+
+func (k *kustomerSlowLookUp) CustomerByEmail(ctx context.Context, email string) (*kustomer.Customer, error) {
+	k.clock.Advance(20 * time.Second) // 40 s since the claim: past its 30 s lease
+	return k.Kustomer.CustomerByEmail(ctx, email)
+}
+
+func (k *kustomerSlowLookUp) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
+	kv := k.kv()
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		v := string(e.Value())
+		if !strings.HasPrefix(v, claimPrefix) && !strings.HasPrefix(v, "lock ") {
+			continue
+		}
+		_, expiry := parseOwnerExpiry(strings.TrimPrefix(strings.TrimPrefix(v, claimPrefix), "lock "))
+		k.checked.Add(1)
+		if !k.clock.Now().Before(expiry) {
+			k.mu.Lock()
+			k.expired = append(k.expired, key)
+			k.mu.Unlock()
+		}
+	}
+	return k.Kustomer.CreateCustomer(ctx, body)
+}
+
+// An attempt whose claim and match locks are older than a third of their
+// lease when it is about to create (its look-ups, or the budget, took long)
+// renews them first: no other replica can take them over as expired while
+// the create is under way.
+func TestAClaimAndMatchLocksHeldThroughALongWaitAreRenewedBeforeTheCreate(t *testing.T) {
+	t.Parallel()
+	clock := looptest.NewFakeClock(time.Time{})
+	var h *harness
+	k := &kustomerSlowLookUp{clock: clock, kv: func() jetstream.KeyValue { return h.worker.ledger.kv }}
+	h = setup(t, harnessOptions{
+		config:  matchConfig("skip"),
+		sandbox: sandbox.Config{RatePerMinute: -1},
+		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
+		worker:  func(c *Config) { c.Clock = clock },
+	})
+	rec := h.waitRun(h.publish("leads.web", "slow-1", `{"id":"slow-1","name":"Ada","emails":["ada@example.com"]}`))
+	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, outcome.Created, rec.Items[0].Outcome)
+	require.GreaterOrEqual(t, k.checked.Load(), int32(2), "the claim and the email's lock were looked at")
+	require.Empty(t, k.expired, "claims or locks expired at the create")
 }
