@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -91,7 +91,7 @@ func (c *Config) validate() error {
 	case c.Workflows == nil:
 		return errors.New("admin: Workflows is required")
 	}
-	if c.Token == "" && !Loopback(c.Addr) {
+	if c.Token == "" && !loopback.Addr(c.Addr) {
 		return fmt.Errorf("admin: --admin-addr %s listens beyond loopback: set an admin token (--admin-token or KSYNC_ADMIN_TOKEN), or listen on 127.0.0.1", c.Addr)
 	}
 	if c.ReplayCheck == nil {
@@ -102,21 +102,6 @@ func (c *Config) validate() error {
 	}
 	c.ProbeTimeout = cmp.Or(c.ProbeTimeout, ProbeTimeoutDefault)
 	return nil
-}
-
-// Loopback reports whether addr (host:port) only accepts connections from
-// this machine: 127.0.0.0/8, ::1 or localhost. An empty host (":9090")
-// listens on every interface, so it is not.
-func Loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Server is the admin HTTP server. Create it with New, run it with Start,
@@ -225,7 +210,7 @@ func (s *Server) Handler() http.Handler {
 	s.routeDashboard(private)
 	csrf := http.NewCrossOriginProtection()
 	dashboard := csrf.Handler(s.authorize(private))
-	if s.cfg.Token == "" && Loopback(s.cfg.Addr) {
+	if s.cfg.Token == "" && loopback.Addr(s.cfg.Addr) {
 		dashboard = s.loopbackHostsOnly(dashboard)
 	}
 	mux.Handle("/", dashboard)
@@ -240,7 +225,7 @@ func (s *Server) Handler() http.Handler {
 // /metrics are not behind it: they answer whatever the Host.
 func (s *Server) loopbackHostsOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if loopbackHost(r.Host) {
+		if loopback.Host(r.Host) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -249,22 +234,6 @@ func (s *Server) loopbackHostsOnly(next http.Handler) http.Handler {
 			"on localhost, 127.0.0.1 or [::1] (browse to http://%s/), or set --admin-token (KSYNC_ADMIN_TOKEN)", r.Host, addr),
 			http.StatusMisdirectedRequest)
 	})
-}
-
-// loopbackHost reports whether host, a Host header (a name or an IP
-// address, with or without a port), names this machine's loopback:
-// localhost, 127.0.0.0/8 or [::1].
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
-		host = host[1 : len(host)-1]
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // sessionCookie holds a digest of the admin token, never the token itself.

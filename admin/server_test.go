@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/admin"
+	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -106,7 +107,7 @@ func TestANonLoopbackAdminAddressNeedsAToken(t *testing.T) {
 		require.ErrorContains(t, err, "admin: --admin-addr "+addr+" listens beyond loopback: set an admin token", addr)
 	}
 	for _, addr := range []string{"127.0.0.1:9090", "localhost:0", "[::1]:9090"} {
-		require.True(t, admin.Loopback(addr), addr)
+		require.True(t, loopback.Addr(addr), addr)
 	}
 }
 

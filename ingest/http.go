@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,6 +23,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kustomer-sync/kustomer-sync/subject"
+
+	"github.com/kustomer-sync/kustomer-sync/loopback"
 )
 
 // Defaults of [HandlerConfig].
@@ -253,26 +254,10 @@ func (h *Handler) crossOrigin(r *http.Request) string {
 			return refused + " (Origin " + clip(origin, 64) + " is not this server's)"
 		}
 	}
-	if h.cfg.Token == "" && !loopbackHost(r.Host) {
+	if h.cfg.Token == "" && !loopback.Host(r.Host) {
 		return "ingest: without a token only loopback names are served (Host " + clip(r.Host, 64) + "); use 127.0.0.1 or localhost, or set a token"
 	}
 	return ""
-}
-
-// loopbackHost reports whether host (host or host:port, from the Host
-// header) names this machine on loopback.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else {
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	}
-	host = strings.TrimSuffix(host, ".")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // tokenOK compares the bearer token in constant time (of digests, so the

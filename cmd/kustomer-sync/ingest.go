@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
@@ -50,7 +50,7 @@ func (f *ingestFlags) check(cmd *cobra.Command) error {
 	if _, _, err := net.SplitHostPort(f.addr); err != nil {
 		return flagError(cmd, "ingest-addr", "want host:port, e.g. 127.0.0.1:8080")
 	}
-	if f.token == "" && !admin.Loopback(f.addr) {
+	if f.token == "" && !loopback.Addr(f.addr) {
 		return flagError(cmd, "ingest-token", "required when HTTP ingest listens beyond loopback (--ingest-addr %s): anyone who reaches it could publish events", f.addr)
 	}
 	if f.maxBytes <= 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -152,7 +153,7 @@ func (f *workerFlags) checkAdmin(cmd *cobra.Command) error {
 	if f.adminAddr == "off" {
 		f.adminAddr = ""
 	}
-	if f.adminAddr != "" && f.adminToken == "" && !admin.Loopback(f.adminAddr) {
+	if f.adminAddr != "" && f.adminToken == "" && !loopback.Addr(f.adminAddr) {
 		return flagError(cmd, "admin-token", "required when the admin server listens beyond loopback (--admin-addr %s): its dashboard can retry and purge dead letters", f.adminAddr)
 	}
 	return nil
