@@ -44,7 +44,7 @@ func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, 
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: worker.ResultsStreamDefault, Subjects: []string{worker.ResultsSubjectsDefault}, Storage: jetstream.FileStorage,
-		MaxAge: worker.ResultsMaxAgeDefault, Duplicates: 10 * time.Minute,
+		MaxAge: worker.ResultsMaxAgeDefault, Duplicates: worker.ResultsDedupWindow,
 	}); err != nil {
 		return nil, fmt.Errorf("bench: floor+writes results: %w", err)
 	}

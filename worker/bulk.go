@@ -355,10 +355,7 @@ func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string
 
 // recorded notes what record returned for the item's customer id.
 func (it *bulkItem) recorded(err error, id string) {
-	if err != nil {
-		it.unrecorded = true
-		it.log.Error().Err(err).Str("customer_id", id).Msg("customer not recorded in the ledger; the event is not acknowledged, and its redelivery looks the customer up")
-	}
+	it.unrecorded = it.unrecorded || notRecorded(err, id, it.log)
 }
 
 func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {

@@ -42,10 +42,16 @@ type itemNote struct {
 
 // recorded notes what record returned for the item's customer id.
 func (n *itemNote) recorded(err error, id string, log zerolog.Logger) {
+	n.unrecorded = n.unrecorded || notRecorded(err, id, log)
+}
+
+// notRecorded reports whether err, record's, left the customer id out of
+// the ledger, and logs it if so.
+func notRecorded(err error, id string, log zerolog.Logger) bool {
 	if err != nil {
-		n.unrecorded = true
 		log.Error().Err(err).Str("customer_id", id).Msg("customer not recorded in the ledger; the event is not acknowledged, and its redelivery looks the customer up")
 	}
+	return err != nil
 }
 
 // body is a mapped item encoded once: the JSON sent to Kustomer (and

@@ -33,6 +33,9 @@ const (
 	ResultsSubjectsDefault = "kustomer.customers.created.>"
 	// ResultsMaxAgeDefault is how long results are kept.
 	ResultsMaxAgeDefault = 7 * 24 * time.Hour
+	// ResultsDedupWindow is how long the results stream remembers a
+	// result's Nats-Msg-Id: a redelivered event's result is stored once.
+	ResultsDedupWindow = 10 * time.Minute
 
 	// managedBy marks streams and consumers this program created, so it knows
 	// it may update them.

@@ -573,7 +573,7 @@ func (w *Worker) setup(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Stream.Replicas,
 		MaxAge:      ResultsMaxAgeDefault,
-		Duplicates:  10 * time.Minute,
+		Duplicates:  ResultsDedupWindow,
 	}, nil); err != nil {
 		return err
 	}
@@ -625,7 +625,6 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		cons:         cons,
 		breaker:      breaker,
 		slots:        make(chan struct{}, max(wf.MaxInFlight, 1)),
-		resumed:      make(chan struct{}, 1),
 		opened:       make(chan struct{}, 1),
 		running:      closedChan(),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
@@ -647,7 +646,6 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		} else {
 			f.log.Info().Msg("workflow resumed")
 			w.metrics.paused.WithLabelValues(wf.Name).Set(0)
-			signal(f.resumed)
 		}
 		// Published at once, for `kustomer-sync status`.
 		w.budget.Refresh()
@@ -743,10 +741,10 @@ type flow struct {
 	cons         jetstream.Consumer
 	breaker      *loop.Breaker
 	slots        chan struct{} // events in flight; a full channel stops fetching
-	resumed      chan struct{} // signalled when the breaker closes
 	opened       chan struct{} // signalled when the breaker opens
 	// running is closed while the breaker is closed, and replaced by an
-	// open one when it opens: events held during a pause wait on it.
+	// open one when it opens: the fetch loop and the events held during a
+	// pause wait on it.
 	runningMu sync.Mutex
 	running   chan struct{}
 	// draining is closed when the fetch loop stops (the worker stopping):
@@ -809,7 +807,7 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 	for fetchCtx.Err() == nil {
 		if f.breaker.Open() {
 			select {
-			case <-f.resumed:
+			case <-f.whenRunning():
 			case <-fetchCtx.Done():
 				return
 			}
