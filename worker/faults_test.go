@@ -318,16 +318,8 @@ func TestAFailedLookUpAfterALostAnswerIsAskedAgainNotTakenForNotFound(t *testing
 	t.Parallel()
 	k := &kustomerLostAnswerThenNoLookups{}
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    retry: {max_attempts: 5, initial_delay: 20ms}
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-`,
-		wrap: func(c Kustomer) Kustomer { k.Kustomer = c; return k },
+		config: leadConfig("retry: {max_attempts: 5, initial_delay: 20ms}"),
+		wrap:   func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 	})
 	rec := h.waitRun(h.publish("leads.web", "lost-answer-1", `{"id":"la-1","name":"Ann"}`))
 	require.Equal(t, RunSucceeded, rec.Status)
@@ -362,14 +354,7 @@ func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.
 	k := &kustomerCannotCreateYet{}
 	k.refusals.Store(5)
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-`,
+		config:  leadConfig(),
 		sandbox: sandbox.Config{RatePerMinute: -1},
 		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 		worker: func(c *Config) {

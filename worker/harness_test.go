@@ -198,3 +198,16 @@ func (h *harness) requireNoSecretInLogs() {
 		}
 	}
 }
+
+// leadConfig is a workflow "default" on leads.> creating a customer from
+// the event's id and name, with settings (YAML lines of the workflow, e.g.
+// a retry policy) added.
+func leadConfig(settings ...string) string {
+	var b strings.Builder
+	b.WriteString("workflows:\n  - name: default\n    subject: \"leads.>\"\n")
+	for _, line := range settings {
+		b.WriteString("    " + line + "\n")
+	}
+	b.WriteString("    inputs:\n      externalId: \"{{trigger.id}}\"\n      name: \"{{trigger.name}}\"\n")
+	return b.String()
+}

@@ -195,14 +195,7 @@ func (k *kvRecordsFail) Put(ctx context.Context, key string, v []byte) (uint64, 
 // recorded, and the lead exists once.
 func TestACustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-`})
+	h := setup(t, harnessOptions{config: leadConfig()})
 	kv := &kvRecordsFail{KeyValue: h.worker.ledger.kv}
 	kv.failures.Store(recordTries) // every try of the first record
 	h.worker.ledger.kv = kv
