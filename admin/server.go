@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
@@ -77,11 +78,34 @@ type Config struct {
 	// ProbeTimeout bounds the NATS requests of /readyz; default
 	// ProbeTimeoutDefault.
 	ProbeTimeout time.Duration
-	Logger       zerolog.Logger
+	// ReadHeaderTimeout, ReadTimeout and IdleTimeout bound a connection
+	// reading a request's headers, reading a whole request (body included)
+	// and waiting for the next request, as [http.Server]'s fields of those
+	// names do; defaults ReadHeaderTimeoutDefault, ReadTimeoutDefault and
+	// IdleTimeoutDefault. A client that sends slowly is disconnected.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	// MaxConns caps the connections served at once; default MaxConnsDefault.
+	// Further connections wait to be accepted until one closes.
+	MaxConns int
+	Logger   zerolog.Logger
 }
 
-// ProbeTimeoutDefault bounds the checks of one /readyz request.
-const ProbeTimeoutDefault = 2 * time.Second
+// Defaults of [Config].
+const (
+	// ProbeTimeoutDefault bounds the checks of one /readyz request.
+	ProbeTimeoutDefault = 2 * time.Second
+	// ReadHeaderTimeoutDefault bounds reading a request's headers.
+	ReadHeaderTimeoutDefault = 5 * time.Second
+	// ReadTimeoutDefault bounds reading a whole request: the dashboard's
+	// forms are small.
+	ReadTimeoutDefault = 30 * time.Second
+	// IdleTimeoutDefault bounds a kept-alive connection between requests.
+	IdleTimeoutDefault = 2 * time.Minute
+	// MaxConnsDefault caps the connections served at once.
+	MaxConnsDefault = 128
+)
 
 func (c *Config) validate() error {
 	c.Addr = cmp.Or(c.Addr, AddrDefault)
@@ -100,7 +124,14 @@ func (c *Config) validate() error {
 	if c.Metrics == nil {
 		c.Metrics = promhttp.Handler()
 	}
+	if c.ProbeTimeout < 0 || c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.IdleTimeout < 0 || c.MaxConns < 0 {
+		return errors.New("admin: a negative timeout or connection cap")
+	}
 	c.ProbeTimeout = cmp.Or(c.ProbeTimeout, ProbeTimeoutDefault)
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, ReadHeaderTimeoutDefault)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, ReadTimeoutDefault)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, IdleTimeoutDefault)
+	c.MaxConns = cmp.Or(c.MaxConns, MaxConnsDefault)
 	return nil
 }
 
@@ -130,7 +161,12 @@ func New(cfg Config) (*Server, error) {
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+	}
 	return s, nil
 }
 
@@ -141,10 +177,10 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin: listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, s.cfg.MaxConns)
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 			s.err = fmt.Errorf("admin: serve on %s: %w", ln.Addr(), err)
 			s.log.Error().Err(s.err).Msg("admin server stopped")
 		}

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // Not parallel: it swaps compareDigests, which every token check calls.
@@ -52,5 +55,34 @@ func TestTokenChecksCompareDigestsWhateverTheLengths(t *testing.T) {
 	require.Len(t, sizes, checks)
 	for _, n := range sizes {
 		require.Equal(t, [2]int{32, 32}, n)
+	}
+}
+
+// A server made without timeouts or a cap gets the defaults: no client can
+// keep a connection for as long as it likes.
+func TestTheServerBoundsConnectionsByDefault(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	s, err := New(Config{Addr: "127.0.0.1:0", Conn: nc, JetStream: js, Workflows: noWorkflows{}})
+	require.NoError(t, err)
+	require.Equal(t, ReadHeaderTimeoutDefault, s.srv.ReadHeaderTimeout)
+	require.Equal(t, ReadTimeoutDefault, s.srv.ReadTimeout)
+	require.Equal(t, IdleTimeoutDefault, s.srv.IdleTimeout)
+	require.Equal(t, MaxConnsDefault, s.cfg.MaxConns)
+}
+
+type noWorkflows struct{}
+
+func (noWorkflows) Workflows() []worker.WorkflowState { return nil }
+
+// The scheme of Authorization is case-insensitive (RFC 7235), as HTTP
+// ingest takes it too.
+func TestTheAdminTokenIsTakenWhateverTheSchemesCase(t *testing.T) {
+	t.Parallel()
+	s := &Server{cfg: Config{Token: "admin-tok-1"}}
+	for _, scheme := range []string{"Bearer ", "bearer ", "BEARER "} {
+		r := httptest.NewRequest("GET", "/status", nil)
+		r.Header.Set("Authorization", scheme+"admin-tok-1")
+		require.True(t, s.authorized(r), scheme)
 	}
 }

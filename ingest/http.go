@@ -261,12 +261,14 @@ func (h *Handler) crossOrigin(r *http.Request) string {
 }
 
 // tokenOK compares the bearer token in constant time (of digests, so the
-// token's length does not show either).
+// token's length does not show either). The scheme's name is
+// case-insensitive (RFC 7235): "bearer" is Bearer.
 func (h *Handler) tokenOK(auth string) bool {
-	got, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok {
+	const scheme = "Bearer "
+	if len(auth) < len(scheme) || !strings.EqualFold(auth[:len(scheme)], scheme) {
 		return false
 	}
+	got := auth[len(scheme):]
 	a, b := sha256.Sum256([]byte(strings.TrimSpace(got))), sha256.Sum256([]byte(h.cfg.Token))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }

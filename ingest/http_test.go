@@ -357,3 +357,18 @@ func BenchmarkHTTPIngest(b *testing.B) {
 		})
 	}
 }
+
+// The scheme of Authorization is case-insensitive (RFC 7235): "bearer"
+// and "BEARER" carry the token as "Bearer" does; another scheme does not.
+func TestTheBearerSchemeIsCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, nil)
+	for i, scheme := range []string{"bearer ", "BEARER ", "Bearer "} {
+		code, out, _ := e.post("/v1/events/signup", fmt.Sprintf(`{"id":"case-%d"}`, i), "Authorization", scheme+testToken)
+		require.Equal(t, http.StatusAccepted, code, "%q: %v", scheme, out)
+	}
+	code, _, _ := e.post("/v1/events/signup", `{"id":"basic"}`, "Authorization", "Basic "+testToken)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _, _ = e.post("/v1/events/signup", `{"id":"short"}`, "Authorization", "bear")
+	require.Equal(t, http.StatusUnauthorized, code)
+}
