@@ -29,6 +29,10 @@ const (
 	LeaseDefault = 30 * time.Second
 )
 
+// offsetRefresh is how often, on its own clock, a replica measures again
+// how far its clock is from the NATS server's (see ledger.serverNow).
+const offsetRefresh = 10 * time.Minute
+
 // recordTries and recordRetryWait bound record's attempts: 0.1 s, 0.3 s
 // and 0.9 s apart.
 const (
@@ -53,14 +57,27 @@ type LedgerConfig struct {
 // A key goes through two states: "claim <owner> <expiry>" (written with
 // create-if-absent before calling Kustomer, so two replicas never create the
 // same item at once) and "created <id>" (written after Kustomer answered
-// 201). A claim whose replica died stays until its expiry, the lease; the next
+// 201). A claim whose replica died stays until its lease ends; the next
 // claimer then takes it over and knows the earlier outcome is unknown, so it
 // looks the customer up by externalId before creating again.
+//
+// A claim's expiry is on the NATS server's clock, as the claimer estimates
+// it (serverNow: its own clock and the offset it measured from the
+// server's), and a reader compares it with its own estimate of the
+// server's clock: replicas whose clocks disagree agree on when a lease
+// ends. (Before, each wrote and read its own clock: with a minute of skew,
+// live claims were taken over.)
 type ledger struct {
 	kv    jetstream.KeyValue
 	lease time.Duration
 	owner string
 	now   func() time.Time
+
+	// offset is the server's clock minus this replica's, measured at
+	// offsetAt (this replica's time); refreshed every offsetRefresh.
+	offsetMu sync.Mutex
+	offset   time.Duration
+	offsetAt time.Time
 
 	// held are the keys an attempt of this process is working on. A claim
 	// names the replica, not the attempt, so without this a second delivery
@@ -134,7 +151,59 @@ func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, o
 	if err != nil {
 		return nil, fmt.Errorf("worker: ledger bucket %s: %w", cfg.Bucket, err)
 	}
-	return &ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}, nil
+	l := &ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}
+	if err := l.measureOffset(ctx); err != nil {
+		return nil, fmt.Errorf("worker: ledger bucket %s: %w", cfg.Bucket, err)
+	}
+	return l, nil
+}
+
+// measureOffset measures how far this replica's clock is from the NATS
+// server's: the server's time in the bucket's stream info, against the
+// middle of the request on this replica's clock.
+func (l *ledger) measureOffset(ctx context.Context) error {
+	before := l.now()
+	st, err := l.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("read the server's time: %w", err)
+	}
+	after := l.now()
+	kvs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || kvs.StreamInfo() == nil || kvs.StreamInfo().TimeStamp.IsZero() {
+		return errors.New("read the server's time: the server does not tell it")
+	}
+	local := before.Add(after.Sub(before) / 2)
+	l.offsetMu.Lock()
+	l.offset, l.offsetAt = kvs.StreamInfo().TimeStamp.Sub(local), local
+	l.offsetMu.Unlock()
+	return nil
+}
+
+// serverNow is the NATS server's time now, as this replica estimates it
+// from its own clock and the offset last measured, measured again when
+// offsetRefresh has passed (if that fails, the last one serves).
+func (l *ledger) serverNow(ctx context.Context) time.Time {
+	l.offsetMu.Lock()
+	stale := l.now().Sub(l.offsetAt) >= offsetRefresh
+	l.offsetMu.Unlock()
+	if stale {
+		_ = l.measureOffset(ctx)
+	}
+	l.offsetMu.Lock()
+	defer l.offsetMu.Unlock()
+	return l.now().Add(l.offset)
+}
+
+// leaseEnd is the end, on the server's clock, of a lease taken now.
+func (l *ledger) leaseEnd(ctx context.Context) time.Time {
+	return l.serverNow(ctx).Add(l.lease)
+}
+
+// leaseLeft is how long a lease ending at expiry (a claim's or a match
+// lock's, on the server's clock) still runs. No more than a lease: more is
+// another replica's estimate's error.
+func (l *ledger) leaseLeft(ctx context.Context, expiry time.Time) time.Duration {
+	return min(expiry.Sub(l.serverNow(ctx)), l.lease)
 }
 
 // ledgerKey turns an item's idempotency key of any text into a valid KV key,
@@ -193,8 +262,8 @@ const (
 
 // claimValue is a claim of this replica's from now for a lease, marked
 // (jobMarker or batchMarker and its value) or not ("").
-func (l *ledger) claimValue(mark string) []byte {
-	return fmt.Appendf(nil, "%s%s %d%s", claimPrefix, l.owner, l.now().Add(l.lease).UnixMilli(), mark)
+func (l *ledger) claimValue(ctx context.Context, mark string) []byte {
+	return fmt.Appendf(nil, "%s%s %d%s", claimPrefix, l.owner, l.leaseEnd(ctx).UnixMilli(), mark)
 }
 
 // parseClaim reads "claim <owner> <expiry ms>[ bulk:<job id>| batch:<token>]".
@@ -239,7 +308,7 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 // ("" in per-item mode).
 func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, error) {
 	fresh := mark("", batch)
-	if rev, err := l.kv.Create(ctx, key, l.claimValue(fresh)); err == nil {
+	if rev, err := l.kv.Create(ctx, key, l.claimValue(ctx, fresh)); err == nil {
 		return claimResult{rev: rev, mark: fresh}, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return claimResult{}, fmt.Errorf("worker: ledger claim: %w", err)
@@ -247,7 +316,7 @@ func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, err
 	entry, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// Released between the two calls: a fresh claim, if nobody was faster.
-		if rev, err := l.kv.Create(ctx, key, l.claimValue(fresh)); err == nil {
+		if rev, err := l.kv.Create(ctx, key, l.claimValue(ctx, fresh)); err == nil {
 			return claimResult{rev: rev, mark: fresh}, nil
 		}
 		return claimResult{wait: time.Second}, errClaimed
@@ -261,14 +330,14 @@ func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, err
 		return claimResult{customerID: id, sent: sent}, nil
 	}
 	owner, expiry, job, batch := parseClaim(v)
-	if now := l.now(); owner != l.owner && now.Before(expiry) {
-		return claimResult{wait: expiry.Sub(now)}, errClaimed
+	if left := l.leaseLeft(ctx, expiry); owner != l.owner && left > 0 {
+		return claimResult{wait: left}, errClaimed
 	}
 	// Our own earlier claim, or a dead replica's: take it over. Whatever that
 	// attempt sent may have been created. The bulk request it was sent in
 	// stays named until the item is sent again.
 	kept := mark(job, batch)
-	rev, err := l.kv.Update(ctx, key, l.claimValue(kept), entry.Revision())
+	rev, err := l.kv.Update(ctx, key, l.claimValue(ctx, kept), entry.Revision())
 	if err != nil {
 		return claimResult{wait: time.Second}, errClaimed
 	}
@@ -279,7 +348,7 @@ func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, err
 // from now. It fails with errClaimed when the claim is no longer the one c
 // holds: it ran out, and another replica took it over.
 func (l *ledger) renew(ctx context.Context, key string, c *claimResult) error {
-	rev, err := l.kv.Update(ctx, key, l.claimValue(c.mark), c.rev)
+	rev, err := l.kv.Update(ctx, key, l.claimValue(ctx, c.mark), c.rev)
 	if err != nil {
 		return fmt.Errorf("worker: claim on the item lost while waiting for the budget: %w", errClaimed)
 	}
@@ -290,7 +359,7 @@ func (l *ledger) renew(ctx context.Context, key string, c *claimResult) error {
 // claimForBatch renews this replica's claim on key for the bulk request
 // batch: an item claimed earlier, about to be sent in that request.
 func (l *ledger) claimForBatch(ctx context.Context, key, batch string) error {
-	if _, err := l.kv.Put(ctx, key, l.claimValue(mark("", batch))); err != nil {
+	if _, err := l.kv.Put(ctx, key, l.claimValue(ctx, mark("", batch))); err != nil {
 		return fmt.Errorf("worker: ledger claim for bulk request: %w", err)
 	}
 	return nil

@@ -33,7 +33,8 @@ func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T)
 
 	got, err = b.claim(ctx, key, "")
 	require.True(t, errors.Is(err, errClaimed), "b must not create while a holds the claim")
-	require.Equal(t, 30*time.Second, got.wait)
+	// On the server's clock, as each replica estimates it from its own.
+	require.InDelta(t, float64(30*time.Second), float64(got.wait), float64(time.Second))
 
 	*now = now.Add(31 * time.Second) // a died mid-request
 	got, err = b.claim(ctx, key, "")
@@ -165,7 +166,7 @@ func TestAClaimNamingItsBulkJobTheOldWayIsStillFollowed(t *testing.T) {
 	ctx := context.Background()
 	a, b, now := twoReplicas(t, js, "")
 	key := ledgerKey("", "lead-9")
-	_, err := a.kv.Put(ctx, key, fmt.Appendf(nil, "claim replica-a %d bulk:69f0c0ffee", now.Add(30*time.Second).UnixMilli()))
+	_, err := a.kv.Put(ctx, key, fmt.Appendf(nil, "claim replica-a %d bulk:69f0c0ffee", a.leaseEnd(ctx).UnixMilli()))
 	require.NoError(t, err)
 	*now = now.Add(31 * time.Second)
 	got, err := b.claim(ctx, key, newBatchToken())
@@ -249,4 +250,58 @@ func TestLedgerRenewsALiveClaimAndNotOneTakenOver(t *testing.T) {
 	_, err = b.claim(ctx, key, "")
 	require.NoError(t, err, "b takes the expired claim over")
 	require.ErrorIs(t, a.renew(ctx, key, &held), errClaimed, "a must not send: the item is b's now")
+}
+
+// Replicas whose clocks disagree by a minute agree on a claim's lease and
+// on a match lock's: a lease is measured on the NATS server's clock, from
+// the claim's last write. Before, a claim held the claimer's own expiry:
+// a replica a minute ahead took a live claim over as expired, and one a
+// minute behind wrote claims the others took over at once.
+func TestClaimsAndMatchLocksHoldAcrossReplicasWhoseClocksDisagreeByAMinute(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	at := time.Now()
+	open := func(owner string, skew time.Duration) (*ledger, *time.Time) {
+		now := at.Add(skew)
+		l, err := openLedger(ctx, js, LedgerConfig{Lease: 30 * time.Second}, owner, func() time.Time { return now })
+		require.NoError(t, err)
+		return l, &now
+	}
+	behind, _ := open("replica-behind", -time.Minute)
+	onTime, onTimeNow := open("replica-on-time", 0)
+	ahead, _ := open("replica-ahead", time.Minute)
+
+	// A claim of the replica behind is live for the others.
+	key := ledgerKey("", "lead-skew-1")
+	_, err := behind.claim(ctx, key, "")
+	require.NoError(t, err)
+	for _, l := range []*ledger{onTime, ahead} {
+		got, err := l.claim(ctx, key, "")
+		require.ErrorIs(t, err, errClaimed, "%s took a live claim over", l.owner)
+		require.InDelta(t, float64(30*time.Second), float64(got.wait), float64(5*time.Second))
+	}
+	// A claim of the replica on time is live for the replica ahead.
+	key2 := ledgerKey("", "lead-skew-2")
+	_, err = onTime.claim(ctx, key2, "")
+	require.NoError(t, err)
+	_, err = ahead.claim(ctx, key2, "")
+	require.ErrorIs(t, err, errClaimed, "the replica a minute ahead took a live claim over")
+	// Match locks likewise.
+	unlock, _, err := behind.lockMatches(ctx, []string{"email:skew@example.com"})
+	require.NoError(t, err)
+	defer unlock()
+	_, _, err = ahead.lockMatches(ctx, []string{"email:skew@example.com"})
+	require.ErrorIs(t, err, errClaimed, "the replica a minute ahead took a live match lock over")
+
+	// A lease still ends: 31 s later on the clock of the replica on time,
+	// the claim and the lock of the replica behind are taken over.
+	*onTimeNow = onTimeNow.Add(31 * time.Second)
+	got, err := onTime.claim(ctx, key, "")
+	require.NoError(t, err)
+	require.True(t, got.stale, "a claim one lease old is taken over")
+	unlock2, _, err := onTime.lockMatches(ctx, []string{"email:skew@example.com"})
+	require.NoError(t, err, "a lock one lease old is taken over")
+	unlock2()
 }

@@ -324,7 +324,7 @@ func (l *ledger) lockMatches(ctx context.Context, names []string) (unlock func()
 	}
 	renew = func(ctx context.Context) error {
 		for i, h := range locks {
-			rev, err := l.kv.Update(ctx, h.key, l.lockValue(h.nonce), h.rev)
+			rev, err := l.kv.Update(ctx, h.key, l.lockValue(ctx, h.nonce), h.rev)
 			if err != nil {
 				return errMatchLocked
 			}
@@ -346,8 +346,8 @@ func (l *ledger) lockMatches(ctx context.Context, names []string) (unlock func()
 
 // lockValue is a match lock's value: this replica, the attempt's nonce and
 // the lease's end.
-func (l *ledger) lockValue(nonce string) []byte {
-	return fmt.Appendf(nil, "lock %s/%s %d", l.owner, nonce, l.now().Add(l.lease).UnixMilli())
+func (l *ledger) lockValue(ctx context.Context, nonce string) []byte {
+	return fmt.Appendf(nil, "lock %s/%s %d", l.owner, nonce, l.leaseEnd(ctx).UnixMilli())
 }
 
 // lock takes one match lock, or takes over an expired one.
@@ -355,7 +355,7 @@ func (l *ledger) lock(ctx context.Context, key string) (rev uint64, nonce string
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	nonce = hex.EncodeToString(b[:])
-	value := l.lockValue(nonce)
+	value := l.lockValue(ctx, nonce)
 	rev, err = l.kv.Create(ctx, key, value)
 	if err == nil {
 		return rev, nonce, nil
@@ -370,7 +370,7 @@ func (l *ledger) lock(ctx context.Context, key string) (rev uint64, nonce string
 	case err != nil:
 		return 0, "", fmt.Errorf("worker: ledger read: %w", err)
 	}
-	if _, expiry := parseOwnerExpiry(strings.TrimPrefix(string(entry.Value()), "lock ")); l.now().Before(expiry) {
+	if _, expiry := parseOwnerExpiry(strings.TrimPrefix(string(entry.Value()), "lock ")); l.leaseLeft(ctx, expiry) > 0 {
 		return 0, "", errMatchLocked
 	}
 	if rev, err = l.kv.Update(ctx, key, value, entry.Revision()); err != nil {

@@ -278,7 +278,7 @@ func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
 type kustomerSlowLookUp struct {
 	Kustomer
 	clock   *looptest.FakeClock
-	kv      func() jetstream.KeyValue
+	ledger  func() *ledger
 	checked atomic.Int32
 	expired []string
 	mu      sync.Mutex
@@ -297,7 +297,7 @@ func (k *kustomerSlowLookUp) CustomerByEmail(ctx context.Context, email string) 
 }
 
 func (k *kustomerSlowLookUp) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
-	kv := k.kv()
+	kv := k.ledger().kv
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -313,7 +313,7 @@ func (k *kustomerSlowLookUp) CreateCustomer(ctx context.Context, body any) (*kus
 		}
 		_, expiry := parseOwnerExpiry(strings.TrimPrefix(strings.TrimPrefix(v, claimPrefix), "lock "))
 		k.checked.Add(1)
-		if !k.clock.Now().Before(expiry) {
+		if k.ledger().leaseLeft(ctx, expiry) <= 0 {
 			k.mu.Lock()
 			k.expired = append(k.expired, key)
 			k.mu.Unlock()
@@ -330,7 +330,7 @@ func TestAClaimAndMatchLocksHeldThroughALongWaitAreRenewedBeforeTheCreate(t *tes
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	var h *harness
-	k := &kustomerSlowLookUp{clock: clock, kv: func() jetstream.KeyValue { return h.worker.ledger.kv }}
+	k := &kustomerSlowLookUp{clock: clock, ledger: func() *ledger { return h.worker.ledger }}
 	h = setup(t, harnessOptions{
 		config:  matchConfig("skip"),
 		sandbox: sandbox.Config{RatePerMinute: -1},
