@@ -86,4 +86,3 @@ func TestConnectionsBeyondTheCapWaitUntilOneCloses(t *testing.T) {
 		t.Fatal("the waiting connection was not served once one closed")
 	}
 }
-
