@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -16,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,6 +69,13 @@ type HandlerConfig struct {
 	IDField string
 	// Timeout bounds storing one request's events; default HTTPTimeoutDefault.
 	Timeout time.Duration
+	// KeyBucket is the KV bucket remembering each Idempotency-Key with a
+	// digest of its request, so a key reused with another body is refused
+	// (409); default KeyBucketDefault. KeyWindow is how long a key is
+	// remembered; default the duplicate window of the stream the first
+	// keyed request goes to (else KeyWindowDefault).
+	KeyBucket string
+	KeyWindow time.Duration
 	// Logger gets one event per refused or failed request; never a secret.
 	Logger zerolog.Logger
 }
@@ -78,6 +87,9 @@ type HandlerConfig struct {
 type Handler struct {
 	cfg HandlerConfig
 	mux *http.ServeMux
+
+	keysMu sync.Mutex
+	keys   jetstream.KeyValue // opened at the first request with a key
 }
 
 // NewHandler checks cfg and returns the handler.
@@ -89,7 +101,10 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		return nil, errors.New("ingest: HandlerConfig.Subjects is required")
 	case cfg.MaxBytes < 0:
 		return nil, fmt.Errorf("ingest: negative MaxBytes %d", cfg.MaxBytes)
+	case cfg.KeyWindow < 0:
+		return nil, fmt.Errorf("ingest: negative KeyWindow %s", cfg.KeyWindow)
 	}
+	cfg.KeyBucket = cmp.Or(cfg.KeyBucket, KeyBucketDefault)
 	cfg.MaxBytes = cmp.Or(cfg.MaxBytes, MaxBodyBytesDefault)
 	cfg.IDField = cmp.Or(cfg.IDField, "id")
 	cfg.Timeout = cmp.Or(cfg.Timeout, HTTPTimeoutDefault)
@@ -178,7 +193,8 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 	if len(evs) == 0 {
 		return nil, &httpError{http.StatusBadRequest, "ingest: body: no events (want a JSON object, a JSON array of objects, or JSON lines)"}
 	}
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
 		if err := checkKey(key); err != nil {
 			return nil, &httpError{http.StatusBadRequest, err.Error()}
 		}
@@ -205,8 +221,19 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 	for _, ev := range evs {
 		// Its headers count too; they are far below JetStream's 64 KiB
 		// limit on headers, as the id is bounded.
-		if size, max := msgSize(ev), nc.MaxPayload(); int64(size) > max {
+		if size, max := msgSize(subj, ev), nc.MaxPayload(); int64(size) > max {
 			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes with its headers is over the NATS server's limit of %d; nothing was published", ev.Line, size, max)}
+		}
+	}
+	if key != "" {
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+		err := h.claimKey(ctx, wf, key, subj, evs)
+		cancel()
+		switch {
+		case errors.Is(err, errKeyReused):
+			return nil, &httpError{http.StatusConflict, fmt.Sprintf("ingest: Idempotency-Key %q was sent before with another body (or ?subject=): a retry must repeat the request as it was; send a new key for a new request; nothing was published", key)}
+		case err != nil:
+			return nil, &httpError{http.StatusServiceUnavailable, err.Error() + "; nothing was published, retry the same request"}
 		}
 	}
 	res, err := Publisher{JS: h.cfg.JS, Timeout: h.cfg.Timeout}.Publish(r.Context(), subj, evs)

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/eventid"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
@@ -131,7 +132,7 @@ func TestARetriedPOSTWithTheSameIdempotencyKeyPublishesOnce(t *testing.T) {
 
 	msg, err := e.st.GetMsg(context.Background(), 1)
 	require.NoError(t, err)
-	require.Equal(t, "http:signup:form-42", msg.Header.Get("Nats-Msg-Id"))
+	require.Equal(t, eventid.MsgID("leads.http", "http:signup:form-42", msg.Data), msg.Header.Get("Nats-Msg-Id"))
 	require.JSONEq(t, body, string(msg.Data))
 }
 
@@ -371,4 +372,61 @@ func TestTheBearerSchemeIsCaseInsensitive(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, code)
 	code, _, _ = e.post("/v1/events/signup", `{"id":"short"}`, "Authorization", "bear")
 	require.Equal(t, http.StatusUnauthorized, code)
+}
+
+// The same id sent to two workflows is stored for each.
+func TestTheSameIDSentToTwoWorkflowsIsStoredForEach(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, nil)
+	body := `{"id":"l-1","name":"Ann"}`
+	for _, wf := range []string{"signup", "forms"} {
+		code, out, _ := e.post("/v1/events/"+wf, body)
+		require.Equal(t, http.StatusAccepted, code, out)
+		require.EqualValues(t, 1, out["published"], "%s: %v", wf, out)
+	}
+	// And with a changed body, the same id is a new event.
+	code, out, _ := e.post("/v1/events/signup", `{"id":"l-1","name":"Ann Lee"}`)
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 1, out["published"], "%v", out)
+	require.EqualValues(t, 3, e.stored())
+}
+
+// An Idempotency-Key sent again with another body is refused with 409
+// naming the key, through any replica (the keys are in a KV bucket every
+// replica shares); the same request again is a duplicate.
+func TestAnIdempotencyKeyReusedWithAnotherBodyIsAConflict(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, nil)
+	code, out, _ := e.post("/v1/events/signup", `{"name":"Ann"}`, "Idempotency-Key", "form-9")
+	require.Equal(t, http.StatusAccepted, code, out)
+
+	// Another replica: its own handler on the same NATS.
+	_, js := e.srv.Connect(t)
+	other, err := NewHandler(HandlerConfig{JS: js, Subjects: func(string) (string, bool) { return "leads.>", true }, Token: testToken})
+	require.NoError(t, err)
+	hs := httptest.NewServer(other)
+	t.Cleanup(hs.Close)
+	for name, url := range map[string]string{"this replica": e.http.URL, "another replica": hs.URL} {
+		for _, body := range []string{`{"name":"Bob"}`, `[{"name":"Ann"},{"name":"Bob"}]`} {
+			req, err := http.NewRequest(http.MethodPost, url+"/v1/events/signup", strings.NewReader(body))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "form-9")
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			var got map[string]string
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+			resp.Body.Close()
+			require.Equal(t, http.StatusConflict, resp.StatusCode, "%s, %s: %v", name, body, got)
+			require.Contains(t, got["error"], `Idempotency-Key "form-9"`)
+		}
+	}
+	code, out, _ = e.post("/v1/events/signup", `{"name":"Ann"}`, "Idempotency-Key", "form-9", "X-Request", "retry")
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 1, out["duplicates"], "the same request again is a duplicate")
+	// Another workflow may use the same key for its own request.
+	code, out, _ = e.post("/v1/events/forms", `{"name":"Bob"}`, "Idempotency-Key", "form-9")
+	require.Equal(t, http.StatusAccepted, code, out)
+	require.EqualValues(t, 2, e.stored())
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kustomer-sync/kustomer-sync/eventid"
 )
 
 // Publisher defaults, used for a zero field.
@@ -26,17 +28,19 @@ const (
 // headers are over 64 KiB.
 const jsErrCodeHeaderExceedsMaximum = 10097
 
-// msgSize is the size the server counts for ev published by a [Publisher]:
-// its headers as encoded (a Nats-Msg-Id) and its data.
-func msgSize(ev Event) int {
-	return len("NATS/1.0\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(textproto.TrimString(ev.ID)) + len("\r\n") + len(ev.Data)
+// msgSize is the size the server counts for ev published to subject by a
+// [Publisher]: its headers as encoded (a Nats-Msg-Id) and its data.
+func msgSize(subject string, ev Event) int {
+	return len("NATS/1.0\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(textproto.TrimString(eventid.MsgID(subject, ev.ID, ev.Data))) + len("\r\n") + len(ev.Data)
 }
 
 // ErrNoStream is returned (wrapped) when no stream captures the subject.
 var ErrNoStream = errors.New("no stream captures that subject")
 
-// Publisher publishes events to JetStream, each with its ID as Nats-Msg-Id,
-// asynchronously with a bounded window. A Publisher holds no state between
+// Publisher publishes events to JetStream, each with the Nats-Msg-Id
+// [eventid.MsgID] makes of the subject, its ID and its data (the same ID on
+// another subject, or with another body, is another event; an exact resend
+// a duplicate), asynchronously with a bounded window. A Publisher holds no state between
 // calls: it is safe for concurrent use when its JetStream and Progress are.
 type Publisher struct {
 	JS jetstream.JetStream
@@ -101,7 +105,7 @@ func (p Publisher) Publish(ctx context.Context, subject string, evs []Event) (Re
 	for _, ev := range evs {
 		m := nats.NewMsg(subject)
 		m.Data = ev.Data
-		m.Header.Set(nats.MsgIdHdr, ev.ID)
+		m.Header.Set(nats.MsgIdHdr, eventid.MsgID(subject, ev.ID, ev.Data))
 		fut, err := p.JS.PublishMsgAsync(m)
 		if err != nil {
 			return res, fmt.Errorf("ingest: publish line %d: %w", ev.Line, err)

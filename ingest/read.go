@@ -41,9 +41,10 @@ var ErrFormat = errors.New("ingest: unknown format")
 type Event struct {
 	Line int
 	Data []byte
-	// ID becomes the event's Nats-Msg-Id: the record's id field when it has
-	// a non-empty one, else "sha256-" and a hash of its content with keys
-	// sorted, so the same record published twice gets the same id.
+	// ID identifies the record: its id field when it has a non-empty one,
+	// else "sha256-" and a hash of its content with keys sorted, so the same
+	// record published twice gets the same id. A [Publisher] makes the
+	// Nats-Msg-Id of it, the subject and Data ([eventid.MsgID]).
 	ID string
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/eventid"
 )
 
 // decodeEvent parses an event payload into the trigger a workflow maps from.
@@ -76,14 +77,16 @@ func replayIndexes(rp *dlq.Replay, n int) ([]int, error) {
 
 // eventKey is the base of the default idempotency key of an event's items:
 // for a verified replay, the original event's; otherwise the event's own
-// Nats-Msg-Id, else its stream and sequence. Headers a publisher can set
-// (Ksync-*) never choose it: only the replay's signature makes rp non-nil.
+// Nats-Msg-Id (without the digest of the body kustomer-sync's publishers
+// add, [eventid.Key], so a changed lead keeps its key), else its stream and
+// sequence. Headers a publisher can set (Ksync-*) never choose it: only the
+// replay's signature makes rp non-nil.
 func eventKey(rp *dlq.Replay, h nats.Header, stream string, seq uint64) string {
 	if rp != nil && rp.EventKey != "" {
 		return rp.EventKey
 	}
 	if id := h.Get(nats.MsgIdHdr); id != "" {
-		return id
+		return eventid.Key(id)
 	}
 	return stream + ":" + strconv.FormatUint(seq, 10)
 }
