@@ -39,9 +39,11 @@ or with "-", from stdin: a JSON object, a JSON array of objects, JSON lines, or 
 row (--format csv, or a .csv file; dotted headers such as "address.city" make nested objects,
 empty cells are left out).
 
-Each event gets a Nats-Msg-Id: the record's --id-field when it has one, else a hash of its
-content, so publishing the same file twice does not create duplicate events (within the
-stream's de-duplication window). A progress bar shows on a terminal.`,
+Each event gets a Nats-Msg-Id of the subject, the record's --id-field (else a hash of its
+content) and a digest of the record ("leads.new:lead-1;sha256=..."), so publishing the same
+file twice does not create duplicate events (within the stream's de-duplication window), the
+same id on another subject is another event, and a changed record re-sent under its id reaches
+the worker, which keeps one customer per id. A progress bar shows on a terminal.`,
 		Example: `  kustomer-sync publish testdata/leads.jsonl
   echo '{"id":"l-1","name":"Jane Doe","emails":"jane@example.com"}' | kustomer-sync publish
   kustomer-sync publish --subject leads.shop --format csv leads.csv
@@ -61,7 +63,7 @@ stream's de-duplication window). A progress bar shows on a terminal.`,
 	fl := cmd.Flags()
 	fl.StringVarP(&f.subject, "subject", "s", publishSubjectDefault, "subject to publish to (must be in the leads stream)")
 	fl.StringVar(&f.format, "format", "auto", "input format: auto, json, jsonl or csv (auto: csv for .csv files, JSON otherwise)")
-	fl.StringVar(&f.idField, "id-field", "id", "record field used as Nats-Msg-Id; records without it get a content hash")
+	fl.StringVar(&f.idField, "id-field", "id", "record field identifying a record in its Nats-Msg-Id; records without it get a content hash")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for JetStream to acknowledge all events")
 	fl.BoolVar(&f.asJSON, "json", false, `print the result as JSON: {"subject", "published", "duplicates", "warning"}`)
 	return cmd
