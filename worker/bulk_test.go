@@ -488,8 +488,10 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	ctx := context.Background()
 	// A replica, dead since, claimed the three items and sent them in a job
 	// that is still running.
-	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-time.Minute) })
+	var died time.Duration
+	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
 	require.NoError(t, err)
+	died = time.Minute // its claims are a minute old: their leases ended
 	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
 	require.NoError(t, err)
 	token := newBatchToken()
