@@ -41,7 +41,8 @@ func TestPublishSaysEventInTheSingularAndPrintsJSON(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "published 1 event to leads.new (0 already published before")
 
-	out, _, err = b.cli(t, "{\"id\":\"s-1\"}\n{\"id\":\"s-2\"}\n", "publish", "--json")
+	// s-1 exactly as before is a duplicate (s-1 with another body would be a new event).
+	out, _, err = b.cli(t, "{\"id\":\"s-1\",\"name\":\"Jane\"}\n{\"id\":\"s-2\"}\n", "publish", "--json")
 	require.NoError(t, err)
 	var res publishOutput
 	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
