@@ -268,37 +268,30 @@ func renderKustomization(t *testing.T, dir string) k8sRender {
 		var obj k8sObject
 		require.NoError(t, yaml.Unmarshal(data, &obj))
 		r.kinds = append(r.kinds, obj.Kind)
-		decode := func(into any) {
-			require.NoError(t, yaml.Unmarshal(data, into), "%s: %s %s", dir, obj.Kind, obj.Metadata.Name)
-		}
+		what := fmt.Sprintf("%s: %s %s", dir, obj.Kind, obj.Metadata.Name)
 		switch obj.Kind {
 		case "Deployment":
-			var d k8sDeployment
-			decode(&d)
-			r.deployments = append(r.deployments, d)
+			r.deployments = append(r.deployments, decodeAs[k8sDeployment](t, data, what))
 		case "ConfigMap":
-			var c k8sConfigMap
-			decode(&c)
-			r.configMaps = append(r.configMaps, c)
+			r.configMaps = append(r.configMaps, decodeAs[k8sConfigMap](t, data, what))
 		case "PodDisruptionBudget":
-			var p k8sPDB
-			decode(&p)
-			r.pdbs = append(r.pdbs, p)
+			r.pdbs = append(r.pdbs, decodeAs[k8sPDB](t, data, what))
 		case "Service":
-			var s k8sService
-			decode(&s)
-			r.services = append(r.services, s)
+			r.services = append(r.services, decodeAs[k8sService](t, data, what))
 		case "ServiceMonitor":
-			var s k8sServiceMonitor
-			decode(&s)
-			r.serviceMonitor = append(r.serviceMonitor, s)
+			r.serviceMonitor = append(r.serviceMonitor, decodeAs[k8sServiceMonitor](t, data, what))
 		case "ScaledObject":
-			var s k8sScaledObject
-			decode(&s)
-			r.scaledObjects = append(r.scaledObjects, s)
+			r.scaledObjects = append(r.scaledObjects, decodeAs[k8sScaledObject](t, data, what))
 		}
 	}
 	return r
+}
+
+func decodeAs[T any](t *testing.T, data []byte, what string) T {
+	t.Helper()
+	var v T
+	require.NoError(t, yaml.Unmarshal(data, &v), what)
+	return v
 }
 
 func renderOverlay(t *testing.T, overlay string) k8sRender {
@@ -474,6 +467,9 @@ func TestKubernetesManifestsRunTheCLIAsItIs(t *testing.T) {
 	for _, overlay := range k8sOverlays(t) {
 		t.Run(overlay, func(t *testing.T) {
 			r := renderOverlay(t, overlay)
+			for _, kind := range r.kinds {
+				require.Contains(t, []string{"Deployment", "ConfigMap", "PodDisruptionBudget", "Service", "ServiceMonitor", "ScaledObject"}, kind, "%s: a %s, which this test does not check", overlay, kind)
+			}
 			d, c := r.worker(t)
 			pod := d.Spec.Template.Spec
 			podLabels := d.Spec.Template.Metadata.Labels
