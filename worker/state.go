@@ -31,6 +31,9 @@ type WorkflowState struct {
 	State    string    `json:"state"`            // StateRunning or StatePaused
 	Reason   string    `json:"reason,omitempty"` // why it paused
 	Since    time.Time `json:"since"`            // when it started, paused or resumed
+	// Subject is the workflow's subject filter: a stream kustomer-sync
+	// manages keeps capturing it while a live replica runs the workflow.
+	Subject string `json:"subject,omitempty"`
 	// CredentialsRejected is set while the workflow is paused because
 	// Kustomer refused the API key (401) or its role (403), at the start
 	// probe or mid-run: a deployment that waits for an operator, not for
@@ -50,6 +53,12 @@ func (w *Worker) Workflows() []WorkflowState {
 		out = append(out, f.state())
 	}
 	return out
+}
+
+// SetAdminAddr makes the replica's heartbeat say where its admin server
+// listens (empty: it has none). Safe for concurrent use.
+func (w *Worker) SetAdminAddr(addr string) {
+	w.budget.SetAdmin(addr)
 }
 
 func (f *flow) setState(paused bool, reason string, cause error, at time.Time) {
@@ -72,7 +81,7 @@ func credentialsRejected(err error) bool {
 func (f *flow) state() WorkflowState {
 	f.stateMu.Lock()
 	defer f.stateMu.Unlock()
-	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC()}
+	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC(), Subject: f.wf.Subject}
 	if f.paused {
 		st.State, st.Reason, st.CredentialsRejected = StatePaused, f.reason, f.credentials
 	}
@@ -89,6 +98,10 @@ type ReplicaState struct {
 	RatePerMinute float64         `json:"rate_per_minute"` // the rate in force: this replica's share, less pacing
 	At            time.Time       `json:"at"`              // when it was written
 	Workflows     []WorkflowState `json:"workflows,omitempty"`
+	// Admin is the address its admin server listens on; empty when it has
+	// none (--admin-addr off, or the default address was taken by another
+	// replica on the same host).
+	Admin string `json:"admin,omitempty"`
 }
 
 // ReadReplicas returns the live replicas' states from the replicas bucket
