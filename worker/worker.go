@@ -695,9 +695,15 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
 	existing, err := st.Consumer(ctx, name)
 	if err == nil {
-		// Another replica may just have created it: either way, keep its start.
+		// Another replica may just have created it: either way, keep its
+		// start, and what its creation recorded (skipped, continues).
 		prev := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
+		for _, k := range []string{skippedKey, continuesKey} {
+			if v, ok := prev.Metadata[k]; ok {
+				cfg.Metadata[k] = v
+			}
+		}
 		cons, err := st.UpdateConsumer(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("worker: workflow %s: update consumer %s: %w", wf.Name, name, err)
@@ -707,20 +713,30 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("worker: workflow %s: consumer %s: %w", wf.Name, name, err)
 	}
+	// What the stream holds on the subject now: what start: new or a
+	// start time skips is counted against it.
+	var held uint64
 	var where string
 	switch wf.Start {
-	case mapping.StartAll:
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-		where = "at the first event the stream holds (start: all)"
+	case mapping.StartNew:
+		held = heldOn(ctx, st, wf.Subject)
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
+		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
 	case mapping.StartTime:
+		held = heldOn(ctx, st, wf.Subject)
 		t := wf.StartTime
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 		where = "at the first event published at or after " + t.Format(time.RFC3339) + " (start: " + t.Format(time.RFC3339) + ")"
 	default:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
-		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
-		if before.Msgs > 0 {
-			where += fmt.Sprintf("; the %d event(s) stream %s already holds are not processed: set start: all, or a start time, to process them", before.Msgs, st.CachedInfo().Config.Name)
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+		where = "at the first event the stream holds on " + wf.Subject + " (start: all)"
+		if pred, ok := predecessor(ctx, st, wf, w.cfg.Workflows); ok {
+			// A renamed workflow: it continues where the consumer of its
+			// old name stopped, so nothing is skipped or processed twice.
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pred.AckFloor.Stream+1
+			cfg.Metadata[continuesKey] = pred.Name
+			where = fmt.Sprintf("at stream sequence %d, where consumer %s (of a workflow not in the config, on the same subject %s) stopped: a renamed workflow continues, nothing skipped or processed twice",
+				pred.AckFloor.Stream+1, pred.Name, wf.Subject)
 		}
 	}
 	cons, err := st.CreateConsumer(ctx, cfg)
@@ -730,8 +746,67 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	if err != nil {
 		return nil, fmt.Errorf("worker: workflow %s: create consumer %s: %w", wf.Name, name, err)
 	}
+	if held > 0 {
+		// Events published between the two readings only make the count
+		// smaller: it never reports an event skipped that is not.
+		pending := cons.CachedInfo().NumPending
+		if skipped := held - min(held, pending); skipped > 0 {
+			cfg.Metadata[skippedKey] = strconv.FormatUint(skipped, 10)
+			if updated, err := st.UpdateConsumer(ctx, cfg); err == nil {
+				cons = updated
+			}
+			log.Warn().Str("start", wf.Start).Uint64("skipped", skipped).
+				Msg(fmt.Sprintf("new consumer for workflow %s starts %s; the %d event(s) stream %s holds on %s before it are skipped (as start asks): remove start, or set start: all, to process them", wf.Name, where, skipped, st.CachedInfo().Config.Name, wf.Subject))
+			return cons, nil
+		}
+	}
 	log.Info().Str("start", wf.Start).Msg("new consumer for workflow " + wf.Name + " starts " + where)
 	return cons, nil
+}
+
+// Consumer metadata written when a workflow's consumer is created.
+const (
+	// skippedKey counts the events the stream held on the workflow's
+	// subject that its start (new, or a time) skipped; status shows it.
+	skippedKey = "skipped"
+	// continuesKey names the consumer of the renamed workflow this one
+	// continues.
+	continuesKey = "continues"
+)
+
+// heldOn counts the events st holds on subject filter; 0 when it cannot
+// tell.
+func heldOn(ctx context.Context, st jetstream.Stream, filter string) uint64 {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// predecessor finds the consumer of a renamed workflow: a kustomer-sync
+// workflow consumer of st on exactly wf's subject whose workflow is not
+// among workflows. Of several, the one that stopped earliest, so that
+// nothing is skipped.
+func predecessor(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, workflows []*mapping.Workflow) (*jetstream.ConsumerInfo, bool) {
+	var found *jetstream.ConsumerInfo
+	_ = eachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
+		c := info.Config
+		if c.FilterSubject != wf.Subject || len(c.FilterSubjects) > 0 {
+			return
+		}
+		if slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == name }) {
+			return
+		}
+		if found == nil || info.AckFloor.Stream < found.AckFloor.Stream {
+			found = info
+		}
+	})
+	return found, found != nil
 }
 
 // flow is one workflow's consumer and its runtime state.

@@ -135,14 +135,14 @@ func consumerWarning(ctx context.Context, js jetstream.JetStream, subject string
 	case err != nil || len(on.Matching) > 0:
 		return ""
 	case len(on.Filters) == 0:
-		return fmt.Sprintf("no worker consumes stream %s yet: these events wait there. A workflow's consumer created later starts with events published after it (start: new) unless the workflow sets start: all or a start time before now", on.Stream)
+		return fmt.Sprintf("no worker consumes stream %s yet: these events wait there. A workflow on this subject processes them once it starts, unless it sets start: new or a start time after now", on.Stream)
 	}
 	var workflows []string
 	for name, filter := range on.Filters {
 		workflows = append(workflows, name+" on "+filter)
 	}
 	slices.Sort(workflows)
-	return fmt.Sprintf("no workflow consumes %s (stream %s has %s): these events stay unprocessed. A workflow added for this subject processes them only with start: all or a start time before now",
+	return fmt.Sprintf("no workflow consumes %s (stream %s has %s): these events wait unprocessed. A workflow added for this subject processes them, unless it sets start: new or a start time after now",
 		subject, on.Stream, strings.Join(workflows, ", "))
 }
 

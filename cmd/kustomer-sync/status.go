@@ -111,6 +111,11 @@ func writeStatus(w io.Writer, rep statusReport) error {
 			fmt.Fprintf(w, "\n%s is paused: %s\n", ws.Workflow, ws.Reason)
 		}
 	}
+	for _, ws := range rep.Workflows {
+		if ws.Skipped > 0 {
+			fmt.Fprintf(w, "\n%s skipped %d %s the stream held when its consumer was created (start: new, or a start time)\n", ws.Workflow, ws.Skipped, plural(int(ws.Skipped), "event", "events"))
+		}
+	}
 	return nil
 }
 
