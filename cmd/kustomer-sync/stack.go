@@ -47,20 +47,20 @@ type workerFlags struct {
 	// adminAddrGiven: --admin-addr (or its old name, or their variables)
 	// was set, so a taken address is fatal rather than skipped.
 	adminAddrGiven bool
-	adminToken    string
-	ingest        ingestFlags
-	kustomerOrg   string
-	replicaID     string
-	drainTimeout  time.Duration
-	maxEventBytes int
-	ackWait       time.Duration
-	dedupWindow   time.Duration
-	maxAge        time.Duration
-	maxBytes      byteSize
-	claimLease    time.Duration
-	sandboxFaults sandbox.Faults
-	sandboxKey    string
-	startup       time.Duration
+	adminToken     string
+	ingest         ingestFlags
+	kustomerOrg    string
+	replicaID      string
+	drainTimeout   time.Duration
+	maxEventBytes  int
+	ackWait        time.Duration
+	dedupWindow    time.Duration
+	maxAge         time.Duration
+	maxBytes       byteSize
+	claimLease     time.Duration
+	sandboxFaults  sandbox.Faults
+	sandboxKey     string
+	startup        time.Duration
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
