@@ -508,7 +508,7 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 	if err := checkWorkflows(workflows); err != nil {
 		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
 	}
-	if _, err := CheckStream(ctx, w.js, w.cfg.Stream, workflows); err != nil {
+	if _, err := CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
 		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
 	}
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
@@ -544,7 +544,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	if st, err := w.js.Stream(ctx, w.cfg.Stream.Name); err == nil {
 		before = st.CachedInfo().State
 	}
-	st, err := ensureStream(ctx, w.js, w.cfg.Stream.jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
+	st, err := ensureStream(ctx, w.js, w.streamConfig(ctx).jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
 	if err != nil {
 		return err
 	}
@@ -607,6 +607,36 @@ func (w *Worker) setup(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// streamConfig is the leads stream as this replica would manage it: its
+// workflows' subjects (added by jetstreamConfig), plus those of every other
+// live replica's workflows, so that a reload or a start with fewer
+// workflows never stops the stream capturing what another replica still
+// runs. A replica whose heartbeat cannot be read is not counted.
+func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
+	c := w.cfg.Stream
+	c.Subjects = slices.Clone(c.Subjects)
+	replicas, err := ReadReplicas(ctx, w.js, w.cfg.Budget.Bucket)
+	if err != nil {
+		// Whatever the stream captures now is kept, rather than drop a
+		// subject another replica may run.
+		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
+		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
+			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
+		}
+	}
+	for _, r := range replicas {
+		if r.Replica == w.budget.cfg.ReplicaID {
+			continue
+		}
+		for _, s := range r.Workflows {
+			if s.Subject != "" {
+				c.Subjects = append(c.Subjects, s.Subject)
+			}
+		}
+	}
+	return c
 }
 
 func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, before jetstream.StreamState) (*flow, error) {

@@ -9,14 +9,17 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/admin"
+	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
@@ -69,4 +72,67 @@ func TestASecondReplicaOnOneHostRunsWithoutAnAdminServerWhenTheDefaultAddressIsT
 	}
 	require.Contains(t, explicit.out.String(), "--admin-addr")
 	r.stopWorkers()
+}
+
+// cliPublish runs `publish --json` of one record to subj in this process.
+func cliPublish(t *testing.T, natsURL, subj, record string) (publishOutput, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"publish", "--json", "--nats-url", natsURL, "--subject", subj, "-"}, strings.NewReader(record), &out, &errOut)
+	var res publishOutput
+	if err == nil {
+		require.NoError(t, json.Unmarshal(out.Bytes(), &res), out.String())
+	}
+	return res, err
+}
+
+func TestASIGHUPOnOneReplicaKeepsTheSubjectsAnotherReplicaStillRuns(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	r := newFaultRun(t, srv.ClientURL())
+	require.NoError(t, os.WriteFile(r.config, []byte("workflows:"+reloadAlpha+reloadBeta), 0o600))
+	admin1 := freeAddr(t)
+	p1 := r.startWorker("narrow-1", "--admin-addr", admin1)
+	r.waitWorkflows(js, "narrow-1", "alpha", "beta")
+	r.startWorker("narrow-2")
+	r.waitWorkflows(js, "narrow-2", "alpha", "beta")
+
+	// One replica is reloaded without alpha; the other still runs it.
+	r.hangUp(p1, admin1, "workflows:"+reloadBeta, "applied")
+	r.waitWorkflows(js, "narrow-1", "beta")
+	st, err := js.Stream(context.Background(), worker.StreamDefault)
+	require.NoError(t, err)
+	require.Contains(t, st.CachedInfo().Config.Subjects, "leads.alpha.>", "the stream keeps what a live replica runs")
+
+	res, err := cliPublish(t, srv.ClientURL(), "leads.alpha.web", `{"id":"a1","name":"Lead a1"}`)
+	require.NoError(t, err, "the event is stored\n%s", r.logs())
+	require.Equal(t, 1, res.Published)
+	require.Empty(t, res.Warning, "a workflow runs on the subject")
+	r.ids = append(r.ids, "a1")
+	require.Eventually(t, func() bool {
+		r.requireWorkersAlive()
+		return r.sb.Sandbox.CountByExternalID()["a1"] == 1
+	}, faultDeadline, faultPoll, "the replica still running alpha never created it\n%s", r.logs())
+	r.publishLead(js, "leads.beta.web", "b1")
+	r.stopWorkers()
+	r.requireExactlyOnce(js)
+}
+
+func TestPublishToASubjectNoStreamCapturesNamesTheReplicaRunningItRatherThanAdviseStartingOne(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: worker.BudgetBucketDefault})
+	require.NoError(t, err)
+	hb, err := json.Marshal(worker.ReplicaState{Replica: "r1", Workflows: []worker.WorkflowState{{Workflow: "imports", Subject: "imports.>", State: worker.StateRunning}}})
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "r1", hb)
+	require.NoError(t, err)
+
+	_, err = cliPublish(t, srv.ClientURL(), "imports.csv", `{"id":"i1","name":"Imported"}`)
+	require.ErrorIs(t, err, ingest.ErrNoStream)
+	require.ErrorContains(t, err, "replica r1 runs workflow imports on imports.>")
+	require.NotContains(t, err.Error(), "start 'kustomer-sync run'")
 }
