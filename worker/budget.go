@@ -238,6 +238,20 @@ func (b *Budget) Replicas() int {
 // [ReadReplicas]. Safe to call at any time.
 func (b *Budget) SetWorkflows(fn func() []WorkflowState) { b.workflows.Store(&fn) }
 
+// Beat writes this replica's heartbeat now and waits for it, so the
+// workflows it just started are seen by the other processes (the leads
+// stream's subjects, a replay's check) at once. It does nothing before
+// Start.
+func (b *Budget) Beat(ctx context.Context) error {
+	b.mu.Lock()
+	kv := b.kv
+	b.mu.Unlock()
+	if kv == nil || !b.running.Load() {
+		return nil
+	}
+	return b.heartbeat(ctx, kv)
+}
+
 // SetAdmin makes each heartbeat carry the replica's admin server address
 // (empty: none) and asks for a heartbeat now. Safe to call at any time.
 func (b *Budget) SetAdmin(addr string) {

@@ -373,6 +373,9 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 	}
 	flows := w.flows // readers of running never see a later setup's appends
 	w.running.Store(&flows)
+	if err := w.budget.Beat(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("could not publish this replica's workflows at once: the next heartbeat does")
+	}
 	w.metrics.consumers.add(w)
 	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

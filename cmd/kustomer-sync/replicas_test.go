@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/admin"
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
@@ -135,4 +136,46 @@ func TestPublishToASubjectNoStreamCapturesNamesTheReplicaRunningItRatherThanAdvi
 	require.ErrorIs(t, err, ingest.ErrNoStream)
 	require.ErrorContains(t, err, "replica r1 runs workflow imports on imports.>")
 	require.NotContains(t, err.Error(), "start 'kustomer-sync run'")
+}
+
+func TestDLQReplayAfterARenameBySIGHUPKeepsTheEntryAndExits1(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	r := newFaultRun(t, srv.ClientURL())
+	require.NoError(t, os.WriteFile(r.config, []byte("workflows:"+reloadAlpha), 0o600))
+	admin1 := freeAddr(t)
+	p := r.startWorker("rename-1", "--admin-addr", admin1)
+	r.waitWorkflows(js, "rename-1", "alpha")
+	_, err := js.Publish(context.Background(), "leads.alpha.web", []byte(`not json`))
+	require.NoError(t, err)
+	ctx := context.Background()
+	var dead []dlq.Record
+	require.Eventually(t, func() bool {
+		r.requireWorkersAlive()
+		store, err := dlq.OpenStore(ctx, js, dlq.StreamDefault)
+		if err != nil {
+			return false
+		}
+		dead, err = store.List(ctx, dlq.Filter{All: true})
+		return err == nil && len(dead) == 1
+	}, faultDeadline, faultPoll, "the malformed event was never dead-lettered\n%s", r.logs())
+	require.Equal(t, "alpha", dead[0].Workflow)
+
+	// alpha renamed by SIGHUP: its consumer is kept, nobody runs it.
+	r.hangUp(p, admin1, "workflows:"+strings.Replace(reloadAlpha, "name: alpha", "name: renamed", 1), "applied")
+	r.waitWorkflows(js, "rename-1", "renamed")
+
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"dlq", "replay", "--all", "--nats-url", srv.ClientURL()}, strings.NewReader(""), &out, &errOut)
+	require.Error(t, err, "exit 1\n%s", out.String())
+	require.Contains(t, out.String(), "Kept entry")
+	require.Contains(t, out.String(), `workflow "alpha" no longer reads leads.alpha.web`)
+	require.NotContains(t, out.String(), "Replayed 1 entry")
+	store, err := dlq.OpenStore(ctx, js, dlq.StreamDefault)
+	require.NoError(t, err)
+	kept, err := store.List(ctx, dlq.Filter{All: true})
+	require.NoError(t, err)
+	require.Len(t, kept, 1, "the entry is kept")
+	r.stopWorkers()
 }
