@@ -39,6 +39,10 @@ type WorkflowState struct {
 	// probe or mid-run: a deployment that waits for an operator, not for
 	// Kustomer to recover.
 	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+	// StoreFailed is set while the workflow is paused because an outcome
+	// cannot be stored (a dead letter, a result, a run record: a stream or
+	// bucket that is full or cannot be recreated), not because of Kustomer.
+	StoreFailed bool `json:"store_failed,omitempty"`
 }
 
 // Workflows returns the state of each workflow, in config order; nil before
@@ -85,7 +89,46 @@ func (f *flow) state() WorkflowState {
 	if f.paused {
 		st.State, st.Reason, st.CredentialsRejected = StatePaused, f.reason, f.credentials
 	}
+	if f.storeReason != "" {
+		st.State, st.Reason, st.StoreFailed = StatePaused, f.storeReason, true
+	}
 	return st
+}
+
+// storePaused pauses the workflow because an outcome cannot be stored:
+// nothing more is fetched until storeResumed.
+func (f *flow) storePaused(reason string, at time.Time) {
+	f.stateMu.Lock()
+	if f.storeReason == "" {
+		f.since = at
+	}
+	f.storeReason = reason
+	f.stateMu.Unlock()
+	f.setRunning(false)
+	f.onStorePause(true)
+}
+
+// storeResumed ends a pause of storePaused, and reports whether there was
+// one. Fetching resumes unless Kustomer's breaker is open.
+func (f *flow) storeResumed(at time.Time) bool {
+	f.stateMu.Lock()
+	was := f.storeReason != ""
+	if was {
+		f.storeReason, f.since = "", at
+	}
+	f.stateMu.Unlock()
+	if was {
+		f.setRunning(!f.breaker.Open())
+		f.onStorePause(false)
+	}
+	return was
+}
+
+// storeHeld reports whether the workflow is paused by storePaused.
+func (f *flow) storeHeld() bool {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
+	return f.storeReason != ""
 }
 
 // ReplicaState is a live replica's heartbeat in the replicas bucket

@@ -243,6 +243,9 @@ type Worker struct {
 	// goroutines (Workflows).
 	running atomic.Pointer[[]*flow]
 
+	// repairMu serialises recreating what was deleted while running.
+	repairMu sync.Mutex
+
 	// mu serialises Start, Reload and the stops.
 	mu    sync.Mutex
 	phase phase
@@ -564,51 +567,11 @@ func (w *Worker) setup(ctx context.Context) error {
 	for _, a := range abandoned(ctx, st, w.cfg.Workflows) {
 		w.log.Warn().Str("consumer", a.Consumer).Str("workflow", a.Workflow).Uint64("pending", a.Pending).Msg(a.String())
 	}
-	var results, deadLetters []string
-	for _, wf := range w.cfg.Workflows {
-		results = append(results, wf.ResultsSubject)
-		deadLetters = append(deadLetters, wf.DeadLetterSubject)
-	}
-	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
-		Name:        w.cfg.ResultsStream,
-		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    withUncovered([]string{ResultsSubjectsDefault}, results),
-		Storage:     jetstream.FileStorage,
-		Replicas:    w.cfg.Stream.Replicas,
-		MaxAge:      ResultsMaxAgeDefault,
-		Duplicates:  ResultsDedupWindow,
-	}, nil); err != nil {
+	runs, led, key, err := w.ensureStores(ctx, w.cfg.Workflows)
+	if err != nil {
 		return err
 	}
-	dl := w.cfg.DeadLetter
-	if dl.Replicas == 0 {
-		dl.Replicas = w.cfg.Stream.Replicas
-	}
-	// A workflow's own dead-letter subject is captured too.
-	if len(dl.Subjects) == 0 {
-		dl.Subjects = []string{dlq.SubjectsDefault}
-	}
-	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
-	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
-		return explainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
-	}
-	rl := w.cfg.RunLog
-	if rl.Replicas == 0 {
-		rl.Replicas = w.cfg.Stream.Replicas
-	}
-	if w.runs, err = NewRunLog(ctx, w.js, rl); err != nil {
-		return err
-	}
-	lc := w.cfg.Ledger
-	if lc.Replicas == 0 {
-		lc.Replicas = w.cfg.Stream.Replicas
-	}
-	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID, w.cfg.Clock.Now); err != nil {
-		return err
-	}
-	if w.replayKey, err = dlq.LoadReplayKey(ctx, w.js, w.cfg.KeyBucket, w.cfg.Stream.Replicas); err != nil {
-		return err
-	}
+	w.runs, w.ledger, w.replayKey = runs, led, key
 	return nil
 }
 
@@ -669,9 +632,14 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		}
 	}
 	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+	f.onStorePause = func(paused bool) {
+		if paused || !f.breaker.Open() {
+			w.metrics.paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
+		}
+	}
 	breaker.OnChange(func(open bool, reason string) {
 		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
-		f.setRunning(!open)
+		f.setRunning(!open && !f.storeHeld())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
@@ -870,6 +838,11 @@ type flow struct {
 	since   time.Time // when it last started, paused or resumed
 	// credentials: paused because Kustomer rejected the API key or role.
 	credentials bool
+	// storeReason says why the workflow is paused because an outcome
+	// cannot be stored; empty otherwise (see persist).
+	storeReason string
+	// onStorePause is told when such a pause starts and ends (metrics).
+	onStorePause func(paused bool)
 }
 
 // whenRunning returns a channel closed once the workflow runs (at once
@@ -913,7 +886,7 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		}
 	}()
 	for fetchCtx.Err() == nil {
-		if f.breaker.Open() {
+		if f.breaker.Open() || f.storeHeld() {
 			select {
 			case <-f.whenRunning():
 			case <-fetchCtx.Done():
