@@ -57,10 +57,14 @@ const (
 )
 
 // Where a workflow's consumer starts when it is first created (the start option). A consumer that
-// exists keeps its position whatever start says.
+// exists keeps its position whatever start says. Only StartNew and StartTime skip events, and only
+// when asked for.
 const (
-	StartNew  = "new"  // default: events published from the worker's first start with this workflow on
-	StartAll  = "all"  // every event the stream still holds
+	// StartAll (default): every event the stream holds on the workflow's subject; a renamed
+	// workflow (a consumer of a workflow no longer in the config on the same subject) continues
+	// where that consumer stopped.
+	StartAll  = "all"
+	StartNew  = "new"  // events published from the worker's first start with this workflow on
 	StartTime = "time" // events published at or after Workflow.StartTime (start: <RFC 3339 time>)
 )
 
@@ -118,8 +122,8 @@ type Workflow struct {
 	DeadLetterSubject string // default "dlq.<name>"
 	ResultsSubject    string // default "kustomer.customers.created.<name>"
 	DefaultRegion     string // region for phone numbers without a country code (default "US")
-	// Start is where the workflow's consumer starts when it is first created: StartNew (default),
-	// StartAll or StartTime (from StartTime).
+	// Start is where the workflow's consumer starts when it is first created: StartAll (default),
+	// StartNew or StartTime (from StartTime).
 	Start     string
 	StartTime time.Time
 	// LedgerScope is LedgerScopeShared or LedgerScopeWorkflow. Default: LedgerScopeWorkflow when the
@@ -501,14 +505,14 @@ func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
 		w.Retry.Jitter = *fw.Retry.Jitter
 	}
 	switch fw.Start {
-	case "", StartNew:
-		w.Start = StartNew
-	case StartAll:
+	case "", StartAll:
 		w.Start = StartAll
+	case StartNew:
+		w.Start = StartNew
 	default:
 		t, err := time.Parse(time.RFC3339, fw.Start)
 		if err != nil {
-			at("start", "start %q: want new, all, or an RFC 3339 time such as 2026-01-31T00:00:00Z", fw.Start)
+			at("start", "start %q: want all, new, or an RFC 3339 time such as 2026-01-31T00:00:00Z", fw.Start)
 		}
 		w.Start, w.StartTime = StartTime, t
 	}

@@ -9,7 +9,7 @@
 //	    subject: "leads.>"
 //	    loop: "{{trigger.leads}}"          # optional: one customer per array item
 //	    idempotency_key: "{{item.id}}"     # optional
-//	    start: new                         # optional: where a new consumer starts: new, all or a time
+//	    start: all                         # optional: where a new consumer starts: all (default), new or a time
 //	    ledger_scope: shared               # optional: shared, or workflow (each creates its own customer)
 //	    mode: bulk                         # optional: per-item (default), or bulk: batches of many events' items
 //	    batch_size: 100                    # optional, bulk: customers per bulk request, 1 to 100

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -43,20 +44,23 @@ type workerFlags struct {
 	replicas      int
 	metricsAddr   string // the old name of adminAddr
 	adminAddr     string
-	adminToken    string
-	ingest        ingestFlags
-	kustomerOrg   string
-	replicaID     string
-	drainTimeout  time.Duration
-	maxEventBytes int
-	ackWait       time.Duration
-	dedupWindow   time.Duration
-	maxAge        time.Duration
-	maxBytes      byteSize
-	claimLease    time.Duration
-	sandboxFaults sandbox.Faults
-	sandboxKey    string
-	startup       time.Duration
+	// adminAddrGiven: --admin-addr (or its old name, or their variables)
+	// was set, so a taken address is fatal rather than skipped.
+	adminAddrGiven bool
+	adminToken     string
+	ingest         ingestFlags
+	kustomerOrg    string
+	replicaID      string
+	drainTimeout   time.Duration
+	maxEventBytes  int
+	ackWait        time.Duration
+	dedupWindow    time.Duration
+	maxAge         time.Duration
+	maxBytes       byteSize
+	claimLease     time.Duration
+	sandboxFaults  sandbox.Faults
+	sandboxKey     string
+	startup        time.Duration
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -150,6 +154,7 @@ func (f *workerFlags) checkAdmin(cmd *cobra.Command) error {
 	if f.metricsAddr != "" && source("metrics-addr", "KSYNC_METRICS_ADDR") > source("admin-addr", "KSYNC_ADMIN_ADDR") {
 		f.adminAddr = f.metricsAddr
 	}
+	f.adminAddrGiven = source("admin-addr", "KSYNC_ADMIN_ADDR") > 0 || source("metrics-addr", "KSYNC_METRICS_ADDR") > 0
 	if f.adminAddr == "off" {
 		f.adminAddr = ""
 	}
@@ -315,9 +320,16 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		return err
 	}
 	if err := srv.Start(); err != nil {
+		if !f.adminAddrGiven && errors.Is(err, syscall.EADDRINUSE) {
+			// Another replica on this host holds the default address: this
+			// one runs without an admin server rather than not at all.
+			a.log.Warn().Str("addr", f.adminAddr).Msg("the default admin address is taken (another replica on this host?): this replica runs without an admin server; give it --admin-addr to have one")
+			return nil
+		}
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	st.admin = srv
+	st.worker.SetAdminAddr(srv.Addr())
 	a.log.Info().Str("addr", srv.Addr()).Bool("token", f.adminToken != "").Msg("admin server: dashboard on /, /metrics, /healthz, /readyz, /status")
 	return nil
 }
