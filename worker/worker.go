@@ -584,22 +584,29 @@ func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
 	c := w.cfg.Stream
 	c.Subjects = slices.Clone(c.Subjects)
 	replicas, err := ReadReplicas(ctx, w.js, w.cfg.Budget.Bucket)
+	keep := err != nil
 	if err != nil {
-		// Whatever the stream captures now is kept, rather than drop a
-		// subject another replica may run.
 		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
-		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
-			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
-		}
 	}
 	for _, r := range replicas {
 		if r.Replica == w.budget.cfg.ReplicaID {
 			continue
 		}
 		for _, s := range r.Workflows {
-			if s.Subject != "" {
-				c.Subjects = append(c.Subjects, s.Subject)
+			if s.Subject == "" {
+				// A replica of an earlier version does not say what it
+				// consumes: keep everything, as when none can be read.
+				keep = true
+				continue
 			}
+			c.Subjects = append(c.Subjects, s.Subject)
+		}
+	}
+	if keep {
+		// Whatever the stream captures now is kept, rather than drop a
+		// subject another replica may run.
+		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
+			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
 		}
 	}
 	return c
