@@ -1,0 +1,87 @@
+package natsserver
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a log sink the server's goroutines may write to while the
+// test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestEmbeddedServerLogsThroughTheGivenLoggerAsJSON(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s, err := Start(Config{
+		Addr:     "127.0.0.1:0",
+		StoreDir: t.TempDir(),
+		Logger:   zerolog.New(&logs).Level(zerolog.DebugLevel),
+	})
+	require.NoError(t, err)
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	lines := 0
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	for sc.Scan() {
+		var line map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &line), "not a JSON log line: %s", sc.Text())
+		require.Equal(t, "nats-server", line["component"])
+		lines++
+	}
+	require.Positive(t, lines, "the server's start-up notices reach the logger")
+}
+
+func TestEmbeddedServerAcceptsConnectionsWithJetStreamOnceStarted(t *testing.T) {
+	t.Parallel()
+	s, err := Start(Config{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(t, err)
+	defer nc.Close()
+	require.True(t, s.JetStreamEnabled())
+}
+
+func TestEmbeddedServerOnATakenPortSaysToPointNatsURLAtTheServerThere(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+
+	_, err = Start(Config{Addr: ln.Addr().String(), StoreDir: t.TempDir()})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "--nats-url")
+	require.True(t, strings.HasPrefix(err.Error(), "natsserver: "), err.Error())
+}
+
+func TestEmbeddedServerRejectsAnAddressWithoutAPort(t *testing.T) {
+	t.Parallel()
+	_, err := Start(Config{Addr: "localhost", StoreDir: t.TempDir()})
+	require.ErrorContains(t, err, `natsserver: embedded NATS address "localhost"`)
+}
