@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // setupLimit is setup on a server whose max_payload is limit bytes (0: the

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 const (
