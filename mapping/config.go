@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -750,11 +751,11 @@ func (p *parser) requiredList(w *Workflow, wfName string, names []string, node y
 			continue
 		}
 		in, ok := w.input(top)
-		if !ok || sub != "" && in.t.kind == tmplObject && !contains(in.t.keys, sub) {
+		if !ok || sub != "" && in.t.kind == tmplObject && !slices.Contains(in.t.keys, sub) {
 			p.errAt(itemNode(i), "%s: required: %q is not mapped in inputs", wfName, name)
 			continue
 		}
-		if !contains(w.required, name) {
+		if !slices.Contains(w.required, name) {
 			w.required = append(w.required, name)
 		}
 	}

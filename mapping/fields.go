@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -537,7 +538,7 @@ func (c *checker) listItem(spec *listSpec, path string, item any) map[string]any
 				continue
 			}
 			s = strings.ToLower(s)
-			if spec.types != nil && !contains(spec.types, s) {
+			if spec.types != nil && !slices.Contains(spec.types, s) {
 				c.fail(keyPath, "%s is not one of %s", short(s), strings.Join(spec.types, ", "))
 				bad = true
 				continue
@@ -586,15 +587,6 @@ func (c *checker) listItem(spec *listSpec, path string, item any) map[string]any
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // email lower-cases s and checks it is an address Kustomer accepts (local@domain.tld).
 func (c *checker) email(path, s string) (string, bool) {
 	s = strings.ToLower(s)
@@ -638,7 +630,7 @@ func normTags(c *checker, path string, v any) any {
 			p = path + "[" + strconv.Itoa(i) + "]"
 		}
 		s, ok := c.text(p, item, 0)
-		if !ok || contains2(out, s) {
+		if !ok || slices.Contains(out, any(s)) {
 			continue
 		}
 		out = append(out, s)
@@ -651,15 +643,6 @@ func normTags(c *checker, path string, v any) any {
 		return nil
 	}
 	return out
-}
-
-func contains2(list []any, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // normCustom checks and coerces custom attributes: the key's suffix sets the value's type.
