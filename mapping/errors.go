@@ -18,7 +18,7 @@ type Error struct {
 	Field    string // path in the request body, e.g. "emails[3].email" or "custom.scoreNum"
 	Template string // the template that produced the value, when known
 	Msg      string // what is wrong, e.g. `"not-an-email" is not an email address`
-	Err      error  // the cause, when there is one to find with errors.As (a *BudgetError)
+	Err      error  // the cause, when there is one to find with errors.As (a *LimitError)
 }
 
 // Unwrap returns the cause, or nil.
