@@ -77,27 +77,26 @@ func ensurePayloads(ctx context.Context, js jetstream.JetStream, cfg StreamConfi
 	return nil
 }
 
-// putObject stores o under name, in chunks the server accepts.
+// putObject stores o under name, in chunks the server accepts. Its error
+// is for the caller to wrap in a message of its own, "dlq: ...".
 func putObject(ctx context.Context, js jetstream.JetStream, name string, o content) error {
 	data, err := json.Marshal(o)
 	if err != nil {
-		return fmt.Errorf("dlq: encode object %s: %w", name, err)
+		return fmt.Errorf("encode object %s: %w", name, err)
 	}
-	if err := overflow.Put(ctx, js, PayloadsBucket, name, data); err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	return nil
+	return overflow.Put(ctx, js, PayloadsBucket, name, data)
 }
 
-// getObject reads object name back.
+// getObject reads object name back. Its error is for the caller to wrap in
+// a message of its own, "dlq: ...".
 func getObject(ctx context.Context, js jetstream.JetStream, name string) (content, error) {
 	var o content
 	data, err := overflow.Get(ctx, js, PayloadsBucket, name)
 	if err != nil {
-		return o, fmt.Errorf("dlq: %w", err)
+		return o, err
 	}
 	if err := json.Unmarshal(data, &o); err != nil {
-		return o, fmt.Errorf("dlq: object %s in %s: %w", name, PayloadsBucket, err)
+		return o, fmt.Errorf("object %s in %s: %w", name, PayloadsBucket, err)
 	}
 	return o, nil
 }
@@ -151,7 +150,10 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 		// Every header value is bounded: only a tiny max_payload gets here.
 		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", overflow.HeaderSize(msg), overflow.MaxPayload(js))
 	}
-	return name, putObject(ctx, js, name, o)
+	if err := putObject(ctx, js, name, o); err != nil {
+		return "", fmt.Errorf("dlq: entry for %s: %w", msg.Subject, err)
+	}
+	return name, nil
 }
 
 // readObject completes r, read from the stream, with its object: the item
@@ -220,15 +222,6 @@ type ReplayObject struct {
 	Payload []byte // the original payload, byte for byte
 }
 
-// Errors of [LoadReplayObject] that no retry can mend.
-var (
-	// ErrObjectGone: the object does not exist (never stored, or removed
-	// after processing).
-	ErrObjectGone = errors.New("dlq: object not found")
-	// ErrNotReplayObject: the name is not one a replay gives.
-	ErrNotReplayObject = errors.New("dlq: not a replay object")
-)
-
 // LoadReplayObject reads the object a replayed event names in
 // [HeaderReplayObject]. Only replay objects are read: a name that is not
 // one is an error, so a publisher cannot make the worker read (or remove)
@@ -242,7 +235,7 @@ func LoadReplayObject(ctx context.Context, js jetstream.JetStream, name string) 
 		return ReplayObject{}, fmt.Errorf("%w: replay object %s in %s (already processed, or removed)", ErrObjectGone, name, PayloadsBucket)
 	}
 	if err != nil {
-		return ReplayObject{}, err
+		return ReplayObject{}, fmt.Errorf("dlq: replay object: %w", err)
 	}
 	return ReplayObject{Items: o.Items, Payload: o.Payload}, nil
 }

@@ -156,13 +156,6 @@ func (s *Store) listNamed(ctx context.Context, f Filter) (entries []Record, gone
 	return entries, gone, nil
 }
 
-// ErrEventKeyTooLong means an entry's event key, the base of its items'
-// idempotency keys (the original Nats-Msg-Id, which its publisher chose), is
-// too long to travel whole in a replay's headers: a replay would not be
-// recognised as the same event, and could create its items again. Such an
-// entry is kept, not replayed.
-var ErrEventKeyTooLong = errors.New("dlq: event key too long to replay")
-
 // replayable is nil when r's replay fits in one message's headers, and
 // otherwise an error wrapping [ErrEventKeyTooLong]: a replay carries the
 // event key whole, in a signed header, as the worker derives the items'

@@ -32,9 +32,6 @@ func msgSize(ev Event) int {
 	return len("NATS/1.0\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(textproto.TrimString(ev.ID)) + len("\r\n") + len(ev.Data)
 }
 
-// ErrNoStream is returned (wrapped) when no stream captures the subject.
-var ErrNoStream = errors.New("no stream captures that subject")
-
 // Publisher publishes events to JetStream, each with its ID as Nats-Msg-Id,
 // asynchronously with a bounded window. A Publisher holds no state between
 // calls: it is safe for concurrent use when its JetStream and Progress are.

@@ -44,14 +44,6 @@ const (
 
 var memoryMsg = fmt.Sprintf("stopped: it built more than the %d list items, ranges and objects a template may build", TemplateMemoryBudget)
 
-// LimitError is a template stopped for exceeding one of its limits: a permanent mapping failure of the item.
-type LimitError struct {
-	What string // "steps", "time" or "text"
-	Msg  string
-}
-
-func (e *LimitError) Error() string { return e.Msg }
-
 // meter is what is left of one evaluation's steps and time, within the limits. It is used by one goroutine (one Map call).
 type meter struct {
 	left     int

@@ -19,16 +19,6 @@ func (r Request) ExternalID() string {
 	return s
 }
 
-// evalError is a template that failed at run time.
-type evalError struct {
-	src string
-	err error
-}
-
-func (e *evalError) Error() string { return e.err.Error() }
-
-func (e *evalError) Unwrap() error { return e.err }
-
 // env is what the templates of one evaluation see, with a fresh meter (TemplateMaxSteps, …) that
 // they share.
 func (w *Workflow) env(trigger map[string]any, item any, index int) *env {
