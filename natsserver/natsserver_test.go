@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -14,32 +13,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// syncBuffer is a log sink the server's goroutines may write to while the
-// test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestEmbeddedServerLogsThroughTheGivenLoggerAsJSON(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs bytes.Buffer // read once the server, which logs from its goroutines, has stopped
 	s, err := Start(Config{
 		Addr:     "127.0.0.1:0",
 		StoreDir: t.TempDir(),
-		Logger:   zerolog.New(&logs).Level(zerolog.DebugLevel),
+		Logger:   zerolog.New(zerolog.SyncWriter(&logs)).Level(zerolog.DebugLevel),
 	})
 	require.NoError(t, err)
 	s.Shutdown()
