@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 func mustWorkflows(t *testing.T, config string) []*mapping.Workflow {

@@ -18,8 +18,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // want is the decision an answer must come to.

@@ -21,7 +21,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 // testAPIKey is the key every test worker uses; no log line may contain it.

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
@@ -835,8 +836,11 @@ type flow struct {
 	draining <-chan struct{}
 	bulk     *batcher // set in bulk mode
 	// goroutines runs the events and their Loop workers, set while the
-	// fetch loop runs.
-	goroutines *goroutines
+	// fetch loop runs: a pool without a limit, whose goroutines stay for
+	// the next function once theirs returns, so an event or a Loop worker
+	// starts on a stack already grown to what a Kustomer request and a
+	// JetStream publish need.
+	goroutines *pool.Pool
 	log        zerolog.Logger
 
 	stateMu sync.Mutex
@@ -884,10 +888,14 @@ func closedChan() chan struct{} {
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
 // stops fetching instead of buffering, and hands each to handle.
 func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
-	events := newGoroutines()
+	events := pool.New()
+	// inflight counts the events still running: they may hand Loop workers
+	// to the pool until they end, so the pool is waited for only after them.
+	var inflight sync.WaitGroup
 	f.goroutines, f.draining = events, fetchCtx.Done()
 	defer func() {
-		events.close()
+		inflight.Wait()
+		events.Wait() // raises an event's panic again
 		if f.bulk != nil {
 			f.bulk.wait()
 		}
@@ -933,7 +941,9 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		got := 0
 		for msg := range batch.Messages() {
 			got++
+			inflight.Add(1)
 			events.Go(func() {
+				defer inflight.Done()
 				defer func() { <-f.slots }()
 				w.handle(workCtx, f, msg)
 			})

@@ -21,8 +21,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // cliStatus runs `status --json` against natsURL in this process.

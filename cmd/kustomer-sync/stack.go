@@ -25,6 +25,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natsserver"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -77,7 +78,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.ratePerMinute, "rate-per-minute", 1000, "Kustomer org budget shared by ALL replicas, requests per minute")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
 	fl.StringVar(&f.dataDir, "data-dir", "data", "where the embedded NATS server keeps its store")
-	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
+	fl.StringVar(&f.embeddedAddr, "embedded-addr", natsserver.AddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.adminAddr, "admin-addr", admin.AddrDefault, "serve the admin server (/metrics, /healthz, /readyz, /status and the dashboard) on this address; \"off\" for none. Beyond loopback it needs --admin-token")
@@ -254,7 +255,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 
 	st.natsURL = a.natsURL
 	if st.natsURL == "" {
-		st.embedded, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats"), Logger: a.log})
+		st.embedded, err = natsserver.Start(natsserver.Config{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats"), Logger: a.log})
 		if err != nil {
 			return nil, err
 		}
