@@ -1,7 +1,8 @@
 // Package subject matches NATS subject filters the way the server does: which
 // subjects a filter captures, whether two filters can match one subject, and
 // the smallest set of filters a stream can capture for several workflows.
-// It does no I/O.
+// Apart from [OverlappingStream] and [ExplainOverlap], which ask a JetStream
+// server which stream already captures a subject, it does no I/O.
 package subject
 
 import (

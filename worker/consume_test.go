@@ -81,7 +81,7 @@ func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testi
 	w, err := newTestWorker(t, js, srv, sampleConfig(t))
 	require.NoError(t, err)
 	err = w.Start(ctx)
-	require.ErrorContains(t, err, `worker: create stream LEADS: worker: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
+	require.ErrorContains(t, err, `worker: create stream LEADS: subject: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
 	require.NotContains(t, err.Error(), "err_code", "the server's words are replaced, not appended")
 	var apiErr *jetstream.APIError
 	require.ErrorAs(t, err, &apiErr, "the server's error is still there for errors.As")

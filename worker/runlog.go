@@ -19,6 +19,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/overflow"
 	"github.com/kustomer-sync/kustomer-sync/scan"
+	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 // RunStatus is the outcome of processing one event.
@@ -283,7 +284,7 @@ func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*
 	})
 	if err != nil {
 		sc := jetstream.StreamConfig{Name: cfg.Stream, Subjects: []string{cfg.SubjectPrefix + ".>"}}
-		if x := explainOverlap(ctx, js, sc, nil, err); x.Error() != err.Error() {
+		if x := subject.ExplainOverlap(ctx, js, sc, nil, err); x.Error() != err.Error() {
 			return nil, x
 		}
 		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)

@@ -281,7 +281,7 @@ func TestTheRunLogStreamOverlappingAnotherIsRefusedNamingTheOtherStream(t *testi
 	require.NoError(t, err)
 
 	_, err = NewRunLog(ctx, js, RunLogConfig{})
-	require.ErrorContains(t, err, "worker: stream RUNS cannot capture its subject runs.>: stream AUDIT already captures runs.*.>")
+	require.ErrorContains(t, err, "subject: stream RUNS cannot capture its subject runs.>: stream AUDIT already captures runs.*.>")
 	var apiErr *jetstream.APIError
 	require.ErrorAs(t, err, &apiErr, "JetStream's own error stays in the chain")
 }

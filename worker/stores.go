@@ -11,6 +11,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 // ensureStores creates, or updates, what the worker writes besides the
@@ -35,7 +36,7 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 	}
 	dl := w.deadLetterConfig(deadLetters)
 	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
-		return nil, nil, nil, explainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
+		return nil, nil, nil, subject.ExplainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
 	}
 	runs, err := NewRunLog(ctx, w.js, w.runLogConfig())
 	if err != nil {

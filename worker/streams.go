@@ -43,8 +43,6 @@ const (
 	managedByValue = "kustomer-sync"
 	// workflowKey names the workflow of a consumer, in its metadata.
 	workflowKey = "workflow"
-
-	errCodeSubjectOverlap jetstream.ErrorCode = 10065
 )
 
 // StreamConfig describes the leads stream. When kustomer-sync created it (or
@@ -80,15 +78,12 @@ func (c *StreamConfig) setDefaults() {
 }
 
 // need is a subject a stream must capture, and for whom (said in errors).
-type need struct {
-	subject string
-	who     string
-}
+type need = subject.Need
 
 func workflowNeeds(workflows []*mapping.Workflow) []need {
 	needs := make([]need, 0, len(workflows))
 	for _, wf := range workflows {
-		needs = append(needs, need{subject: wf.Subject, who: fmt.Sprintf("workflow %q", wf.Name)})
+		needs = append(needs, need{Subject: wf.Subject, Who: fmt.Sprintf("workflow %q", wf.Name)})
 	}
 	return needs
 }
@@ -208,8 +203,8 @@ func CheckStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, 
 			return plan, uncovered(cfg.Name, info.Config.Subjects, workflowNeeds(workflows))
 		}
 	}
-	if other, subj, theirs, found := overlappingStream(ctx, js, cfg.Name, want.Subjects); found {
-		return plan, overlapError(cfg.Name, workflowNeeds(workflows), other, subj, theirs)
+	if other, subj, theirs, found := subject.OverlappingStream(ctx, js, cfg.Name, want.Subjects); found {
+		return plan, subject.OverlapError(cfg.Name, workflowNeeds(workflows), other, subj, theirs)
 	}
 	return plan, nil
 }
@@ -227,7 +222,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		st, err = js.CreateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: create stream %s: %w", cfg.Name, explainOverlap(ctx, js, cfg, needs, err))
+			return nil, fmt.Errorf("worker: create stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	case err != nil:
@@ -237,7 +232,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	if info.Config.Metadata[managedByKey] == managedByValue {
 		st, err = js.UpdateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: update stream %s: %w", cfg.Name, explainOverlap(ctx, js, cfg, needs, err))
+			return nil, fmt.Errorf("worker: update stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	}
@@ -252,9 +247,9 @@ func uncovered(stream string, subjects []string, needs []need) error {
 	var missing []string
 	var lines []string
 	for _, n := range needs {
-		if !subject.CoveredBy(subjects, n.subject) {
-			missing = append(missing, n.subject)
-			lines = append(lines, fmt.Sprintf("subject %s of %s", n.subject, n.who))
+		if !subject.CoveredBy(subjects, n.Subject) {
+			missing = append(missing, n.Subject)
+			lines = append(lines, fmt.Sprintf("subject %s of %s", n.Subject, n.Who))
 		}
 	}
 	if len(missing) == 0 {
@@ -262,64 +257,6 @@ func uncovered(stream string, subjects []string, needs []need) error {
 	}
 	return fmt.Errorf("worker: stream %s (created by an operator, not by kustomer-sync) captures %s, not %s: events published there are stored nowhere. Add the subject to the stream (nats stream edit %s --subjects %q), or give the workflow a subject the stream captures",
 		stream, strings.Join(subjects, ", "), strings.Join(lines, ", nor "), stream, strings.Join(subject.Union(append(slices.Clone(subjects), missing...)...), ","))
-}
-
-// explainOverlap turns the server's "subjects overlap with an existing
-// stream" into which stream, which subject and whose.
-func explainOverlap(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, needs []need, err error) error {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeSubjectOverlap {
-		return err
-	}
-	if other, subj, theirs, found := overlappingStream(ctx, js, cfg.Name, cfg.Subjects); found {
-		return explained{overlapError(cfg.Name, needs, other, subj, theirs), err}
-	}
-	return err
-}
-
-// explained is an error of the server's told in our words: it reads as
-// the explanation alone (no "err_code=10065") and is still the server's
-// error for errors.Is and errors.As.
-type explained struct{ explanation, cause error }
-
-func (e explained) Error() string   { return e.explanation.Error() }
-func (e explained) Unwrap() []error { return []error{e.explanation, e.cause} }
-
-// overlappingStream finds a stream other than name that captures some
-// subject of subjects. Streams it cannot list are not reported.
-func overlappingStream(ctx context.Context, js jetstream.JetStream, name string, subjects []string) (stream, ours, theirs string, found bool) {
-	lister := js.ListStreams(ctx)
-	for info := range lister.Info() {
-		if info.Config.Name == name {
-			continue
-		}
-		for _, t := range info.Config.Subjects {
-			for _, s := range subjects {
-				if subject.Overlap(s, t) {
-					found = true
-					stream, ours, theirs = info.Config.Name, s, t
-				}
-			}
-		}
-		if found {
-			break
-		}
-	}
-	for range lister.Info() { // drain, so the lister's goroutine ends
-	}
-	return stream, ours, theirs, found
-}
-
-func overlapError(stream string, needs []need, other, ours, theirs string) error {
-	whose := "its subject " + ours
-	for _, n := range needs {
-		if subject.Overlap(n.subject, theirs) {
-			whose = fmt.Sprintf("subject %s of %s", n.subject, n.who)
-			break
-		}
-	}
-	return fmt.Errorf("worker: stream %s cannot capture %s: stream %s already captures %s, and NATS stores a subject in one stream only. Give the workflow a subject outside %s, or remove it from stream %s",
-		stream, whose, other, theirs, theirs, other)
 }
 
 // withUncovered returns subjects plus those of extra that they do not cover,
