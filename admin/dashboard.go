@@ -23,6 +23,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -243,17 +244,17 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 }
 
 // recentRuns lists the runs of the last d; an empty log is no error.
-func (s *Server) recentRuns(ctx context.Context, d time.Duration) ([]worker.RunRecord, error) {
+func (s *Server) recentRuns(ctx context.Context, d time.Duration) ([]runlog.Record, error) {
 	l, err := s.stores.runLog(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return l.List(ctx, worker.RunFilter{Since: time.Now().Add(-d)})
+	return l.List(ctx, runlog.Filter{Since: time.Now().Add(-d)})
 }
 
 // itemCounts counts a run's customers created and items failed; an event
 // dead-lettered whole counts as one failure.
-func itemCounts(r worker.RunRecord) (created, failed int) {
+func itemCounts(r runlog.Record) (created, failed int) {
 	for _, it := range r.Items {
 		switch {
 		case it.Outcome == outcome.Created:
@@ -262,7 +263,7 @@ func itemCounts(r worker.RunRecord) (created, failed int) {
 			failed++
 		}
 	}
-	if len(r.Items) == 0 && r.Status == worker.RunDeadLettered {
+	if len(r.Items) == 0 && r.Status == runlog.DeadLettered {
 		failed++
 	}
 	return created, failed
@@ -292,7 +293,7 @@ func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	f := runsFilter{Workflow: q.Get("workflow"), Status: q.Get("status"), Since: q.Get("since"), Q: strings.TrimSpace(q.Get("q"))}
-	rf := worker.RunFilter{Workflow: f.Workflow, Status: worker.RunStatus(f.Status)}
+	rf := runlog.Filter{Workflow: f.Workflow, Status: runlog.Status(f.Status)}
 	for _, c := range sinceChoices {
 		if c.Value == f.Since && c.D > 0 {
 			rf.Since = time.Now().Add(-c.D)
@@ -303,12 +304,12 @@ func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
 	}
 	data := struct {
 		Filter    runsFilter
-		Runs      []worker.RunRecord
+		Runs      []runlog.Record
 		More      bool
 		Workflows []string
-		Statuses  []worker.RunStatus
+		Statuses  []runlog.Status
 		Since     any
-	}{Filter: f, Workflows: s.workflowNames(ctx), Statuses: worker.RunStatuses, Since: sinceChoices}
+	}{Filter: f, Workflows: s.workflowNames(ctx), Statuses: runlog.Statuses, Since: sinceChoices}
 	v := view{Title: "Runs", Nav: "runs", Data: &data}
 	l, err := s.stores.runLog(ctx)
 	if err == nil {
@@ -332,7 +333,7 @@ func (s *Server) runs(w http.ResponseWriter, r *http.Request) {
 // or, for q with an "@" (an email), whose event (read back from the leads
 // stream while it keeps it) contains it; case-insensitive. It reads at most
 // searchEvents events.
-func (s *Server) search(ctx context.Context, runs []worker.RunRecord, q string) []worker.RunRecord {
+func (s *Server) search(ctx context.Context, runs []runlog.Record, q string) []runlog.Record {
 	lq := strings.ToLower(q)
 	has := func(v string) bool { return strings.Contains(strings.ToLower(v), lq) }
 	var events func(seq uint64) []byte
@@ -351,7 +352,7 @@ func (s *Server) search(ctx context.Context, runs []worker.RunRecord, q string) 
 			return m.Data
 		}
 	}
-	return slices.DeleteFunc(runs, func(run worker.RunRecord) bool {
+	return slices.DeleteFunc(runs, func(run runlog.Record) bool {
 		if has(run.ID) || has(run.EventID) {
 			return false
 		}
@@ -386,18 +387,18 @@ func (s *Server) workflowNames(ctx context.Context) []string {
 
 // itemRow is one item on a run's page.
 type itemRow struct {
-	worker.RunItem
+	runlog.Item
 	CustomerURL string
 }
 
 func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	l, err := s.stores.runLog(ctx)
-	var run worker.RunRecord
+	var run runlog.Record
 	if err == nil {
 		run, err = l.Get(ctx, r.PathValue("id"))
 	}
-	if errors.Is(err, worker.ErrRunNotFound) {
+	if errors.Is(err, runlog.ErrNotFound) {
 		s.fail(w, r, http.StatusNotFound, "Run not found", err)
 		return
 	}
@@ -407,14 +408,14 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	}
 	items := make([]itemRow, len(run.Items))
 	for i, it := range run.Items {
-		items[i] = itemRow{RunItem: it}
+		items[i] = itemRow{Item: it}
 		if it.CustomerID != "" && s.cfg.CustomerURL != nil {
 			items[i].CustomerURL = s.cfg.CustomerURL(it.CustomerID)
 		}
 	}
 	entries, _ := s.entriesOfRun(ctx, run)
 	data := struct {
-		Run         worker.RunRecord
+		Run         runlog.Record
 		Items       []itemRow
 		DeadLetters []dlq.Record
 	}{run, items, entries}
@@ -422,8 +423,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 }
 
 // entriesOfRun returns the dead letters run wrote that are still there.
-func (s *Server) entriesOfRun(ctx context.Context, run worker.RunRecord) ([]dlq.Record, error) {
-	if run.Status == worker.RunSucceeded || run.Status == worker.RunPaused {
+func (s *Server) entriesOfRun(ctx context.Context, run runlog.Record) ([]dlq.Record, error) {
+	if run.Status == runlog.Succeeded || run.Status == runlog.Paused {
 		return nil, nil
 	}
 	st, err := s.stores.deadLetters(ctx)
@@ -620,7 +621,7 @@ type keptRow struct {
 type replayOutcome struct {
 	Entry       uint64
 	Workflow    string
-	Run         *worker.RunRecord
+	Run         *runlog.Record
 	DeadLetters []dlq.Record // what the new run dead-lettered, if it failed again
 }
 
@@ -679,9 +680,9 @@ func (s *Server) replays(w http.ResponseWriter, r *http.Request) {
 	wfs := q["wf"]
 	v := replayView{Replayed: len(ids)}
 	l, err := s.stores.runLog(ctx)
-	var runs []worker.RunRecord
+	var runs []runlog.Record
 	if err == nil {
-		runs, err = l.List(ctx, worker.RunFilter{Since: since})
+		runs, err = l.List(ctx, runlog.Filter{Since: since})
 	}
 	if err != nil {
 		v.Err = err.Error()
@@ -698,7 +699,7 @@ func (s *Server) replays(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 		}
-		if o.Run == nil || o.Run.Status == worker.RunPaused {
+		if o.Run == nil || o.Run.Status == runlog.Paused {
 			v.Pending = true
 		} else {
 			o.DeadLetters, _ = s.entriesOfRun(ctx, *o.Run)
@@ -718,7 +719,7 @@ func (s *Server) retryRun(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	l, err := s.stores.runLog(ctx)
-	var run worker.RunRecord
+	var run runlog.Record
 	if err == nil {
 		run, err = l.Get(ctx, r.PathValue("id"))
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -40,8 +41,8 @@ type Workflows interface {
 
 // RunLog is what the dashboard reads of the run log.
 type RunLog interface {
-	List(ctx context.Context, f worker.RunFilter) ([]worker.RunRecord, error)
-	Get(ctx context.Context, id string) (worker.RunRecord, error)
+	List(ctx context.Context, f runlog.Filter) ([]runlog.Record, error)
+	Get(ctx context.Context, id string) (runlog.Record, error)
 }
 
 // DeadLetters is what the dashboard needs of the dead-letter store.

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -25,7 +26,7 @@ func (s *stores) runLog(ctx context.Context) (RunLog, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.runs == nil {
-		l, err := worker.OpenRunLog(ctx, s.js, worker.RunLogConfig{})
+		l, err := runlog.Open(ctx, s.js, runlog.Config{})
 		if err != nil {
 			return nil, err
 		}

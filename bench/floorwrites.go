@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -30,7 +31,7 @@ const PipelineFloorWrites = "floor+writes"
 type floorWrites struct {
 	js      jetstream.JetStream
 	ledger  jetstream.KeyValue
-	runs    *worker.RunLog
+	runs    *runlog.Log
 	results string // subject
 	stored  atomic.Int64
 }
@@ -48,7 +49,7 @@ func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, 
 	}); err != nil {
 		return nil, fmt.Errorf("bench: floor+writes results: %w", err)
 	}
-	runs, err := worker.NewRunLog(ctx, js, worker.RunLogConfig{})
+	runs, err := runlog.New(ctx, js, runlog.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor+writes run log: %w", err)
 	}
@@ -108,11 +109,11 @@ func (w *floorWrites) created(ctx context.Context, msg jetstream.Msg, key string
 		return ctx.Err()
 	}
 	now := time.Now()
-	err = w.runs.Write(ctx, worker.RunRecord{
+	err = w.runs.Write(ctx, runlog.Record{
 		ID:       fmt.Sprintf("%s-%d-%d-floor", meta.Stream, meta.Sequence.Stream, meta.NumDelivered),
-		Workflow: "floor", Status: worker.RunSucceeded, Subject: msg.Subject(), StreamSeq: meta.Sequence.Stream,
+		Workflow: "floor", Status: runlog.Succeeded, Subject: msg.Subject(), StreamSeq: meta.Sequence.Stream,
 		Started: now, Ended: now,
-		Items: []worker.RunItem{{Index: 0, Outcome: outcome.Created, CustomerID: c.Data.ID, Attempts: 1}},
+		Items: []runlog.Item{{Index: 0, Outcome: outcome.Created, CustomerID: c.Data.ID, Attempts: 1}},
 	})
 	if err == nil {
 		w.stored.Add(3)

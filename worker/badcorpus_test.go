@@ -12,6 +12,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 const corpusConfig = `
@@ -65,7 +66,7 @@ func TestEveryBadEventEndsInTheDeadLetterStreamWithAReasonAndTheWorkerGoesOn(t *
 
 	// A good event behind the corpus is still processed: nothing stalls.
 	good := h.publish("leads.good", "good-1", `{"id":"g-1","name":"Still Works"}`)
-	require.Equal(t, RunSucceeded, h.waitRun(good).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(good).Status)
 
 	var dead []dlq.Record
 	require.Eventually(t, func() bool { dead = h.deadLetters(); return len(dead) == len(want) }, 20*time.Second, 20*time.Millisecond)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // smallPayload runs the server with a 64 KiB max_payload.
@@ -75,7 +76,7 @@ workflows:
 `})
 			seq := h.publish("leads.batch", "big-loop", loopOf(10000, func(int) string { return `"x"` }))
 			run := h.waitRun(seq)
-			require.Equal(t, RunFailed, run.Status)
+			require.Equal(t, runlog.Failed, run.Status)
 			require.Len(t, run.Items, 10000, "the run record is complete")
 			require.Zero(t, run.ItemsOmitted)
 			for i, it := range run.Items {
@@ -118,7 +119,7 @@ workflows:
 		return "1"
 	}))
 	run := h.waitRun(seq)
-	require.Equal(t, RunFailed, run.Status)
+	require.Equal(t, runlog.Failed, run.Status)
 	require.Len(t, run.Items, 10000)
 	h.waitIdle("batch")
 
@@ -160,7 +161,7 @@ workflows:
 			seq := h.publish("leads.x", "near-limit", payload)
 
 			run := h.waitRun(seq)
-			require.Equal(t, RunFailed, run.Status)
+			require.Equal(t, runlog.Failed, run.Status)
 			require.Contains(t, run.Items[0].Error, "characters, at most")
 			h.waitIdle("default")
 			dead := h.deadLetters()
@@ -192,7 +193,7 @@ func TestAnEventWithALongMsgIDIsCreatedAndItsResultPublished(t *testing.T) {
 	h := setup(t, harnessOptions{})
 	id := strings.Repeat("x", 65400)
 	rec := h.waitRun(h.publish("leads.web", id, `{"name":"Ann"}`))
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	_, customer := h.lastResultOutcome("default")
 	require.Equal(t, rec.Items[0].CustomerID, customer)
 	require.Empty(t, h.deadLetters())

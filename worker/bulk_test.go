@@ -23,6 +23,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 const bulkLoopConfig = `
@@ -115,7 +116,7 @@ func TestBulkBatchWithOneItemKustomerRejectsCreatesTheOthersAndDeadLettersThatOn
 			})
 			seq := h.publish("leads.web", "bulk-1", leadsEvent("a", "b", "bad", "c", "d", "e"))
 			rec := h.waitRun(seq)
-			require.Equal(t, RunPartial, rec.Status)
+			require.Equal(t, runlog.Partial, rec.Status)
 			require.Len(t, rec.Items, 6)
 			for _, it := range rec.Items {
 				if it.Index == 2 {
@@ -199,14 +200,14 @@ workflows:
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, len(seqs), info.NumAckPending, "no event is acknowledged before its items are done")
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, recs)
 
 	clock.Add(2 * time.Second)
 	for _, seq := range seqs {
 		rec := h.waitRun(seq)
-		require.Equal(t, RunSucceeded, rec.Status, "event %d", seq)
+		require.Equal(t, runlog.Succeeded, rec.Status, "event %d", seq)
 	}
 	h.waitIdle("bulk")
 	st := h.sb.Sandbox.Stats()
@@ -229,7 +230,7 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 	})
 	seq := h.publish("leads.web", "stuck-1", leadsEvent("a", "b"))
 	rec := h.waitRun(seq)
-	require.Equal(t, RunFailed, rec.Status)
+	require.Equal(t, runlog.Failed, rec.Status)
 	for _, it := range rec.Items {
 		require.Equal(t, outcome.Exhausted, it.Outcome)
 		require.Equal(t, 2, it.Attempts, "max_attempts: 2")
@@ -338,7 +339,7 @@ func (h *harness) requireLostAnswerFoundNotSentAgain(msgID string) sandbox.Stats
 	f.TimeoutRate = 0
 	h.sb.Sandbox.SetFaults(f)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	for _, it := range rec.Items {
 		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d was found by its externalId", it.Index)
 	}
@@ -362,7 +363,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 	h.start(bulkLoopConfig)
 	h.requireWorkflowState(StateRunning)
 	first := h.waitRun(h.publish("leads.web", "pause-1", leadsEvent("a", "b")))
-	require.Equal(t, RunSucceeded, first.Status)
+	require.Equal(t, runlog.Succeeded, first.Status)
 	paused := h.worker.metrics.paused.WithLabelValues("bulk")
 	require.Zero(t, testutil.ToFloat64(paused))
 
@@ -375,7 +376,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 
 	host.toKust.Store(true)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	for _, it := range rec.Items {
 		require.NotEmpty(t, it.BulkJob, "item %d", it.Index)
 	}
@@ -398,7 +399,7 @@ func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
 	})
 	seq := h.publish("leads.web", "replay-1", leadsEvent("a", "bad", "c"))
 	orig := h.waitRun(seq)
-	require.Equal(t, RunPartial, orig.Status)
+	require.Equal(t, runlog.Partial, orig.Status)
 	dls := h.deadLetters()
 	require.Len(t, dls, 1)
 	require.Equal(t, []int{1}, dls[0].Items)
@@ -409,7 +410,7 @@ func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
 	require.Equal(t, 1, h.replay(dlq.Filter{All: true}).Replayed)
 	runs := h.waitRuns(2)
 	replayed := runs[0]
-	require.Equal(t, RunSucceeded, replayed.Status)
+	require.Equal(t, runlog.Succeeded, replayed.Status)
 	require.True(t, replayed.Replay)
 	require.Equal(t, dls[0].ID, replayed.ReplayOf.DeadLetter)
 	require.Len(t, replayed.Items, 1, "only the failed item runs again")
@@ -435,7 +436,7 @@ func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *t
 	})
 	big := h.publishLoopEvents("big", 1, 10000)
 	small := h.publish("leads.web", "small-1", leadsEvent("small"))
-	require.Equal(t, RunSucceeded, h.waitRun(small).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(small).Status)
 	h.waitCreated(len(big)+1, 3*time.Minute)
 	h.waitIdle("bulk")
 	h.requireEachCreatedOnce(append(big, "ext-small"))
@@ -444,11 +445,11 @@ func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *t
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
 	require.Zero(t, info.NumRedelivered, "the big event stayed ours while its items were in bulk jobs")
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Equal(t, 2, len(recs), "one run per event: none was delivered twice")
 	for _, r := range recs {
-		require.Equal(t, RunSucceeded, r.Status, r.ID)
+		require.Equal(t, runlog.Succeeded, r.Status, r.ID)
 		require.Greater(t, r.Ended.Sub(r.Started), 2*time.Second, "%s outlasted the ack wait", r.ID)
 	}
 	st := h.sb.Sandbox.Stats()
@@ -508,7 +509,7 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 
 	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	for _, it := range rec.Items {
 		require.Equal(t, job.ID, it.BulkJob, "item %d: its outcome came from the earlier job", it.Index)
 		require.Greater(t, it.Attempts, 1, "item %d: asked again after the 503", it.Index)
@@ -541,7 +542,7 @@ func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T
 	f.BulkItemFailureRate = 0
 	h.sb.Sandbox.SetFaults(f)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	h.requireWorkflowState(StateRunning)
 	require.Empty(t, h.deadLetters())
 	for _, n := range names {
@@ -581,9 +582,9 @@ workflows:
 	bulkSeq := h.publish("leads.web", "shared-1", leadsEvent("a"))
 	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkJobs == 1 }, 10*time.Second, 5*time.Millisecond)
 	singleSeq := h.publish("signups.web", "shared-2", leadsEvent("a"))
-	require.Equal(t, RunSucceeded, h.waitRun(bulkSeq).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(bulkSeq).Status)
 	single := h.waitRun(singleSeq)
-	require.Equal(t, RunSucceeded, single.Status)
+	require.Equal(t, runlog.Succeeded, single.Status)
 	require.Equal(t, outcome.AlreadyCreated, single.Items[0].Outcome, "the per-item workflow found what the bulk job created")
 	st := h.sb.Sandbox.Stats()
 	require.Zero(t, st.Duplicates)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/eventid"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // A changed lead re-sent under its id by kustomer-sync's publishers gets a
@@ -29,7 +30,7 @@ func TestAChangedLeadResentUnderItsIDUpdatesItsCustomerAndIsNeverCreatedTwice(t 
       name: "{{trigger.name}}"
 `
 	h := setup(t, harnessOptions{config: config})
-	send := func(subject, body string) RunRecord {
+	send := func(subject, body string) runlog.Record {
 		return h.waitRun(h.publish(subject, eventid.MsgID(subject, "l-1", []byte(body)), body))
 	}
 

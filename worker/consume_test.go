@@ -15,6 +15,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func mustWorkflows(t *testing.T, config string) []*mapping.Workflow {
@@ -40,9 +41,9 @@ func (h *harness) streamConfig(name string) jetstream.StreamConfig {
 	return st.CachedInfo().Config
 }
 
-func (h *harness) runsOf(workflow string) []RunRecord {
+func (h *harness) runsOf(workflow string) []runlog.Record {
 	h.t.Helper()
-	recs, err := h.runs.List(context.Background(), RunFilter{Workflow: workflow})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{Workflow: workflow})
 	require.NoError(h.t, err)
 	return recs
 }
@@ -54,7 +55,7 @@ func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *tes
 
 	seq := h.publish("batches.expo", "expo-1", `{"source":"expo","leads":[{"id":"x-1","first_name":"Ann","email":"ann@example.com"}]}`)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, "batch", rec.Workflow)
 
 	// The config changes: the stream's subjects follow it.
@@ -67,7 +68,7 @@ workflows:
 `)
 	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(StreamDefault).Subjects)
 	seq = h.publish("orders.shop", "o-1", `{"name":"Otto"}`)
-	require.Equal(t, RunSucceeded, h.waitRun(seq).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
 }
 
 func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testing.T) {
@@ -115,7 +116,7 @@ workflows:
 	ids := map[string]string{}
 	for _, r := range recs {
 		ids[r.Workflow] = r.ID
-		require.Equal(t, RunSucceeded, r.Status)
+		require.Equal(t, runlog.Succeeded, r.Status)
 	}
 	require.Equal(t, map[string]string{"all": "LEADS-1-1-all", "vip": "LEADS-1-1-vip"}, ids)
 	for _, id := range ids {
@@ -181,7 +182,7 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 	h.waitIdle("leads")
 	recs := h.runsOf("leads")
 	require.Len(t, recs, 1)
-	require.Equal(t, RunSucceeded, recs[0].Status)
+	require.Equal(t, runlog.Succeeded, recs[0].Status)
 	for _, it := range recs[0].Items {
 		require.Equal(t, outcome.AlreadyCreated, it.Outcome, "item %d", it.Index)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func (h *harness) deadLetters() []dlq.Record {
@@ -32,12 +33,12 @@ func (h *harness) replayAll() dlq.ReplayResult {
 }
 
 // waitRuns polls until n runs of the workflow are in the run log.
-func (h *harness) waitRuns(n int) []RunRecord {
+func (h *harness) waitRuns(n int) []runlog.Record {
 	h.t.Helper()
-	var recs []RunRecord
+	var recs []runlog.Record
 	require.Eventually(h.t, func() bool {
 		var err error
-		recs, err = h.runs.List(context.Background(), RunFilter{})
+		recs, err = h.runs.List(context.Background(), runlog.Filter{})
 		return err == nil && len(recs) >= n
 	}, 20*time.Second, 20*time.Millisecond, "fewer than %d runs\nlogs:\n%s", n, h.logs.String())
 	return recs
@@ -73,7 +74,7 @@ func TestReplayOfAPartialLoopCreatesOnlyTheFailedItemsWithTheFixedMapping(t *tes
 	seq := h.publish("leads.batch", "batch-1", payload)
 
 	run := h.waitRun(seq)
-	require.Equal(t, RunPartial, run.Status)
+	require.Equal(t, runlog.Partial, run.Status)
 	require.Len(t, h.sb.Sandbox.Customers(), 2)
 	dead := h.deadLetters()
 	require.Len(t, dead, 1)
@@ -116,7 +117,7 @@ workflows:
 	s2 := h.publish("leads.a", "e-2", `{"id":"2","name":"Bob"}`)
 	for _, seq := range []uint64{s1, s2} {
 		run := h.waitRun(seq)
-		require.Equal(t, RunFailed, run.Status)
+		require.Equal(t, runlog.Failed, run.Status)
 		require.Equal(t, 2, run.Items[0].Attempts)
 		require.Equal(t, outcome.Exhausted, run.Items[0].Outcome)
 	}
@@ -145,7 +146,7 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 
 	h.waitRuns(3)
 	g := h.waitRun(good)
-	require.Equal(t, RunSucceeded, g.Status)
+	require.Equal(t, runlog.Succeeded, g.Status)
 	require.Equal(t, "r-1", g.EventID)
 	require.Len(t, g.Items, 2)
 	for _, it := range g.Items {
@@ -156,13 +157,13 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 	require.False(t, g.Ended.Before(g.Started))
 
 	p := h.waitRun(partial)
-	require.Equal(t, RunPartial, p.Status)
+	require.Equal(t, runlog.Partial, p.Status)
 	require.Equal(t, outcome.Created, p.Items[0].Outcome)
 	require.Equal(t, outcome.Validation, p.Items[1].Outcome)
 	require.Contains(t, p.Items[1].Error, "not an email address")
 
 	x := h.waitRun(poison)
-	require.Equal(t, RunDeadLettered, x.Status)
+	require.Equal(t, runlog.DeadLettered, x.Status)
 	require.Contains(t, x.Error, "not valid JSON")
 	require.Empty(t, x.Items)
 
@@ -190,7 +191,7 @@ workflows:
 
 	seq := h.publish("leads.x", "u-1", `{"email":"not-an-email"}`)
 	run := h.waitRun(seq)
-	require.Equal(t, RunFailed, run.Status)
+	require.Equal(t, runlog.Failed, run.Status)
 	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID, "processed at its first delivery")
 	h.waitIdle("default")
 	require.Len(t, h.deadLetters(), 1)
@@ -249,8 +250,8 @@ workflows:
 `})
 	ok := h.publish("leads.x", "c-1", `{"email":"jane@example.com"}`)
 	bad := h.publish("leads.x", "c-2", `{"email":"nope"}`)
-	require.Equal(t, RunSucceeded, h.waitRun(ok).Status)
-	require.Equal(t, RunFailed, h.waitRun(bad).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(ok).Status)
+	require.Equal(t, runlog.Failed, h.waitRun(bad).Status)
 
 	ctx := context.Background()
 	st, err := h.js.Stream(ctx, ResultsStreamDefault)
@@ -267,12 +268,12 @@ func TestARunLogOrLedgerDeletedWhileRunningIsRecreatedAndTheEventProcessedOnce(t
 	t.Parallel()
 	h := setup(t, harnessOptions{config: leadConfig()})
 	ctx := context.Background()
-	require.NoError(t, h.js.DeleteStream(ctx, RunLogStreamDefault))
+	require.NoError(t, h.js.DeleteStream(ctx, runlog.StreamDefault))
 	require.NoError(t, h.js.DeleteKeyValue(ctx, LedgerBucketDefault))
 
 	seq := h.publish("leads.web", "gone-1", `{"id":"ext-gone-1","name":"Gone"}`)
 	run := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID, "processed at its first delivery, not delivered until max_deliveries")
 	h.waitIdle("default")
 	_, err := h.js.KeyValue(ctx, LedgerBucketDefault)

@@ -17,6 +17,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // publishLoopEvents publishes events of perEvent leads each, externalIds
@@ -195,10 +196,10 @@ func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
 	h.waitIdle("batch")
 	require.Greater(t, h.sb.Sandbox.Stats().Timeouts, 5, "the fault was exercised")
 	require.Positive(t, h.sb.Sandbox.Stats().LookupsByExternalID, "timed-out creates were looked up")
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
-	require.True(t, slices.ContainsFunc(recs, func(r RunRecord) bool {
-		return slices.ContainsFunc(r.Items, func(it RunItem) bool { return it.Outcome == outcome.AlreadyCreated })
+	require.True(t, slices.ContainsFunc(recs, func(r runlog.Record) bool {
+		return slices.ContainsFunc(r.Items, func(it runlog.Item) bool { return it.Outcome == outcome.AlreadyCreated })
 	}), "no run record shows a timed-out create found by its look-up")
 	h.requireEachCreatedOnce(ids)
 	require.Empty(t, h.deadLetters())
@@ -252,13 +253,13 @@ workflows:
 	small := h.publish("leads.other", "small-1", `{"leads":[{"id":"small","name":"Small"}]}`)
 	// The small event finishes while the big one is still running.
 	run := h.waitRun(small)
-	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Less(t, len(h.sb.Sandbox.Customers()), len(big), "the small event waited for the big one")
 
 	h.waitCreated(len(big)+1, 3*time.Minute)
 	h.waitIdle("batch")
 	h.requireEachCreatedOnce(append(big, "small"))
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Len(t, recs, 2, "the big event's run record was written, trimmed to fit one message")
 }
@@ -322,7 +323,7 @@ func TestAFailedLookUpAfterALostAnswerIsAskedAgainNotTakenForNotFound(t *testing
 		wrap:   func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 	})
 	rec := h.waitRun(h.publish("leads.web", "lost-answer-1", `{"id":"la-1","name":"Ann"}`))
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, outcome.AlreadyCreated, rec.Items[0].Outcome)
 	require.Equal(t, 3, rec.Items[0].Attempts, "the lost answer, a failed look-up, then the look-up that found it")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["la-1"], "created once")
@@ -367,7 +368,7 @@ func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.
 	go clock.Drive(ctx)
 	seq := h.publish("leads.web", "held-1", `{"id":"held-1","name":"Ann"}`)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, fmt.Sprintf("%s-%d-1-default", StreamDefault, seq), rec.ID, "the first delivery, held through every pause")
 	require.Negative(t, k.refusals.Load(), "the creates were refused five times: five pauses")
 	require.Empty(t, h.deadLetters())
@@ -397,7 +398,7 @@ func TestAWorkerStoppedWhilePausedHandsItsHeldEventsBack(t *testing.T) {
 	k.refusals.Store(0)
 	h.start("")
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, fmt.Sprintf("%s-%d-2-default", StreamDefault, seq), rec.ID, "its second delivery")
 	require.Empty(t, h.deadLetters())
 }

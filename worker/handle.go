@@ -22,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // Result headers link a published result to the event it came from; the
@@ -418,7 +419,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		return
 	}
 	now := w.cfg.Clock.Now()
-	rec := RunRecord{
+	rec := runlog.Record{
 		ID:        ev.runID(f.wf.Name),
 		Workflow:  f.wf.Name,
 		EventID:   eventID(ev.replay, ev.msg.Headers()),
@@ -427,7 +428,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		Started:   ev.started,
 		Ended:     now,
 		Replay:    ev.replay != nil,
-		ReplayOf:  runReplay(ev.replay),
+		ReplayOf:  runlog.NewReplay(ev.replay),
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
@@ -436,7 +437,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	var succeeded []loop.Outcome
 	var resultsErr error // the first result not stored: all are published again
 	for _, it := range items {
-		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index], Dropped: ev.note(it.Index).dropped}
+		ri := runlog.Item{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index], Dropped: ev.note(it.Index).dropped}
 		switch {
 		case it.Status.Succeeded():
 			ok++
@@ -499,13 +500,13 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	}
 	switch {
 	case bad == 0:
-		rec.Status = RunSucceeded
+		rec.Status = runlog.Succeeded
 	case len(items) == 1 && items[0].Index < 0:
-		rec.Status = RunDeadLettered
+		rec.Status = runlog.DeadLettered
 	case ok > 0:
-		rec.Status = RunPartial
+		rec.Status = runlog.Partial
 	default:
-		rec.Status = RunFailed
+		rec.Status = runlog.Failed
 	}
 	if !w.persist(ctx, f, ev, "write the run record", func(ctx context.Context) error { return w.runs.Write(ctx, rec) }) {
 		return

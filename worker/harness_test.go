@@ -22,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // testAPIKey is the key every test worker uses; no log line may contain it.
@@ -54,7 +55,7 @@ type harness struct {
 	js     jetstream.JetStream
 	sb     *kustomertest.Server
 	worker *Worker
-	runs   *RunLog
+	runs   *runlog.Log
 	logs   *syncBuffer
 	opts   harnessOptions
 	// metrics holds the metrics of the harness's workers, and theirs only.
@@ -127,7 +128,7 @@ func setup(t testing.TB, opts harnessOptions) *harness {
 	}
 	h.start(opts.config)
 	var err error
-	h.runs, err = NewRunLog(context.Background(), h.js, RunLogConfig{})
+	h.runs, err = runlog.New(context.Background(), h.js, runlog.Config{})
 	require.NoError(t, err)
 	return h
 }
@@ -146,11 +147,11 @@ func (h *harness) publish(subject, msgID, body string) uint64 {
 }
 
 // waitRun polls the run log until the event at seq has a finished run.
-func (h *harness) waitRun(seq uint64) RunRecord {
+func (h *harness) waitRun(seq uint64) runlog.Record {
 	h.t.Helper()
-	var found RunRecord
+	var found runlog.Record
 	require.Eventually(h.t, func() bool {
-		recs, err := h.runs.List(context.Background(), RunFilter{})
+		recs, err := h.runs.List(context.Background(), runlog.Filter{})
 		if err != nil {
 			return false
 		}
@@ -185,7 +186,7 @@ func (h *harness) requireNoSecretInLogs() {
 	require.NotContains(h.t, h.logs.String(), testAPIKey)
 	require.NotContains(h.t, strings.ToLower(h.logs.String()), "bearer")
 	ctx := context.Background()
-	for _, stream := range []string{RunLogStreamDefault, dlq.StreamDefault} {
+	for _, stream := range []string{runlog.StreamDefault, dlq.StreamDefault} {
 		st, err := h.js.Stream(ctx, stream)
 		require.NoError(h.t, err)
 		info, err := st.Info(ctx)

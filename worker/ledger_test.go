@@ -16,6 +16,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T) {
@@ -202,7 +203,7 @@ func TestACustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs(t *
 	h.worker.ledger.kv = kv
 	seq := h.publish("leads.web", "unrecorded-1", `{"id":"ur-1","name":"Ann"}`)
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, outcome.AlreadyCreated, rec.Items[0].Outcome, "the redelivery found it")
 	require.Equal(t, fmt.Sprintf("%s-%d-2-default", StreamDefault, seq), rec.ID, "the run of the second delivery: the first was not acknowledged")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ur-1"])
@@ -222,7 +223,7 @@ func TestABulkCustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs
 	h.worker.ledger.kv = kv
 	seq := h.publish("leads.web", "unrecorded-2", leadsEvent("a"))
 	rec := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, fmt.Sprintf("%s-%d-2-bulk", StreamDefault, seq), rec.ID, "the run of the second delivery")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
 	require.Equal(t, 1, h.sb.Sandbox.Stats().BulkJobs, "the redelivery read the job its claim names")

@@ -15,6 +15,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func newTestWorker(t *testing.T, js jetstream.JetStream, srv *natstest.Server, config string) (*Worker, error) {
@@ -72,11 +73,11 @@ func TestStopWaitsForEventsInFlightToFinish(t *testing.T) {
 	require.NoError(t, h.worker.Stop(ctx), "the drain finished within its deadline")
 	// Whatever was fetched finished and was recorded; nothing is half-done:
 	// every event either has a run record or is still pending, unacknowledged.
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	done := 0
 	for _, r := range recs {
-		require.Equal(t, RunSucceeded, r.Status)
+		require.Equal(t, runlog.Succeeded, r.Status)
 		done += len(r.Items)
 	}
 	require.Equal(t, done, len(h.sb.Sandbox.Customers()), "every created customer belongs to a recorded run")
@@ -110,7 +111,7 @@ func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, recs, "an interrupted event is not recorded half-way")
 

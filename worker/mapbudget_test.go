@@ -11,6 +11,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // runawayConfig maps a slow item with a nested reduce over a long list of the event: a template that
@@ -45,7 +46,7 @@ func TestATemplateThatExceedsItsBudgetDeadLettersTheItemAsMapping(t *testing.T) 
 	h := setup(t, harnessOptions{config: runawayConfig})
 	seq := h.publish("leads.web", "runaway-1", runawayEvent(t, 1, 1))
 	run := h.waitRun(seq)
-	require.Equal(t, RunPartial, run.Status)
+	require.Equal(t, runlog.Partial, run.Status)
 
 	recs := h.deadLetters()
 	require.Len(t, recs, 1)
@@ -74,12 +75,12 @@ func TestMappingALongLoopKeepsTheEventFromRedelivery(t *testing.T) {
 	seq := h.publish("leads.web", "runaway-long", runawayEvent(t, slow, 0))
 	start := time.Now()
 	run := h.waitRun(seq)
-	require.Equal(t, RunFailed, run.Status)
+	require.Equal(t, runlog.Failed, run.Status)
 	require.Len(t, run.Items, slow)
 	require.Greater(t, time.Since(start), ackWait, "mapping outlasted AckWait, or the test proves nothing")
 
 	h.waitIdle("batch")
-	runs, err := h.runs.List(context.Background(), RunFilter{})
+	runs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Len(t, runs, 1, "the event was delivered once: no second run of it")
 	require.Equal(t, fmt.Sprintf("%s-%d-1-batch", StreamDefault, seq), runs[0].ID)
@@ -124,7 +125,7 @@ func TestStopDuringMappingEndsAtTheDrainDeadline(t *testing.T) {
 	start := time.Now()
 	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 100*time.Millisecond+5*time.Second, "Stop waited for the mapping of the whole Loop")
-	runs, err := h.runs.List(context.Background(), RunFilter{})
+	runs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, runs, "an interrupted event is not recorded half-way")
 }

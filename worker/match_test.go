@@ -19,6 +19,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // matchConfig is a workflow that matches by externalId, then email, then
@@ -90,7 +91,7 @@ func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOne
 	id := first.Items[0].CustomerID
 
 	second := h.waitRun(h.publish("leads.web", "e-2", `{"id":"dup-1","name":"Ada Lovelace","emails":["ada.l@example.com"]}`))
-	require.Equal(t, RunSucceeded, second.Status)
+	require.Equal(t, runlog.Succeeded, second.Status)
 	require.Equal(t, outcome.Updated, second.Items[0].Outcome)
 	require.Equal(t, id, second.Items[0].CustomerID)
 	got, customer := h.lastResultOutcome("dup")
@@ -169,7 +170,7 @@ func TestAnUpdateBeyondTenEmailsKeepsTheLimitAndRecordsWhatWasDropped(t *testing
 	require.NoError(t, err)
 
 	rec := h.waitRun(h.publish("leads.web", "e-1", `{"id":"lead-9","name":"Dee","emails":["dee0@example.com","new1@example.com","new2@example.com","new3@example.com"]}`))
-	require.Equal(t, RunSucceeded, rec.Status, "%+v", rec)
+	require.Equal(t, runlog.Succeeded, rec.Status, "%+v", rec)
 	require.Equal(t, outcome.Updated, rec.Items[0].Outcome)
 	require.Equal(t, existing.ID, rec.Items[0].CustomerID)
 	require.Equal(t, []string{"emails: new2@example.com", "emails: new3@example.com"}, rec.Items[0].Dropped)
@@ -261,7 +262,7 @@ func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
 	lead := `{"id":"tw-1","name":"Ada","emails":["ada@example.com"]}`
 	first := h.waitRun(h.publish("leads.web", "tw-e1", lead))
 	second := h.waitRun(h.publish("leads.web", "tw-e2", lead))
-	require.Equal(t, RunSucceeded, second.Status)
+	require.Equal(t, runlog.Succeeded, second.Status)
 	require.Equal(t, first.Items[0].CustomerID, second.Items[0].CustomerID)
 
 	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
@@ -338,7 +339,7 @@ func TestAClaimAndMatchLocksHeldThroughALongWaitAreRenewedBeforeTheCreate(t *tes
 		worker:  func(c *Config) { c.Clock = clock },
 	})
 	rec := h.waitRun(h.publish("leads.web", "slow-1", `{"id":"slow-1","name":"Ada","emails":["ada@example.com"]}`))
-	require.Equal(t, RunSucceeded, rec.Status)
+	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, outcome.Created, rec.Items[0].Outcome)
 	require.GreaterOrEqual(t, k.checked.Load(), int32(2), "the claim and the email's lock were looked at")
 	require.Empty(t, k.expired, "claims or locks expired at the create")

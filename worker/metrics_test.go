@@ -13,6 +13,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // scrapeConsumers returns the consumer and dead-letter gauges of workflow as
@@ -70,8 +71,8 @@ workflows:
 
 	// Kustomer fails: the item is tried twice (one retry) and dead-lettered.
 	run := h.waitRun(h.publish("leads.a", "m-1", `{"id":"1","name":"Ann"}`))
-	require.Equal(t, RunFailed, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(RunFailed))))
+	require.Equal(t, runlog.Failed, run.Status)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(runlog.Failed))))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.deadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
 	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
@@ -87,8 +88,8 @@ workflows:
 	// Kustomer recovers: the next event is created at the first attempt.
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 	run = h.waitRun(h.publish("leads.a", "m-2", `{"id":"2","name":"Bob"}`))
-	require.Equal(t, RunSucceeded, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(RunSucceeded))))
+	require.Equal(t, runlog.Succeeded, run.Status)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(runlog.Succeeded))))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)), "no retry for a first-time success")
 	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
 

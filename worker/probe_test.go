@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // switchableHost is a Kustomer base URL whose answers a test can change: a
@@ -105,7 +106,7 @@ func TestAWrongBaseURLPausesAtStartAndDeadLettersNothingUntilItAnswers(t *testin
 	// The base URL answers as Kustomer again: the workflow resumes by itself.
 	host.toKust.Store(true)
 	for _, seq := range seqs {
-		require.Equal(t, RunSucceeded, h.waitRun(seq).Status)
+		require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
 	}
 	require.Equal(t, StateRunning, h.requireWorkflowState(StateRunning).State)
 	require.Len(t, h.sb.Sandbox.Customers(), 2)
@@ -122,7 +123,7 @@ func TestA404OnCreateMidRunPausesTheWorkflowInsteadOfDeadLettering(t *testing.T)
 	h.opts.wrap = clientFor(t, host)
 	h.start("")
 	h.requireWorkflowState(StateRunning)
-	require.Equal(t, RunSucceeded, h.waitRun(h.publish("leads.new", "mid-1", `{"id":"m1","name":"Ana Lima"}`)).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(h.publish("leads.new", "mid-1", `{"id":"m1","name":"Ana Lima"}`)).Status)
 
 	host.toKust.Store(false) // e.g. a proxy in front now routes elsewhere
 	seq := h.publish("leads.new", "mid-2", `{"id":"m2","name":"Ben Ode"}`)
@@ -131,7 +132,7 @@ func TestA404OnCreateMidRunPausesTheWorkflowInsteadOfDeadLettering(t *testing.T)
 	require.Empty(t, h.deadLetters())
 
 	host.toKust.Store(true)
-	require.Equal(t, RunSucceeded, h.waitRun(seq).Status)
+	require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
 	require.Len(t, h.sb.Sandbox.Customers(), 2)
 	require.Empty(t, h.deadLetters())
 }

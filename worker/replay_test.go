@@ -11,6 +11,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // publishWith puts an event with extra headers on the leads stream and
@@ -48,7 +49,7 @@ workflows:
 `})
 	first := h.publish("leads.x", "lead-ann", `{"leads":[{"name":"Ann"}]}`)
 	ann := h.waitRun(first)
-	require.Equal(t, RunSucceeded, ann.Status)
+	require.Equal(t, runlog.Succeeded, ann.Status)
 
 	// A plain publish claiming to be Ann's event, or a replay for another
 	// workflow, or a replay of item 1 only.
@@ -63,13 +64,13 @@ workflows:
 	})
 
 	bob := h.waitRun(borrow)
-	require.Equal(t, RunSucceeded, bob.Status)
+	require.Equal(t, runlog.Succeeded, bob.Status)
 	require.Equal(t, "lead-bob", bob.EventID)
 	require.Equal(t, outcome.Created, bob.Items[0].Outcome, "not 'already created' under Ann's key")
 	require.NotEqual(t, ann.Items[0].CustomerID, bob.Items[0].CustomerID)
 
 	cy := h.waitRun(skip)
-	require.Equal(t, RunSucceeded, cy.Status, "processed, not acknowledged and skipped")
+	require.Equal(t, runlog.Succeeded, cy.Status, "processed, not acknowledged and skipped")
 	require.False(t, cy.Replay)
 	require.Nil(t, cy.ReplayOf)
 
@@ -109,7 +110,7 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	h := setup(t, harnessOptions{config: signupConfig})
 	seq := h.publish("leads.x", "lead-42", `{"name":"Ann","email":"ann(at)x.com"}`)
 	orig := h.waitRun(seq)
-	require.Equal(t, RunFailed, orig.Status)
+	require.Equal(t, runlog.Failed, orig.Status)
 	dead := h.deadLetters()
 	require.Len(t, dead, 1)
 	first := dead[0]
@@ -138,14 +139,14 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	require.NotEqual(t, orig.ID, again.Run)
 
 	// The dead letter is published before the run record is written.
-	var failed RunRecord
+	var failed runlog.Record
 	require.Eventually(t, func() bool {
 		var err error
 		failed, err = h.runs.Get(context.Background(), again.Run)
 		return err == nil
 	}, 20*time.Second, 20*time.Millisecond, "no run %s", again.Run)
 	require.Equal(t, "lead-42", failed.EventID)
-	require.Equal(t, &RunReplay{DeadLetter: first.ID, Stream: dlq.StreamDefault, Run: orig.ID, OriginalRun: orig.ID, Count: 1, Attempts: first.Attempts}, failed.ReplayOf)
+	require.Equal(t, &runlog.Replay{DeadLetter: first.ID, Stream: dlq.StreamDefault, Run: orig.ID, OriginalRun: orig.ID, Count: 1, Attempts: first.Attempts}, failed.ReplayOf)
 
 	// Fixed and replayed again: the customer is created; the run and the
 	// result carry the original event id and the whole chain.
@@ -156,10 +157,10 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	h.waitIdle("signup")
 	runs := h.waitRuns(3)
 	ok := runs[0]
-	require.Equal(t, RunSucceeded, ok.Status)
+	require.Equal(t, runlog.Succeeded, ok.Status)
 	require.Equal(t, "lead-42", ok.EventID)
 	require.True(t, ok.Replay)
-	require.Equal(t, &RunReplay{DeadLetter: again.ID, Stream: dlq.StreamDefault, Run: again.Run, OriginalRun: orig.ID, Count: 2, Attempts: first.Attempts + again.Attempts}, ok.ReplayOf)
+	require.Equal(t, &runlog.Replay{DeadLetter: again.ID, Stream: dlq.StreamDefault, Run: again.Run, OriginalRun: orig.ID, Count: 2, Attempts: first.Attempts + again.Attempts}, ok.ReplayOf)
 
 	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
 	require.NoError(t, err)
@@ -179,7 +180,7 @@ workflows:
       emails: "{{trigger.email}}"
 `})
 	seq := h.publish("leads.x", "lead-7", `{"email":"nope"}`)
-	require.Equal(t, RunFailed, h.waitRun(seq).Status)
+	require.Equal(t, runlog.Failed, h.waitRun(seq).Status)
 	entry := h.deadLetters()[0]
 
 	// Renamed, and two workflows now read the subject.

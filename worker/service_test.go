@@ -12,6 +12,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func TestNewRefusesAConfigItCannotRunWithNamingTheField(t *testing.T) {
@@ -91,7 +92,7 @@ func TestStopAndCancelEndsEventsInFlightAtOnceAndClosesStopped(t *testing.T) {
 	default:
 		t.Fatal("Stopped is closed once StopAndCancel returned")
 	}
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, recs, "an interrupted event is not recorded half-way")
 	require.Error(t, h.worker.Start(context.Background()), "a worker runs once")

@@ -11,13 +11,14 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
 // ensureStores creates, or updates, what the worker writes besides the
 // leads stream: the results stream, the dead-letter stream and its payload
 // bucket, the run log, the ledger and the replay key.
-func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*RunLog, *ledger, *dlq.ReplayKey, error) {
+func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*runlog.Log, *ledger, *dlq.ReplayKey, error) {
 	var results, deadLetters []string
 	for _, wf := range workflows {
 		results = append(results, wf.ResultsSubject)
@@ -38,7 +39,7 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
 		return nil, nil, nil, subject.ExplainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
 	}
-	runs, err := NewRunLog(ctx, w.js, w.runLogConfig())
+	runs, err := runlog.New(ctx, w.js, w.runLogConfig())
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -66,7 +67,7 @@ func (w *Worker) deadLetterConfig(deadLetters []string) dlq.StreamConfig {
 	return dl
 }
 
-func (w *Worker) runLogConfig() RunLogConfig {
+func (w *Worker) runLogConfig() runlog.Config {
 	rl := w.cfg.RunLog
 	if rl.Replicas == 0 {
 		rl.Replicas = w.cfg.Stream.Replicas
@@ -90,7 +91,7 @@ type store struct {
 }
 
 func (w *Worker) stores() []store {
-	rl := w.runLogConfig().withDefaults()
+	rl := w.runLogConfig().WithDefaults()
 	return []store{
 		{w.cfg.ResultsStream, "results stream " + w.cfg.ResultsStream},
 		{cmp.Or(w.cfg.DeadLetter.Name, dlq.StreamDefault), "dead-letter stream " + cmp.Or(w.cfg.DeadLetter.Name, dlq.StreamDefault)},

@@ -24,6 +24,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
@@ -97,7 +98,7 @@ type Config struct {
 
 	Stream     StreamConfig
 	DeadLetter dlq.StreamConfig
-	RunLog     RunLogConfig
+	RunLog     runlog.Config
 	// Ledger.Lease (default LeaseDefault) must exceed Kustomer.Timeout: a
 	// slow request's claim must outlive the request, or another replica
 	// could claim the item and create it again.
@@ -235,7 +236,7 @@ type Worker struct {
 	metrics  *metrics
 
 	ledger *ledger
-	runs   *RunLog
+	runs   *runlog.Log
 	// replayKey verifies replay headers; an event whose headers do not
 	// verify is a new event.
 	replayKey *dlq.ReplayKey

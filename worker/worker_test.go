@@ -14,6 +14,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // sandboxAdded are the attributes Kustomer adds to what was sent.
@@ -54,7 +55,7 @@ func TestEventBecomesCustomerWithExactlyTheMappedFields(t *testing.T) {
 	seq := h.publish("leads.web", "evt-1", `{"id":"L-1","first":"Jane","last":"Doe","email":" Jane@Example.com ","phone":"","score":"42","ignored":"x"}`)
 
 	run := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Len(t, run.Items, 1)
 
 	customers := h.sb.Sandbox.Customers()
@@ -75,7 +76,7 @@ func TestSeedSampleEventAndConfigCreateTheCustomerAndPublishTheResult(t *testing
 	seq := h.publish("leads.new", "seed-1", `{"name":"Jane Doe","emails":[{"email":"jane@x.com"}],"phones":[{"phone":"+12125550100"}]}`)
 
 	run := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, runlog.Succeeded, run.Status)
 	customers := h.sb.Sandbox.Customers()
 	require.Len(t, customers, 1)
 	require.Equal(t, "Jane Doe", customers[0].Attributes["name"])
@@ -114,7 +115,7 @@ func TestRepublishedEventWithTheSameIDIsProcessedOnce(t *testing.T) {
 	h.waitRun(seq)
 	h.waitIdle("default")
 	require.Len(t, h.sb.Sandbox.Customers(), 1)
-	recs, err := h.runs.List(context.Background(), RunFilter{})
+	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 }
@@ -138,7 +139,7 @@ workflows:
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 
 	run := h.waitRun(seq)
-	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, runlog.Succeeded, run.Status)
 	require.GreaterOrEqual(t, run.Items[0].Attempts, 2)
 	require.Len(t, h.sb.Sandbox.Customers(), 1)
 	h.requireNoSecretInLogs()
@@ -164,7 +165,7 @@ func TestBadRequestIsNotRetriedAndIsDeadLettered(t *testing.T) {
 	seq := h.publish("leads.new", "bad-1", payload)
 
 	run := h.waitRun(seq)
-	require.Equal(t, RunFailed, run.Status)
+	require.Equal(t, runlog.Failed, run.Status)
 	require.Equal(t, 1, run.Items[0].Attempts)
 	require.Equal(t, outcome.Permanent, run.Items[0].Outcome)
 	require.Equal(t, 1, h.sb.Sandbox.Stats().BadRequests)

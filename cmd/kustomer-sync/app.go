@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // ourPackages are the prefixes our packages give their errors.
-var ourPackages = []string{"dlq", "ingest", "kustomer", "loop", "mapping", "outcome", "sandbox", "scan", "subject", "worker"}
+var ourPackages = []string{"dlq", "ingest", "kustomer", "loop", "mapping", "outcome", "overflow", "replica", "runlog", "sandbox", "scan", "subject", "worker"}
 
 // tidyError drops a package prefix that the message already said, as in
 // "dlq: entry 5: dlq: not found" (a package's error wrapped by its own

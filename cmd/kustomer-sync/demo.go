@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // demoLeads is testdata/leads.jsonl (a test keeps the two identical), embedded
@@ -119,7 +119,7 @@ func (a *app) demo(ctx context.Context, f *workerFlags, leadsFile string, wait t
 		return err
 	}
 	progress := a.progress(len(recs), "processing")
-	runs, err := worker.NewRunLog(ctx, st.js, worker.RunLogConfig{})
+	runs, err := runlog.New(ctx, st.js, runlog.Config{})
 	if err != nil {
 		return err
 	}
@@ -139,16 +139,16 @@ func demoSubject(filter string) string {
 }
 
 // waitForRuns polls the run log until one run per event has finished.
-func waitForRuns(ctx context.Context, runs *worker.RunLog, events int, progress func(int)) ([]worker.RunRecord, error) {
+func waitForRuns(ctx context.Context, runs *runlog.Log, events int, progress func(int)) ([]runlog.Record, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	seen := 0
 	for {
-		recs, err := runs.List(ctx, worker.RunFilter{})
+		recs, err := runs.List(ctx, runlog.Filter{})
 		if err != nil && ctx.Err() == nil {
 			return nil, err
 		}
-		bySeq := map[uint64]worker.RunRecord{}
+		bySeq := map[uint64]runlog.Record{}
 		for _, r := range recs {
 			if old, ok := bySeq[r.StreamSeq]; !ok || r.Ended.After(old.Ended) {
 				bySeq[r.StreamSeq] = r
@@ -159,7 +159,7 @@ func waitForRuns(ctx context.Context, runs *worker.RunLog, events int, progress 
 			seen = n
 		}
 		if seen >= events {
-			out := make([]worker.RunRecord, 0, len(bySeq))
+			out := make([]runlog.Record, 0, len(bySeq))
 			for _, r := range bySeq {
 				out = append(out, r)
 			}
@@ -177,7 +177,7 @@ func waitForRuns(ctx context.Context, runs *worker.RunLog, events int, progress 
 	}
 }
 
-func (a *app) printDemoSummary(st *stack, runs []worker.RunRecord, events int, took time.Duration) error {
+func (a *app) printDemoSummary(st *stack, runs []runlog.Record, events int, took time.Duration) error {
 	created, failed := 0, 0
 	var failures []string
 	for _, r := range runs {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // repoRoot is where README.md's paths start from.
@@ -152,7 +152,7 @@ func TestRunsShowExamplesUseTheRunIDsTheWorkerWrites(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	}()
-	var runs []worker.RunRecord
+	var runs []runlog.Record
 	require.Eventually(t, func() bool {
 		if _, err := js.Stream(ctx, "RUNS"); err != nil {
 			return false
@@ -160,11 +160,11 @@ func TestRunsShowExamplesUseTheRunIDsTheWorkerWrites(t *testing.T) {
 		if _, _, err := cli(t, `{"id":"ex-1","name":"Jane"}`, "publish", "--nats-url", srv.ClientURL()); err != nil {
 			return false
 		}
-		l, err := worker.OpenRunLog(ctx, js, worker.RunLogConfig{})
+		l, err := runlog.Open(ctx, js, runlog.Config{})
 		if err != nil {
 			return false
 		}
-		runs, err = l.List(ctx, worker.RunFilter{})
+		runs, err = l.List(ctx, runlog.Filter{})
 		return err == nil && len(runs) > 0
 	}, 30*time.Second, 50*time.Millisecond)
 	real := runs[0].ID

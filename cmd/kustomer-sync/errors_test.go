@@ -12,7 +12,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func TestRunsAndDLQOnAServerWithoutTheirStreamsSayWhatToDo(t *testing.T) {
@@ -34,7 +34,7 @@ func TestNotFoundErrorsSayTheirPrefixOnce(t *testing.T) {
 	ctx := context.Background()
 	_, err := dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
 	require.NoError(t, err)
-	_, err = worker.NewRunLog(ctx, js, worker.RunLogConfig{})
+	_, err = runlog.New(ctx, js, runlog.Config{})
 	require.NoError(t, err)
 
 	_, _, err = cli(t, "", "dlq", "show", "999", "--nats-url", srv.ClientURL())
@@ -43,7 +43,7 @@ func TestNotFoundErrorsSayTheirPrefixOnce(t *testing.T) {
 
 	_, _, err = cli(t, "", "runs", "show", "nope", "--nats-url", srv.ClientURL())
 	require.ErrorContains(t, err, "no run nope in RUNS")
-	require.Equal(t, 1, strings.Count(err.Error(), "worker:"), err.Error())
+	require.Equal(t, 1, strings.Count(err.Error(), "runlog:"), err.Error())
 }
 
 func TestErrorsSayEachPackagePrefixOnce(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // runsListLimitDefault is how many runs `runs list` shows unless told.
@@ -32,13 +32,13 @@ Statuses: succeeded, partial, failed, dead_lettered, paused.`,
   kustomer-sync runs show LEADS-1042-1-signup`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&stream, "stream", worker.RunLogStreamDefault, "run log stream")
-	open := func(cmd *cobra.Command) (*worker.RunLog, func(), error) {
+	cmd.PersistentFlags().StringVar(&stream, "stream", runlog.StreamDefault, "run log stream")
+	open := func(cmd *cobra.Command) (*runlog.Log, func(), error) {
 		nc, js, err := a.connect(cmd.Context())
 		if err != nil {
 			return nil, nil, err
 		}
-		l, err := worker.OpenRunLog(cmd.Context(), js, worker.RunLogConfig{Stream: stream})
+		l, err := runlog.Open(cmd.Context(), js, runlog.Config{Stream: stream})
 		if err != nil {
 			nc.Close()
 			return nil, nil, a.missingStream(err, stream, "no run log yet")
@@ -49,7 +49,7 @@ Statuses: succeeded, partial, failed, dead_lettered, paused.`,
 	return cmd
 }
 
-type openRunLog func(*cobra.Command) (*worker.RunLog, func(), error)
+type openRunLog func(*cobra.Command) (*runlog.Log, func(), error)
 
 func (a *app) runsListCommand(open openRunLog) *cobra.Command {
 	var (
@@ -68,9 +68,9 @@ many others failed). Filters combine. --json prints the records in full.`,
   kustomer-sync runs list --workflow signup --since 2025-03-01 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f := worker.RunFilter{Workflow: workflow, Status: worker.RunStatus(status), Limit: limit}
+			f := runlog.Filter{Workflow: workflow, Status: runlog.Status(status), Limit: limit}
 			if status != "" && !f.Status.Valid() {
-				return usageError{fmt.Errorf("--status %q: want one of %v", status, worker.RunStatuses)}
+				return usageError{fmt.Errorf("--status %q: want one of %v", status, runlog.Statuses)}
 			}
 			if limit < 0 {
 				return usageError{fmt.Errorf("--limit %d: want 0 (no limit) or more", limit)}
@@ -93,7 +93,7 @@ many others failed). Filters combine. --json prints the records in full.`,
 			}
 			if asJSON {
 				if runs == nil {
-					runs = []worker.RunRecord{}
+					runs = []runlog.Record{}
 				}
 				return writeJSON(a.stdout, runs)
 			}
@@ -113,7 +113,7 @@ many others failed). Filters combine. --json prints the records in full.`,
 	return cmd
 }
 
-func writeRunsTable(w io.Writer, runs []worker.RunRecord) error {
+func writeRunsTable(w io.Writer, runs []runlog.Record) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tITEMS\tSTARTED\tTOOK\tERROR")
 	for _, r := range runs {
@@ -135,11 +135,11 @@ func writeRunsTable(w io.Writer, runs []worker.RunRecord) error {
 
 // runError is what went wrong in a run, in one line: the event's error, or
 // the first failed item's, naming it and how many others failed.
-func runError(r worker.RunRecord) string {
+func runError(r runlog.Record) string {
 	if r.Error != "" {
 		return r.Error
 	}
-	var first *worker.RunItem
+	var first *runlog.Item
 	failed := 0
 	for i, it := range r.Items {
 		if it.Error == "" && !it.Outcome.Failed() {
@@ -160,7 +160,7 @@ func runError(r worker.RunRecord) string {
 	}
 }
 
-func took(r worker.RunRecord) string {
+func took(r runlog.Record) string {
 	if r.Started.IsZero() || r.Ended.Before(r.Started) {
 		return "-"
 	}
@@ -199,7 +199,7 @@ and per Loop item the outcome, customer id, attempts, class and error. A run's I
 	return cmd
 }
 
-func writeRun(w io.Writer, r worker.RunRecord) error {
+func writeRun(w io.Writer, r runlog.Record) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {

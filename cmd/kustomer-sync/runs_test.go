@@ -10,27 +10,27 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 func writeRuns(t *testing.T, b cliBundle) {
 	t.Helper()
 	ctx := context.Background()
-	l, err := worker.NewRunLog(ctx, b.js, worker.RunLogConfig{})
+	l, err := runlog.New(ctx, b.js, runlog.Config{})
 	require.NoError(t, err)
 	start := time.Now().Add(-10 * time.Minute)
-	runs := []worker.RunRecord{
+	runs := []runlog.Record{
 		{ID: "signup-1-1", Workflow: "signup", EventID: "lead-1", Subject: "leads.signup", StreamSeq: 1,
-			Started: start, Ended: start.Add(120 * time.Millisecond), Status: worker.RunSucceeded,
-			Items: []worker.RunItem{{Index: 0, Outcome: outcome.Created, CustomerID: "aaaaaaaaaaaaaaaaaaaaaaaa", Attempts: 1}}},
+			Started: start, Ended: start.Add(120 * time.Millisecond), Status: runlog.Succeeded,
+			Items: []runlog.Item{{Index: 0, Outcome: outcome.Created, CustomerID: "aaaaaaaaaaaaaaaaaaaaaaaa", Attempts: 1}}},
 		{ID: "signup-2-1", Workflow: "signup", EventID: "lead-2", Subject: "leads.signup", StreamSeq: 2,
-			Started: start.Add(time.Minute), Ended: start.Add(time.Minute + time.Second), Status: worker.RunPartial,
-			Items: []worker.RunItem{
+			Started: start.Add(time.Minute), Ended: start.Add(time.Minute + time.Second), Status: runlog.Partial,
+			Items: []runlog.Item{
 				{Index: 0, Outcome: outcome.Created, CustomerID: "bbbbbbbbbbbbbbbbbbbbbbbb", Attempts: 1},
 				{Index: 1, Outcome: outcome.Exhausted, Attempts: 5, Error: "kustomer: create: 503 unavailable"},
 			}},
 		{ID: "import-3-1", Workflow: "import", EventID: "lead-3", Subject: "leads.import", StreamSeq: 3,
-			Started: start.Add(2 * time.Minute), Ended: start.Add(2 * time.Minute), Status: worker.RunDeadLettered,
+			Started: start.Add(2 * time.Minute), Ended: start.Add(2 * time.Minute), Status: runlog.DeadLettered,
 			Error: "mapping: {{trigger.nme}}: no such field"},
 	}
 	for _, r := range runs {
@@ -54,7 +54,7 @@ func TestRunsListPrintsNewestFirstAndFilters(t *testing.T) {
 
 	out, _, err = b.cli(t, "", "runs", "list", "--workflow", "signup", "--status", "partial", "--json")
 	require.NoError(t, err)
-	var got []worker.RunRecord
+	var got []runlog.Record
 	require.NoError(t, json.Unmarshal([]byte(out), &got))
 	require.Len(t, got, 1)
 	require.Equal(t, "signup-2-1", got[0].ID)
@@ -84,7 +84,7 @@ func TestRunsShowPrintsTheRunAndItsItems(t *testing.T) {
 	require.Regexp(t, `1\s+failed\s+-\s+5\s+exhausted\s+kustomer: create: 503 unavailable`, out)
 
 	_, _, err = b.cli(t, "", "runs", "show", "nope")
-	require.ErrorIs(t, err, worker.ErrRunNotFound)
+	require.ErrorIs(t, err, runlog.ErrNotFound)
 }
 
 func TestRunsOnAMissingStreamFails(t *testing.T) {
@@ -98,12 +98,12 @@ func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
 	writeRuns(t, b)
-	l, err := worker.NewRunLog(context.Background(), b.js, worker.RunLogConfig{})
+	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
 	require.NoError(t, err)
 	start := time.Now().Add(-time.Minute)
-	require.NoError(t, l.Write(context.Background(), worker.RunRecord{
-		ID: "batch-4-1", Workflow: "batch", StreamSeq: 4, Started: start, Ended: start.Add(time.Second), Status: worker.RunFailed,
-		Items: []worker.RunItem{
+	require.NoError(t, l.Write(context.Background(), runlog.Record{
+		ID: "batch-4-1", Workflow: "batch", StreamSeq: 4, Started: start, Ended: start.Add(time.Second), Status: runlog.Failed,
+		Items: []runlog.Item{
 			{Index: 0, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "x" is not an email address`},
 			{Index: 1, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "y" is not an email address`},
 		},
@@ -119,7 +119,7 @@ func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
 func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	l, err := worker.NewRunLog(context.Background(), b.js, worker.RunLogConfig{})
+	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
 	require.NoError(t, err)
 	start := time.Now().Add(-time.Hour)
 	// A long Loop event started first and ended last: its record is written
@@ -128,8 +128,8 @@ func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 		id    string
 		start time.Duration
 	}{{"short-b", 2 * time.Minute}, {"short-c", 3 * time.Minute}, {"long-a", 0}} {
-		require.NoError(t, l.Write(context.Background(), worker.RunRecord{
-			ID: r.id, Workflow: "batch", Started: start.Add(r.start), Ended: start.Add(10 * time.Minute), Status: worker.RunSucceeded,
+		require.NoError(t, l.Write(context.Background(), runlog.Record{
+			ID: r.id, Workflow: "batch", Started: start.Add(r.start), Ended: start.Add(10 * time.Minute), Status: runlog.Succeeded,
 		}))
 	}
 	for _, args := range [][]string{{"runs", "list"}, {"runs", "list", "--limit", "0"}, {"runs", "list", "--since", "2h"}} {
@@ -147,13 +147,13 @@ func TestRunsShowLinksAReplayToItsDeadLetterAndEarlierRuns(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
 	ctx := context.Background()
-	l, err := worker.NewRunLog(ctx, b.js, worker.RunLogConfig{})
+	l, err := runlog.New(ctx, b.js, runlog.Config{})
 	require.NoError(t, err)
 	now := time.Now()
-	require.NoError(t, l.Write(ctx, worker.RunRecord{
+	require.NoError(t, l.Write(ctx, runlog.Record{
 		ID: "LEADS-9-1", Workflow: "signup", EventID: "lead-42", Subject: "leads.signup", StreamSeq: 9,
-		Started: now, Ended: now, Status: worker.RunSucceeded, Replay: true,
-		ReplayOf: &worker.RunReplay{DeadLetter: 7, Stream: "LEADS_DLQ", Run: "LEADS-5-1", OriginalRun: "LEADS-1-1", Count: 2, Attempts: 6},
+		Started: now, Ended: now, Status: runlog.Succeeded, Replay: true,
+		ReplayOf: &runlog.Replay{DeadLetter: 7, Stream: "LEADS_DLQ", Run: "LEADS-5-1", OriginalRun: "LEADS-1-1", Count: 2, Attempts: 6},
 	}))
 	out, _, err := b.cli(t, "", "runs", "show", "LEADS-9-1")
 	require.NoError(t, err)

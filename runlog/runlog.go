@@ -1,4 +1,8 @@
-package worker
+// Package runlog keeps the run log: one record per processed event, in a
+// JetStream stream (RUNS by default), read by `runs list`, `runs show`,
+// `status` and the dashboard. A record too large for one message is kept
+// whole in an object store bucket and referenced.
+package runlog
 
 import (
 	"cmp"
@@ -22,30 +26,30 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
-// RunStatus is the outcome of processing one event.
-type RunStatus string
+// Status is the outcome of processing one event.
+type Status string
 
 const (
-	RunSucceeded    RunStatus = "succeeded"     // every item created (or found created before)
-	RunPartial      RunStatus = "partial"       // some items created, the others dead-lettered
-	RunFailed       RunStatus = "failed"        // no item created; the failed items were dead-lettered
-	RunDeadLettered RunStatus = "dead_lettered" // the whole event was dead-lettered (poison, mapping)
-	RunPaused       RunStatus = "paused"        // the workflow paused on a systemic failure; the event stays queued
+	Succeeded    Status = "succeeded"     // every item created (or found created before)
+	Partial      Status = "partial"       // some items created, the others dead-lettered
+	Failed       Status = "failed"        // no item created; the failed items were dead-lettered
+	DeadLettered Status = "dead_lettered" // the whole event was dead-lettered (poison, mapping)
+	Paused       Status = "paused"        // the workflow paused on a systemic failure; the event stays queued
 )
 
-// RunStatuses lists every RunStatus.
-var RunStatuses = []RunStatus{RunSucceeded, RunPartial, RunFailed, RunDeadLettered, RunPaused}
+// Statuses lists every Status.
+var Statuses = []Status{Succeeded, Partial, Failed, DeadLettered, Paused}
 
-// Valid reports whether s is one of [RunStatuses].
-func (s RunStatus) Valid() bool { return slices.Contains(RunStatuses, s) }
+// Valid reports whether s is one of [Statuses].
+func (s Status) Valid() bool { return slices.Contains(Statuses, s) }
 
-// RunItem is the outcome of one Loop item of a run.
+// Item is the outcome of one Loop item of a run.
 //
 // In JSON an item keeps the run log's two fields: "outcome" is "created",
 // "already_created", "updated", "skipped" or "failed" ([outcome.Outcome.Summary]) and, for a
 // failure, "class" says which ("permanent", "exhausted"...), so records
 // written before Outcome was typed read back the same.
-type RunItem struct {
+type Item struct {
 	Index      int
 	Outcome    outcome.Outcome
 	CustomerID string
@@ -57,9 +61,9 @@ type RunItem struct {
 	Dropped []string
 }
 
-// runItemJSON is a RunItem on the wire. A field added to RunItem goes here
+// itemJSON is a Item on the wire. A field added to Item goes here
 // too, and in wire and fromWire (a test fills every field to check).
-type runItemJSON struct {
+type itemJSON struct {
 	Index      int             `json:"index"`
 	Outcome    string          `json:"outcome"`
 	CustomerID string          `json:"customer_id,omitempty"`
@@ -72,20 +76,20 @@ type runItemJSON struct {
 
 // MarshalJSON writes the item's outcome as its summary and, for a failure,
 // its class.
-func (it RunItem) MarshalJSON() ([]byte, error) { return json.Marshal(it.wire()) }
+func (it Item) MarshalJSON() ([]byte, error) { return json.Marshal(it.wire()) }
 
 // UnmarshalJSON reads what MarshalJSON writes. A failure without a class
 // (no record written so far has one) reads as [outcome.Permanent].
-func (it *RunItem) UnmarshalJSON(b []byte) error {
-	var j runItemJSON
+func (it *Item) UnmarshalJSON(b []byte) error {
+	var j itemJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
 	return it.fromWire(j)
 }
 
-func (it RunItem) wire() runItemJSON {
-	j := runItemJSON{
+func (it Item) wire() itemJSON {
+	j := itemJSON{
 		Index: it.Index, Outcome: it.Outcome.Summary(), CustomerID: it.CustomerID, Attempts: it.Attempts, Error: it.Error,
 		BulkJob: it.BulkJob, Dropped: it.Dropped,
 	}
@@ -95,38 +99,38 @@ func (it RunItem) wire() runItemJSON {
 	return j
 }
 
-func (it *RunItem) fromWire(j runItemJSON) error {
+func (it *Item) fromWire(j itemJSON) error {
 	o := cmp.Or(j.Class, outcome.Permanent)
 	if j.Outcome != "failed" {
 		var err error
 		if o, err = outcome.Parse(j.Outcome); err != nil {
-			return fmt.Errorf("worker: run item %d: %w", j.Index, err)
+			return fmt.Errorf("runlog: run item %d: %w", j.Index, err)
 		}
 	}
-	*it = RunItem{
+	*it = Item{
 		Index: j.Index, Outcome: o, CustomerID: j.CustomerID, Attempts: j.Attempts, Error: j.Error,
 		BulkJob: j.BulkJob, Dropped: j.Dropped,
 	}
 	return nil
 }
 
-// runRecordFields is a RunRecord without its methods.
-type runRecordFields RunRecord
+// recordFields is a Record without its methods.
+type recordFields Record
 
-// runRecordJSON is a RunRecord on the wire: its items as plain structs, so
+// recordJSON is a Record on the wire: its items as plain structs, so
 // a Loop of thousands of items is read and written in one pass, not one
 // call each.
-type runRecordJSON struct {
-	runRecordFields
-	Items []runItemJSON `json:"items"`
+type recordJSON struct {
+	recordFields
+	Items []itemJSON `json:"items"`
 }
 
 // encodeRecord is json.Marshal(r) in one pass: the same bytes, without a
-// call to [RunItem.MarshalJSON] (and a compaction of its output) per item.
-func encodeRecord(r RunRecord) ([]byte, error) {
-	j := runRecordJSON{runRecordFields: runRecordFields(r)}
+// call to [Item.MarshalJSON] (and a compaction of its output) per item.
+func encodeRecord(r Record) ([]byte, error) {
+	j := recordJSON{recordFields: recordFields(r)}
 	if r.Items != nil {
-		j.Items = make([]runItemJSON, len(r.Items))
+		j.Items = make([]itemJSON, len(r.Items))
 		for i, it := range r.Items {
 			j.Items[i] = it.wire()
 		}
@@ -135,15 +139,15 @@ func encodeRecord(r RunRecord) ([]byte, error) {
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
-func (r *RunRecord) UnmarshalJSON(b []byte) error {
-	var j runRecordJSON
+func (r *Record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	out := RunRecord(j.runRecordFields)
+	out := Record(j.recordFields)
 	out.Items = nil
 	if j.Items != nil {
-		out.Items = make([]RunItem, len(j.Items))
+		out.Items = make([]Item, len(j.Items))
 		for i, it := range j.Items {
 			if err := out.Items[i].fromWire(it); err != nil {
 				return err
@@ -154,8 +158,8 @@ func (r *RunRecord) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// RunRecord is the run log's record of one processed event.
-type RunRecord struct {
+// Record is the run log's record of one processed event.
+type Record struct {
 	ID        string    `json:"id"`       // unique per run; also its Nats-Msg-Id
 	Workflow  string    `json:"workflow"` // a subject token (no '.', '*', '>' or spaces)
 	EventID   string    `json:"event_id"` // the event's Nats-Msg-Id
@@ -163,16 +167,16 @@ type RunRecord struct {
 	StreamSeq uint64    `json:"stream_seq"`
 	Started   time.Time `json:"started"`
 	Ended     time.Time `json:"ended"`
-	Status    RunStatus `json:"status"`
+	Status    Status    `json:"status"`
 	Replay    bool      `json:"replay"`
 	// ReplayOf links a replay to the dead letter it came from and the runs
 	// before it; nil for a new event.
-	ReplayOf *RunReplay `json:"replay_of,omitempty"`
-	Items    []RunItem  `json:"items"`
+	ReplayOf *Replay `json:"replay_of,omitempty"`
+	Items    []Item  `json:"items"`
 	// ItemsOmitted counts the items left out of Items because the record
 	// would not fit in one NATS message (a Loop of thousands of items);
 	// failed items are kept first. The whole record is then in Object, and
-	// [RunLog.Get] and [RunLog.List] return it whole.
+	// [Log.Get] and [Log.List] return it whole.
 	ItemsOmitted int    `json:"items_omitted,omitempty"`
 	Error        string `json:"error,omitempty"`
 	// Object names the object of the run log's bucket holding the whole
@@ -180,8 +184,8 @@ type RunRecord struct {
 	Object string `json:"object,omitempty"`
 }
 
-// RunReplay is what a replay's run record says of where it comes from.
-type RunReplay struct {
+// Replay is what a replay's run record says of where it comes from.
+type Replay struct {
 	DeadLetter  uint64 `json:"dead_letter"`            // the entry replayed
 	Stream      string `json:"stream,omitempty"`       // its dead-letter stream
 	Run         string `json:"run,omitempty"`          // the run that dead-lettered it
@@ -190,83 +194,76 @@ type RunReplay struct {
 	Attempts    int    `json:"prior_attempts"`         // attempts spent before this replay
 }
 
-func runReplay(rp *dlq.Replay) *RunReplay {
+// NewReplay is what a replay's run record says of rp, the replay marker of
+// its event; nil for a new event.
+func NewReplay(rp *dlq.Replay) *Replay {
 	if rp == nil {
 		return nil
 	}
-	return &RunReplay{DeadLetter: rp.Entry, Stream: rp.Stream, Run: rp.Run, OriginalRun: rp.OriginalRun, Count: rp.Count, Attempts: rp.Attempts}
+	return &Replay{DeadLetter: rp.Entry, Stream: rp.Stream, Run: rp.Run, OriginalRun: rp.OriginalRun, Count: rp.Count, Attempts: rp.Attempts}
 }
 
 const (
-	// RunLogStreamDefault is the run log's stream.
-	RunLogStreamDefault = "RUNS"
-	// RunLogSubjectPrefixDefault prefixes run subjects:
+	// StreamDefault is the run log's stream.
+	StreamDefault = "RUNS"
+	// SubjectPrefixDefault prefixes run subjects:
 	// runs.<workflow>.<status>.<id>.
-	RunLogSubjectPrefixDefault = "runs"
-	// RunLogMaxAgeDefault keeps runs for 30 days.
-	RunLogMaxAgeDefault = 30 * 24 * time.Hour
-	// RunLogMaxBytesDefault bounds the run log at 1 GiB; the oldest runs go
+	SubjectPrefixDefault = "runs"
+	// MaxAgeDefault keeps runs for 30 days.
+	MaxAgeDefault = 30 * 24 * time.Hour
+	// MaxBytesDefault bounds the run log at 1 GiB; the oldest runs go
 	// first.
-	RunLogMaxBytesDefault = overflow.MaxBytesDefault
-	// RunLogReplicasDefault is one replica; use 3 on a 3-node cluster.
-	RunLogReplicasDefault = overflow.ReplicasDefault
-	// RunLogBucketDefault is the Object Store bucket that keeps run records
+	MaxBytesDefault = overflow.MaxBytesDefault
+	// ReplicasDefault is one replica; use 3 on a 3-node cluster.
+	ReplicasDefault = overflow.ReplicasDefault
+	// BucketDefault is the Object Store bucket that keeps run records
 	// too large for one message, for as long as the run log keeps runs.
-	RunLogBucketDefault = "KSYNC_RUN_RECORDS"
+	BucketDefault = "KSYNC_RUN_RECORDS"
 )
 
-// RunLogConfig configures a [RunLog]. The zero value is the default.
-type RunLogConfig struct {
-	Stream        string        // default RunLogStreamDefault
-	SubjectPrefix string        // default RunLogSubjectPrefixDefault; the stream captures <prefix>.>
-	MaxAge        time.Duration // default RunLogMaxAgeDefault
-	MaxBytes      int64         // default RunLogMaxBytesDefault
-	Replicas      int           // default RunLogReplicasDefault
-	Bucket        string        // default RunLogBucketDefault; same age, byte limit and replicas as the stream
+// Config configures a [Log]. The zero value is the default.
+type Config struct {
+	Stream        string        // default StreamDefault
+	SubjectPrefix string        // default SubjectPrefixDefault; the stream captures <prefix>.>
+	MaxAge        time.Duration // default MaxAgeDefault
+	MaxBytes      int64         // default MaxBytesDefault
+	Replicas      int           // default ReplicasDefault
+	Bucket        string        // default BucketDefault; same age, byte limit and replicas as the stream
 }
 
-func (c RunLogConfig) withDefaults() RunLogConfig {
-	c.Stream = cmp.Or(c.Stream, RunLogStreamDefault)
-	c.SubjectPrefix = cmp.Or(c.SubjectPrefix, RunLogSubjectPrefixDefault)
-	c.MaxAge = cmp.Or(c.MaxAge, RunLogMaxAgeDefault)
-	c.MaxBytes = cmp.Or(c.MaxBytes, RunLogMaxBytesDefault)
-	c.Replicas = cmp.Or(c.Replicas, RunLogReplicasDefault)
-	c.Bucket = cmp.Or(c.Bucket, RunLogBucketDefault)
+func (c Config) WithDefaults() Config {
+	c.Stream = cmp.Or(c.Stream, StreamDefault)
+	c.SubjectPrefix = cmp.Or(c.SubjectPrefix, SubjectPrefixDefault)
+	c.MaxAge = cmp.Or(c.MaxAge, MaxAgeDefault)
+	c.MaxBytes = cmp.Or(c.MaxBytes, MaxBytesDefault)
+	c.Replicas = cmp.Or(c.Replicas, ReplicasDefault)
+	c.Bucket = cmp.Or(c.Bucket, BucketDefault)
 	return c
 }
 
-func (c RunLogConfig) validate() error {
+func (c Config) validate() error {
 	if strings.ContainsAny(c.SubjectPrefix, "*> \t\r\n") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
-		return fmt.Errorf("worker: run log: subject prefix %q is not a valid subject", c.SubjectPrefix)
+		return fmt.Errorf("runlog: subject prefix %q is not a valid subject", c.SubjectPrefix)
 	}
-	return c.limits().Validate("worker: run log")
+	return c.limits().Validate("runlog")
 }
 
-func (c RunLogConfig) limits() overflow.Limits {
+func (c Config) limits() overflow.Limits {
 	return overflow.Limits{MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, Replicas: c.Replicas}
 }
 
-// ErrRunNotFound is returned by [RunLog.Get] for an unknown (or expired) run.
-var ErrRunNotFound = errors.New("worker: run not found")
-
-// runNotFound is a message that wraps [ErrRunNotFound] without repeating it.
-type runNotFound string
-
-func (e runNotFound) Error() string        { return string(e) }
-func (e runNotFound) Is(target error) bool { return target == ErrRunNotFound }
-
-// RunLog stores run records in a JetStream stream, one message per run on
+// Log stores run records in a JetStream stream, one message per run on
 // <prefix>.<workflow>.<status>.<id>, so reading by workflow, status or id
 // needs no scan of unrelated runs. It is safe for concurrent use.
-type RunLog struct {
+type Log struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	cfg    RunLogConfig
+	cfg    Config
 }
 
-// NewRunLog creates the run log's stream, or updates it to cfg.
-func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*RunLog, error) {
-	cfg = cfg.withDefaults()
+// New creates the run log's stream, or updates it to cfg.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Log, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -287,30 +284,30 @@ func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*
 		if x := subject.ExplainOverlap(ctx, js, sc, nil, err); x.Error() != err.Error() {
 			return nil, x
 		}
-		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
+		return nil, fmt.Errorf("runlog: stream %s: %w", cfg.Stream, err)
 	}
 	if err := overflow.Ensure(ctx, js, overflow.Bucket{
 		Name:        cfg.Bucket,
 		Description: "kustomer-sync run log: run records too large for one message",
 		Limits:      cfg.limits(),
 	}); err != nil {
-		return nil, fmt.Errorf("worker: run log: %w", err)
+		return nil, fmt.Errorf("runlog: %w", err)
 	}
-	return &RunLog{js: js, stream: s, cfg: cfg}, nil
+	return &Log{js: js, stream: s, cfg: cfg}, nil
 }
 
-// OpenRunLog opens an existing run log's stream for reading, without
+// Open opens an existing run log's stream for reading, without
 // changing its configuration (what `runs list` uses).
-func OpenRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*RunLog, error) {
-	cfg = cfg.withDefaults()
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Log, error) {
+	cfg = cfg.WithDefaults()
 	s, err := js.Stream(ctx, cfg.Stream)
 	if err != nil {
-		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
+		return nil, fmt.Errorf("runlog: stream %s: %w", cfg.Stream, err)
 	}
 	if subj := s.CachedInfo().Config.Subjects; len(subj) == 1 && strings.HasSuffix(subj[0], ".>") {
 		cfg.SubjectPrefix = strings.TrimSuffix(subj[0], ".>")
 	}
-	return &RunLog{js: js, stream: s, cfg: cfg}, nil
+	return &Log{js: js, stream: s, cfg: cfg}, nil
 }
 
 // Write publishes r and waits for JetStream's acknowledgement; call it
@@ -322,28 +319,28 @@ func OpenRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (
 // A record larger than the server's max_payload (read from the connection)
 // is stored whole in the run log's bucket first, and the message holds as
 // much of it as fits (failed items first) and names the object.
-func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
+func (l *Log) Write(ctx context.Context, r Record) error {
 	switch {
 	case r.ID == "":
-		return errors.New("worker: run log: write: empty run ID")
+		return errors.New("runlog: write: empty run ID")
 	case !validToken(r.Workflow):
-		return fmt.Errorf("worker: run log: write run %s: workflow %q is not a subject token", r.ID, r.Workflow)
+		return fmt.Errorf("runlog: write run %s: workflow %q is not a subject token", r.ID, r.Workflow)
 	case !r.Status.Valid():
-		return fmt.Errorf("worker: run log: write run %s: status %q: want one of %v", r.ID, r.Status, RunStatuses)
+		return fmt.Errorf("runlog: write run %s: status %q: want one of %v", r.ID, r.Status, Statuses)
 	}
 	r.Object = ""
 	data, err := encodeRecord(r)
 	if err != nil {
-		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+		return fmt.Errorf("runlog: write run %s: %w", r.ID, err)
 	}
-	if limit := runRecordMax(l.js); len(data) > limit {
+	if limit := recordMax(l.js); len(data) > limit {
 		if data, err = l.storeWhole(ctx, r, data, limit); err != nil {
-			return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+			return fmt.Errorf("runlog: write run %s: %w", r.ID, err)
 		}
 	}
 	msg := &nats.Msg{Subject: l.subject(r.Workflow, string(r.Status), idToken(r.ID)), Data: data}
 	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID)); err != nil {
-		return fmt.Errorf("worker: run log: write run %s: %w", r.ID, err)
+		return fmt.Errorf("runlog: write run %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -352,7 +349,7 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 // message to publish in its place: as much of r as fits in limit, naming
 // the object. The object is named after the run, so writing the run again
 // replaces it.
-func (l *RunLog) storeWhole(ctx context.Context, r RunRecord, data []byte, limit int) ([]byte, error) {
+func (l *Log) storeWhole(ctx context.Context, r Record, data []byte, limit int) ([]byte, error) {
 	r.Object = "run." + idToken(r.ID)
 	if err := overflow.Put(ctx, l.js, l.cfg.Bucket, r.Object, data); err != nil {
 		return nil, err
@@ -369,7 +366,7 @@ const maxRunErrorLen = 4096
 
 // whole replaces r by the whole record its object holds, if it names one.
 // An object gone (expired before the message) leaves r as it is.
-func (l *RunLog) whole(ctx context.Context, r *RunRecord) error {
+func (l *Log) whole(ctx context.Context, r *Record) error {
 	if r.Object == "" {
 		return nil
 	}
@@ -378,32 +375,32 @@ func (l *RunLog) whole(ctx context.Context, r *RunRecord) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("worker: run log: run %s: %w", r.ID, err)
+		return fmt.Errorf("runlog: run %s: %w", r.ID, err)
 	}
-	var full RunRecord
+	var full Record
 	if err := json.Unmarshal(data, &full); err != nil {
-		return fmt.Errorf("worker: run log: run %s: object %s: %w", r.ID, r.Object, err)
+		return fmt.Errorf("runlog: run %s: object %s: %w", r.ID, r.Object, err)
 	}
 	full.Object = r.Object
 	*r = full
 	return nil
 }
 
-// runRecordMax is the largest run record to publish: the server's maximum
+// recordMax is the largest run record to publish: the server's maximum
 // payload, less room for headers.
-func runRecordMax(js jetstream.JetStream) int {
+func recordMax(js jetstream.JetStream) int {
 	return overflow.MaxPayload(js) - 4<<10
 }
 
 // fitRecord encodes r, leaving out created items (failed ones are kept
 // first) until it fits in limit bytes.
-func fitRecord(r RunRecord, limit int) ([]byte, error) {
+func fitRecord(r Record, limit int) ([]byte, error) {
 	data, err := encodeRecord(r)
 	if err != nil || len(data) <= limit {
 		return data, err
 	}
-	kept := make([]RunItem, 0, len(r.Items))
-	var created []RunItem
+	kept := make([]Item, 0, len(r.Items))
+	var created []Item
 	for _, it := range r.Items {
 		if !it.Outcome.Succeeded() {
 			kept = append(kept, it)
@@ -431,11 +428,11 @@ func fitRecord(r RunRecord, limit int) ([]byte, error) {
 	}
 }
 
-// RunFilter selects runs. Criteria combine with AND; the zero value selects
+// Filter selects runs. Criteria combine with AND; the zero value selects
 // every run.
-type RunFilter struct {
+type Filter struct {
 	Workflow string    // only this workflow
-	Status   RunStatus // only this status
+	Status   Status    // only this status
 	Since    time.Time // started at or after (stored at or after, for the scan)
 	Limit    int       // at most this many, the newest; 0 = no limit
 }
@@ -444,31 +441,31 @@ type RunFilter struct {
 // that started together in the order they ended, latest first). With a Limit and no
 // Since, it reads back from the end of the stream in growing windows, so
 // listing the last 50 runs costs about 50 reads, not the whole log.
-func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
+func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	if f.Limit < 0 {
-		return nil, fmt.Errorf("worker: run log: negative limit %d", f.Limit)
+		return nil, fmt.Errorf("runlog: negative limit %d", f.Limit)
 	}
 	if f.Workflow != "" && !validToken(f.Workflow) {
-		return nil, fmt.Errorf("worker: run log: workflow %q is not a subject token", f.Workflow)
+		return nil, fmt.Errorf("runlog: workflow %q is not a subject token", f.Workflow)
 	}
 	if f.Status != "" && !f.Status.Valid() {
-		return nil, fmt.Errorf("worker: run log: status %q: want one of %v", f.Status, RunStatuses)
+		return nil, fmt.Errorf("runlog: status %q: want one of %v", f.Status, Statuses)
 	}
 	filter := l.subject(cmp.Or(f.Workflow, "*"), cmp.Or(string(f.Status), "*"), "*")
-	keep := func(r RunRecord) bool { return f.Since.IsZero() || !r.Started.Before(f.Since) }
+	keep := func(r Record) bool { return f.Since.IsZero() || !r.Started.Before(f.Since) }
 
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("worker: run log: %w", err)
+		return nil, fmt.Errorf("runlog: %w", err)
 	}
 	st := info.State
 	if st.Msgs == 0 {
 		return nil, nil
 	}
 
-	var runs []RunRecord
+	var runs []Record
 	if f.Limit == 0 || !f.Since.IsZero() {
-		err := l.scan(ctx, scan.Options{Filter: filter, Since: f.Since}, func(r RunRecord) {
+		err := l.scan(ctx, scan.Options{Filter: filter, Since: f.Since}, func(r Record) {
 			if !keep(r) {
 				return
 			}
@@ -487,7 +484,7 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 				start = st.LastSeq - window + 1
 			}
 			runs = runs[:0]
-			if err := l.scan(ctx, scan.Options{Filter: filter, StartSeq: start}, func(r RunRecord) { runs = append(runs, r) }); err != nil {
+			if err := l.scan(ctx, scan.Options{Filter: filter, StartSeq: start}, func(r Record) { runs = append(runs, r) }); err != nil {
 				return nil, err
 			}
 			if len(runs) >= f.Limit || start <= st.FirstSeq {
@@ -500,7 +497,7 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 	}
 	// Newest first by start: the stream holds runs in the order they ended.
 	slices.Reverse(runs)
-	slices.SortStableFunc(runs, func(a, b RunRecord) int { return b.Started.Compare(a.Started) })
+	slices.SortStableFunc(runs, func(a, b Record) int { return b.Started.Compare(a.Started) })
 	for i := range runs {
 		if err := l.whole(ctx, &runs[i]); err != nil {
 			return nil, err
@@ -510,42 +507,42 @@ func (l *RunLog) List(ctx context.Context, f RunFilter) ([]RunRecord, error) {
 }
 
 // Get returns the latest record of run id, or an error wrapping
-// [ErrRunNotFound].
-func (l *RunLog) Get(ctx context.Context, id string) (RunRecord, error) {
+// [ErrNotFound].
+func (l *Log) Get(ctx context.Context, id string) (Record, error) {
 	if id == "" {
-		return RunRecord{}, runNotFound("worker: run log: empty run ID")
+		return Record{}, notFound("runlog: empty run ID")
 	}
 	m, err := l.stream.GetLastMsgForSubject(ctx, l.subject("*", "*", idToken(id)))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return RunRecord{}, runNotFound(fmt.Sprintf("worker: run log: no run %s in %s (expired, or never written)", id, l.cfg.Stream))
+			return Record{}, notFound(fmt.Sprintf("runlog: no run %s in %s (expired, or never written)", id, l.cfg.Stream))
 		}
-		return RunRecord{}, fmt.Errorf("worker: run log: get run %s: %w", id, err)
+		return Record{}, fmt.Errorf("runlog: get run %s: %w", id, err)
 	}
-	var r RunRecord
+	var r Record
 	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return RunRecord{}, fmt.Errorf("worker: run log: run %s (seq %d): %w", id, m.Sequence, err)
+		return Record{}, fmt.Errorf("runlog: run %s (seq %d): %w", id, m.Sequence, err)
 	}
 	return r, l.whole(ctx, &r)
 }
 
-func (l *RunLog) subject(workflow, status, id string) string {
+func (l *Log) subject(workflow, status, id string) string {
 	return l.cfg.SubjectPrefix + "." + workflow + "." + status + "." + id
 }
 
 // scan decodes the run records that opts select, oldest first, until those
 // pending at the start are read. Records that do not decode are skipped: the
 // log is diagnostics, not data.
-func (l *RunLog) scan(ctx context.Context, opts scan.Options, fn func(RunRecord)) error {
+func (l *Log) scan(ctx context.Context, opts scan.Options, fn func(Record)) error {
 	err := scan.Stream(ctx, l.stream, opts, func(m *jetstream.RawStreamMsg) error {
-		var r RunRecord
+		var r Record
 		if json.Unmarshal(m.Data, &r) == nil {
 			fn(r)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("worker: run log: %w", err)
+		return fmt.Errorf("runlog: %w", err)
 	}
 	return nil
 }
