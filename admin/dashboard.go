@@ -23,6 +23,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -187,7 +188,7 @@ func localPath(next string) string {
 
 // workflowRow is a workflow on the overview.
 type workflowRow struct {
-	worker.WorkflowStatus
+	replica.WorkflowStatus
 	Runs, Created, Failed int // over the last hour, from the run log
 	PerMinute             float64
 	Backlog               uint64
@@ -234,7 +235,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		rate += rs.RatePerMinute
 	}
 	data := struct {
-		Status    worker.Status
+		Status    replica.Status
 		Rows      []*workflowRow
 		Rate      float64
 		Ready     []string

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -36,7 +37,7 @@ type Conn interface {
 // Workflows reports the workflows this process runs now; nil while it has
 // not started them (start-up, a reload).
 type Workflows interface {
-	Workflows() []worker.WorkflowState
+	Workflows() []replica.WorkflowState
 }
 
 // RunLog is what the dashboard reads of the run log.

@@ -15,13 +15,13 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // started reports fixed workflows, as a started worker would.
-type started []worker.WorkflowState
+type started []replica.WorkflowState
 
-func (s started) Workflows() []worker.WorkflowState { return s }
+func (s started) Workflows() []replica.WorkflowState { return s }
 
 // startServer starts an admin server over a real embedded NATS server.
 func startServer(t *testing.T, token string) string {

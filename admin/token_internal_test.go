@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // Not parallel: it swaps compareDigests, which every token check calls.
@@ -73,7 +73,7 @@ func TestTheServerBoundsConnectionsByDefault(t *testing.T) {
 
 type noWorkflows struct{}
 
-func (noWorkflows) Workflows() []worker.WorkflowState { return nil }
+func (noWorkflows) Workflows() []replica.WorkflowState { return nil }
 
 // The scheme of Authorization is case-insensitive (RFC 7235), as HTTP
 // ingest takes it too.

@@ -23,6 +23,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -257,7 +258,7 @@ func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: perWindow, Window: window, BulkDelay: 300 * time.Millisecond})
 	cfg, err := mapping.Parse("test.yaml", []byte(bulkLoopConfig))
 	require.NoError(t, err)
-	var budgets []*Budget
+	var budgets []*replica.Budget
 	for i := range 3 {
 		nc, js := srv.Connect(t)
 		w, err := New(Config{
@@ -361,7 +362,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 	host.toKust.Store(true)
 	h.opts.wrap = clientFor(t, host)
 	h.start(bulkLoopConfig)
-	h.requireWorkflowState(StateRunning)
+	h.requireWorkflowState(replica.StateRunning)
 	first := h.waitRun(h.publish("leads.web", "pause-1", leadsEvent("a", "b")))
 	require.Equal(t, runlog.Succeeded, first.Status)
 	paused := h.worker.metrics.paused.WithLabelValues("bulk")
@@ -369,7 +370,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 
 	host.toKust.Store(false) // the base URL now reaches some other web server
 	seq := h.publish("leads.web", "pause-2", leadsEvent("c", "d"))
-	st := h.requireWorkflowState(StatePaused)
+	st := h.requireWorkflowState(replica.StatePaused)
 	require.Contains(t, st.Reason, "/v1/customers/bulk", "the reason names the bulk request")
 	require.Equal(t, 1.0, testutil.ToFloat64(paused))
 	require.Empty(t, h.deadLetters(), "a systemic failure pauses; it dead-letters nothing")
@@ -380,7 +381,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 	for _, it := range rec.Items {
 		require.NotEmpty(t, it.BulkJob, "item %d", it.Index)
 	}
-	h.requireWorkflowState(StateRunning)
+	h.requireWorkflowState(replica.StateRunning)
 	require.Zero(t, testutil.ToFloat64(paused))
 	h.waitIdle("bulk")
 	require.Empty(t, h.deadLetters())
@@ -534,7 +535,7 @@ func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T
 	})
 	names := strings.Split("a b c d e f g h i j k l", " ") // more than the breaker's 10
 	seq := h.publish("leads.web", "outage-1", leadsEvent(names...))
-	st := h.requireWorkflowState(StatePaused)
+	st := h.requireWorkflowState(replica.StatePaused)
 	require.Contains(t, st.Reason, "transient failures in a row")
 	require.Empty(t, h.deadLetters(), "an outage pauses; it dead-letters nothing")
 
@@ -543,7 +544,7 @@ func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T
 	h.sb.Sandbox.SetFaults(f)
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
-	h.requireWorkflowState(StateRunning)
+	h.requireWorkflowState(replica.StateRunning)
 	require.Empty(t, h.deadLetters())
 	for _, n := range names {
 		require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-"+n], n)

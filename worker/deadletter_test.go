@@ -11,6 +11,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -207,10 +208,10 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 	})
 	ctx := context.Background()
 	seq := h.publish("leads.x", "full-1", `{"email":"not-an-email"}`)
-	var st WorkflowState
+	var st replica.WorkflowState
 	require.Eventually(t, func() bool {
 		st = h.workflowState("default")
-		return st.State == StatePaused
+		return st.State == replica.StatePaused
 	}, 20*time.Second, 20*time.Millisecond, "the workflow never paused\n%s", h.logs.String())
 	require.True(t, st.StoreFailed, "paused because the dead letter cannot be stored, not because of Kustomer")
 	require.Contains(t, st.Reason, "cannot store the dead letter")
@@ -234,7 +235,7 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 	run := h.waitRun(seq)
 	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID)
 	require.Len(t, h.deadLetters(), 1)
-	require.Eventually(t, func() bool { return h.workflowState("default").State == StateRunning }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return h.workflowState("default").State == replica.StateRunning }, 20*time.Second, 20*time.Millisecond)
 }
 
 func TestCustomResultsAndDeadLetterSubjectsAreCapturedByTheStreams(t *testing.T) {
@@ -279,7 +280,7 @@ func TestARunLogOrLedgerDeletedWhileRunningIsRecreatedAndTheEventProcessedOnce(t
 	_, err := h.js.KeyValue(ctx, LedgerBucketDefault)
 	require.NoError(t, err, "the ledger bucket is recreated")
 	st := h.workflowState("default")
-	require.Equal(t, StateRunning, st.State, "a deleted ledger is not Kustomer failing: %s", st.Reason)
+	require.Equal(t, replica.StateRunning, st.State, "a deleted ledger is not Kustomer failing: %s", st.Reason)
 	require.Len(t, run.Items, 1)
 	require.Equal(t, 1, run.Items[0].Attempts, "waiting for the ledger spends no attempt (and so is no failure for the breaker)")
 	h.requireEachCreatedOnce([]string{"ext-gone-1"})

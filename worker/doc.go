@@ -12,7 +12,7 @@
 //
 // A Worker is the service of one replica, built only with New from a
 // [Config], which it checks whole: it owns the Kustomer client, the limiter
-// that paces it, the replica's share of the budget ([Budget]), the ledger,
+// that paces it, the replica's share of the budget ([replica.Budget]), the ledger,
 // the run log and the metrics. Start runs it, Reload replaces its workflows,
 // Stop drains (events in flight finish before the deadline, or are left
 // unacknowledged for redelivery, never half-recorded), StopAndCancel stops

@@ -17,6 +17,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -88,7 +89,7 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 	outageStart := clock.Now()
 	// Failed items wait on the clock to be retried: advance it until enough
 	// transient failures in a row open the breaker.
-	paused := advanceUntil(t, clock, 100*time.Millisecond, func() bool { return h.workflowState("batch").State == StatePaused })
+	paused := advanceUntil(t, clock, 100*time.Millisecond, func() bool { return h.workflowState("batch").State == replica.StatePaused })
 	require.True(t, paused, "the workflow never paused\n%s", lastLines(h.logs.String(), 30))
 	require.Contains(t, h.workflowState("batch").Reason, "transient failures in a row")
 	created := len(h.sb.Sandbox.Customers())
@@ -109,7 +110,7 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 		}
 		clock.AdvanceToNext()
 	}
-	require.Equal(t, StatePaused, h.workflowState("batch").State)
+	require.Equal(t, replica.StatePaused, h.workflowState("batch").State)
 	at := probes.times()[before:]
 	require.GreaterOrEqual(t, len(at), 3, "the paused workflow keeps probing")
 	for i := 1; i < len(at); i++ {
@@ -118,7 +119,7 @@ func TestAThirtySecondOutagePausesTheWorkflowAndDeadLettersNothing(t *testing.T)
 	require.Equal(t, created, len(h.sb.Sandbox.Customers()), "nothing is created during the outage")
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 
-	resumed := advanceUntil(t, clock, time.Second, func() bool { return h.workflowState("batch").State == StateRunning })
+	resumed := advanceUntil(t, clock, time.Second, func() bool { return h.workflowState("batch").State == replica.StateRunning })
 	require.True(t, resumed, "the workflow never resumed\n%s", lastLines(h.logs.String(), 30))
 	// The held events run their paused items again; items that still wait
 	// for a retry need the clock.
@@ -174,7 +175,7 @@ func advanceUntil(t *testing.T, clock *looptest.FakeClock, step time.Duration, c
 }
 
 // workflowState returns the worker's state of the named workflow.
-func (h *harness) workflowState(name string) WorkflowState {
+func (h *harness) workflowState(name string) replica.WorkflowState {
 	h.t.Helper()
 	for _, st := range h.worker.Workflows() {
 		if st.Workflow == name {
@@ -182,7 +183,7 @@ func (h *harness) workflowState(name string) WorkflowState {
 		}
 	}
 	h.t.Fatalf("no workflow %s", name)
-	return WorkflowState{}
+	return replica.WorkflowState{}
 }
 
 func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
@@ -387,7 +388,7 @@ func TestAWorkerStoppedWhilePausedHandsItsHeldEventsBack(t *testing.T) {
 		worker: func(c *Config) { c.PauseNakDelay = 50 * time.Millisecond }, // far below the ack wait
 	})
 	seq := h.publish("leads.web", "held-2", `{"name":"Ann"}`)
-	h.requireWorkflowState(StatePaused)
+	h.requireWorkflowState(replica.StatePaused)
 	require.Eventually(t, func() bool { _, held := h.consumerInfo("default"); return held == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

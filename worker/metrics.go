@@ -14,6 +14,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // metrics are a worker's Prometheus collectors, registered on
@@ -43,7 +44,7 @@ type metrics struct {
 // holds (another worker of the process registered it) is shared, so the
 // counters add up; the gauges of the rate in force, the wait for it and the
 // live replicas keep following the first worker's limiter and budget.
-func newMetrics(reg prometheus.Registerer, lim *loop.Limiter, b *Budget) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, lim *loop.Limiter, b *replica.Budget) (*metrics, error) {
 	var errs []error
 	m := &metrics{
 		events: register(reg, &errs, prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -53,9 +54,9 @@ func clientFor(t *testing.T, host *switchableHost) func(Kustomer) Kustomer {
 	}
 }
 
-func (h *harness) requireWorkflowState(state string) WorkflowState {
+func (h *harness) requireWorkflowState(state string) replica.WorkflowState {
 	h.t.Helper()
-	var got WorkflowState
+	var got replica.WorkflowState
 	require.Eventually(h.t, func() bool {
 		ws := h.worker.Workflows()
 		if len(ws) != 1 {
@@ -86,7 +87,7 @@ func TestAWrongBaseURLPausesAtStartAndDeadLettersNothingUntilItAnswers(t *testin
 	h.start("")
 
 	// The start probe failed: paused before anything was fetched.
-	st := h.requireWorkflowState(StatePaused)
+	st := h.requireWorkflowState(replica.StatePaused)
 	require.Contains(t, st.Reason, "start probe failed")
 	require.Contains(t, st.Reason, host.srv.URL+" does not answer as Kustomer's API")
 	require.NotZero(t, st.Since)
@@ -97,7 +98,7 @@ func TestAWrongBaseURLPausesAtStartAndDeadLettersNothingUntilItAnswers(t *testin
 	}
 	// A later probe fails too: still paused, the events wait in the stream.
 	require.Eventually(t, func() bool { return host.requests.Load() >= 2 }, 10*time.Second, 10*time.Millisecond)
-	require.Equal(t, StatePaused, h.worker.Workflows()[0].State)
+	require.Equal(t, replica.StatePaused, h.worker.Workflows()[0].State)
 	pending, ackPending := h.consumerInfo("default")
 	require.EqualValues(t, 2, pending+uint64(ackPending), "the events are held, not consumed")
 	require.Empty(t, h.deadLetters())
@@ -108,7 +109,7 @@ func TestAWrongBaseURLPausesAtStartAndDeadLettersNothingUntilItAnswers(t *testin
 	for _, seq := range seqs {
 		require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
 	}
-	require.Equal(t, StateRunning, h.requireWorkflowState(StateRunning).State)
+	require.Equal(t, replica.StateRunning, h.requireWorkflowState(replica.StateRunning).State)
 	require.Len(t, h.sb.Sandbox.Customers(), 2)
 	require.Empty(t, h.deadLetters())
 	h.requireNoSecretInLogs()
@@ -122,12 +123,12 @@ func TestA404OnCreateMidRunPausesTheWorkflowInsteadOfDeadLettering(t *testing.T)
 	host.toKust.Store(true)
 	h.opts.wrap = clientFor(t, host)
 	h.start("")
-	h.requireWorkflowState(StateRunning)
+	h.requireWorkflowState(replica.StateRunning)
 	require.Equal(t, runlog.Succeeded, h.waitRun(h.publish("leads.new", "mid-1", `{"id":"m1","name":"Ana Lima"}`)).Status)
 
 	host.toKust.Store(false) // e.g. a proxy in front now routes elsewhere
 	seq := h.publish("leads.new", "mid-2", `{"id":"m2","name":"Ben Ode"}`)
-	st := h.requireWorkflowState(StatePaused)
+	st := h.requireWorkflowState(replica.StatePaused)
 	require.Contains(t, st.Reason, "POST /v1/customers answered not found")
 	require.Empty(t, h.deadLetters())
 

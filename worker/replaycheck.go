@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
@@ -31,7 +32,7 @@ var ErrNoWorkflow = errors.New("worker: the entry's workflow no longer reads its
 func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error {
 	streams := map[string]string{}                      // subject → stream
 	consumers := map[string][]*jetstream.ConsumerInfo{} // stream → its consumers
-	var replicas []ReplicaState
+	var replicas []replica.State
 	replicasRead := false
 	return func(ctx context.Context, r dlq.Record) error {
 		if r.Workflow == "" || r.Subject == "" {
@@ -73,7 +74,7 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 			if name == r.Workflow {
 				if !replicasRead {
 					var err error
-					if replicas, err = ReadReplicas(ctx, js, ""); err != nil {
+					if replicas, err = replica.Read(ctx, js, ""); err != nil {
 						return fmt.Errorf("worker: which replicas run workflow %q: %w", r.Workflow, err)
 					}
 					replicasRead = true
@@ -97,7 +98,7 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 // consumer, and an event replayed to it would reach no one who runs it.
 // With no replica live, the consumer is all there is to go by: the entry
 // waits in the stream for the next start.
-func liveReplicaRuns(replicas []ReplicaState, r dlq.Record, stream string) error {
+func liveReplicaRuns(replicas []replica.State, r dlq.Record, stream string) error {
 	if len(replicas) == 0 {
 		return nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // A replica told to stop (SIGTERM during a rollout) keeps its share of the
@@ -45,12 +46,12 @@ func TestARollingRestartOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testi
 	// The deployment's budget is 90% of R, per minute: a token bucket may
 	// spend its rate and its burst within one window.
 	perMinute := perWindow * 9 / 10 * int(time.Minute/window)
-	type replica struct {
+	type member struct {
 		w     *Worker
 		term  context.CancelFunc // SIGTERM: ends the context the process started the worker with
 		calls *atomic.Int64      // requests to Kustomer
 	}
-	start := func(id string) replica {
+	start := func(id string) member {
 		t.Helper()
 		nc, js := srv.Connect(t)
 		calls := &atomic.Int64{}
@@ -59,7 +60,7 @@ func TestARollingRestartOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testi
 			Kustomer:      kustomer.Config{BaseURL: sb.URL, APIKey: testAPIKey, Timeout: 2 * time.Second},
 			WrapKustomer:  func(k Kustomer) Kustomer { return countCalls{k, calls} },
 			RatePerMinute: perMinute, RateBurst: 3,
-			Budget:     BudgetConfig{TTL: time.Second},
+			Budget:     replica.BudgetConfig{TTL: time.Second},
 			Ledger:     LedgerConfig{Lease: 3 * time.Second},
 			ReplicaID:  id,
 			Logger:     zerolog.New(logs).With().Str("replica", id).Logger(),
@@ -69,9 +70,9 @@ func TestARollingRestartOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testi
 		ctx, term := context.WithCancel(context.Background())
 		require.NoError(t, w.Start(ctx))
 		t.Cleanup(func() { _ = w.StopAndCancel(context.Background()) })
-		return replica{w: w, term: term, calls: calls}
+		return member{w: w, term: term, calls: calls}
 	}
-	replicas := []replica{start("r-0"), start("r-1"), start("r-2")}
+	replicas := []member{start("r-0"), start("r-1"), start("r-2")}
 	require.Eventually(t, func() bool { return replicas[0].w.budget.Replicas() == 3 }, 5*time.Second, 10*time.Millisecond)
 
 	_, js := srv.Connect(t)

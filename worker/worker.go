@@ -24,6 +24,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
@@ -85,7 +86,7 @@ type Config struct {
 	WrapKustomer func(Kustomer) Kustomer
 
 	// RatePerMinute is the organisation's Kustomer budget per minute, shared
-	// by every replica of the deployment through Budget; default
+	// by every replica of the deployment through replica.Budget; default
 	// RatePerMinuteDefault.
 	RatePerMinute int
 	// RateBurst is how many requests may go at once after idle time; default
@@ -94,7 +95,7 @@ type Config struct {
 	// Budget says where the replicas meet to share RatePerMinute (bucket,
 	// TTL, pause subject); its PerMinute, ReplicaID, Clock and Logger are
 	// this Config's and must be left zero.
-	Budget BudgetConfig
+	Budget replica.BudgetConfig
 
 	Stream     StreamConfig
 	DeadLetter dlq.StreamConfig
@@ -185,7 +186,7 @@ func (c *Config) validate() error {
 		return errors.New("worker: config: MaxDeliver and MaxEventBytes must not be negative")
 	case c.Ledger.Lease <= c.Kustomer.Timeout:
 		return fmt.Errorf("worker: config: Ledger.Lease %s must exceed Kustomer.Timeout %s, or a slow request's item could be claimed and created by another replica", c.Ledger.Lease, c.Kustomer.Timeout)
-	case !budgetReplicaIDPattern.MatchString(c.ReplicaID):
+	case !replica.ValidID(c.ReplicaID):
 		return fmt.Errorf("worker: config: ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
 	}
 	return nil
@@ -217,7 +218,7 @@ func DefaultReplicaID() string {
 // events for its workflows and creates the customers in Kustomer under this
 // replica's share of the organisation's rate budget. It owns the Kustomer
 // client and the limiter that paces it, the share of the budget (a
-// [Budget]), the ledger, the run log, the metrics and the state it publishes
+// [replica.Budget]), the ledger, the run log, the metrics and the state it publishes
 // for `kustomer-sync status`.
 //
 // Create it with New, run it with Start, replace its workflows with Reload,
@@ -232,7 +233,7 @@ type Worker struct {
 	limiter  *loop.Limiter
 	kustomer Kustomer
 	client   *kustomer.Client // the client kustomer wraps, if it does
-	budget   *Budget
+	budget   *replica.Budget
 	metrics  *metrics
 
 	ledger *ledger
@@ -304,7 +305,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, nc: cfg.Conn, js: js, log: cfg.Logger, limiter: lim, stopped: make(chan struct{})}
 	bcfg := cfg.Budget
 	bcfg.PerMinute, bcfg.ReplicaID, bcfg.Clock, bcfg.Logger = cfg.RatePerMinute, cfg.ReplicaID, cfg.Clock, cfg.Logger
-	if w.budget, err = NewBudget(js, cfg.Conn, lim, bcfg); err != nil {
+	if w.budget, err = replica.NewBudget(js, cfg.Conn, lim, bcfg); err != nil {
 		return nil, err
 	}
 	// The heartbeat carries the workflows' states, for `kustomer-sync status`.
@@ -585,13 +586,13 @@ func (w *Worker) setup(ctx context.Context) error {
 func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
 	c := w.cfg.Stream
 	c.Subjects = slices.Clone(c.Subjects)
-	replicas, err := ReadReplicas(ctx, w.js, w.cfg.Budget.Bucket)
+	replicas, err := replica.Read(ctx, w.js, w.cfg.Budget.Bucket)
 	keep := err != nil
 	if err != nil {
 		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
 	}
 	for _, r := range replicas {
-		if r.Replica == w.budget.cfg.ReplicaID {
+		if r.Replica == w.budget.ID() {
 			continue
 		}
 		for _, s := range r.Workflows {

@@ -14,6 +14,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -192,7 +193,7 @@ func TestAPIKeyAppearsInNoLogLineEvenWhenKustomerRejectsIt(t *testing.T) {
 	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().Unauthorized >= 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool {
 		st := h.workflowState("default")
-		return st.State == StatePaused && strings.Contains(st.Reason, "401")
+		return st.State == replica.StatePaused && strings.Contains(st.Reason, "401")
 	}, 10*time.Second, 5*time.Millisecond, h.logs.String())
 	require.Empty(t, h.sb.Sandbox.Customers())
 	h.requireNoSecretInLogs()

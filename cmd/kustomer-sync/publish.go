@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -158,7 +159,7 @@ func consumerWarning(ctx context.Context, js jetstream.JetStream, subject string
 // ("replica r1 runs workflow imports on imports.>"), or "" when none does
 // (or the replicas cannot be read).
 func runningOn(ctx context.Context, js jetstream.JetStream, subj string) string {
-	replicas, err := worker.ReadReplicas(ctx, js, "")
+	replicas, err := replica.Read(ctx, js, "")
 	if err != nil {
 		return ""
 	}

@@ -22,15 +22,16 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // cliStatus runs `status --json` against natsURL in this process.
-func cliStatus(t *testing.T, natsURL string) worker.Status {
+func cliStatus(t *testing.T, natsURL string) replica.Status {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"status", "--json", "--nats-url", natsURL}, strings.NewReader(""), &out, &errOut), errOut.String())
-	var st worker.Status
+	var st replica.Status
 	require.NoError(t, json.Unmarshal(out.Bytes(), &st), out.String())
 	return st
 }
@@ -125,9 +126,9 @@ func TestPublishToASubjectNoStreamCapturesNamesTheReplicaRunningItRatherThanAdvi
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: worker.BudgetBucketDefault})
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: replica.BucketDefault})
 	require.NoError(t, err)
-	hb, err := json.Marshal(worker.ReplicaState{Replica: "r1", Workflows: []worker.WorkflowState{{Workflow: "imports", Subject: "imports.>", State: worker.StateRunning}}})
+	hb, err := json.Marshal(replica.State{Replica: "r1", Workflows: []replica.WorkflowState{{Workflow: "imports", Subject: "imports.>", State: replica.StateRunning}}})
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, "r1", hb)
 	require.NoError(t, err)

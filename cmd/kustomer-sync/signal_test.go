@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -100,26 +101,26 @@ func (r *faultRun) publishLead(js jetstream.JetStream, subject, id string) {
 }
 
 // waitWorkflows waits until the replica publishes exactly these workflows.
-func (r *faultRun) waitWorkflows(js jetstream.JetStream, replica string, want ...string) {
+func (r *faultRun) waitWorkflows(js jetstream.JetStream, id string, want ...string) {
 	r.t.Helper()
 	var got []string
 	require.Eventually(r.t, func() bool {
 		r.requireWorkersAlive()
-		states, err := worker.ReadReplicas(context.Background(), js, "")
+		states, err := replica.Read(context.Background(), js, "")
 		require.NoError(r.t, err)
 		got = nil
 		for _, st := range states {
-			if st.Replica != replica {
+			if st.Replica != id {
 				continue
 			}
 			for _, w := range st.Workflows {
-				if w.State == worker.StateRunning {
+				if w.State == replica.StateRunning {
 					got = append(got, w.Workflow)
 				}
 			}
 		}
 		return slices.Equal(got, want)
-	}, faultDeadline, faultPoll, "replica %s runs %v, want %v\n%s", replica, &got, want, r.logs())
+	}, faultDeadline, faultPoll, "replica %s runs %v, want %v\n%s", id, &got, want, r.logs())
 }
 
 func TestSIGHUPReloadsTheConfigAndRefusesABadOne(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // requireReplicasRunning waits until every one of ids heartbeats in the
@@ -30,13 +30,13 @@ func (r *faultRun) requireReplicasRunning(js jetstream.JetStream, ids ...string)
 		r.requireWorkersAlive()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		states, err := worker.ReadReplicas(ctx, js, "")
+		states, err := replica.Read(ctx, js, "")
 		if err != nil {
 			return false
 		}
 		live = live[:0]
 		for _, s := range states {
-			if slices.ContainsFunc(s.Workflows, func(w worker.WorkflowState) bool { return w.Workflow == faultWorkflow }) {
+			if slices.ContainsFunc(s.Workflows, func(w replica.WorkflowState) bool { return w.Workflow == faultWorkflow }) {
 				live = append(live, s.Replica)
 			}
 		}

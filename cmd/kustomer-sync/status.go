@@ -11,14 +11,15 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // statusReport is the deployment as `status --json` prints it.
-type statusReport = worker.Status
+type statusReport = replica.Status
 
 // workflowStatus is one workflow across the deployment.
-type workflowStatus = worker.WorkflowStatus
+type workflowStatus = replica.WorkflowStatus
 
 func (a *app) statusCommand() *cobra.Command {
 	var (
@@ -59,7 +60,7 @@ The command exits 0 whatever the state: scripts read --json.`,
 	fl := cmd.Flags()
 	fl.StringVar(&stream, "stream", worker.StreamDefault, "JetStream stream of lead events, whose consumers are the workflows'")
 	fl.StringVar(&dlqStream, "dlq-stream", dlq.StreamDefault, "dead-letter stream")
-	fl.StringVar(&bucket, "replicas-bucket", worker.BudgetBucketDefault, "KV bucket where replicas publish their state")
+	fl.StringVar(&bucket, "replicas-bucket", replica.BucketDefault, "KV bucket where replicas publish their state")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	bindEnv(fl, "stream", "KSYNC_STREAM") // as `run` reads it
 	return cmd
@@ -107,7 +108,7 @@ func writeStatus(w io.Writer, rep statusReport) error {
 		return err
 	}
 	for _, ws := range rep.Workflows {
-		if ws.State == worker.StatePaused {
+		if ws.State == replica.StatePaused {
 			fmt.Fprintf(w, "\n%s is paused: %s\n", ws.Workflow, ws.Reason)
 		}
 	}

@@ -1,4 +1,8 @@
-package worker
+// Package replica is the deployment's view of itself, kept in NATS: the
+// organisation's Kustomer rate budget shared between the live replicas
+// ([Budget]), their heartbeats and the state of their workflows ([State],
+// [Read]), and the status of the whole deployment ([CollectStatus]).
+package replica
 
 import (
 	"cmp"
@@ -23,16 +27,20 @@ import (
 
 // Defaults of [BudgetConfig].
 const (
-	BudgetBucketDefault       = "KSYNC_REPLICAS"
-	BudgetTTLDefault          = 6 * time.Second
-	BudgetPauseSubjectDefault = "ksync.ratelimit.pause"
+	BucketDefault       = "KSYNC_REPLICAS"
+	TTLDefault          = 6 * time.Second
+	PauseSubjectDefault = "ksync.ratelimit.pause"
 )
 
 // budgetMarkerTTLMin is the shortest delete-marker TTL the server accepts.
 const budgetMarkerTTLMin = time.Second
 
-// budgetReplicaIDPattern is a valid JetStream KV key: dot-separated tokens.
-var budgetReplicaIDPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$`)
+// idPattern is a valid JetStream KV key: dot-separated tokens.
+var idPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$`)
+
+// ValidID reports whether id can be a replica's key in the replicas bucket:
+// letters, digits, '-', '_', '=' and inner dots.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // BudgetConfig configures a [Budget]. Zero fields take their defaults.
 type BudgetConfig struct {
@@ -40,17 +48,17 @@ type BudgetConfig struct {
 	// whole deployment (default loop.PerMinuteDefault).
 	PerMinute int
 	// Bucket is the JetStream KV bucket of live replicas (default
-	// BudgetBucketDefault). It is created if missing, in memory.
+	// BucketDefault). It is created if missing, in memory.
 	Bucket string
 	// ReplicaID is this replica's key in the bucket: letters, digits, '-',
 	// '_', '=' and inner dots, so a host name works (default random). Two
 	// replicas with the same ID count as one.
 	ReplicaID string
 	// TTL is how long a replica that stopped heartbeating still counts
-	// (default BudgetTTLDefault); it heartbeats every TTL/3.
+	// (default TTLDefault); it heartbeats every TTL/3.
 	TTL time.Duration
 	// PauseSubject carries 429 pauses between replicas (default
-	// BudgetPauseSubjectDefault).
+	// PauseSubjectDefault).
 	PauseSubject string
 	// Clock is the limiter's clock, used to turn pauses into durations on the
 	// wire (default loop.SystemClock()); heartbeats use real time, as the
@@ -63,9 +71,9 @@ type BudgetConfig struct {
 
 func (c BudgetConfig) withDefaults() (BudgetConfig, error) {
 	c.PerMinute = cmp.Or(c.PerMinute, loop.PerMinuteDefault)
-	c.Bucket = cmp.Or(c.Bucket, BudgetBucketDefault)
-	c.TTL = cmp.Or(c.TTL, BudgetTTLDefault)
-	c.PauseSubject = cmp.Or(c.PauseSubject, BudgetPauseSubjectDefault)
+	c.Bucket = cmp.Or(c.Bucket, BucketDefault)
+	c.TTL = cmp.Or(c.TTL, TTLDefault)
+	c.PauseSubject = cmp.Or(c.PauseSubject, PauseSubjectDefault)
 	c.Clock = cmp.Or[loop.Clock](c.Clock, loop.SystemClock())
 	if c.ReplicaID == "" {
 		var b [8]byte
@@ -74,11 +82,11 @@ func (c BudgetConfig) withDefaults() (BudgetConfig, error) {
 	}
 	switch {
 	case c.PerMinute < 0:
-		return c, errors.New("worker: BudgetConfig.PerMinute must not be negative")
+		return c, errors.New("replica: BudgetConfig.PerMinute must not be negative")
 	case c.TTL < 0:
-		return c, errors.New("worker: BudgetConfig.TTL must not be negative")
-	case !budgetReplicaIDPattern.MatchString(c.ReplicaID):
-		return c, fmt.Errorf("worker: BudgetConfig.ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
+		return c, errors.New("replica: BudgetConfig.TTL must not be negative")
+	case !ValidID(c.ReplicaID):
+		return c, fmt.Errorf("replica: BudgetConfig.ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
 	}
 	return c, nil
 }
@@ -127,9 +135,9 @@ type budgetPause struct {
 func NewBudget(js jetstream.JetStream, nc *nats.Conn, lim *loop.Limiter, cfg BudgetConfig) (*Budget, error) {
 	switch {
 	case js == nil || nc == nil:
-		return nil, errors.New("worker: budget needs a NATS connection and JetStream")
+		return nil, errors.New("replica: budget needs a NATS connection and JetStream")
 	case lim == nil:
-		return nil, errors.New("worker: budget needs a limiter")
+		return nil, errors.New("replica: budget needs a limiter")
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -148,7 +156,7 @@ func (b *Budget) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.running.Load() {
-		return errors.New("worker: budget already started")
+		return errors.New("replica: budget already started")
 	}
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         b.cfg.Bucket,
@@ -159,11 +167,11 @@ func (b *Budget) Start(ctx context.Context) error {
 		Storage:        jetstream.MemoryStorage,
 	})
 	if err != nil {
-		return fmt.Errorf("worker: budget bucket %s: %w", b.cfg.Bucket, err)
+		return fmt.Errorf("replica: budget bucket %s: %w", b.cfg.Bucket, err)
 	}
 	sub, err := b.nc.Subscribe(b.cfg.PauseSubject, b.receivePause)
 	if err != nil {
-		return fmt.Errorf("worker: budget subscribe %s: %w", b.cfg.PauseSubject, err)
+		return fmt.Errorf("replica: budget subscribe %s: %w", b.cfg.PauseSubject, err)
 	}
 	if err := b.heartbeat(ctx, kv); err != nil {
 		_ = sub.Unsubscribe()
@@ -174,7 +182,7 @@ func (b *Budget) Start(ctx context.Context) error {
 	if err != nil {
 		cancel()
 		_ = sub.Unsubscribe()
-		return fmt.Errorf("worker: budget watch %s: %w", b.cfg.Bucket, err)
+		return fmt.Errorf("replica: budget watch %s: %w", b.cfg.Bucket, err)
 	}
 	// The watcher first replays every live key, then sends nil.
 	for initial := true; initial; {
@@ -189,7 +197,7 @@ func (b *Budget) Start(ctx context.Context) error {
 			cancel()
 			_ = watcher.Stop()
 			_ = sub.Unsubscribe()
-			return fmt.Errorf("worker: budget start: %w", ctx.Err())
+			return fmt.Errorf("replica: budget start: %w", ctx.Err())
 		}
 	}
 	b.kv, b.sub, b.cancel = kv, sub, cancel
@@ -220,10 +228,13 @@ func (b *Budget) Stop(ctx context.Context) error {
 		err = errors.Join(err, perr)
 	}
 	if err != nil {
-		return fmt.Errorf("worker: budget stop: %w", err)
+		return fmt.Errorf("replica: budget stop: %w", err)
 	}
 	return nil
 }
+
+// ID is this replica's key in the replicas bucket.
+func (b *Budget) ID() string { return b.cfg.ReplicaID }
 
 // Replicas returns the number of live replicas this one knows of, itself
 // included.
@@ -235,7 +246,7 @@ func (b *Budget) Replicas() int {
 
 // SetWorkflows makes each heartbeat carry the states fn returns (usually a
 // Worker's Workflows method), so other processes can read them with
-// [ReadReplicas]. Safe to call at any time.
+// [Read]. Safe to call at any time.
 func (b *Budget) SetWorkflows(fn func() []WorkflowState) { b.workflows.Store(&fn) }
 
 // Beat writes this replica's heartbeat now and waits for it, so the
@@ -313,7 +324,7 @@ func (b *Budget) beat(ctx context.Context, kv jetstream.KeyValue) {
 }
 
 func (b *Budget) heartbeat(ctx context.Context, kv jetstream.KeyValue) error {
-	hb := ReplicaState{Replica: b.cfg.ReplicaID, PerMinute: b.cfg.PerMinute, RatePerMinute: b.lim.PerMinute(), At: time.Now().UTC()}
+	hb := State{Replica: b.cfg.ReplicaID, PerMinute: b.cfg.PerMinute, RatePerMinute: b.lim.PerMinute(), At: time.Now().UTC()}
 	if fn := b.workflows.Load(); fn != nil {
 		hb.Workflows = (*fn)()
 	}
@@ -322,10 +333,10 @@ func (b *Budget) heartbeat(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	v, err := json.Marshal(hb)
 	if err != nil {
-		return fmt.Errorf("worker: budget heartbeat: %w", err)
+		return fmt.Errorf("replica: budget heartbeat: %w", err)
 	}
 	if _, err := kv.Put(ctx, b.cfg.ReplicaID, v); err != nil {
-		return fmt.Errorf("worker: budget heartbeat: %w", err)
+		return fmt.Errorf("replica: budget heartbeat: %w", err)
 	}
 	return nil
 }
@@ -382,4 +393,12 @@ func (b *Budget) receivePause(m *nats.Msg) {
 		return
 	}
 	b.lim.PauseUntil(b.cfg.Clock.Now().Add(time.Duration(p.ForMS) * time.Millisecond))
+}
+
+// signal wakes c's reader without blocking when it is already awake.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

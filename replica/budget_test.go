@@ -1,4 +1,4 @@
-package worker_test
+package replica_test
 
 import (
 	"context"
@@ -12,23 +12,24 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
-// replica is one process's limiter and budget, on its own connection.
-type replica struct {
+// member is one process's limiter and budget, on its own connection.
+type member struct {
 	lim    *loop.Limiter
-	budget *worker.Budget
+	budget *replica.Budget
 	cancel context.CancelFunc
 }
 
-func startReplica(t *testing.T, srv *natstest.Server, id string, cfg worker.BudgetConfig) *replica {
+func startReplica(t *testing.T, srv *natstest.Server, id string, cfg replica.BudgetConfig) *member {
 	t.Helper()
 	nc, js := srv.Connect(t)
 	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: cfg.PerMinute})
 	require.NoError(t, err)
 	cfg.ReplicaID = id
-	b, err := worker.NewBudget(js, nc, lim, cfg)
+	b, err := replica.NewBudget(js, nc, lim, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	require.NoError(t, b.Start(ctx))
@@ -36,10 +37,10 @@ func startReplica(t *testing.T, srv *natstest.Server, id string, cfg worker.Budg
 		_ = b.Stop(context.Background())
 		cancel()
 	})
-	return &replica{lim: lim, budget: b, cancel: cancel}
+	return &member{lim: lim, budget: b, cancel: cancel}
 }
 
-func requireShares(t *testing.T, perMinute float64, replicas ...*replica) {
+func requireShares(t *testing.T, perMinute float64, replicas ...*member) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, r := range replicas {
@@ -54,7 +55,7 @@ func requireShares(t *testing.T, perMinute float64, replicas ...*replica) {
 func TestBudgetSplitsTheOrganisationsBudgetBetweenLiveReplicas(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	cfg := worker.BudgetConfig{PerMinute: 900, TTL: 3 * time.Second}
+	cfg := replica.BudgetConfig{PerMinute: 900, TTL: 3 * time.Second}
 	a := startReplica(t, srv, "a", cfg)
 	require.Equal(t, 900.0, a.lim.PerMinute(), "alone, a replica spends the whole budget")
 	b := startReplica(t, srv, "b", cfg)
@@ -71,7 +72,7 @@ func TestBudgetSplitsTheOrganisationsBudgetBetweenLiveReplicas(t *testing.T) {
 func TestBudgetForgetsAReplicaThatStoppedHeartbeating(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	cfg := worker.BudgetConfig{PerMinute: 900, TTL: 1500 * time.Millisecond}
+	cfg := replica.BudgetConfig{PerMinute: 900, TTL: 1500 * time.Millisecond}
 	a := startReplica(t, srv, "a", cfg)
 	b := startReplica(t, srv, "b", cfg)
 	requireShares(t, 450, a, b)
@@ -83,14 +84,14 @@ func TestBudgetForgetsAReplicaThatStoppedHeartbeating(t *testing.T) {
 func TestBudgetBroadcastsA429PauseToEveryOtherReplica(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
-	cfg := worker.BudgetConfig{PerMinute: 900}
+	cfg := replica.BudgetConfig{PerMinute: 900}
 	a := startReplica(t, srv, "a", cfg)
 	b := startReplica(t, srv, "b", cfg)
 	c := startReplica(t, srv, "c", cfg)
 
 	before := time.Now()
 	worker.ObserveRateLimits(a.lim)(kustomer.RateLimit{Status: http.StatusTooManyRequests, RetryAfter: 30 * time.Second})
-	for _, r := range []*replica{b, c} {
+	for _, r := range []*member{b, c} {
 		require.Eventually(t, func() bool {
 			return r.lim.PausedUntil().After(before.Add(25 * time.Second))
 		}, 5*time.Second, 10*time.Millisecond)
@@ -109,13 +110,13 @@ func TestNewBudgetRejectsAReplicaIDThatCannotBeAKey(t *testing.T) {
 	nc, js := srv.Connect(t)
 	lim, err := loop.NewLimiter(loop.LimiterConfig{})
 	require.NoError(t, err)
-	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host 1"})
-	require.ErrorContains(t, err, "worker: ")
-	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "host."})
+	_, err = replica.NewBudget(js, nc, lim, replica.BudgetConfig{ReplicaID: "host 1"})
+	require.ErrorContains(t, err, "replica: ")
+	_, err = replica.NewBudget(js, nc, lim, replica.BudgetConfig{ReplicaID: "host."})
 	require.Error(t, err)
-	_, err = worker.NewBudget(js, nc, lim, worker.BudgetConfig{ReplicaID: "node-1.example.com-42"})
+	_, err = replica.NewBudget(js, nc, lim, replica.BudgetConfig{ReplicaID: "node-1.example.com-42"})
 	require.NoError(t, err, "a host name is a fine replica ID")
-	_, err = worker.NewBudget(js, nc, nil, worker.BudgetConfig{})
+	_, err = replica.NewBudget(js, nc, nil, replica.BudgetConfig{})
 	require.Error(t, err)
 }
 
@@ -125,28 +126,28 @@ func TestHeartbeatsCarryTheRateInForceAndWorkflowStatesAtOnceOnRefresh(t *testin
 	_, js := srv.Connect(t)
 	// A long TTL: the periodic heartbeat (every 20 s) cannot be what the
 	// test sees after Refresh.
-	cfg := worker.BudgetConfig{PerMinute: 900, TTL: time.Minute}
+	cfg := replica.BudgetConfig{PerMinute: 900, TTL: time.Minute}
 	a := startReplica(t, srv, "a", cfg)
 	b := startReplica(t, srv, "b", cfg)
 	requireShares(t, 450, a, b)
 
 	var state atomic.Value
-	state.Store(worker.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: worker.StateRunning})
-	a.budget.SetWorkflows(func() []worker.WorkflowState { return []worker.WorkflowState{state.Load().(worker.WorkflowState)} })
+	state.Store(replica.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: replica.StateRunning})
+	a.budget.SetWorkflows(func() []replica.WorkflowState { return []replica.WorkflowState{state.Load().(replica.WorkflowState)} })
 	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	state.Store(worker.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: worker.StatePaused, Reason: "start probe failed: 401", Since: since})
+	state.Store(replica.WorkflowState{Workflow: "signup", Consumer: "ksync-signup", State: replica.StatePaused, Reason: "start probe failed: 401", Since: since})
 	a.budget.Refresh()
 
-	var got []worker.ReplicaState
+	var got []replica.State
 	require.Eventually(t, func() bool {
 		var err error
-		got, err = worker.ReadReplicas(context.Background(), js, "")
+		got, err = replica.Read(context.Background(), js, "")
 		require.NoError(t, err)
-		return len(got) == 2 && len(got[0].Workflows) == 1 && got[0].Workflows[0].State == worker.StatePaused
+		return len(got) == 2 && len(got[0].Workflows) == 1 && got[0].Workflows[0].State == replica.StatePaused
 	}, 5*time.Second, 10*time.Millisecond, "replicas: %+v", &got)
 	require.Equal(t, "a", got[0].Replica)
 	require.Equal(t, 900, got[0].PerMinute)
-	require.Equal(t, []worker.WorkflowState{{Workflow: "signup", Consumer: "ksync-signup", State: worker.StatePaused, Reason: "start probe failed: 401", Since: since}}, got[0].Workflows)
+	require.Equal(t, []replica.WorkflowState{{Workflow: "signup", Consumer: "ksync-signup", State: replica.StatePaused, Reason: "start probe failed: 401", Since: since}}, got[0].Workflows)
 	require.Equal(t, "b", got[1].Replica)
 	require.Empty(t, got[1].Workflows)
 	require.InDelta(t, 450, got[1].RatePerMinute, 1)
