@@ -14,10 +14,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
-// ErrNoWorkflow means a dead letter's workflow no longer consumes the
-// entry's subject, so a replay would reach nobody who runs it.
-var ErrNoWorkflow = errors.New("worker: the entry's workflow no longer reads its subject")
-
 // ReplayCheck returns a check for [dlq.ReplayOptions.Check]: an entry may
 // be replayed when the stream that captures its subject has its workflow's
 // durable consumer (ksync-<workflow>, which the worker creates for each
@@ -122,13 +118,6 @@ func liveReplicaRuns(replicas []replica.State, r dlq.Record, stream string) erro
 	return noWorkflowError(fmt.Sprintf("worker: workflow %q no longer reads %s: its consumer %s%s on stream %s is kept, but no live replica runs it (workflows the replicas run on it now: %s); restore the workflow, or purge the entry",
 		r.Workflow, r.Subject, ConsumerPrefixDefault, r.Workflow, stream, now))
 }
-
-// noWorkflowError is a message that wraps [ErrNoWorkflow] without repeating
-// it.
-type noWorkflowError string
-
-func (e noWorkflowError) Error() string        { return string(e) }
-func (e noWorkflowError) Is(target error) bool { return target == ErrNoWorkflow }
 
 // consumerCovers reports whether a consumer with cfg receives messages on
 // subj.

@@ -491,10 +491,6 @@ func (w *Worker) leaveBudget(ctx context.Context) {
 	}
 }
 
-// ErrReloadRefused is returned (wrapped) by [Worker.Reload] for workflows it
-// did not apply: the running ones go on.
-var ErrReloadRefused = errors.New("worker: reload refused")
-
 // Reload replaces the running workflows with workflows. They are checked
 // first, and so is the leads stream against them: if they do not do, Reload
 // returns an error wrapping ErrReloadRefused and the running workflows go
