@@ -45,28 +45,10 @@ func (h *harness) waitRuns(n int) []runlog.Record {
 	return recs
 }
 
-const loopConfig = `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-      emails: "{{item.email}}"
-`
+var loopConfig = testWorkflow("loop")
 
 // The fix a user makes after reading the dead letter: "(at)" spelled out.
-const fixedLoopConfig = `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-      emails: "{{replace(item.email ?? '', '(at)', '@')}}"
-`
+var fixedLoopConfig = testWorkflow("loop-fixed")
 
 func TestReplayOfAPartialLoopCreatesOnlyTheFailedItemsWithTheFixedMapping(t *testing.T) {
 	t.Parallel()
@@ -102,15 +84,7 @@ func TestReplayOfAPartialLoopCreatesOnlyTheFailedItemsWithTheFixedMapping(t *tes
 func TestReplayAfterTheFaultIsFixedCreatesTheCustomersAndEmptiesTheStream(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    retry: {max_attempts: 2, initial_delay: 10ms, max_delay: 20ms, jitter: 0}
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-`,
+		config:  testWorkflow("retry-twice"),
 		sandbox: sandbox.Config{ErrorRate: 1},
 		worker:  func(c *Config) { c.BreakerThreshold = 1000 }, // dead-letter, do not pause
 	})
@@ -177,13 +151,7 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 
 func TestADeadLetterStreamDeletedWhileRunningIsRecreatedAndTheEventDeadLetteredWithoutARedelivery(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("email")})
 	// An operator deletes the dead-letter stream and its payload bucket:
 	// the worker recreates them when it next needs them.
 	ctx := context.Background()
@@ -203,7 +171,7 @@ workflows:
 func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSpendingDeliveries(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: "workflows:\n  - name: default\n    subject: \"leads.>\"\n    inputs:\n      emails: \"{{trigger.email}}\"\n",
+		config: testWorkflow("email"),
 		worker: func(c *Config) { c.AckWait, c.DeadLetter.MaxBytes = 1500*time.Millisecond, 64 },
 	})
 	ctx := context.Background()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -217,4 +219,14 @@ func leadConfig(settings ...string) string {
 	}
 	b.WriteString("    inputs:\n      externalId: \"{{trigger.id}}\"\n      name: \"{{trigger.name}}\"\n")
 	return b.String()
+}
+
+// testWorkflow is the workflow config testdata/workflows/<name>.yaml, at the
+// top of the repository, where the configs the tests share are kept.
+func testWorkflow(name string) string {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "workflows", name+".yaml"))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
