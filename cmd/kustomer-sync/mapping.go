@@ -300,6 +300,10 @@ func printMapping(w io.Writer, loop bool, res mapResult) error {
 		_, err := fmt.Fprintf(w, "event: %s\n", res.Error)
 		return err
 	}
+	if loop && len(res.Items) == 0 {
+		_, err := fmt.Fprintln(w, "0 items: the Loop's array is empty, so nothing is sent")
+		return err
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	for _, it := range res.Items {

@@ -96,3 +96,27 @@ func TestMapShowsTheLookUpsOfAWorkflowWithMatchAndTheRequestThen(t *testing.T) {
 		{Key: "phone", Value: "+14155550101", Path: "/v1/customers/phone=%2B14155550101"},
 	}, res.Items[0].Lookups)
 }
+
+// `map` shows what the worker does with a Loop event: no array is an invalid
+// event (exit 1, the reason); an explicit empty array is 0 items.
+func TestMapOfALoopEventWithoutItsArrayFailsAndAnEmptyArrayIsZeroItems(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, `{"source":"x"}`, "map", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.Error(t, err)
+	require.Equal(t, 1, exitCode(err))
+	require.Contains(t, out, "event: mapping: loop: the event has no array there")
+
+	out, _, err = cli(t, `{"source":"x"}`, "map", "--json", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.Error(t, err)
+	var res struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.False(t, res.OK)
+	require.Contains(t, res.Error, "no array there")
+
+	out, _, err = cli(t, `{"source":"x","leads":[]}`, "map", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.NoError(t, err)
+	require.Equal(t, "0 items: the Loop's array is empty, so nothing is sent\n", out)
+}
