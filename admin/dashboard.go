@@ -413,11 +413,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	entries, _ := s.entriesOfRun(ctx, run)
+	bulk := slices.ContainsFunc(run.Items, func(it worker.RunItem) bool { return it.BulkJob != "" })
 	data := struct {
 		Run         worker.RunRecord
 		Items       []itemRow
 		DeadLetters []dlq.Record
-	}{run, items, entries}
+		Bulk        bool // some item went in a bulk job: the page shows the column
+	}{run, items, entries, bulk}
 	s.render(w, r, http.StatusOK, "run", view{Title: "Run " + run.ID, Nav: "runs", Data: data})
 }
 
@@ -438,7 +440,7 @@ func (s *Server) entriesOfRun(ctx context.Context, run worker.RunRecord) ([]dlq.
 }
 
 type deadFilter struct {
-	Workflow, Class, Q string
+	Workflow, Class, Q, Run string
 }
 
 func (f deadFilter) filter() (dlq.Filter, error) {
@@ -446,12 +448,12 @@ func (f deadFilter) filter() (dlq.Filter, error) {
 	if f.Class != "" && err != nil {
 		return dlq.Filter{}, fmt.Errorf("admin: class %q: %w", f.Class, err)
 	}
-	return dlq.Filter{Workflow: f.Workflow, Class: c, Grep: f.Q}, nil
+	return dlq.Filter{Workflow: f.Workflow, Class: c, Grep: f.Q, Run: f.Run}, nil
 }
 
 func (f deadFilter) Query() string {
 	v := url.Values{}
-	for k, s := range map[string]string{"workflow": f.Workflow, "class": f.Class, "q": f.Q} {
+	for k, s := range map[string]string{"workflow": f.Workflow, "class": f.Class, "q": f.Q, "run": f.Run} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -476,7 +478,7 @@ func readablePayload(p []byte) string {
 }
 
 func deadFilterOf(get func(string) string) deadFilter {
-	return deadFilter{Workflow: get("workflow"), Class: get("class"), Q: strings.TrimSpace(get("q"))}
+	return deadFilter{Workflow: get("workflow"), Class: get("class"), Q: strings.TrimSpace(get("q")), Run: strings.TrimSpace(get("run"))}
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
