@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ type workerFlags struct {
 	kustomerOrg   string
 	replicaID     string
 	drainTimeout  time.Duration
-	maxEventBytes int
+	maxEventBytes byteSize
 	ackWait       time.Duration
 	dedupWindow   time.Duration
 	maxAge        time.Duration
@@ -84,7 +85,8 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.ingest.register(fl)
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, and before a SIGHUP reload, how long in-flight events may take to finish")
-	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
+	f.maxEventBytes = worker.MaxEventBytesDefault
+	fl.Var(&f.maxEventBytes, "max-event-bytes", "largest event, e.g. 1MB or 512KiB; larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
@@ -110,13 +112,19 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 // variable. Call it from RunE, after the flags and the environment are read.
 func (f *workerFlags) check(cmd *cobra.Command) error {
 	return checkFlags(cmd,
-		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0), atLeast("max-event-bytes", 1),
+		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0),
 		between("stream-replicas", 1, 5),
 		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"), positiveDuration("startup-timeout"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		f.checkAdmin,
 		f.ingest.check,
+		func(cmd *cobra.Command) error {
+			if f.maxEventBytes < 1 || int64(f.maxEventBytes) > math.MaxInt32 {
+				return flagError(cmd, "max-event-bytes", "want a size from 1 byte to 2GiB, such as 1MB")
+			}
+			return nil
+		},
 		func(cmd *cobra.Command) error {
 			if f.maxAge < 0 {
 				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
@@ -272,7 +280,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		Stream:         f.streamConfig(),
 		AckWait:        f.ackWait,
 		Ledger:         worker.LedgerConfig{Lease: f.claimLease},
-		MaxEventBytes:  f.maxEventBytes,
+		MaxEventBytes:  int(f.maxEventBytes),
 		ReplicaID:      f.replicaID,
 		DrainTimeout:   f.drainTimeout,
 		StartupTimeout: max(time.Until(startBy), time.Second),
