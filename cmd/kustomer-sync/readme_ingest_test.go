@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/goccy/go-yaml"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -242,4 +244,46 @@ func TestEveryWorkflowTheREADMEsExamplesNameIsInTheSampleConfig(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, found, 3)
+}
+
+// The README's table of contents lists every section, in order, with the
+// anchor GitHub gives it.
+func TestTheREADMEsContentsListEverySection(t *testing.T) {
+	t.Parallel()
+	text := readme(t)
+	start := strings.Index(text, "## Contents\n")
+	require.Positive(t, start, "README.md has a table of contents")
+	body := text[start+len("## Contents\n"):]
+	toc := body[:strings.Index(body, "\n## ")]
+	var want []string
+	anchor := regexp.MustCompile(`[^\w\- ]`)
+	for _, m := range regexp.MustCompile(`(?m)^(##|###) (.+)$`).FindAllStringSubmatch(body, -1) {
+		indent := ""
+		if m[1] == "###" {
+			indent = "  "
+		}
+		a := strings.ReplaceAll(anchor.ReplaceAllString(strings.ToLower(m[2]), ""), " ", "-")
+		want = append(want, fmt.Sprintf("%s- [%s](#%s)", indent, m[2], a))
+	}
+	require.Equal(t, strings.Join(want, "\n"), strings.TrimSpace(toc))
+}
+
+// "Running it for real" names the dashboard's URL, and the README's
+// "fuller example" is testdata/workflows.yaml's workflows.
+func TestTheREADMENamesTheDashboardURLAndItsFullerExampleIsTheSampleConfig(t *testing.T) {
+	t.Parallel()
+	text := readme(t)
+	start := strings.Index(text, "## Running it for real")
+	section := text[start : start+strings.Index(text[start+1:], "\n## ")]
+	require.Contains(t, section, "http://127.0.0.1:9090/")
+
+	i := strings.Index(text, "A fuller example (`testdata/workflows.yaml`")
+	require.Positive(t, i)
+	block := codeBlocks(text[i:], "yaml")[0]
+	sample, err := os.ReadFile(filepath.Join(repoRoot, "testdata", "workflows.yaml"))
+	require.NoError(t, err)
+	var fromREADME, fromFile any
+	require.NoError(t, yaml.Unmarshal([]byte(block), &fromREADME))
+	require.NoError(t, yaml.Unmarshal(sample, &fromFile))
+	require.Equal(t, fromFile, fromREADME, "README.md's fuller example and testdata/workflows.yaml differ")
 }

@@ -120,6 +120,12 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		f.checkAdmin,
 		f.ingest.check,
 		func(cmd *cobra.Command) error {
+			if f.useSandbox && f.baseURL != "" {
+				return flagError(cmd, "kustomer-base-url", "cannot be used with --sandbox, which serves its own Kustomer: drop one of them")
+			}
+			return nil
+		},
+		func(cmd *cobra.Command) error {
 			if f.maxEventBytes < 1 || int64(f.maxEventBytes) > math.MaxInt32 {
 				return flagError(cmd, "max-event-bytes", "want a size from 1 byte to 2GiB, such as 1MB")
 			}
@@ -209,6 +215,43 @@ type stack struct {
 	ingest   *ingestServer
 	registry *prometheus.Registry
 	config   *mapping.Config
+
+	sandboxFile  string        // where the sandbox's customers are kept, with the embedded NATS store
+	sandboxSaved int           // the sandbox's Version when last saved
+	sandboxStop  chan struct{} // closed to stop saveSandbox
+	sandboxDone  chan struct{} // closed when saveSandbox has returned
+}
+
+// sandboxSaveInterval is how often `run --sandbox` saves the sandbox's
+// customers when they changed (and once more at shutdown).
+const sandboxSaveInterval = time.Second
+
+// saveSandbox saves the sandbox's customers to sandboxFile every
+// sandboxSaveInterval when they changed, until sandboxStop is closed.
+func (st *stack) saveSandbox(a *app) {
+	defer close(st.sandboxDone)
+	t := time.NewTicker(sandboxSaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.sandboxStop:
+			return
+		case <-t.C:
+			st.saveSandboxNow(a)
+		}
+	}
+}
+
+func (st *stack) saveSandboxNow(a *app) {
+	v := st.sandbox.Version()
+	if v == st.sandboxSaved {
+		return
+	}
+	if err := st.sandbox.SaveFile(st.sandboxFile); err != nil {
+		a.log.Warn().Err(err).Msg("cannot keep the sandbox's customers")
+		return
+	}
+	st.sandboxSaved = v
 }
 
 // startStack starts everything `run` needs. On error it stops what it started.
@@ -243,7 +286,25 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		st.sandbox.SetFaults(f.sandboxFaults)
 		baseURL = st.sandbox.URL
 		apiKey = cmp.Or(apiKey, cmp.Or(f.sandboxKey, "sandbox"))
-		a.log.Info().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
+		if a.natsURL == "" {
+			// The ledger lives in the embedded NATS store in --data-dir: the
+			// customers it points at are kept there too, or a restart would
+			// find them gone.
+			st.sandboxFile = filepath.Join(f.dataDir, "sandbox", "customers.json")
+			n, err := st.sandbox.LoadFile(st.sandboxFile)
+			if err != nil {
+				return nil, err
+			}
+			st.sandboxSaved = st.sandbox.Version()
+			st.sandboxDone = make(chan struct{})
+			st.sandboxStop = make(chan struct{})
+			go st.saveSandbox(a)
+			a.log.Info().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).Int("customers", n).
+				Str("store", st.sandboxFile).Msg("Kustomer sandbox started")
+		} else {
+			a.log.Warn().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).
+				Msg("Kustomer sandbox started in memory: with --nats-url the ledger outlives it, so after a restart the ledger names customers this sandbox no longer has (already_created, nothing sent); use the embedded NATS server (no --nats-url) to keep both in --data-dir")
+		}
 	case apiKey == "":
 		return nil, usageError{errors.New("no Kustomer API key: set KUSTOMER_API_KEY or --kustomer-api-key-file to use a real account, or pass --sandbox to run against a local Kustomer sandbox")}
 	case baseURL != "":
@@ -377,6 +438,12 @@ func (st *stack) stop(ctx context.Context, a *app) {
 	if st.embedded != nil {
 		st.embedded.Shutdown()
 		st.embedded.WaitForShutdown()
+	}
+	if st.sandboxStop != nil {
+		close(st.sandboxStop)
+		<-st.sandboxDone
+		st.sandboxStop = nil
+		st.saveSandboxNow(a)
 	}
 	if st.sandbox != nil {
 		// A moment of its own, even when the drain used up ctx.
