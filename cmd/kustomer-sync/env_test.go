@@ -318,3 +318,17 @@ func TestEverySizeFlagTakesUnitsAndHelpShowsDefaultsWithUnits(t *testing.T) {
 	require.NoError(t, s.Set("512KiB"))
 	require.Equal(t, "512KiB", s.String())
 }
+
+// A flag not given has no value to show: the error names it alone, not as
+// "[redacted]" as if a secret had been given.
+func TestAMissingTokenIsNamedWithoutAValue(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "run", "--sandbox", "--nats-url", "nats://127.0.0.1:1", "--admin-addr", "0.0.0.0:0")
+	require.Error(t, err)
+	require.Equal(t, 2, exitCode(err))
+	require.ErrorContains(t, err, "--admin-token: required when the admin server listens beyond loopback")
+	require.NotContains(t, err.Error(), "[redacted]")
+
+	_, _, err = cli(t, "", "run", "--sandbox", "--nats-url", "nats://127.0.0.1:1", "--kustomer-timeout", "1m")
+	require.ErrorContains(t, err, `--claim-lease (default 30s): must exceed --kustomer-timeout 1m0s`, "a default is shown as one")
+}
