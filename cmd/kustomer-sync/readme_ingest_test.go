@@ -287,3 +287,27 @@ func TestTheREADMENamesTheDashboardURLAndItsFullerExampleIsTheSampleConfig(t *te
 	require.NoError(t, yaml.Unmarshal(sample, &fromFile))
 	require.Equal(t, fromFile, fromREADME, "README.md's fuller example and testdata/workflows.yaml differ")
 }
+
+// The README says which type an email and a phone get by default, and its
+// example of a template that sets them maps as it says.
+func TestTheREADMEsEmailAndPhoneTypeExampleMapsAsItSays(t *testing.T) {
+	t.Parallel()
+	text := readme(t)
+	i := strings.Index(text, "**Email and phone types.**")
+	require.Positive(t, i, "README.md says what type emails and phones get")
+	require.Contains(t, text[i:i+400], "`\"type\":\"home\"`")
+	require.Contains(t, text[i:i+400], "`\"type\":\"mobile\"`")
+	block := codeBlocks(text[i:], "yaml")[0]
+	cfg, err := mapping.Parse("readme.yaml", []byte(block))
+	require.NoError(t, err)
+	req, err := cfg.Workflows[0].Map(map[string]any{"name": "Ann", "email": "ann@example.com", "phones": []any{"+14155550100"}}, nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, []any{map[string]any{"email": "ann@example.com", "type": "work"}}, req["emails"])
+	require.Equal(t, []any{map[string]any{"phone": "+14155550100", "type": "work"}}, req["phones"])
+
+	// Without a type: the defaults the README names.
+	def, err := mapping.DefaultConfig().Workflows[0].Map(map[string]any{"name": "Ann", "emails": "ann@example.com", "phones": "+14155550100"}, nil, 0)
+	require.NoError(t, err)
+	require.Equal(t, "home", def["emails"].([]any)[0].(map[string]any)["type"])
+	require.Equal(t, "mobile", def["phones"].([]any)[0].(map[string]any)["type"])
+}
