@@ -187,10 +187,26 @@ func localPath(next string) string {
 // workflowRow is a workflow on the overview.
 type workflowRow struct {
 	worker.WorkflowStatus
-	Runs, Created, Failed int // over the last hour, from the run log
-	PerMinute             float64
-	Backlog               uint64
-	DeadLetterTotal       int
+	Runs, Created, Updated, Failed int // over Window, from the run log
+	Window                         string
+	PerMinute                      float64
+	Backlog                        uint64
+	DeadLetterTotal                int
+}
+
+// processStart is when this process started: the overview's counts cover
+// the last hour, or less for a younger process, and say which.
+var processStart = time.Now()
+
+// recentWindow is how far back the overview counts: an hour, or since the
+// process started when that is less, with its label ("last hour", "last 40s").
+func recentWindow(now time.Time) (time.Duration, string) {
+	up := now.Sub(processStart)
+	if up >= time.Hour {
+		return time.Hour, "Last hour"
+	}
+	up = max(up, time.Second)
+	return up, "Last " + up.Round(time.Second).String() + " (since start)"
 }
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +227,11 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, row)
 	}
 	var note string
-	if runs, err := s.recentRuns(ctx, time.Hour); err != nil {
+	window, label := recentWindow(time.Now())
+	for _, row := range rows {
+		row.Window = label
+	}
+	if runs, err := s.recentRuns(ctx, window); err != nil {
 		note = err.Error()
 	} else {
 		for _, run := range runs {
@@ -220,12 +240,13 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			row.Runs++
-			created, failed := itemCounts(run)
+			created, updated, failed := itemCounts(run)
 			row.Created += created
+			row.Updated += updated
 			row.Failed += failed
 		}
 		for _, row := range rows {
-			row.PerMinute = float64(row.Runs) / 60
+			row.PerMinute = float64(row.Runs) / window.Minutes()
 		}
 	}
 	var rate float64
@@ -251,13 +272,15 @@ func (s *Server) recentRuns(ctx context.Context, d time.Duration) ([]worker.RunR
 	return l.List(ctx, worker.RunFilter{Since: time.Now().Add(-d)})
 }
 
-// itemCounts counts a run's customers created and items failed; an event
-// dead-lettered whole counts as one failure.
-func itemCounts(r worker.RunRecord) (created, failed int) {
+// itemCounts counts a run's customers created and updated and its items
+// failed; an event dead-lettered whole counts as one failure.
+func itemCounts(r worker.RunRecord) (created, updated, failed int) {
 	for _, it := range r.Items {
 		switch {
 		case it.Outcome == outcome.Created:
 			created++
+		case it.Outcome == outcome.Updated:
+			updated++
 		case it.Outcome.Failed():
 			failed++
 		}
@@ -265,7 +288,7 @@ func itemCounts(r worker.RunRecord) (created, failed int) {
 	if len(r.Items) == 0 && r.Status == worker.RunDeadLettered {
 		failed++
 	}
-	return created, failed
+	return created, updated, failed
 }
 
 // sinceChoices are the time filters of the runs page.

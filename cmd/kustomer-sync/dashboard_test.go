@@ -327,6 +327,16 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 		read(t, ctx, chromedp.Text(`ul.notes li`)))
 	screenshots(t, ctx, "run-notes")
 
+	// The overview counts the update, and says its window is since the
+	// process started, not an hour it has not lived.
+	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
+	card := read(t, ctx, chromedp.Text(`article.workflow`))
+	require.Contains(t, card, "Created / updated / failed")
+	require.Regexp(t, `Created / updated / failed\s*1 / 1 / 1`, card)
+	require.Regexp(t, `Last \d+s \(since start\)\s*3 runs`, card)
+	require.NotContains(t, card, "Last hour")
+	screenshots(t, ctx, "overview-counts")
+
 	do(t, ctx, chromedp.Navigate(base+"/runs/LEADS-99-1-bulk"), chromedp.WaitVisible(`td.bulk-job`))
 	require.Equal(t, "bulk-job-7", read(t, ctx, chromedp.Text(`td.bulk-job`)))
 	screenshots(t, ctx, "run-bulk")
