@@ -189,10 +189,26 @@ func localPath(next string) string {
 // workflowRow is a workflow on the overview.
 type workflowRow struct {
 	replica.WorkflowStatus
-	Runs, Created, Failed int // over the last hour, from the run log
-	PerMinute             float64
-	Backlog               uint64
-	DeadLetterTotal       int
+	Runs, Created, Updated, Failed int // over Window, from the run log
+	Window                         string
+	PerMinute                      float64
+	Backlog                        uint64
+	DeadLetterTotal                int
+}
+
+// processStart is when this process started: the overview's counts cover
+// the last hour, or less for a younger process, and say which.
+var processStart = time.Now()
+
+// recentWindow is how far back the overview counts: an hour, or since the
+// process started when that is less, with its label ("last hour", "last 40s").
+func recentWindow(now time.Time) (time.Duration, string) {
+	up := now.Sub(processStart)
+	if up >= time.Hour {
+		return time.Hour, "Last hour"
+	}
+	up = max(up, time.Second)
+	return up, "Last " + up.Round(time.Second).String() + " (since start)"
 }
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +229,11 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, row)
 	}
 	var note string
-	if runs, err := s.recentRuns(ctx, time.Hour); err != nil {
+	window, label := recentWindow(time.Now())
+	for _, row := range rows {
+		row.Window = label
+	}
+	if runs, err := s.recentRuns(ctx, window); err != nil {
 		note = err.Error()
 	} else {
 		for _, run := range runs {
@@ -222,12 +242,13 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			row.Runs++
-			created, failed := itemCounts(run)
+			created, updated, failed := itemCounts(run)
 			row.Created += created
+			row.Updated += updated
 			row.Failed += failed
 		}
 		for _, row := range rows {
-			row.PerMinute = float64(row.Runs) / 60
+			row.PerMinute = float64(row.Runs) / window.Minutes()
 		}
 	}
 	var rate float64
@@ -253,13 +274,15 @@ func (s *Server) recentRuns(ctx context.Context, d time.Duration) ([]runlog.Reco
 	return l.List(ctx, runlog.Filter{Since: time.Now().Add(-d)})
 }
 
-// itemCounts counts a run's customers created and items failed; an event
-// dead-lettered whole counts as one failure.
-func itemCounts(r runlog.Record) (created, failed int) {
+// itemCounts counts a run's customers created and updated and its items
+// failed; an event dead-lettered whole counts as one failure.
+func itemCounts(r runlog.Record) (created, updated, failed int) {
 	for _, it := range r.Items {
 		switch {
 		case it.Outcome == outcome.Created:
 			created++
+		case it.Outcome == outcome.Updated:
+			updated++
 		case it.Outcome.Failed():
 			failed++
 		}
@@ -267,7 +290,7 @@ func itemCounts(r runlog.Record) (created, failed int) {
 	if len(r.Items) == 0 && r.Status == runlog.DeadLettered {
 		failed++
 	}
-	return created, failed
+	return created, updated, failed
 }
 
 // sinceChoices are the time filters of the runs page.
@@ -415,11 +438,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	entries, _ := s.entriesOfRun(ctx, run)
+	bulk := slices.ContainsFunc(run.Items, func(it runlog.Item) bool { return it.BulkJob != "" })
 	data := struct {
 		Run         runlog.Record
 		Items       []itemRow
 		DeadLetters []dlq.Record
-	}{run, items, entries}
+		Bulk        bool // some item went in a bulk job: the page shows the column
+	}{run, items, entries, bulk}
 	s.render(w, r, http.StatusOK, "run", view{Title: "Run " + run.ID, Nav: "runs", Data: data})
 }
 
@@ -440,7 +465,7 @@ func (s *Server) entriesOfRun(ctx context.Context, run runlog.Record) ([]dlq.Rec
 }
 
 type deadFilter struct {
-	Workflow, Class, Q string
+	Workflow, Class, Q, Run string
 }
 
 func (f deadFilter) filter() (dlq.Filter, error) {
@@ -448,12 +473,12 @@ func (f deadFilter) filter() (dlq.Filter, error) {
 	if f.Class != "" && err != nil {
 		return dlq.Filter{}, fmt.Errorf("admin: class %q: %w", f.Class, err)
 	}
-	return dlq.Filter{Workflow: f.Workflow, Class: c, Grep: f.Q}, nil
+	return dlq.Filter{Workflow: f.Workflow, Class: c, Grep: f.Q, Run: f.Run}, nil
 }
 
 func (f deadFilter) Query() string {
 	v := url.Values{}
-	for k, s := range map[string]string{"workflow": f.Workflow, "class": f.Class, "q": f.Q} {
+	for k, s := range map[string]string{"workflow": f.Workflow, "class": f.Class, "q": f.Q, "run": f.Run} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -478,7 +503,7 @@ func readablePayload(p []byte) string {
 }
 
 func deadFilterOf(get func(string) string) deadFilter {
-	return deadFilter{Workflow: get("workflow"), Class: get("class"), Q: strings.TrimSpace(get("q"))}
+	return deadFilter{Workflow: get("workflow"), Class: get("class"), Q: strings.TrimSpace(get("q")), Run: strings.TrimSpace(get("run"))}
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {

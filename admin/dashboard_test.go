@@ -195,3 +195,34 @@ func TestWithoutATokenOnlyLoopbackHostsReachTheDashboard(t *testing.T) {
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, "/login?next=%2Fdead-letters", resp.Header.Get("Location"))
 }
+
+// A dead letter that cannot succeed without a change elsewhere (the event
+// itself is invalid) has no one-click Retry: the page says why; one that
+// can, keeps it.
+func TestAnInvalidEventDeadLetterHasNoOneClickRetryAndSaysWhy(t *testing.T) {
+	t.Parallel()
+	base, js := startServerJS(t, "")
+	_, err := dlq.EnsureStream(t.Context(), js, dlq.StreamConfig{})
+	require.NoError(t, err)
+	require.NoError(t, dlq.Publish(t.Context(), js, dlq.Subject("signup"), dlq.Record{
+		Workflow: "signup", Class: outcome.InvalidEvent, Error: "worker: the event is not valid JSON", Attempts: 1,
+		Subject: "leads.signup", StreamSeq: 1, LastFailure: time.Now(), Payload: []byte("not json"),
+	}))
+	deadLetter(t, js, "signup", 2) // validation
+
+	resp, page := do(t, noRedirects(), "GET", base+"/dead-letters", nil, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	entries := regexp.MustCompile(`(?s)<article class="card entry" id="entry-(\d+)">(.*?)</article>`).FindAllStringSubmatch(page, -1)
+	require.Len(t, entries, 2)
+	for _, e := range entries {
+		switch e[1] {
+		case "1":
+			require.NotContains(t, e[2], `class="retry"`, "no one-click Retry for an invalid event")
+			require.Contains(t, e[2], "the event itself is invalid, so it would fail the same way")
+			require.Contains(t, e[2], "kustomer-sync dlq replay 1")
+		case "2":
+			require.Contains(t, e[2], `class="retry"`)
+			require.Contains(t, e[2], "fails again unless the workflow was fixed since")
+		}
+	}
+}

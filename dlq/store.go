@@ -24,11 +24,12 @@ type Filter struct {
 	Class    outcome.Outcome // only this class (a failure); None: any
 	Since    time.Time       // dead-lettered at or after
 	Grep     string          // substring of the error or the payload (case-sensitive)
+	Run      string          // only entries of this run (Record.Run)
 	All      bool            // explicitly every entry, for Replay and Purge
 }
 
 func (f Filter) empty() bool {
-	return len(f.IDs) == 0 && f.Workflow == "" && f.Class == outcome.None && f.Since.IsZero() && f.Grep == ""
+	return len(f.IDs) == 0 && f.Workflow == "" && f.Class == outcome.None && f.Since.IsZero() && f.Grep == "" && f.Run == ""
 }
 
 // match reports whether r passes every criterion but IDs, which the scan
@@ -42,6 +43,8 @@ func (f Filter) match(r Record) bool {
 	case !f.Since.IsZero() && r.Time.Before(f.Since):
 		return false
 	case f.Grep != "" && !strings.Contains(r.Error, f.Grep) && !bytes.Contains(r.Payload, []byte(f.Grep)):
+		return false
+	case f.Run != "" && r.Run != f.Run:
 		return false
 	}
 	return true

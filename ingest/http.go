@@ -55,6 +55,9 @@ type HandlerConfig struct {
 	// there is one. It is called on every request, so a reloaded config is
 	// seen at once. Must be safe for concurrent use.
 	Subjects func(workflow string) (filter string, ok bool)
+	// Workflows, when set, lists the workflows that exist, for the 404 of
+	// one that does not. Must be safe for concurrent use.
+	Workflows func() []string
 	// Token, when set, is required as "Authorization: Bearer <Token>".
 	// Without it, only requests to a loopback name or address (Host) are
 	// served, so a page whose name resolves to 127.0.0.1 cannot post.
@@ -162,7 +165,13 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 	}
 	filter, ok := h.cfg.Subjects(wf)
 	if !ok {
-		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("ingest: no workflow %q", clip(wf, 64))}
+		msg := fmt.Sprintf("ingest: no workflow %q", clip(wf, 64))
+		if h.cfg.Workflows != nil {
+			if names := h.cfg.Workflows(); len(names) > 0 {
+				msg += "; the workflows are: " + strings.Join(names, ", ")
+			}
+		}
+		return nil, &httpError{http.StatusNotFound, msg}
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		// A browser sends a cross-origin POST of another site's page
@@ -364,5 +373,9 @@ func checkKey(key string) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	// Not escaped for HTML: the body is JSON for a program or a person
+	// reading curl's output, never markup ("Bearer <token>", not \u003c).
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }

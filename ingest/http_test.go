@@ -430,3 +430,26 @@ func TestAnIdempotencyKeyReusedWithAnotherBodyIsAConflict(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, out)
 	require.EqualValues(t, 2, e.stored())
 }
+
+// An error body is JSON for curl's reader: "<" and ">" as written, and the
+// 404 of an unknown workflow names the workflows that exist.
+func TestErrorBodiesAreReadableAndAnUnknownWorkflowListsTheWorkflows(t *testing.T) {
+	t.Parallel()
+	e := newIngestEnv(t, func(c *HandlerConfig) {
+		c.Workflows = func() []string { return []string{"forms", "signup"} }
+	})
+	req, err := http.NewRequest(http.MethodPost, e.http.URL+"/v1/events/signup", strings.NewReader(`{"id":"a"}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.http.Client().Do(req)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, string(raw), "Authorization: Bearer <token>")
+	require.NotContains(t, string(raw), `\u003c`)
+
+	code, out, _ := e.post("/v1/events/sigup", `{"id":"a"}`)
+	require.Equal(t, http.StatusNotFound, code)
+	require.Equal(t, `ingest: no workflow "sigup"; the workflows are: forms, signup`, out["error"])
+}

@@ -11,7 +11,7 @@ import (
 // Error is one mapping or validation failure of one item.
 type Error struct {
 	// Kind is why: [outcome.Mapping] (a template could not be evaluated: a runtime error in an
-	// expression, a loop value that is not an array) or [outcome.Validation] (the evaluated request
+	// expression), [outcome.InvalidEvent] (a loop value that is missing or not an array) or [outcome.Validation] (the evaluated request
 	// breaks a Kustomer limit or a workflow's `required` list, so Kustomer would reject it, or the user
 	// asked for it to be rejected). Both are permanent: the same event always fails the same way, so
 	// the item is dead-lettered, not retried.
@@ -34,7 +34,7 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
-	if e.Kind == outcome.Mapping && e.Template != "" {
+	if (e.Kind == outcome.Mapping || e.Kind == outcome.InvalidEvent) && e.Template != "" {
 		b.WriteString(" (template ")
 		b.WriteString(quote(e.Template))
 		b.WriteString(")")

@@ -47,8 +47,10 @@ func mappingError(field string, t *tmpl, err error) *Error {
 }
 
 // Items evaluates the workflow's loop expression against the event. Without a loop it returns one nil
-// item. A loop value that is missing (nil) gives no items. It fails with an [outcome.Mapping] *Error if the value
-// is not an array, and with an [outcome.Validation] *Error if it holds more than MaxItems items.
+// item. An explicit empty array gives no items. It fails with an [outcome.InvalidEvent] *Error if the
+// value is missing (null or absent: a field renamed upstream must not drop a batch silently) or is not an
+// array, with an [outcome.Mapping] *Error if the expression fails, and with an [outcome.Validation]
+// *Error if it holds more than MaxItems items.
 func (w *Workflow) Items(trigger map[string]any) ([]any, error) {
 	if w.loop == nil {
 		return []any{nil}, nil
@@ -58,11 +60,12 @@ func (w *Workflow) Items(trigger map[string]any) ([]any, error) {
 		return nil, mappingError("loop", w.loop, err)
 	}
 	if v == nil {
-		return []any{}, nil
+		return nil, &Error{Kind: outcome.InvalidEvent, Field: "loop", Template: w.loop.src,
+			Msg: "the event has no array there (the value is missing or null; send [] for a batch with no items)"}
 	}
 	items, ok := toSlice(v)
 	if !ok {
-		return nil, &Error{Kind: outcome.Mapping, Field: "loop", Template: w.loop.src, Msg: "expected an array, got " + describe(v)}
+		return nil, &Error{Kind: outcome.InvalidEvent, Field: "loop", Template: w.loop.src, Msg: "expected an array, got " + describe(v)}
 	}
 	if max := cmp.Or(w.MaxItems, MaxItemsDefault); len(items) > max {
 		return nil, &Error{Kind: outcome.Validation, Field: "loop", Template: w.loop.src,

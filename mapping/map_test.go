@@ -35,10 +35,20 @@ func TestItemsReturnsTheLoopArray(t *testing.T) {
 	require.Equal(t, []any{map[string]any{"ok": true, "n": 1}}, items)
 }
 
-func TestItemsOfAMissingLoopArrayIsNoItems(t *testing.T) {
+func TestItemsOfAMissingLoopArrayIsAnInvalidEvent(t *testing.T) {
 	t.Parallel()
 	w := mustWorkflow(t, "\n    loop: \"{{trigger.batch.leads}}\"")
-	items, err := w.Items(map[string]any{})
+	for _, trigger := range []map[string]any{{}, {"batch": map[string]any{"leads": nil}}} {
+		_, err := w.Items(trigger)
+		require.EqualError(t, err, `mapping: loop: the event has no array there (the value is missing or null; send [] for a batch with no items) (template "{{trigger.batch.leads}}")`)
+		require.Equal(t, outcome.InvalidEvent, KindOf(err))
+	}
+}
+
+func TestItemsOfAnEmptyLoopArrayIsNoItems(t *testing.T) {
+	t.Parallel()
+	w := mustWorkflow(t, "\n    loop: \"{{trigger.batch.leads}}\"")
+	items, err := w.Items(map[string]any{"batch": map[string]any{"leads": []any{}}})
 	require.NoError(t, err)
 	require.Empty(t, items)
 }
@@ -48,7 +58,7 @@ func TestItemsRefusesALoopValueThatIsNotAnArray(t *testing.T) {
 	w := mustWorkflow(t, "\n    loop: \"{{trigger.leads}}\"")
 	_, err := w.Items(map[string]any{"leads": "Jane"})
 	require.EqualError(t, err, `mapping: loop: expected an array, got a string (template "{{trigger.leads}}")`)
-	require.Equal(t, outcome.Mapping, KindOf(err))
+	require.Equal(t, outcome.InvalidEvent, KindOf(err))
 }
 
 func TestItemsRefusesMoreThanMaxItems(t *testing.T) {

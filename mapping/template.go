@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -190,6 +191,9 @@ func onlyOneExpr(parts []textPart) bool {
 	return n == 1
 }
 
+// barePipe finds a pipe to a bare name ("x | lower"), not "||".
+var barePipe = regexp.MustCompile(`(?:^|[^|])\|\s*([A-Za-z_]\w*)\s*(?:$|\|[^|])`)
+
 func compileExpr(code string, roots map[string]bool) (*vm.Program, error) {
 	prog, err := expr.Compile(code, exprOptions...)
 	if err != nil {
@@ -198,6 +202,11 @@ func compileExpr(code string, roots map[string]bool) (*vm.Program, error) {
 			msg := fe.Message
 			if strings.Contains(msg, "exceeds maximum allowed nodes") {
 				msg = fmt.Sprintf("the expression has more than the %d names, values and operators a template may have", TemplateMaxNodes)
+			}
+			if m := barePipe.FindStringSubmatch(code); m != nil {
+				// "x | lower" reads as a filter of other template languages; in
+				// expr a pipe passes x to a call.
+				msg = fmt.Sprintf("a pipe passes a value to a call: write | %s() (x | %s() is %s(x)), not | %s (%s)", m[1], m[1], m[1], m[1], msg)
 			}
 			return nil, fmt.Errorf("{{%s}}: %s", clip(code), msg)
 		}

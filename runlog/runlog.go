@@ -184,6 +184,52 @@ type Record struct {
 	Object string `json:"object,omitempty"`
 }
 
+// Done counts the run's items that succeeded (created, updated, skipped or
+// already created): `runs list` and the dashboard show it as Done()/len(Items).
+func (r Record) Done() int {
+	n := 0
+	for _, it := range r.Items {
+		if it.Outcome.Succeeded() {
+			n++
+		}
+	}
+	return n
+}
+
+// Reason is what went wrong in the run, in one line: the event's error, or
+// the first failed item's, naming it and how many others failed; "" when
+// nothing failed.
+func (r Record) Reason() string {
+	if r.Error != "" {
+		return r.Error
+	}
+	var first *Item
+	failed := 0
+	for i, it := range r.Items {
+		if it.Error == "" && !it.Outcome.Failed() {
+			continue
+		}
+		if first == nil {
+			first = &r.Items[i]
+		}
+		failed++
+	}
+	if first == nil {
+		return ""
+	}
+	msg := cmp.Or(first.Error, "-")
+	if failed == 1 {
+		return fmt.Sprintf("#%d: %s", first.Index, msg)
+	}
+	return fmt.Sprintf("#%d and %d more: %s", first.Index, failed-1, msg)
+}
+
+// DeadLettered reports whether the run may have left a dead letter: it
+// failed in part or in whole.
+func (r Record) DeadLettered() bool {
+	return r.Status == Failed || r.Status == Partial || r.Status == DeadLettered
+}
+
 // Replay is what a replay's run record says of where it comes from.
 type Replay struct {
 	DeadLetter  uint64 `json:"dead_letter"`            // the entry replayed

@@ -254,3 +254,32 @@ func TestARunLogOrLedgerDeletedWhileRunningIsRecreatedAndTheEventProcessedOnce(t
 	h.requireEachCreatedOnce([]string{"ext-gone-1"})
 	require.Empty(t, h.deadLetters())
 }
+
+// A renamed field upstream must not drop a whole batch silently: a Loop
+// event without its array is an invalid event, dead-lettered with the
+// reason; an explicit empty array is a run of 0 items.
+func TestALoopEventWithoutItsArrayIsDeadLetteredAndAnEmptyArrayIsZeroItems(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: loopConfig})
+	missing := h.publish("leads.x", "m-1", `{"source":"x"}`)
+	notArray := h.publish("leads.x", "m-2", `{"leads":{"id":"a"}}`)
+	empty := h.publish("leads.x", "m-3", `{"leads":[]}`)
+
+	h.waitRuns(3)
+	m := h.waitRun(missing)
+	require.Equal(t, runlog.DeadLettered, m.Status)
+	require.Contains(t, m.Error, "loop: the event has no array there")
+	n := h.waitRun(notArray)
+	require.Equal(t, runlog.DeadLettered, n.Status)
+	require.Contains(t, n.Error, "expected an array, got an object")
+	e := h.waitRun(empty)
+	require.Equal(t, runlog.Succeeded, e.Status)
+	require.Empty(t, e.Items)
+
+	dead := h.deadLetters()
+	require.Len(t, dead, 2)
+	for _, d := range dead {
+		require.Equal(t, outcome.InvalidEvent, d.Class)
+		require.Contains(t, d.Error, `(template "{{trigger.leads}}")`)
+	}
+}

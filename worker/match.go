@@ -34,7 +34,7 @@ const matchLockRetry = 250 * time.Millisecond
 // a time.
 type itemNote struct {
 	sent    string   // bodyHash of the body last sent, or matched, for the item
-	dropped []string // list entries an update could not keep (Kustomer's 10-item limit)
+	dropped []string // what an update did not send, each with its reason (Kustomer's 10 per list, the customer's own externalId)
 	// unrecorded: the customer exists but the ledger could not record it, so
 	// the event must not be acknowledged: its redelivery looks it up.
 	unrecorded bool
@@ -250,8 +250,8 @@ func matchLocks(wf *mapping.Workflow, req mapping.Request) []string {
 // mergeLists returns the body of an update: req, with each of its lists
 // (emails, phones, tags, …) merged into the customer's, since a list sent
 // replaces Kustomer's: the customer's entries first, then req's new ones,
-// cut to maxListItems. dropped names each new entry that did not fit, as
-// "emails: ada@example.com". When the customer's lists are unknown (known
+// cut to maxListItems. dropped names each new entry that did not fit, with
+// its reason, as "emails: ada@example.com (Kustomer keeps at most 10 per list)". When the customer's lists are unknown (known
 // is false), req's lists are left out rather than replacing them, and named
 // in dropped. A customer's externalId is never replaced by another.
 func mergeLists(req mapping.Request, existing map[string]any, known bool) (mapping.Request, []string) {
@@ -260,7 +260,7 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 	for field, v := range req {
 		if old, _ := existing[field].(string); field == "externalId" && old != "" && old != v {
 			// The customer's identity in the source stays; the item matched it by another key.
-			dropped = append(dropped, fmt.Sprintf("externalId: %v (the customer has %s)", v, old))
+			dropped = append(dropped, fmt.Sprintf("externalId: %v (the customer, found by another match key, keeps its own: %s)", v, old))
 			continue
 		}
 		list, ok := v.([]any)
@@ -288,7 +288,7 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 			switch {
 			case seen[id]:
 			case len(merged) >= maxListItems:
-				dropped = append(dropped, field+": "+id)
+				dropped = append(dropped, field+": "+id+" (Kustomer keeps at most 10 per list)")
 			default:
 				merged = append(merged, it)
 			}

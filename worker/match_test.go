@@ -123,7 +123,7 @@ func TestTheSameEmailUnderTwoLeadIDsIsOneCustomer(t *testing.T) {
 	second := h.waitRun(h.publish("leads.web", "e-2", `{"id":"lead-2","name":"Bo Diddley","emails":["bo@example.com"],"phones":["+14155550102"]}`))
 	require.Equal(t, outcome.Updated, second.Items[0].Outcome)
 	require.Equal(t, first.Items[0].CustomerID, second.Items[0].CustomerID)
-	require.Equal(t, []string{"externalId: lead-2 (the customer has lead-1)"}, second.Items[0].Dropped,
+	require.Equal(t, []string{"externalId: lead-2 (the customer, found by another match key, keeps its own: lead-1)"}, second.Items[0].Dropped,
 		"the customer keeps the identity it has in the source")
 
 	cs := h.sb.Sandbox.Customers()
@@ -173,7 +173,7 @@ func TestAnUpdateBeyondTenEmailsKeepsTheLimitAndRecordsWhatWasDropped(t *testing
 	require.Equal(t, runlog.Succeeded, rec.Status, "%+v", rec)
 	require.Equal(t, outcome.Updated, rec.Items[0].Outcome)
 	require.Equal(t, existing.ID, rec.Items[0].CustomerID)
-	require.Equal(t, []string{"emails: new2@example.com", "emails: new3@example.com"}, rec.Items[0].Dropped)
+	require.Equal(t, []string{"emails: new2@example.com (Kustomer keeps at most 10 per list)", "emails: new3@example.com (Kustomer keeps at most 10 per list)"}, rec.Items[0].Dropped)
 
 	cs := h.sb.Sandbox.Customers()
 	require.Len(t, cs, 1)

@@ -17,6 +17,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
 // screensEnv names a folder that, when set and existing, also gets every
@@ -234,4 +236,109 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	html := read(t, ctx, chromedp.OuterHTML(`html`))
 	require.NotContains(t, html, token, "the token is in no page")
 	require.Empty(t, read(t, ctx, chromedp.Evaluate[string](`document.cookie`)), "the session cookie is HttpOnly")
+}
+
+const matchDashboardConfig = `workflows:
+  - name: sync
+    subject: "leads.>"
+    match: [externalId, email]
+    on_match: update
+    inputs:
+      externalId: "{{trigger.id}}"
+      name: "{{trigger.name}}"
+      emails: "{{trigger.emails}}"
+`
+
+// The run list says why a run failed and how many of its items succeeded,
+// as `runs list` does; a failed run links to its dead letter and back; a
+// run's page shows each item's notes (what an update did not send) and its
+// bulk job.
+func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
+	config := filepath.Join(t.TempDir(), "workflows.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(matchDashboardConfig), 0o600))
+	addr := adminAddr(t)
+	base := "http://" + addr
+	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
+		"--config", config, "--admin-addr", addr, "--replica-id", "reasons")
+	waitReadyz(t, base, http.StatusOK, r)
+
+	publish := func(id, body string) {
+		m := nats.NewMsg("leads.web")
+		m.Data = []byte(body)
+		m.Header.Set(nats.MsgIdHdr, id)
+		_, err := js.PublishMsg(t.Context(), m)
+		require.NoError(t, err)
+	}
+	publish("e-1", `{"id":"m-1","name":"Bo","emails":["bo@example.com"]}`)
+	publish("e-2", `{"id":"m-2","name":"Bo D","emails":["bo@example.com"]}`)
+	publish("e-3", `{"id":"m-3","name":"Al","emails":["not-an-email"]}`)
+	// A bulk-mode run, as the run log holds it.
+	l, err := runlog.New(t.Context(), js, runlog.Config{})
+	require.NoError(t, err)
+	now := time.Now()
+	require.NoError(t, l.Write(t.Context(), runlog.Record{ID: "LEADS-99-1-bulk", Workflow: "bulk", EventID: "e-99", Subject: "leads.bulk",
+		StreamSeq: 99, Started: now, Ended: now.Add(time.Second), Status: runlog.Succeeded,
+		Items: []runlog.Item{{Index: 0, Outcome: outcome.Created, CustomerID: "ffffffffffffffffffffffff", Attempts: 1, BulkJob: "bulk-job-7"}}}))
+
+	// The pages do not refresh themselves: wait for the three events' runs.
+	require.Eventually(t, func() bool {
+		runs, err := l.List(t.Context(), runlog.Filter{})
+		return err == nil && len(runs) == 4
+	}, 30*time.Second, 20*time.Millisecond)
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs tbody tr`))
+	row := read(t, ctx, chromedp.Text(`table.runs tbody tr`))
+	require.Contains(t, row, `#0: mapping: emails[0].email: "not-an-email" is not an email address`, "the reason, as `runs list` gives it")
+	require.Equal(t, "0/1", read(t, ctx, chromedp.Text(`table.runs tbody tr td[data-label=Items]`)))
+	do(t, ctx, chromedp.Navigate(base+"/runs"), chromedp.WaitVisible(`table.runs tbody tr`))
+	require.Equal(t, 4, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.runs tbody tr").length`)))
+	screenshots(t, ctx, "runs-reasons")
+
+	// The failed run's dead letter, and back. Each link is followed by
+	// navigating to it: a click's navigation races the next query.
+	follow := func(link string) {
+		t.Helper()
+		href := read(t, ctx, chromedp.AttributeValue(link, "href"))
+		require.True(t, href.Exists, "a link %s", link)
+		do(t, ctx, chromedp.Navigate(base+href.Value))
+	}
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs a.deadletter-link`))
+	follow(`table.runs a.deadletter-link`)
+	do(t, ctx, chromedp.WaitVisible(`article.entry`))
+	require.Equal(t, 1, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("article.entry").length`)), "only the run's dead letter")
+	require.Contains(t, read(t, ctx, chromedp.Text(`article.entry`)), "not-an-email")
+	follow(`article.entry dd a[href^="/runs/"]`)
+	do(t, ctx, chromedp.WaitVisible(`p.deadletters a`))
+	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "failed")
+	screenshots(t, ctx, "run-failed")
+	follow(`p.deadletters a`)
+	do(t, ctx, chromedp.WaitVisible(`article.entry`))
+	require.Contains(t, read(t, ctx, chromedp.Text(`article.entry`)), "not-an-email")
+
+	// The update's note: the customer kept its own externalId.
+	do(t, ctx, chromedp.Navigate(base+"/runs?q=e-2"), chromedp.WaitVisible(`table.runs tbody tr a`))
+	follow(`table.runs tbody tr a`)
+	do(t, ctx, chromedp.WaitVisible(`main table`))
+	require.Equal(t, "not sent by the update: externalId: m-2 (the customer, found by another match key, keeps its own: m-1)",
+		read(t, ctx, chromedp.Text(`ul.notes li`)))
+	screenshots(t, ctx, "run-notes")
+
+	// The overview counts the update, and says its window is since the
+	// process started, not an hour it has not lived.
+	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
+	card := read(t, ctx, chromedp.Text(`article.workflow`))
+	require.Contains(t, card, "Created / updated / failed")
+	require.Regexp(t, `Created / updated / failed\s*1 / 1 / 1`, card)
+	require.Regexp(t, `Last \d+s \(since start\)\s*3 runs`, card)
+	require.NotContains(t, card, "Last hour")
+	screenshots(t, ctx, "overview-counts")
+
+	do(t, ctx, chromedp.Navigate(base+"/runs/LEADS-99-1-bulk"), chromedp.WaitVisible(`td.bulk-job`))
+	require.Equal(t, "bulk-job-7", read(t, ctx, chromedp.Text(`td.bulk-job`)))
+	screenshots(t, ctx, "run-bulk")
+	r.stop()
 }

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -348,7 +350,8 @@ func (a *app) dlqPurgeCommand(open openStore) *cobra.Command {
 		Use:   "purge [ID...]",
 		Short: "Delete dead letters for good",
 		Long: `Delete dead-letter entries by ID, by filter, or --all. Shows how many entries match and asks
-for confirmation (y/N) unless --yes is given. Deleted entries cannot be replayed. An ID the stream
+for confirmation (y/N) unless --yes is given; without --yes and without a terminal to answer on
+(a script, a cron job), it deletes nothing and exits 2. Deleted entries cannot be replayed. An ID the stream
 never held is an error. --json prints {"deleted": N, "ids": [...]} and needs --yes.`,
 		Example: `  kustomer-sync dlq purge 42
   kustomer-sync dlq purge --class invalid_event --since 7d
@@ -385,8 +388,16 @@ never held is an error. --json prints {"deleted": N, "ids": [...]} and needs --y
 					return err
 				}
 				if !yes {
+					if f, isFile := a.stdin.(*os.File); isFile && !isatty.IsTerminal(f.Fd()) && !isatty.IsCygwinTerminal(f.Fd()) {
+						return usageError{fmt.Errorf("dlq purge: %d %s match, and stdin is not a terminal, so there is no one to ask: nothing deleted; add --yes to delete them without asking",
+							len(entries), plural(len(entries), "entry", "entries"))}
+					}
 					ok, err := confirm(a.stdin, a.stdout, fmt.Sprintf("Delete %d dead %s from %s for good? [y/N] ",
 						len(entries), plural(len(entries), "letter", "letters"), store.Name()))
+					if errors.Is(err, errNoAnswer) {
+						fmt.Fprintln(a.stdout)
+						return usageError{errors.New("dlq purge: no answer (stdin ended): nothing deleted; add --yes to delete without asking")}
+					}
 					if err != nil {
 						return err
 					}
@@ -417,18 +428,25 @@ type purgeView struct {
 	IDs     []uint64 `json:"ids"`
 }
 
-// confirm asks question on out and reads a yes from in; anything else,
-// including end of input, is no.
+// errNoAnswer is input that ended before any answer: no one is there to
+// confirm (a script, a cron job), which is not a "no" but a missing --yes.
+var errNoAnswer = errors.New("no answer")
+
+// confirm asks question on out and reads a yes from in; any other answer is
+// no. Input that ends (or is absent) before an answer is errNoAnswer.
 func confirm(in io.Reader, out io.Writer, question string) (bool, error) {
 	if _, err := fmt.Fprint(out, question); err != nil {
 		return false, err
 	}
 	if in == nil {
-		return false, nil
+		return false, errNoAnswer
 	}
 	line, err := bufio.NewReader(in).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return false, fmt.Errorf("read confirmation: %w", err)
+	}
+	if err != nil && strings.TrimSpace(line) == "" {
+		return false, errNoAnswer
 	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":

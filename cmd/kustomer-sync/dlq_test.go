@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -206,8 +207,11 @@ func TestDLQPurgeAsksAndOnlyAYesDeletes(t *testing.T) {
 	require.Equal(t, 3, b.dlqCount(t))
 
 	out, _, err = b.cli(t, "", "dlq", "purge", "--class", "invalid_event")
-	require.NoError(t, err, "end of input is a no")
-	require.Contains(t, out, "Nothing deleted.")
+	require.Error(t, err, "end of input is no answer: no one is there to confirm")
+	require.Equal(t, 2, exitCode(err))
+	require.ErrorContains(t, err, "add --yes")
+	require.NotContains(t, out, "Nothing deleted.")
+	require.Equal(t, 3, b.dlqCount(t))
 
 	out, _, err = b.cli(t, "y\n", "dlq", "purge", "--class", "invalid_event")
 	require.NoError(t, err)
@@ -482,4 +486,23 @@ func TestDLQShowReadsAPayloadKeptInTheObjectStoreByteForByte(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
 	require.NotEmpty(t, v.Object)
 	require.Equal(t, string(payload), v.Payload)
+}
+
+// A script or cron job has no terminal to answer on: without --yes, purge
+// deletes nothing, asks nothing, and exits non-zero naming --yes.
+func TestDLQPurgeWithoutYesAndWithoutATerminalFailsAndSaysYesIsNeeded(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	b.deadLetter(t, "signup", outcome.InvalidEvent, 1, nil, `not json`)
+	stdin, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer stdin.Close()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"dlq", "purge", "--all", "--nats-url", b.url}, stdin, &out, &errOut)
+	require.Error(t, err)
+	require.Equal(t, 2, exitCode(err))
+	require.ErrorContains(t, err, "stdin is not a terminal")
+	require.ErrorContains(t, err, "add --yes")
+	require.NotContains(t, out.String(), "[y/N]", "no prompt no one can answer")
+	require.Equal(t, 1, b.dlqCount(t))
 }

@@ -82,8 +82,12 @@ func flagValue(f *pflag.Flag, v string) string {
 // unless the flag is secret: `--rate-per-minute "0": want 1 or more`.
 func flagError(cmd *cobra.Command, name, format string, args ...any) error {
 	f := cmd.Flags().Lookup(name)
-	if f == nil {
+	if f == nil || !f.Changed && f.Value.String() == "" {
+		// Not given: there is no value to show, secret or not.
 		return usageError{fmt.Errorf("--"+name+": "+format, args...)}
+	}
+	if !f.Changed && len(f.Annotations[secretAnnotation]) == 0 {
+		return usageError{fmt.Errorf("--%s (default %s): %s", name, f.Value.String(), fmt.Sprintf(format, args...))}
 	}
 	return usageError{fmt.Errorf("%s: %s", flagValue(f, f.Value.String()), fmt.Sprintf(format, args...))}
 }

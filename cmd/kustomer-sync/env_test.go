@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
@@ -50,7 +51,9 @@ func TestBadFlagValuesAreUsageErrorsNamingTheFlag(t *testing.T) {
 		{[]string{"--rate-per-minute", "0"}, `--rate-per-minute "0": want 1 or more`},
 		{[]string{"--kustomer-timeout", "0s"}, `--kustomer-timeout "0s": want a duration above zero`},
 		{[]string{"--claim-lease", "5s"}, `--claim-lease "5s": must exceed --kustomer-timeout 10s`},
-		{[]string{"--max-event-bytes", "-1"}, `--max-event-bytes "-1": want 1 or more`},
+		{[]string{"--max-event-bytes", "-1"}, `--max-event-bytes "-1": want a size in bytes, with an optional unit: 10GB, 512MiB, or 0`},
+		{[]string{"--max-event-bytes", "0"}, `--max-event-bytes "0": want a size from 1 byte to 2GiB, such as 1MB`},
+		{[]string{"--max-event-bytes", "1,000"}, `--max-event-bytes "1,000": want a size in bytes, with an optional unit`},
 		{[]string{"--sandbox-error-rate", "2"}, `--sandbox-error-rate "2": want a share from 0 to 1`},
 	}
 	for _, c := range cases {
@@ -277,4 +280,55 @@ func TestDemoIgnoresTheNATSSettingsOfTheEnvironment(t *testing.T) {
 	out, _, err := cli(t, "", "demo", "--log-level", "warn", "--log-format", "json")
 	require.NoError(t, err)
 	require.Contains(t, out, "events processed   24 of 24")
+}
+
+// Every size flag takes units as the others do, and --help shows each
+// default with its unit, not a count of bytes.
+func TestEverySizeFlagTakesUnitsAndHelpShowsDefaultsWithUnits(t *testing.T) {
+	t.Parallel()
+	sizes := 0
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if !strings.Contains(f.Name, "bytes") && !strings.HasSuffix(f.Name, "-size") {
+				return
+			}
+			sizes++
+			require.Equal(t, "size", f.Value.Type(), "%s --%s takes a size with a unit", c.CommandPath(), f.Name)
+			require.NoError(t, f.Value.Set("1MB"), "%s --%s 1MB", c.CommandPath(), f.Name)
+			require.Equal(t, "1MB", f.Value.String())
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk((&app{}).rootCommand())
+	require.GreaterOrEqual(t, sizes, 3)
+
+	out, _, err := cli(t, "", "run", "--help")
+	require.NoError(t, err)
+	require.Regexp(t, `--max-event-bytes size\s.*\(default 1MiB\)`, out)
+	require.Regexp(t, `--ingest-max-bytes size\s.*\(default 4MiB\)`, out)
+	require.NotContains(t, out, "4194304")
+	require.NotContains(t, out, "1048576")
+
+	var s byteSize
+	require.NoError(t, s.Set("1MB"))
+	require.Equal(t, byteSize(1_000_000), s)
+	require.NoError(t, s.Set("512KiB"))
+	require.Equal(t, "512KiB", s.String())
+}
+
+// A flag not given has no value to show: the error names it alone, not as
+// "[redacted]" as if a secret had been given.
+func TestAMissingTokenIsNamedWithoutAValue(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "run", "--sandbox", "--nats-url", "nats://127.0.0.1:1", "--admin-addr", "0.0.0.0:0")
+	require.Error(t, err)
+	require.Equal(t, 2, exitCode(err))
+	require.ErrorContains(t, err, "--admin-token: required when the admin server listens beyond loopback")
+	require.NotContains(t, err.Error(), "[redacted]")
+
+	_, _, err = cli(t, "", "run", "--sandbox", "--nats-url", "nats://127.0.0.1:1", "--kustomer-timeout", "1m")
+	require.ErrorContains(t, err, `--claim-lease (default 30s): must exceed --kustomer-timeout 1m0s`, "a default is shown as one")
 }

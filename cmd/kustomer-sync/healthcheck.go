@@ -56,7 +56,13 @@ on loopback.`,
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("not ready: %s answered %s: %s", url, resp.Status, said)
 			}
-			_, err = fmt.Fprintf(a.stdout, "ready: %s\n", said)
+			// /readyz says "ready": print it once, and anything more after it.
+			said = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(said, "ready"), ":"))
+			if said == "" {
+				_, err = fmt.Fprintln(a.stdout, "ready")
+			} else {
+				_, err = fmt.Fprintf(a.stdout, "ready: %s\n", said)
+			}
 			return err
 		},
 	}

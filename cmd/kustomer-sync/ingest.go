@@ -88,6 +88,7 @@ func (st *stack) startIngest(a *app, f *ingestFlags) error {
 	h, err := ingest.NewHandler(ingest.HandlerConfig{
 		JS:         st.js,
 		Subjects:   is.subject,
+		Workflows:  is.names,
 		Token:      f.token,
 		HMACSecret: secret,
 		MaxBytes:   int64(f.maxBytes),
@@ -121,6 +122,15 @@ func (is *ingestServer) subject(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// names lists the configured workflows, for the 404 of one that is not.
+func (is *ingestServer) names() []string {
+	var names []string
+	for _, wf := range *is.workflows.Load() {
+		names = append(names, wf.Name)
+	}
+	return names
 }
 
 // shutdown stops accepting requests and lets those in flight finish within

@@ -60,13 +60,13 @@ must capture every workflow's subject.
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "%s: %d %s, all templates compile\n\n", args[0], len(cfg.Workflows), plural(len(cfg.Workflows), "workflow", "workflows"))
-			fmt.Fprintln(w, "NAME\tSUBJECT\tLOOP\tCONCURRENCY\tIN FLIGHT\tATTEMPTS\tDEAD LETTERS\tINPUTS")
+			fmt.Fprintln(w, "NAME\tSUBJECT\tMODE\tMATCH\tLOOP\tCONCURRENCY\tIN FLIGHT\tATTEMPTS\tDEAD LETTERS\tINPUTS")
 			for _, wf := range cfg.Workflows {
 				loop := "-"
 				if wf.HasLoop() {
 					loop = wf.LoopTemplate()
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", wf.Name, wf.Subject, loop, wf.Concurrency,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", wf.Name, wf.Subject, modeText(wf), matchText(wf), loop, wf.Concurrency,
 					wf.MaxInFlight, wf.Retry.MaxAttempts, wf.DeadLetterSubject, strings.Join(wf.Inputs(), ","))
 			}
 			if err := w.Flush(); err != nil {
@@ -87,6 +87,24 @@ must capture every workflow's subject.
 	return cmd
 }
 
+// modeText is a workflow's mode as validate shows it: per-item, or bulk
+// with its batch size.
+func modeText(wf *mapping.Workflow) string {
+	if wf.Mode == mapping.ModeBulk {
+		return fmt.Sprintf("bulk (%d per request)", wf.BatchSize)
+	}
+	return wf.Mode
+}
+
+// matchText is what a workflow does with an existing customer: "create"
+// (no match), or its keys and on_match ("email,phone then update").
+func matchText(wf *mapping.Workflow) string {
+	if len(wf.Match) == 0 {
+		return "- (always create)"
+	}
+	return strings.Join(wf.Match, ",") + " then " + wf.OnMatch
+}
+
 // validateJSON is what `validate --json` prints.
 type validateJSON struct {
 	File      string            `json:"file"`
@@ -102,6 +120,10 @@ type validateJSON struct {
 type workflowJSON struct {
 	Name              string   `json:"name"`
 	Subject           string   `json:"subject"`
+	Mode              string   `json:"mode"`
+	BatchSize         int      `json:"batch_size,omitempty"`
+	Match             []string `json:"match,omitempty"`
+	OnMatch           string   `json:"on_match,omitempty"`
 	Loop              string   `json:"loop,omitempty"`
 	Concurrency       int      `json:"concurrency"`
 	MaxInFlight       int      `json:"max_in_flight"`
@@ -136,10 +158,16 @@ func validateReport(file string, cfg *mapping.Config, err error) validateJSON {
 		return out
 	}
 	for _, wf := range cfg.Workflows {
-		wj := workflowJSON{Name: wf.Name, Subject: wf.Subject, Concurrency: wf.Concurrency, MaxInFlight: wf.MaxInFlight,
+		wj := workflowJSON{Name: wf.Name, Subject: wf.Subject, Mode: wf.Mode, Match: wf.Match, Concurrency: wf.Concurrency, MaxInFlight: wf.MaxInFlight,
 			MaxAttempts: wf.Retry.MaxAttempts, DeadLetterSubject: wf.DeadLetterSubject, ResultsSubject: wf.ResultsSubject, Inputs: wf.Inputs()}
 		if wf.HasLoop() {
 			wj.Loop = wf.LoopTemplate()
+		}
+		if wf.Mode == mapping.ModeBulk {
+			wj.BatchSize = wf.BatchSize
+		}
+		if len(wf.Match) > 0 {
+			wj.OnMatch = wf.OnMatch
 		}
 		out.Workflows = append(out.Workflows, wj)
 	}
@@ -298,6 +326,10 @@ func printLookups(w io.Writer, onMatch string, lookups []mapping.Lookup) {
 func printMapping(w io.Writer, loop bool, res mapResult) error {
 	if res.Error != "" {
 		_, err := fmt.Fprintf(w, "event: %s\n", res.Error)
+		return err
+	}
+	if loop && len(res.Items) == 0 {
+		_, err := fmt.Fprintln(w, "0 items: the Loop's array is empty, so nothing is sent")
 		return err
 	}
 	enc := json.NewEncoder(w)

@@ -96,3 +96,70 @@ func TestMapShowsTheLookUpsOfAWorkflowWithMatchAndTheRequestThen(t *testing.T) {
 		{Key: "phone", Value: "+14155550101", Path: "/v1/customers/phone=%2B14155550101"},
 	}, res.Items[0].Lookups)
 }
+
+// `map` shows what the worker does with a Loop event: no array is an invalid
+// event (exit 1, the reason); an explicit empty array is 0 items.
+func TestMapOfALoopEventWithoutItsArrayFailsAndAnEmptyArrayIsZeroItems(t *testing.T) {
+	t.Parallel()
+	out, _, err := cli(t, `{"source":"x"}`, "map", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.Error(t, err)
+	require.Equal(t, 1, exitCode(err))
+	require.Contains(t, out, "event: mapping: loop: the event has no array there")
+
+	out, _, err = cli(t, `{"source":"x"}`, "map", "--json", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.Error(t, err)
+	var res struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.False(t, res.OK)
+	require.Contains(t, res.Error, "no array there")
+
+	out, _, err = cli(t, `{"source":"x","leads":[]}`, "map", "-c", "../../testdata/workflows.yaml", "-w", "batch")
+	require.NoError(t, err)
+	require.Equal(t, "0 items: the Loop's array is empty, so nothing is sent\n", out)
+}
+
+func TestValidateShowsEachWorkflowsModeAndMatch(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "w.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`workflows:
+  - name: plain
+    subject: "leads.plain"
+    inputs: {name: "{{trigger.name}}"}
+  - name: sync
+    subject: "leads.sync"
+    match: [externalId, email]
+    on_match: update
+    inputs: {externalId: "{{trigger.id}}", name: "{{trigger.name}}", emails: "{{trigger.emails}}"}
+  - name: many
+    subject: "leads.many"
+    mode: bulk
+    batch_size: 50
+    inputs: {name: "{{trigger.name}}"}
+`), 0o600))
+	out, _, err := cli(t, "", "validate", path)
+	require.NoError(t, err)
+	require.Regexp(t, `NAME\s+SUBJECT\s+MODE\s+MATCH\s+LOOP`, out)
+	require.Regexp(t, `plain\s+leads\.plain\s+per-item\s+- \(always create\)`, out)
+	require.Regexp(t, `sync\s+leads\.sync\s+per-item\s+externalId,email then update`, out)
+	require.Regexp(t, `many\s+leads\.many\s+bulk \(50 per request\)`, out)
+
+	out, _, err = cli(t, "", "validate", "--json", path)
+	require.NoError(t, err)
+	var rep struct {
+		Workflows []struct {
+			Mode      string   `json:"mode"`
+			BatchSize int      `json:"batch_size"`
+			Match     []string `json:"match"`
+			OnMatch   string   `json:"on_match"`
+		} `json:"workflows"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Equal(t, "per-item", rep.Workflows[0].Mode)
+	require.Equal(t, []string{"externalId", "email"}, rep.Workflows[1].Match)
+	require.Equal(t, "update", rep.Workflows[1].OnMatch)
+	require.Equal(t, "bulk", rep.Workflows[2].Mode)
+	require.Equal(t, 50, rep.Workflows[2].BatchSize)
+}

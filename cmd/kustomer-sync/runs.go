@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -117,47 +118,14 @@ func writeRunsTable(w io.Writer, runs []runlog.Record) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tITEMS\tSTARTED\tTOOK\tERROR")
 	for _, r := range runs {
-		created := 0
-		for _, it := range r.Items {
-			if it.Outcome.Succeeded() {
-				created++
-			}
-		}
 		status := string(r.Status)
 		if r.Replay {
 			status += " (replay)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.Workflow, status, created, len(r.Items),
-			r.Started.Local().Format(time.DateTime), took(r), clip(runError(r), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.Workflow, status, r.Done(), len(r.Items),
+			r.Started.Local().Format(time.DateTime), took(r), clip(r.Reason(), 60))
 	}
 	return tw.Flush()
-}
-
-// runError is what went wrong in a run, in one line: the event's error, or
-// the first failed item's, naming it and how many others failed.
-func runError(r runlog.Record) string {
-	if r.Error != "" {
-		return r.Error
-	}
-	var first *runlog.Item
-	failed := 0
-	for i, it := range r.Items {
-		if it.Error == "" && !it.Outcome.Failed() {
-			continue
-		}
-		if first == nil {
-			first = &r.Items[i]
-		}
-		failed++
-	}
-	switch {
-	case first == nil:
-		return ""
-	case failed == 1:
-		return fmt.Sprintf("#%d: %s", first.Index, orDash(first.Error))
-	default:
-		return fmt.Sprintf("#%d and %d more: %s", first.Index, failed-1, orDash(first.Error))
-	}
 }
 
 func took(r runlog.Record) string {
@@ -233,21 +201,30 @@ func writeRun(w io.Writer, r runlog.Record) error {
 	}
 	fmt.Fprintln(w, "\nItems:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  INDEX\tOUTCOME\tCUSTOMER\tATTEMPTS\tCLASS\tERROR")
+	bulk := slices.ContainsFunc(r.Items, func(it runlog.Item) bool { return it.BulkJob != "" })
+	if bulk {
+		fmt.Fprintln(tw, "  INDEX\tOUTCOME\tCUSTOMER\tATTEMPTS\tBULK JOB\tCLASS\tERROR")
+	} else {
+		fmt.Fprintln(tw, "  INDEX\tOUTCOME\tCUSTOMER\tATTEMPTS\tCLASS\tERROR")
+	}
 	for _, it := range r.Items {
 		class := ""
 		if it.Outcome.Failed() {
 			class = it.Outcome.String()
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", it.Index, it.Outcome.Summary(), orDash(it.CustomerID), it.Attempts,
-			orDash(class), orDash(strings.Join(strings.Fields(it.Error), " ")))
+		job := ""
+		if bulk {
+			job = orDash(it.BulkJob) + "\t"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s%s\t%s\n", it.Index, it.Outcome.Summary(), orDash(it.CustomerID), it.Attempts,
+			job, orDash(class), orDash(strings.Join(strings.Fields(it.Error), " ")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, it := range r.Items {
 		if len(it.Dropped) > 0 {
-			fmt.Fprintf(w, "  item %d: not kept by the update (Kustomer's 10 per list): %s\n", it.Index, strings.Join(it.Dropped, "; "))
+			fmt.Fprintf(w, "  item %d: not sent by the update: %s\n", it.Index, strings.Join(it.Dropped, "; "))
 		}
 	}
 	return nil

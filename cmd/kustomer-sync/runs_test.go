@@ -162,3 +162,25 @@ func TestRunsShowLinksAReplayToItsDeadLetterAndEarlierRuns(t *testing.T) {
 	require.Regexp(t, `Failed run\s+LEADS-5-1`, out)
 	require.Regexp(t, `Original run\s+LEADS-1-1`, out)
 }
+
+func TestRunsShowPrintsEachItemsBulkJobAndWhatAnUpdateDidNotSend(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
+	require.NoError(t, err)
+	start := time.Now().Add(-time.Minute)
+	require.NoError(t, l.Write(context.Background(), runlog.Record{
+		ID: "bulk-5-1", Workflow: "bulk", StreamSeq: 5, Started: start, Ended: start.Add(time.Second), Status: runlog.Succeeded,
+		Items: []runlog.Item{
+			{Index: 0, Outcome: outcome.Created, CustomerID: "cccccccccccccccccccccccc", Attempts: 1, BulkJob: "job-7"},
+			{Index: 1, Outcome: outcome.Updated, CustomerID: "dddddddddddddddddddddddd", Attempts: 1, BulkJob: "job-7",
+				Dropped: []string{"externalId: m-2 (the customer, found by another match key, keeps its own: m-1)"}},
+		},
+	}))
+	out, _, err := b.cli(t, "", "runs", "show", "bulk-5-1")
+	require.NoError(t, err)
+	require.Regexp(t, `INDEX\s+OUTCOME\s+CUSTOMER\s+ATTEMPTS\s+BULK JOB\s+CLASS\s+ERROR`, out)
+	require.Regexp(t, `0\s+created\s+cccccccccccccccccccccccc\s+1\s+job-7\s+-\s+-`, out)
+	require.Contains(t, out, "item 1: not sent by the update: externalId: m-2 (the customer, found by another match key, keeps its own: m-1)")
+	require.NotContains(t, out, "10 per list", "the reason is the entry's own")
+}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 )
@@ -20,7 +23,12 @@ asynchronous bulk jobs (POST /v1/customers/bulk, then GET /v1/bulk/{id} and
 /v1/bulk/{id}/batches), an org-wide rate budget with x-ratelimit-* headers and 429s
 (every request, bulk polls included, spends one unit), an optional bearer-key check,
 and fault injection for testing retries and pauses.
-Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_KEY.`,
+Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_KEY.
+
+Each request is logged at info (method, path, status, time taken; never a header).
+GET http://ADDR/_sandbox/customers lists the customers created so far, with their
+count (not a Kustomer route: it spends no rate unit and needs no key); the count is
+logged again when the sandbox stops.`,
 		Example: `  kustomer-sync sandbox --addr 127.0.0.1:8080 --rate-per-minute 300
   kustomer-sync sandbox --error-rate 0.2 --latency 50ms
   kustomer-sync sandbox --bulk-delay 2s --bulk-item-failure-rate 0.01`,
@@ -52,6 +60,23 @@ Point a worker at it with --kustomer-base-url http://ADDR and any KUSTOMER_API_K
 	fl.BoolVar(&cfg.BulkRejectInvalid, "bulk-reject-invalid", false, "reject a whole bulk request for one invalid item (default: that item fails alone in the results)")
 	fl.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault randomness")
 	bindEnv(fl, "addr", "KSYNC_SANDBOX_ADDR")
+	// The sandbox reads no NATS setting: its help lists only the global
+	// flags it uses (the log's).
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		var hidden []*pflag.Flag
+		c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+			if !strings.HasPrefix(f.Name, "log-") && !f.Hidden {
+				f.Hidden = true
+				hidden = append(hidden, f)
+			}
+		})
+		defer func() {
+			for _, f := range hidden {
+				f.Hidden = false
+			}
+		}()
+		c.Root().HelpFunc()(c, args)
+	})
 	return cmd
 }
 

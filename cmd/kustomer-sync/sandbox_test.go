@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -51,4 +54,61 @@ func TestSandboxCommandServesAsynchronousBulkJobsWithTheirFaults(t *testing.T) {
 	res, err := c.BulkResults(ctx, job.ID)
 	require.NoError(t, err)
 	require.Equal(t, kustomer.ClassRetryable, kustomer.ClassOf(res.Outcomes([]string{"r1"})[0].Err), "--bulk-item-failure-rate 1 fails the item")
+}
+
+// The standalone sandbox lists and counts its customers, logs each request
+// at info, and its --help lists only the global flags it uses.
+func TestStandaloneSandboxListsItsCustomersLogsRequestsAndHelpsWithItsOwnFlags(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	logs := &lockedBuffer{}
+	go func() {
+		done <- run(ctx, []string{"sandbox", "--addr", addr, "--log-format", "json"}, strings.NewReader(""), io.Discard, logs)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err = c.CreateCustomer(ctx, map[string]any{"name": "Ann", "externalId": "a-1"})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
+
+	resp, err := http.Get("http://" + addr + "/_sandbox/customers")
+	require.NoError(t, err)
+	var list struct {
+		Count     int `json:"count"`
+		Customers []struct {
+			ID         string         `json:"id"`
+			Attributes map[string]any `json:"attributes"`
+		} `json:"customers"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 1, list.Count)
+	require.Equal(t, "a-1", list.Customers[0].Attributes["externalId"])
+
+	var requests int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["message"] == "sandbox request" {
+			require.Equal(t, "info", rec["level"])
+			requests++
+		}
+	}
+	require.GreaterOrEqual(t, requests, 2, "the create and the listing are logged at info")
+
+	out, _, err := cli(t, "", "sandbox", "--help")
+	require.NoError(t, err)
+	require.Contains(t, out, "--log-level")
+	require.Contains(t, out, "/_sandbox/customers")
+	for _, unused := range []string{"--nats-url", "--nats-creds", "--context"} {
+		require.NotContains(t, out, unused, "the sandbox does not use %s", unused)
+	}
+	out, _, err = cli(t, "", "run", "--help")
+	require.NoError(t, err)
+	require.Contains(t, out, "--nats-url", "other commands still list the NATS flags")
 }

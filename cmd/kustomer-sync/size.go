@@ -19,7 +19,24 @@ var sizeUnits = []struct {
 	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1},
 }
 
-func (s *byteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
+// String writes the size with the largest unit that divides it exactly
+// (4MiB, 10GB), so that --help shows defaults as a person writes them; a
+// size no unit divides is a plain number of bytes.
+func (s *byteSize) String() string {
+	n := int64(*s)
+	if n == 0 {
+		return "0"
+	}
+	for _, u := range []struct {
+		name   string
+		factor int64
+	}{{"TiB", 1 << 40}, {"TB", 1e12}, {"GiB", 1 << 30}, {"GB", 1e9}, {"MiB", 1 << 20}, {"MB", 1e6}, {"KiB", 1 << 10}, {"KB", 1e3}} {
+		if n%u.factor == 0 {
+			return strconv.FormatInt(n/u.factor, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 // Type names the value in --help and in badValue's "want …".
 func (s *byteSize) Type() string { return "size" }

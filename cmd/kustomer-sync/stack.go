@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ type workerFlags struct {
 	kustomerOrg    string
 	replicaID      string
 	drainTimeout   time.Duration
-	maxEventBytes  int
+	maxEventBytes  byteSize
 	ackWait        time.Duration
 	dedupWindow    time.Duration
 	maxAge         time.Duration
@@ -89,7 +90,8 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.ingest.register(fl)
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT or SIGTERM, and before a SIGHUP reload, how long in-flight events may take to finish")
-	fl.IntVar(&f.maxEventBytes, "max-event-bytes", worker.MaxEventBytesDefault, "larger events are dead-lettered as invalid_event")
+	f.maxEventBytes = worker.MaxEventBytesDefault
+	fl.Var(&f.maxEventBytes, "max-event-bytes", "largest event, e.g. 1MB or 512KiB; larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
 	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
@@ -115,13 +117,25 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 // variable. Call it from RunE, after the flags and the environment are read.
 func (f *workerFlags) check(cmd *cobra.Command) error {
 	return checkFlags(cmd,
-		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0), atLeast("max-event-bytes", 1),
+		atLeast("rate-per-minute", 1), atLeast("rate-burst", 0),
 		between("stream-replicas", 1, 5),
 		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"), positiveDuration("startup-timeout"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		f.checkAdmin,
 		f.ingest.check,
+		func(cmd *cobra.Command) error {
+			if f.useSandbox && f.baseURL != "" {
+				return flagError(cmd, "kustomer-base-url", "cannot be used with --sandbox, which serves its own Kustomer: drop one of them")
+			}
+			return nil
+		},
+		func(cmd *cobra.Command) error {
+			if f.maxEventBytes < 1 || int64(f.maxEventBytes) > math.MaxInt32 {
+				return flagError(cmd, "max-event-bytes", "want a size from 1 byte to 2GiB, such as 1MB")
+			}
+			return nil
+		},
 		func(cmd *cobra.Command) error {
 			if f.maxAge < 0 {
 				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
@@ -207,6 +221,43 @@ type stack struct {
 	ingest   *ingestServer
 	registry *prometheus.Registry
 	config   *mapping.Config
+
+	sandboxFile  string        // where the sandbox's customers are kept, with the embedded NATS store
+	sandboxSaved int           // the sandbox's Version when last saved
+	sandboxStop  chan struct{} // closed to stop saveSandbox
+	sandboxDone  chan struct{} // closed when saveSandbox has returned
+}
+
+// sandboxSaveInterval is how often `run --sandbox` saves the sandbox's
+// customers when they changed (and once more at shutdown).
+const sandboxSaveInterval = time.Second
+
+// saveSandbox saves the sandbox's customers to sandboxFile every
+// sandboxSaveInterval when they changed, until sandboxStop is closed.
+func (st *stack) saveSandbox(a *app) {
+	defer close(st.sandboxDone)
+	t := time.NewTicker(sandboxSaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.sandboxStop:
+			return
+		case <-t.C:
+			st.saveSandboxNow(a)
+		}
+	}
+}
+
+func (st *stack) saveSandboxNow(a *app) {
+	v := st.sandbox.Version()
+	if v == st.sandboxSaved {
+		return
+	}
+	if err := st.sandbox.SaveFile(st.sandboxFile); err != nil {
+		a.log.Warn().Err(err).Msg("cannot keep the sandbox's customers")
+		return
+	}
+	st.sandboxSaved = v
 }
 
 // startStack starts everything `run` needs. On error it stops what it started.
@@ -241,7 +292,25 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		st.sandbox.SetFaults(f.sandboxFaults)
 		baseURL = st.sandbox.URL
 		apiKey = cmp.Or(apiKey, cmp.Or(f.sandboxKey, "sandbox"))
-		a.log.Info().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).Msg("Kustomer sandbox started")
+		if a.natsURL == "" {
+			// The ledger lives in the embedded NATS store in --data-dir: the
+			// customers it points at are kept there too, or a restart would
+			// find them gone.
+			st.sandboxFile = filepath.Join(f.dataDir, "sandbox", "customers.json")
+			n, err := st.sandbox.LoadFile(st.sandboxFile)
+			if err != nil {
+				return nil, err
+			}
+			st.sandboxSaved = st.sandbox.Version()
+			st.sandboxDone = make(chan struct{})
+			st.sandboxStop = make(chan struct{})
+			go st.saveSandbox(a)
+			a.log.Info().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).Int("customers", n).
+				Str("store", st.sandboxFile).Msg("Kustomer sandbox started")
+		} else {
+			a.log.Warn().Str("url", st.sandbox.URL).Int("rate_per_minute", f.sandboxRate).
+				Msg("Kustomer sandbox started in memory: with --nats-url the ledger outlives it, so after a restart the ledger names customers this sandbox no longer has (already_created, nothing sent); use the embedded NATS server (no --nats-url) to keep both in --data-dir")
+		}
 	case apiKey == "":
 		return nil, usageError{errors.New("no Kustomer API key: set KUSTOMER_API_KEY or --kustomer-api-key-file to use a real account, or pass --sandbox to run against a local Kustomer sandbox")}
 	case baseURL != "":
@@ -278,7 +347,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		Stream:         f.streamConfig(),
 		AckWait:        f.ackWait,
 		Ledger:         worker.LedgerConfig{Lease: f.claimLease},
-		MaxEventBytes:  f.maxEventBytes,
+		MaxEventBytes:  int(f.maxEventBytes),
 		ReplicaID:      f.replicaID,
 		DrainTimeout:   f.drainTimeout,
 		StartupTimeout: max(time.Until(startBy), time.Second),
@@ -382,6 +451,12 @@ func (st *stack) stop(ctx context.Context, a *app) {
 	if st.embedded != nil {
 		st.embedded.Shutdown()
 		st.embedded.WaitForShutdown()
+	}
+	if st.sandboxStop != nil {
+		close(st.sandboxStop)
+		<-st.sandboxDone
+		st.sandboxStop = nil
+		st.saveSandboxNow(a)
 	}
 	if st.sandbox != nil {
 		// A moment of its own, even when the drain used up ctx.

@@ -19,14 +19,14 @@ const ShutdownTimeoutDefault = 5 * time.Second
 // shuts down gracefully: simulated timeouts are released (503), in-flight
 // requests get up to ShutdownTimeoutDefault to finish. It returns nil after a
 // shutdown caused by ctx, or the error that stopped it. Requests are logged at
-// debug level, without headers.
+// info level, without headers; GET ListPath lists the customers.
 func ListenAndServe(ctx context.Context, addr string, cfg Config, log zerolog.Logger) error {
-	s, err := Start(addr, cfg, log)
+	s, err := start(addr, cfg, log, zerolog.InfoLevel)
 	if err != nil {
 		return err
 	}
 	log.Info().Str("addr", strings.TrimPrefix(s.URL, "http://")).Int("rate_per_minute", s.limit).
-		Bool("auth", cfg.APIKey != "").Msg("sandbox listening")
+		Bool("auth", cfg.APIKey != "").Str("customers", s.URL+ListPath).Msg("sandbox listening")
 	select {
 	case <-ctx.Done():
 	case err := <-s.served:
@@ -38,7 +38,7 @@ func ListenAndServe(ctx context.Context, addr string, cfg Config, log zerolog.Lo
 		return err
 	}
 	st := s.Stats()
-	log.Info().Int("requests", st.Requests).Int("creates", st.Creates).Int("duplicates", st.Duplicates).
+	log.Info().Int("customers", len(s.Customers())).Int("requests", st.Requests).Int("creates", st.Creates).Int("duplicates", st.Duplicates).
 		Int("updates", st.Updates).Int("lookups", st.Lookups).Int("bulk_jobs", st.BulkJobs).
 		Int("rate_limited", st.RateLimited).Msg("sandbox stopped")
 	return nil
@@ -54,17 +54,19 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-func logRequests(h http.Handler, log zerolog.Logger) http.Handler {
+// logRequests logs each request at level: method, path, status and how
+// long it took in ms; never a header (the API key) nor a body.
+func logRequests(h http.Handler, log zerolog.Logger, level zerolog.Level) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if log.GetLevel() > zerolog.DebugLevel {
+		if log.GetLevel() > level {
 			h.ServeHTTP(w, r)
 			return
 		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Dur("took", time.Since(start)).Msg("sandbox request")
+		log.WithLevel(level).Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
+			Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("sandbox request")
 	})
 }
 
@@ -81,7 +83,14 @@ type Server struct {
 
 // Start serves a new sandbox for cfg on addr ("127.0.0.1:0" picks a port)
 // until Shutdown. An error that ends serving early is logged at once.
+//
+// Requests are logged at debug: beside a worker, the worker's own log says
+// what it sent.
 func Start(addr string, cfg Config, log zerolog.Logger) (*Server, error) {
+	return start(addr, cfg, log, zerolog.DebugLevel)
+}
+
+func start(addr string, cfg Config, log zerolog.Logger, requests zerolog.Level) (*Server, error) {
 	sb, err := New(cfg)
 	if err != nil {
 		return nil, err
@@ -93,7 +102,7 @@ func Start(addr string, cfg Config, log zerolog.Logger) (*Server, error) {
 	s := &Server{
 		Sandbox: sb,
 		URL:     "http://" + ln.Addr().String(),
-		srv:     &http.Server{Handler: logRequests(sb, log), ReadHeaderTimeout: 10 * time.Second},
+		srv:     &http.Server{Handler: logRequests(withList(sb, sb), log, requests), ReadHeaderTimeout: 10 * time.Second},
 		served:  make(chan error, 1),
 	}
 	go func() {
