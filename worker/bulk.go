@@ -32,7 +32,7 @@ const (
 	// workflow holds (its events' items, waiting, in a batch or in a job
 	// followed): the memory of a replica goes with it, not with the
 	// backlog. Enough to keep the budget busy with jobs of seconds.
-	bulkJobsInFlight = 200
+	bulkJobsInFlight = 100
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -1114,8 +1114,8 @@ func (b *batcher) expected() time.Duration {
 
 // learn updates the estimate from a poll elapsed after submission. It
 // tracks a high quantile of the jobs' durations, so that about one job in
-// twenty needs a second poll: a job found complete at its first poll
-// lowers it by 1 %, one found running raises it above elapsed by a
+// forty needs a second poll: a job found complete at its first poll
+// lowers it by 0.5 %, one found running raises it above elapsed by a
 // quarter (every job waiting for its first poll then waits longer too);
 // while no job was lately seen running for even half of it (jobs far
 // faster than the estimate), it halves.
@@ -1125,7 +1125,7 @@ func (b *batcher) learn(elapsed time.Duration, complete, first bool) {
 	switch {
 	case complete && first:
 		b.slowest = b.slowest * 199 / 200
-		b.estimate = max(b.estimate*99/100, bulkEstimateFloor)
+		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
 		if b.slowest < b.estimate/2 {
 			b.estimate = max(b.estimate/2, b.slowest*5/4, bulkEstimateFloor)
 		}
