@@ -80,9 +80,10 @@ type ModeConfig struct {
 	// PerEvent is how many leads an event holds (a Loop over them when
 	// more than 1); default 1. Events is then the number of leads.
 	PerEvent int
-	// BulkJobTimeout is the workflow's bulk_job_timeout; default three
-	// times BulkDelay, at least 10 s, so that the items of a lost answer
-	// are found within the run (Kustomer's default is 30 minutes).
+	// BulkJobTimeout is the workflow's bulk_job_timeout; default the
+	// workflow's (30 minutes), but with JobModelLost three times BulkDelay,
+	// at least 10 s, so that the items of lost answers are found within
+	// the run.
 	BulkJobTimeout time.Duration
 	// MaxInFlight is the workflow's max_in_flight; default modeMaxInFlight
 	// for single-lead events, the workflow's default for Loop events.
@@ -124,7 +125,12 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	mc.BulkDelay = cmp.Or(mc.BulkDelay, BulkDelayDefault)
 	mc.JobModel = cmp.Or(mc.JobModel, sandbox.JobModelParallel)
 	mc.PerEvent = max(mc.PerEvent, 1)
-	mc.BulkJobTimeout = cmp.Or(mc.BulkJobTimeout, max(3*mc.BulkDelay, 10*time.Second))
+	if mc.BulkJobTimeout == 0 {
+		mc.BulkJobTimeout = mapping.BulkJobTimeoutDefault
+		if mc.JobModel == sandbox.JobModelLost {
+			mc.BulkJobTimeout = max(3*mc.BulkDelay, 10*time.Second)
+		}
+	}
 	bc, err := Config{Rate: mc.Rate, Window: mc.Window, Latency: mc.Latency, Replicas: mc.Replicas, NATSOptions: mc.NATSOptions, Logger: mc.Logger}.withDefaults()
 	if err != nil {
 		return ModeReport{}, err

@@ -89,6 +89,7 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 				if err != nil {
 					return err
 				}
+				fmt.Fprintf(a.stdout, "  %s\n", jobModelRow(rep))
 				reps = append(reps, rep)
 			}
 		}
@@ -96,19 +97,24 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "job model\treplicas\tleads/event\tleads\tcreated\tduplicates\tfalse dead letters\tcustomers/unit\tpolls/job\tlook-ups\t429s\ttime\tpeak RSS\t")
 	for _, r := range reps {
-		perUnit, perJob := 0.0, 0.0
-		if r.Stats.Requests > 0 {
-			perUnit = float64(r.Created) / float64(r.Stats.Requests)
-		}
-		if r.Stats.BulkJobs > 0 {
-			perJob = float64(r.Stats.BulkPolls) / float64(r.Stats.BulkJobs)
-		}
-		took := r.Elapsed.Round(100 * time.Millisecond).String()
-		if !r.Finished {
-			took = "not done in " + r.Elapsed.Round(time.Second).String()
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%d\t%d\t%s\t%d MB\t\n", r.Config.JobModel, r.Config.Replicas, r.Config.PerEvent,
-			r.Config.Events, r.Created, r.Stats.Duplicates, r.DeadLetters, perUnit, perJob, r.Stats.Lookups, r.Stats.RateLimited, took, r.PeakRSS>>20)
+		fmt.Fprintf(tw, "%s\t\n", jobModelRow(r))
 	}
 	return tw.Flush()
+}
+
+// jobModelRow is a run's row of benchJobModels' table, tab-separated.
+func jobModelRow(r bench.ModeReport) string {
+	perUnit, perJob := 0.0, 0.0
+	if r.Stats.Requests > 0 {
+		perUnit = float64(r.Created) / float64(r.Stats.Requests)
+	}
+	if r.Stats.BulkJobs > 0 {
+		perJob = float64(r.Stats.BulkPolls) / float64(r.Stats.BulkJobs)
+	}
+	took := r.Elapsed.Round(100 * time.Millisecond).String()
+	if !r.Finished {
+		took = "not done in " + r.Elapsed.Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%d\t%d\t%s\t%d MB", r.Config.JobModel, r.Config.Replicas, r.Config.PerEvent,
+		r.Config.Events, r.Created, r.Stats.Duplicates, r.DeadLetters, perUnit, perJob, r.Stats.Lookups, r.Stats.RateLimited, took, r.PeakRSS>>20)
 }
