@@ -56,9 +56,10 @@ func startBacklog(ctx context.Context, sc sandbox.Config, opts []nats.Option, lo
 }
 
 // newBacklog starts a backlog and, before any worker runs, creates the leads
-// stream and publishes events single-lead events, each with its id as
-// externalId so the sandbox counts duplicates.
-func newBacklog(ctx context.Context, events int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
+// stream and publishes leads lead events, perEvent leads in each ("leads",
+// a list, when more than one), each lead with its id as externalId so the
+// sandbox counts duplicates.
+func newBacklog(ctx context.Context, leads, perEvent int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
 	b, err := startBacklog(ctx, sc, opts, log)
 	if err != nil {
 		return nil, err
@@ -72,21 +73,44 @@ func newBacklog(ctx context.Context, events int, sc sandbox.Config, opts []nats.
 		Duplicates: worker.DedupWindowDefault, MaxAge: worker.StreamMaxAgeDefault}); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	err = b.publish(ctx, events, 10*time.Minute, func(i int) []byte {
+	lead := func(i int) []byte {
 		return fmt.Appendf(nil, `{"id":"lead-%d","name":"Lead %d","email":"lead%d@example.com"}`, i, i, i)
+	}
+	if perEvent <= 1 {
+		return b, b.publish(ctx, leads, 10*time.Minute, lead)
+	}
+	events := (leads + perEvent - 1) / perEvent
+	err = b.publish(ctx, events, 10*time.Minute, func(e int) []byte {
+		body := []byte(`{"leads":[`)
+		for i := e * perEvent; i < min((e+1)*perEvent, leads); i++ {
+			if i > e*perEvent {
+				body = append(body, ',')
+			}
+			body = append(body, lead(i)...)
+		}
+		return append(body, "]}"...)
 	})
 	return b, err
 }
 
+// publishChunk is how many events publish holds at once, so that a large
+// backlog does not weigh on the process's memory.
+const publishChunk = 2000
+
 // publish puts n events on leads.bench, event i's body from body(i) and
 // its Nats-Msg-Id "bench-<i>", within timeout.
 func (b *backlog) publish(ctx context.Context, n int, timeout time.Duration, body func(i int) []byte) error {
-	evs := make([]ingest.Event, n)
-	for i := range evs {
-		evs[i] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: body(i)}
+	for first := 0; first < n; first += publishChunk {
+		evs := make([]ingest.Event, min(publishChunk, n-first))
+		for j := range evs {
+			i := first + j
+			evs[j] = ingest.Event{Line: i + 1, ID: fmt.Sprintf("bench-%d", i), Data: body(i)}
+		}
+		if _, err := (ingest.Publisher{JS: b.js, Timeout: timeout}).Publish(ctx, "leads.bench", evs); err != nil {
+			return err
+		}
 	}
-	_, err := (ingest.Publisher{JS: b.js, Timeout: timeout}).Publish(ctx, "leads.bench", evs)
-	return err
+	return nil
 }
 
 // close stops everything startBacklog started and removes the folder.

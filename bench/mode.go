@@ -5,11 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -34,10 +41,27 @@ const modeWorkflow = `workflows:
     start: all
     mode: %s
     max_in_flight: %d
+    bulk_job_timeout: %s
     inputs:
       externalId: "{{trigger.id}}"
       name: "{{trigger.name}}"
       emails: "{{trigger.email}}"
+`
+
+// modeLoopWorkflow is modeWorkflow for events of many leads, a Loop over
+// "leads".
+const modeLoopWorkflow = `workflows:
+  - name: bench
+    subject: "leads.>"
+    start: all
+    mode: %s
+    max_in_flight: %d
+    bulk_job_timeout: %s
+    loop: "{{trigger.leads}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+      emails: "{{item.email}}"
 `
 
 // ModeConfig is one run of a backlog in one mode. Zero fields take their
@@ -50,6 +74,24 @@ type ModeConfig struct {
 	Latency   time.Duration // default LatencyDefault
 	BulkDelay time.Duration // how long a bulk job takes; default BulkDelayDefault
 	Replicas  int           // default ReplicasDefault
+	// JobModel is the sandbox's job model, one of sandbox.JobModels;
+	// default sandbox.JobModelParallel.
+	JobModel string
+	// PerEvent is how many leads an event holds (a Loop over them when
+	// more than 1); default 1. Events is then the number of leads.
+	PerEvent int
+	// BulkJobTimeout is the workflow's bulk_job_timeout; default the
+	// workflow's (30 minutes), but with JobModelLost three times BulkDelay,
+	// at least 10 s, so that the items of lost answers are found within
+	// the run.
+	BulkJobTimeout time.Duration
+	// MaxInFlight is the workflow's max_in_flight; default modeMaxInFlight
+	// for single-lead events, the workflow's default for Loop events.
+	MaxInFlight int
+	// Binary, when set, runs each replica as a process of this
+	// kustomer-sync executable (`run`) instead of in this process, and
+	// PeakRSS is then the replicas' own peak memory.
+	Binary string
 	// Limit ends the run when not every event is done by then.
 	Limit time.Duration
 	// Progress, when set, is called about every 10 s.
@@ -60,8 +102,14 @@ type ModeConfig struct {
 
 // ModeReport is what a mode run achieved.
 type ModeReport struct {
-	Config   ModeConfig // with its defaults
-	Created  int
+	Config  ModeConfig // with its defaults
+	Created int
+	// DeadLetters counts the dead letters written: every lead of the
+	// backlog is valid, so each is a false one.
+	DeadLetters int
+	// PeakRSS is this process's peak resident memory (VmHWM) at the end,
+	// in bytes, everything included: NATS server, sandbox, workers.
+	PeakRSS  int64
 	Elapsed  time.Duration // from the workers' start until every event was created and acknowledged, or to Limit
 	Finished bool          // every event created, and acknowledged: its outcome durable
 	// Projected is, for an unfinished run, the time every event would take
@@ -75,6 +123,14 @@ type ModeReport struct {
 func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	mc.Events = cmp.Or(mc.Events, EventsDefault)
 	mc.BulkDelay = cmp.Or(mc.BulkDelay, BulkDelayDefault)
+	mc.JobModel = cmp.Or(mc.JobModel, sandbox.JobModelParallel)
+	mc.PerEvent = max(mc.PerEvent, 1)
+	if mc.BulkJobTimeout == 0 {
+		mc.BulkJobTimeout = mapping.BulkJobTimeoutDefault
+		if mc.JobModel == sandbox.JobModelLost {
+			mc.BulkJobTimeout = max(3*mc.BulkDelay, 10*time.Second)
+		}
+	}
 	bc, err := Config{Rate: mc.Rate, Window: mc.Window, Latency: mc.Latency, Replicas: mc.Replicas, NATSOptions: mc.NATSOptions, Logger: mc.Logger}.withDefaults()
 	if err != nil {
 		return ModeReport{}, err
@@ -84,11 +140,19 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	if mc.Limit <= 0 || mc.Events < 1 {
 		return rep, errors.New("bench: mode config: Limit and Events must be positive")
 	}
-	cfg, err := mapping.Parse("bench.yaml", fmt.Appendf(nil, modeWorkflow, mc.Mode, modeMaxInFlight))
+	wf, inFlight := modeWorkflow, cmp.Or(mc.MaxInFlight, modeMaxInFlight)
+	if mc.PerEvent > 1 {
+		wf, inFlight = modeLoopWorkflow, cmp.Or(mc.MaxInFlight, mapping.MaxInFlightBulkDefault)
+	}
+	cfg, err := mapping.Parse("bench.yaml", fmt.Appendf(nil, wf, mc.Mode, inFlight, mc.BulkJobTimeout))
 	if err != nil {
 		return rep, err
 	}
-	bl, err := newBacklog(ctx, mc.Events, sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}, mc.NATSOptions, mc.Logger)
+	sc := sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}
+	if err := sc.SetJobModel(mc.JobModel); err != nil {
+		return rep, fmt.Errorf("bench: %w", err)
+	}
+	bl, err := newBacklog(ctx, mc.Events, mc.PerEvent, sc, mc.NATSOptions, mc.Logger)
 	if err != nil {
 		return rep, err
 	}
@@ -96,8 +160,19 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	sb := bl.sb
 
 	perMinute := int(float64(mc.Rate) * float64(time.Minute) / float64(mc.Window))
+	ResetPeakRSS() // the backlog is published: the peak from here is the drain's
 	start := time.Now()
+	var procs []*replicaProc
 	for i := range mc.Replicas {
+		if mc.Binary != "" {
+			p, err := startReplicaProcess(ctx, mc.Binary, bl, fmt.Appendf(nil, wf, mc.Mode, inFlight, mc.BulkJobTimeout), fmt.Sprintf("bench-%d", i), perMinute)
+			if err != nil {
+				return rep, err
+			}
+			defer p.stop()
+			procs = append(procs, p)
+			continue
+		}
 		stop, err := startReplica(ctx, bl.ns.ClientURL(), bc, worker.Config{
 			Workflows:     cfg.Workflows,
 			Kustomer:      kustomer.Config{BaseURL: sb.URL, APIKey: "bench"},
@@ -124,7 +199,7 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 		if rep.Created >= mc.Events {
 			// Created in Kustomer; done once the workers have made every
 			// outcome durable (ledger, results, run log) and acknowledged it.
-			if rep.Finished, err = allAcked(ctx, bl.js, mc.Events); err != nil {
+			if rep.Finished, err = allAcked(ctx, bl.js, (mc.Events+mc.PerEvent-1)/mc.PerEvent); err != nil {
 				return rep, err
 			}
 		}
@@ -134,8 +209,70 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 		}
 	}
 	rep.Stats = sb.Stats()
+	if dl, err := bl.js.Stream(ctx, dlq.StreamDefault); err == nil {
+		if info, err := dl.Info(ctx); err == nil {
+			rep.DeadLetters = int(info.State.Msgs)
+		}
+	}
+	rep.PeakRSS = PeakRSS()
+	if len(procs) > 0 {
+		rep.PeakRSS = 0
+		for _, p := range procs {
+			rep.PeakRSS = max(rep.PeakRSS, p.peakRSS())
+		}
+	}
 	if !rep.Finished && rep.Created > 0 {
 		rep.Projected = time.Duration(float64(rep.Elapsed) * float64(mc.Events) / float64(rep.Created))
 	}
 	return rep, nil
+}
+
+// replicaProc is a replica run as a process of the kustomer-sync binary.
+type replicaProc struct {
+	cmd *exec.Cmd
+	dir string
+}
+
+// startReplicaProcess runs `binary run` with the workflow config against
+// the backlog's NATS server and sandbox.
+func startReplicaProcess(ctx context.Context, binary string, bl *backlog, config []byte, id string, perMinute int) (*replicaProc, error) {
+	dir, err := os.MkdirTemp("", "kustomer-sync-bench-replica-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	path := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(path, config, 0o600); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, binary, "run", "--nats-url", bl.ns.ClientURL(), "--kustomer-base-url", bl.sb.URL,
+		"--config", path, "--replica-id", id, "--rate-per-minute", strconv.Itoa(perMinute), "--admin-addr", "off",
+		"--log-level", "warn", "--data-dir", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY=bench")
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: replica %s: %w", id, err)
+	}
+	return &replicaProc{cmd: cmd, dir: dir}, nil
+}
+
+// peakRSS is the process's VmHWM, 0 when unknown.
+func (p *replicaProc) peakRSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// stop ends the process (SIGTERM: it drains) and removes its folder.
+func (p *replicaProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Wait()
+	_ = os.RemoveAll(p.dir)
 }

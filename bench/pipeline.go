@@ -100,13 +100,13 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 			inFlight = modeMaxInFlight
 		}
 		// The mode benchmark's workflow: results and run log on, as in any deployment.
-		if cfg, err = mapping.Parse("bench.yaml", fmt.Appendf(nil, modeWorkflow, pc.Kind, inFlight)); err != nil {
+		if cfg, err = mapping.Parse("bench.yaml", fmt.Appendf(nil, modeWorkflow, pc.Kind, inFlight, mapping.BulkJobTimeoutDefault)); err != nil {
 			return rep, err
 		}
 	default:
 		return rep, fmt.Errorf("bench: pipeline kind %q: want %s, %s, %s or %s", pc.Kind, PipelineFloor, PipelineFloorWrites, mapping.ModePerItem, mapping.ModeBulk)
 	}
-	bl, err := newBacklog(ctx, pc.Events, sandbox.Config{RatePerMinute: -1}, pc.NATSOptions, pc.Logger)
+	bl, err := newBacklog(ctx, pc.Events, 1, sandbox.Config{RatePerMinute: -1}, pc.NATSOptions, pc.Logger)
 	if err != nil {
 		return rep, err
 	}

@@ -201,8 +201,8 @@ type BulkResults struct {
 	// Status is the first batch's status, if any reports one.
 	Status string
 	// Completed is true when at least one batch reports it is complete and
-	// none reports otherwise. When batches carry no status, ask
-	// [Client.BulkJob] whether the job is complete.
+	// none reports otherwise. When batches carry no status, the counts say
+	// it: see [BulkResults.CompleteFor].
 	Completed    bool
 	SuccessCount int      // sum of the batches' successCount
 	FailureCount int      // sum of the batches' failureCount
@@ -273,6 +273,18 @@ func (c *Client) BulkResults(ctx context.Context, id string) (*BulkResults, erro
 	}
 	r.Completed = anyDone && !anyOpen
 	return r, nil
+}
+
+// CompleteFor decides whether the job is complete for a request of n items
+// from what the API documents, and records it in Completed: a batch reports
+// the job complete (when batches carry a status), or the batches' counts
+// (successCount + failureCount) cover all n items (they carry no status). An
+// empty list of batches is never complete: the job is not done yet.
+func (r *BulkResults) CompleteFor(n int) bool {
+	if !r.Completed && n > 0 && r.SuccessCount+r.FailureCount >= n {
+		r.Completed = true
+	}
+	return r.Completed
 }
 
 type batchData struct {

@@ -314,3 +314,42 @@ func TestBulkSubmitErrorIsRetryable(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, ke.StatusCode)
 	require.Zero(t, srv.Sandbox.Stats().BulkJobs)
 }
+
+// The API lists objectIds, successCount, failureCount, errors and results[]
+// for the batches, no status: a job is complete once the counts cover every
+// item submitted; an empty list of batches is "not done yet".
+func TestBulkResultsCompleteFromCountsWhenBatchesCarryNoStatus(t *testing.T) {
+	t.Parallel()
+	for _, empty := range []bool{false, true} {
+		clk := &clock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+		srv := kustomertest.New(t, sandbox.Config{Now: clk.Now, BulkDelay: 4 * time.Second,
+			BulkBatchesNoStatus: true, BulkBatchesEmptyUntilDone: empty})
+		c := srv.Client(t, kustomer.Config{})
+		items := []kustomer.BulkItem{
+			{Ref: "a", Body: map[string]any{"name": "a", "externalId": "nostatus-a"}},
+			{Ref: "b", Body: []byte(`{"emails":[{"email":"not an email"}]}`)},
+		}
+		job, err := c.CreateCustomersBulk(t.Context(), items)
+		require.NoError(t, err)
+		clk.Advance(3 * time.Second)
+		res, err := c.BulkResults(t.Context(), job.ID)
+		require.NoError(t, err)
+		require.False(t, res.CompleteFor(len(items)), "running (empty list %v)", empty)
+		require.Empty(t, res.Status)
+
+		clk.Advance(time.Second)
+		res, err = c.BulkResults(t.Context(), job.ID)
+		require.NoError(t, err)
+		require.Empty(t, res.Status, "no status in the batches")
+		require.True(t, res.CompleteFor(len(items)), "one created, one failed: the counts cover both items")
+		outs := res.Outcomes(refsOf(items))
+		require.NoError(t, outs[0].Err)
+		require.NotEmpty(t, outs[0].CustomerID)
+		var ke *kustomer.Error
+		require.ErrorAs(t, outs[1].Err, &ke)
+		require.False(t, ke.Timeout, "the job reported the item's failure")
+		again, err := c.BulkResults(t.Context(), job.ID)
+		require.NoError(t, err)
+		require.False(t, again.CompleteFor(3), "counts that do not cover a third item are not complete")
+	}
+}

@@ -42,6 +42,9 @@ const (
 	// MaxInFlightBulkDefault is a bulk workflow's default max_in_flight: batches of many events need
 	// many events in flight (several full batches' worth of single-item events).
 	MaxInFlightBulkDefault = 2000
+	// BulkJobTimeoutDefault is how long a bulk workflow follows one job before its items without an
+	// outcome fail as exhausted: Kustomer runs jobs for seconds to minutes, this is generous.
+	BulkJobTimeoutDefault = 30 * time.Minute
 )
 
 // Modes of a workflow (the mode option): how its items reach Kustomer.
@@ -130,6 +133,10 @@ type Workflow struct {
 	Mode      string
 	BatchSize int
 	Linger    time.Duration
+	// BulkJobTimeout (default BulkJobTimeoutDefault) bounds how long a bulk workflow follows one job:
+	// its items still without an outcome then fail as exhausted. It is also how long Kustomer is taken
+	// to be able to run a job whose submission went unanswered.
+	BulkJobTimeout time.Duration
 	// Match is the ordered list of keys (MatchExternalID, MatchEmail, MatchPhone) by which an existing
 	// customer is looked up before creating one; empty: create only. Each key costs at most one
 	// look-up (one request) per item.
@@ -213,6 +220,7 @@ type fileWorkflow struct {
 	Mode              string        `yaml:"mode"`
 	BatchSize         int           `yaml:"batch_size"`
 	Linger            time.Duration `yaml:"linger"`
+	BulkJobTimeout    time.Duration `yaml:"bulk_job_timeout"`
 	Match             []string      `yaml:"match"`
 	OnMatch           string        `yaml:"on_match"`
 	FreshIDs          bool          `yaml:"fresh_ids"`
@@ -371,6 +379,10 @@ func (p *parser) workflow(node yamlast.Node, index int) (*Workflow, error) {
 	}
 	if w.Linger < 0 {
 		at("linger", "linger %s must not be negative", w.Linger)
+	}
+	w.BulkJobTimeout = cmp.Or(fw.BulkJobTimeout, BulkJobTimeoutDefault)
+	if w.BulkJobTimeout < 0 {
+		at("bulk_job_timeout", "bulk_job_timeout %s must not be negative", w.BulkJobTimeout)
 	}
 	switch fw.LedgerScope {
 	case "", LedgerScopeShared, LedgerScopeWorkflow:

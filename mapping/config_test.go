@@ -189,7 +189,7 @@ func TestParseNamesWhatEachTypedSettingWants(t *testing.T) {
 		{"required: emails", `required: want a list such as [a, b], got the text "emails"`},
 		{"required: [1]", `required[0]: want text, got the number 1`},
 		{"inputs: [name]", `inputs: want a mapping of input names to templates, got a list`},
-		{"frobnicate: yes", `unknown setting "frobnicate" (valid: batch_size, concurrency, dead_letter_subject`},
+		{"frobnicate: yes", `unknown setting "frobnicate" (valid: batch_size, bulk_job_timeout, concurrency, dead_letter_subject`},
 		{"batch_size: lots", `batch_size: want a whole number, got the text "lots"`},
 		{"linger: 5", `linger: want a duration such as 5s or 1m, got the number 5`},
 		{"mode: 1", `mode: want text, got the number 1`},

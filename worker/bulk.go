@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,11 @@ const (
 	bulkEstimateFloor = 50 * time.Millisecond
 	// bulkLedgerParallel bounds the ledger operations of one batch in flight.
 	bulkLedgerParallel = 16
+	// bulkJobsInFlight times the batch size bounds the items a bulk
+	// workflow holds (its events' items, waiting, in a batch or in a job
+	// followed): the memory of a replica goes with it, not with the
+	// backlog. Enough to keep the budget busy with jobs of seconds.
+	bulkJobsInFlight = 100
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -96,9 +102,23 @@ type batcher struct {
 	// slowest is the longest a job was lately seen still running; it
 	// fades as jobs are found complete at their first poll.
 	slowest time.Duration
-	// lowered is closed, and replaced, when the estimate drops, so jobs
-	// waiting for their first poll poll at the new estimate.
-	lowered chan struct{}
+
+	watchMu sync.Mutex
+	watches map[string]*jobWatch // the jobs followed, by id
+
+	// held counts the items of the events in runBulk, bounded by maxItems
+	// (memory goes with the items held, not with the events); room is
+	// closed, and replaced, when it drops or an event ends.
+	heldMu   sync.Mutex
+	held     int
+	maxItems int
+	peak     int // the most items held at once
+	room     chan struct{}
+	// fetched counts the events fetched whose handling has not ended,
+	// inRun those of them holding items now; seen and seenItems, the
+	// events admitted so far and their items, give an event's mean size.
+	fetched, inRun  int
+	seen, seenItems int
 }
 
 func (w *Worker) newBatcher(f *flow) (*batcher, error) {
@@ -115,7 +135,9 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 		blocked:  map[string][]*bulkItem{},
 		wake:     make(chan struct{}, 1),
 		estimate: bulkEstimateInitial,
-		lowered:  make(chan struct{}),
+		watches:  map[string]*jobWatch{},
+		maxItems: min(max(f.wf.BatchSize, 1), kustomer.BulkMax) * bulkJobsInFlight,
+		room:     make(chan struct{}),
 	}, nil
 }
 
@@ -132,6 +154,10 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 	if len(indexes) == 0 {
 		return report
 	}
+	if !f.bulk.admit(ctx, len(indexes)) {
+		return report
+	}
+	defer f.bulk.unadmit(len(indexes))
 	done := make(chan bulkOutcome, len(indexes))
 	pos := make(map[int]int, len(indexes))
 	now := w.cfg.Clock.Now()
@@ -173,6 +199,91 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 		}
 	}
 	return report
+}
+
+// admit waits until the batcher can hold n more items, or holds none (an
+// event larger than the bound runs alone), and counts them held until
+// unadmit.
+func (b *batcher) admit(ctx context.Context, n int) bool {
+	for {
+		b.heldMu.Lock()
+		if b.held == 0 || b.held+n <= b.maxItems {
+			b.held += n
+			b.peak = max(b.peak, b.held)
+			b.inRun++
+			b.seen++
+			b.seenItems += n
+			b.roomChanged() // the fetch loop learns the event's size
+			b.heldMu.Unlock()
+			return true
+		}
+		room := b.room
+		b.heldMu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (b *batcher) unadmit(n int) {
+	b.heldMu.Lock()
+	b.held -= n
+	b.inRun--
+	b.roomChanged()
+	b.heldMu.Unlock()
+}
+
+// roomChanged wakes whoever waits for room. Callers hold heldMu.
+func (b *batcher) roomChanged() {
+	close(b.room)
+	b.room = make(chan struct{})
+}
+
+// fetchable is how many of n events the fetch loop may fetch now: as many
+// as the items bound has room for, at the mean size of an event so far,
+// counting the events fetched and not yet holding items at that size too.
+// It waits while there is no room, and returns 0 when ctx ends.
+func (b *batcher) fetchable(ctx context.Context, n int) int {
+	for {
+		b.heldMu.Lock()
+		mean := 1
+		if b.seen > 0 {
+			mean = max(1, (b.seenItems+b.seen-1)/b.seen)
+		}
+		waiting := b.fetched - b.inRun
+		free := b.maxItems - b.held - waiting*mean
+		switch {
+		case b.seen == 0 && waiting == 0:
+			b.heldMu.Unlock()
+			return 1 // the first event's size is unknown: one alone
+		case b.seen > 0 && (free >= mean || b.held == 0 && waiting == 0):
+			b.heldMu.Unlock()
+			return min(n, max(1, free/mean))
+		}
+		room := b.room
+		b.heldMu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}
+
+// fetchedEvents counts n events fetched, handledEvent one whose handling ended.
+func (b *batcher) fetchedEvents(n int) {
+	b.heldMu.Lock()
+	b.fetched += n
+	b.heldMu.Unlock()
+}
+
+func (b *batcher) handledEvent() {
+	b.heldMu.Lock()
+	b.fetched--
+	b.roomChanged()
+	b.heldMu.Unlock()
 }
 
 // add queues items and makes sure the batcher runs.
@@ -446,10 +557,10 @@ func each(items []*bulkItem, fn func(it *bulkItem)) {
 	p.Wait()
 }
 
-// runBatch makes one batch's items durable: claim each key, ask an earlier
-// job or look up an item whose earlier attempt's outcome is unknown, send
-// the rest in one bulk request and follow it. The caller holds one rate
-// unit for the request.
+// runBatch makes one batch's items durable: claim each key, follow the job
+// of an earlier request that holds an item, look up an item whose earlier
+// attempt's outcome is unknown, send the rest in one bulk request and
+// follow it. The caller holds one rate unit for the request.
 func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 	l := b.w.ledger
 	claims := make([]claimResult, len(batch))
@@ -467,19 +578,9 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 	})
 	var send, lookups []*bulkItem
 	stale := map[*bulkItem]bool{} // claimed earlier: their claims name another request
-	earlier := map[string][]*bulkItem{}
-	jobs := map[string]string{} // token → job id, of earlier requests
+	earlier := map[earlierKey][]*bulkItem{}
 	for i, it := range batch {
 		c, err := claims[i], errs[i]
-		if err == nil && c.stale && c.bulkJob == "" && c.bulkBatch != "" {
-			job, seen := jobs[c.bulkBatch]
-			if !seen {
-				if job, err = l.batchJob(ctx, c.bulkBatch); err == nil {
-					jobs[c.bulkBatch] = job // a read that failed is not taken for "no job"
-				}
-			}
-			c.bulkJob = job
-		}
 		if err == nil && c.stale {
 			stale[it] = true
 		}
@@ -494,19 +595,46 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 		case c.customerID != "":
 			it.log.Info().Str("customer_id", c.customerID).Msg("item already created")
 			b.finish(it, outcome.AlreadyCreated, c.customerID)
-		case c.stale && c.bulkJob != "":
-			it.job = c.bulkJob
-			earlier[c.bulkJob] = append(earlier[c.bulkJob], it)
+		case c.stale && (c.bulkBatch != "" || c.bulkJob != ""):
+			k := earlierKey{token: c.bulkBatch, job: c.bulkJob}
+			earlier[k] = append(earlier[k], it)
 		case c.stale && it.req.ExternalID() != "":
 			lookups = append(lookups, it)
 		default:
 			send = append(send, it)
 		}
 	}
-	for id, items := range earlier {
-		lookups = append(lookups, b.resume(ctx, id, items)...)
+	// The earlier requests' jobs may take minutes: each is followed on its
+	// own while the new items are sent.
+	var wg conc.WaitGroup
+	for k, items := range earlier {
+		wg.Go(func() {
+			looks, again := b.earlier(ctx, k, items)
+			again = append(again, b.lookUp(ctx, looks)...)
+			b.send(ctx, again, "", false)
+		})
 	}
-	for _, it := range lookups {
+	send = append(send, b.lookUp(ctx, lookups)...)
+	var renew []*bulkItem
+	for _, it := range send {
+		if stale[it] {
+			renew = append(renew, it)
+		}
+	}
+	b.claimFor(ctx, token, renew)
+	b.send(ctx, send, token, true)
+	wg.Wait()
+}
+
+// earlierKey names the earlier request an item's claim names: its token,
+// or (claims of earlier versions) its job.
+type earlierKey struct{ token, job string }
+
+// lookUp looks items up by externalId: found ones are recorded and done,
+// failed look-ups settled; it returns the items Kustomer does not have.
+func (b *batcher) lookUp(ctx context.Context, items []*bulkItem) (absent []*bulkItem) {
+	l := b.w.ledger
+	for _, it := range items {
 		if ctx.Err() != nil {
 			b.cancel([]*bulkItem{it})
 			continue
@@ -527,17 +655,10 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 			it.recorded(l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum), c.ID)
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 		default:
-			send = append(send, it)
+			absent = append(absent, it)
 		}
 	}
-	var renew []*bulkItem
-	for _, it := range send {
-		if stale[it] {
-			renew = append(renew, it)
-		}
-	}
-	b.claimFor(ctx, token, renew)
-	b.send(ctx, send, token, true)
+	return absent
 }
 
 // claimFor renews the claims of items for the bulk request token: their
@@ -550,52 +671,155 @@ func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem)
 	})
 }
 
-// resume asks the bulk job an earlier attempt (maybe another replica's,
-// now dead) sent items in what became of them, once, as one attempt:
-// created and failed items are settled, and so are the items of a job not
-// complete yet or not readable now (a 5xx, a 429, a timeout), to be asked
-// again at their next attempt: never sent again while the job may still
-// create them. It returns the items a complete job says nothing about, or
-// all of them when Kustomer no longer knows the job (404), to be looked up
-// and sent again.
-func (b *batcher) resume(ctx context.Context, id string, items []*bulkItem) (unknown []*bulkItem) {
-	if !b.unit(ctx, items, loop.Unknown) {
-		return nil
+// earlier settles items whose claims an earlier request (k) holds, maybe
+// another replica's, maybe this one's before a restart. What the ledger
+// recorded of the request decides:
+//   - nothing: it was never sent (or, from an earlier version, not
+//     answered): items with an externalId are looked up, the others sent;
+//   - followed by a live replica (its record written within a lease): the
+//     items wait for it, no attempt spent;
+//   - a job: it is followed here, until it completes, fails, is gone or
+//     outlasts bulk_job_timeout, and its results settle the items;
+//   - sent, no answer: Kustomer may hold a job this replica cannot name.
+//     The items stay pending, no attempt spent, until Kustomer can no
+//     longer be running it (sent + the client's timeout + bulk_job_timeout),
+//     then are looked up; items without an externalId cannot be, and fail
+//     as exhausted, their outcome unknown, rather than risk a duplicate.
+//
+// It returns the items to look up and the items to send again.
+func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) (lookups, send []*bulkItem) {
+	rec := batchRecord{job: k.job, found: k.job != ""}
+	if k.token != "" {
+		var err error
+		if rec, err = b.w.ledger.batchRead(ctx, k.token); err != nil {
+			for _, it := range items {
+				it.attempts++
+				b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
+			}
+			return nil, nil
+		}
+		if !rec.found && k.job != "" {
+			rec.job, rec.found = k.job, true
+		}
 	}
-	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-	res, err := b.bk.BulkResults(ctx, id)
-	if err != nil {
-		if ctx.Err() != nil {
-			b.cancel(items)
-			return nil
-		}
-		if ke := (*kustomer.Error)(nil); errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound {
-			b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job gone; looking its items up")
-			return items
-		}
-		d := unresolved(fmt.Errorf("worker: earlier bulk job %s unreadable: %w", id, err))
-		b.f.breaker.Record(d)
-		b.f.log.Warn().Err(err).Str("bulk_job", id).Msg("earlier bulk job unreadable; asking again at the items' next attempt")
+	if !rec.found {
 		for _, it := range items {
-			it.attempts++
-			b.settle(it, d)
+			if it.req.ExternalID() != "" {
+				lookups = append(lookups, it)
+			} else {
+				send = append(send, it)
+			}
 		}
-		return nil
+		return lookups, send
 	}
-	b.f.log.Info().Str("bulk_job", id).Int("items", len(items)).Bool("complete", res.Completed).Msg("earlier attempt's bulk job read instead of sending again")
+	now := b.w.cfg.Clock.Now()
+	lease := b.w.ledger.lease
+	if age := now.Sub(rec.beat); !rec.beat.IsZero() && rec.owner != b.w.ledger.owner && age < lease && age > -lease {
+		// Another replica follows the request (or still waits for its
+		// answer): its items are its to settle.
+		for _, it := range items {
+			b.settle(it, loop.Later(lease-max(age, 0), fmt.Errorf("worker: bulk request %s is followed by replica %s", k.token, rec.owner)))
+		}
+		return nil, nil
+	}
+	if rec.job != "" {
+		for _, it := range items {
+			it.job = rec.job
+		}
+		return b.resume(ctx, b.watch(ctx, rec.job, k.token, rec.count, rec.sent), items), nil
+	}
+	// Sent without an answer: the job, if Kustomer queued one, is unknown.
+	until := b.unknownUntil(rec.sent)
+	if now.Before(until) {
+		b.f.log.Info().Str("bulk_request", k.token).Time("sent", rec.sent).Time("until", until).Int("items", len(items)).
+			Msg("bulk request sent without an answer: its items wait until Kustomer can no longer be running its job")
+		for _, it := range items {
+			b.settle(it, loop.Later(until.Sub(now), fmt.Errorf("worker: bulk request %s sent at %s got no answer", k.token, rec.sent.UTC().Format(time.RFC3339))))
+		}
+		return nil, nil
+	}
+	for _, it := range items {
+		if it.req.ExternalID() != "" {
+			lookups = append(lookups, it)
+			continue
+		}
+		it.err = loop.Unknown(fmt.Errorf("worker: bulk request %s sent at %s got no answer and the item has no externalId to look it up by: "+
+			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", k.token, rec.sent.UTC().Format(time.RFC3339)))
+		now := b.w.cfg.Clock.Now()
+		it.first, it.last = cmp.Or(it.first, now), now
+		b.finish(it, outcome.Exhausted, "")
+	}
+	return lookups, nil
+}
+
+// unknownUntil is when Kustomer can no longer be running a job for a bulk
+// request sent at sent whose answer never came: it received the request
+// within the client's timeout, and runs no job for longer than
+// bulk_job_timeout.
+func (b *batcher) unknownUntil(sent time.Time) time.Time {
+	return sent.Add(cmp.Or(b.w.cfg.Kustomer.Timeout, kustomer.DefaultTimeout) + b.jobTimeout())
+}
+
+// jobTimeout is the workflow's bulk_job_timeout.
+func (b *batcher) jobTimeout() time.Duration {
+	return cmp.Or(b.f.wf.BulkJobTimeout, mapping.BulkJobTimeoutDefault)
+}
+
+// resume settles items of an earlier request from their job's end (w):
+// created and failed items by its results; it returns the items to look
+// up: those the job says nothing about once complete, or all of them when
+// Kustomer no longer knows the job (404).
+func (b *batcher) resume(ctx context.Context, w *jobWatch, items []*bulkItem) (lookups []*bulkItem) {
+	res, err := w.wait(ctx)
 	for _, it := range items {
 		it.attempts++
 	}
-	rest := b.apply(ctx, items, id, res, false)
-	if !res.Completed {
-		// The job may still create them: sending them again could create
-		// them twice. Ask again at the next attempt.
-		for _, it := range rest {
-			b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s is not complete", id)))
-		}
+	switch {
+	case ctx.Err() != nil:
+		b.cancel(items)
+		return nil
+	case errors.Is(err, errJobGone):
+		b.f.log.Warn().Str("bulk_job", w.id).Msg("earlier bulk job gone; looking its items up")
+		return b.withExternalID(items)
+	case err != nil:
+		b.ended(items, err)
 		return nil
 	}
-	return rest
+	b.f.log.Info().Str("bulk_job", w.id).Int("items", len(items)).Msg("earlier attempt's bulk job read instead of sending again")
+	return b.withExternalID(b.apply(ctx, items, w.id, res, false))
+}
+
+// withExternalID returns the items that can be looked up; the others,
+// whose outcome in a job that says nothing about them is unknown, fail as
+// exhausted rather than be sent again and maybe created twice.
+func (b *batcher) withExternalID(items []*bulkItem) (lookups []*bulkItem) {
+	for _, it := range items {
+		if it.req.ExternalID() != "" {
+			lookups = append(lookups, it)
+			continue
+		}
+		now := b.w.cfg.Clock.Now()
+		it.first, it.last = cmp.Or(it.first, now), now
+		it.err = loop.Unknown(fmt.Errorf("worker: bulk job %s reported no outcome for the item and it has no externalId to look it up by: "+
+			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", it.job))
+		b.finish(it, outcome.Exhausted, "")
+	}
+	return lookups
+}
+
+// ended settles the items of a job followed to an end other than its
+// results: the workflow pausing (they come back on resume, their claims
+// naming the job), or bulk_job_timeout (exhausted).
+func (b *batcher) ended(items []*bulkItem, err error) {
+	now := b.w.cfg.Clock.Now()
+	for _, it := range items {
+		if errors.Is(err, &loop.PauseError{}) {
+			b.settle(it, err)
+			continue
+		}
+		it.first, it.last, it.err = cmp.Or(it.first, now), now, err
+		b.finish(it, outcome.Exhausted, "")
+	}
 }
 
 // send submits items in one bulk request (with the caller's rate unit when
@@ -613,6 +837,16 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	if !haveUnit && !b.unit(ctx, items, func(err error) error { return loop.RetryAfter(0, err) }) {
 		return
 	}
+	// Recorded before it is sent: after a crash, a replica taking the
+	// items over knows the request may have become a job, and since when.
+	sent, err := b.w.ledger.batchSending(context.WithoutCancel(ctx), token, len(items))
+	if err != nil {
+		for _, it := range items {
+			it.attempts++
+			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
+		}
+		return
+	}
 	bulk := make([]kustomer.BulkItem, len(items))
 	for i, it := range items {
 		it.attempts++
@@ -622,49 +856,50 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
 	if err != nil {
-		b.rejected(ctx, items, token, err)
+		b.rejected(ctx, items, token, sent, err)
 		return
 	}
-	// The job's clock starts when Kustomer received it, at the latest now.
-	// An accepted request tells the breaker nothing yet: the items' outcomes
-	// in the job do (apply).
-	submitted := b.w.cfg.Clock.Now()
+	// An accepted request tells the breaker nothing yet: the items'
+	// outcomes in the job do (apply).
 	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
 	for _, it := range items {
 		it.job = job.ID
 	}
-	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID); err != nil {
-		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items are looked up instead")
+	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
+		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items wait out bulk_job_timeout and are looked up")
 	}
-	res, polls, err := b.follow(ctx, job.ID, submitted)
+	w := b.watch(ctx, job.ID, token, len(items), sent)
+	res, err := w.wait(ctx)
 	switch {
 	case ctx.Err() != nil:
-		log.Info().Msg("shutdown while following a bulk job; its items are left to the redelivery, which reads the job")
+		log.Info().Msg("shutdown while following a bulk job; its items are left to the redelivery, which follows the job")
 		b.cancel(items)
 		return
+	case errors.Is(err, errJobGone):
+		// Kustomer forgot the job it just accepted: what it created is
+		// found by look-up.
+		log.Warn().Msg("bulk job gone while followed; looking its items up")
+		b.send(ctx, b.lookUp(ctx, b.withExternalID(items)), "", false)
+		return
 	case err != nil:
-		// The job could not be read: its items' outcome is unknown; their
-		// claims name the job, so the next attempt reads it again.
-		log.Warn().Err(err).Msg("bulk job unreadable")
-		for _, it := range items {
-			b.settle(it, err)
-		}
+		log.Warn().Err(err).Msg("bulk job followed to no result")
+		b.ended(items, err)
 		return
 	}
 	rest := b.apply(ctx, items, job.ID, res, true)
-	for _, it := range rest {
-		// Not complete in time (or, complete, silent about the item): the
-		// claim names the job, so the next attempt asks it again first.
-		b.settle(it, loop.Unknown(fmt.Errorf("worker: bulk job %s reported no outcome for the item within %s", job.ID, b.giveUp())))
+	if len(rest) > 0 {
+		// Complete, silent about these items: look them up.
+		b.send(ctx, b.lookUp(ctx, b.withExternalID(rest)), "", false)
 	}
-	log.Info().Int("items", len(items)).Int("created", res.SuccessCount).Int("failed", res.FailureCount).Int("polls", polls).
-		Bool("complete", res.Completed).Dur("took", b.w.cfg.Clock.Now().Sub(submitted)).Msg("bulk job done")
+	log.Info().Int("items", len(items)).Int("created", res.SuccessCount).Int("failed", res.FailureCount).Int("polls", w.polls).
+		Dur("took", b.w.cfg.Clock.Now().Sub(sent)).Msg("bulk job done")
 }
 
-// rejected deals with a bulk request (token) that failed as a whole.
-func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string, err error) {
+// rejected deals with a bulk request (token, sent at sent) that failed as
+// a whole.
+func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string, sent time.Time, err error) {
 	if ctx.Err() != nil {
-		b.cancel(items) // sent or not: the claims stay, the redelivery looks up
+		b.cancel(items) // sent or not: the claims stay, the redelivery reads the request's record
 		return
 	}
 	d := decide(err)
@@ -679,7 +914,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		for _, it := range rest {
 			it.attempts--
 		}
-		b.send(ctx, rest, token, false) // the rejected request created nothing
+		b.send(ctx, rest, "", false) // the rejected request created nothing
 		return
 	}
 	if errors.Is(d, &loop.PermanentError{}) && len(items) > 1 {
@@ -696,126 +931,209 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		halves.Wait()
 		return
 	}
-	var ue *loop.UnknownError
-	unknown := errors.As(d, &ue)
-	if unknown {
-		// Kustomer may have queued the job and may still run it: the items
-		// are looked up by externalId before being sent again, but no sooner
-		// than a job this worker follows is given to complete.
-		d = &loop.UnknownError{Err: ue.Err, Delay: max(ue.Delay, b.giveUp())}
+	if errors.Is(d, &loop.UnknownError{}) {
+		// Kustomer may have queued a job (the answer was lost) and may
+		// still run it; its id is unknown. The items stay pending, no
+		// attempt spent, until it can no longer run (their claims name the
+		// request, whose record says when it was sent), then are looked
+		// up: never sent again meanwhile.
+		until := b.unknownUntil(sent)
+		b.f.log.Warn().Err(err).Int("items", len(items)).Time("until", until).Msg("bulk request without an answer; its items wait until Kustomer can no longer be running a job for it")
+		for _, it := range items {
+			it.attempts--
+			b.settle(it, loop.Later(until.Sub(b.w.cfg.Clock.Now()), fmt.Errorf("worker: bulk request %s got no answer: %w", token, err)))
+		}
+		return
 	}
 	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
 	for _, it := range items {
-		if !unknown {
-			b.w.ledger.release(context.WithoutCancel(ctx), it.key)
-		}
+		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
 		b.settle(it, d)
 	}
 }
 
-// follow waits for job id to complete, polling as little as it can: once at
-// the learnt duration of a job, and when that was too early, again a little
-// later. It gives up, returning the job's incomplete results, after
-// giveUp.
-func (b *batcher) follow(ctx context.Context, id string, submitted time.Time) (*kustomer.BulkResults, int, error) {
+// errJobGone means Kustomer answered 404 for a bulk job: it forgot it.
+var errJobGone = errors.New("worker: bulk job gone")
+
+// jobWatch is one bulk job this batcher follows to its end, once for
+// every batch holding its items (after a take-over, a job's items can come
+// back in several batches): one poll per check, however many wait.
+type jobWatch struct {
+	id    string
+	done  chan struct{} // closed with res or err set
+	res   *kustomer.BulkResults
+	err   error
+	polls int
+}
+
+// wait returns the job's results once complete, or why it was not.
+func (w *jobWatch) wait(ctx context.Context) (*kustomer.BulkResults, error) {
+	select {
+	case <-w.done:
+		return w.res, w.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// watch returns the watch of job id, starting it if none runs: it follows
+// the job (a request of count items sent at sent, under token) and keeps
+// the request's ledger record fresh meanwhile.
+func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time) *jobWatch {
+	b.watchMu.Lock()
+	defer b.watchMu.Unlock()
+	if w, ok := b.watches[id]; ok {
+		return w
+	}
+	w := &jobWatch{id: id, done: make(chan struct{})}
+	b.watches[id] = w
+	if sent.IsZero() {
+		sent = b.w.cfg.Clock.Now() // an earlier version's record: from now on
+	}
+	b.wg.Go(func() {
+		w.res, w.err = b.follow(ctx, w, token, count, sent)
+		b.watchMu.Lock()
+		delete(b.watches, id)
+		b.watchMu.Unlock()
+		close(w.done)
+	})
+	return w
+}
+
+// following reports whether this batcher follows job id now.
+func (b *batcher) following(id string) bool {
+	b.watchMu.Lock()
+	defer b.watchMu.Unlock()
+	_, ok := b.watches[id]
+	return ok
+}
+
+// follow polls job id until it is complete, gone, or older than
+// bulk_job_timeout, polling as little as it can: at the learnt duration of
+// a job, and when that was too early, again later. Every third of a lease
+// it writes the request's ledger record (token) again: other replicas
+// then leave its items to this one.
+func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count int, sent time.Time) (*kustomer.BulkResults, error) {
 	clock := b.w.cfg.Clock
-	wait, lowered := b.expected()
-	polls := 0
+	beat := max(b.w.ledger.lease/3, bulkEstimateFloor)
+	nextBeat := clock.Now().Add(beat)
+	wait := time.Duration(0) // past the estimate: after an early poll
 	for {
-		if d := submitted.Add(wait).Sub(clock.Now()); d > 0 {
-			t := clock.NewTimer(d)
+		now := clock.Now()
+		if token != "" && !now.Before(nextBeat) {
+			nextBeat = now.Add(beat)
+			if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, w.id, count, sent); err != nil {
+				b.f.log.Warn().Err(err).Str("bulk_job", w.id).Msg("bulk job's ledger record not renewed")
+			}
+		}
+		due := sent.Add(max(b.expected(), wait))
+		if now.Before(due) {
+			d := min(due.Sub(now), nextBeat.Sub(now))
+			if token == "" {
+				d = due.Sub(now)
+			}
+			t := clock.NewTimer(max(d, 0))
 			select {
 			case <-t.C():
-			case <-lowered:
-				// Jobs turned out faster: the first poll comes sooner.
-				t.Stop()
-				wait, lowered = b.expected()
-				continue
 			case <-ctx.Done():
 				t.Stop()
-				return nil, polls, ctx.Err()
+				return nil, ctx.Err()
 			}
+			continue
 		}
-		lowered = nil
 		if err := b.w.limiter.Wait(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil, polls, ctx.Err()
+				return nil, ctx.Err()
 			}
-			return nil, polls, loop.Unknown(err) // the job may still create them
+			wait = clock.Now().Sub(sent) + bulkEstimateFloor
+			continue
 		}
-		polls++
+		w.polls++
 		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-		res, err := b.bk.BulkResults(ctx, id)
-		elapsed := clock.Now().Sub(submitted)
+		res, err := b.bk.BulkResults(ctx, w.id)
+		elapsed := clock.Now().Sub(sent)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, polls, ctx.Err()
+				return nil, ctx.Err()
+			}
+			if ke := (*kustomer.Error)(nil); errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound {
+				return nil, errJobGone
 			}
 			d := decide(err)
 			b.f.breaker.Record(d)
-			var re *loop.RetryError
 			if errors.Is(d, &loop.PauseError{}) {
-				return nil, polls, d
+				return nil, d
 			}
-			if !errors.As(d, &re) || elapsed >= b.giveUp() {
-				return nil, polls, loop.Unknown(err)
+			if elapsed >= b.jobTimeout() {
+				return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s unreadable after bulk_job_timeout %s: %w", w.id, b.jobTimeout(), err))
 			}
-			wait = elapsed + max(re.Delay, wait/4, bulkEstimateFloor)
+			var re *loop.RetryError
+			delay := bulkEstimateFloor
+			if errors.As(d, &re) {
+				delay = max(re.Delay, delay)
+			}
+			wait = elapsed + max(delay, b.expected()/4)
 			continue
 		}
-		if res.Completed {
-			b.learn(elapsed, polls == 1)
-			return res, polls, nil
+		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
+			res.Completed = true
+			b.learn(elapsed, true, w.polls == 1)
+			return res, nil
 		}
-		if elapsed >= b.giveUp() {
-			return res, polls, nil
+		if elapsed >= b.jobTimeout() {
+			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
 		}
-		wait = b.learn(elapsed, false)
+		// Not done: an empty list of batches, or counts short of the
+		// items. Asked again later, never at once.
+		b.learn(elapsed, false, w.polls == 1)
+		wait = max(elapsed*5/4, elapsed+bulkEstimateFloor)
 	}
 }
 
-// expected is how long a job is expected to take, and a channel closed
-// when that estimate drops.
-func (b *batcher) expected() (time.Duration, <-chan struct{}) {
-	b.estMu.Lock()
-	defer b.estMu.Unlock()
-	return b.estimate, b.lowered
+// jobDone asks GET /v1/bulk/{id} whether a job is complete, for a request
+// whose item count is unknown (recorded by an earlier version), when its
+// batches carry no status.
+func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
+	if b.w.limiter.Wait(ctx) != nil {
+		return false
+	}
+	w.polls++
+	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+	job, err := b.bk.(interface {
+		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
+	}).BulkJob(ctx, w.id)
+	return err == nil && job.Done()
 }
 
-// learn updates the estimate from a poll elapsed after submission. A job
-// found complete at the first poll may have been done earlier, so the
-// estimate creeps down, and halves while no job was lately seen running for
-// even half of it (jobs far faster than the estimate); one not complete yet
-// took longer than elapsed, so the estimate jumps above. It returns the
-// estimate.
-func (b *batcher) learn(elapsed time.Duration, complete bool) time.Duration {
+// expected is how long a job is expected to take.
+func (b *batcher) expected() time.Duration {
 	b.estMu.Lock()
 	defer b.estMu.Unlock()
-	was := b.estimate
-	if complete {
-		b.slowest = b.slowest * 199 / 200
-		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
-		if b.slowest < b.estimate/2 {
-			b.estimate = max(b.estimate/2, b.slowest*11/10, bulkEstimateFloor)
-		}
-	} else {
-		b.slowest = max(b.slowest, elapsed)
-		b.estimate = min(max(b.estimate, elapsed*11/10, elapsed+bulkEstimateFloor), b.giveUp())
-	}
-	if b.estimate < was {
-		close(b.lowered)
-		b.lowered = make(chan struct{})
-	}
-	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 	return b.estimate
 }
 
-// giveUp is how long a job is followed before the attempt counts as failed
-// with an unknown outcome: half the claims' lease. The next attempt asks
-// the same job again; its items are sent again only once the job is
-// complete without them, or gone.
-func (b *batcher) giveUp() time.Duration {
-	return max(b.w.ledger.lease/2, bulkEstimateFloor)
+// learn updates the estimate from a poll elapsed after submission. It
+// tracks a high quantile of the jobs' durations, so that about one job in
+// forty needs a second poll: a job found complete at its first poll
+// lowers it by 0.5 %, one found running raises it above elapsed by a
+// quarter (every job waiting for its first poll then waits longer too);
+// while no job was lately seen running for even half of it (jobs far
+// faster than the estimate), it halves.
+func (b *batcher) learn(elapsed time.Duration, complete, first bool) {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	switch {
+	case complete && first:
+		b.slowest = b.slowest * 199 / 200
+		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
+		if b.slowest < b.estimate/2 {
+			b.estimate = max(b.estimate/2, b.slowest*5/4, bulkEstimateFloor)
+		}
+	case !complete:
+		b.slowest = max(b.slowest, elapsed)
+		b.estimate = min(max(b.estimate, elapsed*5/4, elapsed+bulkEstimateFloor), b.jobTimeout())
+	}
+	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 }
 
 // apply gives the items of job id their reported outcomes: created ones are

@@ -221,12 +221,13 @@ workflows:
 	require.Equal(t, 1, st.Lookups, "the start probe, nothing else: %+v", st)
 }
 
-func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhausted(t *testing.T) {
+func TestBulkJobThatNeverCompletesIsFollowedUntilBulkJobTimeoutThenDeadLetteredAsExhausted(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config:  bulkLoopConfig,
+		config:  bulkConfigWith(`retry: {max_attempts: 2, initial_delay: 50ms}`, `bulk_job_timeout: 4s`),
 		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, BulkStuckRate: 1},
-		// The lease must outlive a request (New checks it): both short, so the test waits little.
+		// A lease far shorter than the job is followed: the ledger record
+		// of the request, renewed meanwhile, keeps the items this replica's.
 		worker: func(c *Config) { c.Ledger.Lease, c.Kustomer.Timeout = 400*time.Millisecond, 300*time.Millisecond },
 	})
 	seq := h.publish("leads.web", "stuck-1", leadsEvent("a", "b"))
@@ -234,16 +235,18 @@ func TestBulkJobThatNeverCompletesIsRetriedUnderThePolicyThenDeadLetteredAsExhau
 	require.Equal(t, runlog.Failed, rec.Status)
 	for _, it := range rec.Items {
 		require.Equal(t, outcome.Exhausted, it.Outcome)
-		require.Equal(t, 2, it.Attempts, "max_attempts: 2")
+		require.Equal(t, 1, it.Attempts, "followed, not sent again")
 		require.NotEmpty(t, it.BulkJob)
 	}
+	require.GreaterOrEqual(t, rec.Ended.Sub(rec.Started), 4*time.Second, "followed until bulk_job_timeout")
 	dls := h.deadLetters()
 	require.Len(t, dls, 1)
 	require.Equal(t, outcome.Exhausted, dls[0].Class)
 	require.Equal(t, []int{0, 1}, dls[0].Items)
 	st := h.sb.Sandbox.Stats()
-	require.Equal(t, 1, st.BulkJobs, "the retry asked the job again: items are never sent twice while their job may still create them")
+	require.Equal(t, 1, st.BulkJobs, "items are never sent twice while their job may still create them")
 	require.GreaterOrEqual(t, st.BulkPolls, 2)
+	require.Less(t, st.BulkPolls, 20, "polled ever less often")
 	require.Empty(t, h.sb.Sandbox.Customers())
 }
 
@@ -312,13 +315,14 @@ func TestBulkRunOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testing.T) {
 	require.Greater(t, st.Requests, 2*perWindow, "the run spanned several windows")
 }
 
-// The look-up waits as long as a followed job is given to complete (half
-// the lease): here the job Kustomer queued completes 1 s after the client
-// gave up on its answer, and is found then, not sent again.
+// The look-up waits until Kustomer can no longer be running the job (the
+// client's timeout, then bulk_job_timeout): here the job Kustomer queued
+// completes 1 s after the client gave up on its answer, and is found then,
+// not sent again.
 func TestBulkRequestWhoseAnswerIsLostIsLookedUpByExternalIDBeforeBeingSentAgain(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config:  bulkLoopConfig,
+		config:  bulkConfigWith(`retry: {max_attempts: 2, initial_delay: 50ms}`, `bulk_job_timeout: 2s`),
 		sandbox: sandbox.Config{BulkDelay: 3 * time.Second, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
 		worker:  func(c *Config) { c.Ledger.Lease = 5 * time.Second }, // the client gives up after 2 s
 	})
@@ -482,6 +486,8 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	h := setup(t, harnessOptions{
 		config:  bulkConfigWith(`retry: {max_attempts: 10, initial_delay: 100ms}`, `idempotency_key: "{{item.id}}"`),
 		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
+		// The dead replica's record of its request looks alive for a lease.
+		worker: func(c *Config) { c.Ledger.Lease = 3 * time.Second },
 		wrap: func(k Kustomer) Kustomer {
 			poll.Client = k.(*kustomer.Client)
 			return poll
@@ -506,15 +512,16 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	}
 	job, err := client.CreateCustomersBulk(ctx, items)
 	require.NoError(t, err)
-	require.NoError(t, dead.batchSent(ctx, token, job.ID))
+	require.NoError(t, dead.batchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
 
 	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
 	for _, it := range rec.Items {
 		require.Equal(t, job.ID, it.BulkJob, "item %d: its outcome came from the earlier job", it.Index)
-		require.Greater(t, it.Attempts, 1, "item %d: asked again after the 503", it.Index)
+		require.Equal(t, 1, it.Attempts, "item %d: the job was followed through the 503s, one attempt", it.Index)
 	}
+	require.Negative(t, poll.failures.Load(), "the failing polls were made")
 	st := h.sb.Sandbox.Stats()
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, 3, st.Creates, "each lead created once, by the earlier job")
@@ -613,7 +620,7 @@ func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) 
 	k := &kustomerLookupsFail{}
 	k.failures.Store(3)
 	h := setup(t, harnessOptions{
-		config:  bulkConfigWith(`retry: {max_attempts: 6, initial_delay: 50ms}`),
+		config:  bulkConfigWith(`retry: {max_attempts: 6, initial_delay: 50ms}`, `bulk_job_timeout: 1s`),
 		sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond, TimeoutRate: 1, TimeoutHang: 3 * time.Second},
 		worker:  func(c *Config) { c.Ledger.Lease = 3 * time.Second },
 		wrap:    func(c Kustomer) Kustomer { k.Client = c.(*kustomer.Client); return k },

@@ -365,28 +365,87 @@ func (l *ledger) claimForBatch(ctx context.Context, key, batch string) error {
 	return nil
 }
 
-// batchSent records that the bulk request batch became Kustomer's job id,
-// once for all its items: a replica taking over one of their claims after
-// a crash asks that job what became of the item instead of sending it
-// again.
-func (l *ledger) batchSent(ctx context.Context, batch, id string) error {
-	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, []byte(id)); err != nil {
+// batchRecord is what the ledger knows of one bulk request (its token):
+// written before the request is sent, then with the job id Kustomer
+// answered, and again by the replica following the job every third of a
+// lease, so a replica taking over one of its items' claims knows whether
+// the request was sent, when (on the KV server's clock, which replicas
+// share), which job it became, and whether someone still follows it.
+type batchRecord struct {
+	found bool
+	job   string    // "" while the request has no answer (or before versions that wrote one)
+	owner string    // the replica that wrote it last
+	count int       // items in the request; 0 when unknown
+	sent  time.Time // when the request was sent, server clock; zero when unknown
+	beat  time.Time // its last write, server clock
+}
+
+// batchSending records, before bulk request batch of count items is sent,
+// that it is about to be, and returns the server's time of that write:
+// the request is sent no sooner.
+func (l *ledger) batchSending(ctx context.Context, batch string, count int) (time.Time, error) {
+	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, fmt.Appendf(nil, "sending %d %s", count, l.owner)); err != nil {
+		return time.Time{}, fmt.Errorf("worker: ledger record bulk request: %w", err)
+	}
+	e, err := l.kv.Get(ctx, batchKeyPrefix+batch)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("worker: ledger read bulk request: %w", err)
+	}
+	return e.Created(), nil
+}
+
+// batchSent records that the bulk request batch (count items, sent at
+// sent) became Kustomer's job id, once for all its items: a replica taking
+// over one of their claims after a crash asks that job what became of the
+// item instead of sending it again. Written again while the job is
+// followed, it tells other replicas someone still does.
+func (l *ledger) batchSent(ctx context.Context, batch, id string, count int, sent time.Time) error {
+	v := fmt.Appendf(nil, "job %s %d %d %s", id, count, sent.UnixMilli(), l.owner)
+	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, v); err != nil {
 		return fmt.Errorf("worker: ledger record bulk job: %w", err)
 	}
 	return nil
 }
 
-// batchJob is the job id recorded for the bulk request batch, or "" when
-// none was: the request was not answered, or its answer not recorded.
-func (l *ledger) batchJob(ctx context.Context, batch string) (string, error) {
+// batchRead reads the record of bulk request batch; found is false when
+// there is none: the request was never sent (or, from versions before the
+// record was written first, not answered).
+func (l *ledger) batchRead(ctx context.Context, batch string) (batchRecord, error) {
 	e, err := l.kv.Get(ctx, batchKeyPrefix+batch)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return "", nil
+		return batchRecord{}, nil
 	case err != nil:
-		return "", fmt.Errorf("worker: ledger read bulk job: %w", err)
+		return batchRecord{}, fmt.Errorf("worker: ledger read bulk job: %w", err)
 	}
-	return string(e.Value()), nil
+	r := batchRecord{found: true, beat: e.Created()}
+	v := string(e.Value())
+	if rest, ok := strings.CutPrefix(v, "sending "); ok {
+		n, owner, _ := strings.Cut(rest, " ")
+		r.count, _ = strconv.Atoi(n)
+		r.owner, r.sent = owner, r.beat
+		return r, nil
+	}
+	if rest, ok := strings.CutPrefix(v, "job "); ok {
+		f := strings.SplitN(rest, " ", 4)
+		if len(f) == 4 {
+			r.job, r.owner = f[0], f[3]
+			r.count, _ = strconv.Atoi(f[1])
+			if ms, err := strconv.ParseInt(f[2], 10, 64); err == nil {
+				r.sent = time.UnixMilli(ms)
+			}
+			return r, nil
+		}
+	}
+	r.job = v // an earlier version's record: the job id alone
+	return r, nil
+}
+
+// batchJob is the job id recorded for the bulk request batch, or "" when
+// none was: the request was not answered, or its answer not recorded.
+func (l *ledger) batchJob(ctx context.Context, batch string) (string, error) {
+	r, err := l.batchRead(ctx, batch)
+	return r.job, err
 }
 
 // newBatchToken names one bulk request in the claims of its items.

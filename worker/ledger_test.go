@@ -116,7 +116,7 @@ func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *tes
 	job, err := a.batchJob(ctx, token)
 	require.NoError(t, err)
 	require.Empty(t, job, "no job before Kustomer answered")
-	require.NoError(t, a.batchSent(ctx, token, "69f0c0ffee"))
+	require.NoError(t, a.batchSent(ctx, token, "69f0c0ffee", 2, *now))
 
 	*now = now.Add(31 * time.Second) // a died while following the job
 	for _, k := range keys[:2] {

@@ -923,6 +923,19 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 				break more
 			}
 		}
+		if f.bulk != nil {
+			// A bulk workflow's memory goes with its items: fetch no more
+			// events than its bound on items held has room for.
+			k := f.bulk.fetchable(fetchCtx, n)
+			for range n - max(k, 1) {
+				<-f.slots
+			}
+			if k == 0 {
+				<-f.slots
+				return
+			}
+			n = k
+		}
 		pullCtx, cancelPull := context.WithTimeout(fetchCtx, fetchWait)
 		batch, err := f.cons.Fetch(n, jetstream.FetchContext(pullCtx))
 		if err != nil {
@@ -940,9 +953,15 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		for msg := range batch.Messages() {
 			got++
 			inflight.Add(1)
+			if f.bulk != nil {
+				f.bulk.fetchedEvents(1)
+			}
 			events.Go(func() {
 				defer inflight.Done()
 				defer func() { <-f.slots }()
+				if f.bulk != nil {
+					defer f.bulk.handledEvent()
+				}
 				w.handle(workCtx, f, msg)
 			})
 		}

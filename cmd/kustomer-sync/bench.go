@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/bench"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
@@ -25,6 +28,11 @@ type benchFlags struct {
 	events    int
 	bulkDelay time.Duration
 	timeout   time.Duration
+	// --job-model: bulk mode in each of the sandbox's job models (benchbulk.go)
+	jobModel       string
+	perEvent       []int
+	bulkJobTimeout time.Duration
+	process        bool
 	// --pipeline: CPU per customer of each mode beside a bare loop (benchpipeline.go)
 	pipeline bool
 	profile  string
@@ -48,7 +56,10 @@ With --mode bulk (or per-item) it compares the two modes instead: --events singl
 in bulk mode until all are created and acknowledged, their outcomes durable (or --timeout),
 with bulk jobs taking --bulk-delay, then the same in per-item mode for one window, projected
 to all events; for each, the time, the customers created per budget unit (polls included),
-429s and duplicates.
+429s and duplicates. With --job-model (a model of the sandbox's, or all) it runs bulk mode alone
+against each job model instead, for each --per-event shape and --replicas count, and prints one
+row each: created, duplicates, false dead letters, customers per unit, polls per job, 429s, time
+and the process's peak memory (VmHWM, NATS server and sandbox included).
 
 With --pipeline it measures the pipeline itself, with no budget and no sandbox latency: a bare
 loop (fetch, POST, ack: the floor), the same loop making per-item mode's JetStream writes around
@@ -60,6 +71,7 @@ of --repeat rounds that interleave the four, so that a machine whose speed drift
 alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
   kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
+  kustomer-sync bench --mode bulk --job-model all --events 20000 --per-event 1,10 --replicas 1,3 --rate 1000
   kustomer-sync bench --replicas 3 --windows 2 --rate 600
   kustomer-sync bench --pipeline --profile /tmp/prof    # customers/s and CPU per customer of each mode`,
 		Args: cobra.NoArgs,
@@ -75,6 +87,18 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 					return usageError{fmt.Errorf("--repeat %d: want 1 or more", f.repeat)}
 				}
 				return a.benchPipeline(cmd.Context(), f)
+			}
+			if f.jobModel != "" {
+				if f.mode != mapping.ModeBulk {
+					return usageError{errors.New("--job-model goes with --mode bulk")}
+				}
+				if f.jobModel != "all" && !slices.Contains(sandbox.JobModels, f.jobModel) {
+					return usageError{fmt.Errorf("--job-model %q: want all or one of %s", f.jobModel, strings.Join(sandbox.JobModels, ", "))}
+				}
+				if slices.ContainsFunc(f.perEvent, func(n int) bool { return n < 1 }) {
+					return usageError{fmt.Errorf("--per-event %v: want 1 or more leads per event", f.perEvent)}
+				}
+				return a.benchJobModels(cmd.Context(), f)
 			}
 			switch f.mode {
 			case "":
@@ -110,6 +134,10 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 	fl.IntVar(&f.events, "events", 100000, "with --mode or --pipeline: events to publish (--pipeline: default 60000)")
 	fl.DurationVar(&f.bulkDelay, "bulk-delay", 2*time.Second, "with --mode: how long the sandbox's bulk jobs take")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "with --mode or --pipeline: give a run up after this long")
+	fl.StringVar(&f.jobModel, "job-model", "", "with --mode bulk: drain --events leads in bulk mode against this sandbox job model, or all of them ("+strings.Join(sandbox.JobModels, ", ")+"), one row per model, --per-event and --replicas")
+	fl.IntSliceVar(&f.perEvent, "per-event", []int{1}, "with --job-model: leads per event (a list runs each; more than 1 is a Loop event)")
+	fl.BoolVar(&f.process, "process", false, "with --job-model: run each replica as a process of this binary (kustomer-sync run), and report the replicas' own peak memory instead of this process's")
+	fl.DurationVar(&f.bulkJobTimeout, "bulk-job-timeout", 0, "with --job-model: the workflow's bulk_job_timeout (default 3x --bulk-delay, at least 10s, so lost answers resolve within the run)")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
 	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, floor+writes, per-item and bulk once; the medians are reported")
 	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, floor+writes.pprof, per-item.pprof, bulk.pprof)")

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kustomer-sync/kustomer-sync/bench"
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
@@ -52,4 +54,67 @@ func (a *app) benchModes(ctx context.Context, f benchFlags) error {
 			r.Stats.Lookups, r.Stats.RateLimited, r.Stats.Duplicates)
 	}
 	return tw.Flush()
+}
+
+// benchJobModels runs --events leads in bulk mode to the end (or
+// --timeout) once per job model of --job-model (one, or all), per
+// --per-event shape and per --replicas count, and prints one row each:
+// created, duplicates, false dead letters, customers per unit (polls
+// included), polls per job, 429s, time and the process's peak memory.
+func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
+	models := []string{f.jobModel}
+	if f.jobModel == "all" {
+		models = sandbox.JobModels
+	}
+	binary := ""
+	if f.process {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		binary = exe
+	}
+	var reps []bench.ModeReport
+	for _, model := range models {
+		for _, per := range f.perEvent {
+			for _, n := range f.replicas {
+				fmt.Fprintf(a.stdout, "bench: bulk mode, job model %s, %d leads in events of %d, %d replica(s), budget %d per %s, jobs take %s ...\n",
+					model, f.events, per, n, f.rate, f.window, f.bulkDelay)
+				rep, err := bench.RunMode(ctx, bench.ModeConfig{
+					Mode: mapping.ModeBulk, Events: f.events, PerEvent: per, JobModel: model, Rate: f.rate, Window: f.window,
+					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, Replicas: n, Limit: f.timeout,
+					MaxInFlight: mapping.MaxInFlightBulkDefault, // the workflow's default settings
+					Binary:      binary, NATSOptions: natsLogOptions(a.log), Logger: a.log,
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "  %s\n", jobModelRow(rep))
+				reps = append(reps, rep)
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "job model\treplicas\tleads/event\tleads\tcreated\tduplicates\tfalse dead letters\tcustomers/unit\tpolls/job\tlook-ups\t429s\ttime\tpeak RSS\t")
+	for _, r := range reps {
+		fmt.Fprintf(tw, "%s\t\n", jobModelRow(r))
+	}
+	return tw.Flush()
+}
+
+// jobModelRow is a run's row of benchJobModels' table, tab-separated.
+func jobModelRow(r bench.ModeReport) string {
+	perUnit, perJob := 0.0, 0.0
+	if r.Stats.Requests > 0 {
+		perUnit = float64(r.Created) / float64(r.Stats.Requests)
+	}
+	if r.Stats.BulkJobs > 0 {
+		perJob = float64(r.Stats.BulkPolls) / float64(r.Stats.BulkJobs)
+	}
+	took := r.Elapsed.Round(100 * time.Millisecond).String()
+	if !r.Finished {
+		took = "not done in " + r.Elapsed.Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%d\t%d\t%s\t%d MB", r.Config.JobModel, r.Config.Replicas, r.Config.PerEvent,
+		r.Config.Events, r.Created, r.Stats.Duplicates, r.DeadLetters, perUnit, perJob, r.Stats.Lookups, r.Stats.RateLimited, took, r.PeakRSS>>20)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -64,7 +65,7 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 			}
 			v := string(e.Value())
 			if token, ok := strings.CutPrefix(k, "bulkbatch."); ok {
-				jobs[token] = v != ""
+				jobs[token] = strings.HasPrefix(v, "job ") // "sending …" until Kustomer answered
 				continue
 			}
 			_, token, ok := strings.Cut(v, " batch:")
@@ -93,5 +94,82 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, len(r.ids), st.Creates, "no item was sent twice")
 	require.Equal(t, 2, st.Lookups, "the start probes only: the new replica read the dead one's jobs instead of looking items up")
+	r.stopWorkers()
+}
+
+// bulkLedger reads the ledger: the bulk request each claim names, and
+// what is recorded of each request ("sending …", "job …").
+func bulkLedger(ctx context.Context, js jetstream.JetStream) (claims map[string]string, requests map[string]string, ok bool) {
+	kv, err := js.KeyValue(ctx, worker.LedgerBucketDefault)
+	if err != nil {
+		return nil, nil, false
+	}
+	keys, err := kv.Keys(ctx)
+	if err != nil {
+		return nil, nil, false
+	}
+	claims, requests = map[string]string{}, map[string]string{}
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			return nil, nil, false
+		}
+		v := string(e.Value())
+		if token, ok := strings.CutPrefix(k, "bulkbatch."); ok {
+			requests[token] = v
+			continue
+		}
+		if _, token, ok := strings.Cut(v, " batch:"); ok {
+			claims[k] = token
+		}
+	}
+	return claims, requests, true
+}
+
+// SIGKILL after the bulk requests were sent and before Kustomer's answers
+// (late here) recorded their job ids: the restarted replica cannot name
+// the jobs, which run for 4 s. It neither looks the items up nor sends
+// them again until Kustomer can no longer be running them (sent + the 2 s
+// client timeout + bulk_job_timeout 5s), then finds every one by look-up.
+func TestFaultWorkerKilledBeforeTheBulkJobIDIsRecordedNeverSendsTheItemsAgain(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	r := newFaultRun(t, srv.ClientURL())
+	config := strings.Replace(bulkFaultConfig, "    linger: 100ms\n", "    linger: 100ms\n    bulk_job_timeout: 5s\n", 1)
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(r.config), "bulk.yaml"), []byte(config), 0o600))
+	r.config = filepath.Join(filepath.Dir(r.config), "bulk.yaml")
+	f := r.sb.Sandbox.Faults()
+	f.BulkDelay, f.BulkSubmitLate = 4*time.Second, 1500*time.Millisecond
+	r.sb.Sandbox.SetFaults(f)
+
+	first := r.startWorker("bulk-early-kill-1")
+	r.waitStream(js)
+	r.publishLeads(js, 0, 10, 10)
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		r.requireWorkersAlive()
+		claims, requests, ok := bulkLedger(ctx, js)
+		if !ok || len(claims) != len(r.ids) {
+			return false
+		}
+		for _, token := range claims {
+			if !strings.HasPrefix(requests[token], "sending ") {
+				return false
+			}
+		}
+		return true
+	}, faultDeadline, faultPoll/5, "the requests were never all sent and unanswered at once\n%s", r.logs())
+	first.kill(t)
+	require.Empty(t, r.sb.Sandbox.Customers(), "the kill lands while the jobs run")
+
+	r.startWorker("bulk-early-kill-2")
+	r.waitDone(js)
+	r.requireExactlyOnce(js)
+	st := r.sb.Sandbox.Stats()
+	t.Logf("bulk jobs %d, polls %d, look-ups %d", st.BulkJobs, st.BulkPolls, st.Lookups)
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, len(r.ids), st.Creates, "no item was sent twice")
+	require.Equal(t, 2+len(r.ids), st.Lookups, "the start probes, then one look-up per item once the jobs could no longer run")
 	r.stopWorkers()
 }

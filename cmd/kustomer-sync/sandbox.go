@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -11,8 +12,9 @@ import (
 
 func (a *app) sandboxCommand() *cobra.Command {
 	var (
-		addr string
-		cfg  sandbox.Config
+		addr     string
+		cfg      sandbox.Config
+		jobModel string
 	)
 	cmd := &cobra.Command{
 		Use:   "sandbox",
@@ -31,15 +33,21 @@ count (not a Kustomer route: it spends no rate unit and needs no key); the count
 logged again when the sandbox stops.`,
 		Example: `  kustomer-sync sandbox --addr 127.0.0.1:8080 --rate-per-minute 300
   kustomer-sync sandbox --error-rate 0.2 --latency 50ms
-  kustomer-sync sandbox --bulk-delay 2s --bulk-item-failure-rate 0.01`,
+  kustomer-sync sandbox --bulk-delay 2s --bulk-item-failure-rate 0.01
+  kustomer-sync sandbox --job-model spread --bulk-delay 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFlags(cmd,
 				share("error-rate"), share("timeout-rate"), share("bulk-item-failure-rate"),
-				share("bulk-stuck-rate"), share("bulk-submit-error-rate"),
+				share("bulk-stuck-rate"), share("bulk-submit-error-rate"), share("bulk-submit-lost-rate"),
 				notNegative("latency"), notNegative("window"), notNegative("bulk-delay"),
+				notNegative("bulk-delay-min"), notNegative("bulk-submit-late"),
+				oneOf("bulk-timing", sandbox.BulkTimings), oneOf("job-model", sandbox.JobModels),
 			); err != nil {
 				return err
+			}
+			if jobModel != "" {
+				_ = cfg.SetJobModel(jobModel) // checked above
 			}
 			return sandbox.ListenAndServe(cmd.Context(), addr, cfg, a.log)
 		},
@@ -58,6 +66,13 @@ logged again when the sandbox stops.`,
 	fl.Float64Var(&cfg.BulkStuckRate, "bulk-stuck-rate", 0, "share of bulk jobs that never complete (and create nothing)")
 	fl.Float64Var(&cfg.BulkSubmitErrorRate, "bulk-submit-error-rate", 0, "share of bulk submissions answered 503 (nothing queued)")
 	fl.BoolVar(&cfg.BulkRejectInvalid, "bulk-reject-invalid", false, "reject a whole bulk request for one invalid item (default: that item fails alone in the results)")
+	fl.StringVar(&jobModel, "job-model", "", "a named set of the bulk job settings below, keeping --bulk-delay: "+strings.Join(sandbox.JobModels, ", "))
+	fl.StringVar(&cfg.BulkTiming, "bulk-timing", sandbox.BulkParallel, "how bulk jobs run: parallel (each --bulk-delay), serial (one after another) or spread (each from --bulk-delay-min to --bulk-delay)")
+	fl.DurationVar(&cfg.BulkDelayMin, "bulk-delay-min", 0, "with --bulk-timing spread: the shortest job")
+	fl.BoolVar(&cfg.BulkBatchesNoStatus, "bulk-batches-no-status", false, "leave status and completed out of /v1/bulk/{id}/batches (only the counts say a job is done)")
+	fl.BoolVar(&cfg.BulkBatchesEmptyUntilDone, "bulk-batches-empty-until-done", false, "answer /v1/bulk/{id}/batches with an empty list until the job is complete")
+	fl.Float64Var(&cfg.BulkSubmitLostRate, "bulk-submit-lost-rate", 0, "share of bulk submissions queued (the job runs) whose answer is lost")
+	fl.DurationVar(&cfg.BulkSubmitLate, "bulk-submit-late", 0, "delay of every bulk submission's answer (the job runs meanwhile)")
 	fl.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault randomness")
 	bindEnv(fl, "addr", "KSYNC_SANDBOX_ADDR")
 	// The sandbox reads no NATS setting: its help lists only the global
@@ -88,5 +103,16 @@ func notNegative(name string) flagCheck {
 			return nil
 		}
 		return flagError(cmd, name, "want a duration of zero or more, such as 2s")
+	}
+}
+
+// oneOf wants flag name (a string flag) empty or one of choices.
+func oneOf(name string, choices []string) flagCheck {
+	return func(cmd *cobra.Command) error {
+		v, err := cmd.Flags().GetString(name)
+		if err != nil || v == "" || slices.Contains(choices, v) {
+			return nil
+		}
+		return flagError(cmd, name, "want one of %s", strings.Join(choices, ", "))
 	}
 }

@@ -112,3 +112,40 @@ func TestStandaloneSandboxListsItsCustomersLogsRequestsAndHelpsWithItsOwnFlags(t
 	require.NoError(t, err)
 	require.Contains(t, out, "--nats-url", "other commands still list the NATS flags")
 }
+
+func TestSandboxJobModelFlagsAreCheckedAndServed(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "sandbox", "--addr", "127.0.0.1:1", "--job-model", "fast", "--bulk-timing", "often", "--bulk-submit-lost-rate", "3")
+	require.ErrorContains(t, err, `--job-model "fast": want one of parallel, serial, spread`)
+	require.ErrorContains(t, err, `--bulk-timing "often": want one of parallel, serial, spread`)
+	require.ErrorContains(t, err, `--bulk-submit-lost-rate "3": want a share from 0 to 1`)
+	require.Equal(t, 2, exitCode(err))
+
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		done <- run(ctx, []string{"sandbox", "--addr", addr, "--job-model", "empty-batches", "--bulk-delay", "200ms"},
+			strings.NewReader(""), &out, &errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
+	require.NoError(t, err)
+	var job *kustomer.BulkJob
+	require.Eventually(t, func() bool {
+		job, err = c.CreateCustomersBulk(ctx, []kustomer.BulkItem{{Ref: "r1", Body: map[string]any{"name": "x"}}})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
+	res, err := c.BulkResults(ctx, job.ID)
+	require.NoError(t, err)
+	require.False(t, res.CompleteFor(1))
+	require.Empty(t, res.Results, "an empty list until done")
+	require.Eventually(t, func() bool {
+		res, err := c.BulkResults(ctx, job.ID)
+		return err == nil && res.CompleteFor(1) && res.Status == ""
+	}, 10*time.Second, 20*time.Millisecond, "done from the counts, no status")
+}

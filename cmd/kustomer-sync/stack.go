@@ -62,7 +62,9 @@ type workerFlags struct {
 	claimLease     time.Duration
 	sandboxFaults  sandbox.Faults
 	sandboxKey     string
-	startup        time.Duration
+	// sandboxJobModel, with --sandbox: the job model of sandbox.JobModels.
+	sandboxJobModel string
+	startup         time.Duration
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -76,6 +78,8 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.Float64Var(&f.sandboxFaults.ErrorRate, "sandbox-error-rate", 0, "with --sandbox: share of requests answered 503")
 	fl.Float64Var(&f.sandboxFaults.TimeoutRate, "sandbox-timeout-rate", 0, "with --sandbox: share of creates stored but never answered")
 	fl.DurationVar(&f.sandboxFaults.Latency, "sandbox-latency", 0, "with --sandbox: latency added to every request")
+	fl.DurationVar(&f.sandboxFaults.BulkDelay, "sandbox-bulk-delay", 0, "with --sandbox: how long a bulk job takes (with --sandbox-job-model spread: the longest)")
+	fl.StringVar(&f.sandboxJobModel, "sandbox-job-model", "", "with --sandbox: how bulk jobs behave, one of "+strings.Join(sandbox.JobModels, ", ")+" (see `kustomer-sync sandbox --help`)")
 	fl.IntVar(&f.ratePerMinute, "rate-per-minute", 1000, "Kustomer org budget shared by ALL replicas, requests per minute")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
 	fl.StringVar(&f.dataDir, "data-dir", "data", "where the embedded NATS server keeps its store")
@@ -122,6 +126,7 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		positiveDuration("kustomer-timeout"), positiveDuration("drain-timeout"), positiveDuration("ack-wait"),
 		positiveDuration("claim-lease"), positiveDuration("dedup-window"), positiveDuration("startup-timeout"),
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
+		notNegative("sandbox-bulk-delay"), oneOf("sandbox-job-model", sandbox.JobModels),
 		f.checkAdmin,
 		f.ingest.check,
 		func(cmd *cobra.Command) error {
@@ -289,7 +294,11 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		if st.sandbox, err = sandbox.Start("127.0.0.1:0", sb, a.log); err != nil {
 			return nil, err
 		}
-		st.sandbox.SetFaults(f.sandboxFaults)
+		faults := f.sandboxFaults
+		if f.sandboxJobModel != "" {
+			_ = faults.SetJobModel(f.sandboxJobModel) // checked with the flags
+		}
+		st.sandbox.SetFaults(faults)
 		baseURL = st.sandbox.URL
 		apiKey = cmp.Or(apiKey, cmp.Or(f.sandboxKey, "sandbox"))
 		if a.natsURL == "" {

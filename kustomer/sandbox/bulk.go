@@ -36,6 +36,7 @@ const maxBulkItems = 100
 type bulkJob struct {
 	id        string
 	submitted time.Time
+	start     time.Time // when it stops being queued and runs
 	due       time.Time // when it completes, unless stuck
 	stuck     bool
 	done      bool
@@ -116,7 +117,8 @@ func (s *Sandbox) createBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	job := &bulkJob{id: s.newID(), submitted: now, due: now.Add(f.BulkDelay), withRefs: withRef > 0, items: items}
+	job := &bulkJob{id: s.newID(), submitted: now, withRefs: withRef > 0, items: items}
+	s.schedule(job, f)
 	for i := range job.items {
 		if job.items[i].body != nil && f.BulkItemFailureRate > 0 && s.rng.Float64() < f.BulkItemFailureRate {
 			job.items[i].failed = true
@@ -134,14 +136,55 @@ func (s *Sandbox) createBulk(w http.ResponseWriter, r *http.Request) {
 	if hang {
 		s.stats.Timeouts++
 	}
+	lost := !hang && f.BulkSubmitLostRate > 0 && s.rng.Float64() < f.BulkSubmitLostRate
+	if lost {
+		s.stats.BulkLost++
+	}
 	data := job.data(now)
 	s.mu.Unlock()
 
-	if hang {
+	if hang || lost {
 		s.hang(w, r)
 		return
 	}
+	if f.BulkSubmitLate > 0 {
+		t := time.NewTimer(f.BulkSubmitLate)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the client gave up: the job runs, its answer is lost
+		case <-s.closed:
+			t.Stop()
+		}
+	}
 	writeJSON(w, http.StatusCreated, map[string]any{"data": data})
+}
+
+// schedule sets when job starts running and when it completes, after the
+// timing model of f. Callers hold s.mu.
+func (s *Sandbox) schedule(job *bulkJob, f Faults) {
+	now := job.submitted
+	switch f.BulkTiming {
+	case BulkSerial:
+		job.start = now
+		if s.serialFree.After(now) {
+			job.start = s.serialFree
+		}
+		job.due = job.start.Add(f.BulkDelay)
+		s.serialFree = job.due
+		return
+	case BulkSpread:
+		d := f.BulkDelayMin
+		if spread := f.BulkDelay - f.BulkDelayMin; spread > 0 {
+			d += time.Duration(s.rng.Int64N(int64(spread) + 1))
+		}
+		job.due = now.Add(d)
+	default:
+		job.due = now.Add(f.BulkDelay)
+	}
+	// Queued for the first half, running for the second.
+	job.start = now.Add(job.due.Sub(now) / 2)
 }
 
 // settle carries out every pending job due by now, oldest due first: its
@@ -194,13 +237,22 @@ func (s *Sandbox) bulkStatus(w http.ResponseWriter, rest string) {
 	job, ok := s.bulks[id]
 	s.stats.BulkPolls++
 	now := s.now()
+	f := s.faults
 	var data any
 	switch {
 	case !ok || (sub != "" && sub != "batches"):
 	case sub == "":
 		data = job.data(now)
+	case f.BulkBatchesEmptyUntilDone && !job.done:
+		data = []any{}
 	default:
-		data = []any{job.batch(now)}
+		b := job.batch(now)
+		if f.BulkBatchesNoStatus {
+			attrs := b["attributes"].(map[string]any)
+			delete(attrs, "status")
+			delete(attrs, "completed")
+		}
+		data = []any{b}
 	}
 	s.mu.Unlock()
 	if data == nil {
@@ -214,7 +266,7 @@ func (j *bulkJob) status(now time.Time) string {
 	switch {
 	case j.done:
 		return "complete"
-	case !now.After(j.submitted) || now.Before(j.submitted.Add(j.due.Sub(j.submitted)/2)):
+	case !now.After(j.submitted) || now.Before(j.start):
 		return "queued"
 	default:
 		return "running"
@@ -227,7 +279,7 @@ func (j *bulkJob) updatedAt(now time.Time) time.Time {
 	case "complete":
 		return j.due
 	case "running":
-		return j.submitted.Add(j.due.Sub(j.submitted) / 2)
+		return j.start
 	default:
 		return j.submitted
 	}
@@ -321,4 +373,63 @@ func (j *bulkJob) batch(now time.Time) map[string]any {
 			"results":      results,
 		},
 	}
+}
+
+// Job models: named sets of the bulk settings, each a way Kustomer's bulk
+// jobs may behave within what the API promises. `kustomer-sync sandbox
+// --job-model` and `kustomer-sync bench --mode bulk --job-model` take them.
+const (
+	JobModelParallel = "parallel"      // every job at once, for BulkDelay
+	JobModelSerial   = "serial"        // jobs one after another, each BulkDelay
+	JobModelSpread   = "spread"        // every job at once, each for 2 s to BulkDelay
+	JobModelNoStatus = "no-status"     // parallel; /batches without status or completed
+	JobModelEmpty    = "empty-batches" // parallel; /batches an empty list until done, without status
+	JobModelLost     = "lost-answers"  // parallel; 1 submission in 100 queued with its answer lost
+	JobModelLate     = "late-answers"  // parallel; every submission answered 3 s late
+)
+
+// JobModels lists the job models, in the order a benchmark runs them.
+var JobModels = []string{JobModelParallel, JobModelSerial, JobModelSpread, JobModelNoStatus, JobModelEmpty, JobModelLost, JobModelLate}
+
+// Settings of the job models.
+const (
+	jobModelSpreadMin = 2 * time.Second
+	jobModelLostRate  = 0.01
+	jobModelLate      = 3 * time.Second
+)
+
+// SetJobModel sets the bulk settings of job model name (one of
+// [JobModels]) on c, keeping its BulkDelay and every other field.
+func (c *Config) SetJobModel(name string) error {
+	f := c.faults()
+	if err := f.SetJobModel(name); err != nil {
+		return err
+	}
+	c.BulkTiming, c.BulkDelayMin, c.BulkBatchesNoStatus = f.BulkTiming, f.BulkDelayMin, f.BulkBatchesNoStatus
+	c.BulkBatchesEmptyUntilDone, c.BulkSubmitLostRate, c.BulkSubmitLate = f.BulkBatchesEmptyUntilDone, f.BulkSubmitLostRate, f.BulkSubmitLate
+	return nil
+}
+
+// SetJobModel is [Config.SetJobModel] for the faults in force.
+func (f *Faults) SetJobModel(name string) error {
+	f.BulkTiming, f.BulkDelayMin, f.BulkBatchesNoStatus = BulkParallel, 0, false
+	f.BulkBatchesEmptyUntilDone, f.BulkSubmitLostRate, f.BulkSubmitLate = false, 0, 0
+	switch name {
+	case JobModelParallel:
+	case JobModelSerial:
+		f.BulkTiming = BulkSerial
+	case JobModelSpread:
+		f.BulkTiming, f.BulkDelayMin = BulkSpread, min(jobModelSpreadMin, f.BulkDelay)
+	case JobModelNoStatus:
+		f.BulkBatchesNoStatus = true
+	case JobModelEmpty:
+		f.BulkBatchesNoStatus, f.BulkBatchesEmptyUntilDone = true, true
+	case JobModelLost:
+		f.BulkSubmitLostRate = jobModelLostRate
+	case JobModelLate:
+		f.BulkSubmitLate = jobModelLate
+	default:
+		return fmt.Errorf("sandbox: job model %q: want one of %s", name, strings.Join(JobModels, ", "))
+	}
+	return nil
 }

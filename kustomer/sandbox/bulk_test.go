@@ -286,3 +286,115 @@ func TestBulkJobsUpdatesAndLookUpsAreSafeForConcurrentUse(t *testing.T) {
 	require.Len(t, sb.CountByExternalID(), workers*rounds)
 	require.Zero(t, sb.Stats().Duplicates)
 }
+
+func TestBulkSerialJobsRunOneAfterAnother(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 10 * time.Second, BulkTiming: sandbox.BulkSerial})
+	a := submitBulk(t, sb, `[{"externalId":"a"}]`)["id"].(string)
+	b := submitBulk(t, sb, `[{"externalId":"b"}]`)["id"].(string)
+	clock.Advance(time.Second)
+	require.Equal(t, "running", pollBulk(t, sb, a)["status"])
+	require.Equal(t, "queued", pollBulk(t, sb, b)["status"], "waits for the job before it")
+	clock.Advance(9 * time.Second)
+	require.Equal(t, "complete", pollBulk(t, sb, a)["status"])
+	require.Equal(t, "running", pollBulk(t, sb, b)["status"])
+	clock.Advance(9 * time.Second)
+	require.Equal(t, map[string]int{"a": 1}, sb.CountByExternalID())
+	clock.Advance(time.Second)
+	require.Equal(t, map[string]int{"a": 1, "b": 1}, sb.CountByExternalID(), "the second completes a BulkDelay after the first")
+}
+
+func TestBulkSpreadJobsTakeDurationsAcrossTheRange(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkTiming: sandbox.BulkSpread, BulkDelayMin: 2 * time.Second, BulkDelay: 6 * time.Second})
+	const jobs = 200
+	for i := range jobs {
+		submitBulk(t, sb, fmt.Sprintf(`[{"externalId":"s%d"}]`, i))
+	}
+	var done []int
+	for range 6 {
+		clock.Advance(time.Second)
+		done = append(done, len(sb.CountByExternalID()))
+	}
+	require.Equal(t, 0, done[0], "none before 2 s")
+	require.Greater(t, done[2], done[1], "some complete between 2 and 3 s")
+	require.Less(t, done[3], jobs, "some take longer than 4 s")
+	require.Equal(t, jobs, done[5], "all within 6 s")
+}
+
+// Jobs complete on their own schedule, polled or not: a look-up by
+// externalId then finds the customer.
+func TestBulkJobsCompleteUnpolledAndLookUpsFindTheirCustomers(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 30 * time.Second})
+	submitBulk(t, sb, `[{"externalId":"unpolled"}]`)
+	clock.Advance(29 * time.Second)
+	require.Equal(t, http.StatusNotFound, call(t, sb, http.MethodGet, "/v1/customers/externalId=unpolled", "").Code, "still running")
+	clock.Advance(time.Second)
+	require.Equal(t, http.StatusOK, call(t, sb, http.MethodGet, "/v1/customers/externalId=unpolled", "").Code)
+	require.Zero(t, sb.Stats().BulkPolls)
+}
+
+func TestBulkBatchesWithoutStatusAndEmptyUntilDone(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 2 * time.Second, BulkBatchesNoStatus: true})
+	id := submitBulk(t, sb, `[{"externalId":"n1","_clientRef":"r"}]`)["id"].(string)
+	batch := batchOf(t, sb, id)
+	require.NotContains(t, batch, "status")
+	require.NotContains(t, batch, "completed")
+	require.EqualValues(t, 0, batch["successCount"])
+	clock.Advance(2 * time.Second)
+	batch = batchOf(t, sb, id)
+	require.NotContains(t, batch, "status")
+	require.EqualValues(t, 1, batch["successCount"])
+	require.Equal(t, "complete", pollBulk(t, sb, id)["status"], "the job itself still reports its status")
+
+	sb.SetFaults(func() sandbox.Faults { f := sb.Faults(); f.BulkBatchesEmptyUntilDone = true; return f }())
+	id = submitBulk(t, sb, `[{"externalId":"n2","_clientRef":"r"}]`)["id"].(string)
+	rec := call(t, sb, http.MethodGet, "/v1/bulk/"+id+"/batches", "")
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, []any{}, decode(t, rec)["data"], "an empty list until the job is done")
+	clock.Advance(2 * time.Second)
+	require.EqualValues(t, 1, batchOf(t, sb, id)["successCount"])
+}
+
+func TestBulkLostAndLateAnswersStillRunTheJob(t *testing.T) {
+	t.Parallel()
+	sb := newSandbox(t, sandbox.Config{BulkSubmitLostRate: 1})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- callCtx(t, ctx, sb, http.MethodPost, "/v1/customers/bulk", `[{"externalId":"lost"}]`) }()
+	require.Eventually(t, func() bool { return sb.Stats().BulkLost == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	require.Empty(t, (<-done).Body.String(), "the answer is lost")
+	require.Equal(t, map[string]int{"lost": 1}, sb.CountByExternalID(), "the job ran")
+
+	late := newSandbox(t, sandbox.Config{BulkSubmitLate: 50 * time.Millisecond})
+	rec := call(t, late, http.MethodPost, "/v1/customers/bulk", `[{"externalId":"late"}]`)
+	require.Equal(t, http.StatusCreated, rec.Code)
+	require.Equal(t, 1, late.Stats().BulkJobs)
+}
+
+func TestBulkJobModelsSetTheirSettingsAndRejectUnknownNames(t *testing.T) {
+	t.Parallel()
+	for _, name := range sandbox.JobModels {
+		cfg := sandbox.Config{BulkDelay: 6 * time.Second, RatePerMinute: 7}
+		require.NoError(t, cfg.SetJobModel(name), name)
+		require.Equal(t, 6*time.Second, cfg.BulkDelay)
+		require.Equal(t, 7, cfg.RatePerMinute)
+		_, err := sandbox.New(cfg)
+		require.NoError(t, err, name)
+	}
+	cfg := sandbox.Config{BulkDelay: 6 * time.Second}
+	require.NoError(t, cfg.SetJobModel(sandbox.JobModelSpread))
+	require.Equal(t, 2*time.Second, cfg.BulkDelayMin)
+	require.ErrorContains(t, cfg.SetJobModel("fast"), `job model "fast": want one of parallel, serial`)
+	_, err := sandbox.New(sandbox.Config{BulkTiming: "sometimes"})
+	require.ErrorContains(t, err, `BulkTiming "sometimes"`)
+}

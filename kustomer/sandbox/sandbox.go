@@ -14,8 +14,12 @@
 // GET /v1/bulk/{id}, GET /v1/bulk/{id}/batches.
 //
 // Bulk jobs run asynchronously, as Kustomer's bulk-operations guide describes:
-// a submission answers with a queued job, which completes BulkDelay later on
-// the sandbox's clock (see [Config.BulkDelay]); bulk.go says which requests
+// a submission answers with a queued job, which completes on the sandbox's
+// clock after the timing model of [Config.BulkTiming] (in parallel for
+// BulkDelay, one after another, or for durations spread over a range), and
+// the variants the API leaves open are offered too: /batches with or without
+// a status, an empty /batches until the job is done, and submissions whose
+// answer is lost or late (the job runs all the same); bulk.go says which requests
 // are rejected whole and which items fail one by one. No goroutine runs a job:
 // due jobs are carried out at the next request or the next call of Stats,
 // Customers or CountByExternalID, so a test drives them with [Config.Now].
@@ -33,7 +37,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -102,7 +108,41 @@ type Config struct {
 	// validates the spec's array schema would. By default invalid items fail
 	// one by one in the job's results and the others are created.
 	BulkRejectInvalid bool
+	// BulkTiming is how jobs are scheduled, one of [BulkTimings]:
+	// BulkParallel (default) runs every job at once for BulkDelay;
+	// BulkSerial queues them one after another, each BulkDelay once the one
+	// before it completed; BulkSpread runs them at once, each for a duration
+	// drawn evenly from BulkDelayMin to BulkDelay. Jobs complete on their
+	// own schedule, polled or not: a look-up finds their customers then.
+	BulkTiming string
+	// BulkDelayMin is the shortest job of BulkSpread; at most BulkDelay.
+	BulkDelayMin time.Duration
+	// BulkBatchesNoStatus leaves "status" and "completed" out of
+	// /v1/bulk/{id}/batches (the API lists objectIds, successCount,
+	// failureCount, errors and results[] only): a reader must decide from
+	// the counts.
+	BulkBatchesNoStatus bool
+	// BulkBatchesEmptyUntilDone answers /v1/bulk/{id}/batches with an empty
+	// list until the job is complete.
+	BulkBatchesEmptyUntilDone bool
+	// BulkSubmitLostRate is the share of bulk submissions whose job is
+	// queued (and runs) but whose answer is lost: withheld until the client
+	// gives up or TimeoutHang passes (then 504).
+	BulkSubmitLostRate float64
+	// BulkSubmitLate delays every bulk submission's answer; the job is
+	// queued (and its clock runs) before the wait.
+	BulkSubmitLate time.Duration
 }
+
+// Bulk job timings, for [Config.BulkTiming].
+const (
+	BulkParallel = "parallel"
+	BulkSerial   = "serial"
+	BulkSpread   = "spread"
+)
+
+// BulkTimings lists the values of [Config.BulkTiming].
+var BulkTimings = []string{BulkParallel, BulkSerial, BulkSpread}
 
 func (c Config) validate() error {
 	switch {
@@ -119,6 +159,9 @@ func (c Config) faults() Faults {
 		Latency: c.Latency, ErrorRate: c.ErrorRate, TimeoutRate: c.TimeoutRate, Outage: c.Outage,
 		BulkDelay: c.BulkDelay, BulkItemFailureRate: c.BulkItemFailureRate, BulkStuckRate: c.BulkStuckRate,
 		BulkSubmitErrorRate: c.BulkSubmitErrorRate, BulkRejectInvalid: c.BulkRejectInvalid,
+		BulkTiming: c.BulkTiming, BulkDelayMin: c.BulkDelayMin, BulkBatchesNoStatus: c.BulkBatchesNoStatus,
+		BulkBatchesEmptyUntilDone: c.BulkBatchesEmptyUntilDone, BulkSubmitLostRate: c.BulkSubmitLostRate,
+		BulkSubmitLate: c.BulkSubmitLate,
 	}
 }
 
@@ -136,6 +179,13 @@ type Faults struct {
 	BulkStuckRate       float64       // share of bulk jobs that never complete, in [0, 1]
 	BulkSubmitErrorRate float64       // share of bulk submissions answered 503, in [0, 1]
 	BulkRejectInvalid   bool          // an invalid item rejects the whole bulk request
+
+	BulkTiming                string        // BulkParallel (""), BulkSerial or BulkSpread
+	BulkDelayMin              time.Duration // the shortest job of BulkSpread
+	BulkBatchesNoStatus       bool          // /batches without "status" and "completed"
+	BulkBatchesEmptyUntilDone bool          // /batches an empty list until the job is complete
+	BulkSubmitLostRate        float64       // share of bulk submissions queued whose answer is lost, in [0, 1]
+	BulkSubmitLate            time.Duration // delay of every bulk submission's answer
 }
 
 func (f Faults) validate() error {
@@ -145,12 +195,22 @@ func (f Faults) validate() error {
 	if f.BulkDelay < 0 {
 		return fmt.Errorf("sandbox: negative BulkDelay %s", f.BulkDelay)
 	}
+	if f.BulkDelayMin < 0 || f.BulkDelayMin > f.BulkDelay && f.BulkTiming == BulkSpread {
+		return fmt.Errorf("sandbox: BulkDelayMin %s: want 0 to BulkDelay (%s)", f.BulkDelayMin, f.BulkDelay)
+	}
+	if f.BulkSubmitLate < 0 {
+		return fmt.Errorf("sandbox: negative BulkSubmitLate %s", f.BulkSubmitLate)
+	}
+	if f.BulkTiming != "" && !slices.Contains(BulkTimings, f.BulkTiming) {
+		return fmt.Errorf("sandbox: BulkTiming %q: want one of %s", f.BulkTiming, strings.Join(BulkTimings, ", "))
+	}
 	for _, r := range []struct {
 		name string
 		v    float64
 	}{
 		{"ErrorRate", f.ErrorRate}, {"TimeoutRate", f.TimeoutRate}, {"BulkItemFailureRate", f.BulkItemFailureRate},
 		{"BulkStuckRate", f.BulkStuckRate}, {"BulkSubmitErrorRate", f.BulkSubmitErrorRate},
+		{"BulkSubmitLostRate", f.BulkSubmitLostRate},
 	} {
 		if !(r.v >= 0 && r.v <= 1) {
 			return fmt.Errorf("sandbox: %s %v is outside [0, 1]", r.name, r.v)
@@ -187,6 +247,7 @@ type Stats struct {
 	BulkPolls       int // GET /v1/bulk/{id} and /batches answered 200 or 404
 	BulkItemsFailed int // bulk items that failed in a job's results (schema or injected)
 	BulkStuck       int // bulk jobs that will never complete (BulkStuckRate)
+	BulkLost        int // bulk submissions queued whose answer was lost (BulkSubmitLostRate)
 }
 
 // Sandbox is an in-memory Kustomer. It is safe for concurrent use; its zero
@@ -216,6 +277,9 @@ type Sandbox struct {
 	byPhone   map[string][]int
 	bulks     map[string]*bulkJob
 	pending   []*bulkJob // submitted, not complete, not stuck
+	// serialFree is when the last job queued with BulkSerial completes:
+	// the next one starts then.
+	serialFree time.Time
 }
 
 type record struct {
