@@ -130,8 +130,10 @@ func TestBulkJobHoldingItemsOfSeveralBatchesIsPolledOncePerCheck(t *testing.T) {
 		worker:  func(c *Config) { c.Ledger.Lease, c.Kustomer.Timeout = time.Second, 500*time.Millisecond },
 	})
 	ctx := context.Background()
-	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-time.Minute) })
+	var died time.Duration
+	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
 	require.NoError(t, err)
+	died = time.Minute // its claims are a minute old: their leases ended
 	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
 	require.NoError(t, err)
 	token := newBatchToken()
