@@ -177,6 +177,9 @@ type RunRecord struct {
 	// Object names the object of the run log's bucket holding the whole
 	// record, when it did not fit in one message.
 	Object string `json:"object,omitempty"`
+	// TraceID is the trace of the event's span, when it was traced and
+	// sampled (hex).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // RunReplay is what a replay's run record says of where it comes from.

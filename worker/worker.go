@@ -18,12 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/subject"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
@@ -137,6 +139,9 @@ type Config struct {
 	// prometheus.DefaultRegisterer. Workers of one process that share a
 	// Registerer share their counters.
 	Registerer prometheus.Registerer
+	// TracerProvider, when set, traces each event (see worker/tracing.go);
+	// nil makes no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of [Config] besides those of the packages it names.
@@ -311,6 +316,9 @@ func New(cfg Config) (*Worker, error) {
 		kcfg.OnRequest = func(ri kustomer.RequestInfo) { count(ri); w.metrics.observeRequest(ri) }
 	} else {
 		kcfg.OnRequest = w.metrics.observeRequest
+	}
+	if cfg.TracerProvider != nil {
+		kcfg.WrapTransport = tracing.Transport
 	}
 	client, err := kustomer.New(kcfg)
 	if err != nil {
