@@ -413,11 +413,16 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	entries, _ := s.entriesOfRun(ctx, run)
+	traceURL := ""
+	if run.TraceID != "" && s.cfg.TraceURL != nil {
+		traceURL = s.cfg.TraceURL(run.TraceID)
+	}
 	data := struct {
 		Run         worker.RunRecord
 		Items       []itemRow
 		DeadLetters []dlq.Record
-	}{run, items, entries}
+		TraceURL    string
+	}{run, items, entries, traceURL}
 	s.render(w, r, http.StatusOK, "run", view{Title: "Run " + run.ID, Nav: "runs", Data: data})
 }
 

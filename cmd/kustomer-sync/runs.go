@@ -217,6 +217,7 @@ func writeRun(w io.Writer, r worker.RunRecord) error {
 		row("Replay", "yes")
 	}
 	row("Event", r.EventID)
+	row("Trace", r.TraceID)
 	row("Subject", r.Subject)
 	if r.StreamSeq != 0 {
 		row("Stream seq", strconv.FormatUint(r.StreamSeq, 10))

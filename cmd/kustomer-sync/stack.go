@@ -24,6 +24,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -46,6 +47,7 @@ type workerFlags struct {
 	adminToken    string
 	ingest        ingestFlags
 	kustomerOrg   string
+	traceURL      string // --trace-url-template
 	replicaID     string
 	drainTimeout  time.Duration
 	maxEventBytes int
@@ -80,6 +82,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "old name of --admin-addr")
 	fl.StringVar(&f.adminToken, "admin-token", "", "token the admin server's dashboard and /status ask for (Authorization: Bearer, or the login page); required when --admin-addr is not loopback")
 	fl.StringVar(&f.kustomerOrg, "kustomer-org", "", "your Kustomer org name, to link customer ids on the dashboard to https://<org>.kustomerapp.com (default: from an org-style --kustomer-base-url)")
+	fl.StringVar(&f.traceURL, "trace-url-template", "", "link a run's trace id on the dashboard to your tracing UI: an http(s) URL holding {trace_id}, e.g. https://jaeger.example/trace/{trace_id} (traces are on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	markSecret(fl, "admin-token")
 	f.ingest.register(fl)
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
@@ -100,7 +103,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
 		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
 		"stream-max-age": "KSYNC_STREAM_MAX_AGE", "stream-max-bytes": "KSYNC_STREAM_MAX_BYTES",
-		"startup-timeout": "KSYNC_STARTUP_TIMEOUT",
+		"startup-timeout": "KSYNC_STARTUP_TIMEOUT", "trace-url-template": "KSYNC_TRACE_URL_TEMPLATE",
 	} {
 		bindEnv(fl, name, key)
 	}
@@ -117,6 +120,12 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		share("sandbox-error-rate"), share("sandbox-timeout-rate"),
 		f.checkAdmin,
 		f.ingest.check,
+		func(cmd *cobra.Command) error {
+			if err := checkTraceURL(f.traceURL); err != nil {
+				return flagError(cmd, "trace-url-template", "%v", err)
+			}
+			return nil
+		},
 		func(cmd *cobra.Command) error {
 			if f.maxAge < 0 {
 				return flagError(cmd, "stream-max-age", "want a duration such as 168h, or 0 to keep events forever")
@@ -201,6 +210,7 @@ type stack struct {
 	ingest   *ingestServer
 	registry *prometheus.Registry
 	config   *mapping.Config
+	tracing  *tracing.Provider
 }
 
 // startStack starts everything `run` needs. On error it stops what it started.
@@ -262,6 +272,12 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 
+	if st.tracing, err = tracing.FromEnv(ctx, os.Getenv, version); err != nil {
+		return nil, usageError{err}
+	}
+	if st.tracing.Enabled() {
+		a.log.Info().Msg("OpenTelemetry traces on: exported by OTLP as the OTEL_* variables say")
+	}
 	st.worker, err = worker.New(worker.Config{
 		Conn:           st.nc,
 		JetStream:      st.js,
@@ -278,6 +294,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		StartupTimeout: max(time.Until(startBy), time.Second),
 		Logger:         a.log,
 		Registerer:     st.registry,
+		TracerProvider: st.tracing.TracerProvider(),
 	})
 	if err != nil {
 		return nil, err
@@ -309,6 +326,7 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		Metrics:     promhttp.HandlerFor(st.registry, promhttp.HandlerOpts{Registry: st.registry}),
 		Status:      worker.StatusConfig{Stream: f.stream},
 		CustomerURL: f.customerURL(),
+		TraceURL:    traceURL(f.traceURL),
 		Logger:      a.log,
 	})
 	if err != nil {
@@ -362,6 +380,14 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		if err := st.worker.Stop(ctx); err != nil {
 			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
 		}
+	}
+	if st.tracing.Enabled() {
+		// The drained worker's last spans, and none left behind.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := st.tracing.Shutdown(tctx); err != nil {
+			a.log.Warn().Err(err).Msg("traces")
+		}
+		cancel()
 	}
 	if st.nc != nil {
 		_ = st.nc.Drain()
