@@ -23,8 +23,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
-	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
@@ -450,10 +450,10 @@ func TestForgedOrOversizedTraceparentIsIgnored(t *testing.T) {
 	h := setup(t, harnessOptions{config: leadConfig(), worker: traced})
 	const forgedTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
 	for i, hdr := range []nats.Header{
-		{"traceparent": {"00-" + forgedTrace + "-00f067aa0ba902b7-01" + strings.Repeat("x", 10000)}}, // oversized
-		{"traceparent": {"00-" + strings.ToUpper(forgedTrace) + "-00f067aa0ba902b7-01"}},         // not lowercase
-		{"traceparent": {"01-" + forgedTrace + "-00f067aa0ba902b7-01"}},                          // another version
-		{"traceparent": {"00-" + forgedTrace + "-0000000000000000-01"}},                          // zero span id
+		{"traceparent": {"00-" + forgedTrace + "-00f067aa0ba902b7-01" + strings.Repeat("x", 10000)}},                  // oversized
+		{"traceparent": {"00-" + strings.ToUpper(forgedTrace) + "-00f067aa0ba902b7-01"}},                              // not lowercase
+		{"traceparent": {"01-" + forgedTrace + "-00f067aa0ba902b7-01"}},                                               // another version
+		{"traceparent": {"00-" + forgedTrace + "-0000000000000000-01"}},                                               // zero span id
 		{"traceparent": {"00-" + forgedTrace + "-00f067aa0ba902b7-01", "00-" + forgedTrace + "-00f067aa0ba902b8-01"}}, // twice
 		{"Traceparent": {"00-" + forgedTrace + "-00f067aa0ba902b7-01"}, "traceparent": {"00-" + forgedTrace + "-00f067aa0ba902b8-01"}},
 	} {
