@@ -231,6 +231,13 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		st.config = mapping.DefaultConfig()
 	}
 
+	if st.tracing, err = tracing.FromEnv(ctx, os.Getenv, version); err != nil {
+		return nil, usageError{err}
+	}
+	if st.tracing.Enabled() {
+		a.log.Info().Msg("OpenTelemetry traces on: exported by OTLP as the OTEL_* variables say")
+	}
+
 	apiKey, err := resolveAPIKey(f.apiKeyFile)
 	if err != nil {
 		return nil, err
@@ -272,12 +279,6 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		return nil, err
 	}
 
-	if st.tracing, err = tracing.FromEnv(ctx, os.Getenv, version); err != nil {
-		return nil, usageError{err}
-	}
-	if st.tracing.Enabled() {
-		a.log.Info().Msg("OpenTelemetry traces on: exported by OTLP as the OTEL_* variables say")
-	}
 	st.worker, err = worker.New(worker.Config{
 		Conn:           st.nc,
 		JetStream:      st.js,
