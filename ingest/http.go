@@ -235,7 +235,11 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 	for _, ev := range evs {
 		// Its headers count too; they are far below JetStream's 64 KiB
 		// limit on headers, as the id is bounded.
-		if size, max := msgSize(subj, ev), nc.MaxPayload(); int64(size) > max {
+		size, max := msgSize(subj, ev), nc.MaxPayload()
+		if h.cfg.TracerProvider != nil {
+			size += tracing.MaxHeaderBytes // the trace context it will carry
+		}
+		if int64(size) > max {
 			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes with its headers is over the NATS server's limit of %d; nothing was published", ev.Line, size, max)}
 		}
 	}

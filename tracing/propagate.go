@@ -25,6 +25,10 @@ const (
 	maxTracestateMem = 32
 )
 
+// MaxHeaderBytes bounds what [Inject] adds to a NATS message's headers as
+// encoded: a traceparent and a tracestate within the bounds above.
+const MaxHeaderBytes = len(HeaderTraceparent+": \r\n") + traceparentLen + len(HeaderTracestate+": \r\n") + maxTracestateLen
+
 // Propagator is W3C Trace Context, read strictly: a traceparent that is
 // not exactly version 00's lowercase "00-<32 hex>-<16 hex>-<2 hex>" with
 // non-zero ids, or that comes more than once, is ignored (the span starts

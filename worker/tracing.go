@@ -89,8 +89,14 @@ func replayLink(rp *dlq.Replay) (trace.Link, bool) {
 	return trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("ksync.link", "replay_of")}}, true
 }
 
-// endSpan ends ev's span, if it has one.
+// endSpan ends ev's span, if it has one, and the spans of its bulk items
+// still waiting for an outcome (the worker stopped meanwhile).
 func (ev *event) endSpan() {
+	for i, span := range ev.itemSpans {
+		span.SetAttributes(tracing.AttrOutcome.String(outcome.Canceled.String()))
+		span.End()
+		delete(ev.itemSpans, i)
+	}
 	if ev.span != nil {
 		ev.span.End()
 	}
