@@ -13,7 +13,9 @@ import (
 
 // NotReady lists why the process is not ready, none when it is: NATS not
 // connected, workflows not started (start-up or a reload in progress), a
-// workflow's consumer missing, or Kustomer rejecting the credentials.
+// workflow's consumer missing, Kustomer rejecting the credentials, or a
+// workflow paused because its outcomes cannot be stored (a full dead-letter
+// stream, say).
 func (s *Server) NotReady(ctx context.Context) []string {
 	var why []string
 	if !s.cfg.Conn.IsConnected() {
@@ -27,6 +29,9 @@ func (s *Server) NotReady(ctx context.Context) []string {
 	defer cancel()
 	stream := cmp.Or(s.cfg.Status.Stream, worker.StreamDefault)
 	for _, f := range flows {
+		if f.StoreFailed {
+			why = append(why, fmt.Sprintf("workflow %s is paused: %s", f.Workflow, f.Reason))
+		}
 		if f.CredentialsRejected {
 			why = append(why, fmt.Sprintf("workflow %s is paused: Kustomer rejects the credentials: %s", f.Workflow, f.Reason))
 		}

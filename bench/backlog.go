@@ -14,6 +14,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/natsserver"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -39,7 +40,7 @@ func startBacklog(ctx context.Context, sc sandbox.Config, opts []nats.Option, lo
 	if b.dir, err = os.MkdirTemp("", "kustomer-sync-bench-"); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if b.ns, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: "127.0.0.1:0", StoreDir: b.dir}); err != nil {
+	if b.ns, err = natsserver.Start(natsserver.Config{Addr: "127.0.0.1:0", StoreDir: b.dir}); err != nil {
 		return nil, err
 	}
 	if b.sb, err = sandbox.Start("127.0.0.1:0", sc, log); err != nil {

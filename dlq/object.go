@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/overflow"
 	"github.com/kustomer-sync/kustomer-sync/scan"
 )
 
@@ -30,12 +31,8 @@ const (
 	replayObjectPrefix = "replay."
 )
 
-// headroom is what a message needs beyond its headers and body: the
-// Nats-Msg-Id header JetStream options add, and a margin.
-const headroom = 512
-
-// overflow is an object's content: what did not fit in a message.
-type overflow struct {
+// content is an object's content: what did not fit in a message.
+type content struct {
 	Items []int  `json:"items,omitempty"`
 	Error string `json:"error,omitempty"` // the error before it was cut to maxErrorLen
 	// Payload is the original payload, byte for byte; nil when it is the
@@ -50,10 +47,10 @@ type overflow struct {
 	Code     string `json:"code,omitempty"`
 }
 
-// longValues is the overflow of r's values too long for a header, and
+// longValues is the content of r's values too long for a header, and
 // whether there is any.
-func longValues(r Record) (overflow, bool) {
-	var o overflow
+func longValues(r Record) (content, bool) {
+	var o content
 	long := false
 	for _, f := range []struct {
 		v   string
@@ -69,108 +66,45 @@ func longValues(r Record) (overflow, bool) {
 // ensurePayloads creates the payloads bucket, or updates it to cfg's
 // replicas and byte limit.
 func ensurePayloads(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
-	_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      PayloadsBucket,
+	err := overflow.Ensure(ctx, js, overflow.Bucket{
+		Name:        PayloadsBucket,
 		Description: "kustomer-sync: dead-letter payloads and item lists too large for one message",
-		MaxBytes:    cfg.MaxBytes,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+		Limits:      overflow.Limits{MaxBytes: cfg.MaxBytes, Replicas: cfg.Replicas},
 	})
 	if err != nil {
-		return fmt.Errorf("dlq: ensure object store %s: %w", PayloadsBucket, err)
+		return fmt.Errorf("dlq: %w", err)
 	}
 	return nil
 }
 
-// maxPayload is the server's limit on one message, read from the connection.
-func maxPayload(js jetstream.JetStream) int {
-	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
-		return int(nc.MaxPayload())
-	}
-	return 64 << 10 // not connected: assume a small limit, so anything large goes to an object
-}
-
-// msgSize is the size the server counts for m: headers as encoded, and body.
-func msgSize(m *nats.Msg) int {
-	n := len(m.Data)
-	if len(m.Header) > 0 {
-		n += len("NATS/1.0\r\n\r\n")
-		for k, vs := range m.Header {
-			for _, v := range vs {
-				n += len(k) + len(": \r\n") + len(v)
-			}
-		}
-	}
-	return n
-}
-
-// maxHeaderBytes is the most header bytes JetStream stores with a message
-// (it refuses more with error code 10097, "header size exceeds maximum
-// allowed of 64k").
-const maxHeaderBytes = 1<<16 - 1
-
-// headerSize is the size of m's headers as encoded.
-func headerSize(m *nats.Msg) int {
-	return msgSize(&nats.Msg{Header: m.Header})
-}
-
-// fits reports whether m, with a Nats-Msg-Id and a margin, can be published.
-func fits(js jetstream.JetStream, m *nats.Msg) bool {
-	return msgSize(m)+headroom <= maxPayload(js) && headerSize(m)+headroom <= maxHeaderBytes
-}
-
-// payloads opens the payloads bucket.
-func payloads(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectStore, error) {
-	obs, err := js.ObjectStore(ctx, PayloadsBucket)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: object store %s: %w", PayloadsBucket, err)
-	}
-	return obs, nil
-}
-
-// putObject stores o under name, in chunks the server accepts.
-func putObject(ctx context.Context, js jetstream.JetStream, name string, o overflow) error {
+// putObject stores o under name, in chunks the server accepts. Its error
+// is for the caller to wrap in a message of its own, "dlq: ...".
+func putObject(ctx context.Context, js jetstream.JetStream, name string, o content) error {
 	data, err := json.Marshal(o)
 	if err != nil {
-		return fmt.Errorf("dlq: encode object %s: %w", name, err)
+		return fmt.Errorf("encode object %s: %w", name, err)
 	}
-	obs, err := payloads(ctx, js)
-	if err != nil {
-		return err
-	}
-	chunk := min(128<<10, maxPayload(js)-headroom)
-	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(max(chunk, 1024))}}
-	if _, err := obs.Put(ctx, meta, strings.NewReader(string(data))); err != nil {
-		return fmt.Errorf("dlq: store object %s in %s: %w", name, PayloadsBucket, err)
-	}
-	return nil
+	return overflow.Put(ctx, js, PayloadsBucket, name, data)
 }
 
-// getObject reads object name back.
-func getObject(ctx context.Context, js jetstream.JetStream, name string) (overflow, error) {
-	var o overflow
-	obs, err := payloads(ctx, js)
+// getObject reads object name back. Its error is for the caller to wrap in
+// a message of its own, "dlq: ...".
+func getObject(ctx context.Context, js jetstream.JetStream, name string) (content, error) {
+	var o content
+	data, err := overflow.Get(ctx, js, PayloadsBucket, name)
 	if err != nil {
 		return o, err
 	}
-	data, err := obs.GetBytes(ctx, name)
-	if err != nil {
-		return o, fmt.Errorf("dlq: object %s in %s: %w", name, PayloadsBucket, err)
-	}
 	if err := json.Unmarshal(data, &o); err != nil {
-		return o, fmt.Errorf("dlq: object %s in %s: %w", name, PayloadsBucket, err)
+		return o, fmt.Errorf("object %s in %s: %w", name, PayloadsBucket, err)
 	}
 	return o, nil
 }
 
 // deleteObject removes object name; one already gone is not an error.
 func deleteObject(ctx context.Context, js jetstream.JetStream, name string) error {
-	obs, err := payloads(ctx, js)
-	if err != nil {
-		return err
-	}
-	if err := obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("dlq: delete object %s from %s: %w", name, PayloadsBucket, err)
+	if err := overflow.Delete(ctx, js, PayloadsBucket, name); err != nil {
+		return fmt.Errorf("dlq: %w", err)
 	}
 	return nil
 }
@@ -189,7 +123,7 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 	itemsCut := msg.Header.Get(HeaderItemsCount) != ""
 	errorCut := cleanError(r.Error) != secretFree(r.Error)
 	long, valuesCut := longValues(r)
-	if !itemsCut && !valuesCut && fits(js, msg) {
+	if !itemsCut && !valuesCut && overflow.Fits(js, msg) {
 		return "", nil
 	}
 	var rnd [8]byte
@@ -205,18 +139,21 @@ func fitEntry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, r Reco
 		o.Error = secretFree(r.Error)
 	}
 	msg.Header.Set(HeaderObject, name)
-	if !fits(js, msg) {
+	if !overflow.Fits(js, msg) {
 		o.Payload = r.Payload
 		if o.Payload == nil {
 			o.Payload = []byte{}
 		}
 		msg.Data = nil
 	}
-	if !fits(js, msg) {
+	if !overflow.Fits(js, msg) {
 		// Every header value is bounded: only a tiny max_payload gets here.
-		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", headerSize(msg), maxPayload(js))
+		return "", fmt.Errorf("dlq: entry headers of %d bytes do not fit in the server's max_payload of %d", overflow.HeaderSize(msg), overflow.MaxPayload(js))
 	}
-	return name, putObject(ctx, js, name, o)
+	if err := putObject(ctx, js, name, o); err != nil {
+		return "", fmt.Errorf("dlq: entry for %s: %w", msg.Subject, err)
+	}
+	return name, nil
 }
 
 // readObject completes r, read from the stream, with its object: the item
@@ -272,7 +209,7 @@ func (s *Store) replayObject(ctx context.Context, rp *Replay, r Record, replayID
 	if payload == nil {
 		payload = []byte{}
 	}
-	if err := putObject(ctx, s.js, name, overflow{Items: rp.Items, Payload: payload}); err != nil {
+	if err := putObject(ctx, s.js, name, content{Items: rp.Items, Payload: payload}); err != nil {
 		return fmt.Errorf("dlq: replay entry %d: %w", r.ID, err)
 	}
 	rp.Object, rp.Items = name, nil
@@ -284,15 +221,6 @@ type ReplayObject struct {
 	Items   []int  // the Loop items to run; empty: all
 	Payload []byte // the original payload, byte for byte
 }
-
-// Errors of [LoadReplayObject] that no retry can mend.
-var (
-	// ErrObjectGone: the object does not exist (never stored, or removed
-	// after processing).
-	ErrObjectGone = errors.New("dlq: object not found")
-	// ErrNotReplayObject: the name is not one a replay gives.
-	ErrNotReplayObject = errors.New("dlq: not a replay object")
-)
 
 // LoadReplayObject reads the object a replayed event names in
 // [HeaderReplayObject]. Only replay objects are read: a name that is not
@@ -307,7 +235,7 @@ func LoadReplayObject(ctx context.Context, js jetstream.JetStream, name string) 
 		return ReplayObject{}, fmt.Errorf("%w: replay object %s in %s (already processed, or removed)", ErrObjectGone, name, PayloadsBucket)
 	}
 	if err != nil {
-		return ReplayObject{}, err
+		return ReplayObject{}, fmt.Errorf("dlq: replay object: %w", err)
 	}
 	return ReplayObject{Items: o.Items, Payload: o.Payload}, nil
 }
@@ -344,9 +272,9 @@ const OrphanGrace = 10 * time.Minute
 // objects, which the worker removes once it has processed the replayed
 // event. [Store.Purge] sweeps with OrphanGrace.
 func (s *Store) Sweep(ctx context.Context, grace time.Duration) (int, error) {
-	obs, err := payloads(ctx, s.js)
+	obs, err := overflow.Open(ctx, s.js, PayloadsBucket)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("dlq: %w", err)
 	}
 	prefix := entryObjectPrefix + s.name + "."
 	cutoff := time.Now().Add(-grace)

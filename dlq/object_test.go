@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // setupLimit is setup on a server whose max_payload is limit bytes (0: the
@@ -234,4 +234,25 @@ func TestSweepRemovesOnlyThisStreamsObjectsThatNoEntryNames(t *testing.T) {
 	got, err := b.store.Get(ctx, kept.ID)
 	require.NoError(t, err)
 	require.Equal(t, nearLimit(b), got.Payload, "the entry still reads its payload")
+}
+
+func TestAnEntryWhoseObjectIsGoneSaysSoNamingThePackageOnce(t *testing.T) {
+	t.Parallel()
+	b := setupLimit(t, 64<<10)
+	var items []int
+	for i := range 10000 {
+		items = append(items, 2*i)
+	}
+	r := rec("batch", outcome.Validation, 3, `{"leads":[]}`)
+	r.Items = items
+	got := b.publish(t, r)
+	obs, err := b.js.ObjectStore(context.Background(), dlq.PayloadsBucket)
+	require.NoError(t, err)
+	require.NoError(t, obs.Delete(context.Background(), got.Object))
+
+	_, err = b.store.Get(context.Background(), got.ID)
+	require.ErrorIs(t, err, jetstream.ErrObjectNotFound)
+	require.Contains(t, err.Error(), "purge the entry, its payload is gone")
+	require.True(t, strings.HasPrefix(err.Error(), "dlq: "), err.Error())
+	require.Equal(t, 1, strings.Count(err.Error(), "dlq: "), "each package names itself once: %s", err.Error())
 }

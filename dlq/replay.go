@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
+
+	"github.com/kustomer-sync/kustomer-sync/overflow"
 )
 
 // ReplayOptions tunes [Store.Replay]. The zero value replays for real, as
@@ -154,13 +156,6 @@ func (s *Store) listNamed(ctx context.Context, f Filter) (entries []Record, gone
 	return entries, gone, nil
 }
 
-// ErrEventKeyTooLong means an entry's event key, the base of its items'
-// idempotency keys (the original Nats-Msg-Id, which its publisher chose), is
-// too long to travel whole in a replay's headers: a replay would not be
-// recognised as the same event, and could create its items again. Such an
-// entry is kept, not replayed.
-var ErrEventKeyTooLong = errors.New("dlq: event key too long to replay")
-
 // replayable is nil when r's replay fits in one message's headers, and
 // otherwise an error wrapping [ErrEventKeyTooLong]: a replay carries the
 // event key whole, in a signed header, as the worker derives the items'
@@ -183,9 +178,9 @@ func (s *Store) replayable(r Record) error {
 	}
 	h := (&ReplayKey{b: make([]byte, replayKeyLen)}).header(r.Subject, rp, nil)
 	h.Set(nats.MsgIdHdr, id)
-	if n := headerSize(&nats.Msg{Header: h}); n+headroom > maxHeaderBytes {
+	if n := overflow.HeaderSize(&nats.Msg{Header: h}); n+overflow.Headroom > overflow.MaxHeaderBytes {
 		return fmt.Errorf("%w: entry %d: its event key, the original Nats-Msg-Id, is %d bytes: a replay's headers would be %d bytes, over the %d JetStream accepts, and without the whole key the replay would not be recognised as the same event; purge the entry, or publish its payload again under a shorter Nats-Msg-Id (a new event)",
-			ErrEventKeyTooLong, r.ID, len(rp.EventKey), n, maxHeaderBytes)
+			ErrEventKeyTooLong, r.ID, len(rp.EventKey), n, overflow.MaxHeaderBytes)
 	}
 	return nil
 }
@@ -276,7 +271,7 @@ func (s *Store) replayMessage(ctx context.Context, key *ReplayKey, r Record) (*n
 	id := ReplayMsgID(s.name, s.stream.CachedInfo().Created, r)
 	msg := &nats.Msg{Subject: r.Subject, Header: key.header(r.Subject, rp, r.Payload), Data: r.Payload}
 	msg.Header.Set(nats.MsgIdHdr, id)
-	if err := s.replayObject(ctx, &rp, r, id, fits(s.js, msg)); err != nil {
+	if err := s.replayObject(ctx, &rp, r, id, overflow.Fits(s.js, msg)); err != nil {
 		return nil, "", err
 	}
 	if rp.Object != "" {

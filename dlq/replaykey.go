@@ -80,11 +80,6 @@ var replaySigned = []string{
 	HeaderReplayFirstFailure, HeaderReplayObject,
 }
 
-// ErrUnverifiedReplay means an event carries replay headers that are not
-// signed with the deployment's replay key: a publisher wrote them. The
-// worker processes such an event as a new one.
-var ErrUnverifiedReplay = errors.New("dlq: replay headers do not verify")
-
 // Replay is what a replayed event carries about the dead letter it comes
 // from: how to run it again as the event it was, and its history.
 type Replay struct {

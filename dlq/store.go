@@ -47,10 +47,6 @@ func (f Filter) match(r Record) bool {
 	return true
 }
 
-// ErrNotFound is returned by [Store.Get] for an id that is not in the stream
-// (never there, replayed or purged).
-var ErrNotFound = errors.New("dlq: entry not found")
-
 // Store reads and manages one dead-letter stream. It is safe for concurrent
 // use; its methods hold no state between calls, so several operators (or
 // replicas) may work on the same stream at once: an entry replayed twice
@@ -285,12 +281,6 @@ func (s *Store) neverHeld(id, last uint64) error {
 	}
 	return notFoundError(fmt.Sprintf("dlq: no entry %d in %s: its entries go up to %d (see 'kustomer-sync dlq list')", id, s.name, last))
 }
-
-// notFoundError is a message that wraps [ErrNotFound] without repeating it.
-type notFoundError string
-
-func (e notFoundError) Error() string        { return string(e) }
-func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
 
 func errEmptyFilter(op string) error {
 	return fmt.Errorf("dlq: %s: empty filter: name entries, give a criterion, or set All", op)

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/overflow"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
@@ -32,9 +33,9 @@ const (
 	// MaxBytesDefault bounds the stream at 1 GiB. A full stream refuses new
 	// entries (discard new) rather than dropping old ones, so the worker
 	// leaves the events unacknowledged and nothing is lost silently.
-	MaxBytesDefault int64 = 1 << 30
+	MaxBytesDefault = overflow.MaxBytesDefault
 	// ReplicasDefault is one replica; use 3 on a 3-node cluster.
-	ReplicasDefault = 1
+	ReplicasDefault = overflow.ReplicasDefault
 	// DuplicatesDefault is the window in which a repeated Nats-Msg-Id is
 	// stored once (a worker crashing between the dead-letter publish and the
 	// ack republishes within it).
@@ -62,21 +63,17 @@ func (c StreamConfig) withDefaults() StreamConfig {
 		c.Subjects = []string{SubjectsDefault}
 	}
 	c.MaxAge = cmp.Or(c.MaxAge, MaxAgeDefault)
-	c.MaxBytes = cmp.Or(c.MaxBytes, MaxBytesDefault)
-	c.Replicas = cmp.Or(c.Replicas, ReplicasDefault)
+	l := c.limits().WithDefaults()
+	c.MaxBytes, c.Replicas = l.MaxBytes, l.Replicas
 	return c
 }
 
+func (c StreamConfig) limits() overflow.Limits {
+	return overflow.Limits{MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, Replicas: c.Replicas}
+}
+
 func (c StreamConfig) validate() error {
-	switch {
-	case c.MaxAge < 0:
-		return fmt.Errorf("dlq: stream %s: negative MaxAge %v", c.Name, c.MaxAge)
-	case c.MaxBytes < 0:
-		return fmt.Errorf("dlq: stream %s: negative MaxBytes %d", c.Name, c.MaxBytes)
-	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("dlq: stream %s: Replicas %d: want 1 to 5", c.Name, c.Replicas)
-	}
-	return nil
+	return c.limits().Validate("dlq: stream " + c.Name)
 }
 
 // EnsureStream creates the dead-letter stream, or updates it to cfg if it

@@ -37,9 +37,6 @@ func msgSize(subject string, ev Event) int {
 	return len("NATS/1.0\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(textproto.TrimString(eventid.MsgID(subject, ev.ID, ev.Data))) + len("\r\n") + len(ev.Data)
 }
 
-// ErrNoStream is returned (wrapped) when no stream captures the subject.
-var ErrNoStream = errors.New("no stream captures that subject")
-
 // Publisher publishes events to JetStream, each with the Nats-Msg-Id
 // [eventid.MsgID] makes of the subject, its ID and its data (the same ID on
 // another subject, or with another body, is another event; an exact resend

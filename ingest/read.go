@@ -33,9 +33,6 @@ const (
 	FormatCSV Format = "csv"
 )
 
-// ErrFormat is returned (wrapped) for a format a [Reader] does not know.
-var ErrFormat = errors.New("ingest: unknown format")
-
 // Event is one record read from an input: its JSON payload (compact), its
 // de-duplication id and the line it started on.
 type Event struct {

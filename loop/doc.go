@@ -18,6 +18,11 @@
 //     worker. A worker's panic is raised again by Run.
 //   - [Policy]: exponential backoff with jitter, capped; the one backoff of
 //     the module (the Breaker's probes and the worker's retries use it too).
+//   - [Policy.Next]: the one attempt state machine. After each attempt it
+//     says what becomes of the item, as a [Step]: done, retry after a
+//     delay, later (the attempt not spent), pause, failed permanently, or
+//     retries exhausted. The Runner acts on it, and bulk mode must too, so
+//     an item is treated alike however it was sent.
 //
 // # Decisions
 //

@@ -19,9 +19,6 @@ import (
 const (
 	// PerMinuteDefault is Kustomer's Enterprise plan limit per organisation.
 	PerMinuteDefault = 1000
-	// LowWatermarkDefault is kept for compatibility: pacing no longer waits
-	// for x-ratelimit-remaining to run low (see [LimiterConfig.LowWatermark]).
-	LowWatermarkDefault = 0.1
 	// PauseFallback is how long everyone waits after a 429 that says neither
 	// Retry-After nor x-ratelimit-reset.
 	PauseFallback = 5 * time.Second
@@ -64,19 +61,16 @@ type LimiterConfig struct {
 	Burst int
 	// Clock defaults to SystemClock().
 	Clock Clock
-	// LowWatermark below zero turns pacing off: the limiter then spends its
-	// share whatever x-ratelimit-remaining says, and only a 429 stops it.
-	// Any other value (default LowWatermarkDefault) leaves pacing on; the
-	// value itself no longer matters, since pacing is continuous (see
-	// [Limiter.Observe]). It must be below 1.
-	LowWatermark float64
+	// NoPacing turns pacing off: the limiter then spends its share whatever
+	// x-ratelimit-remaining says, and only a 429 stops it. By default it
+	// paces continuously (see [Limiter.Observe]).
+	NoPacing bool
 }
 
 func (c LimiterConfig) withDefaults() LimiterConfig {
 	c.PerMinute = cmp.Or(c.PerMinute, PerMinuteDefault)
 	c.Burst = cmp.Or(c.Burst, max(c.PerMinute/20, 1))
 	c.Clock = cmp.Or[Clock](c.Clock, SystemClock())
-	c.LowWatermark = cmp.Or(c.LowWatermark, LowWatermarkDefault)
 	return c
 }
 
@@ -86,8 +80,6 @@ func (c LimiterConfig) validate() error {
 		return errors.New("loop: LimiterConfig.PerMinute must not be negative")
 	case c.Burst < 0:
 		return errors.New("loop: LimiterConfig.Burst must not be negative")
-	case c.LowWatermark >= 1 || math.IsNaN(c.LowWatermark):
-		return errors.New("loop: LimiterConfig.LowWatermark must be below 1")
 	}
 	return nil
 }
@@ -313,7 +305,7 @@ type Observation struct {
 // the OnPause hooks run.
 //
 // Any other answer with x-ratelimit-limit paces the limiter (unless
-// LowWatermark is negative). Kustomer's budget is per window and shared by
+// NoPacing is set). Kustomer's budget is per window and shared by
 // every client of the organisation, so the limiter plans the rest of the
 // window, in three steps:
 //
@@ -368,7 +360,7 @@ func (l *Limiter) Observe(rl Observation) {
 		}
 		return
 	}
-	if rl.Limit <= 0 || !reset.After(now) || misread || l.cfg.LowWatermark < 0 {
+	if rl.Limit <= 0 || !reset.After(now) || misread || l.cfg.NoPacing {
 		return // no plan can be made of it
 	}
 	reserve := max(int(math.Ceil(reserveFraction*float64(rl.Limit))), 1)
@@ -493,7 +485,7 @@ func (l *Limiter) effectiveLocked(now time.Time) float64 {
 	p := &l.pace
 	planned := l.share
 	switch {
-	case p.limit == 0 || l.cfg.LowWatermark < 0:
+	case p.limit == 0 || l.cfg.NoPacing:
 	case now.Before(p.end()):
 		planned = p.planned
 	default:

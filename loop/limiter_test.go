@@ -306,10 +306,10 @@ func TestLimiterWaiterSetToASlowPaceTakesANewTurnAtTheReset(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
-func TestLimiterWithANegativeLowWatermarkDoesNotPace(t *testing.T) {
+func TestLimiterWithPacingOffDoesNotPace(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
-	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 1000, Clock: clock, LowWatermark: -1})
+	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: 1000, Clock: clock, NoPacing: true})
 	require.NoError(t, err)
 	lim.Observe(answer(1000, 999, clock.Now().Add(time.Second)))
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001)

@@ -397,9 +397,8 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		}
 		return running
 	}
-	decision, delay := decide(res.err)
-	retrying := decision == kindRetry || decision == kindThrottled || decision == kindUnknown || decision == kindLater
-	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || retrying) {
+	step := s.cfg.Policy.Next(res.err, res.attempt, s.cfg.Rand())
+	if ctx.Err() != nil && (errors.Is(res.err, ctx.Err()) || step.transient()) {
 		// The attempt was cut short by cancellation, not by Kustomer.
 		o.Err = res.err
 		o.Status = outcome.Canceled
@@ -408,15 +407,14 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 	}
 
 	now := s.cfg.Clock.Now()
-	if decision == kindLater {
+	if step.Kind == StepLater {
 		// Not attempted: no failure, the attempt is not spent; it is made
 		// once what held the item lets go.
 		o.Attempts = res.attempt - 1
 		if s.stop != running {
 			return running
 		}
-		d := max(delay, s.cfg.Policy.InitialDelay)
-		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt}})
+		heap.Push(&s.waiting, retry{at: now.Add(step.Delay), job: job{pos: res.pos, attempt: res.attempt}})
 		return running
 	}
 	o.Err = decided(res.err)
@@ -428,20 +426,18 @@ func (s *run) record(ctx context.Context, res attemptResult) stopReason {
 		s.cfg.Breaker.Record(res.err)
 	}
 
-	switch {
-	case decision == kindPause:
+	switch step.Kind {
+	case StepPause:
 		return stopPaused // the item stays unfinished and becomes paused
-	case retrying:
-		if res.attempt >= s.cfg.Policy.MaxAttempts {
-			o.Status = outcome.Exhausted
-			s.finished++
-			return running
-		}
+	case StepExhausted:
+		o.Status = outcome.Exhausted
+		s.finished++
+		return running
+	case StepRetry:
 		if s.stop != running {
 			return running // paused or canceled while this attempt ran
 		}
-		d := max(s.cfg.Policy.Backoff(res.attempt, s.cfg.Rand()), delay)
-		heap.Push(&s.waiting, retry{at: now.Add(d), job: job{pos: res.pos, attempt: res.attempt + 1}})
+		heap.Push(&s.waiting, retry{at: now.Add(step.Delay), job: job{pos: res.pos, attempt: res.attempt + 1}})
 		return running
 	default:
 		o.Status = outcome.Permanent

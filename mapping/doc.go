@@ -9,7 +9,7 @@
 //	    subject: "leads.>"
 //	    loop: "{{trigger.leads}}"          # optional: one customer per array item
 //	    idempotency_key: "{{item.id}}"     # optional
-//	    start: new                         # optional: where a new consumer starts: new, all or a time
+//	    start: all                         # optional: where a new consumer starts: all (default), new or a time
 //	    ledger_scope: shared               # optional: shared, or workflow (each creates its own customer)
 //	    mode: bulk                         # optional: per-item (default), or bulk: batches of many events' items
 //	    batch_size: 100                    # optional, bulk: customers per bulk request, 1 to 100
@@ -32,9 +32,9 @@
 // get(trigger.emails, 3) is its nil-safe form. An unknown root (a typo such as "triger") fails when the
 // file loads.
 //
-// Each evaluation has a budget (TemplateMaxSteps, TemplateMaxTime, TemplateMaxText and expr's memory
+// Each evaluation has limits (TemplateMaxSteps, TemplateMaxTime, TemplateMaxText and expr's memory
 // budget): a template that would run for minutes or fill the worker's memory is stopped and fails the
-// item with an [outcome.Mapping] error naming the input and the budget (a *BudgetError in its chain). What can
+// item with an [outcome.Mapping] error naming the input and the limit (a *LimitError in its chain). What can
 // be seen before any event is refused when the file loads: expressions with more than TemplateMaxNodes
 // parts, loops nested deeper than TemplateMaxLoopDepth, constant ranges too long to build.
 //

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -18,7 +19,7 @@ type Error struct {
 	Field    string // path in the request body, e.g. "emails[3].email" or "custom.scoreNum"
 	Template string // the template that produced the value, when known
 	Msg      string // what is wrong, e.g. `"not-an-email" is not an email address`
-	Err      error  // the cause, when there is one to find with errors.As (a *BudgetError)
+	Err      error  // the cause, when there is one to find with errors.As (a *LimitError)
 }
 
 // Unwrap returns the cause, or nil.
@@ -95,3 +96,64 @@ func (es Errors) asError() error {
 		return es
 	}
 }
+
+// ConfigError is a problem in a config file, with its place.
+type ConfigError struct {
+	File         string
+	Line, Column int // 0 when unknown
+	Msg          string
+	Err          error // the YAML library's error, if it found the problem
+}
+
+// Error returns "mapping: file:line:column: message".
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("mapping: %s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
+	}
+	return fmt.Sprintf("mapping: %s: %s", e.File, e.Msg)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ConfigErrors is every mistake found in one config file, in file order. Parse returns it when there
+// is more than one mistake (a lone mistake is a *ConfigError), so a user fixes them all in one go.
+type ConfigErrors []*ConfigError
+
+// Error returns "mapping: FILE has N mistakes:" and then each mistake on its own line, indented, as
+// "file:line:column: message".
+func (es ConfigErrors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mapping: %s has %d mistakes:", es[0].File, len(es))
+	for _, e := range es {
+		b.WriteString("\n  ")
+		b.WriteString(strings.TrimPrefix(e.Error(), "mapping: "))
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find each *ConfigError.
+func (es ConfigErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// LimitError is a template stopped for exceeding one of its limits: a permanent mapping failure of the item.
+type LimitError struct {
+	What string // "steps", "time" or "text"
+	Msg  string
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+
+// evalError is a template that failed at run time.
+type evalError struct {
+	src string
+	err error
+}
+
+func (e *evalError) Error() string { return e.err.Error() }
+
+func (e *evalError) Unwrap() error { return e.err }

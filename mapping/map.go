@@ -19,17 +19,7 @@ func (r Request) ExternalID() string {
 	return s
 }
 
-// evalError is a template that failed at run time.
-type evalError struct {
-	src string
-	err error
-}
-
-func (e *evalError) Error() string { return e.err.Error() }
-
-func (e *evalError) Unwrap() error { return e.err }
-
-// env is what the templates of one evaluation see, with a fresh budget (TemplateMaxSteps, …) that
+// env is what the templates of one evaluation see, with a fresh meter (TemplateMaxSteps, …) that
 // they share.
 func (w *Workflow) env(trigger map[string]any, item any, index int) *env {
 	return &env{
@@ -37,7 +27,7 @@ func (w *Workflow) env(trigger map[string]any, item any, index int) *env {
 		Item:     item,
 		Loop:     loopEnv{Index: index},
 		Workflow: workflowEnv{Name: w.Name, Subject: w.Subject},
-		budget:   newBudget(),
+		meter:    newMeter(),
 	}
 }
 
@@ -49,7 +39,7 @@ func mappingError(field string, t *tmpl, err error) *Error {
 		src = ee.src
 	}
 	e := &Error{Kind: outcome.Mapping, Field: field, Template: src, Msg: err.Error()}
-	var be *BudgetError
+	var be *LimitError
 	if errors.As(err, &be) {
 		e.Err = be
 	}
@@ -104,8 +94,8 @@ func (w *Workflow) Map(trigger map[string]any, item any, index int) (Request, er
 		if val != nil {
 			req[in.name] = val
 		}
-		if e.budget.err != nil {
-			// The item's budget is spent: the inputs left would each fail the same way.
+		if e.meter.err != nil {
+			// The item reached a limit: the inputs left would each fail the same way.
 			return nil, c.errs.asError()
 		}
 	}
@@ -147,7 +137,7 @@ func (w *Workflow) mapCustom(c *checker, e *env, t *tmpl) any {
 		} else if val := c.customValue(path, k, v); val != nil {
 			out[k] = val
 		}
-		if e.budget.err != nil {
+		if e.meter.err != nil {
 			break
 		}
 	}

@@ -27,7 +27,7 @@ type env struct {
 	Loop     loopEnv        `expr:"loop"`
 	Workflow workflowEnv    `expr:"workflow"`
 
-	budget *budget // what is left of this evaluation's budget; nil: unbounded (tests of one template)
+	meter *meter // what is left of this evaluation's steps and time; nil: unbounded (tests of one template)
 }
 
 type loopEnv struct {
@@ -71,7 +71,7 @@ var exprOptions = []expr.Option{
 		new(func(...any) any)),
 }
 
-func init() { exprOptions = append(exprOptions, budgetOptions...) }
+func init() { exprOptions = append(exprOptions, limitOptions...) }
 
 // formatDate(value, layout) formats a date (time.Time, RFC 3339 or date-only string, Unix seconds)
 // with a Go layout; a blank value gives "".
@@ -312,17 +312,17 @@ func run(prog *vm.Program, e *env) (any, error) {
 	if err == nil {
 		return v, nil
 	}
-	var be *BudgetError
+	var be *LimitError
 	var fe *file.Error
 	switch {
 	case errors.As(err, &be):
 	case errors.As(err, &fe) && fe.Message == "memory budget exceeded":
-		be = &BudgetError{What: "memory", Msg: memoryMsg}
+		be = &LimitError{What: "memory", Msg: memoryMsg}
 	default:
 		return nil, errors.New(explain(err, prog.Source().String()))
 	}
-	if e.budget != nil && e.budget.err == nil {
-		e.budget.err = be // a helper refused to build too much: the item's budget is spent
+	if e.meter != nil && e.meter.err == nil {
+		e.meter.err = be // a helper refused to build too much: the item reached a limit
 	}
 	return nil, be
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/scan"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // setup is a stream S on s.> holding s.a.1, s.b.2, s.a.3, ... s.b.10.

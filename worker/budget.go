@@ -112,6 +112,7 @@ type Budget struct {
 	wg       conc.WaitGroup
 
 	workflows atomic.Pointer[func() []WorkflowState] // published with each heartbeat
+	admin     atomic.Pointer[string]                 // the admin server's address, published with each heartbeat
 	refresh   chan struct{}                          // asks beat for a heartbeat now
 }
 
@@ -237,6 +238,27 @@ func (b *Budget) Replicas() int {
 // [ReadReplicas]. Safe to call at any time.
 func (b *Budget) SetWorkflows(fn func() []WorkflowState) { b.workflows.Store(&fn) }
 
+// Beat writes this replica's heartbeat now and waits for it, so the
+// workflows it just started are seen by the other processes (the leads
+// stream's subjects, a replay's check) at once. It does nothing before
+// Start.
+func (b *Budget) Beat(ctx context.Context) error {
+	b.mu.Lock()
+	kv := b.kv
+	b.mu.Unlock()
+	if kv == nil || !b.running.Load() {
+		return nil
+	}
+	return b.heartbeat(ctx, kv)
+}
+
+// SetAdmin makes each heartbeat carry the replica's admin server address
+// (empty: none) and asks for a heartbeat now. Safe to call at any time.
+func (b *Budget) SetAdmin(addr string) {
+	b.admin.Store(&addr)
+	b.Refresh()
+}
+
 // Refresh asks for a heartbeat now rather than at the next tick, e.g. when a
 // workflow paused. It never blocks; it does nothing before Start.
 func (b *Budget) Refresh() { signal(b.refresh) }
@@ -294,6 +316,9 @@ func (b *Budget) heartbeat(ctx context.Context, kv jetstream.KeyValue) error {
 	hb := ReplicaState{Replica: b.cfg.ReplicaID, PerMinute: b.cfg.PerMinute, RatePerMinute: b.lim.PerMinute(), At: time.Now().UTC()}
 	if fn := b.workflows.Load(); fn != nil {
 		hb.Workflows = (*fn)()
+	}
+	if a := b.admin.Load(); a != nil {
+		hb.Admin = *a
 	}
 	v, err := json.Marshal(hb)
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 func mustWorkflows(t *testing.T, config string) []*mapping.Workflow {
@@ -174,7 +174,10 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 	h.waitRuns(1)
 
 	h.stopWorker()
-	h.start(strings.Replace(strings.Replace(loopConfig, "name: batch", "name: leads", 1), "loop:", "start: all\n    loop:", 1))
+	// Renamed with another subject (not a rename that continues its old
+	// consumer), starting at every event the stream holds.
+	renamed := strings.Replace(strings.Replace(loopConfig, "name: batch", "name: leads", 1), `subject: "leads.>"`, `subject: "leads.*"`, 1)
+	h.start(strings.Replace(renamed, "loop:", "start: all\n    loop:", 1))
 	h.waitIdle("leads")
 	recs := h.runsOf("leads")
 	require.Len(t, recs, 1)
@@ -226,4 +229,60 @@ func TestTheManagedStreamKeepsEventsForTheConfiguredAgeAndSize(t *testing.T) {
 	require.Equal(t, time.Hour, cfg.MaxAge)
 	require.Equal(t, int64(1<<20), cfg.MaxBytes)
 	require.Equal(t, jetstream.DiscardNew, cfg.Discard, "a full stream refuses new events rather than drop unprocessed ones")
+}
+
+func TestABacklogBeforeTheFirstStartIsProcessedARenamedWorkflowContinuesAndSkippingIsCounted(t *testing.T) {
+	t.Parallel()
+	const named = `
+workflows:
+  - name: %s
+    subject: "leads.>"
+    inputs: {externalId: "{{trigger.id}}", name: "{{trigger.name}}"}
+`
+	var backlog []string
+	h := setup(t, harnessOptions{config: fmt.Sprintf(named, "signup"), before: func(h *harness) {
+		// A backfill published before the first worker is deployed.
+		_, err := h.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: StreamDefault, Subjects: []string{"leads.>"}})
+		require.NoError(t, err)
+		for i := range 3 {
+			h.publish("leads.web", fmt.Sprintf("lead-%d", i), fmt.Sprintf(`{"id":"ext-%d","name":"Lead %d"}`, i, i))
+			backlog = append(backlog, fmt.Sprintf("ext-%d", i))
+		}
+	}})
+	h.waitIdle("signup")
+	require.Len(t, h.runsOf("signup"), 3, "the backlog is processed by default")
+
+	// Renamed while events wait: the new name continues where the old one
+	// stopped.
+	h.stopWorker()
+	for i := 3; i < 5; i++ {
+		h.publish("leads.web", fmt.Sprintf("lead-%d", i), fmt.Sprintf(`{"id":"ext-%d","name":"Lead %d"}`, i, i))
+		backlog = append(backlog, fmt.Sprintf("ext-%d", i))
+	}
+	h.start(fmt.Sprintf(named, "onboarding") + `
+  - name: late
+    subject: "leads.web"
+    start: new
+    inputs: {externalId: "late-{{trigger.id}}", name: "{{trigger.name}}"}
+`)
+	h.waitIdle("onboarding")
+	require.Len(t, h.runsOf("onboarding"), 2, "the renamed workflow ran the two events its old name had not, and no other")
+	require.Len(t, h.runsOf("signup"), 3)
+	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"onboarding")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, c.CachedInfo().Delivered.Consumer, "nothing delivered twice")
+	plan, err := CheckStream(context.Background(), h.js, StreamConfig{}, h.worker.cfg.Workflows)
+	require.NoError(t, err)
+	require.Empty(t, plan.Abandoned, "the old consumer is continued, not abandoned")
+	h.requireEachCreatedOnce(backlog)
+
+	// Skipping was asked for: status counts what it skipped.
+	st, err := CollectStatus(context.Background(), h.js, StatusConfig{})
+	require.NoError(t, err)
+	skipped := map[string]uint64{}
+	for _, ws := range st.Workflows {
+		skipped[ws.Workflow] = ws.Skipped
+	}
+	require.Equal(t, map[string]uint64{"signup": 0, "onboarding": 0, "late": 5}, skipped)
+	require.Empty(t, h.runsOf("late"))
 }

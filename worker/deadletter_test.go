@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -172,7 +173,7 @@ func TestRunRecordsExistForEveryEventAndMatchWhatHappened(t *testing.T) {
 	require.Equal(t, map[outcome.Outcome]bool{outcome.Validation: true, outcome.InvalidEvent: true}, classes)
 }
 
-func TestFailedDeadLetterPublishLeavesTheEventUnacknowledged(t *testing.T) {
+func TestADeadLetterStreamDeletedWhileRunningIsRecreatedAndTheEventDeadLetteredWithoutARedelivery(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{config: `
 workflows:
@@ -181,33 +182,58 @@ workflows:
     inputs:
       emails: "{{trigger.email}}"
 `})
-	// An operator deletes the dead-letter stream: every dead-letter publish
-	// now fails until it is back.
+	// An operator deletes the dead-letter stream and its payload bucket:
+	// the worker recreates them when it next needs them.
 	ctx := context.Background()
-	dlqCfg, err := h.js.Stream(ctx, dlq.StreamDefault)
-	require.NoError(t, err)
-	saved := dlqCfg.CachedInfo().Config
 	require.NoError(t, h.js.DeleteStream(ctx, dlq.StreamDefault))
+	require.NoError(t, h.js.DeleteObjectStore(ctx, dlq.PayloadsBucket))
 
 	seq := h.publish("leads.x", "u-1", `{"email":"not-an-email"}`)
-	require.Eventually(t, func() bool {
-		c, err := h.js.Consumer(ctx, StreamDefault, ConsumerPrefixDefault+"default")
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumRedelivered >= 1
-	}, 20*time.Second, 20*time.Millisecond, "the event was not redelivered\n%s", h.logs.String())
-	recs, err := h.runs.List(ctx, RunFilter{})
-	require.NoError(t, err)
-	require.Empty(t, recs, "no run record while the outcome is not durable")
-
-	_, err = h.js.CreateStream(ctx, saved)
-	require.NoError(t, err)
 	run := h.waitRun(seq)
 	require.Equal(t, RunFailed, run.Status)
+	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID, "processed at its first delivery")
 	h.waitIdle("default")
 	require.Len(t, h.deadLetters(), 1)
+	_, err := h.js.ObjectStore(ctx, dlq.PayloadsBucket)
+	require.NoError(t, err, "the payload bucket is recreated too")
+}
+
+func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSpendingDeliveries(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config: "workflows:\n  - name: default\n    subject: \"leads.>\"\n    inputs:\n      emails: \"{{trigger.email}}\"\n",
+		worker: func(c *Config) { c.AckWait, c.DeadLetter.MaxBytes = 1500*time.Millisecond, 64 },
+	})
+	ctx := context.Background()
+	seq := h.publish("leads.x", "full-1", `{"email":"not-an-email"}`)
+	var st WorkflowState
+	require.Eventually(t, func() bool {
+		st = h.workflowState("default")
+		return st.State == StatePaused
+	}, 20*time.Second, 20*time.Millisecond, "the workflow never paused\n%s", h.logs.String())
+	require.True(t, st.StoreFailed, "paused because the dead letter cannot be stored, not because of Kustomer")
+	require.Contains(t, st.Reason, "cannot store the dead letter")
+	// Held over several ack waits: never redelivered.
+	require.Never(t, func() bool {
+		c, err := h.js.Consumer(ctx, StreamDefault, ConsumerPrefixDefault+"default")
+		require.NoError(t, err)
+		info, err := c.Info(ctx)
+		require.NoError(t, err)
+		return info.NumRedelivered > 0 || info.Delivered.Consumer > 1
+	}, 4*time.Second, 100*time.Millisecond, "the held event was redelivered\n%s", h.logs.String())
+
+	// Room in the dead-letter stream: the event is dead-lettered, at its
+	// first delivery, and the workflow runs again.
+	dl, err := h.js.Stream(ctx, dlq.StreamDefault)
+	require.NoError(t, err)
+	cfg := dl.CachedInfo().Config
+	cfg.MaxBytes = -1
+	_, err = h.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	run := h.waitRun(seq)
+	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID)
+	require.Len(t, h.deadLetters(), 1)
+	require.Eventually(t, func() bool { return h.workflowState("default").State == StateRunning }, 20*time.Second, 20*time.Millisecond)
 }
 
 func TestCustomResultsAndDeadLetterSubjectsAreCapturedByTheStreams(t *testing.T) {
@@ -235,4 +261,26 @@ workflows:
 	dead := h.deadLetters()
 	require.Len(t, dead, 1)
 	require.Equal(t, "c-2", dead[0].MsgID)
+}
+
+func TestARunLogOrLedgerDeletedWhileRunningIsRecreatedAndTheEventProcessedOnce(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: leadConfig()})
+	ctx := context.Background()
+	require.NoError(t, h.js.DeleteStream(ctx, RunLogStreamDefault))
+	require.NoError(t, h.js.DeleteKeyValue(ctx, LedgerBucketDefault))
+
+	seq := h.publish("leads.web", "gone-1", `{"id":"ext-gone-1","name":"Gone"}`)
+	run := h.waitRun(seq)
+	require.Equal(t, RunSucceeded, run.Status)
+	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID, "processed at its first delivery, not delivered until max_deliveries")
+	h.waitIdle("default")
+	_, err := h.js.KeyValue(ctx, LedgerBucketDefault)
+	require.NoError(t, err, "the ledger bucket is recreated")
+	st := h.workflowState("default")
+	require.Equal(t, StateRunning, st.State, "a deleted ledger is not Kustomer failing: %s", st.Reason)
+	require.Len(t, run.Items, 1)
+	require.Equal(t, 1, run.Items[0].Attempts, "waiting for the ledger spends no attempt (and so is no failure for the breaker)")
+	h.requireEachCreatedOnce([]string{"ext-gone-1"})
+	require.Empty(t, h.deadLetters())
 }

@@ -18,8 +18,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // want is the decision an answer must come to.
@@ -198,7 +198,8 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	_, err := theirs.claim(ctx, key, "")
 	require.NoError(t, err)
 
-	w := &Worker{ledger: mine} // the claim is decided before Kustomer or the limiter is asked
+	// The claim is decided before Kustomer or the limiter is asked.
+	w := &Worker{ledger: mine, js: js, log: zerolog.Nop(), cfg: Config{ResultsStream: ResultsStreamDefault, Ledger: LedgerConfig{Bucket: "DECIDE_LEDGER"}, Clock: loop.SystemClock()}}
 	ev := &event{log: zerolog.Nop()}
 	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.LaterError{}, delay: 30 * time.Second}, err)
@@ -206,11 +207,16 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	var ke *kustomer.Error
 	require.False(t, errors.As(err, &ke), "a ledger conflict is not Kustomer's answer")
 
+	// A ledger bucket deleted while running: recreated at once, and the
+	// item tried again without spending an attempt or telling the breaker
+	// (which pauses on Kustomer failing).
 	require.NoError(t, js.DeleteKeyValue(ctx, "DECIDE_LEDGER"))
 	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, ledgerKey("wf", "lead-2"), 0, 1, &itemNote{})
-	requireDecision(t, want{decision: &loop.RetryError{}}, err)
+	requireDecision(t, want{decision: &loop.LaterError{}}, err)
 	require.False(t, errors.As(err, &ke), "a ledger outage is not Kustomer's answer")
 	require.Regexp(t, "^worker: idempotency ledger unavailable: ", err.Error())
+	_, err = js.KeyValue(ctx, "DECIDE_LEDGER")
+	require.NoError(t, err, "the ledger bucket is recreated")
 }
 
 func TestADeadLetterCarriesKustomersStatusAndCodeAsPlainFields(t *testing.T) {

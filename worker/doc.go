@@ -22,5 +22,5 @@
 // A workflow in bulk mode (bulk.go) gathers the items of many events into
 // bulk requests and follows each job to its end; every item still gets its
 // own outcome, as in per-item mode. A workflow's events and Loop workers run
-// on goroutines it reuses (reuse.go).
+// on goroutines it reuses (a conc pool per workflow, in fetchLoop).
 package worker

@@ -315,7 +315,15 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	case errors.Is(err, errClaimed):
 		return loop.Result{}, loop.Later(claim.wait, err) // not attempted: no attempt spent, no failure
 	case err != nil:
-		return loop.Result{}, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err))
+		// Not Kustomer's fault: no attempt is spent and the breaker (which
+		// pauses on Kustomer failing) is not told. A ledger bucket deleted
+		// while running is recreated at once.
+		err = fmt.Errorf("worker: idempotency ledger unavailable: %w", err)
+		if ctx.Err() == nil && !w.repairStores(ctx) {
+			log.Warn().Err(err).Msg("item waits for the idempotency ledger")
+			return loop.Result{}, loop.Later(time.Second, err)
+		}
+		return loop.Result{}, loop.Later(0, err)
 	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
@@ -432,11 +440,17 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	var classes []outcome.Outcome
 	var results []jetstream.PubAckFuture
 	var ok, bad int
+	var succeeded []loop.Outcome
+	var resultsErr error // the first result not stored: all are published again
 	for _, it := range items {
 		ri := RunItem{Index: it.Index, Outcome: it.Status, CustomerID: it.CustomerID, Attempts: it.Attempts, BulkJob: ev.bulkJobs[it.Index], Dropped: ev.note(it.Index).dropped}
 		switch {
 		case it.Status.Succeeded():
 			ok++
+			succeeded = append(succeeded, it)
+			if resultsErr != nil {
+				break
+			}
 			ack, err := w.publishResult(f, ev, it)
 			if err == nil {
 				results = append(results, ack)
@@ -445,10 +459,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 					results = results[:0]
 				}
 			}
-			if err != nil {
-				w.nakAfterFailure(ev, "publish result", err)
-				return
-			}
+			resultsErr = err
 		default:
 			bad++
 			if it.Err != nil {
@@ -469,13 +480,27 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	}
 	// The results were published together; all must be stored before the
 	// run record says so.
-	if err := awaitPublished(ctx, results, publishAckWait); err != nil {
-		w.nakAfterFailure(ev, "publish result", err)
-		return
+	if resultsErr == nil {
+		resultsErr = awaitPublished(ctx, results, publishAckWait)
+	}
+	if resultsErr != nil {
+		// Published again, all of them: the results stream drops those it
+		// stored already (their Nats-Msg-Id).
+		first := true
+		if !w.persist(ctx, f, ev, "publish the results to stream "+w.cfg.ResultsStream, func(ctx context.Context) error {
+			if first {
+				first = false
+				return resultsErr
+			}
+			return w.publishResults(ctx, f, ev, succeeded)
+		}) {
+			return
+		}
 	}
 	for _, class := range classes {
-		if err := w.deadLetter(ctx, f, ev, rec.ID, class, failed[class]); err != nil {
-			w.nakAfterFailure(ev, "dead-letter", err)
+		if !w.persist(ctx, f, ev, "store the dead letter", func(ctx context.Context) error {
+			return w.deadLetter(ctx, f, ev, rec.ID, class, failed[class])
+		}) {
 			return
 		}
 	}
@@ -489,8 +514,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	default:
 		rec.Status = RunFailed
 	}
-	if err := w.runs.Write(ctx, rec); err != nil {
-		w.nakAfterFailure(ev, "write run record", err)
+	if !w.persist(ctx, f, ev, "write the run record", func(ctx context.Context) error { return w.runs.Write(ctx, rec) }) {
 		return
 	}
 	if err := w.ack(ctx, ev, rec.Status); err != nil {
@@ -561,6 +585,26 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	}
 	l.Msg("dead-lettered")
 	return nil
+}
+
+// publishResults publishes the results of items and waits until all are
+// stored.
+func (w *Worker) publishResults(ctx context.Context, f *flow, ev *event, items []loop.Outcome) error {
+	var acks []jetstream.PubAckFuture
+	for _, it := range items {
+		ack, err := w.publishResult(f, ev, it)
+		if err != nil {
+			return err
+		}
+		acks = append(acks, ack)
+		if len(acks) == resultsInFlight {
+			if err := awaitPublished(ctx, acks, publishAckWait); err != nil {
+				return err
+			}
+			acks = acks[:0]
+		}
+	}
+	return awaitPublished(ctx, acks, publishAckWait)
 }
 
 // resultBody is what downstream consumers read: the seed's "Returns" shape.

@@ -21,7 +21,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 // testAPIKey is the key every test worker uses; no log line may contain it.
@@ -105,6 +105,9 @@ type harnessOptions struct {
 	worker  func(*Config)           // adjusts the worker's config
 	nats    func(*server.Options)   // adjusts the NATS server's options
 	rate    int                     // the limiter's budget per minute; default 60000
+	// before, when set, runs once NATS and the sandbox are up and before
+	// the first worker starts (to publish a backlog, say).
+	before func(*harness)
 	// onRequest is the client's kustomer.Config.OnRequest.
 	onRequest func(kustomer.RequestInfo)
 }
@@ -119,6 +122,9 @@ func setup(t testing.TB, opts harnessOptions) *harness {
 	}
 	h.sb = kustomertest.New(t, opts.sandbox)
 	h.opts = opts
+	if opts.before != nil {
+		opts.before(h)
+	}
 	h.start(opts.config)
 	var err error
 	h.runs, err = NewRunLog(context.Background(), h.js, RunLogConfig{})

@@ -20,15 +20,19 @@ var ErrNoWorkflow = errors.New("worker: the entry's workflow no longer reads its
 // ReplayCheck returns a check for [dlq.ReplayOptions.Check]: an entry may
 // be replayed when the stream that captures its subject has its workflow's
 // durable consumer (ksync-<workflow>, which the worker creates for each
-// configured workflow and keeps while the workflow exists) with a filter
-// covering the subject. Otherwise the error, wrapping [ErrNoWorkflow], names
-// the workflow, the stream and the workflows that do consume the subject.
-// An entry without a workflow passes. The consumers of each stream are read
-// once per check; the check is for one replay run, not safe for concurrent
-// use.
+// configured workflow) with a filter covering the subject, and, while any
+// replica is live, when a live replica runs the workflow: a consumer is
+// kept when a reload removes or renames its workflow, so it alone does not
+// say anyone still reads it. Otherwise the error, wrapping [ErrNoWorkflow],
+// names the workflow, the stream and the workflows that do consume the
+// subject. An entry without a workflow passes. The consumers of each stream
+// and the replicas are read once per check; the check is for one replay
+// run, not safe for concurrent use.
 func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error {
 	streams := map[string]string{}                      // subject → stream
 	consumers := map[string][]*jetstream.ConsumerInfo{} // stream → its consumers
+	var replicas []ReplicaState
+	replicasRead := false
 	return func(ctx context.Context, r dlq.Record) error {
 		if r.Workflow == "" || r.Subject == "" {
 			return nil
@@ -67,7 +71,14 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 				continue
 			}
 			if name == r.Workflow {
-				return nil
+				if !replicasRead {
+					var err error
+					if replicas, err = ReadReplicas(ctx, js, ""); err != nil {
+						return fmt.Errorf("worker: which replicas run workflow %q: %w", r.Workflow, err)
+					}
+					replicasRead = true
+				}
+				return liveReplicaRuns(replicas, r, stream)
 			}
 			workflows = append(workflows, name)
 		}
@@ -79,6 +90,36 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 		return noWorkflowError(fmt.Sprintf("worker: workflow %q no longer reads %s: stream %s has no consumer %s%s for it (workflows reading it now: %s); restore the workflow, or purge the entry",
 			r.Workflow, r.Subject, stream, ConsumerPrefixDefault, r.Workflow, now))
 	}
+}
+
+// liveReplicaRuns checks that a live replica runs r's workflow, when any
+// replica is live: a workflow a reload removed or renamed keeps its
+// consumer, and an event replayed to it would reach no one who runs it.
+// With no replica live, the consumer is all there is to go by: the entry
+// waits in the stream for the next start.
+func liveReplicaRuns(replicas []ReplicaState, r dlq.Record, stream string) error {
+	if len(replicas) == 0 {
+		return nil
+	}
+	var running []string
+	for _, rs := range replicas {
+		for _, w := range rs.Workflows {
+			if w.Workflow == r.Workflow {
+				return nil
+			}
+			if w.Subject == "" || subject.Covers(w.Subject, r.Subject) {
+				running = append(running, w.Workflow)
+			}
+		}
+	}
+	slices.Sort(running)
+	running = slices.Compact(running)
+	now := "none"
+	if len(running) > 0 {
+		now = strings.Join(running, ", ")
+	}
+	return noWorkflowError(fmt.Sprintf("worker: workflow %q no longer reads %s: its consumer %s%s on stream %s is kept, but no live replica runs it (workflows the replicas run on it now: %s); restore the workflow, or purge the entry",
+		r.Workflow, r.Subject, ConsumerPrefixDefault, r.Workflow, stream, now))
 }
 
 // noWorkflowError is a message that wraps [ErrNoWorkflow] without repeating

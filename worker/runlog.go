@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/overflow"
 	"github.com/kustomer-sync/kustomer-sync/scan"
 )
 
@@ -209,9 +209,9 @@ const (
 	RunLogMaxAgeDefault = 30 * 24 * time.Hour
 	// RunLogMaxBytesDefault bounds the run log at 1 GiB; the oldest runs go
 	// first.
-	RunLogMaxBytesDefault int64 = 1 << 30
+	RunLogMaxBytesDefault = overflow.MaxBytesDefault
 	// RunLogReplicasDefault is one replica; use 3 on a 3-node cluster.
-	RunLogReplicasDefault = 1
+	RunLogReplicasDefault = overflow.ReplicasDefault
 	// RunLogBucketDefault is the Object Store bucket that keeps run records
 	// too large for one message, for as long as the run log keeps runs.
 	RunLogBucketDefault = "KSYNC_RUN_RECORDS"
@@ -238,17 +238,14 @@ func (c RunLogConfig) withDefaults() RunLogConfig {
 }
 
 func (c RunLogConfig) validate() error {
-	switch {
-	case strings.ContainsAny(c.SubjectPrefix, "*> \t\r\n") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, "."):
+	if strings.ContainsAny(c.SubjectPrefix, "*> \t\r\n") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
 		return fmt.Errorf("worker: run log: subject prefix %q is not a valid subject", c.SubjectPrefix)
-	case c.MaxAge < 0:
-		return fmt.Errorf("worker: run log: negative MaxAge %v", c.MaxAge)
-	case c.MaxBytes < 0:
-		return fmt.Errorf("worker: run log: negative MaxBytes %d", c.MaxBytes)
-	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("worker: run log: Replicas %d: want 1 to 5", c.Replicas)
 	}
-	return nil
+	return c.limits().Validate("worker: run log")
+}
+
+func (c RunLogConfig) limits() overflow.Limits {
+	return overflow.Limits{MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, Replicas: c.Replicas}
 }
 
 // ErrRunNotFound is returned by [RunLog.Get] for an unknown (or expired) run.
@@ -294,15 +291,12 @@ func NewRunLog(ctx context.Context, js jetstream.JetStream, cfg RunLogConfig) (*
 		}
 		return nil, fmt.Errorf("worker: run log: stream %s: %w", cfg.Stream, err)
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      cfg.Bucket,
+	if err := overflow.Ensure(ctx, js, overflow.Bucket{
+		Name:        cfg.Bucket,
 		Description: "kustomer-sync run log: run records too large for one message",
-		TTL:         cfg.MaxAge,
-		MaxBytes:    cfg.MaxBytes,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+		Limits:      cfg.limits(),
 	}); err != nil {
-		return nil, fmt.Errorf("worker: run log: object store %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("worker: run log: %w", err)
 	}
 	return &RunLog{js: js, stream: s, cfg: cfg}, nil
 }
@@ -361,14 +355,9 @@ func (l *RunLog) Write(ctx context.Context, r RunRecord) error {
 // the object. The object is named after the run, so writing the run again
 // replaces it.
 func (l *RunLog) storeWhole(ctx context.Context, r RunRecord, data []byte, limit int) ([]byte, error) {
-	obs, err := l.js.ObjectStore(ctx, l.cfg.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", l.cfg.Bucket, err)
-	}
 	r.Object = "run." + idToken(r.ID)
-	meta := jetstream.ObjectMeta{Name: r.Object, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(128<<10, max(limit, 1024)))}}
-	if _, err := obs.Put(ctx, meta, bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("store in %s: %w", l.cfg.Bucket, err)
+	if err := overflow.Put(ctx, l.js, l.cfg.Bucket, r.Object, data); err != nil {
+		return nil, err
 	}
 	if len(r.Error) > maxRunErrorLen {
 		r.Error = strings.ToValidUTF8(r.Error[:maxRunErrorLen], "") + "…"
@@ -386,16 +375,12 @@ func (l *RunLog) whole(ctx context.Context, r *RunRecord) error {
 	if r.Object == "" {
 		return nil
 	}
-	obs, err := l.js.ObjectStore(ctx, l.cfg.Bucket)
-	if err != nil {
-		return fmt.Errorf("worker: run log: run %s: object store %s: %w", r.ID, l.cfg.Bucket, err)
-	}
-	data, err := obs.GetBytes(ctx, r.Object)
+	data, err := overflow.Get(ctx, l.js, l.cfg.Bucket, r.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("worker: run log: run %s: object %s: %w", r.ID, r.Object, err)
+		return fmt.Errorf("worker: run log: run %s: %w", r.ID, err)
 	}
 	var full RunRecord
 	if err := json.Unmarshal(data, &full); err != nil {
@@ -409,11 +394,7 @@ func (l *RunLog) whole(ctx context.Context, r *RunRecord) error {
 // runRecordMax is the largest run record to publish: the server's maximum
 // payload, less room for headers.
 func runRecordMax(js jetstream.JetStream) int {
-	limit := int64(1 << 20)
-	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
-		limit = nc.MaxPayload()
-	}
-	return int(limit) - 4<<10
+	return overflow.MaxPayload(js) - 4<<10
 }
 
 // fitRecord encodes r, leaving out created items (failed ones are kept

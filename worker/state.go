@@ -31,11 +31,18 @@ type WorkflowState struct {
 	State    string    `json:"state"`            // StateRunning or StatePaused
 	Reason   string    `json:"reason,omitempty"` // why it paused
 	Since    time.Time `json:"since"`            // when it started, paused or resumed
+	// Subject is the workflow's subject filter: a stream kustomer-sync
+	// manages keeps capturing it while a live replica runs the workflow.
+	Subject string `json:"subject,omitempty"`
 	// CredentialsRejected is set while the workflow is paused because
 	// Kustomer refused the API key (401) or its role (403), at the start
 	// probe or mid-run: a deployment that waits for an operator, not for
 	// Kustomer to recover.
 	CredentialsRejected bool `json:"credentials_rejected,omitempty"`
+	// StoreFailed is set while the workflow is paused because an outcome
+	// cannot be stored (a dead letter, a result, a run record: a stream or
+	// bucket that is full or cannot be recreated), not because of Kustomer.
+	StoreFailed bool `json:"store_failed,omitempty"`
 }
 
 // Workflows returns the state of each workflow, in config order; nil before
@@ -50,6 +57,12 @@ func (w *Worker) Workflows() []WorkflowState {
 		out = append(out, f.state())
 	}
 	return out
+}
+
+// SetAdminAddr makes the replica's heartbeat say where its admin server
+// listens (empty: it has none). Safe for concurrent use.
+func (w *Worker) SetAdminAddr(addr string) {
+	w.budget.SetAdmin(addr)
 }
 
 func (f *flow) setState(paused bool, reason string, cause error, at time.Time) {
@@ -72,11 +85,50 @@ func credentialsRejected(err error) bool {
 func (f *flow) state() WorkflowState {
 	f.stateMu.Lock()
 	defer f.stateMu.Unlock()
-	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC()}
+	st := WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: StateRunning, Since: f.since.UTC(), Subject: f.wf.Subject}
 	if f.paused {
 		st.State, st.Reason, st.CredentialsRejected = StatePaused, f.reason, f.credentials
 	}
+	if f.storeReason != "" {
+		st.State, st.Reason, st.StoreFailed = StatePaused, f.storeReason, true
+	}
 	return st
+}
+
+// storePaused pauses the workflow because an outcome cannot be stored:
+// nothing more is fetched until storeResumed.
+func (f *flow) storePaused(reason string, at time.Time) {
+	f.stateMu.Lock()
+	if f.storeReason == "" {
+		f.since = at
+	}
+	f.storeReason = reason
+	f.stateMu.Unlock()
+	f.setRunning(false)
+	f.onStorePause(true)
+}
+
+// storeResumed ends a pause of storePaused, and reports whether there was
+// one. Fetching resumes unless Kustomer's breaker is open.
+func (f *flow) storeResumed(at time.Time) bool {
+	f.stateMu.Lock()
+	was := f.storeReason != ""
+	if was {
+		f.storeReason, f.since = "", at
+	}
+	f.stateMu.Unlock()
+	if was {
+		f.setRunning(!f.breaker.Open())
+		f.onStorePause(false)
+	}
+	return was
+}
+
+// storeHeld reports whether the workflow is paused by storePaused.
+func (f *flow) storeHeld() bool {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
+	return f.storeReason != ""
 }
 
 // ReplicaState is a live replica's heartbeat in the replicas bucket
@@ -89,6 +141,10 @@ type ReplicaState struct {
 	RatePerMinute float64         `json:"rate_per_minute"` // the rate in force: this replica's share, less pacing
 	At            time.Time       `json:"at"`              // when it was written
 	Workflows     []WorkflowState `json:"workflows,omitempty"`
+	// Admin is the address its admin server listens on; empty when it has
+	// none (--admin-addr off, or the default address was taken by another
+	// replica on the same host).
+	Admin string `json:"admin,omitempty"`
 }
 
 // ReadReplicas returns the live replicas' states from the replicas bucket

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,6 +45,9 @@ type WorkflowStatus struct {
 	Pending     uint64 `json:"pending"`     // events not yet delivered
 	AckPending  int    `json:"ack_pending"` // delivered, not yet acknowledged
 	Redelivered int    `json:"redelivered"` // delivered more than once, not yet acknowledged
+	// Skipped counts the events the stream held on the workflow's subject
+	// when its consumer was created that its start (new, or a time) skipped.
+	Skipped uint64 `json:"skipped,omitempty"`
 
 	DeadLetters map[outcome.Outcome]int `json:"dead_letters"` // entries by class
 }
@@ -124,6 +128,7 @@ func CollectStatus(ctx context.Context, js jetstream.JetStream, cfg StatusConfig
 			ws := get(name)
 			ws.Consumer = info.Name
 			ws.Pending, ws.AckPending, ws.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
+			ws.Skipped, _ = strconv.ParseUint(info.Config.Metadata[skippedKey], 10, 64)
 		}
 		if err := list.Err(); err != nil {
 			return rep, fmt.Errorf("worker: status: consumers of %s: %w", stream, err)

@@ -145,7 +145,7 @@ type Abandoned struct {
 
 // String says what to do about it.
 func (a Abandoned) String() string {
-	return fmt.Sprintf("consumer %s of workflow %q, which is not in the config, holds %d unprocessed event(s): if the workflow was renamed, the new name does not process them; run the old config until they are done, or give the renamed workflow a start time before the rename, then delete the consumer", a.Consumer, a.Workflow, a.Pending)
+	return fmt.Sprintf("consumer %s of workflow %q, which is not in the config, holds %d unprocessed event(s): no workflow of the config continues it (a renamed workflow on the same subject and without start: new or a start time would); run the old config until they are done, then delete the consumer", a.Consumer, a.Workflow, a.Pending)
 }
 
 // abandoned lists the workflow consumers of st whose workflow is not among
@@ -153,12 +153,17 @@ func (a Abandoned) String() string {
 // not reported.
 func abandoned(ctx context.Context, st jetstream.Stream, workflows []*mapping.Workflow) []Abandoned {
 	var out []Abandoned
+	continued := map[string]bool{} // consumers a renamed workflow continues
 	_ = eachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
+		if c := info.Config.Metadata[continuesKey]; c != "" && slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == wf }) {
+			continued[c] = true
+		}
 		pending := info.NumPending + uint64(info.NumAckPending)
 		if pending > 0 && !slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == wf }) {
 			out = append(out, Abandoned{Consumer: info.Name, Workflow: wf, Pending: pending})
 		}
 	})
+	out = slices.DeleteFunc(out, func(a Abandoned) bool { return continued[a.Consumer] })
 	slices.SortFunc(out, func(a, b Abandoned) int { return strings.Compare(a.Consumer, b.Consumer) })
 	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/pool"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
@@ -248,6 +249,9 @@ type Worker struct {
 	// goroutines (Workflows).
 	running atomic.Pointer[[]*flow]
 
+	// repairMu serialises recreating what was deleted while running.
+	repairMu sync.Mutex
+
 	// mu serialises Start, Reload and the stops.
 	mu    sync.Mutex
 	phase phase
@@ -381,6 +385,9 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 	}
 	flows := w.flows // readers of running never see a later setup's appends
 	w.running.Store(&flows)
+	if err := w.budget.Beat(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("could not publish this replica's workflows at once: the next heartbeat does")
+	}
 	w.metrics.consumers.add(w)
 	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -516,7 +523,7 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 	if err := checkWorkflows(workflows); err != nil {
 		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
 	}
-	if _, err := CheckStream(ctx, w.js, w.cfg.Stream, workflows); err != nil {
+	if _, err := CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
 		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
 	}
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
@@ -552,7 +559,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	if st, err := w.js.Stream(ctx, w.cfg.Stream.Name); err == nil {
 		before = st.CachedInfo().State
 	}
-	st, err := ensureStream(ctx, w.js, w.cfg.Stream.jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
+	st, err := ensureStream(ctx, w.js, w.streamConfig(ctx).jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
 	if err != nil {
 		return err
 	}
@@ -569,52 +576,49 @@ func (w *Worker) setup(ctx context.Context) error {
 	for _, a := range abandoned(ctx, st, w.cfg.Workflows) {
 		w.log.Warn().Str("consumer", a.Consumer).Str("workflow", a.Workflow).Uint64("pending", a.Pending).Msg(a.String())
 	}
-	var results, deadLetters []string
-	for _, wf := range w.cfg.Workflows {
-		results = append(results, wf.ResultsSubject)
-		deadLetters = append(deadLetters, wf.DeadLetterSubject)
-	}
-	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
-		Name:        w.cfg.ResultsStream,
-		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    withUncovered([]string{ResultsSubjectsDefault}, results),
-		Storage:     jetstream.FileStorage,
-		Replicas:    w.cfg.Stream.Replicas,
-		MaxAge:      ResultsMaxAgeDefault,
-		Duplicates:  ResultsDedupWindow,
-	}, nil); err != nil {
+	runs, led, key, err := w.ensureStores(ctx, w.cfg.Workflows)
+	if err != nil {
 		return err
 	}
-	dl := w.cfg.DeadLetter
-	if dl.Replicas == 0 {
-		dl.Replicas = w.cfg.Stream.Replicas
-	}
-	// A workflow's own dead-letter subject is captured too.
-	if len(dl.Subjects) == 0 {
-		dl.Subjects = []string{dlq.SubjectsDefault}
-	}
-	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
-	if _, err := dlq.EnsureStream(ctx, w.js, dl); err != nil {
-		return explainOverlap(ctx, w.js, jetstream.StreamConfig{Name: cmp.Or(dl.Name, dlq.StreamDefault), Subjects: dl.Subjects}, nil, err)
-	}
-	rl := w.cfg.RunLog
-	if rl.Replicas == 0 {
-		rl.Replicas = w.cfg.Stream.Replicas
-	}
-	if w.runs, err = NewRunLog(ctx, w.js, rl); err != nil {
-		return err
-	}
-	lc := w.cfg.Ledger
-	if lc.Replicas == 0 {
-		lc.Replicas = w.cfg.Stream.Replicas
-	}
-	if w.ledger, err = openLedger(ctx, w.js, lc, w.cfg.ReplicaID, w.cfg.Clock.Now); err != nil {
-		return err
-	}
-	if w.replayKey, err = dlq.LoadReplayKey(ctx, w.js, w.cfg.KeyBucket, w.cfg.Stream.Replicas); err != nil {
-		return err
-	}
+	w.runs, w.ledger, w.replayKey = runs, led, key
 	return nil
+}
+
+// streamConfig is the leads stream as this replica would manage it: its
+// workflows' subjects (added by jetstreamConfig), plus those of every other
+// live replica's workflows, so that a reload or a start with fewer
+// workflows never stops the stream capturing what another replica still
+// runs. A replica whose heartbeat cannot be read is not counted.
+func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
+	c := w.cfg.Stream
+	c.Subjects = slices.Clone(c.Subjects)
+	replicas, err := ReadReplicas(ctx, w.js, w.cfg.Budget.Bucket)
+	keep := err != nil
+	if err != nil {
+		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
+	}
+	for _, r := range replicas {
+		if r.Replica == w.budget.cfg.ReplicaID {
+			continue
+		}
+		for _, s := range r.Workflows {
+			if s.Subject == "" {
+				// A replica of an earlier version does not say what it
+				// consumes: keep everything, as when none can be read.
+				keep = true
+				continue
+			}
+			c.Subjects = append(c.Subjects, s.Subject)
+		}
+	}
+	if keep {
+		// Whatever the stream captures now is kept, rather than drop a
+		// subject another replica may run.
+		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
+			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
+		}
+	}
+	return c
 }
 
 func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, before jetstream.StreamState) (*flow, error) {
@@ -644,9 +648,14 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		}
 	}
 	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+	f.onStorePause = func(paused bool) {
+		if paused || !f.breaker.Open() {
+			w.metrics.paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
+		}
+	}
 	breaker.OnChange(func(open bool, reason string) {
 		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
-		f.setRunning(!open)
+		f.setRunning(!open && !f.storeHeld())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
@@ -703,9 +712,15 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
 	existing, err := st.Consumer(ctx, name)
 	if err == nil {
-		// Another replica may just have created it: either way, keep its start.
+		// Another replica may just have created it: either way, keep its
+		// start, and what its creation recorded (skipped, continues).
 		prev := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
+		for _, k := range []string{skippedKey, continuesKey} {
+			if v, ok := prev.Metadata[k]; ok {
+				cfg.Metadata[k] = v
+			}
+		}
 		cons, err := st.UpdateConsumer(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("worker: workflow %s: update consumer %s: %w", wf.Name, name, err)
@@ -715,20 +730,30 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("worker: workflow %s: consumer %s: %w", wf.Name, name, err)
 	}
+	// What the stream holds on the subject now: what start: new or a
+	// start time skips is counted against it.
+	var held uint64
 	var where string
 	switch wf.Start {
-	case mapping.StartAll:
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-		where = "at the first event the stream holds (start: all)"
+	case mapping.StartNew:
+		held = heldOn(ctx, st, wf.Subject)
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
+		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
 	case mapping.StartTime:
+		held = heldOn(ctx, st, wf.Subject)
 		t := wf.StartTime
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 		where = "at the first event published at or after " + t.Format(time.RFC3339) + " (start: " + t.Format(time.RFC3339) + ")"
 	default:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
-		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
-		if before.Msgs > 0 {
-			where += fmt.Sprintf("; the %d event(s) stream %s already holds are not processed: set start: all, or a start time, to process them", before.Msgs, st.CachedInfo().Config.Name)
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+		where = "at the first event the stream holds on " + wf.Subject + " (start: all)"
+		if pred, ok := predecessor(ctx, st, wf, w.cfg.Workflows); ok {
+			// A renamed workflow: it continues where the consumer of its
+			// old name stopped, so nothing is skipped or processed twice.
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pred.AckFloor.Stream+1
+			cfg.Metadata[continuesKey] = pred.Name
+			where = fmt.Sprintf("at stream sequence %d, where consumer %s (of a workflow not in the config, on the same subject %s) stopped: a renamed workflow continues, nothing skipped or processed twice",
+				pred.AckFloor.Stream+1, pred.Name, wf.Subject)
 		}
 	}
 	cons, err := st.CreateConsumer(ctx, cfg)
@@ -738,8 +763,67 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	if err != nil {
 		return nil, fmt.Errorf("worker: workflow %s: create consumer %s: %w", wf.Name, name, err)
 	}
+	if held > 0 {
+		// Events published between the two readings only make the count
+		// smaller: it never reports an event skipped that is not.
+		pending := cons.CachedInfo().NumPending
+		if skipped := held - min(held, pending); skipped > 0 {
+			cfg.Metadata[skippedKey] = strconv.FormatUint(skipped, 10)
+			if updated, err := st.UpdateConsumer(ctx, cfg); err == nil {
+				cons = updated
+			}
+			log.Warn().Str("start", wf.Start).Uint64("skipped", skipped).
+				Msg(fmt.Sprintf("new consumer for workflow %s starts %s; the %d event(s) stream %s holds on %s before it are skipped (as start asks): remove start, or set start: all, to process them", wf.Name, where, skipped, st.CachedInfo().Config.Name, wf.Subject))
+			return cons, nil
+		}
+	}
 	log.Info().Str("start", wf.Start).Msg("new consumer for workflow " + wf.Name + " starts " + where)
 	return cons, nil
+}
+
+// Consumer metadata written when a workflow's consumer is created.
+const (
+	// skippedKey counts the events the stream held on the workflow's
+	// subject that its start (new, or a time) skipped; status shows it.
+	skippedKey = "skipped"
+	// continuesKey names the consumer of the renamed workflow this one
+	// continues.
+	continuesKey = "continues"
+)
+
+// heldOn counts the events st holds on subject filter; 0 when it cannot
+// tell.
+func heldOn(ctx context.Context, st jetstream.Stream, filter string) uint64 {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// predecessor finds the consumer of a renamed workflow: a kustomer-sync
+// workflow consumer of st on exactly wf's subject whose workflow is not
+// among workflows. Of several, the one that stopped earliest, so that
+// nothing is skipped.
+func predecessor(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, workflows []*mapping.Workflow) (*jetstream.ConsumerInfo, bool) {
+	var found *jetstream.ConsumerInfo
+	_ = eachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
+		c := info.Config
+		if c.FilterSubject != wf.Subject || len(c.FilterSubjects) > 0 {
+			return
+		}
+		if slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == name }) {
+			return
+		}
+		if found == nil || info.AckFloor.Stream < found.AckFloor.Stream {
+			found = info
+		}
+	})
+	return found, found != nil
 }
 
 // flow is one workflow's consumer and its runtime state.
@@ -760,8 +844,11 @@ type flow struct {
 	draining <-chan struct{}
 	bulk     *batcher // set in bulk mode
 	// goroutines runs the events and their Loop workers, set while the
-	// fetch loop runs.
-	goroutines *goroutines
+	// fetch loop runs: a pool without a limit, whose goroutines stay for
+	// the next function once theirs returns, so an event or a Loop worker
+	// starts on a stack already grown to what a Kustomer request and a
+	// JetStream publish need.
+	goroutines *pool.Pool
 	log        zerolog.Logger
 
 	stateMu sync.Mutex
@@ -770,6 +857,11 @@ type flow struct {
 	since   time.Time // when it last started, paused or resumed
 	// credentials: paused because Kustomer rejected the API key or role.
 	credentials bool
+	// storeReason says why the workflow is paused because an outcome
+	// cannot be stored; empty otherwise (see persist).
+	storeReason string
+	// onStorePause is told when such a pause starts and ends (metrics).
+	onStorePause func(paused bool)
 }
 
 // whenRunning returns a channel closed once the workflow runs (at once
@@ -804,16 +896,20 @@ func closedChan() chan struct{} {
 // fetchLoop pulls as many events as there are free slots, so a busy workflow
 // stops fetching instead of buffering, and hands each to handle.
 func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
-	events := newGoroutines()
+	events := pool.New()
+	// inflight counts the events still running: they may hand Loop workers
+	// to the pool until they end, so the pool is waited for only after them.
+	var inflight sync.WaitGroup
 	f.goroutines, f.draining = events, fetchCtx.Done()
 	defer func() {
-		events.close()
+		inflight.Wait()
+		events.Wait() // raises an event's panic again
 		if f.bulk != nil {
 			f.bulk.wait()
 		}
 	}()
 	for fetchCtx.Err() == nil {
-		if f.breaker.Open() {
+		if f.breaker.Open() || f.storeHeld() {
 			select {
 			case <-f.whenRunning():
 			case <-fetchCtx.Done():
@@ -853,7 +949,9 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		got := 0
 		for msg := range batch.Messages() {
 			got++
+			inflight.Add(1)
 			events.Go(func() {
+				defer inflight.Done()
 				defer func() { <-f.slots }()
 				w.handle(workCtx, f, msg)
 			})

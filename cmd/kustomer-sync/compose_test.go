@@ -33,8 +33,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/subject"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // composeFile is the part of docker-compose.yml these tests read.

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -98,7 +98,7 @@ func TestPublishWarnsWhenNoWorkflowConsumesTheSubjectButStillPublishes(t *testin
 	var res publishOutput
 	require.NoError(t, json.Unmarshal([]byte(out), &res))
 	require.Equal(t, 1, res.Published)
-	require.Equal(t, "no workflow consumes leads.shop (stream LEADS has web on leads.web): these events stay unprocessed. A workflow added for this subject processes them only with start: all or a start time before now", res.Warning)
+	require.Equal(t, "no workflow consumes leads.shop (stream LEADS has web on leads.web): these events wait unprocessed. A workflow added for this subject processes them, unless it sets start: new or a start time after now", res.Warning)
 	require.Contains(t, errOut, "warning: "+res.Warning)
 
 	out, errOut, err = cli(t, `{"id":"c","name":"Cy"}`, "publish", "--nats-url", srv.ClientURL(), "--subject", "leads.web", "--json")

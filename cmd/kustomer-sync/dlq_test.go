@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/worker"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 // cliBundle is an embedded NATS with a LEADS stream and the dead-letter

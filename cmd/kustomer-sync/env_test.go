@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 func TestBadEnvironmentValuesAreUsageErrorsNamingTheVariable(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 func TestRunsAndDLQOnAServerWithoutTheirStreamsSayWhatToDo(t *testing.T) {

@@ -28,8 +28,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/worker"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
 )
 
 const (
@@ -152,6 +152,7 @@ type faultRun struct {
 	natsURL  string
 	replicas int      // --stream-replicas
 	args     []string // more flags for the workers
+	env      []string // more environment variables for the workers
 	procs    []*workerProc
 	ids      []string // every lead's externalId, in publishing order
 }
@@ -188,6 +189,7 @@ func (r *faultRun) startWorker(replicaID string, flags ...string) *workerProc {
 	cmd.Args = append(append(cmd.Args, r.args...), flags...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "KUSTOMER_API_KEY="+faultAPIKey, "KSYNC_METRICS_ADDR=")
+	cmd.Env = append(cmd.Env, r.env...)
 	p := &workerProc{id: replicaID, cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	require.NoError(t, cmd.Start())

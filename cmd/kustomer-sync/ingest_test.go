@@ -12,7 +12,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 func TestRunRefusesHTTPIngestBeyondLoopbackWithoutAToken(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/subject"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -103,6 +104,11 @@ func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
 	p := ingest.Publisher{JS: js, Timeout: f.timeout, Progress: a.progress(len(evs), "publishing")}
 	var res publishOutput
 	if res.Result, err = p.Publish(ctx, f.subject, evs); err != nil {
+		if errors.Is(err, ingest.ErrNoStream) {
+			if running := runningOn(ctx, js, f.subject); running != "" {
+				return fmt.Errorf("publish to %s: %w, yet %s: it captures it again at its next start or reload (SIGHUP); check that no replica with an older config narrowed the stream", f.subject, ingest.ErrNoStream, running)
+			}
+		}
 		return err
 	}
 	if res.Warning = consumerWarning(ctx, js, f.subject); res.Warning != "" {
@@ -142,15 +148,34 @@ func consumerWarning(ctx context.Context, js jetstream.JetStream, subject string
 	case err != nil || len(on.Matching) > 0:
 		return ""
 	case len(on.Filters) == 0:
-		return fmt.Sprintf("no worker consumes stream %s yet: these events wait there. A workflow's consumer created later starts with events published after it (start: new) unless the workflow sets start: all or a start time before now", on.Stream)
+		return fmt.Sprintf("no worker consumes stream %s yet: these events wait there. A workflow on this subject processes them once it starts, unless it sets start: new or a start time after now", on.Stream)
 	}
 	var workflows []string
 	for name, filter := range on.Filters {
 		workflows = append(workflows, name+" on "+filter)
 	}
 	slices.Sort(workflows)
-	return fmt.Sprintf("no workflow consumes %s (stream %s has %s): these events stay unprocessed. A workflow added for this subject processes them only with start: all or a start time before now",
+	return fmt.Sprintf("no workflow consumes %s (stream %s has %s): these events wait unprocessed. A workflow added for this subject processes them, unless it sets start: new or a start time after now",
 		subject, on.Stream, strings.Join(workflows, ", "))
+}
+
+// runningOn names the live replicas' workflows whose subject covers subj
+// ("replica r1 runs workflow imports on imports.>"), or "" when none does
+// (or the replicas cannot be read).
+func runningOn(ctx context.Context, js jetstream.JetStream, subj string) string {
+	replicas, err := worker.ReadReplicas(ctx, js, "")
+	if err != nil {
+		return ""
+	}
+	var on []string
+	for _, r := range replicas {
+		for _, w := range r.Workflows {
+			if w.Subject != "" && subject.Covers(w.Subject, subj) {
+				on = append(on, fmt.Sprintf("replica %s runs workflow %s on %s", r.Replica, w.Workflow, w.Subject))
+			}
+		}
+	}
+	return strings.Join(on, ", ")
 }
 
 // progress returns a function that advances a progress bar on a terminal,

@@ -22,7 +22,9 @@ run record, and only then acknowledges the event.
 A leads stream it created captures exactly the workflows' subjects (updated at each start) and
 keeps events for --stream-max-age; a stream an operator created must capture every workflow's
 subject, or run refuses to start and says which. A workflow's consumer, when first created,
-starts where the workflow's "start" says: by default with the events published from then on.
+starts where the workflow's "start" says: by default with every event the stream holds on its
+subject (a renamed workflow continues where its old name's consumer stopped); start: new or a
+start time skip events, and run warns how many.
 
 Without --nats-url (or NATS_URL) it starts an embedded NATS server with JetStream on
 127.0.0.1:4222, its store in --data-dir, so 'publish', 'dlq' and 'runs' reach it without flags.

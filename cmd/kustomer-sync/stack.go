@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +25,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/natsserver"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -44,21 +46,24 @@ type workerFlags struct {
 	replicas      int
 	metricsAddr   string // the old name of adminAddr
 	adminAddr     string
-	adminToken    string
-	ingest        ingestFlags
-	kustomerOrg   string
-	traceURL      string // --trace-url-template
-	replicaID     string
-	drainTimeout  time.Duration
-	maxEventBytes int
-	ackWait       time.Duration
-	dedupWindow   time.Duration
-	maxAge        time.Duration
-	maxBytes      byteSize
-	claimLease    time.Duration
-	sandboxFaults sandbox.Faults
-	sandboxKey    string
-	startup       time.Duration
+	// adminAddrGiven: --admin-addr (or its old name, or their variables)
+	// was set, so a taken address is fatal rather than skipped.
+	adminAddrGiven bool
+	adminToken     string
+	ingest         ingestFlags
+	kustomerOrg    string
+	traceURL       string // --trace-url-template
+	replicaID      string
+	drainTimeout   time.Duration
+	maxEventBytes  int
+	ackWait        time.Duration
+	dedupWindow    time.Duration
+	maxAge         time.Duration
+	maxBytes       byteSize
+	claimLease     time.Duration
+	sandboxFaults  sandbox.Faults
+	sandboxKey     string
+	startup        time.Duration
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -75,7 +80,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.ratePerMinute, "rate-per-minute", 1000, "Kustomer org budget shared by ALL replicas, requests per minute")
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
 	fl.StringVar(&f.dataDir, "data-dir", "data", "where the embedded NATS server keeps its store")
-	fl.StringVar(&f.embeddedAddr, "embedded-addr", worker.EmbeddedAddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
+	fl.StringVar(&f.embeddedAddr, "embedded-addr", natsserver.AddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
 	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.adminAddr, "admin-addr", admin.AddrDefault, "serve the admin server (/metrics, /healthz, /readyz, /status and the dashboard) on this address; \"off\" for none. Beyond loopback it needs --admin-token")
@@ -159,6 +164,7 @@ func (f *workerFlags) checkAdmin(cmd *cobra.Command) error {
 	if f.metricsAddr != "" && source("metrics-addr", "KSYNC_METRICS_ADDR") > source("admin-addr", "KSYNC_ADMIN_ADDR") {
 		f.adminAddr = f.metricsAddr
 	}
+	f.adminAddrGiven = source("admin-addr", "KSYNC_ADMIN_ADDR") > 0 || source("metrics-addr", "KSYNC_METRICS_ADDR") > 0
 	if f.adminAddr == "off" {
 		f.adminAddr = ""
 	}
@@ -266,7 +272,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 
 	st.natsURL = a.natsURL
 	if st.natsURL == "" {
-		st.embedded, err = worker.StartEmbedded(worker.EmbeddedConfig{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats"), Logger: a.log})
+		st.embedded, err = natsserver.Start(natsserver.Config{Addr: f.embeddedAddr, StoreDir: filepath.Join(f.dataDir, "nats"), Logger: a.log})
 		if err != nil {
 			return nil, err
 		}
@@ -334,9 +340,16 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		return err
 	}
 	if err := srv.Start(); err != nil {
+		if !f.adminAddrGiven && errors.Is(err, syscall.EADDRINUSE) {
+			// Another replica on this host holds the default address: this
+			// one runs without an admin server rather than not at all.
+			a.log.Warn().Str("addr", f.adminAddr).Msg("the default admin address is taken (another replica on this host?): this replica runs without an admin server; give it --admin-addr to have one")
+			return nil
+		}
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	st.admin = srv
+	st.worker.SetAdminAddr(srv.Addr())
 	a.log.Info().Str("addr", srv.Addr()).Bool("token", f.adminToken != "").Msg("admin server: dashboard on /, /metrics, /healthz, /readyz, /status")
 	return nil
 }

@@ -79,6 +79,11 @@ func writeStatus(w io.Writer, rep statusReport) error {
 		fmt.Fprintf(w, "%d live %s (%s), rate in force %.0f/min of a %d/min budget\n",
 			len(rep.Replicas), plural(len(rep.Replicas), "replica", "replicas"), strings.Join(names, ", "), rate, rep.Replicas[0].PerMinute)
 	}
+	for _, r := range rep.Replicas {
+		if r.Admin == "" {
+			fmt.Fprintf(w, "Replica %s has no admin server (no /metrics, /readyz or dashboard there).\n", r.Replica)
+		}
+	}
 	if len(rep.Workflows) == 0 {
 		_, err := fmt.Fprintln(w, "No workflows.")
 		return err
@@ -104,6 +109,11 @@ func writeStatus(w io.Writer, rep statusReport) error {
 	for _, ws := range rep.Workflows {
 		if ws.State == worker.StatePaused {
 			fmt.Fprintf(w, "\n%s is paused: %s\n", ws.Workflow, ws.Reason)
+		}
+	}
+	for _, ws := range rep.Workflows {
+		if ws.Skipped > 0 {
+			fmt.Fprintf(w, "\n%s skipped %d %s the stream held when its consumer was created (start: new, or a start time)\n", ws.Workflow, ws.Skipped, plural(int(ws.Skipped), "event", "events"))
 		}
 	}
 	return nil

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/worker/natstest"
+	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
 func TestClusterKeepsAnR3StreamThroughANodeStopAndRestart(t *testing.T) {

@@ -1,4 +1,7 @@
-package worker
+// Package natsserver starts the NATS server with JetStream that runs inside
+// this process when no --nats-url is given: the zero-setup default of `run`
+// and `demo`, and the server `bench` drains against.
+package natsserver
 
 import (
 	"errors"
@@ -12,52 +15,52 @@ import (
 )
 
 const (
-	// EmbeddedAddrDefault is where the embedded NATS server listens, so that
+	// AddrDefault is where the embedded NATS server listens, so that
 	// `publish`, `dlq` and `runs` find it without flags.
-	EmbeddedAddrDefault = "127.0.0.1:4222"
-	// EmbeddedStoreDirDefault is the JetStream store of the embedded server.
-	EmbeddedStoreDirDefault = "data/nats"
+	AddrDefault = "127.0.0.1:4222"
+	// StoreDirDefault is the JetStream store of the embedded server.
+	StoreDirDefault = "data/nats"
 )
 
-// EmbeddedConfig configures the NATS server that `run` starts when no
+// Config configures the NATS server that `run` starts when no
 // --nats-url is given.
-type EmbeddedConfig struct {
-	// Addr is host:port to listen on; default EmbeddedAddrDefault. Port 0
+type Config struct {
+	// Addr is host:port to listen on; default AddrDefault. Port 0
 	// picks a free port (tests, demo).
 	Addr string
-	// StoreDir holds JetStream's files; default EmbeddedStoreDirDefault.
+	// StoreDir holds JetStream's files; default StoreDirDefault.
 	StoreDir string
 	// Logger receives the server's own log: warnings and errors at their
 	// level, notices at debug. The zero value discards it.
 	Logger zerolog.Logger
 }
 
-// StartEmbedded starts a NATS server with JetStream inside this process and
-// waits until it accepts connections. The caller shuts it down with
-// Shutdown and WaitForShutdown, after the worker has drained.
-func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+// Start starts a NATS server with JetStream inside this process and waits
+// until it accepts connections. The caller shuts it down with Shutdown and
+// WaitForShutdown, after the worker has drained.
+func Start(cfg Config) (*server.Server, error) {
 	addr := cfg.Addr
 	if addr == "" {
-		addr = EmbeddedAddrDefault
+		addr = AddrDefault
 	}
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("worker: embedded NATS address %q: %w", addr, err)
+		return nil, fmt.Errorf("natsserver: embedded NATS address %q: %w", addr, err)
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil {
-		return nil, fmt.Errorf("worker: embedded NATS port %q: %w", portText, err)
+		return nil, fmt.Errorf("natsserver: embedded NATS port %q: %w", portText, err)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else if ln, err := net.Listen("tcp", addr); err != nil {
-		return nil, fmt.Errorf("worker: embedded NATS cannot listen on %s (is another NATS server running there? point --nats-url at it instead): %w", addr, err)
+		return nil, fmt.Errorf("natsserver: embedded NATS cannot listen on %s (is another NATS server running there? point --nats-url at it instead): %w", addr, err)
 	} else {
 		ln.Close()
 	}
 	storeDir := cfg.StoreDir
 	if storeDir == "" {
-		storeDir = EmbeddedStoreDirDefault
+		storeDir = StoreDirDefault
 	}
 	opts := &server.Options{
 		ServerName: "kustomer-sync-embedded",
@@ -70,7 +73,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("worker: embedded NATS: %w", err)
+		return nil, fmt.Errorf("natsserver: embedded NATS: %w", err)
 	}
 	if cfg.Logger.GetLevel() != zerolog.Disabled {
 		s.SetLoggerV2(serverLogger{cfg.Logger.With().Str("component", "nats-server").Logger()}, false, false, false)
@@ -78,7 +81,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, errors.New("worker: embedded NATS did not become ready within 10s")
+		return nil, errors.New("natsserver: embedded NATS did not become ready within 10s")
 	}
 	return s, nil
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 )
 
-// TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget: a template that would run for minutes or take
-// the worker's memory fails the item as a mapping error naming the input and the budget.
-func TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget(t *testing.T) {
+// TestTemplatesThatWouldRunAwayAreStoppedByTheirLimits: a template that would run for minutes or take
+// the worker's memory fails the item as a mapping error naming the input and the limit.
+func TestTemplatesThatWouldRunAwayAreStoppedByTheirLimits(t *testing.T) {
 	t.Parallel()
 	list := make([]any, 2000)
 	for i := range list {
@@ -48,22 +48,22 @@ func TestTemplatesThatWouldRunAwayAreStoppedByTheirBudget(t *testing.T) {
 			w := mustWorkflow(t, in(fmt.Sprintf("name: %q\n      custom: {aStr: %q, bStr: %q}", c.template, c.template, c.template)))
 			var err error
 			// In a synctest bubble the clock stands still while the template
-			// computes, so the budget it is meant to hit (steps, memory, text)
+			// computes, so the limit it is meant to hit (steps, memory, text)
 			// decides, not TemplateMaxTime on a slow or -race build.
 			synctest.Test(t, func(t *testing.T) { _, err = w.Map(event, nil, 0) })
 			require.Error(t, err)
 			require.Equal(t, outcome.Mapping, KindOf(err))
-			var be *BudgetError
+			var be *LimitError
 			require.ErrorAs(t, err, &be)
 			require.Equal(t, c.what, be.What)
 			require.ErrorContains(t, err, "mapping: name: "+c.want)
 			var es Errors
-			require.False(t, errors.As(err, &es), "once the budget is spent, the item stops: one error, not one per input")
+			require.False(t, errors.As(err, &es), "once a limit is reached, the item stops: one error, not one per input")
 		})
 	}
 }
 
-func TestTemplatesWithinTheirBudgetAreUnaffected(t *testing.T) {
+func TestTemplatesWithinTheirLimitsAreUnaffected(t *testing.T) {
 	t.Parallel()
 	leads := make([]any, 1000)
 	for i := range leads {
@@ -76,22 +76,22 @@ func TestTemplatesWithinTheirBudgetAreUnaffected(t *testing.T) {
 	require.Equal(t, Request{"name": "u0@example.com,u1@ex", "custom": map[string]any{"countNum": 2000.0, "lastStr": "ababab" + "a+b"}}, req)
 }
 
-func TestBudgetStopsWorkTheStepsDoNotSeeByTime(t *testing.T) {
+func TestTheMeterStopsWorkTheStepsDoNotSeeByTime(t *testing.T) {
 	t.Parallel()
-	b := newBudget()
+	b := newMeter()
 	require.NoError(t, b.charge(1))
 	b.deadline = time.Now().Add(-time.Second) // as if the first step were long ago
 	var err error
 	for i := 0; i < 64 && err == nil; i++ {
 		err = b.charge(1)
 	}
-	var be *BudgetError
+	var be *LimitError
 	require.ErrorAs(t, err, &be)
 	require.Equal(t, "time", be.What)
 	require.EqualError(t, err, "stopped: it ran for more than 1s, the budget of one item")
 }
 
-func TestParseRefusesTemplatesThatCouldOnlyExceedTheirBudget(t *testing.T) {
+func TestParseRefusesTemplatesThatCouldOnlyExceedTheirLimits(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ template, want string }{
 		{`{{map(1..100000000, #)}}`, "the range 1..100000000 has more than the 1000000 items a template may build"},
@@ -126,7 +126,7 @@ func TestSizeCheckedHelpersBehaveAsTheLibrarysOwn(t *testing.T) {
 	for _, c := range cases {
 		tm, err := compileString("{{"+c.code+"}}", nil)
 		require.NoError(t, err, c.code)
-		v, err := tm.eval(&env{Trigger: event, budget: newBudget()})
+		v, err := tm.eval(&env{Trigger: event, meter: newMeter()})
 		require.NoError(t, err, c.code)
 		require.Equal(t, c.want, v, c.code)
 	}

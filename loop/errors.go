@@ -1,5 +1,10 @@
 package loop
 
+// The errors of this package are the decisions a Task returns to steer the
+// Runner (see the package comment), and how the Runner and the Breaker read
+// them. Each decision's message is its cause's, so wrapping changes no text
+// a user sees; one without a cause says "loop: ...".
+
 import (
 	"errors"
 	"time"

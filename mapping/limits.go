@@ -14,16 +14,16 @@ import (
 	"github.com/expr-lang/expr/conf"
 )
 
-// The budget of template evaluation. Mapping a lead takes microseconds; these bounds only stop a
+// The limits of template evaluation. Mapping a lead takes microseconds; these bounds only stop a
 // template that would otherwise run for minutes or take the worker's memory (a reduce inside a reduce
 // over a large array, text that doubles in a loop), so that one event cannot stall or kill the worker.
-// An item that exceeds a budget fails with an [outcome.Mapping] *Error naming the input and the budget, and is
+// An item that exceeds a limit fails with an [outcome.Mapping] *Error naming the input and the limit, and is
 // dead-lettered like any other mapping failure.
 const (
 	// TemplateMaxSteps is the work the templates of one item (or one loop, or one idempotency key) may
 	// do: each loop iteration, each +, each helper call is a step, and building text costs one more step
 	// per 256 bytes, a list or an object one more per 16 items. That is enough for a loop over 10,000
-	// leads with a few operations each; the budget is spent in well under a second.
+	// leads with a few operations each; the steps are spent in well under a second.
 	TemplateMaxSteps = 250_000
 	// TemplateMaxTime bounds the same work in time, for work the steps do not see (a helper over a
 	// large array inside a loop). It is checked as steps are taken.
@@ -44,26 +44,18 @@ const (
 
 var memoryMsg = fmt.Sprintf("stopped: it built more than the %d list items, ranges and objects a template may build", TemplateMemoryBudget)
 
-// BudgetError is a template stopped for exceeding its budget: a permanent mapping failure of the item.
-type BudgetError struct {
-	What string // "steps", "time" or "text"
-	Msg  string
-}
-
-func (e *BudgetError) Error() string { return e.Msg }
-
-// budget is what is left of one evaluation's budget. It is used by one goroutine (one Map call).
-type budget struct {
+// meter is what is left of one evaluation's steps and time, within the limits. It is used by one goroutine (one Map call).
+type meter struct {
 	left     int
 	taken    int
 	deadline time.Time // set at the first step, so templates without loops never read the clock
-	err      *BudgetError
+	err      *LimitError
 }
 
-func newBudget() *budget { return &budget{left: TemplateMaxSteps} }
+func newMeter() *meter { return &meter{left: TemplateMaxSteps} }
 
 // charge spends the cost of producing v. Once exceeded, every later charge fails with the same error.
-func (b *budget) charge(v any) error {
+func (b *meter) charge(v any) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -101,19 +93,19 @@ func (b *budget) charge(v any) error {
 	return nil
 }
 
-func (b *budget) fail(what, msg string) error {
-	b.err = &BudgetError{What: what, Msg: msg}
+func (b *meter) fail(what, msg string) error {
+	b.err = &LimitError{What: what, Msg: msg}
 	return b.err
 }
 
-// stepFunc is the name of the hook the budget patch calls: $step($env, value) charges value to the
-// evaluation's budget and returns it. The name cannot be written in a template by accident.
+// stepFunc is the name of the hook the limit patch calls: $step($env, value) charges value to the
+// evaluation's meter and returns it. The name cannot be written in a template by accident.
 const stepFunc = "$step"
 
 func step(params ...any) (any, error) {
 	v := params[1]
-	if e, ok := params[0].(*env); ok && e.budget != nil {
-		if err := e.budget.charge(v); err != nil {
+	if e, ok := params[0].(*env); ok && e.meter != nil {
+		if err := e.meter.charge(v); err != nil {
 			return nil, err
 		}
 	}
@@ -135,11 +127,11 @@ func stepOption(c *conf.Config) {
 	}
 }
 
-// budgetPatch makes every place where a template can loop or build a value take a step: each loop
+// limitPatch makes every place where a template can loop or build a value take a step: each loop
 // body (the predicate of map, filter, reduce, …), each +, each helper call.
-type budgetPatch struct{}
+type limitPatch struct{}
 
-func (budgetPatch) Visit(node *ast.Node) {
+func (limitPatch) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.PredicateNode:
 		if !isStep(n.Node) {
@@ -179,14 +171,14 @@ func isStep(n ast.Node) bool {
 }
 
 // ownFunctions are the helpers this package defines (or redefines with a size check), whose results
-// the budget patch charges like the library's.
+// the limit patch charges like the library's.
 var ownFunctions = map[string]bool{"formatDate": true, "coalesce": true, "repeat": true, "replace": true, "join": true}
 
-// budgetOptions are the compile options that bound an expression.
-var budgetOptions = []expr.Option{
+// limitOptions are the compile options that bound an expression.
+var limitOptions = []expr.Option{
 	expr.MaxNodes(TemplateMaxNodes),
 	stepOption,
-	expr.Patch(budgetPatch{}),
+	expr.Patch(limitPatch{}),
 	expr.Function("repeat", repeatText, new(func(string, int) string)),
 	expr.Function("replace", replaceText, new(func(string, string, string) string), new(func(string, string, string, int) string)),
 	expr.Function("join", joinText, new(func([]string, string) string), new(func([]string) string),
@@ -196,7 +188,7 @@ var budgetOptions = []expr.Option{
 // textTooLong is the error of a helper whose result would exceed TemplateMaxText: it is refused before
 // the text is built.
 func textTooLong(fn string, n int) error {
-	return &BudgetError{What: "text", Msg: fmt.Sprintf("stopped: %s() would build %d KiB of text, more than the %d KiB a template may build", fn, n>>10, TemplateMaxText>>10)}
+	return &LimitError{What: "text", Msg: fmt.Sprintf("stopped: %s() would build %d KiB of text, more than the %d KiB a template may build", fn, n>>10, TemplateMaxText>>10)}
 }
 
 // repeatText is repeat(s, n), refused before it builds more than TemplateMaxText.
@@ -273,7 +265,7 @@ func joinText(params ...any) (any, error) {
 	return strings.Join(parts, glue), nil
 }
 
-// checkAtLoad refuses, when the config loads, an expression that could only exceed its budget: loops
+// checkAtLoad refuses, when the config loads, an expression that could only exceed its limits: loops
 // nested too deep, a constant range longer than a template may build.
 func checkAtLoad(tree ast.Node) error {
 	if d := loopDepth(tree); d > TemplateMaxLoopDepth {
