@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -30,6 +32,22 @@ func TestRunsShowPrintsTheTraceID(t *testing.T) {
 	require.NoError(t, err)
 	require.Regexp(t, `Trace\s+`+traceID+`\n`, out)
 	out, _, err = b.cli(t, "", "runs", "show", "LEADS-3-1-default", "--json")
+	require.NoError(t, err)
+	require.Contains(t, out, `"trace_id": "`+traceID+`"`)
+}
+
+func TestDLQShowPrintsTheTraceID(t *testing.T) {
+	t.Parallel()
+	b := newCLIBundle(t)
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	require.NoError(t, dlq.Publish(context.Background(), b.js, dlq.Subject("signup"), dlq.Record{
+		Workflow: "signup", Class: outcome.Permanent, Error: "it broke", Attempts: 1, Subject: "leads.signup", StreamSeq: 5,
+		LastFailure: time.Now(), Payload: []byte(`{}`), TraceID: traceID, SpanID: spanID,
+	}))
+	out, _, err := b.cli(t, "", "dlq", "show", "1")
+	require.NoError(t, err)
+	require.Regexp(t, `Trace\s+`+traceID+`\n`, out)
+	out, _, err = b.cli(t, "", "dlq", "show", "1", "--json")
 	require.NoError(t, err)
 	require.Contains(t, out, `"trace_id": "`+traceID+`"`)
 }
