@@ -311,6 +311,38 @@ func TestTraceOfADeadLetteredEventThenItsReplayLinksTheTwo(t *testing.T) {
 	s.requireNoPII()
 }
 
+func TestTraceOfAnEventDeadLetteredAfterItsAttemptsShowsEachAttempt(t *testing.T) {
+	t.Parallel()
+	s, traced := tracedWorker(t, func(c *Config) { c.BreakerThreshold = 1000 }) // dead-letter, do not pause
+	h := setup(t, harnessOptions{
+		config:  leadConfig("retry: {max_attempts: 2, initial_delay: 10ms, max_delay: 20ms, jitter: 0}"),
+		sandbox: sandbox.Config{ErrorRate: 1},
+		worker:  traced,
+	})
+	seq := h.publish("leads.web", "tr-x", fmt.Sprintf(`{"id":"tr-x","name":%q}`, traceLeadName))
+	run := h.waitRun(seq)
+	require.Equal(t, RunFailed, run.Status)
+	ev := s.eventSpan(run.ID)
+	kids := s.children(ev)
+	items := kids[spanItem]
+	require.Len(t, items, 2)
+	for _, it := range items {
+		require.Equal(t, "retry", attr(it, tracing.AttrOutcome))
+		require.Equal(t, codes.Error, it.Status.Code)
+		post := s.children(it)["POST /v1/customers"]
+		require.Len(t, post, 1)
+		require.Equal(t, "503", attr(post[0], "http.response.status_code"))
+	}
+	require.Len(t, kids["ksync.dead_letter"], 1)
+	require.Equal(t, outcome.Exhausted.String(), attr(kids["ksync.dead_letter"][0], tracing.AttrDLQClass))
+	require.Len(t, kids[spanAck], 1)
+	require.Equal(t, string(RunFailed), attr(ev, tracing.AttrStatus))
+	dead := h.deadLetters()
+	require.Len(t, dead, 1)
+	require.Equal(t, run.TraceID, dead[0].TraceID)
+	s.requireNoPII()
+}
+
 func TestTraceOfAPausedThenResumedEventSpansThePause(t *testing.T) {
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
