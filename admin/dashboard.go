@@ -439,12 +439,17 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, _ := s.entriesOfRun(ctx, run)
 	bulk := slices.ContainsFunc(run.Items, func(it runlog.Item) bool { return it.BulkJob != "" })
+	traceURL := ""
+	if run.TraceID != "" && s.cfg.TraceURL != nil {
+		traceURL = s.cfg.TraceURL(run.TraceID)
+	}
 	data := struct {
 		Run         runlog.Record
 		Items       []itemRow
 		DeadLetters []dlq.Record
 		Bulk        bool // some item went in a bulk job: the page shows the column
-	}{run, items, entries, bulk}
+		TraceURL    string
+	}{run, items, entries, bulk, traceURL}
 	s.render(w, r, http.StatusOK, "run", view{Title: "Run " + run.ID, Nav: "runs", Data: data})
 }
 

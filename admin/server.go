@@ -75,6 +75,8 @@ type Config struct {
 	ReplayCheck func(js jetstream.JetStream) func(context.Context, dlq.Record) error
 	// CustomerURL, when set, links a customer id to its page in Kustomer.
 	CustomerURL func(id string) string
+	// TraceURL, when set, links a run's trace id to the tracing UI.
+	TraceURL func(traceID string) string
 	// Metrics serves /metrics; default promhttp.Handler().
 	Metrics http.Handler
 	// ProbeTimeout bounds the NATS requests of /readyz; default

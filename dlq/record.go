@@ -44,6 +44,10 @@ const (
 	HeaderReplays       = "Ksync-Replays"        // how many times the event was replayed
 	HeaderPriorAttempts = "Ksync-Prior-Attempts" // attempts spent before the last replay
 	HeaderOriginalRun   = "Ksync-Original-Run"   // the event's first run
+
+	// The span of the event that was dead-lettered, when it was traced.
+	HeaderTraceID = "Ksync-Trace-Id" // hex trace id
+	HeaderSpanID  = "Ksync-Span-Id"  // hex span id
 )
 
 // maxErrorLen bounds HeaderError so a huge error cannot make the entry too
@@ -109,6 +113,10 @@ type Record struct {
 	// that holds what did not fit in the entry: the complete item list, the
 	// payload. Set by [Publish] when needed, and when read.
 	Object string
+
+	// TraceID and SpanID name the span of the event that was dead-lettered
+	// (hex), when it was traced; a replay's span links to it.
+	TraceID, SpanID string
 
 	// incomplete is why Object could not be read back, for a record listed
 	// anyway; such a record is not replayed.
@@ -185,6 +193,8 @@ func (r Record) Header() nats.Header {
 	}
 	set(HeaderOriginalRun, headerSafe(r.OriginalRun))
 	set(HeaderObject, headerSafe(r.Object))
+	set(HeaderTraceID, traceHex(r.TraceID, 32))
+	set(HeaderSpanID, traceHex(r.SpanID, 16))
 	return h
 }
 
@@ -225,6 +235,8 @@ func RecordFromMsg(m *jetstream.RawStreamMsg) (Record, error) {
 
 		OriginalRun: h.Get(HeaderOriginalRun),
 		Object:      h.Get(HeaderObject),
+		TraceID:     traceHex(h.Get(HeaderTraceID), 32),
+		SpanID:      traceHex(h.Get(HeaderSpanID), 16),
 	}
 	var errs []error
 	bad := func(name string, err error) {
@@ -391,4 +403,18 @@ func headerSafe(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// traceHex is s when it is n lowercase hex digits (a trace or span id),
+// else "".
+func traceHex(s string, n int) string {
+	if len(s) != n {
+		return ""
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	return s
 }

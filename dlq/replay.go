@@ -205,6 +205,8 @@ func (s *Store) replayFor(r Record) Replay {
 		Attempts:     r.PriorAttempts + r.Attempts,
 		Count:        r.Replays + 1,
 		FirstFailure: first,
+		TraceID:      r.TraceID,
+		SpanID:       r.SpanID,
 	}
 }
 

@@ -63,6 +63,11 @@ const (
 	// payload and items of a replay too large for one message; the body is
 	// then empty (see [LoadReplayObject]).
 	HeaderReplayObject = "Ksync-Replay-Object"
+	// HeaderReplayTrace: the trace and span ids of the dead-lettered
+	// event's span, "<trace id>-<span id>" in hex, which the replay's span
+	// links to. Signed only when present, so replays signed before it
+	// existed still verify.
+	HeaderReplayTrace = "Ksync-Replay-Trace"
 	// HeaderReplaySig: HMAC-SHA256 of the subject, the headers above and
 	// the payload's digest, with the replay key; hex.
 	HeaderReplaySig = "Ksync-Replay-Sig"
@@ -93,6 +98,9 @@ type Replay struct {
 	// they did not fit in the message, whose body is then empty (see
 	// [LoadReplayObject]).
 	Object string
+	// TraceID and SpanID name the span of the event that was
+	// dead-lettered (hex), when it was traced.
+	TraceID, SpanID string
 }
 
 // ReplayKey signs and verifies replay headers. Its bytes live only in the
@@ -174,6 +182,9 @@ func (k *ReplayKey) header(subject string, rp Replay, payload []byte) nats.Heade
 		set(HeaderReplayFirstFailure, rp.FirstFailure.UTC().Format(time.RFC3339Nano))
 	}
 	set(HeaderReplayObject, rp.Object)
+	if rp.TraceID != "" && rp.SpanID != "" {
+		set(HeaderReplayTrace, rp.TraceID+"-"+rp.SpanID)
+	}
 	h.Set(HeaderReplaySig, k.sign(subject, h, payload))
 	return h
 }
@@ -191,6 +202,10 @@ func (k *ReplayKey) sign(subject string, h nats.Header, payload []byte) string {
 	for _, name := range replaySigned {
 		field(name)
 		field(h.Get(name))
+	}
+	if v := h.Get(HeaderReplayTrace); v != "" {
+		field(HeaderReplayTrace)
+		field(v)
 	}
 	sum := sha256.Sum256(payload)
 	mac.Write(sum[:])
@@ -237,6 +252,7 @@ func (k *ReplayKey) ReadReplay(subject string, h nats.Header, payload []byte) (*
 		OriginalRun: h.Get(HeaderReplayOriginalRun),
 		Object:      h.Get(HeaderReplayObject),
 	}
+	rp.TraceID, rp.SpanID, _ = strings.Cut(h.Get(HeaderReplayTrace), "-")
 	// Signed by us, so these parse; a failure is a bug, reported as such.
 	var errs []error
 	if v := h.Get(HeaderReplayOf); v != "" {

@@ -12,9 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/overflow"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
@@ -126,6 +128,8 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, r Reco
 	if !r.Class.Failed() {
 		return fmt.Errorf("dlq: publish: class %q: want one of %v", r.Class, outcome.Failures)
 	}
+	ctx, span := tracing.Start(ctx, "ksync.dead_letter", trace.WithAttributes(tracing.AttrDLQClass.String(r.Class.String())))
+	defer span.End()
 	r.Object = ""
 	msg := &nats.Msg{Subject: subject, Header: r.Header(), Data: r.Payload}
 	id := MsgID(r)

@@ -23,8 +23,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/subject"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 )
@@ -81,6 +84,10 @@ type HandlerConfig struct {
 	KeyWindow time.Duration
 	// Logger gets one event per refused or failed request; never a secret.
 	Logger zerolog.Logger
+	// TracerProvider, when set, traces each request (otelhttp, continuing
+	// the request's own W3C trace context, read strictly: see
+	// tracing.Propagator), and the events it publishes carry the trace.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler serves POST /v1/events/{workflow}: it publishes the body's events
@@ -88,8 +95,9 @@ type HandlerConfig struct {
 // answers 202 with their stream sequences only once JetStream stored them.
 // Safe for concurrent use.
 type Handler struct {
-	cfg HandlerConfig
-	mux *http.ServeMux
+	cfg   HandlerConfig
+	mux   *http.ServeMux
+	serve http.Handler // mux, traced when cfg.TracerProvider is set
 
 	keysMu sync.Mutex
 	keys   jetstream.KeyValue // opened at the first request with a key
@@ -113,11 +121,17 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	cfg.Timeout = cmp.Or(cfg.Timeout, HTTPTimeoutDefault)
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("POST /v1/events/{workflow}", h.post)
+	h.serve = h.mux
+	if cfg.TracerProvider != nil {
+		h.serve = otelhttp.NewHandler(h.mux, "ingest", otelhttp.WithTracerProvider(cfg.TracerProvider),
+			otelhttp.WithPropagators(tracing.Propagator),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " /v1/events/{workflow}" }))
+	}
 	return h, nil
 }
 
 // ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve.ServeHTTP(w, r) }
 
 // Accepted is the body of a 202.
 type Accepted struct {
@@ -230,7 +244,11 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, wf string) (*Ac
 	for _, ev := range evs {
 		// Its headers count too; they are far below JetStream's 64 KiB
 		// limit on headers, as the id is bounded.
-		if size, max := msgSize(subj, ev), nc.MaxPayload(); int64(size) > max {
+		size, max := msgSize(subj, ev), nc.MaxPayload()
+		if h.cfg.TracerProvider != nil {
+			size += tracing.MaxHeaderBytes // the trace context it will carry
+		}
+		if int64(size) > max {
 			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("ingest: body: line %d: an event of %d bytes with its headers is over the NATS server's limit of %d; nothing was published", ev.Line, size, max)}
 		}
 	}

@@ -10,8 +10,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/eventid"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 // Publisher defaults, used for a zero field.
@@ -99,10 +102,18 @@ func (p Publisher) Publish(ctx context.Context, subject string, evs []Event) (Re
 		pending, pendingEvs = pending[:0], pendingEvs[:0]
 		return nil
 	}
+	// Traced (the caller's context holds a recording span): each event
+	// carries the trace context of this publish's span, for the worker to
+	// continue.
+	ctx, span := tracing.Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		tracing.AttrMessagingSystem.String("nats"), tracing.AttrOperation.String("send"),
+		tracing.AttrDestination.String(subject), attribute.Int("messaging.batch.message_count", len(evs))))
+	defer span.End()
 	for _, ev := range evs {
 		m := nats.NewMsg(subject)
 		m.Data = ev.Data
 		m.Header.Set(nats.MsgIdHdr, eventid.MsgID(subject, ev.ID, ev.Data))
+		tracing.Inject(ctx, m.Header)
 		fut, err := p.JS.PublishMsgAsync(m)
 		if err != nil {
 			return res, fmt.Errorf("ingest: publish line %d: %w", ev.Line, err)

@@ -105,6 +105,9 @@ type Config struct {
 	// HTTPClient, when set, sends the requests; its own Timeout, if any, still
 	// applies. Default: a client with a connection pool sized for concurrent use.
 	HTTPClient *http.Client
+	// WrapTransport, when set, wraps the transport of the client's requests
+	// (HTTPClient's, or the default one), e.g. in tracing.Transport.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// UserAgent is sent with each request; default [UserAgentDefault].
 	UserAgent string
 	// OnResponse, when set, is called after every HTTP response that carried
@@ -186,6 +189,11 @@ func New(cfg Config) (*Client, error) {
 		tr.MaxIdleConns = 256
 		tr.MaxIdleConnsPerHost = 128
 		hc = &http.Client{Transport: tr}
+	}
+	if cfg.WrapTransport != nil {
+		wrapped := *hc
+		wrapped.Transport = cfg.WrapTransport(hc.Transport)
+		hc = &wrapped
 	}
 	shown := cfg.BaseURL
 	if u, err := url.Parse(cfg.BaseURL); err == nil {

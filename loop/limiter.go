@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 // Defaults of [LimiterConfig].
@@ -180,6 +182,8 @@ func perSecond(perMinute float64) rate.Limit { return rate.Limit(perMinute / 60)
 // when the pace quickens well (a new window, a larger share). Wait does not
 // allocate when a token is ready.
 func (l *Limiter) Wait(ctx context.Context) error {
+	ctx, span := tracing.Start(ctx, "ksync.budget.wait")
+	defer span.End()
 	start := l.clock.Now()
 	defer func() { l.waited.Add(int64(l.clock.Now().Sub(start))) }()
 	for granted := false; !granted; {

@@ -182,6 +182,9 @@ type Record struct {
 	// Object names the object of the run log's bucket holding the whole
 	// record, when it did not fit in one message.
 	Object string `json:"object,omitempty"`
+	// TraceID is the trace of the event's span, when it was traced and
+	// sampled (hex).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Done counts the run's items that succeeded (created, updated, skipped or

@@ -13,11 +13,13 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
@@ -66,6 +68,8 @@ type bulkItem struct {
 	queued     time.Time // when it became ready
 	notBefore  time.Time // for a retry: its earliest next attempt
 	unrecorded bool      // created or found, but not recorded in the ledger
+
+	span trace.Span // the item's span, when traced (worker/tracing.go)
 }
 
 // batcher gathers the items of a bulk workflow's events into bulk requests,
@@ -171,9 +175,9 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 			continue
 		}
 		items = append(items, &bulkItem{index: i, key: keys[i], req: reqs[i], body: enc, done: done, queued: now,
-			log: ev.log.With().Int("item", i).Logger()})
+			log: ev.log.With().Int("item", i).Logger(), span: ev.traceBulkItem(ctx, f, i)})
 	}
-	f.bulk.add(ctx, items)
+	f.bulk.add(tracing.Detach(ctx), items)
 	beat := w.cfg.AckWait / 3
 	hb := w.cfg.Clock.NewTimer(beat)
 	defer func() { hb.Stop() }()
@@ -181,6 +185,7 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 		select {
 		case o := <-done:
 			got++
+			ev.endBulkItem(o)
 			report.Outcomes[pos[o.Index]] = o.Outcome
 			if o.job != "" {
 				jobs[o.Index] = o.job
@@ -854,6 +859,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	}
 	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
 	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
+	ctx, span := b.traceBulkRequest(ctx, items)
+	defer span.End()
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
 	if err != nil {
 		b.rejected(ctx, items, token, sent, err)
@@ -861,6 +868,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	}
 	// An accepted request tells the breaker nothing yet: the items'
 	// outcomes in the job do (apply).
+	span.SetAttributes(tracing.AttrBulkJob.String(job.ID))
 	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
 	for _, it := range items {
 		it.job = job.ID
@@ -1050,7 +1058,9 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		}
 		w.polls++
 		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-		res, err := b.bk.BulkResults(ctx, w.id)
+		pctx, span := b.traceBulkPoll(ctx, w.id, nil)
+		res, err := b.bk.BulkResults(pctx, w.id)
+		tracing.End(span, err)
 		elapsed := clock.Now().Sub(sent)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -62,6 +62,7 @@ type event struct {
 	// unrecorded, in bulk mode: an item's customer exists but the ledger
 	// could not record it (per-item mode notes it per item, in notes).
 	unrecorded bool
+	evTrace    // its spans, when traced (worker/tracing.go)
 }
 
 // note returns what item i's attempts noted, if anything.
@@ -98,6 +99,8 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		ev.log.Warn().Err(err).Msg("forged replay marker: headers ignored; processing as a new event")
 	}
 	ev.replay = rp
+	ctx = w.traceEvent(ctx, f, ev)
+	defer ev.endSpan()
 	ev.key = eventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
 	if rp != nil {
 		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
@@ -196,7 +199,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		ev.notes = make([]itemNote, len(items))
 		run = func(toRun []int) loop.Report {
 			return runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
-				return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
+				return w.traceItem(ctx, f, i, attempt, func(ctx context.Context) (loop.Result, error) {
+					return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
+				})
 			})
 		}
 	}
@@ -244,6 +249,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 // false when the worker stops fetching (draining) or ctx ends first.
 func (w *Worker) holdWhilePaused(ctx context.Context, f *flow, ev *event) bool {
 	ev.log.Info().Msg("workflow paused; event held until it resumes")
+	defer ev.tracePaused(ctx)()
 	for {
 		resumed := f.whenRunning()
 		select {
@@ -429,6 +435,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		Ended:     now,
 		Replay:    ev.replay != nil,
 		ReplayOf:  runlog.NewReplay(ev.replay),
+		TraceID:   ev.traceID(),
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
@@ -511,7 +518,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	if !w.persist(ctx, f, ev, "write the run record", func(ctx context.Context) error { return w.runs.Write(ctx, rec) }) {
 		return
 	}
-	if err := ev.msg.DoubleAck(ctx); err != nil {
+	if err := w.ack(ctx, ev, rec.Status); err != nil {
 		ev.log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (its items are in the ledger)")
 		return
 	}
@@ -527,6 +534,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 
 func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 	ev.log.Error().Err(err).Str("step", step).Msg("outcome not durable; event nak'ed for redelivery")
+	ev.failSpan(step, err)
 	_ = ev.msg.NakWithDelay(time.Second)
 }
 
@@ -538,6 +546,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
+	rec.TraceID, rec.SpanID = ev.spanIDs()
 	rec.Items = nil
 	rec = withError(rec, first.Err)
 	if len(items) > 1 {
@@ -626,6 +635,7 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)
 	m.Header.Set(HeaderOutcome, it.Status.String())
+	ev.traceHeaders(m.Header)
 	// A redelivery of the same event publishes the same result, which
 	// JetStream stores once; another event's item (the same person again,
 	// even with the same body) is a result of its own, and so is an update

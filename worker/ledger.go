@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
@@ -307,6 +308,8 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 // claim names batch, the token of the bulk request the item is claimed for
 // ("" in per-item mode).
 func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, error) {
+	ctx, span := tracing.Start(ctx, "ksync.ledger.claim")
+	defer span.End()
 	fresh := mark("", batch)
 	if rev, err := l.kv.Create(ctx, key, l.claimValue(ctx, fresh)); err == nil {
 		return claimResult{rev: rev, mark: fresh}, nil
@@ -464,6 +467,8 @@ func newBatchToken() string {
 // gives up; the caller then must not acknowledge the event (itemNote's
 // unrecorded), so that its redelivery finds the customer by look-up.
 func (l *ledger) record(ctx context.Context, key, customerID, sent string) error {
+	ctx, span := tracing.Start(ctx, "ksync.ledger.record")
+	defer span.End()
 	v := []byte(createdPrefix + customerID + " " + sent)
 	wait := recordRetryWait
 	for try := 1; ; try++ {

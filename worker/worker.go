@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
@@ -27,6 +28,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
@@ -140,6 +142,9 @@ type Config struct {
 	// prometheus.DefaultRegisterer. Workers of one process that share a
 	// Registerer share their counters.
 	Registerer prometheus.Registerer
+	// TracerProvider, when set, traces each event (see worker/tracing.go);
+	// nil makes no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of [Config] besides those of the packages it names.
@@ -317,6 +322,9 @@ func New(cfg Config) (*Worker, error) {
 		kcfg.OnRequest = func(ri kustomer.RequestInfo) { count(ri); w.metrics.observeRequest(ri) }
 	} else {
 		kcfg.OnRequest = w.metrics.observeRequest
+	}
+	if cfg.TracerProvider != nil {
+		kcfg.WrapTransport = tracing.Transport
 	}
 	client, err := kustomer.New(kcfg)
 	if err != nil {

@@ -316,6 +316,7 @@ func writeDLQEntry(w io.Writer, r dlq.Record) error {
 	}
 	row("Kustomer code", r.Code)
 	row("Run", r.Run)
+	row("Trace", r.TraceID)
 	if r.ReplayedFrom != 0 {
 		row("Replay of", fmt.Sprintf("entry %d (replay %d of the event; %d attempts before it)", r.ReplayedFrom, r.Replays, r.PriorAttempts))
 	}
@@ -546,6 +547,7 @@ type dlqEntryView struct {
 	PriorAttempts int             `json:"prior_attempts,omitempty"`
 	OriginalRun   string          `json:"original_run,omitempty"`
 	Object        string          `json:"object,omitempty"` // in KSYNC_PAYLOADS: what did not fit in the entry
+	TraceID       string          `json:"trace_id,omitempty"`
 	Payload       json.RawMessage `json:"payload"`
 }
 
@@ -554,7 +556,7 @@ func dlqView(r dlq.Record) dlqEntryView {
 		ID: r.ID, Time: r.Time, Workflow: r.Workflow, Class: r.Class, Error: r.Error, Attempts: r.Attempts,
 		Subject: r.Subject, StreamSeq: r.StreamSeq, MsgID: r.MsgID, Items: r.Items, StatusCode: r.StatusCode, Code: r.Code,
 		Run: r.Run, ReplayedFrom: r.ReplayedFrom, Replays: r.Replays, PriorAttempts: r.PriorAttempts, OriginalRun: r.OriginalRun,
-		Object: r.Object,
+		Object: r.Object, TraceID: r.TraceID,
 	}
 	if !r.FirstFailure.IsZero() {
 		v.FirstFailure = &r.FirstFailure

@@ -93,6 +93,8 @@ func (st *stack) startIngest(a *app, f *ingestFlags) error {
 		HMACSecret: secret,
 		MaxBytes:   int64(f.maxBytes),
 		Logger:     a.log.With().Str("component", "ingest").Logger(),
+
+		TracerProvider: st.tracing.TracerProvider(),
 	})
 	if err != nil {
 		return err

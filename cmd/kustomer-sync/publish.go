@@ -97,6 +97,11 @@ func (a *app) publish(ctx context.Context, name string, f publishFlags) error {
 		return err
 	}
 	defer nc.Close()
+	ctx, done, err := a.tracePublish(ctx, f.subject)
+	if err != nil {
+		return err
+	}
+	defer done()
 	p := ingest.Publisher{JS: js, Timeout: f.timeout, Progress: a.progress(len(evs), "publishing")}
 	var res publishOutput
 	if res.Result, err = p.Publish(ctx, f.subject, evs); err != nil {

@@ -185,6 +185,7 @@ func writeRun(w io.Writer, r runlog.Record) error {
 		row("Replay", "yes")
 	}
 	row("Event", r.EventID)
+	row("Trace", r.TraceID)
 	row("Subject", r.Subject)
 	if r.StreamSeq != 0 {
 		row("Stream seq", strconv.FormatUint(r.StreamSeq, 10))

@@ -27,6 +27,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natsserver"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -52,6 +53,7 @@ type workerFlags struct {
 	adminToken     string
 	ingest         ingestFlags
 	kustomerOrg    string
+	traceURL       string // --trace-url-template
 	replicaID      string
 	drainTimeout   time.Duration
 	maxEventBytes  byteSize
@@ -90,6 +92,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "old name of --admin-addr")
 	fl.StringVar(&f.adminToken, "admin-token", "", "token the admin server's dashboard and /status ask for (Authorization: Bearer, or the login page); required when --admin-addr is not loopback")
 	fl.StringVar(&f.kustomerOrg, "kustomer-org", "", "your Kustomer org name, to link customer ids on the dashboard to https://<org>.kustomerapp.com (default: from an org-style --kustomer-base-url)")
+	fl.StringVar(&f.traceURL, "trace-url-template", "", "link a run's trace id on the dashboard to your tracing UI: an http(s) URL holding {trace_id}, e.g. https://jaeger.example/trace/{trace_id} (traces are on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	markSecret(fl, "admin-token")
 	f.ingest.register(fl)
 	fl.StringVar(&f.replicaID, "replica-id", "", "name of this replica, unique in the deployment: it owns claims in the ledger and a share of the budget (default host-pid)")
@@ -111,7 +114,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 		"drain-timeout": "KSYNC_DRAIN_TIMEOUT", "max-event-bytes": "KSYNC_MAX_EVENT_BYTES", "ack-wait": "KSYNC_ACK_WAIT",
 		"claim-lease": "KSYNC_CLAIM_LEASE", "dedup-window": "KSYNC_DEDUP_WINDOW",
 		"stream-max-age": "KSYNC_STREAM_MAX_AGE", "stream-max-bytes": "KSYNC_STREAM_MAX_BYTES",
-		"startup-timeout": "KSYNC_STARTUP_TIMEOUT",
+		"startup-timeout": "KSYNC_STARTUP_TIMEOUT", "trace-url-template": "KSYNC_TRACE_URL_TEMPLATE",
 	} {
 		bindEnv(fl, name, key)
 	}
@@ -138,6 +141,12 @@ func (f *workerFlags) check(cmd *cobra.Command) error {
 		func(cmd *cobra.Command) error {
 			if f.maxEventBytes < 1 || int64(f.maxEventBytes) > math.MaxInt32 {
 				return flagError(cmd, "max-event-bytes", "want a size from 1 byte to 2GiB, such as 1MB")
+			}
+			return nil
+		},
+		func(cmd *cobra.Command) error {
+			if err := checkTraceURL(f.traceURL); err != nil {
+				return flagError(cmd, "trace-url-template", "%v", err)
 			}
 			return nil
 		},
@@ -226,6 +235,7 @@ type stack struct {
 	ingest   *ingestServer
 	registry *prometheus.Registry
 	config   *mapping.Config
+	tracing  *tracing.Provider
 
 	sandboxFile  string        // where the sandbox's customers are kept, with the embedded NATS store
 	sandboxSaved int           // the sandbox's Version when last saved
@@ -281,6 +291,13 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		}
 	} else {
 		st.config = mapping.DefaultConfig()
+	}
+
+	if st.tracing, err = tracing.FromEnv(ctx, os.Getenv, version); err != nil {
+		return nil, usageError{err}
+	}
+	if st.tracing.Enabled() {
+		a.log.Info().Msg("OpenTelemetry traces on: exported by OTLP as the OTEL_* variables say")
 	}
 
 	apiKey, err := resolveAPIKey(f.apiKeyFile)
@@ -362,6 +379,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		StartupTimeout: max(time.Until(startBy), time.Second),
 		Logger:         a.log,
 		Registerer:     st.registry,
+		TracerProvider: st.tracing.TracerProvider(),
 	})
 	if err != nil {
 		return nil, err
@@ -393,6 +411,7 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		Metrics:     promhttp.HandlerFor(st.registry, promhttp.HandlerOpts{Registry: st.registry}),
 		Status:      worker.StatusConfig{Stream: f.stream},
 		CustomerURL: f.customerURL(),
+		TraceURL:    traceURL(f.traceURL),
 		Logger:      a.log,
 	})
 	if err != nil {
@@ -453,6 +472,14 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		if err := st.worker.Stop(ctx); err != nil {
 			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
 		}
+	}
+	if st.tracing.Enabled() {
+		// The drained worker's last spans, and none left behind.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := st.tracing.Shutdown(tctx); err != nil {
+			a.log.Warn().Err(err).Msg("traces")
+		}
+		cancel()
 	}
 	if st.nc != nil {
 		_ = st.nc.Drain()
