@@ -255,14 +255,58 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	for _, rs := range rep.Replicas {
 		rate += rs.RatePerMinute
 	}
+	why := s.notReady(ctx)
+	var ready []string
+	for _, n := range why {
+		if n.credentials == "" {
+			ready = append(ready, n.text)
+		}
+	}
 	data := struct {
-		Status    replica.Status
-		Rows      []*workflowRow
-		Rate      float64
-		Ready     []string
-		RunLogErr string
-	}{rep, rows, rate, s.NotReady(ctx), note}
+		Status      replica.Status
+		Rows        []*workflowRow
+		Rate        float64
+		NotReady    bool
+		Ready       []string
+		Credentials []credentialsAlert
+		RunLogErr   string
+	}{rep, rows, rate, len(why) > 0, ready, credentialsAlerts(rows, why), note}
 	s.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Refresh: 5, Data: data})
+}
+
+// credentialsAlert is Kustomer rejecting the credentials, with the
+// workflows it pauses: the overview shows each reason once, not on every
+// workflow's card and again in this replica's readiness.
+type credentialsAlert struct {
+	Reason    string
+	Workflows []string
+}
+
+// credentialsAlerts groups the workflows paused by rejected credentials,
+// across the replicas (rows) and in this one (why), by reason.
+func credentialsAlerts(rows []*workflowRow, why []notReason) []credentialsAlert {
+	var alerts []credentialsAlert
+	add := func(reason, workflow string) {
+		i := slices.IndexFunc(alerts, func(a credentialsAlert) bool { return a.Reason == reason })
+		if i < 0 {
+			alerts, i = append(alerts, credentialsAlert{Reason: reason}), len(alerts)
+		}
+		if !slices.Contains(alerts[i].Workflows, workflow) {
+			alerts[i].Workflows = append(alerts[i].Workflows, workflow)
+			slices.Sort(alerts[i].Workflows)
+		}
+	}
+	for _, row := range rows {
+		if row.CredentialsRejected && row.Reason != "" {
+			add(row.Reason, row.Workflow)
+		}
+	}
+	for _, n := range why {
+		if n.credentials != "" {
+			add(n.credentials, n.workflow)
+		}
+	}
+	return alerts
 }
 
 // recentRuns lists the runs of the last d; an empty log is no error.

@@ -18,25 +18,43 @@ import (
 // stream, say).
 func (s *Server) NotReady(ctx context.Context) []string {
 	var why []string
+	for _, n := range s.notReady(ctx) {
+		why = append(why, n.text)
+	}
+	return why
+}
+
+// notReason is one reason [Server.NotReady] gives.
+type notReason struct {
+	text string
+	// workflow and credentials are set when Kustomer rejects the
+	// credentials: the workflow paused, and why (the overview shows that
+	// once for all the workflows it pauses).
+	workflow, credentials string
+}
+
+func (s *Server) notReady(ctx context.Context) []notReason {
+	var why []notReason
 	if !s.cfg.Conn.IsConnected() {
-		return append(why, "NATS is not connected")
+		return append(why, notReason{text: "NATS is not connected"})
 	}
 	flows := s.cfg.Workflows.Workflows()
 	if flows == nil {
-		return append(why, "the workflows have not started")
+		return append(why, notReason{text: "the workflows have not started"})
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeTimeout)
 	defer cancel()
 	stream := cmp.Or(s.cfg.Status.Stream, worker.StreamDefault)
 	for _, f := range flows {
 		if f.StoreFailed {
-			why = append(why, fmt.Sprintf("workflow %s is paused: %s", f.Workflow, f.Reason))
+			why = append(why, notReason{text: fmt.Sprintf("workflow %s is paused: %s", f.Workflow, f.Reason)})
 		}
 		if f.CredentialsRejected {
-			why = append(why, fmt.Sprintf("workflow %s is paused: Kustomer rejects the credentials: %s", f.Workflow, f.Reason))
+			why = append(why, notReason{text: fmt.Sprintf("workflow %s is paused: Kustomer rejects the credentials: %s", f.Workflow, f.Reason),
+				workflow: f.Workflow, credentials: f.Reason})
 		}
 		if _, err := s.cfg.JetStream.Consumer(ctx, stream, f.Consumer); err != nil {
-			why = append(why, fmt.Sprintf("workflow %s: consumer %s of stream %s: %v", f.Workflow, f.Consumer, stream, err))
+			why = append(why, notReason{text: fmt.Sprintf("workflow %s: consumer %s of stream %s: %v", f.Workflow, f.Consumer, stream, err)})
 		}
 	}
 	return why

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -340,5 +341,55 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	do(t, ctx, chromedp.Navigate(base+"/runs/LEADS-99-1-bulk"), chromedp.WaitVisible(`td.bulk-job`))
 	require.Equal(t, "bulk-job-7", read(t, ctx, chromedp.Text(`td.bulk-job`)))
 	screenshots(t, ctx, "run-bulk")
+	r.stop()
+}
+
+const twoWorkflowsConfig = `workflows:
+  - name: signup
+    subject: "signups.>"
+    inputs:
+      name: "{{trigger.name}}"
+  - name: import
+    subject: "imports.>"
+    inputs:
+      name: "{{trigger.name}}"
+`
+
+// Kustomer's 401 pauses every workflow of the replica; the overview says so
+// once, naming the workflows it pauses, not once per workflow card and again
+// per workflow in this replica's readiness.
+func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	srv := natstest.Start(t)
+	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-right"})
+	config := filepath.Join(t.TempDir(), "workflows.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(twoWorkflowsConfig), 0o600))
+	addr := adminAddr(t)
+	base := "http://" + addr
+	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-wrong"),
+		"--config", config, "--admin-addr", addr, "--replica-id", "rejected")
+	waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow signup is paused: Kustomer rejects", "workflow import is paused: Kustomer rejects")
+	require.Eventually(t, func() bool {
+		_, body := get(t, base+"/status")
+		var st statusReport
+		if json.Unmarshal([]byte(body), &st) != nil || len(st.Workflows) != 2 {
+			return false
+		}
+		return st.Workflows[0].CredentialsRejected && st.Workflows[1].CredentialsRejected
+	}, 30*time.Second, 20*time.Millisecond, "both workflows' heartbeats say the credentials are rejected")
+
+	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow .state-paused`))
+	main := read(t, ctx, chromedp.Text(`main`))
+	require.Equal(t, 1, strings.Count(main, "401"), "the 401 is shown once:\n%s", main)
+	alert := read(t, ctx, chromedp.Text(`p.alert.credentials`))
+	require.Contains(t, alert, "Kustomer rejects the credentials")
+	require.Contains(t, alert, "workflows import, signup")
+	require.Contains(t, alert, "401")
+	require.Equal(t, 2, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("article.workflow .reason strong").length`)),
+		"each paused card still says its credentials were rejected")
+	require.Contains(t, read(t, ctx, chromedp.Text(`.summary`)), "not ready", "the replica is still not ready")
+	require.NotContains(t, read(t, ctx, chromedp.OuterHTML(`html`)), "sk-wrong")
+	screenshots(t, ctx, "overview-401")
 	r.stop()
 }

@@ -34,7 +34,7 @@ func TestRunWithIngestAddrTurnsAPOSTedEventIntoACustomer(t *testing.T) {
 		"--admin-addr", "off", "--replica-id", "ingest-1", "--ingest-addr", addr, "--ingest-token", token)
 
 	post := func() (int, string) {
-		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events/default", strings.NewReader(`{"id":"web-1","name":"Ann","email":"ann@example.com"}`))
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events/default", strings.NewReader(`{"id":"web-1","name":"Ann","emails":"Ann@Example.com"}`))
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
@@ -62,6 +62,10 @@ func TestRunWithIngestAddrTurnsAPOSTedEventIntoACustomer(t *testing.T) {
 	require.Contains(t, body, `"duplicates":1`, "the retried POST is not a second event")
 
 	require.Eventually(t, func() bool { return len(sb.Sandbox.Customers()) == 1 }, 30*time.Second, 50*time.Millisecond, r.stderr.String())
+	// The default workflow maps emails: the posted address arrives (lower-cased).
+	emails, _ := sb.Sandbox.Customers()[0].Attributes["emails"].([]any)
+	require.Len(t, emails, 1, "the customer has the posted email")
+	require.Equal(t, "ann@example.com", emails[0].(map[string]any)["email"])
 	require.NotContains(t, r.stderr.String(), token)
 	r.stop()
 }
