@@ -161,7 +161,11 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 	if !f.bulk.admit(ctx, len(indexes)) {
 		return report
 	}
-	defer f.bulk.unadmit(len(indexes))
+	// Each item leaves the bound as it gets its outcome, so that an event
+	// as large as the bound does not hold back the events behind it until
+	// its last item is done.
+	held := len(indexes)
+	defer func() { f.bulk.unadmit(held) }()
 	done := make(chan bulkOutcome, len(indexes))
 	pos := make(map[int]int, len(indexes))
 	now := w.cfg.Clock.Now()
@@ -177,6 +181,8 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 		items = append(items, &bulkItem{index: i, key: keys[i], req: reqs[i], body: enc, done: done, queued: now,
 			log: ev.log.With().Int("item", i).Logger(), span: ev.traceBulkItem(ctx, f, i)})
 	}
+	f.bulk.release(held - len(items)) // not encodable: settled already
+	held = len(items)
 	f.bulk.add(tracing.Detach(ctx), items)
 	beat := w.cfg.AckWait / 3
 	hb := w.cfg.Clock.NewTimer(beat)
@@ -185,6 +191,8 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 		select {
 		case o := <-done:
 			got++
+			held--
+			f.bulk.release(1)
 			ev.endBulkItem(o)
 			report.Outcomes[pos[o.Index]] = o.Outcome
 			if o.job != "" {
@@ -236,6 +244,17 @@ func (b *batcher) unadmit(n int) {
 	b.heldMu.Lock()
 	b.held -= n
 	b.inRun--
+	b.roomChanged()
+	b.heldMu.Unlock()
+}
+
+// release counts n items of an event still running no longer held.
+func (b *batcher) release(n int) {
+	if n == 0 {
+		return
+	}
+	b.heldMu.Lock()
+	b.held -= n
 	b.roomChanged()
 	b.heldMu.Unlock()
 }

@@ -334,7 +334,7 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	card := read(t, ctx, chromedp.Text(`article.workflow`))
 	require.Contains(t, card, "Created / updated / failed")
 	require.Regexp(t, `Created / updated / failed\s*1 / 1 / 1`, card)
-	require.Regexp(t, `Last \d+s \(since start\)\s*3 runs`, card)
+	require.Regexp(t, `Last [\dhms]+ \(since start\)\s*3 runs`, card)
 	require.NotContains(t, card, "Last hour")
 	screenshots(t, ctx, "overview-counts")
 
