@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -404,7 +405,7 @@ func (b *batcher) take() []*bulkItem {
 			b.blocked[it.key] = append(b.blocked[it.key], it)
 			continue
 		}
-		if !b.w.ledger.tryHold(it.key) {
+		if !b.w.ledger.TryHold(it.key) {
 			it.notBefore = b.w.cfg.Clock.Now().Add(b.policy.InitialDelay)
 			b.delayed = append(b.delayed, it)
 			continue
@@ -448,7 +449,7 @@ func (b *batcher) sleep(ctx context.Context, d time.Duration) {
 func (b *batcher) leave(it *bulkItem) {
 	b.mu.Lock()
 	delete(b.active, it.key)
-	b.w.ledger.unhold(it.key)
+	b.w.ledger.Unhold(it.key)
 	if list := b.blocked[it.key]; len(list) > 0 {
 		delete(b.blocked, it.key)
 		b.ready = append(b.ready, list...)
@@ -568,7 +569,7 @@ func each(items []*bulkItem, fn func(it *bulkItem)) {
 // follow it. The caller holds one rate unit for the request.
 func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 	l := b.w.ledger
-	claims := make([]claimResult, len(batch))
+	claims := make([]ledger.Claim, len(batch))
 	errs := make([]error, len(batch))
 	pos := make(map[*bulkItem]int, len(batch))
 	for i, it := range batch {
@@ -576,34 +577,34 @@ func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
 	}
 	// The request's token goes into every new claim; the job id Kustomer
 	// gives the request is then recorded once, under the token.
-	token := newBatchToken()
+	token := ledger.NewBatchToken()
 	each(batch, func(it *bulkItem) {
 		i := pos[it]
-		claims[i], errs[i] = l.claim(ctx, it.key, token)
+		claims[i], errs[i] = l.Claim(ctx, it.key, token)
 	})
 	var send, lookups []*bulkItem
 	stale := map[*bulkItem]bool{} // claimed earlier: their claims name another request
 	earlier := map[earlierKey][]*bulkItem{}
 	for i, it := range batch {
 		c, err := claims[i], errs[i]
-		if err == nil && c.stale {
+		if err == nil && c.Stale {
 			stale[it] = true
 		}
 		switch {
 		case ctx.Err() != nil:
 			b.cancel([]*bulkItem{it})
-		case errors.Is(err, errClaimed):
-			b.settle(it, loop.Later(c.wait, err)) // not attempted: no attempt spent
+		case errors.Is(err, ledger.ErrClaimed):
+			b.settle(it, loop.Later(c.Wait, err)) // not attempted: no attempt spent
 		case err != nil:
 			it.attempts++
 			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
-		case c.customerID != "":
-			it.log.Info().Str("customer_id", c.customerID).Msg("item already created")
-			b.finish(it, outcome.AlreadyCreated, c.customerID)
-		case c.stale && (c.bulkBatch != "" || c.bulkJob != ""):
-			k := earlierKey{token: c.bulkBatch, job: c.bulkJob}
+		case c.CustomerID != "":
+			it.log.Info().Str("customer_id", c.CustomerID).Msg("item already created")
+			b.finish(it, outcome.AlreadyCreated, c.CustomerID)
+		case c.Stale && (c.BulkBatch != "" || c.BulkJob != ""):
+			k := earlierKey{token: c.BulkBatch, job: c.BulkJob}
 			earlier[k] = append(earlier[k], it)
-		case c.stale && it.req.ExternalID() != "":
+		case c.Stale && it.req.ExternalID() != "":
 			lookups = append(lookups, it)
 		default:
 			send = append(send, it)
@@ -657,7 +658,7 @@ func (b *batcher) lookUp(ctx context.Context, items []*bulkItem) (absent []*bulk
 			it.attempts++
 			b.settle(it, d)
 		case c != nil:
-			it.recorded(l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum), c.ID)
+			it.recorded(l.Record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum), c.ID)
 			b.finish(it, outcome.AlreadyCreated, c.ID)
 		default:
 			absent = append(absent, it)
@@ -670,7 +671,7 @@ func (b *batcher) lookUp(ctx context.Context, items []*bulkItem) (absent []*bulk
 // claims named an earlier request.
 func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem) {
 	each(items, func(it *bulkItem) {
-		if err := b.w.ledger.claimForBatch(context.WithoutCancel(ctx), it.key, token); err != nil {
+		if err := b.w.ledger.ClaimForBatch(context.WithoutCancel(ctx), it.key, token); err != nil {
 			it.log.Warn().Err(err).Msg("claim not renewed for the bulk request; after a crash the item is looked up instead")
 		}
 	})
@@ -693,21 +694,21 @@ func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem)
 //
 // It returns the items to look up and the items to send again.
 func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) (lookups, send []*bulkItem) {
-	rec := batchRecord{job: k.job, found: k.job != ""}
+	rec := ledger.BatchRecord{Job: k.job, Found: k.job != ""}
 	if k.token != "" {
 		var err error
-		if rec, err = b.w.ledger.batchRead(ctx, k.token); err != nil {
+		if rec, err = b.w.ledger.BatchRead(ctx, k.token); err != nil {
 			for _, it := range items {
 				it.attempts++
 				b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
 			}
 			return nil, nil
 		}
-		if !rec.found && k.job != "" {
-			rec.job, rec.found = k.job, true
+		if !rec.Found && k.job != "" {
+			rec.Job, rec.Found = k.job, true
 		}
 	}
-	if !rec.found {
+	if !rec.Found {
 		for _, it := range items {
 			if it.req.ExternalID() != "" {
 				lookups = append(lookups, it)
@@ -718,28 +719,28 @@ func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) 
 		return lookups, send
 	}
 	now := b.w.cfg.Clock.Now()
-	lease := b.w.ledger.lease
-	if age := now.Sub(rec.beat); !rec.beat.IsZero() && rec.owner != b.w.ledger.owner && age < lease && age > -lease {
+	lease := b.w.ledger.Lease()
+	if age := now.Sub(rec.Beat); !rec.Beat.IsZero() && rec.Owner != b.w.ledger.Owner() && age < lease && age > -lease {
 		// Another replica follows the request (or still waits for its
 		// answer): its items are its to settle.
 		for _, it := range items {
-			b.settle(it, loop.Later(lease-max(age, 0), fmt.Errorf("worker: bulk request %s is followed by replica %s", k.token, rec.owner)))
+			b.settle(it, loop.Later(lease-max(age, 0), fmt.Errorf("worker: bulk request %s is followed by replica %s", k.token, rec.Owner)))
 		}
 		return nil, nil
 	}
-	if rec.job != "" {
+	if rec.Job != "" {
 		for _, it := range items {
-			it.job = rec.job
+			it.job = rec.Job
 		}
-		return b.resume(ctx, b.watch(ctx, rec.job, k.token, rec.count, rec.sent), items), nil
+		return b.resume(ctx, b.watch(ctx, rec.Job, k.token, rec.Count, rec.Sent), items), nil
 	}
 	// Sent without an answer: the job, if Kustomer queued one, is unknown.
-	until := b.unknownUntil(rec.sent)
+	until := b.unknownUntil(rec.Sent)
 	if now.Before(until) {
-		b.f.log.Info().Str("bulk_request", k.token).Time("sent", rec.sent).Time("until", until).Int("items", len(items)).
+		b.f.log.Info().Str("bulk_request", k.token).Time("sent", rec.Sent).Time("until", until).Int("items", len(items)).
 			Msg("bulk request sent without an answer: its items wait until Kustomer can no longer be running its job")
 		for _, it := range items {
-			b.settle(it, loop.Later(until.Sub(now), fmt.Errorf("worker: bulk request %s sent at %s got no answer", k.token, rec.sent.UTC().Format(time.RFC3339))))
+			b.settle(it, loop.Later(until.Sub(now), fmt.Errorf("worker: bulk request %s sent at %s got no answer", k.token, rec.Sent.UTC().Format(time.RFC3339))))
 		}
 		return nil, nil
 	}
@@ -749,7 +750,7 @@ func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) 
 			continue
 		}
 		it.err = loop.Unknown(fmt.Errorf("worker: bulk request %s sent at %s got no answer and the item has no externalId to look it up by: "+
-			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", k.token, rec.sent.UTC().Format(time.RFC3339)))
+			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", k.token, rec.Sent.UTC().Format(time.RFC3339)))
 		now := b.w.cfg.Clock.Now()
 		it.first, it.last = cmp.Or(it.first, now), now
 		b.finish(it, outcome.Exhausted, "")
@@ -836,7 +837,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 		return
 	}
 	if token == "" {
-		token = newBatchToken()
+		token = ledger.NewBatchToken()
 		b.claimFor(ctx, token, items)
 	}
 	if !haveUnit && !b.unit(ctx, items, func(err error) error { return loop.RetryAfter(0, err) }) {
@@ -844,7 +845,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	}
 	// Recorded before it is sent: after a crash, a replica taking the
 	// items over knows the request may have become a job, and since when.
-	sent, err := b.w.ledger.batchSending(context.WithoutCancel(ctx), token, len(items))
+	sent, err := b.w.ledger.BatchSending(context.WithoutCancel(ctx), token, len(items))
 	if err != nil {
 		for _, it := range items {
 			it.attempts++
@@ -873,7 +874,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	for _, it := range items {
 		it.job = job.ID
 	}
-	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
+	if err := b.w.ledger.BatchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
 		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items wait out bulk_job_timeout and are looked up")
 	}
 	w := b.watch(ctx, job.ID, token, len(items), sent)
@@ -915,7 +916,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 	if n, ok := kustomer.BulkRejectedItem(err); ok && n < len(items) {
 		// Kustomer named the bad item: it alone fails, the others go again.
 		bad := items[n]
-		b.w.ledger.release(context.WithoutCancel(ctx), bad.key)
+		b.w.ledger.Release(context.WithoutCancel(ctx), bad.key)
 		bad.log.Warn().Err(err).Msg("bulk request rejected for this item")
 		b.settle(bad, d)
 		rest := append(append([]*bulkItem{}, items[:n]...), items[n+1:]...)
@@ -955,7 +956,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 	}
 	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
 	for _, it := range items {
-		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
+		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
 		b.settle(it, d)
 	}
 }
@@ -1023,14 +1024,14 @@ func (b *batcher) following(id string) bool {
 // then leave its items to this one.
 func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count int, sent time.Time) (*kustomer.BulkResults, error) {
 	clock := b.w.cfg.Clock
-	beat := max(b.w.ledger.lease/3, bulkEstimateFloor)
+	beat := max(b.w.ledger.Lease()/3, bulkEstimateFloor)
 	nextBeat := clock.Now().Add(beat)
 	wait := time.Duration(0) // past the estimate: after an early poll
 	for {
 		now := clock.Now()
 		if token != "" && !now.Before(nextBeat) {
 			nextBeat = now.Add(beat)
-			if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, w.id, count, sent); err != nil {
+			if err := b.w.ledger.BatchSent(context.WithoutCancel(ctx), token, w.id, count, sent); err != nil {
 				b.f.log.Warn().Err(err).Str("bulk_job", w.id).Msg("bulk job's ledger record not renewed")
 			}
 		}
@@ -1189,7 +1190,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		default:
 			transient = append(transient, d)
 		}
-		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
+		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
 		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decision(d)).Msg("create failed")
 		b.settle(it, d)
 	}
@@ -1201,7 +1202,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		}
 	}
 	each(created, func(it *bulkItem) {
-		it.recorded(b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum), ids[it])
+		it.recorded(b.w.ledger.Record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum), ids[it])
 	})
 	for _, it := range created {
 		it.log.Debug().Str("customer_id", ids[it]).Str("bulk_job", id).Msg("customer created")

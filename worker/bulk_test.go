@@ -20,6 +20,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -497,22 +498,22 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	// A replica, dead since, claimed the three items and sent them in a job
 	// that is still running.
 	var died time.Duration
-	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
+	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
 	require.NoError(t, err)
 	died = time.Minute // its claims are a minute old: their leases ended
 	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
 	require.NoError(t, err)
-	token := newBatchToken()
+	token := ledger.NewBatchToken()
 	var items []kustomer.BulkItem
 	for _, n := range []string{"a", "b", "c"} {
-		key := ledgerKey("", "ext-"+n)
-		_, err := dead.claim(ctx, key, token)
+		key := ledger.Key("", "ext-"+n)
+		_, err := dead.Claim(ctx, key, token)
 		require.NoError(t, err)
 		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
 	}
 	job, err := client.CreateCustomersBulk(ctx, items)
 	require.NoError(t, err)
-	require.NoError(t, dead.batchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
+	require.NoError(t, dead.BatchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
 
 	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
 	rec := h.waitRun(seq)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -168,7 +169,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			if key == "" {
 				key = ev.key + "#" + strconv.Itoa(i)
 			}
-			keys[i] = ledgerKey(ledgerScope(f.wf), key)
+			keys[i] = ledger.Key(ledgerScope(f.wf), key)
 		}
 		if err != nil {
 			results[i] = loop.Outcome{Index: i, Status: mappingOutcome(err), Err: err}
@@ -307,14 +308,14 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	}
 	sum := enc.sum
 	note.sent = sum
-	if err := w.ledger.hold(ctx, key); err != nil {
+	if err := w.ledger.Hold(ctx, key); err != nil {
 		return loop.Result{}, loop.RetryAfter(0, err) // shutting down
 	}
-	defer w.ledger.unhold(key)
-	claim, err := w.ledger.claim(ctx, key, "")
+	defer w.ledger.Unhold(key)
+	claim, err := w.ledger.Claim(ctx, key, "")
 	switch {
-	case errors.Is(err, errClaimed):
-		return loop.Result{}, loop.Later(claim.wait, err) // not attempted: no attempt spent, no failure
+	case errors.Is(err, ledger.ErrClaimed):
+		return loop.Result{}, loop.Later(claim.Wait, err) // not attempted: no attempt spent, no failure
 	case err != nil:
 		// Not Kustomer's fault: no attempt is spent and the breaker (which
 		// pauses on Kustomer failing) is not told. A ledger bucket deleted
@@ -325,18 +326,18 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 			return loop.Result{}, loop.Later(time.Second, err)
 		}
 		return loop.Result{}, loop.Later(0, err)
-	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):
-		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
-		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
+	case claim.CustomerID != "" && (len(f.wf.Match) == 0 || claim.Sent == sum):
+		log.Info().Str("customer_id", claim.CustomerID).Msg("item already created")
+		return loop.Result{CustomerID: claim.CustomerID, Attributes: enc.json, AlreadyCreated: true}, nil
 	}
 	spend := &spender{lim: w.limiter}
-	if claim.customerID == "" { // this attempt holds the claim
-		spend.keep(func(ctx context.Context) error { return w.ledger.renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.lease)
+	if claim.CustomerID == "" { // this attempt holds the claim
+		spend.keep(func(ctx context.Context) error { return w.ledger.Renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.Lease())
 	}
 	if len(f.wf.Match) > 0 {
 		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
 	}
-	return w.create(ctx, req, enc, key, claim.stale, spend, log, note)
+	return w.create(ctx, req, enc, key, claim.Stale, spend, log, note)
 }
 
 // create creates the item's customer, holding its claim; lookFirst (an
@@ -352,7 +353,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// create it again: ask again at the next attempt.
 			return loop.Result{}, unresolved(err)
 		case c != nil:
-			note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
+			note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 		}
 	}
@@ -370,7 +371,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// Not found, or the question failed: the outcome stays unknown,
 			// the claim stays, and the next attempt asks again.
 			if c, err := w.lookup(ctx, extID, spend, log); err == nil && c != nil {
-				note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
+				note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
 			}
 		}
@@ -378,12 +379,12 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// Kustomer answered: this attempt created nothing, and no earlier
 			// attempt's outcome is in doubt (that claim is kept, so every
 			// later attempt looks the item up first).
-			w.ledger.release(context.WithoutCancel(ctx), key)
+			w.ledger.Release(context.WithoutCancel(ctx), key)
 		}
 		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
 		return loop.Result{}, err
 	}
-	note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
+	note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 	log.Info().Str("customer_id", c.ID).Msg("customer created")
 	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
 }
@@ -718,4 +719,12 @@ func retryPolicy(r mapping.Retry) loop.Policy {
 		Multiplier:   r.Multiplier,
 		Jitter:       r.Jitter,
 	}
+}
+
+// ledgerScope is the scope of wf's keys for ledger.Key.
+func ledgerScope(wf *mapping.Workflow) string {
+	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
+		return wf.Name
+	}
+	return ""
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -81,7 +80,7 @@ func encodeBody(req mapping.Request) (body, error) {
 // An attempt's claim and match locks last a lease; a wait for the budget
 // may outlast it (a 429 pauses everyone for up to a window). So when renew
 // is set, wait renews them before a request made a third of a lease or more
-// after they were last taken or renewed, and fails with errClaimed
+// after they were last taken or renewed, and fails with ledger.ErrClaimed
 // (another replica took one over meanwhile) rather than send it.
 type spender struct {
 	lim  *loop.Limiter
@@ -131,45 +130,45 @@ func (s *spender) keep(renew func(context.Context) error, clock loop.Clock, leas
 // matchItem is one attempt at an item of a workflow with match: claim its
 // match keys, look the customer up by them in order, then create it, or
 // skip or update the customer found. claim is the item's idempotency claim:
-// owned when claim.customerID is empty, else the ledger's record of an
-// earlier body (claim.sent differs from sum).
-func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mapping.Request, enc body, key string, claim claimResult, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
+// owned when claim.CustomerID is empty, else the ledger's record of an
+// earlier body (claim.Sent differs from sum).
+func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mapping.Request, enc body, key string, claim ledger.Claim, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
 	sum := enc.sum
-	if claim.customerID != "" && wf.OnMatch != mapping.OnMatchUpdate {
+	if claim.CustomerID != "" && wf.OnMatch != mapping.OnMatchUpdate {
 		// Changed since it was sent, but the workflow leaves customers as they are.
-		note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, claim.customerID, sum), claim.customerID, log)
-		log.Info().Str("customer_id", claim.customerID).Msg("item changed; customer left as it is (on_match: skip)")
-		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, Status: outcome.Skipped}, nil
+		note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, claim.CustomerID, sum), claim.CustomerID, log)
+		log.Info().Str("customer_id", claim.CustomerID).Msg("item changed; customer left as it is (on_match: skip)")
+		return loop.Result{CustomerID: claim.CustomerID, Attributes: enc.json, Status: outcome.Skipped}, nil
 	}
 	giveUp := func(err error) (loop.Result, error) {
 		// A stale claim is kept: the next attempt must look up again.
-		if claim.customerID == "" && !claim.stale {
-			w.ledger.release(context.WithoutCancel(ctx), key)
+		if claim.CustomerID == "" && !claim.Stale {
+			w.ledger.Release(context.WithoutCancel(ctx), key)
 		}
 		return loop.Result{}, err
 	}
-	unlock, renewLocks, err := w.ledger.lockMatches(ctx, matchLocks(wf, req))
-	if errors.Is(err, errClaimed) {
+	unlock, renewLocks, err := w.ledger.LockMatches(ctx, matchLocks(wf, req))
+	if errors.Is(err, ledger.ErrClaimed) {
 		return giveUp(loop.Later(matchLockRetry, err))
 	} else if err != nil {
 		return giveUp(loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
 	}
 	defer unlock()
-	spend.keep(renewLocks, w.cfg.Clock, w.ledger.lease)
+	spend.keep(renewLocks, w.cfg.Clock, w.ledger.Lease())
 	found, err := w.findCustomer(ctx, wf, req, claim, spend, log)
 	if err != nil {
 		return giveUp(err)
 	}
-	id := claim.customerID
+	id := claim.CustomerID
 	if found != nil {
 		id = found.ID
 	}
 	if id == "" {
-		lookFirst := claim.stale && !slices.Contains(wf.Match, mapping.MatchExternalID)
+		lookFirst := claim.Stale && !slices.Contains(wf.Match, mapping.MatchExternalID)
 		return w.create(ctx, req, enc, key, lookFirst, spend, log, note)
 	}
 	if wf.OnMatch != mapping.OnMatchUpdate {
-		note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, id, sum), id, log)
+		note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, id, sum), id, log)
 		log.Info().Str("customer_id", id).Msg("customer exists; left as it is (on_match: skip)")
 		return loop.Result{CustomerID: id, Attributes: found.RawAttributes, Status: outcome.Skipped}, nil
 	}
@@ -188,7 +187,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		log.Warn().Err(err).Str("class", kustomer.ClassOf(err).String()).Str("customer_id", id).Msg("update failed")
 		return giveUp(err)
 	}
-	note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
+	note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
 	log.Info().Str("customer_id", c.ID).Int("dropped", len(dropped)).Msg("customer updated")
 	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, Status: outcome.Updated}, nil
 }
@@ -197,10 +196,10 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 // order and returns the first found, or nil. The externalId look-up is left
 // out for an item the ledger has never seen when the workflow declares
 // fresh_ids: such an id cannot be in Kustomer yet.
-func (w *Worker) findCustomer(ctx context.Context, wf *mapping.Workflow, req mapping.Request, claim claimResult, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
+func (w *Worker) findCustomer(ctx context.Context, wf *mapping.Workflow, req mapping.Request, claim ledger.Claim, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
 	for _, k := range wf.Match {
 		v := req.MatchValue(k)
-		if v == "" || k == mapping.MatchExternalID && wf.FreshIDs && claim.customerID == "" && !claim.stale {
+		if v == "" || k == mapping.MatchExternalID && wf.FreshIDs && claim.CustomerID == "" && !claim.Stale {
 			continue
 		}
 		if err := spend.wait(ctx); err != nil {
@@ -299,85 +298,3 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 	slices.Sort(dropped)
 	return body, dropped
 }
-
-// lockMatches takes a lock in the ledger on each name (see matchLocks), so
-// that two items for the same person — two events on two replicas — are
-// matched one after the other and end as one customer. A lock lasts one
-// attempt, or the lease if its holder dies. It returns errClaimed when
-// another item holds one of them (and then holds none), and the function
-// that releases them.
-//
-// renew extends every lock by a lease from now, failing with
-// errMatchLocked when one is no longer this attempt's (it ran out and
-// another item took it).
-func (l *ledger) lockMatches(ctx context.Context, names []string) (unlock func(), renew func(context.Context) error, err error) {
-	type held struct {
-		key   string
-		rev   uint64
-		nonce string
-	}
-	var locks []held
-	unlock = func() {
-		for _, h := range locks {
-			_ = l.kv.Delete(context.WithoutCancel(ctx), h.key, jetstream.LastRevision(h.rev))
-		}
-	}
-	renew = func(ctx context.Context) error {
-		for i, h := range locks {
-			rev, err := l.kv.Update(ctx, h.key, l.lockValue(ctx, h.nonce), h.rev)
-			if err != nil {
-				return errMatchLocked
-			}
-			locks[i].rev = rev
-		}
-		return nil
-	}
-	for _, name := range names {
-		key := "match." + ledgerKey("", name)[len("item."):]
-		rev, nonce, err := l.lock(ctx, key)
-		if err != nil {
-			unlock()
-			return nil, nil, err
-		}
-		locks = append(locks, held{key, rev, nonce})
-	}
-	return unlock, renew, nil
-}
-
-// lockValue is a match lock's value: this replica, the attempt's nonce and
-// the lease's end.
-func (l *ledger) lockValue(ctx context.Context, nonce string) []byte {
-	return fmt.Appendf(nil, "lock %s/%s %d", l.owner, nonce, l.leaseEnd(ctx).UnixMilli())
-}
-
-// lock takes one match lock, or takes over an expired one.
-func (l *ledger) lock(ctx context.Context, key string) (rev uint64, nonce string, err error) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	nonce = hex.EncodeToString(b[:])
-	value := l.lockValue(ctx, nonce)
-	rev, err = l.kv.Create(ctx, key, value)
-	if err == nil {
-		return rev, nonce, nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, "", fmt.Errorf("worker: ledger lock: %w", err)
-	}
-	entry, err := l.kv.Get(ctx, key)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, "", errMatchLocked
-	case err != nil:
-		return 0, "", fmt.Errorf("worker: ledger read: %w", err)
-	}
-	if _, expiry := parseOwnerExpiry(strings.TrimPrefix(string(entry.Value()), "lock ")); l.leaseLeft(ctx, expiry) > 0 {
-		return 0, "", errMatchLocked
-	}
-	if rev, err = l.kv.Update(ctx, key, value, entry.Revision()); err != nil {
-		return 0, "", errMatchLocked
-	}
-	return rev, nonce, nil
-}
-
-// errMatchLocked means another item is being matched on the same key.
-var errMatchLocked = fmt.Errorf("worker: another item for the same customer is being matched: %w", errClaimed)

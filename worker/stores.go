@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
@@ -18,7 +19,7 @@ import (
 // ensureStores creates, or updates, what the worker writes besides the
 // leads stream: the results stream, the dead-letter stream and its payload
 // bucket, the run log, the ledger and the replay key.
-func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*runlog.Log, *ledger, *dlq.ReplayKey, error) {
+func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*runlog.Log, *ledger.Ledger, *dlq.ReplayKey, error) {
 	var results, deadLetters []string
 	for _, wf := range workflows {
 		results = append(results, wf.ResultsSubject)
@@ -43,7 +44,7 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	led, err := openLedger(ctx, w.js, w.ledgerConfig(), w.cfg.ReplicaID, w.cfg.Clock.Now)
+	led, err := ledger.Open(ctx, w.js, w.ledgerConfig(), w.cfg.ReplicaID, w.cfg.Clock.Now)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -75,7 +76,7 @@ func (w *Worker) runLogConfig() runlog.Config {
 	return rl
 }
 
-func (w *Worker) ledgerConfig() LedgerConfig {
+func (w *Worker) ledgerConfig() ledger.Config {
 	lc := w.cfg.Ledger
 	if lc.Replicas == 0 {
 		lc.Replicas = w.cfg.Stream.Replicas
@@ -98,7 +99,7 @@ func (w *Worker) stores() []store {
 		{"OBJ_" + dlq.PayloadsBucket, "dead-letter payload bucket " + dlq.PayloadsBucket},
 		{rl.Stream, "run log stream " + rl.Stream},
 		{"OBJ_" + rl.Bucket, "run log bucket " + rl.Bucket},
-		{"KV_" + cmp.Or(w.cfg.Ledger.Bucket, LedgerBucketDefault), "ledger bucket " + cmp.Or(w.cfg.Ledger.Bucket, LedgerBucketDefault)},
+		{"KV_" + cmp.Or(w.cfg.Ledger.Bucket, ledger.BucketDefault), "ledger bucket " + cmp.Or(w.cfg.Ledger.Bucket, ledger.BucketDefault)},
 	}
 }
 

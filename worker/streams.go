@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
@@ -23,9 +24,9 @@ const (
 	DedupWindowDefault = 24 * time.Hour
 	// StreamMaxAgeDefault is how long a stream kustomer-sync manages keeps an
 	// event, processed or not: as long as the ledger remembers created items
-	// (LedgerTTLDefault), so a workflow started with "start: all" never
+	// (ledger.TTLDefault), so a workflow started with "start: all" never
 	// meets an event whose items the ledger has forgotten.
-	StreamMaxAgeDefault = LedgerTTLDefault
+	StreamMaxAgeDefault = ledger.TTLDefault
 	// ResultsStreamDefault keeps the results of created customers for
 	// downstream consumers.
 	ResultsStreamDefault = "KSYNC_RESULTS"

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/replica"
@@ -102,10 +103,10 @@ type Config struct {
 	Stream     StreamConfig
 	DeadLetter dlq.StreamConfig
 	RunLog     runlog.Config
-	// Ledger.Lease (default LeaseDefault) must exceed Kustomer.Timeout: a
+	// Ledger.Lease (default ledger.LeaseDefault) must exceed Kustomer.Timeout: a
 	// slow request's claim must outlive the request, or another replica
 	// could claim the item and create it again.
-	Ledger LedgerConfig
+	Ledger ledger.Config
 	// ResultsStream captures the results subjects; default ResultsStreamDefault.
 	ResultsStream string
 	// KeyBucket keeps the replay key that replays are verified with; default
@@ -176,7 +177,7 @@ func (c *Config) validate() error {
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)
 	c.StartupTimeout = cmp.Or(c.StartupTimeout, StartupTimeoutDefault)
-	c.Ledger.Lease = cmp.Or(c.Ledger.Lease, LeaseDefault)
+	c.Ledger.Lease = cmp.Or(c.Ledger.Lease, ledger.LeaseDefault)
 	c.Kustomer.Timeout = cmp.Or(c.Kustomer.Timeout, kustomer.DefaultTimeout)
 	c.Clock = cmp.Or[loop.Clock](c.Clock, loop.SystemClock())
 	c.Registerer = cmp.Or[prometheus.Registerer](c.Registerer, prometheus.DefaultRegisterer)
@@ -241,7 +242,7 @@ type Worker struct {
 	budget   *replica.Budget
 	metrics  *metrics
 
-	ledger *ledger
+	ledger *ledger.Ledger
 	runs   *runlog.Log
 	// replayKey verifies replay headers; an event whose headers do not
 	// verify is a new event.

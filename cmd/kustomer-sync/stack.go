@@ -24,6 +24,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natsserver"
@@ -100,7 +101,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.maxEventBytes = worker.MaxEventBytesDefault
 	fl.Var(&f.maxEventBytes, "max-event-bytes", "largest event, e.g. 1MB or 512KiB; larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
-	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
+	fl.DurationVar(&f.claimLease, "claim-lease", ledger.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
 	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
 	fl.DurationVar(&f.maxAge, "stream-max-age", worker.StreamMaxAgeDefault, "when kustomer-sync manages the leads stream: how long it keeps an event, processed or not (an event still unprocessed then is lost); 0 keeps events forever")
 	fl.DurationVar(&f.startup, "startup-timeout", worker.StartupTimeoutDefault, "how long start-up waits for NATS to be reachable and JetStream to create the streams, buckets and consumers (a cluster still forming) before giving up")
@@ -372,7 +373,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		RateBurst:      f.rateBurst,
 		Stream:         f.streamConfig(),
 		AckWait:        f.ackWait,
-		Ledger:         worker.LedgerConfig{Lease: f.claimLease},
+		Ledger:         ledger.Config{Lease: f.claimLease},
 		MaxEventBytes:  int(f.maxEventBytes),
 		ReplicaID:      f.replicaID,
 		DrainTimeout:   f.drainTimeout,
