@@ -249,3 +249,47 @@ func TestClaimsAndMatchLocksHoldAcrossReplicasWhoseClocksDisagreeByAMinute(t *te
 	require.NoError(t, err, "a lock one lease old is taken over")
 	unlock2()
 }
+
+// A Keeper renews an attempt's claim once a third of a lease has passed,
+// not before, and fails once another replica took the claim over.
+func TestAKeeperRenewsAClaimAThirdOfALeaseOnAndFailsOnceItIsTakenOver(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	a, b, now := twoReplicas(t, js, "")
+	key := Key("", "lead-keep")
+	held, err := a.Claim(ctx, key, "")
+	require.NoError(t, err)
+	k := a.Keeper()
+	k.KeepClaim(key, &held)
+	rev := held.rev
+
+	*now = now.Add(5 * time.Second)
+	require.NoError(t, k.Renew(ctx))
+	require.Equal(t, rev, held.rev, "not renewed before a third of the lease")
+	*now = now.Add(6 * time.Second)
+	require.NoError(t, k.Renew(ctx))
+	require.Greater(t, held.rev, rev, "renewed a third of a lease on")
+
+	*now = now.Add(31 * time.Second) // a stalled past its lease: b takes over
+	_, err = b.Claim(ctx, key, "")
+	require.NoError(t, err)
+	require.ErrorIs(t, k.Renew(ctx), ErrClaimed)
+	require.NoError(t, (*Keeper)(nil).Renew(ctx), "a nil Keeper holds nothing")
+}
+
+func TestLeaseLeftReadsClaimsAndLocksOnly(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	a, _, _ := twoReplicas(t, js, "")
+	left, ok := a.LeaseLeft(ctx, a.claimValue(ctx, ""))
+	require.True(t, ok)
+	require.InDelta(t, float64(30*time.Second), float64(left), float64(time.Second))
+	_, ok = a.LeaseLeft(ctx, a.lockValue(ctx, "n"))
+	require.True(t, ok)
+	_, ok = a.LeaseLeft(ctx, []byte(createdPrefix+"cust-1 3f2a"))
+	require.False(t, ok)
+}

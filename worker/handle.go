@@ -330,9 +330,9 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		log.Info().Str("customer_id", claim.CustomerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.CustomerID, Attributes: enc.json, AlreadyCreated: true}, nil
 	}
-	spend := &spender{lim: w.limiter}
+	spend := &spender{lim: w.limiter, held: w.ledger.Keeper()}
 	if claim.CustomerID == "" { // this attempt holds the claim
-		spend.keep(func(ctx context.Context) error { return w.ledger.Renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.Lease())
+		spend.held.KeepClaim(key, &claim)
 	}
 	if len(f.wf.Match) > 0 {
 		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)

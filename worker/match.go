@@ -75,21 +75,13 @@ func encodeBody(req mapping.Request) (body, error) {
 // spender hands out the rate budget of one attempt: the loop waited on the
 // limiter once before the attempt, which pays for its first request; every
 // further request (a look-up, then a create or an update) waits for a token
-// of its own, so the limiter counts every request sent.
-//
-// An attempt's claim and match locks last a lease; a wait for the budget
-// may outlast it (a 429 pauses everyone for up to a window). So when renew
-// is set, wait renews them before a request made a third of a lease or more
-// after they were last taken or renewed, and fails with ledger.ErrClaimed
-// (another replica took one over meanwhile) rather than send it.
+// of its own, so the limiter counts every request sent. Before each, held
+// renews the attempt's claim and match locks when due (see ledger.Keeper),
+// failing rather than send it when another replica took one over.
 type spender struct {
 	lim  *loop.Limiter
 	paid bool
-
-	renew   func(context.Context) error
-	clock   loop.Clock
-	every   time.Duration
-	renewed time.Time
+	held *ledger.Keeper
 }
 
 func (s *spender) wait(ctx context.Context) error {
@@ -100,31 +92,10 @@ func (s *spender) wait(ctx context.Context) error {
 	if err := s.lim.Wait(ctx); err != nil {
 		return err
 	}
-	if s.renew == nil {
-		return nil
-	}
-	if now := s.clock.Now(); now.Sub(s.renewed) >= s.every {
-		if err := s.renew(ctx); err != nil {
-			return loop.Later(0, err)
-		}
-		s.renewed = now
+	if err := s.held.Renew(ctx); err != nil {
+		return loop.Later(0, err)
 	}
 	return nil
-}
-
-// keep makes s renew what renew renews, taken at now, before a request made
-// a third of a lease after.
-func (s *spender) keep(renew func(context.Context) error, clock loop.Clock, lease time.Duration) {
-	prev := s.renew
-	s.renew = func(ctx context.Context) error {
-		if prev != nil {
-			if err := prev(ctx); err != nil {
-				return err
-			}
-		}
-		return renew(ctx)
-	}
-	s.clock, s.every, s.renewed = clock, lease/3, clock.Now()
 }
 
 // matchItem is one attempt at an item of a workflow with match: claim its
@@ -154,7 +125,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		return giveUp(loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
 	}
 	defer unlock()
-	spend.keep(renewLocks, w.cfg.Clock, w.ledger.Lease())
+	spend.held.Keep(renewLocks)
 	found, err := w.findCustomer(ctx, wf, req, claim, spend, log)
 	if err != nil {
 		return giveUp(err)
