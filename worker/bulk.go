@@ -148,7 +148,7 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 
 // runBulk is handle's bulk counterpart of loop.Runner.Run: it gives the
 // event's items to the workflow's batcher and waits until each has an
-// outcome, keeping the event alive meanwhile. It sets ev.bulkJobs to the
+// outcome (handle's keepAlive keeps the event alive meanwhile). It sets ev.bulkJobs to the
 // bulk job of each item that was sent.
 func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping.Request, keys []string, indexes []int) loop.Report {
 	report := loop.Report{Outcomes: make([]loop.Outcome, len(indexes))}
@@ -179,9 +179,6 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 			log: ev.log.With().Int("item", i).Logger(), span: ev.traceBulkItem(ctx, f, i)})
 	}
 	f.bulk.add(tracing.Detach(ctx), items)
-	beat := w.cfg.AckWait / 3
-	hb := w.cfg.Clock.NewTimer(beat)
-	defer func() { hb.Stop() }()
 	for got := 0; got < len(items); {
 		select {
 		case o := <-done:
@@ -197,9 +194,6 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 			if o.Status == outcome.Paused {
 				report.Paused = true
 			}
-		case <-hb.C():
-			_ = ev.msg.InProgress()
-			hb = w.cfg.Clock.NewTimer(beat)
 		case <-ctx.Done():
 			return report
 		}

@@ -92,6 +92,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			Str("subject", msg.Subject()).
 			Uint64("delivery", meta.NumDelivered).Logger(),
 	}
+	defer keepAlive(w.cfg.Clock, msg, w.cfg.AckWait/3)()
 	rp, err := w.replayKey.ReadReplay(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		// Whoever can publish a lead can write these headers: they are
@@ -150,17 +151,12 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	keys := make([]string, len(items))
 	toRun := make([]int, 0, len(indexes))
 	// Each item's mapping is bounded (mapping.TemplateMaxTime), but a long
-	// Loop of slow items is not: keep the event ours while mapping, as the
-	// loop does while creating, and stop at the shutdown deadline.
-	beat := w.cfg.Clock.Now()
+	// Loop of slow items is not: stop at the shutdown deadline (the event
+	// is kept alive meanwhile, see keepAlive).
 	for _, i := range indexes {
 		if ctx.Err() != nil {
 			ev.log.Info().Msg("event interrupted by shutdown while mapping; left unacknowledged for redelivery")
 			return
-		}
-		if now := w.cfg.Clock.Now(); now.Sub(beat) >= w.cfg.AckWait/3 {
-			_ = msg.InProgress()
-			beat = now
 		}
 		req, err := f.wf.Map(trigger, items[i], i)
 		if err == nil {
@@ -183,23 +179,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if f.bulk != nil {
 		run = func(toRun []int) loop.Report { return w.runBulk(ctx, f, ev, reqs, keys, toRun) }
 	} else {
-		runner, err := loop.New(loop.Config{
-			Concurrency:       f.wf.Concurrency,
-			Policy:            retryPolicy(f.wf.Retry),
-			Limiter:           w.limiter,
-			Breaker:           f.breaker,
-			Clock:             w.cfg.Clock,
-			Heartbeat:         func() { _ = msg.InProgress() },
-			HeartbeatInterval: w.cfg.AckWait / 3,
-			Go:                f.goroutines.Go,
-		})
-		if err != nil {
-			ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
-			return
-		}
 		ev.notes = make([]itemNote, len(items))
 		run = func(toRun []int) loop.Report {
-			return runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
+			return f.runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
 				return w.traceItem(ctx, f, i, attempt, func(ctx context.Context) (loop.Result, error) {
 					return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
 				})
@@ -245,34 +227,27 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	w.finish(ctx, f, ev, ordered)
 }
 
-// holdWhilePaused keeps the event unacknowledged and alive (InProgress)
-// while the workflow is paused. It returns true once the workflow resumed,
-// false when the worker stops fetching (draining) or ctx ends first.
+// holdWhilePaused keeps the event unacknowledged (and, by keepAlive,
+// alive) while the workflow is paused. It returns true once the workflow
+// resumed, false when the worker stops fetching (draining) or ctx ends
+// first.
 func (w *Worker) holdWhilePaused(ctx context.Context, f *flow, ev *event) bool {
 	ev.log.Info().Msg("workflow paused; event held until it resumes")
 	defer ev.tracePaused(ctx)()
-	for {
-		resumed := f.whenRunning()
+	resumed := f.whenRunning()
+	select {
+	case <-resumed:
+	default:
 		select {
 		case <-resumed:
-			ev.log.Info().Msg("workflow resumed; running the event's paused items again")
-			return true
-		default:
-		}
-		t := w.cfg.Clock.NewTimer(w.cfg.AckWait / 3)
-		select {
-		case <-resumed:
-		case <-t.C():
-			_ = ev.msg.InProgress()
 		case <-f.draining:
-			t.Stop()
 			return false
 		case <-ctx.Done():
-			t.Stop()
 			return false
 		}
-		t.Stop()
 	}
+	ev.log.Info().Msg("workflow resumed; running the event's paused items again")
+	return true
 }
 
 // readReplayObject sets ev.data to the event's payload: its body, or, for a

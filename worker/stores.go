@@ -143,7 +143,7 @@ const storeHoldRetry = 2 * time.Second
 // result, a dead letter, the run record). When it fails, what was deleted
 // is recreated and the write tried again; while it still fails (a full
 // dead-letter stream, say), the workflow pauses, saying why, and the event
-// is held, kept alive with InProgress and without spending a delivery, as
+// is held, kept alive (keepAlive) and without spending a delivery, as
 // during a pause, until the write succeeds. It returns false when the
 // worker stops first: the event is then nak'ed for another replica.
 func (w *Worker) persist(ctx context.Context, f *flow, ev *event, step string, write func(context.Context) error) bool {
@@ -172,7 +172,6 @@ func (w *Worker) persist(ctx context.Context, f *flow, ev *event, step string, w
 			t.Stop()
 			return false
 		}
-		_ = ev.msg.InProgress()
 		w.repairStores(ctx)
 		if err := write(ctx); err == nil {
 			if f.storeResumed(w.cfg.Clock.Now()) {

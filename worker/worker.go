@@ -645,6 +645,15 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		if f.bulk, err = w.newBatcher(f); err != nil {
 			return nil, err
 		}
+	} else if f.runner, err = loop.New(loop.Config{
+		Concurrency: wf.Concurrency,
+		Policy:      retryPolicy(wf.Retry),
+		Limiter:     w.limiter,
+		Breaker:     breaker,
+		Clock:       w.cfg.Clock,
+		Go:          func(fn func()) { f.goroutines.Go(fn) },
+	}); err != nil {
+		return nil, fmt.Errorf("worker: workflow %s: %w", wf.Name, err)
 	}
 	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
 	f.onStorePause = func(paused bool) {
@@ -842,6 +851,8 @@ type flow struct {
 	// held events give up then. Set by the fetch loop.
 	draining <-chan struct{}
 	bulk     *batcher // set in bulk mode
+	// runner runs an event's items in per-item mode: one per workflow.
+	runner *loop.Runner
 	// goroutines runs the events and their Loop workers, set while the
 	// fetch loop runs: a pool without a limit, whose goroutines stay for
 	// the next function once theirs returns, so an event or a Loop worker
