@@ -50,7 +50,7 @@ type BulkKustomer interface {
 type bulkOutcome struct {
 	loop.Outcome
 	job        string
-	unrecorded bool // the customer exists, the ledger could not record it
+	unrecorded unrecorded
 }
 
 // bulkItem is one item of an event on its way through the batcher.
@@ -68,7 +68,7 @@ type bulkItem struct {
 	job        string    // the last bulk job the item was sent in
 	queued     time.Time // when it became ready
 	notBefore  time.Time // for a retry: its earliest next attempt
-	unrecorded bool      // created or found, but not recorded in the ledger
+	unrecorded unrecorded
 
 	span trace.Span // the item's span, when traced (worker/tracing.go)
 }
@@ -292,7 +292,7 @@ func (b *batcher) add(ctx context.Context, items []*bulkItem) {
 	b.ready = append(b.ready, items...)
 	if !b.running {
 		b.running, b.ctx = true, ctx
-		b.wg.Go(b.loop)
+		b.wg.Go(b.run)
 	}
 	b.mu.Unlock()
 	signal(b.wake)
@@ -301,11 +301,11 @@ func (b *batcher) add(ctx context.Context, items []*bulkItem) {
 // wait returns once the batcher's goroutines have ended.
 func (b *batcher) wait() { b.wg.Wait() }
 
-// loop forms batches: a full one at once, a partial one when its oldest item
+// run forms batches: a full one at once, a partial one when its oldest item
 // has waited Linger. It takes the request's rate unit before it takes the
 // items, so that a batch waiting for the budget fills meanwhile. It ends when
 // nothing is left.
-func (b *batcher) loop() {
+func (b *batcher) run() {
 	clock := b.w.cfg.Clock
 	for {
 		b.mu.Lock()
@@ -466,7 +466,7 @@ func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string
 
 // recorded notes what record returned for the item's customer id.
 func (it *bulkItem) recorded(err error, id string) {
-	it.unrecorded = it.unrecorded || notRecorded(err, id, it.log)
+	it.unrecorded.note(err, id, it.log)
 }
 
 func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
@@ -524,8 +524,8 @@ func (b *batcher) delay(it *bulkItem, notBefore time.Time) {
 
 // unit waits for the rate unit of a request about items. When there is
 // none, it leaves the items to the event's redelivery (shutdown) or settles
-// them with decide's decision on the limiter's error, and reports false.
-func (b *batcher) unit(ctx context.Context, items []*bulkItem, decide func(error) error) bool {
+// them with judge's decision on the limiter's error, and reports false.
+func (b *batcher) unit(ctx context.Context, items []*bulkItem, judge func(error) error) bool {
 	err := b.w.limiter.Wait(ctx)
 	switch {
 	case err == nil:
@@ -535,7 +535,7 @@ func (b *batcher) unit(ctx context.Context, items []*bulkItem, decide func(error
 	default:
 		for _, it := range items {
 			it.attempts++
-			b.settle(it, decide(err))
+			b.settle(it, judge(err))
 		}
 	}
 	return false
@@ -905,7 +905,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		b.cancel(items) // sent or not: the claims stay, the redelivery reads the request's record
 		return
 	}
-	d := decide(err)
+	d := kustomerDecision(err)
 	b.f.breaker.Record(d)
 	if n, ok := kustomer.BulkRejectedItem(err); ok && n < len(items) {
 		// Kustomer named the bad item: it alone fails, the others go again.
@@ -948,7 +948,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		}
 		return
 	}
-	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
+	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decisionName(d)).Msg("bulk request failed")
 	for _, it := range items {
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
 		b.settle(it, d)
@@ -1064,7 +1064,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			if ke := (*kustomer.Error)(nil); errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound {
 				return nil, errJobGone
 			}
-			d := decide(err)
+			d := kustomerDecision(err)
 			b.f.breaker.Record(d)
 			if errors.Is(d, &loop.PauseError{}) {
 				return nil, d
@@ -1175,7 +1175,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 			unknown = append(unknown, it)
 			continue
 		}
-		d := decide(o.Err)
+		d := kustomerDecision(o.Err)
 		switch {
 		case errors.Is(d, &loop.PauseError{}):
 			b.f.breaker.Record(d) // credentials or role: the workflow pauses at once
@@ -1185,7 +1185,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 			transient = append(transient, d)
 		}
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decision(d)).Msg("create failed")
+		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decisionName(d)).Msg("create failed")
 		b.settle(it, d)
 	}
 	if up || len(created) > 0 {

@@ -119,7 +119,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 			c, err := kustomer.New(kustomer.Config{BaseURL: srv.URL, APIKey: testAPIKey, Timeout: 100 * time.Millisecond, Now: func() time.Time { return now }})
 			require.NoError(t, err)
 			_, err = c.CreateCustomer(t.Context(), map[string]any{"name": "Ada"})
-			requireDecision(t, tc.want, decide(err))
+			requireDecision(t, tc.want, kustomerDecision(err))
 		})
 	}
 
@@ -132,7 +132,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 		c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: testAPIKey})
 		require.NoError(t, err)
 		_, err = c.CreateCustomer(t.Context(), map[string]any{"name": "Ada"})
-		requireDecision(t, want{decision: &loop.RetryError{}}, decide(err))
+		requireDecision(t, want{decision: &loop.RetryError{}}, kustomerDecision(err))
 	})
 
 	t.Run("our own cancellation mid-request", func(t *testing.T) {
@@ -151,7 +151,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 			cancel()
 		}()
 		_, err = c.CreateCustomer(ctx, map[string]any{"name": "Ada"})
-		got := decide(err)
+		got := kustomerDecision(err)
 		requireDecision(t, want{decision: &loop.UnknownError{}}, got)
 		require.ErrorIs(t, got, context.Canceled)
 	})
@@ -159,7 +159,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 	t.Run("an error nobody classified", func(t *testing.T) {
 		t.Parallel()
 		bug := errors.New("worker: something unforeseen")
-		got := decide(bug)
+		got := kustomerDecision(bug)
 		requireDecision(t, want{decision: &loop.PermanentError{}}, got)
 		require.ErrorIs(t, got, bug)
 		require.Equal(t, bug.Error(), got.Error())
@@ -250,13 +250,13 @@ func TestALogLineNamesTheDecisionNotTheClientsClass(t *testing.T) {
 	for err, want := range map[error]string{
 		nil:    "",
 		ledger: "retry",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429}): "throttled",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503}): "retry",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true}):   "unknown",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401}):  "pause",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
-		errors.New("mapping: name: too long"):                                                  "permanent",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429}): "throttled",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503}): "retry",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true}):   "unknown",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401}):  "pause",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
+		errors.New("mapping: name: too long"): "permanent",
 	} {
-		require.Equal(t, want, decision(err), "%v", err)
+		require.Equal(t, want, decisionName(err), "%v", err)
 	}
 }

@@ -62,7 +62,7 @@ type event struct {
 	notes    []itemNote // per item index, once its items run
 	// unrecorded, in bulk mode: an item's customer exists but the ledger
 	// could not record it (per-item mode notes it per item, in notes).
-	unrecorded bool
+	unrecorded unrecorded
 	evTrace    // its spans, when traced (worker/tracing.go)
 }
 
@@ -272,117 +272,6 @@ func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool 
 	return true
 }
 
-// createItem is one attempt at one item: claim its key in the ledger, look it
-// up when an earlier attempt's outcome is unknown, create it, record it. A
-// workflow with match looks the customer up first (see matchItem).
-func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int, note *itemNote) (loop.Result, error) {
-	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
-	enc, err := encodeBody(req)
-	if err != nil {
-		return loop.Result{}, loop.Permanent(err)
-	}
-	sum := enc.sum
-	note.sent = sum
-	if err := w.ledger.Hold(ctx, key); err != nil {
-		return loop.Result{}, loop.RetryAfter(0, err) // shutting down
-	}
-	defer w.ledger.Unhold(key)
-	claim, err := w.ledger.Claim(ctx, key, "")
-	switch {
-	case errors.Is(err, ledger.ErrClaimed):
-		return loop.Result{}, loop.Later(claim.Wait, err) // not attempted: no attempt spent, no failure
-	case err != nil:
-		// Not Kustomer's fault: no attempt is spent and the breaker (which
-		// pauses on Kustomer failing) is not told. A ledger bucket deleted
-		// while running is recreated at once.
-		err = fmt.Errorf("worker: idempotency ledger unavailable: %w", err)
-		if ctx.Err() == nil && !w.repairStores(ctx) {
-			log.Warn().Err(err).Msg("item waits for the idempotency ledger")
-			return loop.Result{}, loop.Later(time.Second, err)
-		}
-		return loop.Result{}, loop.Later(0, err)
-	case claim.CustomerID != "" && (len(f.wf.Match) == 0 || claim.Sent == sum):
-		log.Info().Str("customer_id", claim.CustomerID).Msg("item already created")
-		return loop.Result{CustomerID: claim.CustomerID, Attributes: enc.json, AlreadyCreated: true}, nil
-	}
-	spend := &spender{lim: w.limiter, held: w.ledger.Keeper()}
-	if claim.CustomerID == "" { // this attempt holds the claim
-		spend.held.KeepClaim(key, &claim)
-	}
-	if len(f.wf.Match) > 0 {
-		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
-	}
-	return w.create(ctx, req, enc, key, claim.Stale, spend, log, note)
-}
-
-// create creates the item's customer, holding its claim; lookFirst (an
-// earlier attempt's outcome is unknown) looks it up by externalId first.
-func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key string, lookFirst bool, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
-	sum := enc.sum
-	extID := req.ExternalID()
-	if lookFirst && extID != "" {
-		c, err := w.lookup(ctx, extID, spend, log)
-		switch {
-		case err != nil:
-			// Not knowing whether the earlier attempt created it, do not
-			// create it again: ask again at the next attempt.
-			return loop.Result{}, unresolved(err)
-		case c != nil:
-			note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
-		}
-	}
-	if err := spend.wait(ctx); err != nil {
-		return loop.Result{}, err
-	}
-	c, err := w.kustomer.CreateCustomer(ctx, enc.json)
-	if err != nil {
-		err = decide(err)
-		// A timeout, a broken connection or our own cancellation after the
-		// request left: Kustomer may have created the customer.
-		unknown := errors.Is(err, &loop.UnknownError{}) || ctx.Err() != nil
-		if unknown && extID != "" {
-			// The request may have been answered: ask before trying again.
-			// Not found, or the question failed: the outcome stays unknown,
-			// the claim stays, and the next attempt asks again.
-			if c, err := w.lookup(ctx, extID, spend, log); err == nil && c != nil {
-				note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
-			}
-		}
-		if !unknown && !lookFirst {
-			// Kustomer answered: this attempt created nothing, and no earlier
-			// attempt's outcome is in doubt (that claim is kept, so every
-			// later attempt looks the item up first).
-			w.ledger.Release(context.WithoutCancel(ctx), key)
-		}
-		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
-		return loop.Result{}, err
-	}
-	note.recorded(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-	log.Info().Str("customer_id", c.ID).Msg("customer created")
-	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
-}
-
-// lookup finds a customer by externalId after an unknown outcome: the
-// customer, nil when Kustomer has none, or the error when it could not be
-// asked (a failed look-up is no answer: the customer may exist).
-func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
-	if err := spend.wait(ctx); err != nil {
-		return nil, err
-	}
-	c, err := w.kustomer.CustomerByExternalID(ctx, extID)
-	switch {
-	case kustomer.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
-		return nil, err
-	}
-	log.Info().Str("customer_id", c.ID).Msg("unknown outcome resolved by look-up: customer exists")
-	return c, nil
-}
-
 // deadLetterEvent dead-letters a whole event that cannot be processed at all.
 func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class outcome.Outcome, err error) {
 	w.finish(ctx, f, ev, []loop.Outcome{{Index: -1, Status: class, Err: err}})
@@ -394,7 +283,7 @@ func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class 
 // items from being created twice).
 func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Outcome) {
 	ctx = context.WithoutCancel(ctx)
-	if ev.unrecorded || slices.ContainsFunc(ev.notes, func(n itemNote) bool { return n.unrecorded }) {
+	if bool(ev.unrecorded) || slices.ContainsFunc(ev.notes, func(n itemNote) bool { return bool(n.unrecorded) }) {
 		// A customer the ledger does not know of: acknowledged, a later
 		// event with the same key could create it again.
 		w.nakAfterFailure(ev, "ledger record", errors.New("worker: a customer created or found is not recorded in the ledger"))
