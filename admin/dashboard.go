@@ -93,7 +93,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	v.Now = time.Now()
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, v); err != nil {
-		s.log.Error().Err(err).Str("page", page).Msg("admin: render")
+		s.log.Error().Err(err).Str("page", page).Msg("page not rendered")
 		http.Error(w, "admin: cannot render the page", http.StatusInternalServerError)
 		return
 	}

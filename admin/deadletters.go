@@ -220,7 +220,7 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request, f dlq.Filter) {
 	for _, k := range res.Kept {
 		v.Kept = append(v.Kept, keptRow{ID: k.Record.ID, Workflow: k.Record.Workflow, Reason: k.Reason.Error()})
 	}
-	s.log.Info().Int("replayed", res.Replayed).Int("kept", len(res.Kept)).Msg("dashboard: dead letters retried")
+	s.log.Info().Int("replayed", res.Replayed).Int("kept", len(res.Kept)).Msg("dead letters retried from the dashboard")
 	if len(res.Entries) == 0 {
 		s.render(w, r, http.StatusOK, "replay", view{Title: "Retry", Nav: "dead", Data: v})
 		return
@@ -346,6 +346,6 @@ func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusServiceUnavailable, "Purge", err)
 		return
 	}
-	s.log.Info().Int("purged", n).Msg("dashboard: dead letters purged")
+	s.log.Info().Int("purged", n).Msg("dead letters purged from the dashboard")
 	http.Redirect(w, r, "/dead-letters?purged="+strconv.Itoa(n), http.StatusSeeOther)
 }

@@ -215,7 +215,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		if !w.holdWhilePaused(ctx, f, ev) {
 			if ctx.Err() == nil { // stopping: back to the stream for another replica
 				_ = msg.NakWithDelay(w.cfg.PauseNakDelay)
-				ev.log.Info().Dur("delay", w.cfg.PauseNakDelay).Msg("workflow paused and the worker stopping; event nak'ed without spending attempts")
+				ev.log.Info().Stringer("delay", w.cfg.PauseNakDelay).Msg("workflow paused and the worker stopping; event nak'ed without spending attempts")
 			}
 			return
 		}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -111,6 +112,12 @@ func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
+	// The drain's end is logged before the worker says it stopped.
+	msgs := h.logMessages()
+	deadline, stopped := slices.Index(msgs, drainDeadlinePassed), slices.Index(msgs, "worker stopped")
+	require.NotEqual(t, -1, deadline, "the passed drain deadline is logged")
+	require.NotEqual(t, -1, stopped)
+	require.Less(t, deadline, stopped, "drain deadline passed, then worker stopped")
 	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, recs, "an interrupted event is not recorded half-way")

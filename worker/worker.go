@@ -268,6 +268,10 @@ func (w *Worker) StopAndCancel(ctx context.Context) error {
 // workflows.
 func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
 
+// drainDeadlinePassed is logged, with the error, when a stop or a reload
+// left events unfinished.
+const drainDeadlinePassed = "drain deadline passed; unfinished events are left for redelivery"
+
 func (w *Worker) stop(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -281,6 +285,10 @@ func (w *Worker) stopLocked(ctx context.Context) error {
 	var err error
 	if w.phase == phaseStarted {
 		err = w.stopFlows(ctx)
+		if err != nil {
+			// Logged here, before "worker stopped": the caller need not.
+			w.log.Warn().Err(err).Msg(drainDeadlinePassed)
+		}
 		w.leaveBudget(ctx)
 		w.leave()
 		w.client.CloseIdleConnections()
@@ -323,16 +331,18 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 		return errors.New("worker: reload: the worker is not running")
 	}
 	if err := checkWorkflows(workflows); err != nil {
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+		return reloadRefusedError{err}
 	}
 	if _, err := CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+		return reloadRefusedError{err}
 	}
+	// Only now, the reload accepted: a refused one drains nothing.
+	w.log.Info().Stringer("deadline", w.cfg.DrainTimeout).Msg("draining in-flight events for the reload")
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
 	err := w.stopFlows(drainCtx)
 	cancel()
 	if err != nil {
-		w.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+		w.log.Warn().Err(err).Msg(drainDeadlinePassed)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("worker: reload: %w", ctx.Err())

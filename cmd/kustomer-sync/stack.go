@@ -470,9 +470,7 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		cancel()
 	}
 	if st.worker != nil {
-		if err := st.worker.Stop(ctx); err != nil {
-			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
-		}
+		_ = st.worker.Stop(ctx) // the worker logs a drain deadline passed, before "worker stopped"
 	}
 	if st.tracing.Enabled() {
 		// The drained worker's last spans, and none left behind.
