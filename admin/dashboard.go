@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -286,7 +287,7 @@ func (s *Server) search(ctx context.Context, runs []runlog.Record, q string) []r
 	has := func(v string) bool { return strings.Contains(strings.ToLower(v), lq) }
 	var events func(seq uint64) []byte
 	if strings.Contains(q, "@") {
-		stream, err := s.cfg.JetStream.Stream(ctx, cmp.Or(s.cfg.Status.Stream, worker.StreamDefault))
+		stream, err := s.cfg.JetStream.Stream(ctx, cmp.Or(s.cfg.Status.Stream, leads.StreamDefault))
 		read := 0
 		events = func(seq uint64) []byte {
 			if err != nil || read >= searchEvents {

@@ -20,6 +20,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -197,7 +198,7 @@ workflows:
 		st := h.sb.Sandbox.Stats()
 		return st.BulkJobs == 2 && st.BulkPolls >= 2
 	}, 20*time.Second, 10*time.Millisecond, "logs:\n%s", h.logs.String())
-	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	cons, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"bulk")
 	require.NoError(t, err)
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
@@ -446,7 +447,7 @@ func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *t
 	h.waitCreated(len(big)+1, 3*time.Minute)
 	h.waitIdle("bulk")
 	h.requireEachCreatedOnce(append(big, "ext-small"))
-	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	cons, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"bulk")
 	require.NoError(t, err)
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -39,8 +40,6 @@ const (
 	PauseNakDelayDefault = 5 * time.Second
 	// fetchWait is how long one pull request waits for events.
 	fetchWait = 2 * time.Second
-	// ConsumerPrefixDefault prefixes the durable consumer of each workflow.
-	ConsumerPrefixDefault = "ksync-"
 )
 
 // Kustomer is what the worker needs of a Kustomer client.
@@ -91,7 +90,7 @@ type Config struct {
 	// this Config's and must be left zero.
 	Budget replica.BudgetConfig
 
-	Stream     StreamConfig
+	Stream     leads.StreamConfig
 	DeadLetter dlq.StreamConfig
 	RunLog     runlog.Config
 	// Ledger.Lease (default ledger.LeaseDefault) must exceed Kustomer.Timeout: a
@@ -108,7 +107,7 @@ type Config struct {
 	MaxDeliver     int           // default MaxDeliverDefault
 	MaxEventBytes  int           // default MaxEventBytesDefault
 	PauseNakDelay  time.Duration // default PauseNakDelayDefault
-	ConsumerPrefix string        // default ConsumerPrefixDefault
+	ConsumerPrefix string        // default leads.ConsumerPrefixDefault
 	// BreakerThreshold is how many consecutive transient failures across
 	// items pause a workflow; 0 means loop's default.
 	BreakerThreshold int
@@ -157,13 +156,13 @@ func (c *Config) validate() error {
 	if c.Budget.PerMinute != 0 || c.Budget.ReplicaID != "" || c.Budget.Clock != nil {
 		return errors.New("worker: config: Budget.PerMinute, Budget.ReplicaID and Budget.Clock come from RatePerMinute, ReplicaID and Clock: leave them zero")
 	}
-	c.Stream.setDefaults()
+	c.Stream.SetDefaults()
 	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
 	c.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)
 	c.PauseNakDelay = cmp.Or(c.PauseNakDelay, PauseNakDelayDefault)
-	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
+	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, leads.ConsumerPrefixDefault)
 	c.ReplicaID = cmp.Or(c.ReplicaID, DefaultReplicaID())
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 )
@@ -19,7 +20,7 @@ import (
 // live replica's workflows, so that a reload or a start with fewer
 // workflows never stops the stream capturing what another replica still
 // runs. A replica whose heartbeat cannot be read is not counted.
-func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
+func (w *Worker) streamConfig(ctx context.Context) leads.StreamConfig {
 	c := w.cfg.Stream
 	c.Subjects = slices.Clone(c.Subjects)
 	replicas, err := replica.Read(ctx, w.js, w.cfg.Budget.Bucket)
@@ -44,7 +45,7 @@ func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
 	if keep {
 		// Whatever the stream captures now is kept, rather than drop a
 		// subject another replica may run.
-		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
+		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[leads.ManagedByKey] == leads.ManagedByValue {
 			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
 		}
 	}
@@ -63,7 +64,7 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: max(1000, wf.MaxInFlight*16),
-		Metadata:      map[string]string{managedByKey: managedByValue, workflowKey: wf.Name},
+		Metadata:      map[string]string{leads.ManagedByKey: leads.ManagedByValue, leads.WorkflowKey: wf.Name},
 	}
 	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
 	existing, err := st.Consumer(ctx, name)
@@ -72,7 +73,7 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 		// start, and what its creation recorded (skipped, continues).
 		prev := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
-		for _, k := range []string{skippedKey, continuesKey} {
+		for _, k := range []string{leads.SkippedKey, leads.ContinuesKey} {
 			if v, ok := prev.Metadata[k]; ok {
 				cfg.Metadata[k] = v
 			}
@@ -107,7 +108,7 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 			// A renamed workflow: it continues where the consumer of its
 			// old name stopped, so nothing is skipped or processed twice.
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pred.AckFloor.Stream+1
-			cfg.Metadata[continuesKey] = pred.Name
+			cfg.Metadata[leads.ContinuesKey] = pred.Name
 			where = fmt.Sprintf("at stream sequence %d, where consumer %s (of a workflow not in the config, on the same subject %s) stopped: a renamed workflow continues, nothing skipped or processed twice",
 				pred.AckFloor.Stream+1, pred.Name, wf.Subject)
 		}
@@ -124,7 +125,7 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 		// smaller: it never reports an event skipped that is not.
 		pending := cons.CachedInfo().NumPending
 		if skipped := held - min(held, pending); skipped > 0 {
-			cfg.Metadata[skippedKey] = strconv.FormatUint(skipped, 10)
+			cfg.Metadata[leads.SkippedKey] = strconv.FormatUint(skipped, 10)
 			if updated, err := st.UpdateConsumer(ctx, cfg); err == nil {
 				cons = updated
 			}
@@ -136,16 +137,6 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	log.Info().Str("start", wf.Start).Msg("new consumer for workflow " + wf.Name + " starts " + where)
 	return cons, nil
 }
-
-// Consumer metadata written when a workflow's consumer is created.
-const (
-	// skippedKey counts the events the stream held on the workflow's
-	// subject that its start (new, or a time) skipped; status shows it.
-	skippedKey = "skipped"
-	// continuesKey names the consumer of the renamed workflow this one
-	// continues.
-	continuesKey = "continues"
-)
 
 // heldOn counts the events st holds on subject filter; 0 when it cannot
 // tell.
@@ -167,7 +158,7 @@ func heldOn(ctx context.Context, st jetstream.Stream, filter string) uint64 {
 // nothing is skipped.
 func predecessor(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, workflows []*mapping.Workflow) (*jetstream.ConsumerInfo, bool) {
 	var found *jetstream.ConsumerInfo
-	_ = eachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
+	_ = leads.EachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
 		c := info.Config
 		if c.FilterSubject != wf.Subject || len(c.FilterSubjects) > 0 {
 			return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
@@ -186,7 +187,7 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 	require.Contains(t, st.Reason, "cannot store the dead letter")
 	// Held over several ack waits: never redelivered.
 	require.Never(t, func() bool {
-		c, err := h.js.Consumer(ctx, StreamDefault, ConsumerPrefixDefault+"default")
+		c, err := h.js.Consumer(ctx, leads.StreamDefault, leads.ConsumerPrefixDefault+"default")
 		require.NoError(t, err)
 		info, err := c.Info(ctx)
 		require.NoError(t, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -103,7 +104,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	ev.replay = rp
 	ctx = w.traceEvent(ctx, f, ev)
 	defer ev.endSpan()
-	ev.key = eventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
+	ev.key = leads.EventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
 	if rp != nil {
 		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
 	}
@@ -130,7 +131,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if !w.readReplayObject(ctx, f, ev) {
 		return
 	}
-	trigger, err := decodeEvent(ev.data, w.cfg.MaxEventBytes)
+	trigger, err := leads.DecodeEvent(ev.data, w.cfg.MaxEventBytes)
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
@@ -140,7 +141,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		w.deadLetterEvent(ctx, f, ev, mappingOutcome(err), err)
 		return
 	}
-	indexes, err := replayIndexes(ev.replay, len(items))
+	indexes, err := leads.ReplayIndexes(ev.replay, len(items))
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
@@ -293,7 +294,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	rec := runlog.Record{
 		ID:        ev.runID(f.wf.Name),
 		Workflow:  f.wf.Name,
-		EventID:   eventID(ev.replay, ev.msg.Headers()),
+		EventID:   leads.EventID(ev.replay, ev.msg.Headers()),
 		Subject:   ev.msg.Subject(),
 		StreamSeq: ev.meta.Sequence.Stream,
 		Started:   ev.started,
@@ -407,7 +408,7 @@ func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 // class: the original payload byte for byte, and why in its headers.
 func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class outcome.Outcome, items []loop.Outcome) error {
 	first := items[0]
-	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
+	rec := leads.EventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
@@ -495,7 +496,7 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	m.Header.Set(HeaderWorkflow, f.wf.Name)
 	// The publisher's id, of any length: a long one as its digest, so the
 	// result's headers stay within JetStream's limit.
-	m.Header.Set(HeaderEventID, dlq.BoundedValue(eventID(ev.replay, ev.msg.Headers())))
+	m.Header.Set(HeaderEventID, dlq.BoundedValue(leads.EventID(ev.replay, ev.msg.Headers())))
 	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)
@@ -506,7 +507,7 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	// even with the same body) is a result of its own, and so is an update
 	// (the body sent is part of the id). The event's id is a publisher's
 	// text of any length: it goes in hashed.
-	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, eventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
+	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, leads.EventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
 	ack, err := w.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("worker: publish result: %w", err)

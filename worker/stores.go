@@ -10,10 +10,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
+)
+
+// The results stream: where created customers' results are published.
+const (
+	// ResultsStreamDefault keeps the results of created customers for
+	// downstream consumers.
+	ResultsStreamDefault = "KSYNC_RESULTS"
+	// ResultsSubjectsDefault are the subjects the results stream captures.
+	ResultsSubjectsDefault = "kustomer.customers.created.>"
+	// ResultsMaxAgeDefault is how long results are kept.
+	ResultsMaxAgeDefault = 7 * 24 * time.Hour
+	// ResultsDedupWindow is how long the results stream remembers a
+	// result's Nats-Msg-Id: a redelivered event's result is stored once.
+	ResultsDedupWindow = 10 * time.Minute
 )
 
 // ensureStores creates, or updates, what the worker writes besides the
@@ -25,10 +40,10 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 		results = append(results, wf.ResultsSubject)
 		deadLetters = append(deadLetters, wf.DeadLetterSubject)
 	}
-	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
+	if _, err := leads.EnsureStream(ctx, w.js, jetstream.StreamConfig{
 		Name:        w.cfg.ResultsStream,
 		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    withUncovered([]string{ResultsSubjectsDefault}, results),
+		Subjects:    leads.WithUncovered([]string{ResultsSubjectsDefault}, results),
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Stream.Replicas,
 		MaxAge:      ResultsMaxAgeDefault,
@@ -64,7 +79,7 @@ func (w *Worker) deadLetterConfig(deadLetters []string) dlq.StreamConfig {
 	if len(dl.Subjects) == 0 {
 		dl.Subjects = []string{dlq.SubjectsDefault}
 	}
-	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
+	dl.Subjects = leads.WithUncovered(dl.Subjects, deadLetters)
 	return dl
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -50,7 +51,7 @@ func TestACustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs(t *
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
 	require.Equal(t, outcome.AlreadyCreated, rec.Items[0].Outcome, "the redelivery found it")
-	require.Equal(t, fmt.Sprintf("%s-%d-2-default", StreamDefault, seq), rec.ID, "the run of the second delivery: the first was not acknowledged")
+	require.Equal(t, fmt.Sprintf("%s-%d-2-default", leads.StreamDefault, seq), rec.ID, "the run of the second delivery: the first was not acknowledged")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ur-1"])
 	got, err := kv.KeyValue.Get(context.Background(), ledger.Key("", "ur-1"))
 	require.NoError(t, err)
@@ -68,7 +69,7 @@ func TestABulkCustomerTheLedgerCannotRecordLeavesTheEventUnacknowledgedUntilItIs
 	seq := h.publish("leads.web", "unrecorded-2", leadsEvent("a"))
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
-	require.Equal(t, fmt.Sprintf("%s-%d-2-bulk", StreamDefault, seq), rec.ID, "the run of the second delivery")
+	require.Equal(t, fmt.Sprintf("%s-%d-2-bulk", leads.StreamDefault, seq), rec.ID, "the run of the second delivery")
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
 	require.Equal(t, 1, h.sb.Sandbox.Stats().BulkJobs, "the redelivery read the job its claim names")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -203,12 +204,12 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 		w.wg.Go(func() { w.fetchLoop(fetchCtx, workCtx, f) })
 		w.wg.Go(func() { w.probeLoop(fetchCtx, f) })
 	}
-	targets := make([]MaxDeliveryTarget, 0, len(w.flows))
+	targets := make([]leads.MaxDeliveryTarget, 0, len(w.flows))
 	for _, f := range w.flows {
-		targets = append(targets, MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
+		targets = append(targets, leads.MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
 	}
 	w.wg.Go(func() {
-		if err := WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
+		if err := leads.WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
 			w.log.Error().Err(err).Msg("max-deliveries watcher stopped")
 		}
 	})
@@ -333,7 +334,7 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 	if err := checkWorkflows(workflows); err != nil {
 		return reloadRefusedError{err}
 	}
-	if _, err := CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
+	if _, err := leads.CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
 		return reloadRefusedError{err}
 	}
 	// Only now, the reload accepted: a refused one drains nothing.
@@ -371,7 +372,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	if st, err := w.js.Stream(ctx, w.cfg.Stream.Name); err == nil {
 		before = st.CachedInfo().State
 	}
-	st, err := ensureStream(ctx, w.js, w.streamConfig(ctx).jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
+	st, err := leads.EnsureStream(ctx, w.js, w.streamConfig(ctx).JetStreamConfig(w.cfg.Workflows), leads.WorkflowNeeds(w.cfg.Workflows))
 	if err != nil {
 		return err
 	}
@@ -385,7 +386,7 @@ func (w *Worker) setup(ctx context.Context) error {
 		}
 		w.flows = append(w.flows, f)
 	}
-	for _, a := range abandoned(ctx, st, w.cfg.Workflows) {
+	for _, a := range leads.AbandonedConsumers(ctx, st, w.cfg.Workflows) {
 		w.log.Warn().Str("consumer", a.Consumer).Str("workflow", a.Workflow).Uint64("pending", a.Pending).Msg(a.String())
 	}
 	runs, led, key, err := w.ensureStores(ctx, w.cfg.Workflows)

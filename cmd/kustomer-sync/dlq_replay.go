@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
-	"github.com/kustomer-sync/kustomer-sync/worker"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 )
 
 func (a *app) dlqReplayCommand(open openStore) *cobra.Command {
@@ -78,7 +78,7 @@ type keptView struct {
 func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, dryRun bool, rate float64, asJSON bool) error {
 	var bar func(int)
 	shown := 0
-	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Check: worker.ReplayCheck(store.JetStream())}
+	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Check: leads.ReplayCheck(store.JetStream())}
 	if !asJSON {
 		opts.Progress = func(done, total int) {
 			if bar == nil {
