@@ -93,9 +93,9 @@ type Ledger struct {
 	held   map[string]chan struct{} // closed when the holder lets go
 }
 
-// hold reserves key for one attempt of this process, waiting while another
+// Hold reserves key for one attempt of this process, waiting while another
 // attempt of this process holds it (one Kustomer request at most), so the
-// second attempt then finds what the first recorded. unhold gives it back.
+// second attempt then finds what the first recorded. Unhold gives it back.
 func (l *Ledger) Hold(ctx context.Context, key string) error {
 	for {
 		busy := l.acquire(key)
@@ -110,7 +110,7 @@ func (l *Ledger) Hold(ctx context.Context, key string) error {
 	}
 }
 
-// tryHold is hold without the wait: it reports false when another attempt
+// TryHold is Hold without the wait: it reports false when another attempt
 // of this process holds key.
 func (l *Ledger) TryHold(key string) bool { return l.acquire(key) == nil }
 
@@ -236,7 +236,7 @@ func (l *Ledger) leaseLeft(ctx context.Context, expiry time.Time) time.Duration 
 	return min(expiry.Sub(l.serverNow(ctx)), l.lease)
 }
 
-// ledgerKey turns an item's idempotency key of any text into a valid KV key,
+// Key turns an item's idempotency key of any text into a valid KV key,
 // in scope: "" (the shared scope) or a workflow's name. With the shared scope
 // (the default of a workflow no other overlaps) the key does not depend on
 // the workflow, so a renamed workflow, or another workflow meeting the same
@@ -251,7 +251,7 @@ func Key(scope, key string) string {
 	return "item." + hash
 }
 
-// Claim is what claim found.
+// Claim is what [Ledger.Claim] found.
 type Claim struct {
 	CustomerID string        // set when the item was created before
 	Sent       string        // with customerID: the hash of the body last sent for it ("" if unknown)
@@ -323,7 +323,7 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 	return rest[:i], time.UnixMilli(ms)
 }
 
-// claim takes the key for this replica. It returns the recorded customer id
+// Claim takes the key for this replica. It returns the recorded customer id
 // when the item was created before, ErrClaimed when another replica holds a
 // live claim, and otherwise owns the key until record or release. A new
 // claim names batch, the token of the bulk request the item is claimed for
@@ -368,7 +368,7 @@ func (l *Ledger) Claim(ctx context.Context, key, batch string) (Claim, error) {
 	return Claim{Stale: true, BulkJob: job, BulkBatch: batch, rev: rev, mark: kept}, nil
 }
 
-// renew extends this replica's claim on key (c, from claim) by a lease
+// Renew extends this replica's claim on key (c, from claim) by a lease
 // from now. It fails with ErrClaimed when the claim is no longer the one c
 // holds: it ran out, and another replica took it over.
 func (l *Ledger) Renew(ctx context.Context, key string, c *Claim) error {
@@ -380,7 +380,7 @@ func (l *Ledger) Renew(ctx context.Context, key string, c *Claim) error {
 	return nil
 }
 
-// claimForBatch renews this replica's claim on key for the bulk request
+// ClaimForBatch renews this replica's claim on key for the bulk request
 // batch: an item claimed earlier, about to be sent in that request.
 func (l *Ledger) ClaimForBatch(ctx context.Context, key, batch string) error {
 	if _, err := l.kv.Put(ctx, key, l.claimValue(ctx, mark("", batch))); err != nil {
@@ -404,7 +404,7 @@ type BatchRecord struct {
 	Beat  time.Time // its last write, server clock
 }
 
-// batchSending records, before bulk request batch of count items is sent,
+// BatchSending records, before bulk request batch of count items is sent,
 // that it is about to be, and returns the server's time of that write:
 // the request is sent no sooner.
 func (l *Ledger) BatchSending(ctx context.Context, batch string, count int) (time.Time, error) {
@@ -418,7 +418,7 @@ func (l *Ledger) BatchSending(ctx context.Context, batch string, count int) (tim
 	return e.Created(), nil
 }
 
-// batchSent records that the bulk request batch (count items, sent at
+// BatchSent records that the bulk request batch (count items, sent at
 // sent) became Kustomer's job id, once for all its items: a replica taking
 // over one of their claims after a crash asks that job what became of the
 // item instead of sending it again. Written again while the job is
@@ -431,7 +431,7 @@ func (l *Ledger) BatchSent(ctx context.Context, batch, id string, count int, sen
 	return nil
 }
 
-// batchRead reads the record of bulk request batch; found is false when
+// BatchRead reads the record of bulk request batch; found is false when
 // there is none: the request was never sent (or, from versions before the
 // record was written first, not answered).
 func (l *Ledger) BatchRead(ctx context.Context, batch string) (BatchRecord, error) {
@@ -465,21 +465,21 @@ func (l *Ledger) BatchRead(ctx context.Context, batch string) (BatchRecord, erro
 	return r, nil
 }
 
-// batchJob is the job id recorded for the bulk request batch, or "" when
+// BatchJob is the job id recorded for the bulk request batch, or "" when
 // none was: the request was not answered, or its answer not recorded.
 func (l *Ledger) BatchJob(ctx context.Context, batch string) (string, error) {
 	r, err := l.BatchRead(ctx, batch)
 	return r.Job, err
 }
 
-// newBatchToken names one bulk request in the claims of its items.
+// NewBatchToken names one bulk request in the claims of its items.
 func NewBatchToken() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// record stores under key the id of the customer created, updated or
+// Record stores under key the id of the customer created, updated or
 // matched for the item, and sent, the hash of the body last sent (bodyHash),
 // as "created <id> <hash>".
 //
@@ -511,7 +511,7 @@ func (l *Ledger) Record(ctx context.Context, key, customerID, sent string) error
 	}
 }
 
-// release gives up a claim after a failure Kustomer answered (the customer
+// Release gives up a claim after a failure Kustomer answered (the customer
 // was certainly not created), so a later attempt can claim it at once.
 func (l *Ledger) Release(ctx context.Context, key string) {
 	entry, err := l.kv.Get(ctx, key)
