@@ -16,6 +16,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/subject"
@@ -23,7 +24,9 @@ import (
 
 func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, before jetstream.StreamState) (*flow, error) {
 	name := w.cfg.ConsumerPrefix + wf.Name
-	cons, err := w.ensureConsumer(ctx, st, wf, name, before)
+	cons, err := leads.EnsureConsumer(ctx, st, wf, leads.ConsumerConfig{
+		Name: name, AckWait: w.cfg.AckWait, MaxDeliver: w.cfg.MaxDeliver, Workflows: w.cfg.Workflows,
+	}, before, w.log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package worker
+package leads
 
 import (
 	"context"
@@ -9,83 +9,59 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
-	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
-	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
-// streamConfig is the leads stream as this replica would manage it: its
-// workflows' subjects (added by jetstreamConfig), plus those of every other
-// live replica's workflows, so that a reload or a start with fewer
-// workflows never stops the stream capturing what another replica still
-// runs. A replica whose heartbeat cannot be read is not counted.
-func (w *Worker) streamConfig(ctx context.Context) leads.StreamConfig {
-	c := w.cfg.Stream
-	c.Subjects = slices.Clone(c.Subjects)
-	replicas, err := replica.Read(ctx, w.js, w.cfg.Budget.Bucket)
-	keep := err != nil
-	if err != nil {
-		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
-	}
-	for _, r := range replicas {
-		if r.Replica == w.budget.ID() {
-			continue
-		}
-		for _, s := range r.Workflows {
-			if s.Subject == "" {
-				// A replica of an earlier version does not say what it
-				// consumes: keep everything, as when none can be read.
-				keep = true
-				continue
-			}
-			c.Subjects = append(c.Subjects, s.Subject)
-		}
-	}
-	if keep {
-		// Whatever the stream captures now is kept, rather than drop a
-		// subject another replica may run.
-		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[leads.ManagedByKey] == leads.ManagedByValue {
-			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
-		}
-	}
-	return c
+// ConsumerConfig is how [EnsureConsumer] makes a workflow's durable
+// consumer.
+type ConsumerConfig struct {
+	Name       string // the durable name: ConsumerPrefixDefault (or the configured prefix) and the workflow's
+	AckWait    time.Duration
+	MaxDeliver int
+	// Workflows are all the config's: a new consumer for a workflow not
+	// among them before (renamed) continues where the consumer of its old
+	// name stopped.
+	Workflows []*mapping.Workflow
 }
 
-// ensureConsumer creates the workflow's durable consumer where the
-// workflow's start option says, or updates an existing one, which keeps its
-// position (a changed start does not move it).
-func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, name string, before jetstream.StreamState) (jetstream.Consumer, error) {
+// EnsureConsumer creates wf's durable consumer on st where the workflow's
+// start option says, or updates an existing one, which keeps its position
+// (a changed start does not move it). before is the stream's state before
+// the workflows started: start: new begins after it.
+func EnsureConsumer(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, cc ConsumerConfig, before jetstream.StreamState, log zerolog.Logger) (jetstream.Consumer, error) {
+	name := cc.Name
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "kustomer-sync workflow " + wf.Name,
 		FilterSubject: wf.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliver,
+		AckWait:       cc.AckWait,
+		MaxDeliver:    cc.MaxDeliver,
 		MaxAckPending: max(1000, wf.MaxInFlight*16),
-		Metadata:      map[string]string{leads.ManagedByKey: leads.ManagedByValue, leads.WorkflowKey: wf.Name},
+		Metadata:      map[string]string{ManagedByKey: ManagedByValue, WorkflowKey: wf.Name},
 	}
-	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
+	log = log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
 	existing, err := st.Consumer(ctx, name)
 	if err == nil {
 		// Another replica may just have created it: either way, keep its
 		// start, and what its creation recorded (skipped, continues).
 		prev := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
-		for _, k := range []string{leads.SkippedKey, leads.ContinuesKey} {
+		for _, k := range []string{SkippedKey, ContinuesKey} {
 			if v, ok := prev.Metadata[k]; ok {
 				cfg.Metadata[k] = v
 			}
 		}
 		cons, err := st.UpdateConsumer(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: workflow %s: update consumer %s: %w", wf.Name, name, err)
+			return nil, fmt.Errorf("leads: workflow %s: update consumer %s: %w", wf.Name, name, err)
 		}
 		return cons, nil
 	}
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("worker: workflow %s: consumer %s: %w", wf.Name, name, err)
+		return nil, fmt.Errorf("leads: workflow %s: consumer %s: %w", wf.Name, name, err)
 	}
 	// What the stream holds on the subject now: what start: new or a
 	// start time skips is counted against it.
@@ -104,28 +80,28 @@ func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *ma
 	default:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 		where = "at the first event the stream holds on " + wf.Subject + " (start: all)"
-		if pred, ok := predecessor(ctx, st, wf, w.cfg.Workflows); ok {
+		if pred, ok := predecessor(ctx, st, wf, cc.Workflows); ok {
 			// A renamed workflow: it continues where the consumer of its
 			// old name stopped, so nothing is skipped or processed twice.
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pred.AckFloor.Stream+1
-			cfg.Metadata[leads.ContinuesKey] = pred.Name
+			cfg.Metadata[ContinuesKey] = pred.Name
 			where = fmt.Sprintf("at stream sequence %d, where consumer %s (of a workflow not in the config, on the same subject %s) stopped: a renamed workflow continues, nothing skipped or processed twice",
 				pred.AckFloor.Stream+1, pred.Name, wf.Subject)
 		}
 	}
 	cons, err := st.CreateConsumer(ctx, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return w.ensureConsumer(ctx, st, wf, name, before) // another replica was first
+		return EnsureConsumer(ctx, st, wf, cc, before, log) // another replica was first
 	}
 	if err != nil {
-		return nil, fmt.Errorf("worker: workflow %s: create consumer %s: %w", wf.Name, name, err)
+		return nil, fmt.Errorf("leads: workflow %s: create consumer %s: %w", wf.Name, name, err)
 	}
 	if held > 0 {
 		// Events published between the two readings only make the count
 		// smaller: it never reports an event skipped that is not.
 		pending := cons.CachedInfo().NumPending
 		if skipped := held - min(held, pending); skipped > 0 {
-			cfg.Metadata[leads.SkippedKey] = strconv.FormatUint(skipped, 10)
+			cfg.Metadata[SkippedKey] = strconv.FormatUint(skipped, 10)
 			if updated, err := st.UpdateConsumer(ctx, cfg); err == nil {
 				cons = updated
 			}
@@ -158,7 +134,7 @@ func heldOn(ctx context.Context, st jetstream.Stream, filter string) uint64 {
 // nothing is skipped.
 func predecessor(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, workflows []*mapping.Workflow) (*jetstream.ConsumerInfo, bool) {
 	var found *jetstream.ConsumerInfo
-	_ = leads.EachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
+	_ = EachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
 		c := info.Config
 		if c.FilterSubject != wf.Subject || len(c.FilterSubjects) > 0 {
 			return
