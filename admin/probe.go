@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
@@ -44,7 +45,7 @@ func (s *Server) notReady(ctx context.Context) []notReason {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeTimeout)
 	defer cancel()
-	stream := cmp.Or(s.cfg.Status.Stream, worker.StreamDefault)
+	stream := cmp.Or(s.cfg.Status.Stream, leads.StreamDefault)
 	for _, f := range flows {
 		if f.StoreFailed {
 			why = append(why, notReason{text: fmt.Sprintf("workflow %s is paused: %s", f.Workflow, f.Reason)})

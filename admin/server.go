@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -71,7 +72,7 @@ type Config struct {
 	RunLog      RunLog
 	DeadLetters DeadLetters
 	// ReplayCheck makes the check of each replay (see
-	// [dlq.ReplayOptions.Check]); default worker.ReplayCheck.
+	// [dlq.ReplayOptions.Check]); default leads.ReplayCheck.
 	ReplayCheck func(js jetstream.JetStream) func(context.Context, dlq.Record) error
 	// CustomerURL, when set, links a customer id to its page in Kustomer.
 	CustomerURL func(id string) string
@@ -123,7 +124,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("admin: --admin-addr %s listens beyond loopback: set an admin token (--admin-token or KSYNC_ADMIN_TOKEN), or listen on 127.0.0.1", c.Addr)
 	}
 	if c.ReplayCheck == nil {
-		c.ReplayCheck = worker.ReplayCheck
+		c.ReplayCheck = leads.ReplayCheck
 	}
 	if c.Metrics == nil {
 		c.Metrics = promhttp.Handler()

@@ -14,8 +14,8 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natsserver"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // backlog is what a benchmark drains: an embedded NATS server in a
@@ -56,10 +56,10 @@ func startBacklog(ctx context.Context, sc sandbox.Config, opts []nats.Option, lo
 }
 
 // newBacklog starts a backlog and, before any worker runs, creates the leads
-// stream and publishes leads lead events, perEvent leads in each ("leads",
+// stream and publishes n lead events, perEvent leads in each ("leads",
 // a list, when more than one), each lead with its id as externalId so the
 // sandbox counts duplicates.
-func newBacklog(ctx context.Context, leads, perEvent int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
+func newBacklog(ctx context.Context, n, perEvent int, sc sandbox.Config, opts []nats.Option, log zerolog.Logger) (_ *backlog, err error) {
 	b, err := startBacklog(ctx, sc, opts, log)
 	if err != nil {
 		return nil, err
@@ -69,20 +69,20 @@ func newBacklog(ctx context.Context, leads, perEvent int, sc sandbox.Config, opt
 			err = errors.Join(err, b.close(ctx))
 		}
 	}()
-	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: worker.StreamDefault, Subjects: []string{"leads.>"}, Storage: jetstream.FileStorage,
-		Duplicates: worker.DedupWindowDefault, MaxAge: worker.StreamMaxAgeDefault}); err != nil {
+	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: leads.StreamDefault, Subjects: []string{"leads.>"}, Storage: jetstream.FileStorage,
+		Duplicates: leads.DedupWindowDefault, MaxAge: leads.StreamMaxAgeDefault}); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	lead := func(i int) []byte {
 		return fmt.Appendf(nil, `{"id":"lead-%d","name":"Lead %d","email":"lead%d@example.com"}`, i, i, i)
 	}
 	if perEvent <= 1 {
-		return b, b.publish(ctx, leads, 10*time.Minute, lead)
+		return b, b.publish(ctx, n, 10*time.Minute, lead)
 	}
-	events := (leads + perEvent - 1) / perEvent
+	events := (n + perEvent - 1) / perEvent
 	err = b.publish(ctx, events, 10*time.Minute, func(e int) []byte {
 		body := []byte(`{"leads":[`)
-		for i := e * perEvent; i < min((e+1)*perEvent, leads); i++ {
+		for i := e * perEvent; i < min((e+1)*perEvent, n); i++ {
 			if i > e*perEvent {
 				body = append(body, ',')
 			}

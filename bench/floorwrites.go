@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/worker"
@@ -38,7 +39,7 @@ type floorWrites struct {
 
 func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, error) {
 	ledger, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: worker.LedgerBucketDefault, TTL: worker.LedgerTTLDefault, Storage: jetstream.FileStorage,
+		Bucket: ledger.BucketDefault, TTL: ledger.TTLDefault, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor+writes ledger: %w", err)
@@ -61,7 +62,7 @@ func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, 
 func (w *floorWrites) claim(ctx context.Context, id string) (key string, err error) {
 	sum := sha256.Sum256([]byte(id))
 	key = "item." + hex.EncodeToString(sum[:16])
-	if _, err = w.ledger.Create(ctx, key, []byte("claim floor "+time.Now().Add(worker.LeaseDefault).UTC().Format(time.RFC3339Nano))); err == nil {
+	if _, err = w.ledger.Create(ctx, key, []byte("claim floor "+time.Now().Add(ledger.LeaseDefault).UTC().Format(time.RFC3339Nano))); err == nil {
 		w.stored.Add(1)
 	}
 	return key, err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/worker"
 )
@@ -179,7 +180,7 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 // allAcked reports whether every consumer of the stream has acknowledged
 // all of its events.
 func allAcked(ctx context.Context, js jetstream.JetStream, events int) (bool, error) {
-	st, err := js.Stream(ctx, worker.StreamDefault)
+	st, err := js.Stream(ctx, leads.StreamDefault)
 	if err != nil {
 		return false, fmt.Errorf("bench: %w", err)
 	}
@@ -212,7 +213,7 @@ type floorLead struct {
 // per-item mode's JetStream writes around the POST. done reports whether
 // all events were acknowledged.
 func runFloor(ctx context.Context, bl *backlog, events int, writes *floorWrites) (stop func(), done func() bool, err error) {
-	cons, err := bl.js.CreateOrUpdateConsumer(ctx, worker.StreamDefault, jetstream.ConsumerConfig{
+	cons, err := bl.js.CreateOrUpdateConsumer(ctx, leads.StreamDefault, jetstream.ConsumerConfig{
 		Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: pipelineConcurrency * 16,
 	})
 	if err != nil {

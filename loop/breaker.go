@@ -87,7 +87,7 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 // extend it, and open the breaker when the run reaches Threshold; [Pause]
 // opens it at once; [Throttled] changes nothing.
 func (b *Breaker) Record(err error) {
-	switch decision, _ := decide(err); decision {
+	switch decision, _ := readDecision(err); decision {
 	case kindNone, kindPermanent:
 		b.mu.Lock()
 		b.run = 0

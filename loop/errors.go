@@ -159,9 +159,9 @@ func (e *PauseError) steer() (kind, time.Duration)     { return kindPause, 0 }
 func (e *UnknownError) steer() (kind, time.Duration)   { return kindUnknown, e.Delay }
 func (e *LaterError) steer() (kind, time.Duration)     { return kindLater, e.Delay }
 
-// decide returns the decision err holds, and the least delay it asks for;
+// readDecision returns the decision err holds, and the least delay it asks for;
 // an error that holds none is permanent.
-func decide(err error) (kind, time.Duration) {
+func readDecision(err error) (kind, time.Duration) {
 	if err == nil {
 		return kindNone, 0
 	}

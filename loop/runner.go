@@ -16,10 +16,7 @@ import (
 )
 
 // Defaults of [Config].
-const (
-	ConcurrencyDefault       = 4
-	HeartbeatIntervalDefault = 10 * time.Second
-)
+const ConcurrencyDefault = 4
 
 // Config configures a [Runner]. Zero fields take their defaults; Limiter is
 // required.
@@ -41,12 +38,6 @@ type Config struct {
 	// Rand returns the jitter source, uniform in [0,1); default
 	// math/rand/v2.Float64.
 	Rand func() float64
-	// Heartbeat, if set, is called at least every HeartbeatInterval while a
-	// Run is in progress, from the Run's goroutine (the worker calls the
-	// JetStream message's InProgress so a long Loop is not redelivered).
-	Heartbeat func()
-	// HeartbeatInterval defaults to HeartbeatIntervalDefault.
-	HeartbeatInterval time.Duration
 	// Go, if set, runs a Run's workers instead of new goroutines: the
 	// worker hands them to goroutines of earlier events, whose stacks have
 	// already grown to what an attempt needs. It must run fn
@@ -60,8 +51,6 @@ func (c Config) validate() error {
 		return errors.New("loop: Config.Limiter is required")
 	case c.Concurrency < 0:
 		return errors.New("loop: Config.Concurrency must not be negative")
-	case c.HeartbeatInterval < 0:
-		return errors.New("loop: Config.HeartbeatInterval must not be negative")
 	}
 	return c.Policy.validate()
 }
@@ -85,7 +74,6 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
-	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, HeartbeatIntervalDefault)
 	return &Runner{cfg: cfg}, nil
 }
 
@@ -252,17 +240,9 @@ func (s *run) run(parent context.Context) bool {
 	clock := s.cfg.Clock
 	var retryTimer Timer
 	var retryAt time.Time
-	var heartbeat Timer
-	var heartbeatC <-chan time.Time
-	if s.cfg.Heartbeat != nil {
-		heartbeat = clock.NewTimer(s.cfg.HeartbeatInterval)
-		heartbeatC = heartbeat.C()
-	}
 	defer func() {
-		for _, t := range []Timer{retryTimer, heartbeat} {
-			if t != nil {
-				t.Stop()
-			}
+		if retryTimer != nil {
+			retryTimer.Stop()
 		}
 	}()
 
@@ -330,10 +310,6 @@ func (s *run) run(parent context.Context) bool {
 			}
 		case <-retryC:
 			retryTimer = nil
-		case <-heartbeatC:
-			s.cfg.Heartbeat()
-			heartbeat = clock.NewTimer(s.cfg.HeartbeatInterval)
-			heartbeatC = heartbeat.C()
 		case <-ctx.Done():
 			halt(stopCanceled)
 		case <-opened:

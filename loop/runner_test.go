@@ -406,29 +406,6 @@ func TestRunnerLetsAttemptsInFlightFinishWhenTheBreakerOpens(t *testing.T) {
 	require.Equal(t, []outcome.Outcome{outcome.Created, outcome.Paused, outcome.Paused, outcome.Paused}, statuses(rep))
 }
 
-func TestRunnerHeartbeatsWhileALongRunIsInProgress(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	var beats atomic.Int32
-	r := b.runner(t, loop.Config{Heartbeat: func() { beats.Add(1) }, HeartbeatInterval: 10 * time.Second})
-	release := make(chan struct{})
-	var wg conc.WaitGroup
-	wg.Go(func() {
-		r.Run(t.Context(), []int{0}, func(context.Context, int, int) (loop.Result, error) {
-			<-release
-			return loop.Result{CustomerID: "c"}, nil
-		})
-	})
-	for want := int32(1); want <= 3; want++ {
-		b.clock.BlockUntil(1)
-		b.clock.Advance(10 * time.Second)
-		require.Eventually(t, func() bool { return beats.Load() == want }, 5*time.Second, time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	require.Zero(t, b.clock.Waiters(), "the heartbeat timer is stopped when Run returns")
-}
-
 func TestRunnerMarksUnfinishedItemsCanceledWhenTheContextEnds(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -65,7 +65,7 @@ type Step struct {
 // Step.
 func (p Policy) Next(err error, attempt int, rnd float64) Step {
 	p = p.withDefaults()
-	k, delay := decide(err)
+	k, delay := readDecision(err)
 	switch k {
 	case kindNone:
 		return Step{Kind: StepDone}

@@ -379,7 +379,7 @@ func (b *Budget) broadcast(until time.Time) {
 		b.log.Warn().Err(err).Msg("budget pause broadcast failed")
 		return
 	}
-	b.log.Info().Dur("pause", d).Msg("budget pause broadcast")
+	b.log.Info().Stringer("pause", d).Msg("budget pause broadcast")
 }
 
 // receivePause pauses the limiter for a pause another replica broadcast.

@@ -1,12 +1,10 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
@@ -49,7 +47,7 @@ type BulkKustomer interface {
 type bulkOutcome struct {
 	loop.Outcome
 	job        string
-	unrecorded bool // the customer exists, the ledger could not record it
+	unrecorded unrecorded
 }
 
 // bulkItem is one item of an event on its way through the batcher.
@@ -67,7 +65,7 @@ type bulkItem struct {
 	job        string    // the last bulk job the item was sent in
 	queued     time.Time // when it became ready
 	notBefore  time.Time // for a retry: its earliest next attempt
-	unrecorded bool      // created or found, but not recorded in the ledger
+	unrecorded unrecorded
 
 	span trace.Span // the item's span, when traced (worker/tracing.go)
 }
@@ -147,7 +145,7 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 
 // runBulk is handle's bulk counterpart of loop.Runner.Run: it gives the
 // event's items to the workflow's batcher and waits until each has an
-// outcome, keeping the event alive meanwhile. It sets ev.bulkJobs to the
+// outcome (handle's keepAlive keeps the event alive meanwhile). It sets ev.bulkJobs to the
 // bulk job of each item that was sent.
 func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping.Request, keys []string, indexes []int) loop.Report {
 	report := loop.Report{Outcomes: make([]loop.Outcome, len(indexes))}
@@ -184,9 +182,6 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 	f.bulk.release(held - len(items)) // not encodable: settled already
 	held = len(items)
 	f.bulk.add(tracing.Detach(ctx), items)
-	beat := w.cfg.AckWait / 3
-	hb := w.cfg.Clock.NewTimer(beat)
-	defer func() { hb.Stop() }()
 	for got := 0; got < len(items); {
 		select {
 		case o := <-done:
@@ -204,9 +199,6 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 			if o.Status == outcome.Paused {
 				report.Paused = true
 			}
-		case <-hb.C():
-			_ = ev.msg.InProgress()
-			hb = w.cfg.Clock.NewTimer(beat)
 		case <-ctx.Done():
 			return report
 		}
@@ -316,7 +308,7 @@ func (b *batcher) add(ctx context.Context, items []*bulkItem) {
 	b.ready = append(b.ready, items...)
 	if !b.running {
 		b.running, b.ctx = true, ctx
-		b.wg.Go(b.loop)
+		b.wg.Go(b.run)
 	}
 	b.mu.Unlock()
 	signal(b.wake)
@@ -325,11 +317,11 @@ func (b *batcher) add(ctx context.Context, items []*bulkItem) {
 // wait returns once the batcher's goroutines have ended.
 func (b *batcher) wait() { b.wg.Wait() }
 
-// loop forms batches: a full one at once, a partial one when its oldest item
+// run forms batches: a full one at once, a partial one when its oldest item
 // has waited Linger. It takes the request's rate unit before it takes the
 // items, so that a batch waiting for the budget fills meanwhile. It ends when
 // nothing is left.
-func (b *batcher) loop() {
+func (b *batcher) run() {
 	clock := b.w.cfg.Clock
 	for {
 		b.mu.Lock()
@@ -423,7 +415,7 @@ func (b *batcher) take() []*bulkItem {
 			b.blocked[it.key] = append(b.blocked[it.key], it)
 			continue
 		}
-		if !b.w.ledger.tryHold(it.key) {
+		if !b.w.ledger.TryHold(it.key) {
 			it.notBefore = b.w.cfg.Clock.Now().Add(b.policy.InitialDelay)
 			b.delayed = append(b.delayed, it)
 			continue
@@ -467,7 +459,7 @@ func (b *batcher) sleep(ctx context.Context, d time.Duration) {
 func (b *batcher) leave(it *bulkItem) {
 	b.mu.Lock()
 	delete(b.active, it.key)
-	b.w.ledger.unhold(it.key)
+	b.w.ledger.Unhold(it.key)
 	if list := b.blocked[it.key]; len(list) > 0 {
 		delete(b.blocked, it.key)
 		b.ready = append(b.ready, list...)
@@ -490,7 +482,7 @@ func (b *batcher) finish(it *bulkItem, status outcome.Outcome, customerID string
 
 // recorded notes what record returned for the item's customer id.
 func (it *bulkItem) recorded(err error, id string) {
-	it.unrecorded = it.unrecorded || notRecorded(err, id, it.log)
+	it.unrecorded.note(err, id, it.log)
 }
 
 func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
@@ -548,8 +540,8 @@ func (b *batcher) delay(it *bulkItem, notBefore time.Time) {
 
 // unit waits for the rate unit of a request about items. When there is
 // none, it leaves the items to the event's redelivery (shutdown) or settles
-// them with decide's decision on the limiter's error, and reports false.
-func (b *batcher) unit(ctx context.Context, items []*bulkItem, decide func(error) error) bool {
+// them with judge's decision on the limiter's error, and reports false.
+func (b *batcher) unit(ctx context.Context, items []*bulkItem, judge func(error) error) bool {
 	err := b.w.limiter.Wait(ctx)
 	switch {
 	case err == nil:
@@ -559,7 +551,7 @@ func (b *batcher) unit(ctx context.Context, items []*bulkItem, decide func(error
 	default:
 		for _, it := range items {
 			it.attempts++
-			b.settle(it, decide(err))
+			b.settle(it, judge(err))
 		}
 	}
 	return false
@@ -579,661 +571,4 @@ func each(items []*bulkItem, fn func(it *bulkItem)) {
 		p.Go(func() { fn(it) })
 	}
 	p.Wait()
-}
-
-// runBatch makes one batch's items durable: claim each key, follow the job
-// of an earlier request that holds an item, look up an item whose earlier
-// attempt's outcome is unknown, send the rest in one bulk request and
-// follow it. The caller holds one rate unit for the request.
-func (b *batcher) runBatch(ctx context.Context, batch []*bulkItem) {
-	l := b.w.ledger
-	claims := make([]claimResult, len(batch))
-	errs := make([]error, len(batch))
-	pos := make(map[*bulkItem]int, len(batch))
-	for i, it := range batch {
-		pos[it] = i
-	}
-	// The request's token goes into every new claim; the job id Kustomer
-	// gives the request is then recorded once, under the token.
-	token := newBatchToken()
-	each(batch, func(it *bulkItem) {
-		i := pos[it]
-		claims[i], errs[i] = l.claim(ctx, it.key, token)
-	})
-	var send, lookups []*bulkItem
-	stale := map[*bulkItem]bool{} // claimed earlier: their claims name another request
-	earlier := map[earlierKey][]*bulkItem{}
-	for i, it := range batch {
-		c, err := claims[i], errs[i]
-		if err == nil && c.stale {
-			stale[it] = true
-		}
-		switch {
-		case ctx.Err() != nil:
-			b.cancel([]*bulkItem{it})
-		case errors.Is(err, errClaimed):
-			b.settle(it, loop.Later(c.wait, err)) // not attempted: no attempt spent
-		case err != nil:
-			it.attempts++
-			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
-		case c.customerID != "":
-			it.log.Info().Str("customer_id", c.customerID).Msg("item already created")
-			b.finish(it, outcome.AlreadyCreated, c.customerID)
-		case c.stale && (c.bulkBatch != "" || c.bulkJob != ""):
-			k := earlierKey{token: c.bulkBatch, job: c.bulkJob}
-			earlier[k] = append(earlier[k], it)
-		case c.stale && it.req.ExternalID() != "":
-			lookups = append(lookups, it)
-		default:
-			send = append(send, it)
-		}
-	}
-	// The earlier requests' jobs may take minutes: each is followed on its
-	// own while the new items are sent.
-	var wg conc.WaitGroup
-	for k, items := range earlier {
-		wg.Go(func() {
-			looks, again := b.earlier(ctx, k, items)
-			again = append(again, b.lookUp(ctx, looks)...)
-			b.send(ctx, again, "", false)
-		})
-	}
-	send = append(send, b.lookUp(ctx, lookups)...)
-	var renew []*bulkItem
-	for _, it := range send {
-		if stale[it] {
-			renew = append(renew, it)
-		}
-	}
-	b.claimFor(ctx, token, renew)
-	b.send(ctx, send, token, true)
-	wg.Wait()
-}
-
-// earlierKey names the earlier request an item's claim names: its token,
-// or (claims of earlier versions) its job.
-type earlierKey struct{ token, job string }
-
-// lookUp looks items up by externalId: found ones are recorded and done,
-// failed look-ups settled; it returns the items Kustomer does not have.
-func (b *batcher) lookUp(ctx context.Context, items []*bulkItem) (absent []*bulkItem) {
-	l := b.w.ledger
-	for _, it := range items {
-		if ctx.Err() != nil {
-			b.cancel([]*bulkItem{it})
-			continue
-		}
-		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
-		c, err := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			b.cancel([]*bulkItem{it})
-		case err != nil:
-			// No answer is no "not found": the item is not sent again while
-			// an earlier request may have created it.
-			d := unresolved(err)
-			b.f.breaker.Record(d)
-			it.attempts++
-			b.settle(it, d)
-		case c != nil:
-			it.recorded(l.record(context.WithoutCancel(ctx), it.key, c.ID, it.body.sum), c.ID)
-			b.finish(it, outcome.AlreadyCreated, c.ID)
-		default:
-			absent = append(absent, it)
-		}
-	}
-	return absent
-}
-
-// claimFor renews the claims of items for the bulk request token: their
-// claims named an earlier request.
-func (b *batcher) claimFor(ctx context.Context, token string, items []*bulkItem) {
-	each(items, func(it *bulkItem) {
-		if err := b.w.ledger.claimForBatch(context.WithoutCancel(ctx), it.key, token); err != nil {
-			it.log.Warn().Err(err).Msg("claim not renewed for the bulk request; after a crash the item is looked up instead")
-		}
-	})
-}
-
-// earlier settles items whose claims an earlier request (k) holds, maybe
-// another replica's, maybe this one's before a restart. What the ledger
-// recorded of the request decides:
-//   - nothing: it was never sent (or, from an earlier version, not
-//     answered): items with an externalId are looked up, the others sent;
-//   - followed by a live replica (its record written within a lease): the
-//     items wait for it, no attempt spent;
-//   - a job: it is followed here, until it completes, fails, is gone or
-//     outlasts bulk_job_timeout, and its results settle the items;
-//   - sent, no answer: Kustomer may hold a job this replica cannot name.
-//     The items stay pending, no attempt spent, until Kustomer can no
-//     longer be running it (sent + the client's timeout + bulk_job_timeout),
-//     then are looked up; items without an externalId cannot be, and fail
-//     as exhausted, their outcome unknown, rather than risk a duplicate.
-//
-// It returns the items to look up and the items to send again.
-func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) (lookups, send []*bulkItem) {
-	rec := batchRecord{job: k.job, found: k.job != ""}
-	if k.token != "" {
-		var err error
-		if rec, err = b.w.ledger.batchRead(ctx, k.token); err != nil {
-			for _, it := range items {
-				it.attempts++
-				b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
-			}
-			return nil, nil
-		}
-		if !rec.found && k.job != "" {
-			rec.job, rec.found = k.job, true
-		}
-	}
-	if !rec.found {
-		for _, it := range items {
-			if it.req.ExternalID() != "" {
-				lookups = append(lookups, it)
-			} else {
-				send = append(send, it)
-			}
-		}
-		return lookups, send
-	}
-	now := b.w.cfg.Clock.Now()
-	lease := b.w.ledger.lease
-	if age := now.Sub(rec.beat); !rec.beat.IsZero() && rec.owner != b.w.ledger.owner && age < lease && age > -lease {
-		// Another replica follows the request (or still waits for its
-		// answer): its items are its to settle.
-		for _, it := range items {
-			b.settle(it, loop.Later(lease-max(age, 0), fmt.Errorf("worker: bulk request %s is followed by replica %s", k.token, rec.owner)))
-		}
-		return nil, nil
-	}
-	if rec.job != "" {
-		for _, it := range items {
-			it.job = rec.job
-		}
-		return b.resume(ctx, b.watch(ctx, rec.job, k.token, rec.count, rec.sent), items), nil
-	}
-	// Sent without an answer: the job, if Kustomer queued one, is unknown.
-	until := b.unknownUntil(rec.sent)
-	if now.Before(until) {
-		b.f.log.Info().Str("bulk_request", k.token).Time("sent", rec.sent).Time("until", until).Int("items", len(items)).
-			Msg("bulk request sent without an answer: its items wait until Kustomer can no longer be running its job")
-		for _, it := range items {
-			b.settle(it, loop.Later(until.Sub(now), fmt.Errorf("worker: bulk request %s sent at %s got no answer", k.token, rec.sent.UTC().Format(time.RFC3339))))
-		}
-		return nil, nil
-	}
-	for _, it := range items {
-		if it.req.ExternalID() != "" {
-			lookups = append(lookups, it)
-			continue
-		}
-		it.err = loop.Unknown(fmt.Errorf("worker: bulk request %s sent at %s got no answer and the item has no externalId to look it up by: "+
-			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", k.token, rec.sent.UTC().Format(time.RFC3339)))
-		now := b.w.cfg.Clock.Now()
-		it.first, it.last = cmp.Or(it.first, now), now
-		b.finish(it, outcome.Exhausted, "")
-	}
-	return lookups, nil
-}
-
-// unknownUntil is when Kustomer can no longer be running a job for a bulk
-// request sent at sent whose answer never came: it received the request
-// within the client's timeout, and runs no job for longer than
-// bulk_job_timeout.
-func (b *batcher) unknownUntil(sent time.Time) time.Time {
-	return sent.Add(cmp.Or(b.w.cfg.Kustomer.Timeout, kustomer.DefaultTimeout) + b.jobTimeout())
-}
-
-// jobTimeout is the workflow's bulk_job_timeout.
-func (b *batcher) jobTimeout() time.Duration {
-	return cmp.Or(b.f.wf.BulkJobTimeout, mapping.BulkJobTimeoutDefault)
-}
-
-// resume settles items of an earlier request from their job's end (w):
-// created and failed items by its results; it returns the items to look
-// up: those the job says nothing about once complete, or all of them when
-// Kustomer no longer knows the job (404).
-func (b *batcher) resume(ctx context.Context, w *jobWatch, items []*bulkItem) (lookups []*bulkItem) {
-	res, err := w.wait(ctx)
-	for _, it := range items {
-		it.attempts++
-	}
-	switch {
-	case ctx.Err() != nil:
-		b.cancel(items)
-		return nil
-	case errors.Is(err, errJobGone):
-		b.f.log.Warn().Str("bulk_job", w.id).Msg("earlier bulk job gone; looking its items up")
-		return b.withExternalID(items)
-	case err != nil:
-		b.ended(items, err)
-		return nil
-	}
-	b.f.log.Info().Str("bulk_job", w.id).Int("items", len(items)).Msg("earlier attempt's bulk job read instead of sending again")
-	return b.withExternalID(b.apply(ctx, items, w.id, res, false))
-}
-
-// withExternalID returns the items that can be looked up; the others,
-// whose outcome in a job that says nothing about them is unknown, fail as
-// exhausted rather than be sent again and maybe created twice.
-func (b *batcher) withExternalID(items []*bulkItem) (lookups []*bulkItem) {
-	for _, it := range items {
-		if it.req.ExternalID() != "" {
-			lookups = append(lookups, it)
-			continue
-		}
-		now := b.w.cfg.Clock.Now()
-		it.first, it.last = cmp.Or(it.first, now), now
-		it.err = loop.Unknown(fmt.Errorf("worker: bulk job %s reported no outcome for the item and it has no externalId to look it up by: "+
-			"outcome unknown, the customer may exist; not sent again, to avoid a duplicate", it.job))
-		b.finish(it, outcome.Exhausted, "")
-	}
-	return lookups
-}
-
-// ended settles the items of a job followed to an end other than its
-// results: the workflow pausing (they come back on resume, their claims
-// naming the job), or bulk_job_timeout (exhausted).
-func (b *batcher) ended(items []*bulkItem, err error) {
-	now := b.w.cfg.Clock.Now()
-	for _, it := range items {
-		if errors.Is(err, &loop.PauseError{}) {
-			b.settle(it, err)
-			continue
-		}
-		it.first, it.last, it.err = cmp.Or(it.first, now), now, err
-		b.finish(it, outcome.Exhausted, "")
-	}
-}
-
-// send submits items in one bulk request (with the caller's rate unit when
-// haveUnit) and follows the job. The items' claims name the request's
-// token; "" makes a new one and renews the claims for it. A request
-// Kustomer rejects whole is split to isolate the items it rejects.
-func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, haveUnit bool) {
-	if len(items) == 0 {
-		return
-	}
-	if token == "" {
-		token = newBatchToken()
-		b.claimFor(ctx, token, items)
-	}
-	if !haveUnit && !b.unit(ctx, items, func(err error) error { return loop.RetryAfter(0, err) }) {
-		return
-	}
-	// Recorded before it is sent: after a crash, a replica taking the
-	// items over knows the request may have become a job, and since when.
-	sent, err := b.w.ledger.batchSending(context.WithoutCancel(ctx), token, len(items))
-	if err != nil {
-		for _, it := range items {
-			it.attempts++
-			b.settle(it, loop.RetryAfter(0, fmt.Errorf("worker: idempotency ledger unavailable: %w", err)))
-		}
-		return
-	}
-	bulk := make([]kustomer.BulkItem, len(items))
-	for i, it := range items {
-		it.attempts++
-		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.body.json}
-	}
-	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
-	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
-	ctx, span := b.traceBulkRequest(ctx, items)
-	defer span.End()
-	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
-	if err != nil {
-		b.rejected(ctx, items, token, sent, err)
-		return
-	}
-	// An accepted request tells the breaker nothing yet: the items'
-	// outcomes in the job do (apply).
-	span.SetAttributes(tracing.AttrBulkJob.String(job.ID))
-	log := b.f.log.With().Str("bulk_job", job.ID).Logger()
-	for _, it := range items {
-		it.job = job.ID
-	}
-	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
-		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items wait out bulk_job_timeout and are looked up")
-	}
-	w := b.watch(ctx, job.ID, token, len(items), sent)
-	res, err := w.wait(ctx)
-	switch {
-	case ctx.Err() != nil:
-		log.Info().Msg("shutdown while following a bulk job; its items are left to the redelivery, which follows the job")
-		b.cancel(items)
-		return
-	case errors.Is(err, errJobGone):
-		// Kustomer forgot the job it just accepted: what it created is
-		// found by look-up.
-		log.Warn().Msg("bulk job gone while followed; looking its items up")
-		b.send(ctx, b.lookUp(ctx, b.withExternalID(items)), "", false)
-		return
-	case err != nil:
-		log.Warn().Err(err).Msg("bulk job followed to no result")
-		b.ended(items, err)
-		return
-	}
-	rest := b.apply(ctx, items, job.ID, res, true)
-	if len(rest) > 0 {
-		// Complete, silent about these items: look them up.
-		b.send(ctx, b.lookUp(ctx, b.withExternalID(rest)), "", false)
-	}
-	log.Info().Int("items", len(items)).Int("created", res.SuccessCount).Int("failed", res.FailureCount).Int("polls", w.polls).
-		Dur("took", b.w.cfg.Clock.Now().Sub(sent)).Msg("bulk job done")
-}
-
-// rejected deals with a bulk request (token, sent at sent) that failed as
-// a whole.
-func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string, sent time.Time, err error) {
-	if ctx.Err() != nil {
-		b.cancel(items) // sent or not: the claims stay, the redelivery reads the request's record
-		return
-	}
-	d := decide(err)
-	b.f.breaker.Record(d)
-	if n, ok := kustomer.BulkRejectedItem(err); ok && n < len(items) {
-		// Kustomer named the bad item: it alone fails, the others go again.
-		bad := items[n]
-		b.w.ledger.release(context.WithoutCancel(ctx), bad.key)
-		bad.log.Warn().Err(err).Msg("bulk request rejected for this item")
-		b.settle(bad, d)
-		rest := append(append([]*bulkItem{}, items[:n]...), items[n+1:]...)
-		for _, it := range rest {
-			it.attempts--
-		}
-		b.send(ctx, rest, "", false) // the rejected request created nothing
-		return
-	}
-	if errors.Is(d, &loop.PermanentError{}) && len(items) > 1 {
-		// Rejected whole without saying for which item: halve until the
-		// bad ones are alone.
-		for _, it := range items {
-			it.attempts--
-		}
-		half := len(items) / 2
-		b.f.log.Info().Err(err).Int("items", len(items)).Msg("bulk request rejected whole; splitting it to isolate the bad items")
-		var halves conc.WaitGroup
-		halves.Go(func() { b.send(ctx, items[:half], "", false) })
-		halves.Go(func() { b.send(ctx, items[half:], "", false) })
-		halves.Wait()
-		return
-	}
-	if errors.Is(d, &loop.UnknownError{}) {
-		// Kustomer may have queued a job (the answer was lost) and may
-		// still run it; its id is unknown. The items stay pending, no
-		// attempt spent, until it can no longer run (their claims name the
-		// request, whose record says when it was sent), then are looked
-		// up: never sent again meanwhile.
-		until := b.unknownUntil(sent)
-		b.f.log.Warn().Err(err).Int("items", len(items)).Time("until", until).Msg("bulk request without an answer; its items wait until Kustomer can no longer be running a job for it")
-		for _, it := range items {
-			it.attempts--
-			b.settle(it, loop.Later(until.Sub(b.w.cfg.Clock.Now()), fmt.Errorf("worker: bulk request %s got no answer: %w", token, err)))
-		}
-		return
-	}
-	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decision(d)).Msg("bulk request failed")
-	for _, it := range items {
-		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
-		b.settle(it, d)
-	}
-}
-
-// errJobGone means Kustomer answered 404 for a bulk job: it forgot it.
-var errJobGone = errors.New("worker: bulk job gone")
-
-// jobWatch is one bulk job this batcher follows to its end, once for
-// every batch holding its items (after a take-over, a job's items can come
-// back in several batches): one poll per check, however many wait.
-type jobWatch struct {
-	id    string
-	done  chan struct{} // closed with res or err set
-	res   *kustomer.BulkResults
-	err   error
-	polls int
-}
-
-// wait returns the job's results once complete, or why it was not.
-func (w *jobWatch) wait(ctx context.Context) (*kustomer.BulkResults, error) {
-	select {
-	case <-w.done:
-		return w.res, w.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// watch returns the watch of job id, starting it if none runs: it follows
-// the job (a request of count items sent at sent, under token) and keeps
-// the request's ledger record fresh meanwhile.
-func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time) *jobWatch {
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	if w, ok := b.watches[id]; ok {
-		return w
-	}
-	w := &jobWatch{id: id, done: make(chan struct{})}
-	b.watches[id] = w
-	if sent.IsZero() {
-		sent = b.w.cfg.Clock.Now() // an earlier version's record: from now on
-	}
-	b.wg.Go(func() {
-		w.res, w.err = b.follow(ctx, w, token, count, sent)
-		b.watchMu.Lock()
-		delete(b.watches, id)
-		b.watchMu.Unlock()
-		close(w.done)
-	})
-	return w
-}
-
-// following reports whether this batcher follows job id now.
-func (b *batcher) following(id string) bool {
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	_, ok := b.watches[id]
-	return ok
-}
-
-// follow polls job id until it is complete, gone, or older than
-// bulk_job_timeout, polling as little as it can: at the learnt duration of
-// a job, and when that was too early, again later. Every third of a lease
-// it writes the request's ledger record (token) again: other replicas
-// then leave its items to this one.
-func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count int, sent time.Time) (*kustomer.BulkResults, error) {
-	clock := b.w.cfg.Clock
-	beat := max(b.w.ledger.lease/3, bulkEstimateFloor)
-	nextBeat := clock.Now().Add(beat)
-	wait := time.Duration(0) // past the estimate: after an early poll
-	for {
-		now := clock.Now()
-		if token != "" && !now.Before(nextBeat) {
-			nextBeat = now.Add(beat)
-			if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, w.id, count, sent); err != nil {
-				b.f.log.Warn().Err(err).Str("bulk_job", w.id).Msg("bulk job's ledger record not renewed")
-			}
-		}
-		due := sent.Add(max(b.expected(), wait))
-		if now.Before(due) {
-			d := min(due.Sub(now), nextBeat.Sub(now))
-			if token == "" {
-				d = due.Sub(now)
-			}
-			t := clock.NewTimer(max(d, 0))
-			select {
-			case <-t.C():
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			}
-			continue
-		}
-		if err := b.w.limiter.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			wait = clock.Now().Sub(sent) + bulkEstimateFloor
-			continue
-		}
-		w.polls++
-		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-		pctx, span := b.traceBulkPoll(ctx, w.id, nil)
-		res, err := b.bk.BulkResults(pctx, w.id)
-		tracing.End(span, err)
-		elapsed := clock.Now().Sub(sent)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if ke := (*kustomer.Error)(nil); errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound {
-				return nil, errJobGone
-			}
-			d := decide(err)
-			b.f.breaker.Record(d)
-			if errors.Is(d, &loop.PauseError{}) {
-				return nil, d
-			}
-			if elapsed >= b.jobTimeout() {
-				return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s unreadable after bulk_job_timeout %s: %w", w.id, b.jobTimeout(), err))
-			}
-			var re *loop.RetryError
-			delay := bulkEstimateFloor
-			if errors.As(d, &re) {
-				delay = max(re.Delay, delay)
-			}
-			wait = elapsed + max(delay, b.expected()/4)
-			continue
-		}
-		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
-			res.Completed = true
-			b.learn(elapsed, true, w.polls == 1)
-			return res, nil
-		}
-		if elapsed >= b.jobTimeout() {
-			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
-		}
-		// Not done: an empty list of batches, or counts short of the
-		// items. Asked again later, never at once.
-		b.learn(elapsed, false, w.polls == 1)
-		wait = max(elapsed*5/4, elapsed+bulkEstimateFloor)
-	}
-}
-
-// jobDone asks GET /v1/bulk/{id} whether a job is complete, for a request
-// whose item count is unknown (recorded by an earlier version), when its
-// batches carry no status.
-func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
-	if b.w.limiter.Wait(ctx) != nil {
-		return false
-	}
-	w.polls++
-	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-	job, err := b.bk.(interface {
-		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
-	}).BulkJob(ctx, w.id)
-	return err == nil && job.Done()
-}
-
-// expected is how long a job is expected to take.
-func (b *batcher) expected() time.Duration {
-	b.estMu.Lock()
-	defer b.estMu.Unlock()
-	return b.estimate
-}
-
-// learn updates the estimate from a poll elapsed after submission. It
-// tracks a high quantile of the jobs' durations, so that about one job in
-// forty needs a second poll: a job found complete at its first poll
-// lowers it by 0.5 %, one found running raises it above elapsed by a
-// quarter (every job waiting for its first poll then waits longer too);
-// while no job was lately seen running for even half of it (jobs far
-// faster than the estimate), it halves.
-func (b *batcher) learn(elapsed time.Duration, complete, first bool) {
-	b.estMu.Lock()
-	defer b.estMu.Unlock()
-	switch {
-	case complete && first:
-		b.slowest = b.slowest * 199 / 200
-		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
-		if b.slowest < b.estimate/2 {
-			b.estimate = max(b.estimate/2, b.slowest*5/4, bulkEstimateFloor)
-		}
-	case !complete:
-		b.slowest = max(b.slowest, elapsed)
-		b.estimate = min(max(b.estimate, elapsed*5/4, elapsed+bulkEstimateFloor), b.jobTimeout())
-	}
-	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
-}
-
-// apply gives the items of job id their reported outcomes: created ones are
-// recorded in the ledger, failed ones settled; it returns the items the job
-// says nothing about (not complete, or left out). whole says items are the
-// job's whole list in submission order, so results without refs can be
-// matched by position.
-func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *kustomer.BulkResults, whole bool) (unknown []*bulkItem) {
-	refs := make([]string, len(items))
-	for i, it := range items {
-		refs[i] = bulkRef(it.key)
-	}
-	outs := res.OutcomesByRef(refs)
-	if whole {
-		outs = res.Outcomes(refs)
-	}
-	var created []*bulkItem
-	ids := map[*bulkItem]string{}
-	// As in per-item mode, each item is one observation for the breaker:
-	// a created item or a permanent failure means Kustomer works; items
-	// failing transiently one after another mean an outage.
-	var transient []error
-	up := false
-	for i, it := range items {
-		it.job = id
-		o := outs[i]
-		if o.Err == nil && o.CustomerID != "" {
-			created = append(created, it)
-			ids[it] = o.CustomerID
-			continue
-		}
-		var ke *kustomer.Error
-		if errors.As(o.Err, &ke) && ke.Timeout {
-			unknown = append(unknown, it)
-			continue
-		}
-		d := decide(o.Err)
-		switch {
-		case errors.Is(d, &loop.PauseError{}):
-			b.f.breaker.Record(d) // credentials or role: the workflow pauses at once
-		case errors.Is(d, &loop.PermanentError{}):
-			up = true
-		default:
-			transient = append(transient, d)
-		}
-		b.w.ledger.release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decision(d)).Msg("create failed")
-		b.settle(it, d)
-	}
-	if up || len(created) > 0 {
-		b.f.breaker.Record(nil)
-	} else {
-		for _, d := range transient {
-			b.f.breaker.Record(d)
-		}
-	}
-	each(created, func(it *bulkItem) {
-		it.recorded(b.w.ledger.record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum), ids[it])
-	})
-	for _, it := range created {
-		it.log.Debug().Str("customer_id", ids[it]).Str("bulk_job", id).Msg("customer created")
-		b.finish(it, outcome.Created, ids[it])
-	}
-	return unknown
-}
-
-// bulkRef is an item's _clientRef: its ledger key, unique per item and
-// stable across replicas, so any replica can match a job's results.
-func bulkRef(key string) string {
-	if len(key) <= kustomer.ClientRefMax {
-		return key
-	}
-	return key[len(key)-kustomer.ClientRefMax:]
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -196,7 +198,7 @@ workflows:
 		st := h.sb.Sandbox.Stats()
 		return st.BulkJobs == 2 && st.BulkPolls >= 2
 	}, 20*time.Second, 10*time.Millisecond, "logs:\n%s", h.logs.String())
-	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	cons, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"bulk")
 	require.NoError(t, err)
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
@@ -445,7 +447,7 @@ func TestBulkTenThousandItemEventAndOneItemEventBothFinishWithoutRedelivery(t *t
 	h.waitCreated(len(big)+1, 3*time.Minute)
 	h.waitIdle("bulk")
 	h.requireEachCreatedOnce(append(big, "ext-small"))
-	cons, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"bulk")
+	cons, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"bulk")
 	require.NoError(t, err)
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
@@ -497,22 +499,22 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 	// A replica, dead since, claimed the three items and sent them in a job
 	// that is still running.
 	var died time.Duration
-	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
+	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
 	require.NoError(t, err)
 	died = time.Minute // its claims are a minute old: their leases ended
 	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
 	require.NoError(t, err)
-	token := newBatchToken()
+	token := ledger.NewBatchToken()
 	var items []kustomer.BulkItem
 	for _, n := range []string{"a", "b", "c"} {
-		key := ledgerKey("", "ext-"+n)
-		_, err := dead.claim(ctx, key, token)
+		key := ledger.Key("", "ext-"+n)
+		_, err := dead.Claim(ctx, key, token)
 		require.NoError(t, err)
 		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
 	}
 	job, err := client.CreateCustomersBulk(ctx, items)
 	require.NoError(t, err)
-	require.NoError(t, dead.batchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
+	require.NoError(t, dead.BatchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
 
 	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
 	rec := h.waitRun(seq)

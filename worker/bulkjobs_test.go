@@ -10,6 +10,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -131,23 +132,23 @@ func TestBulkJobHoldingItemsOfSeveralBatchesIsPolledOncePerCheck(t *testing.T) {
 	})
 	ctx := context.Background()
 	var died time.Duration
-	dead, err := openLedger(ctx, h.js, LedgerConfig{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
+	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
 	require.NoError(t, err)
 	died = time.Minute // its claims are a minute old: their leases ended
 	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
 	require.NoError(t, err)
-	token := newBatchToken()
+	token := ledger.NewBatchToken()
 	names := []string{"a", "b", "c", "d", "e", "f"}
 	var items []kustomer.BulkItem
 	for _, n := range names {
-		key := ledgerKey("", "ext-"+n)
-		_, err := dead.claim(ctx, key, token)
+		key := ledger.Key("", "ext-"+n)
+		_, err := dead.Claim(ctx, key, token)
 		require.NoError(t, err)
 		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
 	}
 	job, err := client.CreateCustomersBulk(ctx, items)
 	require.NoError(t, err)
-	require.NoError(t, dead.batchSent(ctx, token, job.ID, len(items), time.Now()))
+	require.NoError(t, dead.BatchSent(ctx, token, job.ID, len(items), time.Now()))
 	before := h.sb.Sandbox.Stats()
 
 	var seqs []uint64

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -51,7 +52,7 @@ func (h *harness) runsOf(workflow string) []runlog.Record {
 func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{config: sampleConfig(t)})
-	require.Equal(t, []string{"leads.>", "batches.>"}, h.streamConfig(StreamDefault).Subjects)
+	require.Equal(t, []string{"leads.>", "batches.>"}, h.streamConfig(leads.StreamDefault).Subjects)
 
 	seq := h.publish("batches.expo", "expo-1", `{"source":"expo","leads":[{"id":"x-1","first_name":"Ann","email":"ann@example.com"}]}`)
 	rec := h.waitRun(seq)
@@ -66,7 +67,7 @@ workflows:
   - {name: web, subject: "leads.web.*", inputs: {name: "{{trigger.name}}"}}
   - {name: orders, subject: "orders.>", inputs: {name: "{{trigger.name}}"}}
 `)
-	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(StreamDefault).Subjects)
+	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(leads.StreamDefault).Subjects)
 	seq = h.publish("orders.shop", "o-1", `{"name":"Otto"}`)
 	require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
 }
@@ -82,12 +83,12 @@ func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testi
 	w, err := newTestWorker(t, js, srv, sampleConfig(t))
 	require.NoError(t, err)
 	err = w.Start(ctx)
-	require.ErrorContains(t, err, `worker: create stream LEADS: subject: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
+	require.ErrorContains(t, err, `leads: create stream LEADS: subject: stream LEADS cannot capture subject batches.> of workflow "batch": stream EXPO already captures batches.expo.>, and NATS stores a subject in one stream only. Give the workflow a subject outside batches.expo.>, or remove it from stream EXPO`)
 	require.NotContains(t, err.Error(), "err_code", "the server's words are replaced, not appended")
 	var apiErr *jetstream.APIError
 	require.ErrorAs(t, err, &apiErr, "the server's error is still there for errors.As")
 
-	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
+	plan, err := leads.CheckStream(ctx, js, leads.StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
 	require.ErrorContains(t, err, `stream EXPO already captures batches.expo.>`)
 	require.False(t, plan.Exists)
 }
@@ -99,9 +100,9 @@ func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testi
 	ctx := context.Background()
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
 	require.NoError(t, err)
-	plan, err := CheckStream(ctx, js, StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
-	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
-	require.Equal(t, StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
+	plan, err := leads.CheckStream(ctx, js, leads.StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
+	require.EqualError(t, err, `leads: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
+	require.Equal(t, leads.StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
 }
 
 func TestOverlappingWorkflowsEachRunTheEventUnderTheirOwnRunID(t *testing.T) {
@@ -147,7 +148,7 @@ workflows:
 	// The same workflow restarted with start: all keeps its position.
 	h.stopWorker()
 	h.start(fmt.Sprintf(named, "signup", "all"))
-	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"signup")
+	c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"signup")
 	require.NoError(t, err)
 	info := c.CachedInfo()
 	require.Equal(t, uint64(3), info.Delivered.Stream)
@@ -161,9 +162,9 @@ workflows:
 
 	require.Len(t, h.runsOf("signup"), 3, "no event ran twice under the old name")
 	// The old name's consumer holds the event it never got: validate and run say so.
-	plan, err := CheckStream(context.Background(), h.js, StreamConfig{}, mustWorkflows(t, fmt.Sprintf(named, "onboarding", "new")))
+	plan, err := leads.CheckStream(context.Background(), h.js, leads.StreamConfig{}, mustWorkflows(t, fmt.Sprintf(named, "onboarding", "new")))
 	require.NoError(t, err)
-	require.Equal(t, []Abandoned{{Consumer: "ksync-signup", Workflow: "signup", Pending: 1}}, plan.Abandoned)
+	require.Equal(t, []leads.Abandoned{{Consumer: "ksync-signup", Workflow: "signup", Pending: 1}}, plan.Abandoned)
 	require.Len(t, h.runsOf("onboarding"), 1, "the renamed workflow ran only the new event")
 	h.requireEachCreatedOnce([]string{"ext-0", "ext-1", "ext-2", "ext-3"})
 }
@@ -196,7 +197,7 @@ workflows:
   - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
 `})
 	h.publish("leads.b", "b-1", `{"name":"Before"}`)
-	st, err := h.js.Stream(context.Background(), StreamDefault)
+	st, err := h.js.Stream(context.Background(), leads.StreamDefault)
 	require.NoError(t, err)
 	m, err := st.GetMsg(context.Background(), 1)
 	require.NoError(t, err)
@@ -219,14 +220,14 @@ workflows:
 func TestTheManagedStreamKeepsEventsForTheConfiguredAgeAndSize(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{})
-	cfg := h.streamConfig(StreamDefault)
-	require.Equal(t, StreamMaxAgeDefault, cfg.MaxAge)
+	cfg := h.streamConfig(leads.StreamDefault)
+	require.Equal(t, leads.StreamMaxAgeDefault, cfg.MaxAge)
 	require.Equal(t, int64(-1), cfg.MaxBytes)
 
 	h.stopWorker()
 	h.opts.worker = func(c *Config) { c.Stream.MaxAge, c.Stream.MaxBytes = time.Hour, 1<<20 }
 	h.start("")
-	cfg = h.streamConfig(StreamDefault)
+	cfg = h.streamConfig(leads.StreamDefault)
 	require.Equal(t, time.Hour, cfg.MaxAge)
 	require.Equal(t, int64(1<<20), cfg.MaxBytes)
 	require.Equal(t, jetstream.DiscardNew, cfg.Discard, "a full stream refuses new events rather than drop unprocessed ones")
@@ -243,7 +244,7 @@ workflows:
 	var backlog []string
 	h := setup(t, harnessOptions{config: fmt.Sprintf(named, "signup"), before: func(h *harness) {
 		// A backfill published before the first worker is deployed.
-		_, err := h.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: StreamDefault, Subjects: []string{"leads.>"}})
+		_, err := h.js.CreateStream(context.Background(), jetstream.StreamConfig{Name: leads.StreamDefault, Subjects: []string{"leads.>"}})
 		require.NoError(t, err)
 		for i := range 3 {
 			h.publish("leads.web", fmt.Sprintf("lead-%d", i), fmt.Sprintf(`{"id":"ext-%d","name":"Lead %d"}`, i, i))
@@ -269,10 +270,10 @@ workflows:
 	h.waitIdle("onboarding")
 	require.Len(t, h.runsOf("onboarding"), 2, "the renamed workflow ran the two events its old name had not, and no other")
 	require.Len(t, h.runsOf("signup"), 3)
-	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"onboarding")
+	c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"onboarding")
 	require.NoError(t, err)
 	require.EqualValues(t, 2, c.CachedInfo().Delivered.Consumer, "nothing delivered twice")
-	plan, err := CheckStream(context.Background(), h.js, StreamConfig{}, h.worker.cfg.Workflows)
+	plan, err := leads.CheckStream(context.Background(), h.js, leads.StreamConfig{}, h.worker.cfg.Workflows)
 	require.NoError(t, err)
 	require.Empty(t, plan.Abandoned, "the old consumer is continued, not abandoned")
 	h.requireEachCreatedOnce(backlog)

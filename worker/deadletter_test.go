@@ -10,6 +10,8 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -185,7 +187,7 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 	require.Contains(t, st.Reason, "cannot store the dead letter")
 	// Held over several ack waits: never redelivered.
 	require.Never(t, func() bool {
-		c, err := h.js.Consumer(ctx, StreamDefault, ConsumerPrefixDefault+"default")
+		c, err := h.js.Consumer(ctx, leads.StreamDefault, leads.ConsumerPrefixDefault+"default")
 		require.NoError(t, err)
 		info, err := c.Info(ctx)
 		require.NoError(t, err)
@@ -238,14 +240,14 @@ func TestARunLogOrLedgerDeletedWhileRunningIsRecreatedAndTheEventProcessedOnce(t
 	h := setup(t, harnessOptions{config: leadConfig()})
 	ctx := context.Background()
 	require.NoError(t, h.js.DeleteStream(ctx, runlog.StreamDefault))
-	require.NoError(t, h.js.DeleteKeyValue(ctx, LedgerBucketDefault))
+	require.NoError(t, h.js.DeleteKeyValue(ctx, ledger.BucketDefault))
 
 	seq := h.publish("leads.web", "gone-1", `{"id":"ext-gone-1","name":"Gone"}`)
 	run := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Equal(t, fmt.Sprintf("LEADS-%d-1-default", seq), run.ID, "processed at its first delivery, not delivered until max_deliveries")
 	h.waitIdle("default")
-	_, err := h.js.KeyValue(ctx, LedgerBucketDefault)
+	_, err := h.js.KeyValue(ctx, ledger.BucketDefault)
 	require.NoError(t, err, "the ledger bucket is recreated")
 	st := h.workflowState("default")
 	require.Equal(t, replica.StateRunning, st.State, "a deleted ledger is not Kustomer failing: %s", st.Reason)

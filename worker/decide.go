@@ -9,9 +9,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 )
 
-// decide is the one adapter from Kustomer's answers to the decisions the
+// kustomerDecision is the one adapter from Kustomer's answers to the decisions the
 // loop acts on; everything above reads them with errors.Is and errors.As.
-// The kustomer client classified the answer once, at the edge; decide only
+// The kustomer client classified the answer once, at the edge; it only
 // says what that class means for an item:
 //
 //	nil                                     nil
@@ -26,7 +26,7 @@ import (
 //
 // The decision wraps err, so err's message and its *kustomer.Error (status,
 // code, for the dead letter) are still there.
-func decide(err error) error {
+func kustomerDecision(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -61,19 +61,19 @@ func unresolved(err error) error {
 	if later := (*loop.LaterError)(nil); errors.As(err, &later) {
 		return err // not asked: the claim was lost meanwhile (spender)
 	}
-	d := decide(err)
+	d := kustomerDecision(err)
 	if errors.Is(d, &loop.PermanentError{}) {
 		return loop.Unknown(err)
 	}
 	return d
 }
 
-// decision names the decision err holds, as the "class" field of a log line
+// decisionName names the decision err holds, as the "class" field of a log line
 // says it: "retry", "throttled", "unknown", "pause", or "permanent" for any
 // other error (one without a decision is permanent to the loop too); "" for
 // nil. Logs read it here rather than the Kustomer client's class, so that a
 // ledger outage reads "retry" and not "permanent".
-func decision(err error) string {
+func decisionName(err error) string {
 	var re *loop.RetryError
 	switch {
 	case err == nil:

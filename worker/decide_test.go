@@ -16,6 +16,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -118,7 +119,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 			c, err := kustomer.New(kustomer.Config{BaseURL: srv.URL, APIKey: testAPIKey, Timeout: 100 * time.Millisecond, Now: func() time.Time { return now }})
 			require.NoError(t, err)
 			_, err = c.CreateCustomer(t.Context(), map[string]any{"name": "Ada"})
-			requireDecision(t, tc.want, decide(err))
+			requireDecision(t, tc.want, kustomerDecision(err))
 		})
 	}
 
@@ -131,7 +132,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 		c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: testAPIKey})
 		require.NoError(t, err)
 		_, err = c.CreateCustomer(t.Context(), map[string]any{"name": "Ada"})
-		requireDecision(t, want{decision: &loop.RetryError{}}, decide(err))
+		requireDecision(t, want{decision: &loop.RetryError{}}, kustomerDecision(err))
 	})
 
 	t.Run("our own cancellation mid-request", func(t *testing.T) {
@@ -150,7 +151,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 			cancel()
 		}()
 		_, err = c.CreateCustomer(ctx, map[string]any{"name": "Ada"})
-		got := decide(err)
+		got := kustomerDecision(err)
 		requireDecision(t, want{decision: &loop.UnknownError{}}, got)
 		require.ErrorIs(t, got, context.Canceled)
 	})
@@ -158,7 +159,7 @@ func TestDecideMapsEveryKustomerAnswerToOneLoopDecision(t *testing.T) {
 	t.Run("an error nobody classified", func(t *testing.T) {
 		t.Parallel()
 		bug := errors.New("worker: something unforeseen")
-		got := decide(bug)
+		got := kustomerDecision(bug)
 		requireDecision(t, want{decision: &loop.PermanentError{}}, got)
 		require.ErrorIs(t, got, bug)
 		require.Equal(t, bug.Error(), got.Error())
@@ -193,17 +194,23 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	ctx := t.Context()
-	mine, theirs, _ := twoReplicas(t, js, "DECIDE_LEDGER")
-	key := ledgerKey("wf", "lead-1")
-	_, err := theirs.claim(ctx, key, "")
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	open := func(owner string) *ledger.Ledger {
+		l, err := ledger.Open(ctx, js, ledger.Config{Bucket: "DECIDE_LEDGER", Lease: 30 * time.Second}, owner, func() time.Time { return at })
+		require.NoError(t, err)
+		return l
+	}
+	mine, theirs := open("replica-a"), open("replica-b")
+	key := ledger.Key("wf", "lead-1")
+	_, err := theirs.Claim(ctx, key, "")
 	require.NoError(t, err)
 
 	// The claim is decided before Kustomer or the limiter is asked.
-	w := &Worker{ledger: mine, js: js, log: zerolog.Nop(), cfg: Config{ResultsStream: ResultsStreamDefault, Ledger: LedgerConfig{Bucket: "DECIDE_LEDGER"}, Clock: loop.SystemClock()}}
+	w := &Worker{ledger: mine, js: js, log: zerolog.Nop(), cfg: Config{ResultsStream: ResultsStreamDefault, Ledger: ledger.Config{Bucket: "DECIDE_LEDGER"}, Clock: loop.SystemClock()}}
 	ev := &event{log: zerolog.Nop()}
 	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.LaterError{}, delay: 30 * time.Second}, err)
-	require.ErrorIs(t, err, errClaimed)
+	require.ErrorIs(t, err, ledger.ErrClaimed)
 	var ke *kustomer.Error
 	require.False(t, errors.As(err, &ke), "a ledger conflict is not Kustomer's answer")
 
@@ -211,7 +218,7 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	// item tried again without spending an attempt or telling the breaker
 	// (which pauses on Kustomer failing).
 	require.NoError(t, js.DeleteKeyValue(ctx, "DECIDE_LEDGER"))
-	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, ledgerKey("wf", "lead-2"), 0, 1, &itemNote{})
+	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, ledger.Key("wf", "lead-2"), 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.LaterError{}}, err)
 	require.False(t, errors.As(err, &ke), "a ledger outage is not Kustomer's answer")
 	require.Regexp(t, "^worker: idempotency ledger unavailable: ", err.Error())
@@ -243,13 +250,13 @@ func TestALogLineNamesTheDecisionNotTheClientsClass(t *testing.T) {
 	for err, want := range map[error]string{
 		nil:    "",
 		ledger: "retry",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429}): "throttled",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503}): "retry",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true}):   "unknown",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401}):  "pause",
-		decide(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
-		errors.New("mapping: name: too long"):                                                  "permanent",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 429}): "throttled",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, StatusCode: 503}): "retry",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassRetryable, Timeout: true}):   "unknown",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassSystemic, StatusCode: 401}):  "pause",
+		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
+		errors.New("mapping: name: too long"): "permanent",
 	} {
-		require.Equal(t, want, decision(err), "%v", err)
+		require.Equal(t, want, decisionName(err), "%v", err)
 	}
 }

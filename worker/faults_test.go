@@ -14,6 +14,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -225,7 +226,7 @@ workflows:
 	ids := h.publishLoopEvents("long", 1, 30) // ≥ 3 s of work, three times the ack wait
 	h.waitCreated(len(ids), 30*time.Second)
 	h.waitIdle("batch")
-	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"batch")
+	c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"batch")
 	require.NoError(t, err)
 	info, err := c.Info(context.Background())
 	require.NoError(t, err)
@@ -370,7 +371,7 @@ func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.
 	seq := h.publish("leads.web", "held-1", `{"id":"held-1","name":"Ann"}`)
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
-	require.Equal(t, fmt.Sprintf("%s-%d-1-default", StreamDefault, seq), rec.ID, "the first delivery, held through every pause")
+	require.Equal(t, fmt.Sprintf("%s-%d-1-default", leads.StreamDefault, seq), rec.ID, "the first delivery, held through every pause")
 	require.Negative(t, k.refusals.Load(), "the creates were refused five times: five pauses")
 	require.Empty(t, h.deadLetters())
 	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["held-1"])
@@ -400,6 +401,6 @@ func TestAWorkerStoppedWhilePausedHandsItsHeldEventsBack(t *testing.T) {
 	h.start("")
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)
-	require.Equal(t, fmt.Sprintf("%s-%d-2-default", StreamDefault, seq), rec.ID, "its second delivery")
+	require.Equal(t, fmt.Sprintf("%s-%d-2-default", leads.StreamDefault, seq), rec.ID, "its second delivery")
 	require.Empty(t, h.deadLetters())
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -61,7 +63,7 @@ type event struct {
 	notes    []itemNote // per item index, once its items run
 	// unrecorded, in bulk mode: an item's customer exists but the ledger
 	// could not record it (per-item mode notes it per item, in notes).
-	unrecorded bool
+	unrecorded unrecorded
 	evTrace    // its spans, when traced (worker/tracing.go)
 }
 
@@ -91,6 +93,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			Str("subject", msg.Subject()).
 			Uint64("delivery", meta.NumDelivered).Logger(),
 	}
+	defer keepAlive(w.cfg.Clock, msg, w.cfg.AckWait/3)()
 	rp, err := w.replayKey.ReadReplay(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		// Whoever can publish a lead can write these headers: they are
@@ -101,7 +104,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	ev.replay = rp
 	ctx = w.traceEvent(ctx, f, ev)
 	defer ev.endSpan()
-	ev.key = eventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
+	ev.key = leads.EventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
 	if rp != nil {
 		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
 	}
@@ -128,7 +131,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if !w.readReplayObject(ctx, f, ev) {
 		return
 	}
-	trigger, err := decodeEvent(ev.data, w.cfg.MaxEventBytes)
+	trigger, err := leads.DecodeEvent(ev.data, w.cfg.MaxEventBytes)
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
@@ -138,7 +141,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		w.deadLetterEvent(ctx, f, ev, mappingOutcome(err), err)
 		return
 	}
-	indexes, err := replayIndexes(ev.replay, len(items))
+	indexes, err := leads.ReplayIndexes(ev.replay, len(items))
 	if err != nil {
 		w.deadLetterEvent(ctx, f, ev, outcome.InvalidEvent, err)
 		return
@@ -149,17 +152,12 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	keys := make([]string, len(items))
 	toRun := make([]int, 0, len(indexes))
 	// Each item's mapping is bounded (mapping.TemplateMaxTime), but a long
-	// Loop of slow items is not: keep the event ours while mapping, as the
-	// loop does while creating, and stop at the shutdown deadline.
-	beat := w.cfg.Clock.Now()
+	// Loop of slow items is not: stop at the shutdown deadline (the event
+	// is kept alive meanwhile, see keepAlive).
 	for _, i := range indexes {
 		if ctx.Err() != nil {
 			ev.log.Info().Msg("event interrupted by shutdown while mapping; left unacknowledged for redelivery")
 			return
-		}
-		if now := w.cfg.Clock.Now(); now.Sub(beat) >= w.cfg.AckWait/3 {
-			_ = msg.InProgress()
-			beat = now
 		}
 		req, err := f.wf.Map(trigger, items[i], i)
 		if err == nil {
@@ -168,7 +166,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			if key == "" {
 				key = ev.key + "#" + strconv.Itoa(i)
 			}
-			keys[i] = ledgerKey(ledgerScope(f.wf), key)
+			keys[i] = ledger.Key(ledgerScope(f.wf), key)
 		}
 		if err != nil {
 			results[i] = loop.Outcome{Index: i, Status: mappingOutcome(err), Err: err}
@@ -182,23 +180,9 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if f.bulk != nil {
 		run = func(toRun []int) loop.Report { return w.runBulk(ctx, f, ev, reqs, keys, toRun) }
 	} else {
-		runner, err := loop.New(loop.Config{
-			Concurrency:       f.wf.Concurrency,
-			Policy:            retryPolicy(f.wf.Retry),
-			Limiter:           w.limiter,
-			Breaker:           f.breaker,
-			Clock:             w.cfg.Clock,
-			Heartbeat:         func() { _ = msg.InProgress() },
-			HeartbeatInterval: w.cfg.AckWait / 3,
-			Go:                f.goroutines.Go,
-		})
-		if err != nil {
-			ev.log.Error().Err(err).Msg("cannot run the loop; leaving the event for redelivery")
-			return
-		}
 		ev.notes = make([]itemNote, len(items))
 		run = func(toRun []int) loop.Report {
-			return runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
+			return f.runner.Run(ctx, toRun, func(ctx context.Context, i, attempt int) (loop.Result, error) {
 				return w.traceItem(ctx, f, i, attempt, func(ctx context.Context) (loop.Result, error) {
 					return w.createItem(ctx, f, ev, reqs[i], keys[i], i, attempt, &ev.notes[i])
 				})
@@ -232,7 +216,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 		if !w.holdWhilePaused(ctx, f, ev) {
 			if ctx.Err() == nil { // stopping: back to the stream for another replica
 				_ = msg.NakWithDelay(w.cfg.PauseNakDelay)
-				ev.log.Info().Dur("delay", w.cfg.PauseNakDelay).Msg("workflow paused and the worker stopping; event nak'ed without spending attempts")
+				ev.log.Info().Stringer("delay", w.cfg.PauseNakDelay).Msg("workflow paused and the worker stopping; event nak'ed without spending attempts")
 			}
 			return
 		}
@@ -244,34 +228,27 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	w.finish(ctx, f, ev, ordered)
 }
 
-// holdWhilePaused keeps the event unacknowledged and alive (InProgress)
-// while the workflow is paused. It returns true once the workflow resumed,
-// false when the worker stops fetching (draining) or ctx ends first.
+// holdWhilePaused keeps the event unacknowledged (and, by keepAlive,
+// alive) while the workflow is paused. It returns true once the workflow
+// resumed, false when the worker stops fetching (draining) or ctx ends
+// first.
 func (w *Worker) holdWhilePaused(ctx context.Context, f *flow, ev *event) bool {
 	ev.log.Info().Msg("workflow paused; event held until it resumes")
 	defer ev.tracePaused(ctx)()
-	for {
-		resumed := f.whenRunning()
+	resumed := f.whenRunning()
+	select {
+	case <-resumed:
+	default:
 		select {
 		case <-resumed:
-			ev.log.Info().Msg("workflow resumed; running the event's paused items again")
-			return true
-		default:
-		}
-		t := w.cfg.Clock.NewTimer(w.cfg.AckWait / 3)
-		select {
-		case <-resumed:
-		case <-t.C():
-			_ = ev.msg.InProgress()
 		case <-f.draining:
-			t.Stop()
 			return false
 		case <-ctx.Done():
-			t.Stop()
 			return false
 		}
-		t.Stop()
 	}
+	ev.log.Info().Msg("workflow resumed; running the event's paused items again")
+	return true
 }
 
 // readReplayObject sets ev.data to the event's payload: its body, or, for a
@@ -296,117 +273,6 @@ func (w *Worker) readReplayObject(ctx context.Context, f *flow, ev *event) bool 
 	return true
 }
 
-// createItem is one attempt at one item: claim its key in the ledger, look it
-// up when an earlier attempt's outcome is unknown, create it, record it. A
-// workflow with match looks the customer up first (see matchItem).
-func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping.Request, key string, index, attempt int, note *itemNote) (loop.Result, error) {
-	log := ev.log.With().Int("item", index).Int("attempt", attempt).Logger()
-	enc, err := encodeBody(req)
-	if err != nil {
-		return loop.Result{}, loop.Permanent(err)
-	}
-	sum := enc.sum
-	note.sent = sum
-	if err := w.ledger.hold(ctx, key); err != nil {
-		return loop.Result{}, loop.RetryAfter(0, err) // shutting down
-	}
-	defer w.ledger.unhold(key)
-	claim, err := w.ledger.claim(ctx, key, "")
-	switch {
-	case errors.Is(err, errClaimed):
-		return loop.Result{}, loop.Later(claim.wait, err) // not attempted: no attempt spent, no failure
-	case err != nil:
-		// Not Kustomer's fault: no attempt is spent and the breaker (which
-		// pauses on Kustomer failing) is not told. A ledger bucket deleted
-		// while running is recreated at once.
-		err = fmt.Errorf("worker: idempotency ledger unavailable: %w", err)
-		if ctx.Err() == nil && !w.repairStores(ctx) {
-			log.Warn().Err(err).Msg("item waits for the idempotency ledger")
-			return loop.Result{}, loop.Later(time.Second, err)
-		}
-		return loop.Result{}, loop.Later(0, err)
-	case claim.customerID != "" && (len(f.wf.Match) == 0 || claim.sent == sum):
-		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
-		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
-	}
-	spend := &spender{lim: w.limiter}
-	if claim.customerID == "" { // this attempt holds the claim
-		spend.keep(func(ctx context.Context) error { return w.ledger.renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.lease)
-	}
-	if len(f.wf.Match) > 0 {
-		return w.matchItem(ctx, f.wf, req, enc, key, claim, spend, log, note)
-	}
-	return w.create(ctx, req, enc, key, claim.stale, spend, log, note)
-}
-
-// create creates the item's customer, holding its claim; lookFirst (an
-// earlier attempt's outcome is unknown) looks it up by externalId first.
-func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key string, lookFirst bool, spend *spender, log zerolog.Logger, note *itemNote) (loop.Result, error) {
-	sum := enc.sum
-	extID := req.ExternalID()
-	if lookFirst && extID != "" {
-		c, err := w.lookup(ctx, extID, spend, log)
-		switch {
-		case err != nil:
-			// Not knowing whether the earlier attempt created it, do not
-			// create it again: ask again at the next attempt.
-			return loop.Result{}, unresolved(err)
-		case c != nil:
-			note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-			return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
-		}
-	}
-	if err := spend.wait(ctx); err != nil {
-		return loop.Result{}, err
-	}
-	c, err := w.kustomer.CreateCustomer(ctx, enc.json)
-	if err != nil {
-		err = decide(err)
-		// A timeout, a broken connection or our own cancellation after the
-		// request left: Kustomer may have created the customer.
-		unknown := errors.Is(err, &loop.UnknownError{}) || ctx.Err() != nil
-		if unknown && extID != "" {
-			// The request may have been answered: ask before trying again.
-			// Not found, or the question failed: the outcome stays unknown,
-			// the claim stays, and the next attempt asks again.
-			if c, err := w.lookup(ctx, extID, spend, log); err == nil && c != nil {
-				note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-				return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes, AlreadyCreated: true}, nil
-			}
-		}
-		if !unknown && !lookFirst {
-			// Kustomer answered: this attempt created nothing, and no earlier
-			// attempt's outcome is in doubt (that claim is kept, so every
-			// later attempt looks the item up first).
-			w.ledger.release(context.WithoutCancel(ctx), key)
-		}
-		log.Warn().Err(err).Str("class", decision(err)).Msg("create failed")
-		return loop.Result{}, err
-	}
-	note.recorded(w.ledger.record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
-	log.Info().Str("customer_id", c.ID).Msg("customer created")
-	return loop.Result{CustomerID: c.ID, Attributes: c.RawAttributes}, nil
-}
-
-// lookup finds a customer by externalId after an unknown outcome: the
-// customer, nil when Kustomer has none, or the error when it could not be
-// asked (a failed look-up is no answer: the customer may exist).
-func (w *Worker) lookup(ctx context.Context, extID string, spend *spender, log zerolog.Logger) (*kustomer.Customer, error) {
-	if err := spend.wait(ctx); err != nil {
-		return nil, err
-	}
-	c, err := w.kustomer.CustomerByExternalID(ctx, extID)
-	switch {
-	case kustomer.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		log.Warn().Err(err).Msg("look-up after an unknown outcome failed")
-		return nil, err
-	}
-	log.Info().Str("customer_id", c.ID).Msg("unknown outcome resolved by look-up: customer exists")
-	return c, nil
-}
-
 // deadLetterEvent dead-letters a whole event that cannot be processed at all.
 func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class outcome.Outcome, err error) {
 	w.finish(ctx, f, ev, []loop.Outcome{{Index: -1, Status: class, Err: err}})
@@ -418,7 +284,7 @@ func (w *Worker) deadLetterEvent(ctx context.Context, f *flow, ev *event, class 
 // items from being created twice).
 func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Outcome) {
 	ctx = context.WithoutCancel(ctx)
-	if ev.unrecorded || slices.ContainsFunc(ev.notes, func(n itemNote) bool { return n.unrecorded }) {
+	if bool(ev.unrecorded) || slices.ContainsFunc(ev.notes, func(n itemNote) bool { return bool(n.unrecorded) }) {
 		// A customer the ledger does not know of: acknowledged, a later
 		// event with the same key could create it again.
 		w.nakAfterFailure(ev, "ledger record", errors.New("worker: a customer created or found is not recorded in the ledger"))
@@ -428,7 +294,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	rec := runlog.Record{
 		ID:        ev.runID(f.wf.Name),
 		Workflow:  f.wf.Name,
-		EventID:   eventID(ev.replay, ev.msg.Headers()),
+		EventID:   leads.EventID(ev.replay, ev.msg.Headers()),
 		Subject:   ev.msg.Subject(),
 		StreamSeq: ev.meta.Sequence.Stream,
 		Started:   ev.started,
@@ -542,7 +408,7 @@ func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 // class: the original payload byte for byte, and why in its headers.
 func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID string, class outcome.Outcome, items []loop.Outcome) error {
 	first := items[0]
-	rec := eventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
+	rec := leads.EventRecord(ev.replay, ev.msg.Subject(), ev.meta.Stream, ev.meta.Sequence.Stream, ev.msg.Headers(), ev.data)
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
@@ -630,7 +496,7 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	m.Header.Set(HeaderWorkflow, f.wf.Name)
 	// The publisher's id, of any length: a long one as its digest, so the
 	// result's headers stay within JetStream's limit.
-	m.Header.Set(HeaderEventID, dlq.BoundedValue(eventID(ev.replay, ev.msg.Headers())))
+	m.Header.Set(HeaderEventID, dlq.BoundedValue(leads.EventID(ev.replay, ev.msg.Headers())))
 	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
 	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
 	m.Header.Set(HeaderCustomer, it.CustomerID)
@@ -641,7 +507,7 @@ func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.P
 	// even with the same body) is a result of its own, and so is an update
 	// (the body sent is part of the id). The event's id is a publisher's
 	// text of any length: it goes in hashed.
-	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, eventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
+	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, leads.EventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
 	ack, err := w.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("worker: publish result: %w", err)
@@ -718,4 +584,12 @@ func retryPolicy(r mapping.Retry) loop.Policy {
 		Multiplier:   r.Multiplier,
 		Jitter:       r.Jitter,
 	}
+}
+
+// ledgerScope is the scope of wf's keys for ledger.Key.
+func ledgerScope(wf *mapping.Workflow) string {
+	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
+		return wf.Name
+	}
+	return ""
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -172,7 +173,7 @@ func (h *harness) waitRun(seq uint64) runlog.Record {
 func (h *harness) waitIdle(workflow string) {
 	h.t.Helper()
 	require.Eventually(h.t, func() bool {
-		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+workflow)
+		c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+workflow)
 		if err != nil {
 			return false
 		}

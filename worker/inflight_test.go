@@ -11,6 +11,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 )
 
 // concurrencyMeter records the most creates in flight at once.
@@ -52,7 +53,7 @@ workflows:
 	}
 	// While they run, the consumer never has more than that out unacknowledged:
 	// a full pool stops fetching instead of buffering.
-	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"default")
+	c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"default")
 	require.NoError(t, err)
 	maxPending := 0
 	require.Eventually(t, func() bool {

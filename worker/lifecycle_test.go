@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -38,7 +40,7 @@ func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) 
 	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: all\n    subject: \"leads.>\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
 	require.NoError(t, err)
 	err = w.Start(ctx)
-	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web.>, not subject leads.> of workflow "all": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>"), or give the workflow a subject the stream captures`)
+	require.EqualError(t, err, `leads: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web.>, not subject leads.> of workflow "all": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>"), or give the workflow a subject the stream captures`)
 }
 
 func TestAnOperatorsStreamThatCoversTheSubjectIsUsedAsItIs(t *testing.T) {
@@ -56,7 +58,7 @@ func TestAnOperatorsStreamThatCoversTheSubjectIsUsedAsItIs(t *testing.T) {
 	st, err := js.Stream(ctx, "LEADS")
 	require.NoError(t, err)
 	require.Equal(t, time.Hour, st.CachedInfo().Config.MaxAge, "the operator's settings are left alone")
-	require.Empty(t, st.CachedInfo().Config.Metadata[managedByKey])
+	require.Empty(t, st.CachedInfo().Config.Metadata[leads.ManagedByKey])
 }
 
 func TestStopWaitsForEventsInFlightToFinish(t *testing.T) {
@@ -111,6 +113,12 @@ func TestStopPastItsDeadlineLeavesUnfinishedEventsForRedelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, h.worker.Stop(ctx), context.DeadlineExceeded)
+	// The drain's end is logged before the worker says it stopped.
+	msgs := h.logMessages()
+	deadline, stopped := slices.Index(msgs, drainDeadlinePassed), slices.Index(msgs, "worker stopped")
+	require.NotEqual(t, -1, deadline, "the passed drain deadline is logged")
+	require.NotEqual(t, -1, stopped)
+	require.Less(t, deadline, stopped, "drain deadline passed, then worker stopped")
 	recs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Empty(t, recs, "an interrupted event is not recorded half-way")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -83,7 +84,7 @@ func TestMappingALongLoopKeepsTheEventFromRedelivery(t *testing.T) {
 	runs, err := h.runs.List(context.Background(), runlog.Filter{})
 	require.NoError(t, err)
 	require.Len(t, runs, 1, "the event was delivered once: no second run of it")
-	require.Equal(t, fmt.Sprintf("%s-%d-1-batch", StreamDefault, seq), runs[0].ID)
+	require.Equal(t, fmt.Sprintf("%s-%d-1-batch", leads.StreamDefault, seq), runs[0].ID)
 	recs := h.deadLetters()
 	require.Len(t, recs, 1)
 	require.Len(t, recs[0].Items, slow)
@@ -112,7 +113,7 @@ func TestStopDuringMappingEndsAtTheDrainDeadline(t *testing.T) {
 	h := setup(t, harnessOptions{config: runawayConfig})
 	h.publish("leads.web", "runaway-stop", runawayEvent(t, 300, 0)) // minutes of mapping, were it not stopped
 	require.Eventually(t, func() bool {
-		c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+"batch")
+		c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"batch")
 		if err != nil {
 			return false
 		}

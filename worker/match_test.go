@@ -16,6 +16,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -279,7 +280,8 @@ func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
 type kustomerSlowLookUp struct {
 	Kustomer
 	clock   *looptest.FakeClock
-	ledger  func() *ledger
+	ledger  func() *ledger.Ledger
+	js      jetstream.JetStream
 	checked atomic.Int32
 	expired []string
 	mu      sync.Mutex
@@ -298,7 +300,10 @@ func (k *kustomerSlowLookUp) CustomerByEmail(ctx context.Context, email string) 
 }
 
 func (k *kustomerSlowLookUp) CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error) {
-	kv := k.ledger().kv
+	kv, err := k.js.KeyValue(ctx, ledger.BucketDefault)
+	if err != nil {
+		return nil, err
+	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -308,13 +313,12 @@ func (k *kustomerSlowLookUp) CreateCustomer(ctx context.Context, body any) (*kus
 		if err != nil {
 			continue
 		}
-		v := string(e.Value())
-		if !strings.HasPrefix(v, claimPrefix) && !strings.HasPrefix(v, "lock ") {
+		left, ok := k.ledger().LeaseLeft(ctx, e.Value())
+		if !ok {
 			continue
 		}
-		_, expiry := parseOwnerExpiry(strings.TrimPrefix(strings.TrimPrefix(v, claimPrefix), "lock "))
 		k.checked.Add(1)
-		if k.ledger().leaseLeft(ctx, expiry) <= 0 {
+		if left <= 0 {
 			k.mu.Lock()
 			k.expired = append(k.expired, key)
 			k.mu.Unlock()
@@ -331,12 +335,13 @@ func TestAClaimAndMatchLocksHeldThroughALongWaitAreRenewedBeforeTheCreate(t *tes
 	t.Parallel()
 	clock := looptest.NewFakeClock(time.Time{})
 	var h *harness
-	k := &kustomerSlowLookUp{clock: clock, ledger: func() *ledger { return h.worker.ledger }}
+	k := &kustomerSlowLookUp{clock: clock, ledger: func() *ledger.Ledger { return h.worker.ledger }}
 	h = setup(t, harnessOptions{
 		config:  matchConfig("skip"),
 		sandbox: sandbox.Config{RatePerMinute: -1},
 		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 		worker:  func(c *Config) { c.Clock = clock },
+		before:  func(h *harness) { k.js = h.js },
 	})
 	rec := h.waitRun(h.publish("leads.web", "slow-1", `{"id":"slow-1","name":"Ada","emails":["ada@example.com"]}`))
 	require.Equal(t, runlog.Succeeded, rec.Status)

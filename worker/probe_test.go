@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -70,7 +71,7 @@ func (h *harness) requireWorkflowState(state string) replica.WorkflowState {
 
 func (h *harness) consumerInfo(workflow string) (pending uint64, ackPending int) {
 	h.t.Helper()
-	c, err := h.js.Consumer(context.Background(), StreamDefault, ConsumerPrefixDefault+workflow)
+	c, err := h.js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+workflow)
 	require.NoError(h.t, err)
 	info, err := c.Info(context.Background())
 	require.NoError(h.t, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -224,8 +225,8 @@ workflows:
 func TestReplayCheckFindsAWorkflowWhoseConsumerHasAnotherPrefix(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{worker: func(c *Config) { c.ConsumerPrefix = "team-a-" }})
-	check := ReplayCheck(h.js)
+	check := leads.ReplayCheck(h.js)
 	require.NoError(t, check(context.Background(), dlq.Record{Workflow: "default", Subject: "leads.web"}))
 	err := check(context.Background(), dlq.Record{Workflow: "gone", Subject: "leads.web"})
-	require.ErrorIs(t, err, ErrNoWorkflow)
+	require.ErrorIs(t, err, leads.ErrNoWorkflow)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/replica"
@@ -61,7 +62,7 @@ func TestARollingRestartOfThreeReplicasNeverExceedsTheBudgetInAnyWindow(t *testi
 			WrapKustomer:  func(k Kustomer) Kustomer { return countCalls{k, calls} },
 			RatePerMinute: perMinute, RateBurst: 3,
 			Budget:     replica.BudgetConfig{TTL: time.Second},
-			Ledger:     LedgerConfig{Lease: 3 * time.Second},
+			Ledger:     ledger.Config{Lease: 3 * time.Second},
 			ReplicaID:  id,
 			Logger:     zerolog.New(logs).With().Str("replica", id).Logger(),
 			Registerer: reg,

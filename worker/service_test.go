@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,11 +61,16 @@ func TestReloadAppliesNewWorkflowsAndRefusesOnesTheStreamDoesNotCapture(t *testi
 	// A subject another stream captures: refused, signup goes on.
 	err = h.worker.Reload(ctx, parse("workflows:\n  - name: orders\n    subject: \"orders.new\"\n    inputs: {name: \"{{trigger.name}}\"}\n"))
 	require.ErrorIs(t, err, ErrReloadRefused)
+	require.Equal(t, 1, strings.Count(err.Error(), "worker: "), "the package's prefix once: %s", err)
+	require.Empty(t, h.logLines("draining in-flight events for the reload"), "a refused reload drains nothing, and says so")
 	require.Equal(t, "signup", h.worker.Workflows()[0].Workflow)
 	h.waitRun(h.publish("leads.web", "before", `{"name":"Ann"}`))
 
 	// A good config replaces the workflows; the budget is kept throughout.
 	require.NoError(t, h.worker.Reload(ctx, parse("workflows:\n  - name: web\n    subject: \"leads.web\"\n    inputs: {name: \"{{trigger.name}}\"}\n")))
+	drains := h.logLines("draining in-flight events for the reload")
+	require.Len(t, drains, 1, "an accepted reload drains")
+	require.Equal(t, DrainTimeoutDefault.String(), drains[0]["deadline"], "a duration with its unit")
 	ws := h.worker.Workflows()
 	require.Len(t, ws, 1)
 	require.Equal(t, "web", ws[0].Workflow)
@@ -75,6 +81,9 @@ func TestReloadAppliesNewWorkflowsAndRefusesOnesTheStreamDoesNotCapture(t *testi
 	case <-h.worker.Stopped():
 		t.Fatal("a reload does not stop the worker")
 	default:
+	}
+	for _, m := range h.logMessages() {
+		require.NotRegexp(t, `^[a-z]+: `, m, "a log message a user reads starts with no package prefix")
 	}
 }
 

@@ -7,13 +7,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 )
 
 // StatusConfig names what [CollectStatus] reads; the zero value reads the
 // defaults.
 type StatusConfig struct {
-	Stream           string // the leads stream; default StreamDefault
+	Stream           string // the leads stream; default leads.StreamDefault
 	DeadLetterStream string // default dlq.StreamDefault
 	ReplicasBucket   string // default replica.BucketDefault
 }
@@ -24,12 +25,12 @@ type StatusConfig struct {
 // dead-letter stream.
 func CollectStatus(ctx context.Context, js jetstream.JetStream, cfg StatusConfig) (replica.Status, error) {
 	return replica.CollectStatus(ctx, js, replica.StatusConfig{
-		Stream:           cmp.Or(cfg.Stream, StreamDefault),
+		Stream:           cmp.Or(cfg.Stream, leads.StreamDefault),
 		DeadLetterStream: cfg.DeadLetterStream,
 		ReplicasBucket:   cfg.ReplicasBucket,
-		Workflow:         consumerWorkflow,
+		Workflow:         leads.ConsumerWorkflow,
 		Skipped: func(info *jetstream.ConsumerInfo) uint64 {
-			n, _ := strconv.ParseUint(info.Config.Metadata[skippedKey], 10, 64)
+			n, _ := strconv.ParseUint(info.Config.Metadata[leads.SkippedKey], 10, 64)
 			return n
 		},
 	})

@@ -10,24 +10,40 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
+// The results stream: where created customers' results are published.
+const (
+	// ResultsStreamDefault keeps the results of created customers for
+	// downstream consumers.
+	ResultsStreamDefault = "KSYNC_RESULTS"
+	// ResultsSubjectsDefault are the subjects the results stream captures.
+	ResultsSubjectsDefault = "kustomer.customers.created.>"
+	// ResultsMaxAgeDefault is how long results are kept.
+	ResultsMaxAgeDefault = 7 * 24 * time.Hour
+	// ResultsDedupWindow is how long the results stream remembers a
+	// result's Nats-Msg-Id: a redelivered event's result is stored once.
+	ResultsDedupWindow = 10 * time.Minute
+)
+
 // ensureStores creates, or updates, what the worker writes besides the
 // leads stream: the results stream, the dead-letter stream and its payload
 // bucket, the run log, the ledger and the replay key.
-func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*runlog.Log, *ledger, *dlq.ReplayKey, error) {
+func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow) (*runlog.Log, *ledger.Ledger, *dlq.ReplayKey, error) {
 	var results, deadLetters []string
 	for _, wf := range workflows {
 		results = append(results, wf.ResultsSubject)
 		deadLetters = append(deadLetters, wf.DeadLetterSubject)
 	}
-	if _, err := ensureStream(ctx, w.js, jetstream.StreamConfig{
+	if _, err := leads.EnsureStream(ctx, w.js, jetstream.StreamConfig{
 		Name:        w.cfg.ResultsStream,
 		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    withUncovered([]string{ResultsSubjectsDefault}, results),
+		Subjects:    leads.WithUncovered([]string{ResultsSubjectsDefault}, results),
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Stream.Replicas,
 		MaxAge:      ResultsMaxAgeDefault,
@@ -43,7 +59,7 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	led, err := openLedger(ctx, w.js, w.ledgerConfig(), w.cfg.ReplicaID, w.cfg.Clock.Now)
+	led, err := ledger.Open(ctx, w.js, w.ledgerConfig(), w.cfg.ReplicaID, w.cfg.Clock.Now)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -63,7 +79,7 @@ func (w *Worker) deadLetterConfig(deadLetters []string) dlq.StreamConfig {
 	if len(dl.Subjects) == 0 {
 		dl.Subjects = []string{dlq.SubjectsDefault}
 	}
-	dl.Subjects = withUncovered(dl.Subjects, deadLetters)
+	dl.Subjects = leads.WithUncovered(dl.Subjects, deadLetters)
 	return dl
 }
 
@@ -75,7 +91,7 @@ func (w *Worker) runLogConfig() runlog.Config {
 	return rl
 }
 
-func (w *Worker) ledgerConfig() LedgerConfig {
+func (w *Worker) ledgerConfig() ledger.Config {
 	lc := w.cfg.Ledger
 	if lc.Replicas == 0 {
 		lc.Replicas = w.cfg.Stream.Replicas
@@ -98,7 +114,7 @@ func (w *Worker) stores() []store {
 		{"OBJ_" + dlq.PayloadsBucket, "dead-letter payload bucket " + dlq.PayloadsBucket},
 		{rl.Stream, "run log stream " + rl.Stream},
 		{"OBJ_" + rl.Bucket, "run log bucket " + rl.Bucket},
-		{"KV_" + cmp.Or(w.cfg.Ledger.Bucket, LedgerBucketDefault), "ledger bucket " + cmp.Or(w.cfg.Ledger.Bucket, LedgerBucketDefault)},
+		{"KV_" + cmp.Or(w.cfg.Ledger.Bucket, ledger.BucketDefault), "ledger bucket " + cmp.Or(w.cfg.Ledger.Bucket, ledger.BucketDefault)},
 	}
 }
 
@@ -142,7 +158,7 @@ const storeHoldRetry = 2 * time.Second
 // result, a dead letter, the run record). When it fails, what was deleted
 // is recreated and the write tried again; while it still fails (a full
 // dead-letter stream, say), the workflow pauses, saying why, and the event
-// is held, kept alive with InProgress and without spending a delivery, as
+// is held, kept alive (keepAlive) and without spending a delivery, as
 // during a pause, until the write succeeds. It returns false when the
 // worker stops first: the event is then nak'ed for another replica.
 func (w *Worker) persist(ctx context.Context, f *flow, ev *event, step string, write func(context.Context) error) bool {
@@ -171,7 +187,6 @@ func (w *Worker) persist(ctx context.Context, f *flow, ev *event, step string, w
 			t.Stop()
 			return false
 		}
-		_ = ev.msg.InProgress()
 		w.repairStores(ctx)
 		if err := write(ctx); err == nil {
 			if f.storeResumed(w.cfg.Clock.Now()) {

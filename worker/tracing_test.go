@@ -167,6 +167,20 @@ func (h *harness) publishTraced(subject, msgID, body string, s *spans) (uint64, 
 	return ack.Sequence, span.SpanContext()
 }
 
+// logMessages are the messages of the worker's JSON log lines, in order.
+func (h *harness) logMessages() []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(h.logs.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m struct{ Message string }
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m.Message)
+		}
+	}
+	return out
+}
+
 // logLines are the worker's JSON log lines that have msg.
 func (h *harness) logLines(msg string) []map[string]any {
 	var out []map[string]any

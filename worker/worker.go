@@ -1,223 +1,28 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"os"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
-	"github.com/sourcegraph/conc/pool"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/subject"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
-
-const (
-	// AckWaitDefault is how long JetStream waits for an ack before
-	// redelivering. The worker sends InProgress well within it while an
-	// event's items are still running, so a slow Loop is never redelivered.
-	AckWaitDefault = 30 * time.Second
-	// MaxDeliverDefault bounds redeliveries of one event (crashes, pauses);
-	// beyond it the event is dead-lettered with class max_deliveries.
-	MaxDeliverDefault = 20
-	// MaxEventBytesDefault is the largest event accepted; larger ones are
-	// dead-lettered as invalid_event.
-	MaxEventBytesDefault = 1 << 20
-	// PauseNakDelayDefault is how long an event waits before redelivery when
-	// its workflow paused.
-	PauseNakDelayDefault = 5 * time.Second
-	// fetchWait is how long one pull request waits for events.
-	fetchWait = 2 * time.Second
-	// ConsumerPrefixDefault prefixes the durable consumer of each workflow.
-	ConsumerPrefixDefault = "ksync-"
-)
-
-// Kustomer is what the worker needs of a Kustomer client.
-type Kustomer interface {
-	CreateCustomer(ctx context.Context, body any) (*kustomer.Customer, error)
-	CustomerByExternalID(ctx context.Context, externalID string) (*kustomer.Customer, error)
-	// For workflows with match (look-ups) and on_match: update.
-	CustomerByEmail(ctx context.Context, email string) (*kustomer.Customer, error)
-	CustomerByPhone(ctx context.Context, phone string) (*kustomer.Customer, error)
-	UpdateCustomer(ctx context.Context, id string, body any) (*kustomer.Customer, error)
-}
-
-// Config configures a [Worker]. Conn and Workflows are required; every other
-// zero field takes its default (the XxxDefault constants of this package and
-// of the packages named). [New] fills the defaults and checks every rule,
-// including those between fields.
-type Config struct {
-	// Conn is the NATS connection the worker uses; required. The worker
-	// neither drains nor closes it.
-	Conn *nats.Conn
-	// JetStream is Conn's JetStream context; default jetstream.New(Conn).
-	// Set it for a JetStream domain or API prefix.
-	JetStream jetstream.JetStream
-
-	// Workflows are the workflows to run, each on its own durable consumer;
-	// required, with distinct names. [Worker.Reload] replaces them.
-	Workflows []*mapping.Workflow
-
-	// Kustomer configures the Kustomer client the worker builds (base URL,
-	// API key, Timeout: default kustomer.DefaultTimeout). The worker's
-	// limiter sees every response's rate-limit headers and its metrics count
-	// every request; Kustomer.OnResponse and OnRequest, when set, see them
-	// first.
-	Kustomer kustomer.Config
-	// WrapKustomer, when set, wraps the client the worker built: whatever it
-	// returns is what the worker calls (tests inject faults with it).
-	WrapKustomer func(Kustomer) Kustomer
-
-	// RatePerMinute is the organisation's Kustomer budget per minute, shared
-	// by every replica of the deployment through replica.Budget; default
-	// RatePerMinuteDefault.
-	RatePerMinute int
-	// RateBurst is how many requests may go at once after idle time; default
-	// RatePerMinute/20 (a replica gets its share of it).
-	RateBurst int
-	// Budget says where the replicas meet to share RatePerMinute (bucket,
-	// TTL, pause subject); its PerMinute, ReplicaID, Clock and Logger are
-	// this Config's and must be left zero.
-	Budget replica.BudgetConfig
-
-	Stream     StreamConfig
-	DeadLetter dlq.StreamConfig
-	RunLog     runlog.Config
-	// Ledger.Lease (default LeaseDefault) must exceed Kustomer.Timeout: a
-	// slow request's claim must outlive the request, or another replica
-	// could claim the item and create it again.
-	Ledger LedgerConfig
-	// ResultsStream captures the results subjects; default ResultsStreamDefault.
-	ResultsStream string
-	// KeyBucket keeps the replay key that replays are verified with; default
-	// dlq.KeyBucketDefault. Created if missing.
-	KeyBucket string
-
-	AckWait        time.Duration // default AckWaitDefault
-	MaxDeliver     int           // default MaxDeliverDefault
-	MaxEventBytes  int           // default MaxEventBytesDefault
-	PauseNakDelay  time.Duration // default PauseNakDelayDefault
-	ConsumerPrefix string        // default ConsumerPrefixDefault
-	// BreakerThreshold is how many consecutive transient failures across
-	// items pause a workflow; 0 means loop's default.
-	BreakerThreshold int
-	// ReplicaID names this replica in the ledger, the budget and logs:
-	// letters, digits, '-', '_', '=' and inner dots; default host-pid (see
-	// [DefaultReplicaID]). Replicas of a deployment need distinct IDs.
-	ReplicaID string
-	// StartupTimeout bounds how long Start retries joining the budget and
-	// creating the streams, buckets and consumers while NATS is unreachable
-	// or JetStream has no leader yet (a cluster still forming); default
-	// StartupTimeoutDefault. Reload retries as long.
-	StartupTimeout time.Duration
-	// DrainTimeout bounds the drain of [Worker.Reload]; default
-	// DrainTimeoutDefault. [Worker.Stop] drains until its ctx ends instead.
-	DrainTimeout time.Duration
-
-	// Logger receives one event per decision; the zero value logs nothing.
-	Logger zerolog.Logger
-	// Clock drives the limiter, breakers, claims and retries; default
-	// loop.SystemClock().
-	Clock loop.Clock
-	// Registerer takes the worker's metrics; default
-	// prometheus.DefaultRegisterer. Workers of one process that share a
-	// Registerer share their counters.
-	Registerer prometheus.Registerer
-	// TracerProvider, when set, traces each event (see worker/tracing.go);
-	// nil makes no spans.
-	TracerProvider trace.TracerProvider
-}
-
-// Defaults of [Config] besides those of the packages it names.
-const (
-	// RatePerMinuteDefault is Kustomer's Enterprise plan limit per organisation.
-	RatePerMinuteDefault = loop.PerMinuteDefault
-	// DrainTimeoutDefault bounds how long a reload waits for events in flight.
-	DrainTimeoutDefault = 30 * time.Second
-)
-
-func (c *Config) validate() error {
-	if c.Conn == nil {
-		return errors.New("worker: config: Conn (a NATS connection) is required")
-	}
-	if err := checkWorkflows(c.Workflows); err != nil {
-		return err
-	}
-	if c.Budget.PerMinute != 0 || c.Budget.ReplicaID != "" || c.Budget.Clock != nil {
-		return errors.New("worker: config: Budget.PerMinute, Budget.ReplicaID and Budget.Clock come from RatePerMinute, ReplicaID and Clock: leave them zero")
-	}
-	c.Stream.setDefaults()
-	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
-	c.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
-	c.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
-	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)
-	c.PauseNakDelay = cmp.Or(c.PauseNakDelay, PauseNakDelayDefault)
-	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, ConsumerPrefixDefault)
-	c.ReplicaID = cmp.Or(c.ReplicaID, DefaultReplicaID())
-	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
-	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)
-	c.StartupTimeout = cmp.Or(c.StartupTimeout, StartupTimeoutDefault)
-	c.Ledger.Lease = cmp.Or(c.Ledger.Lease, LeaseDefault)
-	c.Kustomer.Timeout = cmp.Or(c.Kustomer.Timeout, kustomer.DefaultTimeout)
-	c.Clock = cmp.Or[loop.Clock](c.Clock, loop.SystemClock())
-	c.Registerer = cmp.Or[prometheus.Registerer](c.Registerer, prometheus.DefaultRegisterer)
-	switch {
-	case c.RatePerMinute < 1:
-		return fmt.Errorf("worker: config: RatePerMinute %d: want 1 or more", c.RatePerMinute)
-	case c.RateBurst < 0:
-		return fmt.Errorf("worker: config: RateBurst %d: want 0 (RatePerMinute/20) or more", c.RateBurst)
-	case c.AckWait < 0, c.PauseNakDelay < 0, c.DrainTimeout < 0, c.StartupTimeout < 0, c.Ledger.Lease < 0:
-		return errors.New("worker: config: AckWait, PauseNakDelay, DrainTimeout, StartupTimeout and Ledger.Lease must not be negative")
-	case c.MaxDeliver < 0, c.MaxEventBytes < 0:
-		return errors.New("worker: config: MaxDeliver and MaxEventBytes must not be negative")
-	case c.Ledger.Lease <= c.Kustomer.Timeout:
-		return fmt.Errorf("worker: config: Ledger.Lease %s must exceed Kustomer.Timeout %s, or a slow request's item could be claimed and created by another replica", c.Ledger.Lease, c.Kustomer.Timeout)
-	case !replica.ValidID(c.ReplicaID):
-		return fmt.Errorf("worker: config: ReplicaID %q: only letters, digits, '-', '_', '=' and inner dots are allowed", c.ReplicaID)
-	}
-	return nil
-}
-
-// checkWorkflows wants at least one workflow, with distinct names.
-func checkWorkflows(workflows []*mapping.Workflow) error {
-	if len(workflows) == 0 {
-		return errors.New("worker: no workflows")
-	}
-	seen := map[string]bool{}
-	for _, wf := range workflows {
-		if seen[wf.Name] {
-			return fmt.Errorf("worker: workflow %q defined twice", wf.Name)
-		}
-		seen[wf.Name] = true
-	}
-	return nil
-}
-
-// DefaultReplicaID names a replica by host and process, so replicas on one
-// host differ and a restarted process is a new replica.
-func DefaultReplicaID() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
-}
 
 // Worker is the kustomer-sync service of one replica: it consumes lead
 // events for its workflows and creates the customers in Kustomer under this
@@ -241,7 +46,7 @@ type Worker struct {
 	budget   *replica.Budget
 	metrics  *metrics
 
-	ledger *ledger
+	ledger *ledger.Ledger
 	runs   *runlog.Log
 	// replayKey verifies replay headers; an event whose headers do not
 	// verify is a new event.
@@ -399,12 +204,12 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 		w.wg.Go(func() { w.fetchLoop(fetchCtx, workCtx, f) })
 		w.wg.Go(func() { w.probeLoop(fetchCtx, f) })
 	}
-	targets := make([]MaxDeliveryTarget, 0, len(w.flows))
+	targets := make([]leads.MaxDeliveryTarget, 0, len(w.flows))
 	for _, f := range w.flows {
-		targets = append(targets, MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
+		targets = append(targets, leads.MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
 	}
 	w.wg.Go(func() {
-		if err := WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
+		if err := leads.WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
 			w.log.Error().Err(err).Msg("max-deliveries watcher stopped")
 		}
 	})
@@ -464,6 +269,10 @@ func (w *Worker) StopAndCancel(ctx context.Context) error {
 // workflows.
 func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
 
+// drainDeadlinePassed is logged, with the error, when a stop or a reload
+// left events unfinished.
+const drainDeadlinePassed = "drain deadline passed; unfinished events are left for redelivery"
+
 func (w *Worker) stop(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -477,6 +286,10 @@ func (w *Worker) stopLocked(ctx context.Context) error {
 	var err error
 	if w.phase == phaseStarted {
 		err = w.stopFlows(ctx)
+		if err != nil {
+			// Logged here, before "worker stopped": the caller need not.
+			w.log.Warn().Err(err).Msg(drainDeadlinePassed)
+		}
 		w.leaveBudget(ctx)
 		w.leave()
 		w.client.CloseIdleConnections()
@@ -519,16 +332,18 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 		return errors.New("worker: reload: the worker is not running")
 	}
 	if err := checkWorkflows(workflows); err != nil {
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+		return reloadRefusedError{err}
 	}
-	if _, err := CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
-		return fmt.Errorf("%w: %w", ErrReloadRefused, err)
+	if _, err := leads.CheckStream(ctx, w.js, w.streamConfig(ctx), workflows); err != nil {
+		return reloadRefusedError{err}
 	}
+	// Only now, the reload accepted: a refused one drains nothing.
+	w.log.Info().Stringer("deadline", w.cfg.DrainTimeout).Msg("draining in-flight events for the reload")
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.DrainTimeout)
 	err := w.stopFlows(drainCtx)
 	cancel()
 	if err != nil {
-		w.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
+		w.log.Warn().Err(err).Msg(drainDeadlinePassed)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("worker: reload: %w", ctx.Err())
@@ -557,7 +372,7 @@ func (w *Worker) setup(ctx context.Context) error {
 	if st, err := w.js.Stream(ctx, w.cfg.Stream.Name); err == nil {
 		before = st.CachedInfo().State
 	}
-	st, err := ensureStream(ctx, w.js, w.streamConfig(ctx).jetstreamConfig(w.cfg.Workflows), workflowNeeds(w.cfg.Workflows))
+	st, err := leads.EnsureStream(ctx, w.js, w.streamConfig(ctx).JetStreamConfig(w.cfg.Workflows), leads.WorkflowNeeds(w.cfg.Workflows))
 	if err != nil {
 		return err
 	}
@@ -571,7 +386,7 @@ func (w *Worker) setup(ctx context.Context) error {
 		}
 		w.flows = append(w.flows, f)
 	}
-	for _, a := range abandoned(ctx, st, w.cfg.Workflows) {
+	for _, a := range leads.AbandonedConsumers(ctx, st, w.cfg.Workflows) {
 		w.log.Warn().Str("consumer", a.Consumer).Str("workflow", a.Workflow).Uint64("pending", a.Pending).Msg(a.String())
 	}
 	runs, led, key, err := w.ensureStores(ctx, w.cfg.Workflows)
@@ -581,481 +396,3 @@ func (w *Worker) setup(ctx context.Context) error {
 	w.runs, w.ledger, w.replayKey = runs, led, key
 	return nil
 }
-
-// streamConfig is the leads stream as this replica would manage it: its
-// workflows' subjects (added by jetstreamConfig), plus those of every other
-// live replica's workflows, so that a reload or a start with fewer
-// workflows never stops the stream capturing what another replica still
-// runs. A replica whose heartbeat cannot be read is not counted.
-func (w *Worker) streamConfig(ctx context.Context) StreamConfig {
-	c := w.cfg.Stream
-	c.Subjects = slices.Clone(c.Subjects)
-	replicas, err := replica.Read(ctx, w.js, w.cfg.Budget.Bucket)
-	keep := err != nil
-	if err != nil {
-		w.log.Warn().Err(err).Msg("cannot read the other replicas' workflows: the leads stream keeps every subject it captures")
-	}
-	for _, r := range replicas {
-		if r.Replica == w.budget.ID() {
-			continue
-		}
-		for _, s := range r.Workflows {
-			if s.Subject == "" {
-				// A replica of an earlier version does not say what it
-				// consumes: keep everything, as when none can be read.
-				keep = true
-				continue
-			}
-			c.Subjects = append(c.Subjects, s.Subject)
-		}
-	}
-	if keep {
-		// Whatever the stream captures now is kept, rather than drop a
-		// subject another replica may run.
-		if st, err := w.js.Stream(ctx, c.Name); err == nil && st.CachedInfo().Config.Metadata[managedByKey] == managedByValue {
-			c.Subjects = append(c.Subjects, st.CachedInfo().Config.Subjects...)
-		}
-	}
-	return c
-}
-
-func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, before jetstream.StreamState) (*flow, error) {
-	name := w.cfg.ConsumerPrefix + wf.Name
-	cons, err := w.ensureConsumer(ctx, st, wf, name, before)
-	if err != nil {
-		return nil, err
-	}
-	breaker, err := loop.NewBreaker(loop.BreakerConfig{Threshold: w.cfg.BreakerThreshold, Clock: w.cfg.Clock})
-	if err != nil {
-		return nil, fmt.Errorf("worker: workflow %s: %w", wf.Name, err)
-	}
-	f := &flow{
-		wf:           wf,
-		consumerName: name,
-		cons:         cons,
-		breaker:      breaker,
-		slots:        make(chan struct{}, max(wf.MaxInFlight, 1)),
-		opened:       make(chan struct{}, 1),
-		running:      closedChan(),
-		log:          w.log.With().Str("workflow", wf.Name).Logger(),
-	}
-	f.since = w.cfg.Clock.Now()
-	if wf.Mode == mapping.ModeBulk {
-		if f.bulk, err = w.newBatcher(f); err != nil {
-			return nil, err
-		}
-	}
-	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
-	f.onStorePause = func(paused bool) {
-		if paused || !f.breaker.Open() {
-			w.metrics.paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
-		}
-	}
-	breaker.OnChange(func(open bool, reason string) {
-		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
-		f.setRunning(!open && !f.storeHeld())
-		if open {
-			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
-			signal(f.opened)
-		} else {
-			f.log.Info().Msg("workflow resumed")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(0)
-		}
-		// Published at once, for `kustomer-sync status`.
-		w.budget.Refresh()
-	})
-	return f, nil
-}
-
-// runsWorkflow reports whether this worker has a workflow of that name.
-func (w *Worker) runsWorkflow(name string) bool {
-	return slices.ContainsFunc(w.flows, func(f *flow) bool { return f.wf.Name == name })
-}
-
-// firstFlowFor reports whether f is the first of this worker's flows that
-// consumes subject: the one that acts for all of them on a message none of
-// them owns.
-func (w *Worker) firstFlowFor(f *flow, subj string) bool {
-	for _, g := range w.flows {
-		if subject.Covers(g.wf.Subject, subj) {
-			return g == f
-		}
-	}
-	return false
-}
-
-func (w *Worker) workflowNames() []string {
-	names := make([]string, len(w.flows))
-	for i, f := range w.flows {
-		names[i] = f.wf.Name
-	}
-	return names
-}
-
-// ensureConsumer creates the workflow's durable consumer where the
-// workflow's start option says, or updates an existing one, which keeps its
-// position (a changed start does not move it).
-func (w *Worker) ensureConsumer(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, name string, before jetstream.StreamState) (jetstream.Consumer, error) {
-	cfg := jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "kustomer-sync workflow " + wf.Name,
-		FilterSubject: wf.Subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliver,
-		MaxAckPending: max(1000, wf.MaxInFlight*16),
-		Metadata:      map[string]string{managedByKey: managedByValue, workflowKey: wf.Name},
-	}
-	log := w.log.With().Str("workflow", wf.Name).Str("consumer", name).Logger()
-	existing, err := st.Consumer(ctx, name)
-	if err == nil {
-		// Another replica may just have created it: either way, keep its
-		// start, and what its creation recorded (skipped, continues).
-		prev := existing.CachedInfo().Config
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = prev.DeliverPolicy, prev.OptStartSeq, prev.OptStartTime
-		for _, k := range []string{skippedKey, continuesKey} {
-			if v, ok := prev.Metadata[k]; ok {
-				cfg.Metadata[k] = v
-			}
-		}
-		cons, err := st.UpdateConsumer(ctx, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("worker: workflow %s: update consumer %s: %w", wf.Name, name, err)
-		}
-		return cons, nil
-	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("worker: workflow %s: consumer %s: %w", wf.Name, name, err)
-	}
-	// What the stream holds on the subject now: what start: new or a
-	// start time skips is counted against it.
-	var held uint64
-	var where string
-	switch wf.Start {
-	case mapping.StartNew:
-		held = heldOn(ctx, st, wf.Subject)
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before.LastSeq+1
-		where = fmt.Sprintf("at stream sequence %d, with events published from now on (start: new)", before.LastSeq+1)
-	case mapping.StartTime:
-		held = heldOn(ctx, st, wf.Subject)
-		t := wf.StartTime
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-		where = "at the first event published at or after " + t.Format(time.RFC3339) + " (start: " + t.Format(time.RFC3339) + ")"
-	default:
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-		where = "at the first event the stream holds on " + wf.Subject + " (start: all)"
-		if pred, ok := predecessor(ctx, st, wf, w.cfg.Workflows); ok {
-			// A renamed workflow: it continues where the consumer of its
-			// old name stopped, so nothing is skipped or processed twice.
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pred.AckFloor.Stream+1
-			cfg.Metadata[continuesKey] = pred.Name
-			where = fmt.Sprintf("at stream sequence %d, where consumer %s (of a workflow not in the config, on the same subject %s) stopped: a renamed workflow continues, nothing skipped or processed twice",
-				pred.AckFloor.Stream+1, pred.Name, wf.Subject)
-		}
-	}
-	cons, err := st.CreateConsumer(ctx, cfg)
-	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return w.ensureConsumer(ctx, st, wf, name, before) // another replica was first
-	}
-	if err != nil {
-		return nil, fmt.Errorf("worker: workflow %s: create consumer %s: %w", wf.Name, name, err)
-	}
-	if held > 0 {
-		// Events published between the two readings only make the count
-		// smaller: it never reports an event skipped that is not.
-		pending := cons.CachedInfo().NumPending
-		if skipped := held - min(held, pending); skipped > 0 {
-			cfg.Metadata[skippedKey] = strconv.FormatUint(skipped, 10)
-			if updated, err := st.UpdateConsumer(ctx, cfg); err == nil {
-				cons = updated
-			}
-			log.Warn().Str("start", wf.Start).Uint64("skipped", skipped).
-				Msg(fmt.Sprintf("new consumer for workflow %s starts %s; the %d event(s) stream %s holds on %s before it are skipped (as start asks): remove start, or set start: all, to process them", wf.Name, where, skipped, st.CachedInfo().Config.Name, wf.Subject))
-			return cons, nil
-		}
-	}
-	log.Info().Str("start", wf.Start).Msg("new consumer for workflow " + wf.Name + " starts " + where)
-	return cons, nil
-}
-
-// Consumer metadata written when a workflow's consumer is created.
-const (
-	// skippedKey counts the events the stream held on the workflow's
-	// subject that its start (new, or a time) skipped; status shows it.
-	skippedKey = "skipped"
-	// continuesKey names the consumer of the renamed workflow this one
-	// continues.
-	continuesKey = "continues"
-)
-
-// heldOn counts the events st holds on subject filter; 0 when it cannot
-// tell.
-func heldOn(ctx context.Context, st jetstream.Stream, filter string) uint64 {
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return 0
-	}
-	var n uint64
-	for _, c := range info.State.Subjects {
-		n += c
-	}
-	return n
-}
-
-// predecessor finds the consumer of a renamed workflow: a kustomer-sync
-// workflow consumer of st on exactly wf's subject whose workflow is not
-// among workflows. Of several, the one that stopped earliest, so that
-// nothing is skipped.
-func predecessor(ctx context.Context, st jetstream.Stream, wf *mapping.Workflow, workflows []*mapping.Workflow) (*jetstream.ConsumerInfo, bool) {
-	var found *jetstream.ConsumerInfo
-	_ = eachWorkflowConsumer(ctx, st, func(name string, info *jetstream.ConsumerInfo) {
-		c := info.Config
-		if c.FilterSubject != wf.Subject || len(c.FilterSubjects) > 0 {
-			return
-		}
-		if slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == name }) {
-			return
-		}
-		if found == nil || info.AckFloor.Stream < found.AckFloor.Stream {
-			found = info
-		}
-	})
-	return found, found != nil
-}
-
-// flow is one workflow's consumer and its runtime state.
-type flow struct {
-	wf           *mapping.Workflow
-	consumerName string
-	cons         jetstream.Consumer
-	breaker      *loop.Breaker
-	slots        chan struct{} // events in flight; a full channel stops fetching
-	opened       chan struct{} // signalled when the breaker opens
-	// running is closed while the breaker is closed, and replaced by an
-	// open one when it opens: the fetch loop and the events held during a
-	// pause wait on it.
-	runningMu sync.Mutex
-	running   chan struct{}
-	// draining is closed when the fetch loop stops (the worker stopping):
-	// held events give up then. Set by the fetch loop.
-	draining <-chan struct{}
-	bulk     *batcher // set in bulk mode
-	// goroutines runs the events and their Loop workers, set while the
-	// fetch loop runs: a pool without a limit, whose goroutines stay for
-	// the next function once theirs returns, so an event or a Loop worker
-	// starts on a stack already grown to what a Kustomer request and a
-	// JetStream publish need.
-	goroutines *pool.Pool
-	log        zerolog.Logger
-
-	stateMu sync.Mutex
-	paused  bool
-	reason  string    // why it paused; empty while running
-	since   time.Time // when it last started, paused or resumed
-	// credentials: paused because Kustomer rejected the API key or role.
-	credentials bool
-	// storeReason says why the workflow is paused because an outcome
-	// cannot be stored; empty otherwise (see persist).
-	storeReason string
-	// onStorePause is told when such a pause starts and ends (metrics).
-	onStorePause func(paused bool)
-}
-
-// whenRunning returns a channel closed once the workflow runs (at once
-// when it is not paused).
-func (f *flow) whenRunning() <-chan struct{} {
-	f.runningMu.Lock()
-	defer f.runningMu.Unlock()
-	return f.running
-}
-
-func (f *flow) setRunning(running bool) {
-	f.runningMu.Lock()
-	defer f.runningMu.Unlock()
-	select {
-	case <-f.running: // running now
-		if !running {
-			f.running = make(chan struct{})
-		}
-	default:
-		if running {
-			close(f.running)
-		}
-	}
-}
-
-func closedChan() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}
-
-// fetchLoop pulls as many events as there are free slots, so a busy workflow
-// stops fetching instead of buffering, and hands each to handle.
-func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
-	events := pool.New()
-	// inflight counts the events still running: they may hand Loop workers
-	// to the pool until they end, so the pool is waited for only after them.
-	var inflight sync.WaitGroup
-	f.goroutines, f.draining = events, fetchCtx.Done()
-	defer func() {
-		inflight.Wait()
-		events.Wait() // raises an event's panic again
-		if f.bulk != nil {
-			f.bulk.wait()
-		}
-	}()
-	for fetchCtx.Err() == nil {
-		if f.breaker.Open() || f.storeHeld() {
-			select {
-			case <-f.whenRunning():
-			case <-fetchCtx.Done():
-				return
-			}
-			continue
-		}
-		// Block for one slot, then take whatever else is free.
-		select {
-		case f.slots <- struct{}{}:
-		case <-fetchCtx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < cap(f.slots) {
-			select {
-			case f.slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		if f.bulk != nil {
-			// A bulk workflow's memory goes with its items: fetch no more
-			// events than its bound on items held has room for.
-			k := f.bulk.fetchable(fetchCtx, n)
-			for range n - max(k, 1) {
-				<-f.slots
-			}
-			if k == 0 {
-				<-f.slots
-				return
-			}
-			n = k
-		}
-		pullCtx, cancelPull := context.WithTimeout(fetchCtx, fetchWait)
-		batch, err := f.cons.Fetch(n, jetstream.FetchContext(pullCtx))
-		if err != nil {
-			cancelPull()
-			for range n {
-				<-f.slots
-			}
-			if fetchCtx.Err() == nil {
-				f.log.Warn().Err(err).Msg("fetch failed; retrying")
-				w.sleep(fetchCtx, time.Second)
-			}
-			continue
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			inflight.Add(1)
-			if f.bulk != nil {
-				f.bulk.fetchedEvents(1)
-			}
-			events.Go(func() {
-				defer inflight.Done()
-				defer func() { <-f.slots }()
-				if f.bulk != nil {
-					defer f.bulk.handledEvent()
-				}
-				w.handle(workCtx, f, msg)
-			})
-		}
-		cancelPull()
-		for range n - got {
-			<-f.slots
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && fetchCtx.Err() == nil {
-			f.log.Debug().Err(err).Msg("fetch ended")
-		}
-	}
-}
-
-// probeLoop probes Kustomer each time the workflow pauses, until it resumes.
-func (w *Worker) probeLoop(ctx context.Context, f *flow) {
-	for {
-		select {
-		case <-f.opened:
-			f.breaker.Probe(ctx, w.probe)
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// signal wakes whoever waits on c without blocking; c has room for one.
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-func (w *Worker) sleep(ctx context.Context, d time.Duration) {
-	t := w.cfg.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-	case <-ctx.Done():
-	}
-}
-
-// probe checks whether Kustomer answers, spending one rate unit: an
-// authenticated look-up of an externalId that does not exist. Kustomer's own
-// 404 (or a 200) means healthy, and so does a 429: it is Kustomer rationing
-// the org, which the limiter handles. Anything else, including a 404 that is
-// not Kustomer's, is a failure.
-func (w *Worker) probe(ctx context.Context) error {
-	if err := w.limiter.Wait(ctx); err != nil {
-		return err
-	}
-	_, err := w.kustomer.CustomerByExternalID(ctx, "kustomer-sync-probe")
-	var ke *kustomer.Error
-	if err == nil || kustomer.IsNotFound(err) || (errors.As(err, &ke) && ke.StatusCode == http.StatusTooManyRequests) {
-		return nil
-	}
-	return err
-}
-
-// probeAtStart probes Kustomer once before anything is fetched. If the
-// deployment is wrong — a systemic answer (a wrong key, a base URL that is
-// not Kustomer's API) or no answer at all (an unreachable host) — every
-// workflow is paused: events stay in the stream instead of each being tried
-// and dead-lettered, and the probe loop resumes the workflows as soon as
-// Kustomer answers. A transient answer (5xx) is left to the breaker, as it
-// would be mid-run.
-func (w *Worker) probeAtStart(ctx context.Context) {
-	err := w.probe(ctx)
-	if err == nil {
-		w.log.Info().Msg("Kustomer answered the start probe")
-		return
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	var ke *kustomer.Error
-	d := decide(err)
-	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && !errors.Is(d, &loop.PauseError{}) {
-		w.log.Warn().Err(err).Str("class", decision(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
-		return
-	}
-	w.log.Error().Err(err).Str("class", decision(d)).Int("workflows", len(w.flows)).
-		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
-	for _, f := range w.flows {
-		f.breaker.TripWith("start probe failed: "+err.Error(), err)
-	}
-}
-
-func seqText(n uint64) string { return strconv.FormatUint(n, 10) }

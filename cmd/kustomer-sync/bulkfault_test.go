@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // bulkFaultConfig is faultConfig in bulk mode.
@@ -47,7 +47,7 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 	ctx := context.Background()
 	require.Eventually(t, func() bool {
 		r.requireWorkersAlive()
-		kv, err := js.KeyValue(ctx, worker.LedgerBucketDefault)
+		kv, err := js.KeyValue(ctx, ledger.BucketDefault)
 		if err != nil {
 			return false
 		}
@@ -100,7 +100,7 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 // bulkLedger reads the ledger: the bulk request each claim names, and
 // what is recorded of each request ("sending …", "job …").
 func bulkLedger(ctx context.Context, js jetstream.JetStream) (claims map[string]string, requests map[string]string, ok bool) {
-	kv, err := js.KeyValue(ctx, worker.LedgerBucketDefault)
+	kv, err := js.KeyValue(ctx, ledger.BucketDefault)
 	if err != nil {
 		return nil, nil, false
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -58,7 +58,7 @@ func TestValidateWithANATSURLRefusesWorkflowsTheOperatorsStreamDoesNotCapture(t 
 	require.NoError(t, err)
 	var report validateJSON
 	require.NoError(t, json.Unmarshal([]byte(out), &report))
-	require.Equal(t, &worker.StreamPlan{Name: "LEADS", Managed: true, Subjects: []string{"leads.>", "batches.>"}}, report.Stream)
+	require.Equal(t, &leads.StreamPlan{Name: "LEADS", Managed: true, Subjects: []string{"leads.>", "batches.>"}}, report.Stream)
 
 	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	require.NoError(t, err)
@@ -68,7 +68,7 @@ func TestValidateWithANATSURLRefusesWorkflowsTheOperatorsStreamDoesNotCapture(t 
 	require.False(t, report.Valid)
 	require.Contains(t, report.Errors[0].Message, `not subject batches.> of workflow "batch"`)
 	_, _, err = cli(t, "", "validate", "--nats-url", srv.ClientURL(), sample)
-	require.EqualError(t, err, `worker: stream LEADS (created by an operator, not by kustomer-sync) captures leads.>, not subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
+	require.EqualError(t, err, `leads: stream LEADS (created by an operator, not by kustomer-sync) captures leads.>, not subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
 	require.Equal(t, 1, exitCode(err))
 
 	out, _, err = cli(t, "", "validate", "--nats-url", srv.ClientURL(), "--stream", "LEADS", writeConfig(t, "workflows:\n  - {name: web, subject: leads.web}\n"))

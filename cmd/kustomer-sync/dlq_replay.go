@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 func (a *app) dlqReplayCommand(open openStore) *cobra.Command {
@@ -124,7 +124,7 @@ func (a *app) replay(ctx context.Context, store *dlq.Store, filter dlq.Filter, w
 	start := time.Now()
 	var bar func(int)
 	shown := 0
-	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Check: worker.ReplayCheck(store.JetStream())}
+	opts := dlq.ReplayOptions{DryRun: dryRun, Rate: rate, Check: leads.ReplayCheck(store.JetStream())}
 	if !asJSON {
 		opts.Progress = func(done, total int) {
 			if bar == nil {

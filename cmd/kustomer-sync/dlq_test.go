@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // cliBundle is an embedded NATS with a LEADS stream and the dead-letter
@@ -35,13 +35,13 @@ func newCLIBundle(t *testing.T) cliBundle {
 	ctx := context.Background()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
-	leads, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	require.NoError(t, err)
 	// The consumers a worker running these workflows keeps: replay checks
 	// the entry's workflow still reads its subject.
 	for _, wf := range []string{"signup", "import"} {
-		_, err = leads.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable: worker.ConsumerPrefixDefault + wf, FilterSubject: "leads." + wf, AckPolicy: jetstream.AckExplicitPolicy,
+		_, err = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: leads.ConsumerPrefixDefault + wf, FilterSubject: "leads." + wf, AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		require.NoError(t, err)
 	}
@@ -49,7 +49,7 @@ func newCLIBundle(t *testing.T) cliBundle {
 	require.NoError(t, err)
 	store, err := dlq.OpenStore(ctx, js, "")
 	require.NoError(t, err)
-	return cliBundle{url: srv.ClientURL(), js: js, leads: leads, store: store}
+	return cliBundle{url: srv.ClientURL(), js: js, leads: stream, store: store}
 }
 
 // cli runs the binary's run function with stdin; it returns stdout, stderr
@@ -389,9 +389,9 @@ func TestDLQReplayOfAnEntryWhoseWorkflowIsGoneKeepsItSaysWhyAndExitsOne(t *testi
 	require.Contains(t, out, "Dry run: would replay 1 entry")
 
 	out, _, err = b.cli(t, "", "dlq", "replay", "--all")
-	require.ErrorIs(t, err, worker.ErrNoWorkflow)
+	require.ErrorIs(t, err, leads.ErrNoWorkflow)
 	require.Equal(t, 1, exitCode(err))
-	require.Equal(t, "Kept entry 1 (workflow renamed): worker: workflow \"renamed\" no longer reads leads.renamed: stream LEADS has no consumer ksync-renamed for it (workflows reading it now: none); restore the workflow, or purge the entry\nReplayed 1 entry.\n", out)
+	require.Equal(t, "Kept entry 1 (workflow renamed): leads: workflow \"renamed\" no longer reads leads.renamed: stream LEADS has no consumer ksync-renamed for it (workflows reading it now: none); restore the workflow, or purge the entry\nReplayed 1 entry.\n", out)
 	require.Equal(t, uint64(1), b.count(t, b.leads), "only the entry whose workflow exists")
 	_, err = b.store.Get(context.Background(), 1)
 	require.NoError(t, err, "the entry is kept")

@@ -28,8 +28,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 const (
@@ -280,7 +280,7 @@ func (r *faultRun) waitStream(js jetstream.JetStream) {
 		r.requireWorkersAlive()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := js.Consumer(ctx, worker.StreamDefault, worker.ConsumerPrefixDefault+faultWorkflow)
+		_, err := js.Consumer(ctx, leads.StreamDefault, leads.ConsumerPrefixDefault+faultWorkflow)
 		return err == nil
 	}, 20*time.Second, faultPoll, "the workers never created the stream and consumer\n%s", r.logs())
 }
@@ -347,7 +347,7 @@ func (r *faultRun) waitDone(js jetstream.JetStream) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		c, err := js.Consumer(ctx, worker.StreamDefault, worker.ConsumerPrefixDefault+faultWorkflow)
+		c, err := js.Consumer(ctx, leads.StreamDefault, leads.ConsumerPrefixDefault+faultWorkflow)
 		if err != nil {
 			state = fmt.Sprintf("%d leads missing; consumer: %v", missing, err)
 			return false
@@ -473,7 +473,7 @@ func TestFaultClusterNodeKilledMidRunWithR3StreamsLosesNothing(t *testing.T) {
 	// Kill the node that leads the leads stream: the hardest node to lose.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, worker.StreamDefault)
+	st, err := js.Stream(ctx, leads.StreamDefault)
 	require.NoError(t, err)
 	info, err := st.Info(ctx)
 	require.NoError(t, err)

@@ -31,9 +31,9 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // The parts of the Kubernetes objects these tests read.
@@ -645,7 +645,7 @@ func TestKubernetesManifestsRunTheCLIAsItIs(t *testing.T) {
 			}
 			var want []string
 			for _, wf := range cfg.Workflows {
-				want = append(want, worker.ConsumerPrefixDefault+wf.Name)
+				want = append(want, leads.ConsumerPrefixDefault+wf.Name)
 			}
 			require.ElementsMatch(t, want, consumers, "%s: want one trigger per workflow of %s, on its consumer", overlay, cm.Metadata.Name)
 		})

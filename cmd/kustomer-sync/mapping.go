@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 func (a *app) validateCommand() *cobra.Command {
@@ -41,7 +41,7 @@ must capture every workflow's subject.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := mapping.Load(args[0])
-			var plan *worker.StreamPlan
+			var plan *leads.StreamPlan
 			if err == nil && a.natsURL != "" {
 				plan, err = a.checkLiveStream(cmd.Context(), stream, cfg)
 			}
@@ -82,7 +82,7 @@ must capture every workflow's subject.
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result (workflows, or every mistake) as JSON")
-	cmd.Flags().StringVar(&stream, "stream", worker.StreamDefault, "with a NATS URL: the leads stream to check the config against")
+	cmd.Flags().StringVar(&stream, "stream", leads.StreamDefault, "with a NATS URL: the leads stream to check the config against")
 	bindEnv(cmd.Flags(), "stream", "KSYNC_STREAM")
 	return cmd
 }
@@ -114,7 +114,7 @@ type validateJSON struct {
 	// Notices name the workflows whose subjects overlap (a fan-out).
 	Notices []string `json:"notices,omitempty"`
 	// Stream is what the live leads stream will capture, with a NATS URL.
-	Stream *worker.StreamPlan `json:"stream,omitempty"`
+	Stream *leads.StreamPlan `json:"stream,omitempty"`
 }
 
 type workflowJSON struct {

@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/subject"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // publishSubjectDefault is where `publish` sends events unless told otherwise.
@@ -144,7 +144,7 @@ type publishOutput struct {
 // "" when one does (or when the consumers cannot be read: publishing
 // succeeded, and a worker may start later either way).
 func consumerWarning(ctx context.Context, js jetstream.JetStream, subject string) string {
-	on, err := worker.WorkflowsOn(ctx, js, subject)
+	on, err := leads.WorkflowsOn(ctx, js, subject)
 	switch {
 	case err != nil || len(on.Matching) > 0:
 		return ""

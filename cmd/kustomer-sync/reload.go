@@ -42,8 +42,8 @@ func (st *stack) reload(ctx context.Context, a *app, f *workerFlags, reloads *pr
 		return nil
 	}
 	added, removed := workflowChanges(st.config, next)
-	a.log.Info().Str("config", f.configPath).Strs("added", added).Strs("removed", removed).Dur("deadline", f.drainTimeout).
-		Msg("reloading the config: draining in-flight events")
+	// The worker says when it drains: only once it accepted the workflows.
+	a.log.Info().Str("config", f.configPath).Strs("added", added).Strs("removed", removed).Msg("reloading the config")
 	err = st.worker.Reload(ctx, next.Workflows)
 	switch {
 	case err == nil:

@@ -21,9 +21,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/ingest"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/replica"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // cliStatus runs `status --json` against natsURL in this process.
@@ -103,7 +103,7 @@ func TestASIGHUPOnOneReplicaKeepsTheSubjectsAnotherReplicaStillRuns(t *testing.T
 	// One replica is reloaded without alpha; the other still runs it.
 	r.hangUp(p1, admin1, "workflows:"+reloadBeta, "applied")
 	r.waitWorkflows(js, "narrow-1", "beta")
-	st, err := js.Stream(context.Background(), worker.StreamDefault)
+	st, err := js.Stream(context.Background(), leads.StreamDefault)
 	require.NoError(t, err)
 	require.Contains(t, st.CachedInfo().Config.Subjects, "leads.alpha.>", "the stream keeps what a live replica runs")
 

@@ -75,7 +75,7 @@ start (e.g. a subject the stream does not capture), the previous ones start agai
 					err = st.admin.Err()
 				}
 			}
-			a.log.Info().Dur("deadline", f.drainTimeout).Msg("shutting down: draining in-flight events")
+			a.log.Info().Stringer("deadline", f.drainTimeout).Msg("shutting down: draining in-flight events")
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.drainTimeout)
 			defer cancel()
 			st.stop(stopCtx, a)

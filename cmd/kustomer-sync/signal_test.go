@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/replica"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 const (
@@ -153,7 +153,7 @@ func TestSIGHUPReloadsTheConfigAndRefusesABadOne(t *testing.T) {
 	_, ok = metricValue(t, metrics, `kustomer_sync_workflow_paused{workflow="alpha"}`)
 	require.False(t, ok, "a removed workflow has no paused gauge")
 	r.publishLead(js, "leads.beta.web", "b2")
-	_, err := js.Consumer(context.Background(), worker.StreamDefault, worker.ConsumerPrefixDefault+"alpha")
+	_, err := js.Consumer(context.Background(), leads.StreamDefault, leads.ConsumerPrefixDefault+"alpha")
 	require.NoError(t, err, "the removed workflow's consumer is kept")
 
 	r.stopWorkers()
@@ -171,7 +171,7 @@ func TestRunStoppedWhileStartingExitsCleanly(t *testing.T) {
 	}()
 	// Stop as soon as the worker has begun to set up its streams.
 	require.Eventually(t, func() bool {
-		_, err := js.Stream(context.Background(), worker.StreamDefault)
+		_, err := js.Stream(context.Background(), leads.StreamDefault)
 		return err == nil
 	}, 20*time.Second, time.Millisecond)
 	cancel()

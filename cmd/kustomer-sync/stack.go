@@ -24,6 +24,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/admin"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natsserver"
@@ -86,7 +88,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.rateBurst, "rate-burst", 0, "token-bucket burst (default: per-minute/20)")
 	fl.StringVar(&f.dataDir, "data-dir", "data", "where the embedded NATS server keeps its store")
 	fl.StringVar(&f.embeddedAddr, "embedded-addr", natsserver.AddrDefault, "address of the embedded NATS server, used when no --nats-url is given")
-	fl.StringVar(&f.stream, "stream", worker.StreamDefault, "JetStream stream of lead events")
+	fl.StringVar(&f.stream, "stream", leads.StreamDefault, "JetStream stream of lead events")
 	fl.IntVar(&f.replicas, "stream-replicas", 1, "replicas of the streams and buckets this program creates (3 on a cluster)")
 	fl.StringVar(&f.adminAddr, "admin-addr", admin.AddrDefault, "serve the admin server (/metrics, /healthz, /readyz, /status and the dashboard) on this address; \"off\" for none. Beyond loopback it needs --admin-token")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "old name of --admin-addr")
@@ -100,9 +102,9 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.maxEventBytes = worker.MaxEventBytesDefault
 	fl.Var(&f.maxEventBytes, "max-event-bytes", "largest event, e.g. 1MB or 512KiB; larger events are dead-lettered as invalid_event")
 	fl.DurationVar(&f.ackWait, "ack-wait", worker.AckWaitDefault, "JetStream ack wait; the worker heartbeats long events within it")
-	fl.DurationVar(&f.claimLease, "claim-lease", worker.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
-	fl.DurationVar(&f.dedupWindow, "dedup-window", worker.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
-	fl.DurationVar(&f.maxAge, "stream-max-age", worker.StreamMaxAgeDefault, "when kustomer-sync manages the leads stream: how long it keeps an event, processed or not (an event still unprocessed then is lost); 0 keeps events forever")
+	fl.DurationVar(&f.claimLease, "claim-lease", ledger.LeaseDefault, "how long a replica's claim on an item outlives the replica if it dies mid-request; must exceed --kustomer-timeout")
+	fl.DurationVar(&f.dedupWindow, "dedup-window", leads.DedupWindowDefault, "how long the stream remembers Nats-Msg-Id for de-duplication")
+	fl.DurationVar(&f.maxAge, "stream-max-age", leads.StreamMaxAgeDefault, "when kustomer-sync manages the leads stream: how long it keeps an event, processed or not (an event still unprocessed then is lost); 0 keeps events forever")
 	fl.DurationVar(&f.startup, "startup-timeout", worker.StartupTimeoutDefault, "how long start-up waits for NATS to be reachable and JetStream to create the streams, buckets and consumers (a cluster still forming) before giving up")
 	fl.Var(&f.maxBytes, "stream-max-bytes", "when kustomer-sync manages the leads stream: its largest size, e.g. 10GB; when full it refuses new events (publishers get an error) instead of dropping unprocessed ones; 0 is no limit")
 	for name, key := range map[string]string{
@@ -214,12 +216,12 @@ func (f *workerFlags) customerURL() func(id string) string {
 }
 
 // streamConfig is the leads stream as the flags describe it.
-func (f *workerFlags) streamConfig() worker.StreamConfig {
+func (f *workerFlags) streamConfig() leads.StreamConfig {
 	maxAge := f.maxAge
 	if maxAge == 0 {
 		maxAge = -1 // the flag's 0 is the worker's "no limit"
 	}
-	return worker.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow, MaxAge: maxAge, MaxBytes: int64(f.maxBytes)}
+	return leads.StreamConfig{Name: f.stream, Replicas: f.replicas, DedupWindow: f.dedupWindow, MaxAge: maxAge, MaxBytes: int64(f.maxBytes)}
 }
 
 // stack is a running worker and whatever it started to run: the embedded NATS
@@ -372,7 +374,7 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 		RateBurst:      f.rateBurst,
 		Stream:         f.streamConfig(),
 		AckWait:        f.ackWait,
-		Ledger:         worker.LedgerConfig{Lease: f.claimLease},
+		Ledger:         ledger.Config{Lease: f.claimLease},
 		MaxEventBytes:  int(f.maxEventBytes),
 		ReplicaID:      f.replicaID,
 		DrainTimeout:   f.drainTimeout,
@@ -469,9 +471,7 @@ func (st *stack) stop(ctx context.Context, a *app) {
 		cancel()
 	}
 	if st.worker != nil {
-		if err := st.worker.Stop(ctx); err != nil {
-			a.log.Warn().Err(err).Msg("drain deadline passed; unfinished events are left for redelivery")
-		}
+		_ = st.worker.Stop(ctx) // the worker logs a drain deadline passed, before "worker stopped"
 	}
 	if st.tracing.Enabled() {
 		// The drained worker's last spans, and none left behind.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/worker"
@@ -58,7 +59,7 @@ The command exits 0 whatever the state: scripts read --json.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&stream, "stream", worker.StreamDefault, "JetStream stream of lead events, whose consumers are the workflows'")
+	fl.StringVar(&stream, "stream", leads.StreamDefault, "JetStream stream of lead events, whose consumers are the workflows'")
 	fl.StringVar(&dlqStream, "dlq-stream", dlq.StreamDefault, "dead-letter stream")
 	fl.StringVar(&bucket, "replicas-bucket", replica.BucketDefault, "KV bucket where replicas publish their state")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")

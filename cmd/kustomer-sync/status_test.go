@@ -18,9 +18,9 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // inProcessRun is `kustomer-sync run` running in the test process.
@@ -120,7 +120,7 @@ func TestAWrongBaseURLPausesRunAndStatusSaysWhyUntilTheURLIsFixed(t *testing.T) 
 	require.Equal(t, 1, paused.Replicas)
 	require.Equal(t, 1, paused.PausedReplicas)
 	require.InDelta(t, 6000, paused.RatePerMinute, 1)
-	require.Equal(t, worker.ConsumerPrefixDefault+"default", paused.Consumer)
+	require.Equal(t, leads.ConsumerPrefixDefault+"default", paused.Consumer)
 	require.Contains(t, first.stderr.String(), `"kustomer_base_url":"`+wrong.URL+`"`, "run logs the base URL it uses")
 
 	ctx := context.Background()

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/subject"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // overlapNotices says, for each pair of workflows whose subjects overlap,
@@ -33,13 +33,13 @@ func overlapNotices(cfg *mapping.Config) []string {
 
 // checkLiveStream checks cfg against the leads stream on the NATS server, as
 // `run` would at start.
-func (a *app) checkLiveStream(ctx context.Context, stream string, cfg *mapping.Config) (*worker.StreamPlan, error) {
+func (a *app) checkLiveStream(ctx context.Context, stream string, cfg *mapping.Config) (*leads.StreamPlan, error) {
 	nc, js, err := a.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	plan, err := worker.CheckStream(ctx, js, worker.StreamConfig{Name: stream}, cfg.Workflows)
+	plan, err := leads.CheckStream(ctx, js, leads.StreamConfig{Name: stream}, cfg.Workflows)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (a *app) checkLiveStream(ctx context.Context, stream string, cfg *mapping.C
 }
 
 // planText says what validate found about the live stream.
-func planText(plan *worker.StreamPlan) string {
+func planText(plan *leads.StreamPlan) string {
 	subjects := strings.Join(plan.Subjects, ", ")
 	var text string
 	switch {

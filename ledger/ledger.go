@@ -1,4 +1,8 @@
-package worker
+// Package ledger is kustomer-sync's idempotency ledger: per item, the claim
+// of the replica creating it (naming the bulk request it is sent in), the
+// record of the customer created, lease renewal on the NATS server's clock,
+// and the match locks that make two items for one person one customer.
+package ledger
 
 import (
 	"cmp"
@@ -15,15 +19,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 const (
-	// LedgerBucketDefault is the KV bucket that records created items.
-	LedgerBucketDefault = "KSYNC_LEDGER"
-	// LedgerTTLDefault is how long a created item is remembered.
-	LedgerTTLDefault = 7 * 24 * time.Hour
+	// BucketDefault is the KV bucket that records created items.
+	BucketDefault = "KSYNC_LEDGER"
+	// TTLDefault is how long a created item is remembered.
+	TTLDefault = 7 * 24 * time.Hour
 	// LeaseDefault is how long a replica's claim on an item lasts if the
 	// replica dies before recording the outcome. A claim is held only for one
 	// Kustomer request, so it must exceed the client's timeout.
@@ -34,25 +37,26 @@ const (
 // how far its clock is from the NATS server's (see ledger.serverNow).
 const offsetRefresh = 10 * time.Minute
 
-// recordTries and recordRetryWait bound record's attempts: 0.1 s, 0.3 s
+// RecordTries and recordRetryWait bound record's attempts: 0.1 s, 0.3 s
 // and 0.9 s apart.
 const (
-	recordTries     = 4
+	RecordTries     = 4
 	recordRetryWait = 100 * time.Millisecond
 )
 
-// errClaimed means another replica is creating the same item right now.
-var errClaimed = errors.New("worker: item is being created by another replica")
-
-// LedgerConfig configures the idempotency ledger.
-type LedgerConfig struct {
-	Bucket   string        // default LedgerBucketDefault
-	TTL      time.Duration // default LedgerTTLDefault
+// Config configures the idempotency ledger; zero fields take the defaults.
+type Config struct {
+	Bucket   string        // default BucketDefault
+	TTL      time.Duration // default TTLDefault
 	Lease    time.Duration // default LeaseDefault
 	Replicas int           // default 1
+
+	// WrapKV, when set, wraps the bucket the ledger writes to (tests use it
+	// to make writes fail as a JetStream leader change does).
+	WrapKV func(jetstream.KeyValue) jetstream.KeyValue
 }
 
-// ledger records, per idempotency key, the Kustomer id of the customer that
+// Ledger records, per idempotency key, the Kustomer id of the customer that
 // was created for it, so a redelivered or replayed item is not created twice.
 //
 // A key goes through two states: "claim <owner> <expiry>" (written with
@@ -68,7 +72,7 @@ type LedgerConfig struct {
 // server's clock: replicas whose clocks disagree agree on when a lease
 // ends. (Before, each wrote and read its own clock: with a minute of skew,
 // live claims were taken over.)
-type ledger struct {
+type Ledger struct {
 	kv    jetstream.KeyValue
 	lease time.Duration
 	owner string
@@ -89,10 +93,10 @@ type ledger struct {
 	held   map[string]chan struct{} // closed when the holder lets go
 }
 
-// hold reserves key for one attempt of this process, waiting while another
+// Hold reserves key for one attempt of this process, waiting while another
 // attempt of this process holds it (one Kustomer request at most), so the
-// second attempt then finds what the first recorded. unhold gives it back.
-func (l *ledger) hold(ctx context.Context, key string) error {
+// second attempt then finds what the first recorded. Unhold gives it back.
+func (l *Ledger) Hold(ctx context.Context, key string) error {
 	for {
 		busy := l.acquire(key)
 		if busy == nil {
@@ -106,13 +110,13 @@ func (l *ledger) hold(ctx context.Context, key string) error {
 	}
 }
 
-// tryHold is hold without the wait: it reports false when another attempt
+// TryHold is Hold without the wait: it reports false when another attempt
 // of this process holds key.
-func (l *ledger) tryHold(key string) bool { return l.acquire(key) == nil }
+func (l *Ledger) TryHold(key string) bool { return l.acquire(key) == nil }
 
 // acquire reserves key for the caller and returns nil, or, when another
 // attempt of this process holds it, a channel closed when that one lets go.
-func (l *ledger) acquire(key string) (busy <-chan struct{}) {
+func (l *Ledger) acquire(key string) (busy <-chan struct{}) {
 	l.heldMu.Lock()
 	defer l.heldMu.Unlock()
 	if done, ok := l.held[key]; ok {
@@ -125,7 +129,7 @@ func (l *ledger) acquire(key string) (busy <-chan struct{}) {
 	return nil
 }
 
-func (l *ledger) unhold(key string) {
+func (l *Ledger) Unhold(key string) {
 	l.heldMu.Lock()
 	defer l.heldMu.Unlock()
 	if done, ok := l.held[key]; ok {
@@ -134,10 +138,10 @@ func (l *ledger) unhold(key string) {
 	}
 }
 
-func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, owner string, now func() time.Time) (*ledger, error) {
-	cfg.Bucket = cmp.Or(cfg.Bucket, LedgerBucketDefault)
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, owner string, now func() time.Time) (*Ledger, error) {
+	cfg.Bucket = cmp.Or(cfg.Bucket, BucketDefault)
 	if cfg.TTL == 0 {
-		cfg.TTL = LedgerTTLDefault
+		cfg.TTL = TTLDefault
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = LeaseDefault
@@ -150,11 +154,14 @@ func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, o
 		Replicas:    max(cfg.Replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("worker: ledger bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("ledger: bucket %s: %w", cfg.Bucket, err)
 	}
-	l := &ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}
+	if cfg.WrapKV != nil {
+		kv = cfg.WrapKV(kv)
+	}
+	l := &Ledger{kv: kv, lease: cfg.Lease, owner: owner, now: now}
 	if err := l.measureOffset(ctx); err != nil {
-		return nil, fmt.Errorf("worker: ledger bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("ledger: bucket %s: %w", cfg.Bucket, err)
 	}
 	return l, nil
 }
@@ -162,7 +169,7 @@ func openLedger(ctx context.Context, js jetstream.JetStream, cfg LedgerConfig, o
 // measureOffset measures how far this replica's clock is from the NATS
 // server's: the server's time in the bucket's stream info, against the
 // middle of the request on this replica's clock.
-func (l *ledger) measureOffset(ctx context.Context) error {
+func (l *Ledger) measureOffset(ctx context.Context) error {
 	before := l.now()
 	st, err := l.kv.Status(ctx)
 	if err != nil {
@@ -183,7 +190,7 @@ func (l *ledger) measureOffset(ctx context.Context) error {
 // serverNow is the NATS server's time now, as this replica estimates it
 // from its own clock and the offset last measured, measured again when
 // offsetRefresh has passed (if that fails, the last one serves).
-func (l *ledger) serverNow(ctx context.Context) time.Time {
+func (l *Ledger) serverNow(ctx context.Context) time.Time {
 	l.offsetMu.Lock()
 	stale := l.now().Sub(l.offsetAt) >= offsetRefresh
 	l.offsetMu.Unlock()
@@ -195,25 +202,47 @@ func (l *ledger) serverNow(ctx context.Context) time.Time {
 	return l.now().Add(l.offset)
 }
 
+// Lease is how long a claim or a match lock of this ledger lasts unless
+// renewed.
+func (l *Ledger) Lease() time.Duration { return l.lease }
+
+// Owner is the replica that owns this ledger's claims.
+func (l *Ledger) Owner() string { return l.owner }
+
+// LeaseLeft is how long the claim or match lock stored as value still
+// runs, on the server's clock as this replica estimates it; ok is false
+// when value is neither (a record of a created customer, say).
+func (l *Ledger) LeaseLeft(ctx context.Context, value []byte) (left time.Duration, ok bool) {
+	v := string(value)
+	rest, isClaim := strings.CutPrefix(v, claimPrefix)
+	if !isClaim {
+		if rest, ok = strings.CutPrefix(v, lockPrefix); !ok {
+			return 0, false
+		}
+	}
+	_, expiry := parseOwnerExpiry(rest)
+	return l.leaseLeft(ctx, expiry), true
+}
+
 // leaseEnd is the end, on the server's clock, of a lease taken now.
-func (l *ledger) leaseEnd(ctx context.Context) time.Time {
+func (l *Ledger) leaseEnd(ctx context.Context) time.Time {
 	return l.serverNow(ctx).Add(l.lease)
 }
 
 // leaseLeft is how long a lease ending at expiry (a claim's or a match
 // lock's, on the server's clock) still runs. No more than a lease: more is
 // another replica's estimate's error.
-func (l *ledger) leaseLeft(ctx context.Context, expiry time.Time) time.Duration {
+func (l *Ledger) leaseLeft(ctx context.Context, expiry time.Time) time.Duration {
 	return min(expiry.Sub(l.serverNow(ctx)), l.lease)
 }
 
-// ledgerKey turns an item's idempotency key of any text into a valid KV key,
+// Key turns an item's idempotency key of any text into a valid KV key,
 // in scope: "" (the shared scope) or a workflow's name. With the shared scope
 // (the default of a workflow no other overlaps) the key does not depend on
 // the workflow, so a renamed workflow, or another workflow meeting the same
 // event, finds what was created before; with a workflow's scope, each
 // workflow of a fan-out creates its own customer.
-func ledgerKey(scope, key string) string {
+func Key(scope, key string) string {
 	sum := sha256.Sum256([]byte(key))
 	hash := hex.EncodeToString(sum[:16])
 	if scope != "" {
@@ -222,26 +251,18 @@ func ledgerKey(scope, key string) string {
 	return "item." + hash
 }
 
-// ledgerScope is the scope of wf's keys for ledgerKey.
-func ledgerScope(wf *mapping.Workflow) string {
-	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
-		return wf.Name
-	}
-	return ""
-}
-
-// claimResult is what claim found.
-type claimResult struct {
-	customerID string        // set when the item was created before
-	sent       string        // with customerID: the hash of the body last sent for it ("" if unknown)
-	stale      bool          // an earlier claim was taken over: its outcome is unknown
-	wait       time.Duration // with errClaimed: until the other replica's lease ends
+// Claim is what [Ledger.Claim] found.
+type Claim struct {
+	CustomerID string        // set when the item was created before
+	Sent       string        // with customerID: the hash of the body last sent for it ("" if unknown)
+	Stale      bool          // an earlier claim was taken over: its outcome is unknown
+	Wait       time.Duration // with ErrClaimed: until the other replica's lease ends
 	// bulkJob, with stale: the bulk job the earlier claim sent the item in;
 	// its results say what became of it. bulkBatch, with stale: the bulk
 	// request the earlier claim was made for, whose job id, once Kustomer
 	// returned it, is recorded once for the whole request (batchJob).
-	bulkJob   string
-	bulkBatch string
+	BulkJob   string
+	BulkBatch string
 	// rev and mark, for a claim this replica holds: the claim's revision and
 	// what it names (renew).
 	rev  uint64
@@ -263,7 +284,7 @@ const (
 
 // claimValue is a claim of this replica's from now for a lease, marked
 // (jobMarker or batchMarker and its value) or not ("").
-func (l *ledger) claimValue(ctx context.Context, mark string) []byte {
+func (l *Ledger) claimValue(ctx context.Context, mark string) []byte {
 	return fmt.Appendf(nil, "%s%s %d%s", claimPrefix, l.owner, l.leaseEnd(ctx).UnixMilli(), mark)
 }
 
@@ -302,39 +323,39 @@ func parseOwnerExpiry(rest string) (owner string, expiry time.Time) {
 	return rest[:i], time.UnixMilli(ms)
 }
 
-// claim takes the key for this replica. It returns the recorded customer id
-// when the item was created before, errClaimed when another replica holds a
+// Claim takes the key for this replica. It returns the recorded customer id
+// when the item was created before, ErrClaimed when another replica holds a
 // live claim, and otherwise owns the key until record or release. A new
 // claim names batch, the token of the bulk request the item is claimed for
 // ("" in per-item mode).
-func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, error) {
+func (l *Ledger) Claim(ctx context.Context, key, batch string) (Claim, error) {
 	ctx, span := tracing.Start(ctx, "ksync.ledger.claim")
 	defer span.End()
 	fresh := mark("", batch)
 	if rev, err := l.kv.Create(ctx, key, l.claimValue(ctx, fresh)); err == nil {
-		return claimResult{rev: rev, mark: fresh}, nil
+		return Claim{rev: rev, mark: fresh}, nil
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
-		return claimResult{}, fmt.Errorf("worker: ledger claim: %w", err)
+		return Claim{}, fmt.Errorf("ledger: claim: %w", err)
 	}
 	entry, err := l.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// Released between the two calls: a fresh claim, if nobody was faster.
 		if rev, err := l.kv.Create(ctx, key, l.claimValue(ctx, fresh)); err == nil {
-			return claimResult{rev: rev, mark: fresh}, nil
+			return Claim{rev: rev, mark: fresh}, nil
 		}
-		return claimResult{wait: time.Second}, errClaimed
+		return Claim{Wait: time.Second}, ErrClaimed
 	}
 	if err != nil {
-		return claimResult{}, fmt.Errorf("worker: ledger read: %w", err)
+		return Claim{}, fmt.Errorf("ledger: read: %w", err)
 	}
 	v := string(entry.Value())
 	if rest, ok := strings.CutPrefix(v, createdPrefix); ok {
 		id, sent, _ := strings.Cut(rest, " ")
-		return claimResult{customerID: id, sent: sent}, nil
+		return Claim{CustomerID: id, Sent: sent}, nil
 	}
 	owner, expiry, job, batch := parseClaim(v)
 	if left := l.leaseLeft(ctx, expiry); owner != l.owner && left > 0 {
-		return claimResult{wait: left}, errClaimed
+		return Claim{Wait: left}, ErrClaimed
 	}
 	// Our own earlier claim, or a dead replica's: take it over. Whatever that
 	// attempt sent may have been created. The bulk request it was sent in
@@ -342,131 +363,131 @@ func (l *ledger) claim(ctx context.Context, key, batch string) (claimResult, err
 	kept := mark(job, batch)
 	rev, err := l.kv.Update(ctx, key, l.claimValue(ctx, kept), entry.Revision())
 	if err != nil {
-		return claimResult{wait: time.Second}, errClaimed
+		return Claim{Wait: time.Second}, ErrClaimed
 	}
-	return claimResult{stale: true, bulkJob: job, bulkBatch: batch, rev: rev, mark: kept}, nil
+	return Claim{Stale: true, BulkJob: job, BulkBatch: batch, rev: rev, mark: kept}, nil
 }
 
-// renew extends this replica's claim on key (c, from claim) by a lease
-// from now. It fails with errClaimed when the claim is no longer the one c
+// Renew extends this replica's claim on key (c, from claim) by a lease
+// from now. It fails with ErrClaimed when the claim is no longer the one c
 // holds: it ran out, and another replica took it over.
-func (l *ledger) renew(ctx context.Context, key string, c *claimResult) error {
+func (l *Ledger) Renew(ctx context.Context, key string, c *Claim) error {
 	rev, err := l.kv.Update(ctx, key, l.claimValue(ctx, c.mark), c.rev)
 	if err != nil {
-		return fmt.Errorf("worker: claim on the item lost while waiting for the budget: %w", errClaimed)
+		return errClaimLost
 	}
 	c.rev = rev
 	return nil
 }
 
-// claimForBatch renews this replica's claim on key for the bulk request
+// ClaimForBatch renews this replica's claim on key for the bulk request
 // batch: an item claimed earlier, about to be sent in that request.
-func (l *ledger) claimForBatch(ctx context.Context, key, batch string) error {
+func (l *Ledger) ClaimForBatch(ctx context.Context, key, batch string) error {
 	if _, err := l.kv.Put(ctx, key, l.claimValue(ctx, mark("", batch))); err != nil {
-		return fmt.Errorf("worker: ledger claim for bulk request: %w", err)
+		return fmt.Errorf("ledger: claim for bulk request: %w", err)
 	}
 	return nil
 }
 
-// batchRecord is what the ledger knows of one bulk request (its token):
+// BatchRecord is what the ledger knows of one bulk request (its token):
 // written before the request is sent, then with the job id Kustomer
 // answered, and again by the replica following the job every third of a
 // lease, so a replica taking over one of its items' claims knows whether
 // the request was sent, when (on the KV server's clock, which replicas
 // share), which job it became, and whether someone still follows it.
-type batchRecord struct {
-	found bool
-	job   string    // "" while the request has no answer (or before versions that wrote one)
-	owner string    // the replica that wrote it last
-	count int       // items in the request; 0 when unknown
-	sent  time.Time // when the request was sent, server clock; zero when unknown
-	beat  time.Time // its last write, server clock
+type BatchRecord struct {
+	Found bool
+	Job   string    // "" while the request has no answer (or before versions that wrote one)
+	Owner string    // the replica that wrote it last
+	Count int       // items in the request; 0 when unknown
+	Sent  time.Time // when the request was sent, server clock; zero when unknown
+	Beat  time.Time // its last write, server clock
 }
 
-// batchSending records, before bulk request batch of count items is sent,
+// BatchSending records, before bulk request batch of count items is sent,
 // that it is about to be, and returns the server's time of that write:
 // the request is sent no sooner.
-func (l *ledger) batchSending(ctx context.Context, batch string, count int) (time.Time, error) {
+func (l *Ledger) BatchSending(ctx context.Context, batch string, count int) (time.Time, error) {
 	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, fmt.Appendf(nil, "sending %d %s", count, l.owner)); err != nil {
-		return time.Time{}, fmt.Errorf("worker: ledger record bulk request: %w", err)
+		return time.Time{}, fmt.Errorf("ledger: record bulk request: %w", err)
 	}
 	e, err := l.kv.Get(ctx, batchKeyPrefix+batch)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("worker: ledger read bulk request: %w", err)
+		return time.Time{}, fmt.Errorf("ledger: read bulk request: %w", err)
 	}
 	return e.Created(), nil
 }
 
-// batchSent records that the bulk request batch (count items, sent at
+// BatchSent records that the bulk request batch (count items, sent at
 // sent) became Kustomer's job id, once for all its items: a replica taking
 // over one of their claims after a crash asks that job what became of the
 // item instead of sending it again. Written again while the job is
 // followed, it tells other replicas someone still does.
-func (l *ledger) batchSent(ctx context.Context, batch, id string, count int, sent time.Time) error {
+func (l *Ledger) BatchSent(ctx context.Context, batch, id string, count int, sent time.Time) error {
 	v := fmt.Appendf(nil, "job %s %d %d %s", id, count, sent.UnixMilli(), l.owner)
 	if _, err := l.kv.Put(ctx, batchKeyPrefix+batch, v); err != nil {
-		return fmt.Errorf("worker: ledger record bulk job: %w", err)
+		return fmt.Errorf("ledger: record bulk job: %w", err)
 	}
 	return nil
 }
 
-// batchRead reads the record of bulk request batch; found is false when
+// BatchRead reads the record of bulk request batch; found is false when
 // there is none: the request was never sent (or, from versions before the
 // record was written first, not answered).
-func (l *ledger) batchRead(ctx context.Context, batch string) (batchRecord, error) {
+func (l *Ledger) BatchRead(ctx context.Context, batch string) (BatchRecord, error) {
 	e, err := l.kv.Get(ctx, batchKeyPrefix+batch)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return batchRecord{}, nil
+		return BatchRecord{}, nil
 	case err != nil:
-		return batchRecord{}, fmt.Errorf("worker: ledger read bulk job: %w", err)
+		return BatchRecord{}, fmt.Errorf("ledger: read bulk job: %w", err)
 	}
-	r := batchRecord{found: true, beat: e.Created()}
+	r := BatchRecord{Found: true, Beat: e.Created()}
 	v := string(e.Value())
 	if rest, ok := strings.CutPrefix(v, "sending "); ok {
 		n, owner, _ := strings.Cut(rest, " ")
-		r.count, _ = strconv.Atoi(n)
-		r.owner, r.sent = owner, r.beat
+		r.Count, _ = strconv.Atoi(n)
+		r.Owner, r.Sent = owner, r.Beat
 		return r, nil
 	}
 	if rest, ok := strings.CutPrefix(v, "job "); ok {
 		f := strings.SplitN(rest, " ", 4)
 		if len(f) == 4 {
-			r.job, r.owner = f[0], f[3]
-			r.count, _ = strconv.Atoi(f[1])
+			r.Job, r.Owner = f[0], f[3]
+			r.Count, _ = strconv.Atoi(f[1])
 			if ms, err := strconv.ParseInt(f[2], 10, 64); err == nil {
-				r.sent = time.UnixMilli(ms)
+				r.Sent = time.UnixMilli(ms)
 			}
 			return r, nil
 		}
 	}
-	r.job = v // an earlier version's record: the job id alone
+	r.Job = v // an earlier version's record: the job id alone
 	return r, nil
 }
 
-// batchJob is the job id recorded for the bulk request batch, or "" when
+// BatchJob is the job id recorded for the bulk request batch, or "" when
 // none was: the request was not answered, or its answer not recorded.
-func (l *ledger) batchJob(ctx context.Context, batch string) (string, error) {
-	r, err := l.batchRead(ctx, batch)
-	return r.job, err
+func (l *Ledger) BatchJob(ctx context.Context, batch string) (string, error) {
+	r, err := l.BatchRead(ctx, batch)
+	return r.Job, err
 }
 
-// newBatchToken names one bulk request in the claims of its items.
-func newBatchToken() string {
+// NewBatchToken names one bulk request in the claims of its items.
+func NewBatchToken() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// record stores under key the id of the customer created, updated or
+// Record stores under key the id of the customer created, updated or
 // matched for the item, and sent, the hash of the body last sent (bodyHash),
 // as "created <id> <hash>".
 //
 // A customer exists once Kustomer answered, so the write is tried a few
 // times over about a second (a JetStream leader change) before record
-// gives up; the caller then must not acknowledge the event (itemNote's
-// unrecorded), so that its redelivery finds the customer by look-up.
-func (l *ledger) record(ctx context.Context, key, customerID, sent string) error {
+// gives up; the caller then must not acknowledge the event, so that its
+// redelivery finds the customer by look-up.
+func (l *Ledger) Record(ctx context.Context, key, customerID, sent string) error {
 	ctx, span := tracing.Start(ctx, "ksync.ledger.record")
 	defer span.End()
 	v := []byte(createdPrefix + customerID + " " + sent)
@@ -476,23 +497,23 @@ func (l *ledger) record(ctx context.Context, key, customerID, sent string) error
 		if err == nil {
 			return nil
 		}
-		if try == recordTries {
-			return fmt.Errorf("worker: ledger record: %w", err)
+		if try == RecordTries {
+			return fmt.Errorf("ledger: record: %w", err)
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("worker: ledger record: %w", err)
+			return fmt.Errorf("ledger: record: %w", err)
 		}
 		wait *= 3
 	}
 }
 
-// release gives up a claim after a failure Kustomer answered (the customer
+// Release gives up a claim after a failure Kustomer answered (the customer
 // was certainly not created), so a later attempt can claim it at once.
-func (l *ledger) release(ctx context.Context, key string) {
+func (l *Ledger) Release(ctx context.Context, key string) {
 	entry, err := l.kv.Get(ctx, key)
 	if err != nil {
 		return

@@ -1,4 +1,4 @@
-package worker
+package leads
 
 import (
 	"context"
@@ -39,10 +39,10 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 			var err error
 			stream, err = js.StreamNameBySubject(ctx, r.Subject)
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				return noWorkflowError(fmt.Sprintf("worker: workflow %q cannot receive %s: no stream captures that subject", r.Workflow, r.Subject))
+				return noWorkflowError(fmt.Sprintf("leads: workflow %q cannot receive %s: no stream captures that subject", r.Workflow, r.Subject))
 			}
 			if err != nil {
-				return fmt.Errorf("worker: find the stream of subject %s: %w", r.Subject, err)
+				return fmt.Errorf("leads: find the stream of subject %s: %w", r.Subject, err)
 			}
 			streams[r.Subject] = stream
 		}
@@ -50,28 +50,28 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 		if !ok {
 			st, err := js.Stream(ctx, stream)
 			if err != nil {
-				return fmt.Errorf("worker: stream %s: %w", stream, err)
+				return fmt.Errorf("leads: stream %s: %w", stream, err)
 			}
 			list := st.ListConsumers(ctx)
 			for info := range list.Info() {
 				infos = append(infos, info)
 			}
 			if err := list.Err(); err != nil {
-				return fmt.Errorf("worker: list the consumers of stream %s: %w", stream, err)
+				return fmt.Errorf("leads: list the consumers of stream %s: %w", stream, err)
 			}
 			consumers[stream] = infos
 		}
 		var workflows []string
 		for _, info := range infos {
-			name, ok := consumerWorkflow(info)
-			if !ok || !consumerCovers(info.Config, r.Subject) {
+			name, ok := ConsumerWorkflow(info)
+			if !ok || !ConsumerCovers(info.Config, r.Subject) {
 				continue
 			}
 			if name == r.Workflow {
 				if !replicasRead {
 					var err error
 					if replicas, err = replica.Read(ctx, js, ""); err != nil {
-						return fmt.Errorf("worker: which replicas run workflow %q: %w", r.Workflow, err)
+						return fmt.Errorf("leads: which replicas run workflow %q: %w", r.Workflow, err)
 					}
 					replicasRead = true
 				}
@@ -84,7 +84,7 @@ func ReplayCheck(js jetstream.JetStream) func(context.Context, dlq.Record) error
 		if len(workflows) > 0 {
 			now = strings.Join(workflows, ", ")
 		}
-		return noWorkflowError(fmt.Sprintf("worker: workflow %q no longer reads %s: stream %s has no consumer %s%s for it (workflows reading it now: %s); restore the workflow, or purge the entry",
+		return noWorkflowError(fmt.Sprintf("leads: workflow %q no longer reads %s: stream %s has no consumer %s%s for it (workflows reading it now: %s); restore the workflow, or purge the entry",
 			r.Workflow, r.Subject, stream, ConsumerPrefixDefault, r.Workflow, now))
 	}
 }
@@ -115,13 +115,13 @@ func liveReplicaRuns(replicas []replica.State, r dlq.Record, stream string) erro
 	if len(running) > 0 {
 		now = strings.Join(running, ", ")
 	}
-	return noWorkflowError(fmt.Sprintf("worker: workflow %q no longer reads %s: its consumer %s%s on stream %s is kept, but no live replica runs it (workflows the replicas run on it now: %s); restore the workflow, or purge the entry",
+	return noWorkflowError(fmt.Sprintf("leads: workflow %q no longer reads %s: its consumer %s%s on stream %s is kept, but no live replica runs it (workflows the replicas run on it now: %s); restore the workflow, or purge the entry",
 		r.Workflow, r.Subject, ConsumerPrefixDefault, r.Workflow, stream, now))
 }
 
-// consumerCovers reports whether a consumer with cfg receives messages on
+// ConsumerCovers reports whether a consumer with cfg receives messages on
 // subj.
-func consumerCovers(cfg jetstream.ConsumerConfig, subj string) bool {
+func ConsumerCovers(cfg jetstream.ConsumerConfig, subj string) bool {
 	filters := cfg.FilterSubjects
 	if cfg.FilterSubject != "" {
 		filters = append(filters, cfg.FilterSubject)
@@ -132,13 +132,13 @@ func consumerCovers(cfg jetstream.ConsumerConfig, subj string) bool {
 	return slices.ContainsFunc(filters, func(f string) bool { return subject.Covers(f, subj) })
 }
 
-// consumerWorkflow names the workflow a consumer of the leads stream is
+// ConsumerWorkflow names the workflow a consumer of the leads stream is
 // for: the one its metadata names when kustomer-sync made it (whatever its
 // name's prefix, Config.ConsumerPrefix), else the name after the default
 // prefix. ok is false for a consumer of no workflow.
-func consumerWorkflow(info *jetstream.ConsumerInfo) (name string, ok bool) {
-	if md := info.Config.Metadata; md[managedByKey] == managedByValue && md[workflowKey] != "" {
-		return md[workflowKey], true
+func ConsumerWorkflow(info *jetstream.ConsumerInfo) (name string, ok bool) {
+	if md := info.Config.Metadata; md[ManagedByKey] == ManagedByValue && md[WorkflowKey] != "" {
+		return md[WorkflowKey], true
 	}
 	return strings.CutPrefix(info.Name, ConsumerPrefixDefault)
 }

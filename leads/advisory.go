@@ -1,4 +1,4 @@
-package worker
+package leads
 
 import (
 	"context"
@@ -62,7 +62,7 @@ var advisoryBackoff = loop.Policy{MaxAttempts: 6, InitialDelay: 100 * time.Milli
 // Advisories are handled one at a time on the calling goroutine.
 func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, targets []MaxDeliveryTarget, log zerolog.Logger) error {
 	if stream == "" {
-		return errors.New("worker: watch max deliveries: empty stream name")
+		return errors.New("leads: watch max deliveries: empty stream name")
 	}
 	byConsumer := make(map[string]MaxDeliveryTarget, len(targets))
 	ch := make(chan *nats.Msg, 1024)
@@ -74,7 +74,7 @@ func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 	}()
 	for _, t := range targets {
 		if t.Consumer == "" || t.Workflow == "" {
-			return fmt.Errorf("worker: watch max deliveries: target %+v needs a consumer and a workflow", t)
+			return fmt.Errorf("leads: watch max deliveries: target %+v needs a consumer and a workflow", t)
 		}
 		if t.DeadLetterSubject == "" {
 			t.DeadLetterSubject = dlq.Subject(t.Workflow)
@@ -82,12 +82,12 @@ func WatchMaxDeliveries(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 		byConsumer[t.Consumer] = t
 		sub, err := nc.ChanSubscribe(maxDeliveriesAdvisorySubject(stream, t.Consumer), ch)
 		if err != nil {
-			return fmt.Errorf("worker: watch max deliveries of %s: %w", t.Consumer, err)
+			return fmt.Errorf("leads: watch max deliveries of %s: %w", t.Consumer, err)
 		}
 		subs = append(subs, sub)
 	}
 	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("worker: watch max deliveries: %w", err)
+		return fmt.Errorf("leads: watch max deliveries: %w", err)
 	}
 	var s jetstream.Stream
 	for {
@@ -132,7 +132,7 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 		var m *jetstream.RawStreamMsg
 		m, err = s.GetMsg(ctx, adv.StreamSeq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Errorf("worker: message %d is no longer in the stream: %w", adv.StreamSeq, err)
+			return fmt.Errorf("leads: message %d is no longer in the stream: %w", adv.StreamSeq, err)
 		}
 		if err == nil {
 			when := adv.Time
@@ -152,10 +152,10 @@ func deadLetterMaxDelivered(ctx context.Context, js jetstream.JetStream, s jetst
 				}
 			}
 			if err == nil {
-				r := eventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, payload)
+				r := EventRecord(rp, m.Subject, s.CachedInfo().Config.Name, m.Sequence, m.Header, payload)
 				r.Workflow = t.Workflow
 				r.Class = outcome.MaxDeliveries
-				r.Error = fmt.Sprintf("worker: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
+				r.Error = fmt.Sprintf("leads: JetStream stopped redelivering after %d deliveries to consumer %s (the worker crashed, hung or never acknowledged it)",
 					adv.Deliveries, t.Consumer)
 				if rp != nil && rp.Object != "" && obj == "" {
 					r.Error += "; its replay object " + rp.Object + " is gone, and the payload with it"

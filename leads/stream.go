@@ -1,4 +1,4 @@
-package worker
+package leads
 
 import (
 	"cmp"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
@@ -23,26 +24,29 @@ const (
 	DedupWindowDefault = 24 * time.Hour
 	// StreamMaxAgeDefault is how long a stream kustomer-sync manages keeps an
 	// event, processed or not: as long as the ledger remembers created items
-	// (LedgerTTLDefault), so a workflow started with "start: all" never
+	// (ledger.TTLDefault), so a workflow started with "start: all" never
 	// meets an event whose items the ledger has forgotten.
-	StreamMaxAgeDefault = LedgerTTLDefault
-	// ResultsStreamDefault keeps the results of created customers for
-	// downstream consumers.
-	ResultsStreamDefault = "KSYNC_RESULTS"
-	// ResultsSubjectsDefault are the subjects the results stream captures.
-	ResultsSubjectsDefault = "kustomer.customers.created.>"
-	// ResultsMaxAgeDefault is how long results are kept.
-	ResultsMaxAgeDefault = 7 * 24 * time.Hour
-	// ResultsDedupWindow is how long the results stream remembers a
-	// result's Nats-Msg-Id: a redelivered event's result is stored once.
-	ResultsDedupWindow = 10 * time.Minute
+	StreamMaxAgeDefault = ledger.TTLDefault
+
+	// ConsumerPrefixDefault prefixes the durable consumer of each workflow.
+	ConsumerPrefixDefault = "ksync-"
 
 	// managedBy marks streams and consumers this program created, so it knows
 	// it may update them.
-	managedByKey   = "managed-by"
-	managedByValue = "kustomer-sync"
-	// workflowKey names the workflow of a consumer, in its metadata.
-	workflowKey = "workflow"
+	ManagedByKey   = "managed-by"
+	ManagedByValue = "kustomer-sync"
+	// WorkflowKey names the workflow of a consumer, in its metadata.
+	WorkflowKey = "workflow"
+)
+
+// Consumer metadata written when a workflow's consumer is created.
+const (
+	// SkippedKey counts the events the stream held on the workflow's
+	// subject that its start (new, or a time) skipped; status shows it.
+	SkippedKey = "skipped"
+	// ContinuesKey names the consumer of the renamed workflow this one
+	// continues.
+	ContinuesKey = "continues"
 )
 
 // StreamConfig describes the leads stream. When kustomer-sync created it (or
@@ -66,7 +70,7 @@ type StreamConfig struct {
 	MaxBytes int64
 }
 
-func (c *StreamConfig) setDefaults() {
+func (c *StreamConfig) SetDefaults() {
 	c.Name = cmp.Or(c.Name, StreamDefault)
 	c.Replicas = max(c.Replicas, 1)
 	if c.DedupWindow == 0 {
@@ -80,7 +84,7 @@ func (c *StreamConfig) setDefaults() {
 // need is a subject a stream must capture, and for whom (said in errors).
 type need = subject.Need
 
-func workflowNeeds(workflows []*mapping.Workflow) []need {
+func WorkflowNeeds(workflows []*mapping.Workflow) []need {
 	needs := make([]need, 0, len(workflows))
 	for _, wf := range workflows {
 		needs = append(needs, need{Subject: wf.Subject, Who: fmt.Sprintf("workflow %q", wf.Name)})
@@ -88,8 +92,8 @@ func workflowNeeds(workflows []*mapping.Workflow) []need {
 	return needs
 }
 
-// jetstreamConfig is the leads stream as kustomer-sync manages it.
-func (c StreamConfig) jetstreamConfig(workflows []*mapping.Workflow) jetstream.StreamConfig {
+// JetStreamConfig is the leads stream as kustomer-sync manages it.
+func (c StreamConfig) JetStreamConfig(workflows []*mapping.Workflow) jetstream.StreamConfig {
 	subjects := slices.Clone(c.Subjects)
 	for _, wf := range workflows {
 		subjects = append(subjects, wf.Subject)
@@ -143,14 +147,14 @@ func (a Abandoned) String() string {
 	return fmt.Sprintf("consumer %s of workflow %q, which is not in the config, holds %d unprocessed event(s): no workflow of the config continues it (a renamed workflow on the same subject and without start: new or a start time would); run the old config until they are done, then delete the consumer", a.Consumer, a.Workflow, a.Pending)
 }
 
-// abandoned lists the workflow consumers of st whose workflow is not among
+// AbandonedConsumers lists the workflow consumers of st whose workflow is not among
 // workflows and that hold unprocessed events. Consumers it cannot list are
 // not reported.
-func abandoned(ctx context.Context, st jetstream.Stream, workflows []*mapping.Workflow) []Abandoned {
+func AbandonedConsumers(ctx context.Context, st jetstream.Stream, workflows []*mapping.Workflow) []Abandoned {
 	var out []Abandoned
 	continued := map[string]bool{} // consumers a renamed workflow continues
-	_ = eachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
-		if c := info.Config.Metadata[continuesKey]; c != "" && slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == wf }) {
+	_ = EachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
+		if c := info.Config.Metadata[ContinuesKey]; c != "" && slices.ContainsFunc(workflows, func(w *mapping.Workflow) bool { return w.Name == wf }) {
 			continued[c] = true
 		}
 		pending := info.NumPending + uint64(info.NumAckPending)
@@ -163,13 +167,13 @@ func abandoned(ctx context.Context, st jetstream.Stream, workflows []*mapping.Wo
 	return out
 }
 
-// eachWorkflowConsumer calls fn for each durable consumer of a kustomer-sync
+// EachWorkflowConsumer calls fn for each durable consumer of a kustomer-sync
 // workflow on st, with the workflow's name.
-func eachWorkflowConsumer(ctx context.Context, st jetstream.Stream, fn func(workflow string, info *jetstream.ConsumerInfo)) error {
+func EachWorkflowConsumer(ctx context.Context, st jetstream.Stream, fn func(workflow string, info *jetstream.ConsumerInfo)) error {
 	lister := st.ListConsumers(ctx)
 	for info := range lister.Info() {
 		c := info.Config
-		wf, ok := c.Metadata[workflowKey], c.Metadata[managedByKey] == managedByValue
+		wf, ok := c.Metadata[WorkflowKey], c.Metadata[ManagedByKey] == ManagedByValue
 		if !ok { // consumers created before they carried metadata
 			wf, ok = strings.CutPrefix(c.Description, "kustomer-sync workflow ")
 		}
@@ -186,64 +190,64 @@ func eachWorkflowConsumer(ctx context.Context, st jetstream.Stream, fn func(work
 // captures every workflow's subject. Its errors name the workflow, the
 // subject, the stream in the way and the fix.
 func CheckStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, workflows []*mapping.Workflow) (StreamPlan, error) {
-	cfg.setDefaults()
-	want := cfg.jetstreamConfig(workflows)
+	cfg.SetDefaults()
+	want := cfg.JetStreamConfig(workflows)
 	plan := StreamPlan{Name: cfg.Name, Managed: true, Subjects: want.Subjects}
 	st, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 	case err != nil:
-		return plan, fmt.Errorf("worker: stream %s: %w", cfg.Name, err)
+		return plan, fmt.Errorf("leads: stream %s: %w", cfg.Name, err)
 	default:
 		plan.Exists = true
-		plan.Abandoned = abandoned(ctx, st, workflows)
+		plan.Abandoned = AbandonedConsumers(ctx, st, workflows)
 		info := st.CachedInfo()
-		if info.Config.Metadata[managedByKey] != managedByValue {
+		if info.Config.Metadata[ManagedByKey] != ManagedByValue {
 			plan.Managed, plan.Subjects = false, info.Config.Subjects
-			return plan, uncovered(cfg.Name, info.Config.Subjects, workflowNeeds(workflows))
+			return plan, Uncovered(cfg.Name, info.Config.Subjects, WorkflowNeeds(workflows))
 		}
 	}
 	if other, subj, theirs, found := subject.OverlappingStream(ctx, js, cfg.Name, want.Subjects); found {
-		return plan, subject.OverlapError(cfg.Name, workflowNeeds(workflows), other, subj, theirs)
+		return plan, subject.OverlapError(cfg.Name, WorkflowNeeds(workflows), other, subj, theirs)
 	}
 	return plan, nil
 }
 
-// ensureStream creates the stream, updates it when this program created it,
+// EnsureStream creates the stream, updates it when this program created it,
 // or, when an operator created it, uses it as it is if it captures every
 // needed subject, and says which it lacks if not.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, needs []need) (jetstream.Stream, error) {
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, needs []need) (jetstream.Stream, error) {
 	if cfg.Metadata == nil {
 		cfg.Metadata = map[string]string{}
 	}
-	cfg.Metadata[managedByKey] = managedByValue
+	cfg.Metadata[ManagedByKey] = ManagedByValue
 	st, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		st, err = js.CreateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: create stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
+			return nil, fmt.Errorf("leads: create stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	case err != nil:
-		return nil, fmt.Errorf("worker: stream %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("leads: stream %s: %w", cfg.Name, err)
 	}
 	info := st.CachedInfo()
-	if info.Config.Metadata[managedByKey] == managedByValue {
+	if info.Config.Metadata[ManagedByKey] == ManagedByValue {
 		st, err = js.UpdateStream(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("worker: update stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
+			return nil, fmt.Errorf("leads: update stream %s: %w", cfg.Name, subject.ExplainOverlap(ctx, js, cfg, needs, err))
 		}
 		return st, nil
 	}
-	if err := uncovered(cfg.Name, info.Config.Subjects, needs); err != nil {
+	if err := Uncovered(cfg.Name, info.Config.Subjects, needs); err != nil {
 		return nil, err
 	}
 	return st, nil
 }
 
-// uncovered says which needed subjects an operator's stream does not capture.
-func uncovered(stream string, subjects []string, needs []need) error {
+// Uncovered says which needed subjects an operator's stream does not capture.
+func Uncovered(stream string, subjects []string, needs []need) error {
 	var missing []string
 	var lines []string
 	for _, n := range needs {
@@ -255,13 +259,13 @@ func uncovered(stream string, subjects []string, needs []need) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("worker: stream %s (created by an operator, not by kustomer-sync) captures %s, not %s: events published there are stored nowhere. Add the subject to the stream (nats stream edit %s --subjects %q), or give the workflow a subject the stream captures",
+	return fmt.Errorf("leads: stream %s (created by an operator, not by kustomer-sync) captures %s, not %s: events published there are stored nowhere. Add the subject to the stream (nats stream edit %s --subjects %q), or give the workflow a subject the stream captures",
 		stream, strings.Join(subjects, ", "), strings.Join(lines, ", nor "), stream, strings.Join(subject.Union(append(slices.Clone(subjects), missing...)...), ","))
 }
 
-// withUncovered returns subjects plus those of extra that they do not cover,
+// WithUncovered returns subjects plus those of extra that they do not cover,
 // so a stream captures every subject a workflow publishes to.
-func withUncovered(subjects, extra []string) []string {
+func WithUncovered(subjects, extra []string) []string {
 	out := slices.Clone(subjects)
 	for _, e := range extra {
 		if e != "" && !subject.CoveredBy(out, e) {
@@ -288,14 +292,14 @@ func WorkflowsOn(ctx context.Context, js jetstream.JetStream, subj string) (Subj
 	var out SubjectWorkflows
 	name, err := js.StreamNameBySubject(ctx, subj)
 	if err != nil {
-		return out, fmt.Errorf("worker: stream of %s: %w", subj, err)
+		return out, fmt.Errorf("leads: stream of %s: %w", subj, err)
 	}
 	st, err := js.Stream(ctx, name)
 	if err != nil {
-		return out, fmt.Errorf("worker: stream %s: %w", name, err)
+		return out, fmt.Errorf("leads: stream %s: %w", name, err)
 	}
 	out.Stream, out.Filters = name, map[string]string{}
-	err = eachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
+	err = EachWorkflowConsumer(ctx, st, func(wf string, info *jetstream.ConsumerInfo) {
 		c := info.Config
 		filters := c.FilterSubjects
 		if c.FilterSubject != "" || len(filters) == 0 {
@@ -307,7 +311,7 @@ func WorkflowsOn(ctx context.Context, js jetstream.JetStream, subj string) (Subj
 		}
 	})
 	if err != nil {
-		return out, fmt.Errorf("worker: consumers of stream %s: %w", name, err)
+		return out, fmt.Errorf("leads: consumers of stream %s: %w", name, err)
 	}
 	slices.Sort(out.Matching)
 	return out, nil

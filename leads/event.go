@@ -1,4 +1,4 @@
-package worker
+package leads
 
 import (
 	"bytes"
@@ -14,25 +14,25 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/eventid"
 )
 
-// decodeEvent parses an event payload into the trigger a workflow maps from.
+// DecodeEvent parses an event payload into the trigger a workflow maps from.
 // Its errors say, for a person, why the event can never be processed.
-func decodeEvent(data []byte, maxBytes int) (map[string]any, error) {
+func DecodeEvent(data []byte, maxBytes int) (map[string]any, error) {
 	if len(data) > maxBytes {
-		return nil, fmt.Errorf("worker: event is %d bytes, above the limit of %d bytes (--max-event-bytes)", len(data), maxBytes)
+		return nil, fmt.Errorf("leads: event is %d bytes, above the limit of %d bytes (--max-event-bytes)", len(data), maxBytes)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, fmt.Errorf("worker: event is empty; want a JSON object")
+		return nil, fmt.Errorf("leads: event is empty; want a JSON object")
 	}
 	if !utf8.Valid(data) {
-		return nil, fmt.Errorf("worker: event is not valid UTF-8 text; want a JSON object")
+		return nil, fmt.Errorf("leads: event is not valid UTF-8 text; want a JSON object")
 	}
 	var v any
 	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("worker: event is not valid JSON: %w", err)
+		return nil, fmt.Errorf("leads: event is not valid JSON: %w", err)
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("worker: event is a JSON %s, not an object", jsonKind(v))
+		return nil, fmt.Errorf("leads: event is a JSON %s, not an object", jsonKind(v))
 	}
 	return obj, nil
 }
@@ -54,9 +54,9 @@ func jsonKind(v any) string {
 	}
 }
 
-// replayIndexes returns the Loop indexes a replay is limited to, or all of
+// ReplayIndexes returns the Loop indexes a replay is limited to, or all of
 // 0..n-1 for a new event (rp nil) or a replay of the whole event.
-func replayIndexes(rp *dlq.Replay, n int) ([]int, error) {
+func ReplayIndexes(rp *dlq.Replay, n int) ([]int, error) {
 	if rp == nil || len(rp.Items) == 0 {
 		all := make([]int, n)
 		for i := range all {
@@ -67,7 +67,7 @@ func replayIndexes(rp *dlq.Replay, n int) ([]int, error) {
 	out := make([]int, 0, len(rp.Items))
 	for _, i := range rp.Items {
 		if i < 0 || i >= n {
-			return nil, fmt.Errorf("worker: replay of dead letter %d names item %d, but the event has %d items", rp.Entry, i, n)
+			return nil, fmt.Errorf("leads: replay of dead letter %d names item %d, but the event has %d items", rp.Entry, i, n)
 		}
 		out = append(out, i)
 	}
@@ -75,13 +75,13 @@ func replayIndexes(rp *dlq.Replay, n int) ([]int, error) {
 	return slices.Compact(out), nil
 }
 
-// eventKey is the base of the default idempotency key of an event's items:
+// EventKey is the base of the default idempotency key of an event's items:
 // for a verified replay, the original event's; otherwise the event's own
 // Nats-Msg-Id (without the digest of the body kustomer-sync's publishers
 // add, [eventid.Key], so a changed lead keeps its key), else its stream and
 // sequence. Headers a publisher can set (Ksync-*) never choose it: only the
 // replay's signature makes rp non-nil.
-func eventKey(rp *dlq.Replay, h nats.Header, stream string, seq uint64) string {
+func EventKey(rp *dlq.Replay, h nats.Header, stream string, seq uint64) string {
 	if rp != nil && rp.EventKey != "" {
 		return rp.EventKey
 	}
@@ -91,24 +91,24 @@ func eventKey(rp *dlq.Replay, h nats.Header, stream string, seq uint64) string {
 	return stream + ":" + strconv.FormatUint(seq, 10)
 }
 
-// eventID is the event's identity for people: the original Nats-Msg-Id of a
+// EventID is the event's identity for people: the original Nats-Msg-Id of a
 // verified replay, else its own.
-func eventID(rp *dlq.Replay, h nats.Header) string {
+func EventID(rp *dlq.Replay, h nats.Header) string {
 	if rp != nil {
 		return rp.EventID
 	}
 	return h.Get(nats.MsgIdHdr)
 }
 
-// eventRecord is the dead-letter record of the event on subject at seq,
+// EventRecord is the dead-letter record of the event on subject at seq,
 // without its failure: the original identity, the replay's history, the
 // payload byte for byte.
-func eventRecord(rp *dlq.Replay, subject, stream string, seq uint64, h nats.Header, payload []byte) dlq.Record {
+func EventRecord(rp *dlq.Replay, subject, stream string, seq uint64, h nats.Header, payload []byte) dlq.Record {
 	r := dlq.Record{
 		Subject:   subject,
 		StreamSeq: seq,
-		MsgID:     eventID(rp, h),
-		EventKey:  eventKey(rp, h, stream, seq),
+		MsgID:     EventID(rp, h),
+		EventKey:  EventKey(rp, h, stream, seq),
 		Payload:   payload,
 	}
 	if rp != nil {
