@@ -277,6 +277,11 @@ func (b *batcher) fetchable(ctx context.Context, n int) int {
 		case b.seen > 0 && (free >= mean || b.held == 0 && waiting == 0):
 			b.heldMu.Unlock()
 			return min(n, max(1, free/mean))
+		case b.seen > 0 && waiting == 0 && free > 0:
+			// Room for fewer items than the mean event holds: one event,
+			// which may be small, rather than wait for a large one to end.
+			b.heldMu.Unlock()
+			return 1
 		}
 		room := b.room
 		b.heldMu.Unlock()
