@@ -1208,3 +1208,71 @@ func bulkRef(key string) string {
 	}
 	return key[len(key)-kustomer.ClientRefMax:]
 }
+
+// bulkWait is how long a per-item attempt that took over claim (stale)
+// must wait before it may look the item up and create it: an earlier bulk
+// request the claim names (this replica's, another workflow's, or a dead
+// replica's) may still create it, and a look-up answers 404 meanwhile. It
+// is 0 once that request cannot: it was never sent, its job is complete or
+// gone, or it was sent without an answer longer ago than the client's
+// timeout plus the longest bulk_job_timeout of this replica's bulk
+// workflows (the default when it runs none).
+// While a replica follows the request (its record written within a lease),
+// the item waits for that replica.
+func (w *Worker) bulkWait(ctx context.Context, c claimResult) (time.Duration, error) {
+	if !c.stale || c.bulkBatch == "" && c.bulkJob == "" {
+		return 0, nil
+	}
+	rec := batchRecord{job: c.bulkJob, found: c.bulkJob != ""}
+	if c.bulkBatch != "" {
+		r, err := w.ledger.batchRead(ctx, c.bulkBatch)
+		if err != nil {
+			return 0, err
+		}
+		if r.found {
+			rec = r
+		}
+	}
+	if !rec.found {
+		return 0, nil // never sent
+	}
+	now := w.cfg.Clock.Now()
+	lease := w.ledger.lease
+	if age := now.Sub(rec.beat); !rec.beat.IsZero() && age < lease && age > -lease {
+		return lease - max(age, 0), nil
+	}
+	if rec.job != "" {
+		if bk, ok := w.kustomer.(BulkKustomer); ok {
+			if err := w.limiter.Wait(ctx); err != nil {
+				return 0, err
+			}
+			res, err := bk.BulkResults(ctx, rec.job)
+			var ke *kustomer.Error
+			switch {
+			case errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound:
+				return 0, nil // gone: what it created is found by look-up
+			case err != nil:
+				return 0, err
+			case res.CompleteFor(rec.count) || rec.count == 0 && res.Completed:
+				return 0, nil
+			}
+			return max(lease/3, bulkEstimateFloor), nil
+		}
+	}
+	sent := cmp.Or(rec.sent, rec.beat)
+	timeout := mapping.BulkJobTimeoutDefault
+	if flows := w.running.Load(); flows != nil {
+		timeout = 0
+		for _, f := range *flows {
+			if f.wf.Mode == mapping.ModeBulk {
+				timeout = max(timeout, f.wf.BulkJobTimeout)
+			}
+		}
+		timeout = cmp.Or(timeout, mapping.BulkJobTimeoutDefault)
+	}
+	until := sent.Add(cmp.Or(w.cfg.Kustomer.Timeout, kustomer.DefaultTimeout) + timeout)
+	if now.Before(until) {
+		return until.Sub(now), nil
+	}
+	return 0, nil
+}

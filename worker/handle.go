@@ -323,6 +323,13 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 		log.Info().Str("customer_id", claim.customerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.customerID, Attributes: enc.json, AlreadyCreated: true}, nil
 	}
+	wait, err := w.bulkWait(ctx, claim)
+	if err != nil {
+		return loop.Result{}, unresolved(fmt.Errorf("worker: bulk request holding the item unreadable: %w", err))
+	} else if wait > 0 {
+		// A bulk request may still create the item: no attempt spent.
+		return loop.Result{}, loop.Later(wait, fmt.Errorf("worker: item waits for the bulk request %s that may create it", cmp.Or(claim.bulkBatch, claim.bulkJob)))
+	}
 	spend := &spender{lim: w.limiter}
 	if claim.customerID == "" { // this attempt holds the claim
 		spend.keep(func(ctx context.Context) error { return w.ledger.renew(ctx, key, &claim) }, w.cfg.Clock, w.ledger.lease)
