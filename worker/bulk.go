@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +34,10 @@ const (
 	// followed): the memory of a replica goes with it, not with the
 	// backlog. Enough to keep the budget busy with jobs of seconds.
 	bulkJobsInFlight = 100
+	// bulkGapVotes is how many jobs in a row must have completed well
+	// after the one before them for the batcher to take Kustomer as
+	// running its jobs one after another.
+	bulkGapVotes = 2
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -102,9 +107,25 @@ type batcher struct {
 	// slowest is the longest a job was lately seen still running; it
 	// fades as jobs are found complete at their first poll.
 	slowest time.Duration
+	// gap is how long after the job sent before it a job is expected to
+	// complete: 0 while jobs run side by side; about a job's run time when
+	// Kustomer runs them one after another (its queue then grows with the
+	// jobs in flight, and so does a job's time from submission, which the
+	// estimate cannot follow). It is set once gapVotes jobs in a row,
+	// each in flight when the one before it completed, completed at least
+	// half the shortest job's time after it (beyond the time between their
+	// submissions), to the least of those delays, voted; then it shrinks
+	// by 1 % for a job found complete at a poll it timed, and grows by a
+	// quarter for one found still running.
+	gap   time.Duration
+	votes []time.Duration
+	// shortest is the least time from submission a job was found
+	// complete in: about a job's run time when none waits for another.
+	shortest time.Duration
 
 	watchMu sync.Mutex
 	watches map[string]*jobWatch // the jobs followed, by id
+	last    *jobWatch            // the job this batcher sent last
 
 	// held counts the items of the events in runBulk, bounded by maxItems
 	// (memory goes with the items held, not with the events); room is
@@ -726,7 +747,7 @@ func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) 
 		for _, it := range items {
 			it.job = rec.job
 		}
-		return b.resume(ctx, b.watch(ctx, rec.job, k.token, rec.count, rec.sent), items), nil
+		return b.resume(ctx, b.watch(ctx, rec.job, k.token, rec.count, rec.sent, false), items), nil
 	}
 	// Sent without an answer: the job, if Kustomer queued one, is unknown.
 	until := b.unknownUntil(rec.sent)
@@ -868,7 +889,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	if err := b.w.ledger.batchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
 		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items wait out bulk_job_timeout and are looked up")
 	}
-	w := b.watch(ctx, job.ID, token, len(items), sent)
+	w := b.watch(ctx, job.ID, token, len(items), sent, true)
 	res, err := w.wait(ctx)
 	switch {
 	case ctx.Err() != nil:
@@ -964,6 +985,73 @@ type jobWatch struct {
 	res   *kustomer.BulkResults
 	err   error
 	polls int
+
+	mu sync.Mutex
+	// prev is the job this batcher sent before this one (nil for a job
+	// of an earlier request), dropped once this one ends: in Kustomer's
+	// queue this job may wait for it.
+	prev  *jobWatch
+	sent  time.Time
+	due   time.Time // its next poll
+	end   time.Time // when it was found complete (or ended otherwise)
+	chain bool      // due was set by the gap after prev
+	// misses counts its polls that found it running; changed is closed
+	// (and replaced) when its next poll is set or it ended.
+	misses  int
+	changed chan struct{}
+}
+
+// polled records a poll's answer (ended: the job's end; else it was
+// found running) and, at its end, wakes the job sent after it.
+func (w *jobWatch) polled(now time.Time, ended bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !ended {
+		w.misses++
+		return
+	}
+	w.end, w.prev = now, nil
+	w.notify()
+}
+
+// notify wakes the job sent after this one (its watch waits on changed).
+// The caller holds w.mu.
+func (w *jobWatch) notify() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// prevRef is when the job sent before this one ended or, while it runs,
+// its next poll; zero without one.
+func (w *jobWatch) prevRef() time.Time {
+	w.mu.Lock()
+	p := w.prev
+	w.mu.Unlock()
+	if p == nil {
+		return time.Time{}
+	}
+	due, end := p.state()
+	return cmp.Or(end, due)
+}
+
+// state is the job's next poll and, once it ended, when.
+func (w *jobWatch) state() (due, end time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.due, w.end
+}
+
+// prevEnd is when the job sent before this one ended (zero while it runs,
+// or without one), and when it was sent.
+func (w *jobWatch) prevEnd() (end, sent time.Time) {
+	w.mu.Lock()
+	p := w.prev
+	w.mu.Unlock()
+	if p == nil {
+		return time.Time{}, time.Time{}
+	}
+	_, end = p.state()
+	return end, p.sent
 }
 
 // wait returns the job's results once complete, or why it was not.
@@ -979,21 +1067,28 @@ func (w *jobWatch) wait(ctx context.Context) (*kustomer.BulkResults, error) {
 // watch returns the watch of job id, starting it if none runs: it follows
 // the job (a request of count items sent at sent, under token) and keeps
 // the request's ledger record fresh meanwhile.
-func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time) *jobWatch {
+func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time, chained bool) *jobWatch {
 	b.watchMu.Lock()
 	defer b.watchMu.Unlock()
 	if w, ok := b.watches[id]; ok {
 		return w
 	}
-	w := &jobWatch{id: id, done: make(chan struct{})}
+	w := &jobWatch{id: id, done: make(chan struct{}), sent: sent, changed: make(chan struct{})}
+	if chained {
+		w.prev, b.last = b.last, w
+	}
 	b.watches[id] = w
 	if sent.IsZero() {
 		sent = b.w.cfg.Clock.Now() // an earlier version's record: from now on
 	}
 	b.wg.Go(func() {
 		w.res, w.err = b.follow(ctx, w, token, count, sent)
+		w.polled(b.w.cfg.Clock.Now(), true)
 		b.watchMu.Lock()
 		delete(b.watches, id)
+		if b.last == w {
+			b.last = nil
+		}
 		b.watchMu.Unlock()
 		close(w.done)
 	})
@@ -1027,6 +1122,32 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			}
 		}
 		due := sent.Add(max(b.expected(), wait))
+		cd, gap, prevCh, ok := b.chainDue(w)
+		chain := ok && cd.After(due)
+		if chain {
+			due = cd
+		}
+		chain = chain && gap > 0 // found running then: the gap was short
+		w.mu.Lock()
+		if !due.Equal(w.due) {
+			w.notify()
+		}
+		w.due, w.chain = due, chain
+		w.mu.Unlock()
+		if prevCh != nil && !now.Before(due) && !now.Before(cd) {
+			// The job sent before it is being polled now: its answer
+			// says whether this one can be done yet.
+			t := clock.NewTimer(time.Second)
+			select {
+			case <-prevCh:
+			case <-t.C():
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+			t.Stop()
+			continue
+		}
 		if now.Before(due) {
 			d := min(due.Sub(now), nextBeat.Sub(now))
 			if token == "" {
@@ -1075,10 +1196,25 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			wait = elapsed + max(delay, b.expected()/4)
 			continue
 		}
+		w.mu.Lock()
+		chained := w.chain
+		w.mu.Unlock()
 		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
 			res.Completed = true
 			b.learn(elapsed, true, w.polls == 1)
+			b.learnGap(w, clock.Now(), true, chained)
 			return res, nil
+		}
+		w.polled(clock.Now(), false)
+		if chained {
+			// Still running at the gap after the job before it: asked
+			// again a quarter of the (raised) gap later.
+			if elapsed >= b.jobTimeout() {
+				return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
+			}
+			gap := b.learnGap(w, clock.Now(), false, true)
+			wait = elapsed + max(gap/4, bulkEstimateFloor)
+			continue
 		}
 		if elapsed >= b.jobTimeout() {
 			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
@@ -1087,6 +1223,12 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		// items. Asked again later, never at once.
 		b.learn(elapsed, false, w.polls == 1)
 		wait = max(elapsed*5/4, elapsed+bulkEstimateFloor)
+		if ref := w.prevRef(); ref.After(sent) {
+			// The job before it was in flight alongside: this one may be
+			// queued behind it, for a job's run time after it completes
+			// (when it was found complete, or its next poll).
+			wait = max(wait, ref.Add(b.shortestRun()).Sub(sent))
+		}
 	}
 }
 
@@ -1103,6 +1245,81 @@ func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
 		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
 	}).BulkJob(ctx, w.id)
 	return err == nil && job.Done()
+}
+
+// chainDue is the earliest job w is polled given the job sent before it
+// (in Kustomer's queue, w is not done before it): while that one runs and
+// was found running at most once (a job found running again and again,
+// maybe stuck, holds none back), not before its next poll has been
+// answered (prevCh, closed then); and when Kustomer is seen to run jobs
+// one after another, the gap after it (after its end, or its next poll).
+// It returns the gap, and false when there is no such job or nothing to
+// go by.
+func (b *batcher) chainDue(w *jobWatch) (t time.Time, gap time.Duration, prevCh <-chan struct{}, ok bool) {
+	b.estMu.Lock()
+	gap = b.gap
+	b.estMu.Unlock()
+	w.mu.Lock()
+	p := w.prev
+	w.mu.Unlock()
+	if p == nil {
+		return time.Time{}, 0, nil, false
+	}
+	p.mu.Lock()
+	due, end, misses, ch := p.due, p.end, p.misses, p.changed
+	p.mu.Unlock()
+	switch {
+	case !end.IsZero() && gap > 0:
+		return end.Add(gap), gap, nil, true
+	case end.IsZero() && !due.IsZero() && (gap > 0 || misses <= 1):
+		return due.Add(gap), gap, ch, true
+	}
+	return time.Time{}, 0, nil, false
+}
+
+// shortestRun is the least time from submission a job was found complete
+// in.
+func (b *batcher) shortestRun() time.Duration {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	return b.shortest
+}
+
+// learnGap learns the gap from job w's poll at now: found complete or
+// not, at a time the gap set (chained) or the estimate did. It returns
+// the gap.
+func (b *batcher) learnGap(w *jobWatch, now time.Time, complete, chained bool) time.Duration {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	switch {
+	case chained && complete:
+		if w.polls == 1 {
+			if b.gap = b.gap * 99 / 100; b.gap < bulkEstimateFloor {
+				b.gap, b.votes = 0, nil
+			}
+		}
+	case chained:
+		b.gap = min(b.gap*5/4, b.jobTimeout())
+	case complete:
+		if d := now.Sub(w.sent); b.shortest == 0 || d < b.shortest {
+			b.shortest = d
+		}
+		end, sent := w.prevEnd()
+		if end.IsZero() || !end.After(w.sent) {
+			b.votes = b.votes[:0] // not in flight together
+			break
+		}
+		after := now.Sub(end) - w.sent.Sub(sent)
+		if after < b.shortest/2 {
+			b.votes = b.votes[:0]
+			break
+		}
+		if b.votes = append(b.votes, after); len(b.votes) >= bulkGapVotes {
+			b.gap = max(b.gap, slices.Min(b.votes))
+			b.votes = b.votes[:0]
+		}
+	}
+	return b.gap
 }
 
 // expected is how long a job is expected to take.
