@@ -96,6 +96,9 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 				if f.jobModel != "all" && !slices.Contains(sandbox.JobModels, f.jobModel) {
 					return usageError{fmt.Errorf("--job-model %q: want all or one of %s", f.jobModel, strings.Join(sandbox.JobModels, ", "))}
 				}
+				if f.replicaLogs != "" && !f.process {
+					return usageError{errors.New("--replica-logs goes with --process")}
+				}
 				if slices.ContainsFunc(f.perEvent, func(n int) bool { return n < 1 }) {
 					return usageError{fmt.Errorf("--per-event %v: want 1 or more leads per event", f.perEvent)}
 				}
