@@ -38,6 +38,9 @@ const (
 	// after the one before them for the batcher to take Kustomer as
 	// running its jobs one after another.
 	bulkGapVotes = 2
+	// bulkGapProbe: one job in bulkGapProbe is polled at its own time
+	// while a gap is in force, to find out whether it still is.
+	bulkGapProbe = 32
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -117,8 +120,9 @@ type batcher struct {
 	// submissions), to the least of those delays, voted; then it shrinks
 	// by 1 % for a job found complete at a poll it timed, and grows by a
 	// quarter for one found still running.
-	gap   time.Duration
-	votes []time.Duration
+	gap    time.Duration
+	votes  []time.Duration
+	probes int
 	// shortest is the least time from submission a job was found
 	// complete in: about a job's run time when none waits for another.
 	shortest time.Duration
@@ -1113,6 +1117,10 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 	beat := max(b.w.ledger.lease/3, bulkEstimateFloor)
 	nextBeat := clock.Now().Add(beat)
 	wait := time.Duration(0) // past the estimate: after an early poll
+	// held: this poll was put off for the job sent before it (its timing
+	// says nothing of Kustomer's queue); probe: this job is polled at its
+	// own time, gap or not.
+	var held, probed, probe bool
 	for {
 		now := clock.Now()
 		if token != "" && !now.Before(nextBeat) {
@@ -1123,9 +1131,19 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		}
 		due := sent.Add(max(b.expected(), wait))
 		cd, gap, prevCh, ok := b.chainDue(w)
+		if gap > 0 && w.polls == 0 && !probed {
+			// Every bulkGapProbe-th job is polled at its own time,
+			// however the gap says: found complete, the queue is not
+			// serial (any more).
+			probed, probe = true, b.probeDue()
+		}
+		if probe {
+			ok, prevCh = false, nil
+		}
 		chain := ok && cd.After(due)
 		if chain {
 			due = cd
+			held = true
 		}
 		chain = chain && gap > 0 // found running then: the gap was short
 		w.mu.Lock()
@@ -1137,6 +1155,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		if prevCh != nil && !now.Before(due) && !now.Before(cd) {
 			// The job sent before it is being polled now: its answer
 			// says whether this one can be done yet.
+			held = true
 			t := clock.NewTimer(time.Second)
 			select {
 			case <-prevCh:
@@ -1202,10 +1221,18 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
 			res.Completed = true
 			b.learn(elapsed, true, w.polls == 1)
-			b.learnGap(w, clock.Now(), true, chained)
+			switch {
+			case probe && w.polls == 1:
+				b.notSerial()
+			case !held:
+				b.learnGap(w, clock.Now(), true, chained)
+			case chained:
+				b.learnGap(w, clock.Now(), true, true)
+			}
 			return res, nil
 		}
 		w.polled(clock.Now(), false)
+		held = false
 		if chained {
 			// Still running at the gap after the job before it: asked
 			// again a quarter of the (raised) gap later.
@@ -1275,6 +1302,22 @@ func (b *batcher) chainDue(w *jobWatch) (t time.Time, gap time.Duration, prevCh 
 		return due.Add(gap), gap, ch, true
 	}
 	return time.Time{}, 0, nil, false
+}
+
+// probeDue counts the jobs polled while a gap is in force and reports
+// whether this one is polled at its own time instead.
+func (b *batcher) probeDue() bool {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	b.probes++
+	return b.probes%bulkGapProbe == 0
+}
+
+// notSerial drops the gap: a job polled at its own time was complete.
+func (b *batcher) notSerial() {
+	b.estMu.Lock()
+	defer b.estMu.Unlock()
+	b.gap, b.votes = 0, nil
 }
 
 // shortestRun is the least time from submission a job was found complete
