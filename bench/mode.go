@@ -92,6 +92,9 @@ type ModeConfig struct {
 	// kustomer-sync executable (`run`) instead of in this process, and
 	// PeakRSS is then the replicas' own peak memory.
 	Binary string
+	// LogDir, with Binary, keeps each replica's log (JSON, level info) in
+	// LogDir/<replica id>.log; without it the logs are dropped.
+	LogDir string
 	// Limit ends the run when not every event is done by then.
 	Limit time.Duration
 	// Progress, when set, is called about every 10 s.
@@ -107,6 +110,9 @@ type ModeReport struct {
 	// DeadLetters counts the dead letters written: every lead of the
 	// backlog is valid, so each is a false one.
 	DeadLetters int
+	// DeadLetterReasons counts the dead letters by class and error (its
+	// first 200 characters): why each one was written.
+	DeadLetterReasons map[string]int
 	// PeakRSS is this process's peak resident memory (VmHWM) at the end,
 	// in bytes, everything included: NATS server, sandbox, workers.
 	PeakRSS  int64
@@ -165,7 +171,7 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	var procs []*replicaProc
 	for i := range mc.Replicas {
 		if mc.Binary != "" {
-			p, err := startReplicaProcess(ctx, mc.Binary, bl, fmt.Appendf(nil, wf, mc.Mode, inFlight, mc.BulkJobTimeout), fmt.Sprintf("bench-%d", i), perMinute)
+			p, err := startReplicaProcess(ctx, mc.Binary, bl, fmt.Appendf(nil, wf, mc.Mode, inFlight, mc.BulkJobTimeout), fmt.Sprintf("bench-%d", i), perMinute, mc.LogDir)
 			if err != nil {
 				return rep, err
 			}
@@ -214,6 +220,19 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 			rep.DeadLetters = int(info.State.Msgs)
 		}
 	}
+	if rep.DeadLetters > 0 {
+		rep.DeadLetterReasons = map[string]int{}
+		if st, err := dlq.OpenStore(ctx, bl.js, dlq.StreamDefault); err == nil {
+			recs, _ := st.List(ctx, dlq.Filter{})
+			for _, r := range recs {
+				e := r.Error
+				if len(e) > 200 {
+					e = e[:200] + "…"
+				}
+				rep.DeadLetterReasons[fmt.Sprintf("%s: %s", r.Class, e)]++
+			}
+		}
+	}
 	rep.PeakRSS = PeakRSS()
 	if len(procs) > 0 {
 		rep.PeakRSS = 0
@@ -235,7 +254,7 @@ type replicaProc struct {
 
 // startReplicaProcess runs `binary run` with the workflow config against
 // the backlog's NATS server and sandbox.
-func startReplicaProcess(ctx context.Context, binary string, bl *backlog, config []byte, id string, perMinute int) (*replicaProc, error) {
+func startReplicaProcess(ctx context.Context, binary string, bl *backlog, config []byte, id string, perMinute int, logDir string) (*replicaProc, error) {
 	dir, err := os.MkdirTemp("", "kustomer-sync-bench-replica-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -249,6 +268,15 @@ func startReplicaProcess(ctx context.Context, binary string, bl *backlog, config
 		"--log-level", "warn", "--data-dir", filepath.Join(dir, "data"))
 	cmd.Env = append(os.Environ(), "KUSTOMER_API_KEY=bench")
 	cmd.Dir = dir
+	if logDir != "" {
+		cmd.Args = append(cmd.Args, "--log-level", "info", "--log-format", "json")
+		f, err := os.Create(filepath.Join(logDir, id+".log"))
+		if err != nil {
+			return nil, fmt.Errorf("bench: replica %s: %w", id, err)
+		}
+		defer f.Close() // the child holds its own copy
+		cmd.Stdout, cmd.Stderr = f, f
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: replica %s: %w", id, err)
 	}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -55,6 +56,13 @@ func (w *Worker) createItem(ctx context.Context, f *flow, ev *event, req mapping
 	case claim.CustomerID != "" && (len(f.wf.Match) == 0 || claim.Sent == sum):
 		log.Info().Str("customer_id", claim.CustomerID).Msg("item already created")
 		return loop.Result{CustomerID: claim.CustomerID, Attributes: enc.json, AlreadyCreated: true}, nil
+	}
+	wait, err := w.bulkWait(ctx, claim)
+	if err != nil {
+		return loop.Result{}, unresolved(fmt.Errorf("worker: bulk request holding the item unreadable: %w", err))
+	} else if wait > 0 {
+		// A bulk request may still create the item: no attempt spent.
+		return loop.Result{}, loop.Later(wait, fmt.Errorf("worker: item waits for the bulk request %s that may create it", cmp.Or(claim.BulkBatch, claim.BulkJob)))
 	}
 	spend := &spender{lim: w.limiter, held: w.ledger.Keeper()}
 	if claim.CustomerID == "" { // this attempt holds the claim

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -33,6 +32,13 @@ const (
 	// followed): the memory of a replica goes with it, not with the
 	// backlog. Enough to keep the budget busy with jobs of seconds.
 	bulkJobsInFlight = 100
+	// bulkGapVotes is how many jobs in a row must have completed well
+	// after the one before them for the batcher to take Kustomer as
+	// running its jobs one after another.
+	bulkGapVotes = 2
+	// bulkGapProbe: one job in bulkGapProbe is polled at its own time
+	// while a gap is in force, to find out whether it still is.
+	bulkGapProbe = 32
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -104,9 +110,26 @@ type batcher struct {
 	// slowest is the longest a job was lately seen still running; it
 	// fades as jobs are found complete at their first poll.
 	slowest time.Duration
+	// gap is how long after the job sent before it a job is expected to
+	// complete: 0 while jobs run side by side; about a job's run time when
+	// Kustomer runs them one after another (its queue then grows with the
+	// jobs in flight, and so does a job's time from submission, which the
+	// estimate cannot follow). It is set once gapVotes jobs in a row,
+	// each in flight when the one before it completed, completed at least
+	// half the shortest job's time after it (beyond the time between their
+	// submissions), to the least of those delays, voted; then it shrinks
+	// by 1 % for a job found complete at a poll it timed, and grows by a
+	// quarter for one found still running.
+	gap    time.Duration
+	votes  []time.Duration
+	probes int
+	// shortest is the least time from submission a job was found
+	// complete in: about a job's run time when none waits for another.
+	shortest time.Duration
 
 	watchMu sync.Mutex
 	watches map[string]*jobWatch // the jobs followed, by id
+	last    *jobWatch            // the job this batcher sent last
 
 	// held counts the items of the events in runBulk, bounded by maxItems
 	// (memory goes with the items held, not with the events); room is
@@ -204,107 +227,6 @@ func (w *Worker) runBulk(ctx context.Context, f *flow, ev *event, reqs []mapping
 		}
 	}
 	return report
-}
-
-// admit waits until the batcher can hold n more items, or holds none (an
-// event larger than the bound runs alone), and counts them held until
-// unadmit.
-func (b *batcher) admit(ctx context.Context, n int) bool {
-	for {
-		b.heldMu.Lock()
-		if b.held == 0 || b.held+n <= b.maxItems {
-			b.held += n
-			b.peak = max(b.peak, b.held)
-			b.inRun++
-			b.seen++
-			b.seenItems += n
-			b.roomChanged() // the fetch loop learns the event's size
-			b.heldMu.Unlock()
-			return true
-		}
-		room := b.room
-		b.heldMu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-func (b *batcher) unadmit(n int) {
-	b.heldMu.Lock()
-	b.held -= n
-	b.inRun--
-	b.roomChanged()
-	b.heldMu.Unlock()
-}
-
-// release counts n items of an event still running no longer held.
-func (b *batcher) release(n int) {
-	if n == 0 {
-		return
-	}
-	b.heldMu.Lock()
-	b.held -= n
-	b.roomChanged()
-	b.heldMu.Unlock()
-}
-
-// roomChanged wakes whoever waits for room. Callers hold heldMu.
-func (b *batcher) roomChanged() {
-	close(b.room)
-	b.room = make(chan struct{})
-}
-
-// fetchable is how many of n events the fetch loop may fetch now: as many
-// as the items bound has room for, at the mean size of an event so far,
-// counting the events fetched and not yet holding items at that size too.
-// It waits while there is no room, and returns 0 when ctx ends.
-func (b *batcher) fetchable(ctx context.Context, n int) int {
-	for {
-		b.heldMu.Lock()
-		mean := 1
-		if b.seen > 0 {
-			mean = max(1, (b.seenItems+b.seen-1)/b.seen)
-		}
-		waiting := b.fetched - b.inRun
-		free := b.maxItems - b.held - waiting*mean
-		switch {
-		case b.seen == 0 && waiting == 0:
-			b.heldMu.Unlock()
-			return 1 // the first event's size is unknown: one alone
-		case b.seen > 0 && (free >= mean || b.held == 0 && waiting == 0):
-			b.heldMu.Unlock()
-			return min(n, max(1, free/mean))
-		case b.seen > 0 && waiting == 0 && free > 0:
-			// Room for fewer items than the mean event holds: one event,
-			// which may be small, rather than wait for a large one to end.
-			b.heldMu.Unlock()
-			return 1
-		}
-		room := b.room
-		b.heldMu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			return 0
-		}
-	}
-}
-
-// fetchedEvents counts n events fetched, handledEvent one whose handling ended.
-func (b *batcher) fetchedEvents(n int) {
-	b.heldMu.Lock()
-	b.fetched += n
-	b.heldMu.Unlock()
-}
-
-func (b *batcher) handledEvent() {
-	b.heldMu.Lock()
-	b.fetched--
-	b.roomChanged()
-	b.heldMu.Unlock()
 }
 
 // add queues items and makes sure the batcher runs.
@@ -497,40 +419,31 @@ func (it *bulkItem) result(status outcome.Outcome) bulkOutcome {
 	}}
 }
 
-// settle acts on a failed attempt's decision d, as the loop would: fail the
-// item, pause, or try it again in a later batch after the policy's backoff.
+// settle acts on a failed attempt's decision d as the Loop does, through
+// the one decision both modes share (loop.Policy.Next): try the item again
+// in a later batch (no attempt spent for a Later), pause, or fail it.
 func (b *batcher) settle(it *bulkItem, d error) {
 	now := b.w.cfg.Clock.Now()
-	var later *loop.LaterError
-	if errors.As(d, &later) {
+	step := b.policy.Next(d, it.attempts, rand.Float64())
+	if step.Kind == loop.StepLater {
 		// Not attempted (another replica holds the item): no failure.
-		b.delay(it, now.Add(max(later.Delay, b.policy.InitialDelay)))
+		b.delay(it, now.Add(step.Delay))
 		return
 	}
 	if it.first.IsZero() {
 		it.first = now
 	}
 	it.last, it.err = now, d
-	var delay time.Duration
-	var re *loop.RetryError
-	var ue *loop.UnknownError
-	switch {
-	case errors.Is(d, &loop.PauseError{}):
+	switch step.Kind {
+	case loop.StepRetry:
+		b.delay(it, now.Add(step.Delay))
+	case loop.StepPause:
 		b.finish(it, outcome.Paused, "")
-		return
-	case errors.As(d, &re):
-		delay = re.Delay
-	case errors.As(d, &ue):
-		delay = ue.Delay
-	default:
-		b.finish(it, outcome.Permanent, "")
-		return
-	}
-	if it.attempts >= b.policy.MaxAttempts {
+	case loop.StepExhausted:
 		b.finish(it, outcome.Exhausted, "")
-		return
+	default: // StepPermanent; settle is given failures only
+		b.finish(it, outcome.Permanent, "")
 	}
-	b.delay(it, now.Add(max(delay, b.policy.Backoff(it.attempts, rand.Float64()))))
 }
 
 // delay takes the item out of flight until notBefore, its next attempt.

@@ -630,3 +630,56 @@ func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) 
 	h.requireLostAnswerFoundNotSentAgain("lost-2")
 	require.Negative(t, k.failures.Load(), "the failing look-ups were made")
 }
+
+// A bulk request whose answer was lost leaves its items' claims naming it;
+// a per-item workflow of the same replica then meets one of its items
+// (shared ledger scope) while the job still runs. The per-item attempt
+// takes the claim over but respects the bulk request's record: it waits
+// until Kustomer can no longer be running the job (sent + the client's
+// 2 s timeout + bulk_job_timeout 2 s; the job takes 4 s), then finds the customer the job
+// created instead of creating it again (a look-up during the job answers
+// 404).
+func TestPerItemAttemptWaitsForABulkRequestThatMayStillCreateTheItem(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{
+		config: `
+workflows:
+  - name: bulk
+    subject: "leads.>"
+    mode: bulk
+    linger: 20ms
+    bulk_job_timeout: 2s
+    loop: "{{trigger.leads}}"
+    idempotency_key: "{{item.id}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+  - name: single
+    subject: "signups.>"
+    retry: {max_attempts: 1}
+    loop: "{{trigger.leads}}"
+    idempotency_key: "{{item.id}}"
+    inputs:
+      externalId: "{{item.id}}"
+      name: "{{item.name}}"
+`,
+		sandbox: sandbox.Config{BulkDelay: 4 * time.Second, BulkSubmitLostRate: 1},
+		worker:  func(c *Config) { c.Ledger.Lease = 2500 * time.Millisecond },
+	})
+	h.publish("leads.web", "shared-lost-1", leadsEvent("a"))
+	require.Eventually(t, func() bool { return h.sb.Sandbox.Stats().BulkLost == 1 }, 10*time.Second, 5*time.Millisecond)
+	f := h.sb.Sandbox.Faults()
+	f.BulkSubmitLostRate = 0
+	h.sb.Sandbox.SetFaults(f)
+	singleSeq := h.publish("signups.web", "shared-lost-2", leadsEvent("a"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(lastLines(h.logs.String(), 60))
+		}
+	})
+	single := h.waitRun(singleSeq)
+	require.Equal(t, runlog.Succeeded, single.Status)
+	require.Equal(t, outcome.AlreadyCreated, single.Items[0].Outcome, "the per-item workflow found what the bulk job created")
+	require.Zero(t, h.sb.Sandbox.Stats().Duplicates)
+	require.Equal(t, 1, h.sb.Sandbox.CountByExternalID()["ext-a"])
+}

@@ -186,7 +186,7 @@ func (b *batcher) earlier(ctx context.Context, k earlierKey, items []*bulkItem) 
 		for _, it := range items {
 			it.job = rec.Job
 		}
-		return b.resume(ctx, b.watch(ctx, rec.Job, k.token, rec.Count, rec.Sent), items), nil
+		return b.resume(ctx, b.watch(ctx, rec.Job, k.token, rec.Count, rec.Sent, false), items), nil
 	}
 	// Sent without an answer: the job, if Kustomer queued one, is unknown.
 	until := b.unknownUntil(rec.Sent)
@@ -331,7 +331,7 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 	if err := b.w.ledger.BatchSent(context.WithoutCancel(ctx), token, job.ID, len(items), sent); err != nil {
 		log.Warn().Err(err).Msg("bulk job not recorded in the ledger; after a crash its items wait out bulk_job_timeout and are looked up")
 	}
-	w := b.watch(ctx, job.ID, token, len(items), sent)
+	w := b.watch(ctx, job.ID, token, len(items), sent, true)
 	res, err := w.wait(ctx)
 	switch {
 	case ctx.Err() != nil:

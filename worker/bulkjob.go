@@ -1,14 +1,18 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
+	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
@@ -25,6 +29,73 @@ type jobWatch struct {
 	res   *kustomer.BulkResults
 	err   error
 	polls int
+
+	mu sync.Mutex
+	// prev is the job this batcher sent before this one (nil for a job
+	// of an earlier request), dropped once this one ends: in Kustomer's
+	// queue this job may wait for it.
+	prev  *jobWatch
+	sent  time.Time
+	due   time.Time // its next poll
+	end   time.Time // when it was found complete (or ended otherwise)
+	chain bool      // due was set by the gap after prev
+	// misses counts its polls that found it running; changed is closed
+	// (and replaced) when its next poll is set or it ended.
+	misses  int
+	changed chan struct{}
+}
+
+// polled records a poll's answer (ended: the job's end; else it was
+// found running) and, at its end, wakes the job sent after it.
+func (w *jobWatch) polled(now time.Time, ended bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !ended {
+		w.misses++
+		return
+	}
+	w.end, w.prev = now, nil
+	w.notify()
+}
+
+// notify wakes the job sent after this one (its watch waits on changed).
+// The caller holds w.mu.
+func (w *jobWatch) notify() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// prevRef is when the job sent before this one ended or, while it runs,
+// its next poll; zero without one.
+func (w *jobWatch) prevRef() time.Time {
+	w.mu.Lock()
+	p := w.prev
+	w.mu.Unlock()
+	if p == nil {
+		return time.Time{}
+	}
+	due, end := p.state()
+	return cmp.Or(end, due)
+}
+
+// state is the job's next poll and, once it ended, when.
+func (w *jobWatch) state() (due, end time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.due, w.end
+}
+
+// prevEnd is when the job sent before this one ended (zero while it runs,
+// or without one), and when it was sent.
+func (w *jobWatch) prevEnd() (end, sent time.Time) {
+	w.mu.Lock()
+	p := w.prev
+	w.mu.Unlock()
+	if p == nil {
+		return time.Time{}, time.Time{}
+	}
+	_, end = p.state()
+	return end, p.sent
 }
 
 // wait returns the job's results once complete, or why it was not.
@@ -40,21 +111,28 @@ func (w *jobWatch) wait(ctx context.Context) (*kustomer.BulkResults, error) {
 // watch returns the watch of job id, starting it if none runs: it follows
 // the job (a request of count items sent at sent, under token) and keeps
 // the request's ledger record fresh meanwhile.
-func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time) *jobWatch {
+func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time, chained bool) *jobWatch {
 	b.watchMu.Lock()
 	defer b.watchMu.Unlock()
 	if w, ok := b.watches[id]; ok {
 		return w
 	}
-	w := &jobWatch{id: id, done: make(chan struct{})}
+	w := &jobWatch{id: id, done: make(chan struct{}), sent: sent, changed: make(chan struct{})}
+	if chained {
+		w.prev, b.last = b.last, w
+	}
 	b.watches[id] = w
 	if sent.IsZero() {
 		sent = b.w.cfg.Clock.Now() // an earlier version's record: from now on
 	}
 	b.wg.Go(func() {
 		w.res, w.err = b.follow(ctx, w, token, count, sent)
+		w.polled(b.w.cfg.Clock.Now(), true)
 		b.watchMu.Lock()
 		delete(b.watches, id)
+		if b.last == w {
+			b.last = nil
+		}
 		b.watchMu.Unlock()
 		close(w.done)
 	})
@@ -79,6 +157,10 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 	beat := max(b.w.ledger.Lease()/3, bulkEstimateFloor)
 	nextBeat := clock.Now().Add(beat)
 	wait := time.Duration(0) // past the estimate: after an early poll
+	// held: this poll was put off for the job sent before it (its timing
+	// says nothing of Kustomer's queue); probe: this job is polled at its
+	// own time, gap or not.
+	var held, probed, probe bool
 	for {
 		now := clock.Now()
 		if token != "" && !now.Before(nextBeat) {
@@ -88,6 +170,43 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			}
 		}
 		due := sent.Add(max(b.expected(), wait))
+		cd, gap, prevCh, ok := b.chainDue(w)
+		if gap > 0 && w.polls == 0 && !probed {
+			// Every bulkGapProbe-th job is polled at its own time,
+			// however the gap says: found complete, the queue is not
+			// serial (any more).
+			probed, probe = true, b.probeDue()
+		}
+		if probe {
+			ok, prevCh = false, nil
+		}
+		chain := ok && cd.After(due)
+		if chain {
+			due = cd
+			held = true
+		}
+		chain = chain && gap > 0 // found running then: the gap was short
+		w.mu.Lock()
+		if !due.Equal(w.due) {
+			w.notify()
+		}
+		w.due, w.chain = due, chain
+		w.mu.Unlock()
+		if prevCh != nil && !now.Before(due) && !now.Before(cd) {
+			// The job sent before it is being polled now: its answer
+			// says whether this one can be done yet.
+			held = true
+			t := clock.NewTimer(time.Second)
+			select {
+			case <-prevCh:
+			case <-t.C():
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+			t.Stop()
+			continue
+		}
 		if now.Before(due) {
 			d := min(due.Sub(now), nextBeat.Sub(now))
 			if token == "" {
@@ -138,10 +257,33 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			wait = elapsed + max(delay, b.expected()/4)
 			continue
 		}
+		w.mu.Lock()
+		chained := w.chain
+		w.mu.Unlock()
 		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
 			res.Completed = true
 			b.learn(elapsed, true, w.polls == 1)
+			switch {
+			case probe && w.polls == 1:
+				b.notSerial()
+			case !held:
+				b.learnGap(w, clock.Now(), true, chained)
+			case chained:
+				b.learnGap(w, clock.Now(), true, true)
+			}
 			return res, nil
+		}
+		w.polled(clock.Now(), false)
+		held = false
+		if chained {
+			// Still running at the gap after the job before it: asked
+			// again a quarter of the (raised) gap later.
+			if elapsed >= b.jobTimeout() {
+				return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
+			}
+			gap := b.learnGap(w, clock.Now(), false, true)
+			wait = elapsed + max(gap/4, bulkEstimateFloor)
+			continue
 		}
 		if elapsed >= b.jobTimeout() {
 			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
@@ -150,6 +292,12 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		// items. Asked again later, never at once.
 		b.learn(elapsed, false, w.polls == 1)
 		wait = max(elapsed*5/4, elapsed+bulkEstimateFloor)
+		if ref := w.prevRef(); ref.After(sent) {
+			// The job before it was in flight alongside: this one may be
+			// queued behind it, for a job's run time after it completes
+			// (when it was found complete, or its next poll).
+			wait = max(wait, ref.Add(b.shortestRun()).Sub(sent))
+		}
 	}
 }
 
@@ -166,37 +314,6 @@ func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
 		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
 	}).BulkJob(ctx, w.id)
 	return err == nil && job.Done()
-}
-
-// expected is how long a job is expected to take.
-func (b *batcher) expected() time.Duration {
-	b.estMu.Lock()
-	defer b.estMu.Unlock()
-	return b.estimate
-}
-
-// learn updates the estimate from a poll elapsed after submission. It
-// tracks a high quantile of the jobs' durations, so that about one job in
-// forty needs a second poll: a job found complete at its first poll
-// lowers it by 0.5 %, one found running raises it above elapsed by a
-// quarter (every job waiting for its first poll then waits longer too);
-// while no job was lately seen running for even half of it (jobs far
-// faster than the estimate), it halves.
-func (b *batcher) learn(elapsed time.Duration, complete, first bool) {
-	b.estMu.Lock()
-	defer b.estMu.Unlock()
-	switch {
-	case complete && first:
-		b.slowest = b.slowest * 199 / 200
-		b.estimate = max(b.estimate*199/200, bulkEstimateFloor)
-		if b.slowest < b.estimate/2 {
-			b.estimate = max(b.estimate/2, b.slowest*5/4, bulkEstimateFloor)
-		}
-	case !complete:
-		b.slowest = max(b.slowest, elapsed)
-		b.estimate = min(max(b.estimate, elapsed*5/4, elapsed+bulkEstimateFloor), b.jobTimeout())
-	}
-	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 }
 
 // apply gives the items of job id their reported outcomes: created ones are
@@ -270,4 +387,72 @@ func bulkRef(key string) string {
 		return key
 	}
 	return key[len(key)-kustomer.ClientRefMax:]
+}
+
+// bulkWait is how long a per-item attempt that took over claim (stale)
+// must wait before it may look the item up and create it: an earlier bulk
+// request the claim names (this replica's, another workflow's, or a dead
+// replica's) may still create it, and a look-up answers 404 meanwhile. It
+// is 0 once that request cannot: it was never sent, its job is complete or
+// gone, or it was sent without an answer longer ago than the client's
+// timeout plus the longest bulk_job_timeout of this replica's bulk
+// workflows (the default when it runs none).
+// While a replica follows the request (its record written within a lease),
+// the item waits for that replica.
+func (w *Worker) bulkWait(ctx context.Context, c ledger.Claim) (time.Duration, error) {
+	if !c.Stale || c.BulkBatch == "" && c.BulkJob == "" {
+		return 0, nil
+	}
+	rec := ledger.BatchRecord{Job: c.BulkJob, Found: c.BulkJob != ""}
+	if c.BulkBatch != "" {
+		r, err := w.ledger.BatchRead(ctx, c.BulkBatch)
+		if err != nil {
+			return 0, err
+		}
+		if r.Found {
+			rec = r
+		}
+	}
+	if !rec.Found {
+		return 0, nil // never sent
+	}
+	now := w.cfg.Clock.Now()
+	lease := w.ledger.Lease()
+	if age := now.Sub(rec.Beat); !rec.Beat.IsZero() && age < lease && age > -lease {
+		return lease - max(age, 0), nil
+	}
+	if rec.Job != "" {
+		if bk, ok := w.kustomer.(BulkKustomer); ok {
+			if err := w.limiter.Wait(ctx); err != nil {
+				return 0, err
+			}
+			res, err := bk.BulkResults(ctx, rec.Job)
+			var ke *kustomer.Error
+			switch {
+			case errors.As(err, &ke) && ke.StatusCode == http.StatusNotFound:
+				return 0, nil // gone: what it created is found by look-up
+			case err != nil:
+				return 0, err
+			case res.CompleteFor(rec.Count) || rec.Count == 0 && res.Completed:
+				return 0, nil
+			}
+			return max(lease/3, bulkEstimateFloor), nil
+		}
+	}
+	sent := cmp.Or(rec.Sent, rec.Beat)
+	timeout := mapping.BulkJobTimeoutDefault
+	if flows := w.running.Load(); flows != nil {
+		timeout = 0
+		for _, f := range *flows {
+			if f.wf.Mode == mapping.ModeBulk {
+				timeout = max(timeout, f.wf.BulkJobTimeout)
+			}
+		}
+		timeout = cmp.Or(timeout, mapping.BulkJobTimeoutDefault)
+	}
+	until := sent.Add(cmp.Or(w.cfg.Kustomer.Timeout, kustomer.DefaultTimeout) + timeout)
+	if now.Before(until) {
+		return until.Sub(now), nil
+	}
+	return 0, nil
 }

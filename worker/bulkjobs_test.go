@@ -190,3 +190,25 @@ func TestBulkHoldsNoMoreItemsThanItsBoundWhateverTheBacklog(t *testing.T) {
 	require.LessOrEqual(t, peak, bound, "items held at once")
 	require.Greater(t, peak, 100, fmt.Sprintf("more than one event at once (peak %d)", peak))
 }
+
+// Kustomer runs jobs one after another: a job's time from submission grows
+// with the jobs queued before it (here 16 jobs of 250 ms submitted at
+// once: the last completes after 4 s), so no estimate of a job's duration
+// fits them all. Jobs are polled in the order they were sent, a learnt gap
+// after the one before: about one poll a job, not one per estimate missed.
+func TestBulkJobsQueuedOneAfterAnotherArePolledAboutOnceEach(t *testing.T) {
+	t.Parallel()
+	sc := sandbox.Config{BulkDelay: 250 * time.Millisecond}
+	require.NoError(t, sc.SetJobModel(sandbox.JobModelSerial))
+	h := setup(t, harnessOptions{
+		config:  bulkConfigWith(`batch_size: 10`),
+		sandbox: sc,
+	})
+	ids := h.publishLoopEvents("serial-polls", 16, 10)
+	h.waitCreated(len(ids), time.Minute)
+	h.waitRuns(16)
+	h.requireEachCreatedOnce(ids)
+	st := h.sb.Sandbox.Stats()
+	t.Logf("%d jobs, %d polls", st.BulkJobs, st.BulkPolls)
+	require.LessOrEqual(t, st.BulkPolls, st.BulkJobs+st.BulkJobs/4, "polls %d for %d jobs", st.BulkPolls, st.BulkJobs)
+}

@@ -32,6 +32,7 @@ type benchFlags struct {
 	jobModel       string
 	perEvent       []int
 	bulkJobTimeout time.Duration
+	replicaLogs    string
 	process        bool
 	// --pipeline: CPU per customer of each mode beside a bare loop (benchpipeline.go)
 	pipeline bool
@@ -95,6 +96,9 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 				if f.jobModel != "all" && !slices.Contains(sandbox.JobModels, f.jobModel) {
 					return usageError{fmt.Errorf("--job-model %q: want all or one of %s", f.jobModel, strings.Join(sandbox.JobModels, ", "))}
 				}
+				if f.replicaLogs != "" && !f.process {
+					return usageError{errors.New("--replica-logs goes with --process")}
+				}
 				if slices.ContainsFunc(f.perEvent, func(n int) bool { return n < 1 }) {
 					return usageError{fmt.Errorf("--per-event %v: want 1 or more leads per event", f.perEvent)}
 				}
@@ -137,6 +141,7 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 	fl.StringVar(&f.jobModel, "job-model", "", "with --mode bulk: drain --events leads in bulk mode against this sandbox job model, or all of them ("+strings.Join(sandbox.JobModels, ", ")+"), one row per model, --per-event and --replicas")
 	fl.IntSliceVar(&f.perEvent, "per-event", []int{1}, "with --job-model: leads per event (a list runs each; more than 1 is a Loop event)")
 	fl.BoolVar(&f.process, "process", false, "with --job-model: run each replica as a process of this binary (kustomer-sync run), and report the replicas' own peak memory instead of this process's")
+	fl.StringVar(&f.replicaLogs, "replica-logs", "", "with --process: keep each replica's log (JSON, level info) in this folder as <replica id>.log; a later run overwrites it")
 	fl.DurationVar(&f.bulkJobTimeout, "bulk-job-timeout", 0, "with --job-model: the workflow's bulk_job_timeout (default 3x --bulk-delay, at least 10s, so lost answers resolve within the run)")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
 	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, floor+writes, per-item and bulk once; the medians are reported")

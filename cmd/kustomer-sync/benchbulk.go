@@ -84,12 +84,15 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 					Mode: mapping.ModeBulk, Events: f.events, PerEvent: per, JobModel: model, Rate: f.rate, Window: f.window,
 					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, Replicas: n, Limit: f.timeout,
 					MaxInFlight: mapping.MaxInFlightBulkDefault, // the workflow's default settings
-					Binary:      binary, NATSOptions: natsLogOptions(a.log), Logger: a.log,
+					Binary:      binary, LogDir: f.replicaLogs, NATSOptions: natsLogOptions(a.log), Logger: a.log,
 				})
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "  %s\n", jobModelRow(rep))
+				for reason, n := range rep.DeadLetterReasons {
+					fmt.Fprintf(a.stdout, "    dead letters: %d × %s\n", n, reason)
+				}
 				reps = append(reps, rep)
 			}
 		}
