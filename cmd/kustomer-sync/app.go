@@ -235,7 +235,9 @@ func (a *app) setupLogger(cmd *cobra.Command) error {
 	default:
 		return flagError(cmd, "log-format", "want json, console or auto")
 	}
-	a.log = zerolog.New(w).Level(level).With().Timestamp().Logger()
+	// Goroutines log at once (the sandbox's requests, the worker's events):
+	// the writer run was given need not be safe for concurrent use.
+	a.log = zerolog.New(zerolog.SyncWriter(w)).Level(level).With().Timestamp().Logger()
 	return nil
 }
 
