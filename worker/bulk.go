@@ -41,6 +41,9 @@ const (
 	// bulkGapProbe: one job in bulkGapProbe is polled at its own time
 	// while a gap is in force, to find out whether it still is.
 	bulkGapProbe = 32
+	// bulkOrderWait bounds how long a due job waits for the answer to the
+	// job sent before it: a round trip, not a stall when answers are slow.
+	bulkOrderWait = 2 * bulkEstimateFloor
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -1156,7 +1159,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			// The job sent before it is being polled now: its answer
 			// says whether this one can be done yet.
 			held = true
-			t := clock.NewTimer(time.Second)
+			t := clock.NewTimer(bulkOrderWait)
 			select {
 			case <-prevCh:
 			case <-t.C():
