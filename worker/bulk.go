@@ -39,6 +39,9 @@ const (
 	// bulkGapProbe: one job in bulkGapProbe is polled at its own time
 	// while a gap is in force, to find out whether it still is.
 	bulkGapProbe = 32
+	// bulkOrderWait bounds how long a due job waits for the answer to the
+	// job sent before it: a round trip, not a stall when answers are slow.
+	bulkOrderWait = 2 * bulkEstimateFloor
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -114,12 +117,14 @@ type batcher struct {
 	// complete: 0 while jobs run side by side; about a job's run time when
 	// Kustomer runs them one after another (its queue then grows with the
 	// jobs in flight, and so does a job's time from submission, which the
-	// estimate cannot follow). It is set once gapVotes jobs in a row,
-	// each in flight when the one before it completed, completed at least
-	// half the shortest job's time after it (beyond the time between their
-	// submissions), to the least of those delays, voted; then it shrinks
-	// by 1 % for a job found complete at a poll it timed, and grows by a
-	// quarter for one found still running.
+	// estimate cannot follow). It is set once bulkGapVotes jobs in a row,
+	// each in flight when the one before it completed and polled at their
+	// own time, completed at least half the shortest job's time after it
+	// (beyond the time between their submissions), to the least of those
+	// delays; then it shrinks by 1 % for a job found complete at a poll it
+	// timed, grows by a quarter for one found still running, and is
+	// dropped when one job in bulkGapProbe, polled at its own time, is
+	// found complete.
 	gap    time.Duration
 	votes  []time.Duration
 	probes int

@@ -196,7 +196,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			// The job sent before it is being polled now: its answer
 			// says whether this one can be done yet.
 			held = true
-			t := clock.NewTimer(time.Second)
+			t := clock.NewTimer(bulkOrderWait)
 			select {
 			case <-prevCh:
 			case <-t.C():
