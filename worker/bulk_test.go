@@ -568,25 +568,7 @@ func TestBulkItemsFailingTransientlyOneAfterAnotherPauseTheWorkflow(t *testing.T
 func TestBulkAndPerItemWorkflowsOfOneReplicaCreateASharedItemOnce(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: bulk
-    subject: "leads.>"
-    mode: bulk
-    linger: 20ms
-    loop: "{{trigger.leads}}"
-    idempotency_key: "{{item.id}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-  - name: single
-    subject: "signups.>"
-    loop: "{{trigger.leads}}"
-    idempotency_key: "{{item.id}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("bulk-and-per-item"),
 		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
 	})
 	bulkSeq := h.publish("leads.web", "shared-1", leadsEvent("a"))
@@ -642,27 +624,7 @@ func TestBulkFailedLookUpAfterALostAnswerIsAskedAgainNotSentAgain(t *testing.T) 
 func TestPerItemAttemptWaitsForABulkRequestThatMayStillCreateTheItem(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: bulk
-    subject: "leads.>"
-    mode: bulk
-    linger: 20ms
-    bulk_job_timeout: 2s
-    loop: "{{trigger.leads}}"
-    idempotency_key: "{{item.id}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-  - name: single
-    subject: "signups.>"
-    retry: {max_attempts: 1}
-    loop: "{{trigger.leads}}"
-    idempotency_key: "{{item.id}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("bulk-and-per-item-short-timeout"),
 		sandbox: sandbox.Config{BulkDelay: 4 * time.Second, BulkSubmitLostRate: 1},
 		worker:  func(c *Config) { c.Ledger.Lease = 2500 * time.Millisecond },
 	})

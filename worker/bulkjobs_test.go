@@ -91,17 +91,7 @@ func TestBulkLostAnswerOfASlowJobIsNeverSentAgainWhileTheJobMayRun(t *testing.T)
 func TestBulkLostAnswerForItemsWithoutExternalIDEndsOutcomeUnknownNotSentAgain(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: bulk
-    subject: "leads.>"
-    mode: bulk
-    linger: 20ms
-    loop: "{{trigger.leads}}"
-    bulk_job_timeout: 1s
-    inputs:
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("bulk-without-externalid"),
 		sandbox: sandbox.Config{BulkDelay: 200 * time.Millisecond, BulkSubmitLostRate: 1},
 		worker:  func(c *Config) { c.Ledger.Lease = 3 * time.Second },
 	})
