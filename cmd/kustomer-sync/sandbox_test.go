@@ -120,6 +120,9 @@ func TestSandboxJobModelFlagsAreCheckedAndServed(t *testing.T) {
 	require.ErrorContains(t, err, `--bulk-timing "often": want one of parallel, serial, spread`)
 	require.ErrorContains(t, err, `--bulk-submit-lost-rate "3": want a share from 0 to 1`)
 	require.Equal(t, 2, exitCode(err))
+	_, _, err = cli(t, "", "bench", "--mode", "bulk", "--job-model", "lost-answers", "--lost-rate", "3")
+	require.ErrorContains(t, err, "--lost-rate 3: want a share in (0, 1]")
+	require.Equal(t, 2, exitCode(err))
 
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
