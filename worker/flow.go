@@ -59,10 +59,10 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 	}); err != nil {
 		return nil, fmt.Errorf("worker: workflow %s: %w", wf.Name, err)
 	}
-	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+	w.metrics.Paused.WithLabelValues(wf.Name).Set(0)
 	f.onStorePause = func(paused bool) {
 		if paused || !f.breaker.Open() {
-			w.metrics.paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
 		}
 	}
 	breaker.OnChange(func(open bool, reason string) {
@@ -70,11 +70,11 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		f.setRunning(!open && !f.storeHeld())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(1)
 			signal(f.opened)
 		} else {
 			f.log.Info().Msg("workflow resumed")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(0)
 		}
 		// Published at once, for `kustomer-sync status`.
 		w.budget.Refresh()

@@ -98,7 +98,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if err != nil {
 		// Whoever can publish a lead can write these headers: they are
 		// ignored, and the event is a new one like any other.
-		w.metrics.forgedReplays.WithLabelValues(f.wf.Name).Inc()
+		w.metrics.ForgedReplays.WithLabelValues(f.wf.Name).Inc()
 		ev.log.Warn().Err(err).Msg("forged replay marker: headers ignored; processing as a new event")
 	}
 	ev.replay = rp
@@ -342,8 +342,8 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		} else if it.Err != nil {
 			rec.Error = it.Err.Error()
 		}
-		w.metrics.items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
-		w.metrics.retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
+		w.metrics.Items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
+		w.metrics.Retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
 	}
 	// The results were published together; all must be stored before the
 	// run record says so.
@@ -393,8 +393,8 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			ev.log.Warn().Err(err).Msg("replay object not removed; it is no longer needed")
 		}
 	}
-	w.metrics.events.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
-	w.metrics.eventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
+	w.metrics.Events.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
+	w.metrics.EventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
 	ev.log.Info().Str("status", string(rec.Status)).Int("created", ok).Int("failed", bad).Str("run_id", rec.ID).Msg("event done")
 }
 
@@ -439,7 +439,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
 	}
-	w.metrics.deadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
+	w.metrics.DeadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
 	// A Loop of thousands of failed items: the log line names them as
 	// ranges, cut to a bounded length; the dead letter has them all.
 	shown := dlq.FormatItems(rec.Items)

@@ -42,7 +42,7 @@ func matchConfig(onMatch string, extra ...string) string {
 func itemsCounted(t *testing.T, h *harness, workflow, outcome string) float64 {
 	t.Helper()
 	var m dto.Metric
-	require.NoError(t, h.worker.metrics.items.WithLabelValues(workflow, outcome).Write(&m))
+	require.NoError(t, h.worker.metrics.Items.WithLabelValues(workflow, outcome).Write(&m))
 	return m.GetCounter().GetValue()
 }
 

@@ -84,7 +84,7 @@ workflows:
 	}
 	require.Equal(t, map[any]int{"Ann": 1, "Bob": 1, "Cy": 1, "Di": 1, "Ed": 1}, names)
 	var forged dto.Metric
-	require.NoError(t, h.worker.metrics.forgedReplays.WithLabelValues("forged").Write(&forged))
+	require.NoError(t, h.worker.metrics.ForgedReplays.WithLabelValues("forged").Write(&forged))
 	require.Equal(t, 3.0, forged.GetCounter().GetValue(), "each forged marker is counted")
 }
 
