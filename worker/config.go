@@ -21,6 +21,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/replica"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -97,7 +98,7 @@ type Config struct {
 	// slow request's claim must outlive the request, or another replica
 	// could claim the item and create it again.
 	Ledger ledger.Config
-	// ResultsStream captures the results subjects; default ResultsStreamDefault.
+	// ResultsStream captures the results subjects; default result.StreamDefault.
 	ResultsStream string
 	// KeyBucket keeps the replay key that replays are verified with; default
 	// dlq.KeyBucketDefault. Created if missing.
@@ -157,7 +158,7 @@ func (c *Config) validate() error {
 		return errors.New("worker: config: Budget.PerMinute, Budget.ReplicaID and Budget.Clock come from RatePerMinute, ReplicaID and Clock: leave them zero")
 	}
 	c.Stream.SetDefaults()
-	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
+	c.ResultsStream = cmp.Or(c.ResultsStream, result.StreamDefault)
 	c.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -342,5 +341,3 @@ func (w *Worker) probeAtStart(ctx context.Context) {
 		f.breaker.TripWith("start probe failed: "+err.Error(), err)
 	}
 }
-
-func seqText(n uint64) string { return strconv.FormatUint(n, 10) }

@@ -3,9 +3,6 @@ package worker
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -24,28 +20,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-)
-
-// Result headers link a published result to the event it came from; the
-// workflow and stream sequence use the names dead letters use.
-const (
-	HeaderEventID  = "Ksync-Event-Id"
-	HeaderEventSeq = dlq.HeaderStreamSeq
-	HeaderItem     = "Ksync-Item"
-	HeaderWorkflow = dlq.HeaderWorkflow
-	HeaderCustomer = "Ksync-Customer-Id"
-	// HeaderOutcome says what became of the customer: created,
-	// already_created, updated or skipped.
-	HeaderOutcome   = "Ksync-Outcome"
-	resultMsgPrefix = "ksync-result-"
-	// publishAckWait bounds the wait for JetStream to store an event's
-	// results; the event is nak'ed after it.
-	publishAckWait = 10 * time.Second
-	// resultsInFlight bounds an event's results published and not yet
-	// stored, well under the connection's limit of pending asynchronous
-	// publishes (4,000), past which a publish would stall and fail.
-	resultsInFlight = 256
 )
 
 // event is one fetched message and what is known about it.
@@ -305,7 +281,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
-	var results []jetstream.PubAckFuture
+	results := result.NewBatch(w.js)
 	var ok, bad int
 	var succeeded []loop.Outcome
 	var resultsErr error // the first result not stored: all are published again
@@ -318,15 +294,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			if resultsErr != nil {
 				break
 			}
-			ack, err := w.publishResult(f, ev, it)
-			if err == nil {
-				results = append(results, ack)
-				if len(results) == resultsInFlight {
-					err = awaitPublished(ctx, results, publishAckWait)
-					results = results[:0]
-				}
-			}
-			resultsErr = err
+			resultsErr = w.publishResult(ctx, results, f, ev, it)
 		default:
 			bad++
 			if it.Err != nil {
@@ -348,7 +316,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 	// The results were published together; all must be stored before the
 	// run record says so.
 	if resultsErr == nil {
-		resultsErr = awaitPublished(ctx, results, publishAckWait)
+		resultsErr = results.Wait(ctx)
 	}
 	if resultsErr != nil {
 		// Published again, all of them: the results stream drops those it
@@ -457,91 +425,33 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 // publishResults publishes the results of items and waits until all are
 // stored.
 func (w *Worker) publishResults(ctx context.Context, f *flow, ev *event, items []loop.Outcome) error {
-	var acks []jetstream.PubAckFuture
+	b := result.NewBatch(w.js)
 	for _, it := range items {
-		ack, err := w.publishResult(f, ev, it)
-		if err != nil {
+		if err := w.publishResult(ctx, b, f, ev, it); err != nil {
 			return err
 		}
-		acks = append(acks, ack)
-		if len(acks) == resultsInFlight {
-			if err := awaitPublished(ctx, acks, publishAckWait); err != nil {
-				return err
-			}
-			acks = acks[:0]
-		}
 	}
-	return awaitPublished(ctx, acks, publishAckWait)
+	return b.Wait(ctx)
 }
 
-// resultBody is what downstream consumers read: the seed's "Returns" shape.
-type resultBody struct {
-	Data resultData `json:"data"`
-}
-
-type resultData struct {
-	ID         string          `json:"id"`
-	Attributes json.RawMessage `json:"attributes"`
-}
-
-// publishResult publishes one item's result without waiting for its
-// acknowledgement: awaitPublished waits for the event's results together.
-func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.PubAckFuture, error) {
-	body, err := json.Marshal(resultBody{Data: resultData{ID: it.CustomerID, Attributes: it.Attributes}})
+// publishResult publishes one item's result in b, carrying ev's trace
+// context.
+func (w *Worker) publishResult(ctx context.Context, b *result.Batch, f *flow, ev *event, it loop.Outcome) error {
+	m, err := result.Result{
+		Workflow:   f.wf.Name,
+		EventID:    leads.EventID(ev.replay, ev.msg.Headers()),
+		StreamSeq:  ev.meta.Sequence.Stream,
+		Item:       it.Index,
+		CustomerID: it.CustomerID,
+		Outcome:    it.Status,
+		Attributes: it.Attributes,
+		Sent:       ev.note(it.Index).sent,
+	}.Msg(f.wf.ResultsSubject)
 	if err != nil {
-		return nil, fmt.Errorf("worker: encode result: %w", err)
+		return err
 	}
-	m := nats.NewMsg(f.wf.ResultsSubject)
-	m.Data = body
-	m.Header.Set(HeaderWorkflow, f.wf.Name)
-	// The publisher's id, of any length: a long one as its digest, so the
-	// result's headers stay within JetStream's limit.
-	m.Header.Set(HeaderEventID, dlq.BoundedValue(leads.EventID(ev.replay, ev.msg.Headers())))
-	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
-	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
-	m.Header.Set(HeaderCustomer, it.CustomerID)
-	m.Header.Set(HeaderOutcome, it.Status.String())
 	ev.traceHeaders(m.Header)
-	// A redelivery of the same event publishes the same result, which
-	// JetStream stores once; another event's item (the same person again,
-	// even with the same body) is a result of its own, and so is an update
-	// (the body sent is part of the id). The event's id is a publisher's
-	// text of any length: it goes in hashed.
-	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, leads.EventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
-	ack, err := w.js.PublishMsgAsync(m)
-	if err != nil {
-		return nil, fmt.Errorf("worker: publish result: %w", err)
-	}
-	return ack, nil
-}
-
-// resultMsgID is the Nats-Msg-Id of an item's result: its workflow, event
-// and index, the customer and the hash of the body sent.
-func resultMsgID(workflow, event string, index int, customerID, sent string) string {
-	sum := sha256.Sum256([]byte(event + "#" + strconv.Itoa(index)))
-	return resultMsgPrefix + workflow + "-" + hex.EncodeToString(sum[:12]) + "-" + customerID + "-" + sent
-}
-
-// awaitPublished waits until JetStream has stored every message of acks,
-// for at most timeout.
-func awaitPublished(ctx context.Context, acks []jetstream.PubAckFuture, timeout time.Duration) error {
-	if len(acks) == 0 {
-		return nil
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for _, a := range acks {
-		select {
-		case <-a.Ok():
-		case err := <-a.Err():
-			return fmt.Errorf("worker: publish result: %w", err)
-		case <-t.C:
-			return fmt.Errorf("worker: publish result: not stored within %s", timeout)
-		case <-ctx.Done():
-			return fmt.Errorf("worker: publish result: %w", ctx.Err())
-		}
-	}
-	return nil
+	return b.Publish(ctx, m)
 }
 
 // runID names the run of one delivery of an event in one workflow:

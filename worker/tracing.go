@@ -12,14 +12,10 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
-
-// HeaderTraceID names, on a result, the trace of the event it came from
-// (as the run record and the dead letter do); the result also carries the
-// event span's traceparent, for its consumers to continue the trace.
-const HeaderTraceID = "Ksync-Trace-Id"
 
 // Span names of the worker. An event's span is the parent of its items'
 // (one per attempt), of the budget waits, ledger claims and records,
@@ -130,11 +126,11 @@ func (ev *event) failSpan(step string, err error) {
 }
 
 // traceHeaders puts ev's trace context on a message derived from it (a
-// result): its traceparent, and its trace id under HeaderTraceID.
+// result): its traceparent, and its trace id under result.HeaderTraceID.
 func (ev *event) traceHeaders(h nats.Header) {
 	if tid := ev.traceID(); tid != "" {
 		tracing.Inject(trace.ContextWithSpan(context.Background(), ev.span), h)
-		h.Set(HeaderTraceID, tid)
+		h.Set(result.HeaderTraceID, tid)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
@@ -236,11 +237,11 @@ func TestTraceOfACreatedEventContinuesThePublishersTraceWithoutPersonalData(t *t
 	require.Equal(t, h.sb.URL+"/v1/customers", attr(post[0], "url.full"))
 
 	// The result carries the trace on.
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Equal(t, run.TraceID, res.Header.Get(HeaderTraceID))
+	require.Equal(t, run.TraceID, res.Header.Get(result.HeaderTraceID))
 	require.True(t, strings.HasPrefix(res.Header.Get("traceparent"), "00-"+run.TraceID+"-"+ev.SpanContext.SpanID().String()))
 
 	// The event's log lines name the trace and the span.
@@ -540,11 +541,11 @@ func TestUntracedWorkerWritesNoTraceAnywhere(t *testing.T) {
 	run := h.waitRun(ack.Sequence)
 	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Empty(t, run.TraceID)
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Empty(t, res.Header.Get(HeaderTraceID))
+	require.Empty(t, res.Header.Get(result.HeaderTraceID))
 	require.Empty(t, res.Header.Get("traceparent"))
 	done := h.logLines("event done")
 	require.Len(t, done, 1)
