@@ -369,6 +369,13 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 	return fmt.Errorf("worker: reload: the new workflows cannot start, the previous ones run again: %w", err)
 }
 
+// streamConfig is the leads stream as this replica would manage it: its
+// workflows' subjects, and those of every other live replica's workflows
+// (see leads.StreamConfig.WithLiveReplicas).
+func (w *Worker) streamConfig(ctx context.Context) leads.StreamConfig {
+	return w.cfg.Stream.WithLiveReplicas(ctx, w.js, w.cfg.Budget.Bucket, w.budget.ID(), w.log)
+}
+
 func (w *Worker) setup(ctx context.Context) error {
 	w.flows = nil
 	// "start: new" begins after what the stream holds before this start, so
