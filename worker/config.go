@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,7 +113,7 @@ type Config struct {
 	BreakerThreshold int
 	// ReplicaID names this replica in the ledger, the budget and logs:
 	// letters, digits, '-', '_', '=' and inner dots; default host-pid (see
-	// [DefaultReplicaID]). Replicas of a deployment need distinct IDs.
+	// [replica.DefaultID]). Replicas of a deployment need distinct IDs.
 	ReplicaID string
 	// StartupTimeout bounds how long Start retries joining the budget and
 	// creating the streams, buckets and consumers while NATS is unreachable
@@ -164,7 +163,7 @@ func (c *Config) validate() error {
 	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)
 	c.PauseNakDelay = cmp.Or(c.PauseNakDelay, PauseNakDelayDefault)
 	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, leads.ConsumerPrefixDefault)
-	c.ReplicaID = cmp.Or(c.ReplicaID, DefaultReplicaID())
+	c.ReplicaID = cmp.Or(c.ReplicaID, replica.DefaultID())
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)
 	c.StartupTimeout = cmp.Or(c.StartupTimeout, StartupTimeoutDefault)
@@ -202,11 +201,4 @@ func checkWorkflows(workflows []*mapping.Workflow) error {
 		seen[wf.Name] = true
 	}
 	return nil
-}
-
-// DefaultReplicaID names a replica by host and process, so replicas on one
-// host differ and a restarted process is a new replica.
-func DefaultReplicaID() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }
