@@ -115,7 +115,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// later attempt looks the item up first).
 			w.ledger.Release(context.WithoutCancel(ctx), key)
 		}
-		log.Warn().Err(err).Str("class", decisionName(err)).Msg("create failed")
+		log.Warn().Err(err).Str("class", loop.DecisionName(err)).Msg("create failed")
 		return loop.Result{}, err
 	}
 	note.unrecorded.note(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)

@@ -408,7 +408,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		}
 		return
 	}
-	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decisionName(d)).Msg("bulk request failed")
+	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", loop.DecisionName(d)).Msg("bulk request failed")
 	for _, it := range items {
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
 		b.settle(it, d)

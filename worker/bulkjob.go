@@ -360,7 +360,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 			transient = append(transient, d)
 		}
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decisionName(d)).Msg("create failed")
+		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", loop.DecisionName(d)).Msg("create failed")
 		b.settle(it, d)
 	}
 	if up || len(created) > 0 {

@@ -258,6 +258,6 @@ func TestALogLineNamesTheDecisionNotTheClientsClass(t *testing.T) {
 		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
 		errors.New("mapping: name: too long"): "permanent",
 	} {
-		require.Equal(t, want, decisionName(err), "%v", err)
+		require.Equal(t, want, loop.DecisionName(err), "%v", err)
 	}
 }

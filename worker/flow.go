@@ -332,10 +332,10 @@ func (w *Worker) probeAtStart(ctx context.Context) {
 	var ke *kustomer.Error
 	d := kustomerDecision(err)
 	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && !errors.Is(d, &loop.PauseError{}) {
-		w.log.Warn().Err(err).Str("class", decisionName(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
+		w.log.Warn().Err(err).Str("class", loop.DecisionName(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
 		return
 	}
-	w.log.Error().Err(err).Str("class", decisionName(d)).Int("workflows", len(w.flows)).
+	w.log.Error().Err(err).Str("class", loop.DecisionName(d)).Int("workflows", len(w.flows)).
 		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
 	for _, f := range w.flows {
 		f.breaker.TripWith("start probe failed: "+err.Error(), err)

@@ -156,7 +156,7 @@ func (w *Worker) traceItem(ctx context.Context, f *flow, i, attempt int, fn func
 		}
 		span.SetAttributes(tracing.AttrOutcome.String(status.String()), tracing.AttrCustomerID.String(res.CustomerID))
 	} else {
-		span.SetAttributes(tracing.AttrOutcome.String(decisionName(err)))
+		span.SetAttributes(tracing.AttrOutcome.String(loop.DecisionName(err)))
 	}
 	tracing.End(span, err)
 	return res, err
