@@ -22,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 // event is one fetched message and what is known about it.
@@ -40,7 +41,7 @@ type event struct {
 	// unrecorded, in bulk mode: an item's customer exists but the ledger
 	// could not record it (per-item mode notes it per item, in notes).
 	unrecorded unrecorded
-	evTrace    // its spans, when traced (worker/tracing.go)
+	spans      tracing.Message // its spans, when traced (worker/tracing.go)
 }
 
 // note returns what item i's attempts noted, if anything.
@@ -79,7 +80,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	}
 	ev.replay = rp
 	ctx = w.traceEvent(ctx, f, ev)
-	defer ev.endSpan()
+	defer ev.spans.End()
 	ev.key = leads.EventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
 	if rp != nil {
 		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
@@ -277,7 +278,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		Ended:     now,
 		Replay:    ev.replay != nil,
 		ReplayOf:  runlog.NewReplay(ev.replay),
-		TraceID:   ev.traceID(),
+		TraceID:   ev.spans.TraceID(),
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
@@ -368,7 +369,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 
 func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 	ev.log.Error().Err(err).Str("step", step).Msg("outcome not durable; event nak'ed for redelivery")
-	ev.failSpan(step, err)
+	ev.spans.Fail(step, err)
 	_ = ev.msg.NakWithDelay(time.Second)
 }
 
@@ -380,7 +381,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
-	rec.TraceID, rec.SpanID = ev.spanIDs()
+	rec.TraceID, rec.SpanID = ev.spans.IDs()
 	rec.Items = nil
 	rec = withError(rec, first.Err)
 	if len(items) > 1 {
@@ -450,7 +451,7 @@ func (w *Worker) publishResult(ctx context.Context, b *result.Batch, f *flow, ev
 	if err != nil {
 		return err
 	}
-	ev.traceHeaders(m.Header)
+	ev.spans.Inject(m.Header, result.HeaderTraceID)
 	return b.Publish(ctx, m)
 }
 
