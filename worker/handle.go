@@ -115,7 +115,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	}
 	items, err := f.wf.Items(trigger)
 	if err != nil {
-		w.deadLetterEvent(ctx, f, ev, mappingOutcome(err), err)
+		w.deadLetterEvent(ctx, f, ev, mapping.FailureOf(err), err)
 		return
 	}
 	indexes, err := leads.ReplayIndexes(ev.replay, len(items))
@@ -143,10 +143,10 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			if key == "" {
 				key = ev.key + "#" + strconv.Itoa(i)
 			}
-			keys[i] = ledger.Key(ledgerScope(f.wf), key)
+			keys[i] = ledger.Key(f.wf.KeyScope(), key)
 		}
 		if err != nil {
-			results[i] = loop.Outcome{Index: i, Status: mappingOutcome(err), Err: err}
+			results[i] = loop.Outcome{Index: i, Status: mapping.FailureOf(err), Err: err}
 			continue
 		}
 		reqs[i] = req
@@ -463,15 +463,6 @@ func (ev *event) runID(workflow string) string {
 	return fmt.Sprintf("%s-%d-%d-%s", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered, workflow)
 }
 
-// mappingOutcome is the failure of an item whose mapping failed with err:
-// the mapping error's own kind, or Mapping for any other error.
-func mappingOutcome(err error) outcome.Outcome {
-	if k := mapping.KindOf(err); k.Failed() {
-		return k
-	}
-	return outcome.Mapping
-}
-
 // withError returns r with Error set from err and, when err holds
 // Kustomer's answer, its HTTP status and error code: dlq holds them as
 // plain fields and knows nothing of the Kustomer client.
@@ -495,12 +486,4 @@ func retryPolicy(r mapping.Retry) loop.Policy {
 		Multiplier:   r.Multiplier,
 		Jitter:       r.Jitter,
 	}
-}
-
-// ledgerScope is the scope of wf's keys for ledger.Key.
-func ledgerScope(wf *mapping.Workflow) string {
-	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
-		return wf.Name
-	}
-	return ""
 }
