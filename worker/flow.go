@@ -18,6 +18,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
@@ -42,8 +43,8 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		opened:       make(chan struct{}, 1),
 		running:      closedChan(),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
+		status:       replica.NewWorkflowTracker(wf.Name, name, wf.Subject, w.cfg.Clock.Now()),
 	}
-	f.since = w.cfg.Clock.Now()
 	if wf.Mode == mapping.ModeBulk {
 		if f.bulk, err = w.newBatcher(f); err != nil {
 			return nil, err
@@ -65,8 +66,8 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		}
 	}
 	breaker.OnChange(func(open bool, reason string) {
-		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
-		f.setRunning(!open && !f.storeHeld())
+		f.status.SetPaused(open, reason, credentialsRejected(breaker.Cause()), w.cfg.Clock.Now())
+		f.setRunning(!open && !f.status.StoreHeld())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
 			w.metrics.Paused.WithLabelValues(wf.Name).Set(1)
@@ -133,16 +134,10 @@ type flow struct {
 	goroutines *pool.Pool
 	log        zerolog.Logger
 
-	stateMu sync.Mutex
-	paused  bool
-	reason  string    // why it paused; empty while running
-	since   time.Time // when it last started, paused or resumed
-	// credentials: paused because Kustomer rejected the API key or role.
-	credentials bool
-	// storeReason says why the workflow is paused because an outcome
-	// cannot be stored; empty otherwise (see persist).
-	storeReason string
-	// onStorePause is told when such a pause starts and ends (metrics).
+	// status is what the replica's heartbeat says of the workflow: running,
+	// paused on Kustomer (the breaker) or on a store (see persist).
+	status *replica.WorkflowTracker
+	// onStorePause is told when a store pause starts and ends (metrics).
 	onStorePause func(paused bool)
 }
 
@@ -191,7 +186,7 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		}
 	}()
 	for fetchCtx.Err() == nil {
-		if f.breaker.Open() || f.storeHeld() {
+		if f.breaker.Open() || f.status.StoreHeld() {
 			select {
 			case <-f.whenRunning():
 			case <-fetchCtx.Done():
