@@ -371,7 +371,7 @@ func TestBulkWorkflowPausesOnASystemicFailureAndResumesWithoutDeadLetters(t *tes
 	h.requireWorkflowState(replica.StateRunning)
 	first := h.waitRun(h.publish("leads.web", "pause-1", leadsEvent("a", "b")))
 	require.Equal(t, runlog.Succeeded, first.Status)
-	paused := h.worker.metrics.paused.WithLabelValues("bulk")
+	paused := h.worker.metrics.Paused.WithLabelValues("bulk")
 	require.Zero(t, testutil.ToFloat64(paused))
 
 	host.toKust.Store(false) // the base URL now reaches some other web server
@@ -410,7 +410,7 @@ func TestBulkReplayOfADeadLetterSendsOnlyItsFailedItems(t *testing.T) {
 	dls := h.deadLetters()
 	require.Len(t, dls, 1)
 	require.Equal(t, []int{1}, dls[0].Items)
-	submits := h.worker.metrics.bulkRequests.WithLabelValues("bulk", "submit")
+	submits := h.worker.metrics.BulkRequests.WithLabelValues("bulk", "submit")
 	require.Equal(t, 1.0, testutil.ToFloat64(submits), "one bulk request for the three items")
 
 	fixed.Store(true) // whatever Kustomer refused is fixed

@@ -279,7 +279,7 @@ workflows:
 	h.requireEachCreatedOnce(backlog)
 
 	// Skipping was asked for: status counts what it skipped.
-	st, err := CollectStatus(context.Background(), h.js, StatusConfig{})
+	st, err := leads.CollectStatus(context.Background(), h.js, leads.StatusConfig{})
 	require.NoError(t, err)
 	skipped := map[string]uint64{}
 	for _, ws := range st.Workflows {

@@ -12,6 +12,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -84,7 +85,7 @@ workflows:
 	}
 	require.Equal(t, map[any]int{"Ann": 1, "Bob": 1, "Cy": 1, "Di": 1, "Ed": 1}, names)
 	var forged dto.Metric
-	require.NoError(t, h.worker.metrics.forgedReplays.WithLabelValues("forged").Write(&forged))
+	require.NoError(t, h.worker.metrics.ForgedReplays.WithLabelValues("forged").Write(&forged))
 	require.Equal(t, 3.0, forged.GetCounter().GetValue(), "each forged marker is counted")
 }
 
@@ -163,11 +164,11 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	require.True(t, ok.Replay)
 	require.Equal(t, &runlog.Replay{DeadLetter: again.ID, Stream: dlq.StreamDefault, Run: again.Run, OriginalRun: orig.ID, Count: 2, Attempts: first.Attempts + again.Attempts}, ok.ReplayOf)
 
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Equal(t, "lead-42", res.Header.Get(HeaderEventID))
+	require.Equal(t, "lead-42", res.Header.Get(result.HeaderEventID))
 	require.Empty(t, h.deadLetters())
 }
 

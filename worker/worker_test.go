@@ -15,6 +15,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -84,7 +85,7 @@ func TestSeedSampleEventAndConfigCreateTheCustomerAndPublishTheResult(t *testing
 
 	// The result downstream nodes read: {"data":{"id":…,"attributes":{…}}}.
 	ctx := context.Background()
-	st, err := h.js.Stream(ctx, ResultsStreamDefault)
+	st, err := h.js.Stream(ctx, result.StreamDefault)
 	require.NoError(t, err)
 	msg, err := st.GetLastMsgForSubject(ctx, "kustomer.customers.created.default")
 	require.NoError(t, err)
@@ -98,8 +99,8 @@ func TestSeedSampleEventAndConfigCreateTheCustomerAndPublishTheResult(t *testing
 	require.Equal(t, customers[0].ID, res.Data.ID)
 	require.Equal(t, "Jane Doe", res.Data.Attributes["name"])
 	require.Equal(t, "jane@x.com", res.Data.Attributes["emails"].([]any)[0].(map[string]any)["email"])
-	require.Equal(t, "seed-1", msg.Header.Get(HeaderEventID))
-	require.Equal(t, "0", msg.Header.Get(HeaderItem))
+	require.Equal(t, "seed-1", msg.Header.Get(result.HeaderEventID))
+	require.Equal(t, "0", msg.Header.Get(result.HeaderItem))
 	h.requireNoSecretInLogs()
 }
 
