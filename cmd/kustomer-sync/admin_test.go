@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,19 +54,26 @@ func waitReadyz(t *testing.T, base string, want int, r *inProcessRun, says ...st
 
 func writeKey(t *testing.T, key string) string {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "key")
-	require.NoError(t, os.WriteFile(f, []byte(key), 0o600))
-	return f
+	return writeTemp(t, "key", key)
+}
+
+// startAdminRun starts `run` against NATS at natsURL and Kustomer at
+// kustomerURL with apiKey, its admin server on a free loopback port; args
+// follow. It answers the run and the admin server's address.
+func startAdminRun(t *testing.T, natsURL, kustomerURL, apiKey string, args ...string) (*inProcessRun, string) {
+	t.Helper()
+	addr := adminAddr(t)
+	r := startRun(t, append([]string{"--nats-url", natsURL, "--kustomer-base-url", kustomerURL,
+		"--kustomer-api-key-file", writeKey(t, apiKey), "--admin-addr", addr}, args...)...)
+	return r, addr
 }
 
 func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-ready"})
-	addr := adminAddr(t)
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-ready", "--replica-id", "ready-nats")
 	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-ready"),
-		"--admin-addr", addr, "--replica-id", "ready-nats")
 	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
 	// The container health check says the same, by its exit code.
 	out, _, err := cli(t, "", "healthcheck", "--admin-addr", addr)
@@ -115,10 +120,8 @@ func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *te
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-granted-later"})
-	addr := adminAddr(t)
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-not-yet", "--replica-id", "ready-401")
 	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-not-yet"),
-		"--admin-addr", addr, "--replica-id", "ready-401")
 	body := waitReadyz(t, base, http.StatusServiceUnavailable, r)
 	require.Contains(t, body, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
 	require.Contains(t, body, "401")

@@ -16,11 +16,18 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
+// writeTemp writes content to a file called name in a new temporary folder
+// and answers its path.
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
-	return path
+	return writeTemp(t, "workflows.yaml", yaml)
 }
 
 func TestValidateSaysWhichWorkflowsOverlap(t *testing.T) {

@@ -96,12 +96,12 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
 	// The workflow reads the lead's id from a field the events do not have:
 	// every event fails validation (its required externalId is blank).
-	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "lead_id"), 0o600))
+	config := writeConfig(t, fmt.Sprintf(dashboardConfig, "lead_id"))
 	addr := adminAddr(t)
 	base := "http://" + addr
+	// The same arguments restart it after the fix, on the same address.
 	args := []string{"--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
 		"--config", config, "--admin-addr", addr, "--replica-id", "dashboard"}
 	r := startRun(t, args...)
@@ -210,13 +210,10 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "id"), 0o600))
+	config := writeConfig(t, fmt.Sprintf(dashboardConfig, "id"))
 	const token = "admin-token-7f3a9c"
-	addr := adminAddr(t)
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", config, "--admin-token", token, "--replica-id", "login")
 	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
-		"--config", config, "--admin-addr", addr, "--admin-token", token, "--replica-id", "login")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	// A page asked for without the token shows the login form instead.
@@ -260,12 +257,8 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(matchDashboardConfig), 0o600))
-	addr := adminAddr(t)
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", writeConfig(t, matchDashboardConfig), "--replica-id", "reasons")
 	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
-		"--config", config, "--admin-addr", addr, "--replica-id", "reasons")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	publish := func(id, body string) {
@@ -363,12 +356,8 @@ func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrows
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-right"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(twoWorkflowsConfig), 0o600))
-	addr := adminAddr(t)
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", writeConfig(t, twoWorkflowsConfig), "--replica-id", "rejected")
 	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-wrong"),
-		"--config", config, "--admin-addr", addr, "--replica-id", "rejected")
 	waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow signup is paused: Kustomer rejects", "workflow import is paused: Kustomer rejects")
 	require.Eventually(t, func() bool {
 		_, body := get(t, base+"/status")
