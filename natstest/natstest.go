@@ -66,7 +66,14 @@ func StartOpts(t testing.TB, storeDir string, port int, adjust func(*server.Opti
 // test ends.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	return connect(t, s.ClientURL())
+}
+
+// connect returns a connection to url with opts and a JetStream context,
+// closed when the test ends.
+func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatalf("natstest: connect: %v", err)
 	}
