@@ -25,7 +25,15 @@ func adminAddr(t *testing.T) string {
 // get answers GET url: its status and body; status 0 when nothing answers.
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	return send(req)
+}
+
+// send answers req's status and body; status 0 and the error when nothing
+// answers.
+func send(req *http.Request) (int, string) {
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
