@@ -20,14 +20,12 @@ import (
 func TestRunsShowPrintsTheTraceID(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
-	require.NoError(t, err)
 	now := time.Now()
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	require.NoError(t, l.Write(context.Background(), runlog.Record{
+	b.writeRun(t, runlog.Record{
 		ID: "LEADS-3-1-default", Workflow: "default", EventID: "lead-3", StreamSeq: 3, Started: now, Ended: now,
 		Status: runlog.Succeeded, TraceID: traceID,
-	}))
+	})
 	requireShowsTrace(t, b, traceID, "runs", "show", "LEADS-3-1-default")
 }
 
