@@ -338,9 +338,7 @@ func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.
 			c.MaxDeliver = 3
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go clock.Drive(ctx)
+	go clock.Drive(t.Context())
 	seq := h.publish("leads.web", "held-1", `{"id":"held-1","name":"Ann"}`)
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)

@@ -370,9 +370,7 @@ func TestTraceOfAPausedThenResumedEventSpansThePause(t *testing.T) {
 		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 		worker:  traced,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go clock.Drive(ctx)
+	go clock.Drive(t.Context())
 	seq := h.publish("leads.web", "tr-4", `{"id":"tr-4","name":"Cy"}`)
 	run := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, run.Status)
