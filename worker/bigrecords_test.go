@@ -133,13 +133,7 @@ func TestAnEventJustBelowMaxPayloadThatFailsIsDeadLetteredAndReplayedByteForByte
 	for name, limit := range payloadLimits {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			const broken = `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-`
+			broken := testWorkflow("name")
 			h := setup(t, harnessOptions{nats: limit, config: broken})
 			max := int(h.nc.MaxPayload())
 			filler := strings.Repeat("n", max-200)

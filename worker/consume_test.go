@@ -61,12 +61,7 @@ func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *tes
 
 	// The config changes: the stream's subjects follow it.
 	h.stopWorker()
-	h.start(`
-workflows:
-  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}"}}
-  - {name: web, subject: "leads.web.*", inputs: {name: "{{trigger.name}}"}}
-  - {name: orders, subject: "orders.>", inputs: {name: "{{trigger.name}}"}}
-`)
+	h.start(testWorkflow("vip-web-orders"))
 	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(leads.StreamDefault).Subjects)
 	seq = h.publish("orders.shop", "o-1", `{"name":"Otto"}`)
 	require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
@@ -107,11 +102,7 @@ func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testi
 
 func TestOverlappingWorkflowsEachRunTheEventUnderTheirOwnRunID(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - {name: all, subject: "leads.>", inputs: {name: "{{trigger.name}}", tags: [all]}}
-  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}", tags: [vip]}}
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("all-and-vip")})
 	h.publish("leads.vip", "v-1", `{"name":"Vera"}`)
 	recs := h.waitRuns(2)
 	ids := map[string]string{}
@@ -192,10 +183,7 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 
 func TestStartAtATimeSkipsEarlierEvents(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("first")})
 	h.publish("leads.b", "b-1", `{"name":"Before"}`)
 	st, err := h.js.Stream(context.Background(), leads.StreamDefault)
 	require.NoError(t, err)

@@ -42,17 +42,7 @@ var traceLead = fmt.Sprintf(`{"id":"tr-1","name":%q,"emails":[%q],"phones":[%q]}
 
 // traceMatchConfig looks customers up by email and phone before creating
 // them: the look-ups' paths hold them.
-const traceMatchConfig = `workflows:
-  - name: default
-    subject: "leads.>"
-    match: [email, phone]
-    retry: {max_attempts: 3, initial_delay: 10ms, max_delay: 20ms, jitter: 0}
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-      phones: "{{trigger.phones}}"
-`
+var traceMatchConfig = testWorkflow("match-email-phone-retry")
 
 // spans is what a test's in-memory exporter holds.
 type spans struct {
