@@ -13,21 +13,9 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
-
-// bulkFaultConfig is faultConfig in bulk mode.
-const bulkFaultConfig = `workflows:
-  - name: faults
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    mode: bulk
-    linger: 100ms
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-      emails: "{{item.email}}"
-`
 
 // newBulkFaultRun is a fault run of config (a bulk workflow) whose
 // sandbox has the bulk faults fault sets.
@@ -67,7 +55,7 @@ func (r *faultRun) waitBulkRequests(js jetstream.JetStream, state string, poll t
 
 func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOnce(t *testing.T) {
 	t.Parallel()
-	r, js := newBulkFaultRun(t, bulkFaultConfig, func(f *sandbox.Faults) { f.BulkDelay = 2 * time.Second })
+	r, js := newBulkFaultRun(t, mappingtest.Workflow("faults-bulk"), func(f *sandbox.Faults) { f.BulkDelay = 2 * time.Second })
 	first := r.startWorker("bulk-kill-1")
 	r.waitStream(js)
 	r.publishLeads(js, 0, 20, 15)
@@ -125,7 +113,7 @@ func bulkLedger(ctx context.Context, js jetstream.JetStream) (claims map[string]
 // client timeout + bulk_job_timeout 5s), then finds every one by look-up.
 func TestFaultWorkerKilledBeforeTheBulkJobIDIsRecordedNeverSendsTheItemsAgain(t *testing.T) {
 	t.Parallel()
-	config := strings.Replace(bulkFaultConfig, "    linger: 100ms\n", "    linger: 100ms\n    bulk_job_timeout: 5s\n", 1)
+	config := strings.Replace(mappingtest.Workflow("faults-bulk"), "    linger: 100ms\n", "    linger: 100ms\n    bulk_job_timeout: 5s\n", 1)
 	r, js := newBulkFaultRun(t, config, func(f *sandbox.Faults) { f.BulkDelay, f.BulkSubmitLate = 4*time.Second, 1500*time.Millisecond })
 	first := r.startWorker("bulk-early-kill-1")
 	r.waitStream(js)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
@@ -32,11 +33,7 @@ func writeConfig(t *testing.T, yaml string) string {
 
 func TestValidateSaysWhichWorkflowsOverlap(t *testing.T) {
 	t.Parallel()
-	path := writeConfig(t, `workflows:
-  - {name: all, subject: "leads.>"}
-  - {name: vip, subject: "leads.vip"}
-  - {name: batch, subject: "batches.>"}
-`)
+	path := mappingtest.Path("overlapping")
 	out, _, err := cli(t, "", "validate", path)
 	require.NoError(t, err, "an overlap is a notice, not an error")
 	require.Contains(t, out, `notice: workflows "all" (leads.>) and "vip" (leads.vip) overlap: an event on a subject both match runs in both (fan-out); each creates its own customer for it`)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -236,17 +237,6 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	require.Empty(t, read(t, ctx, chromedp.Evaluate[string](`document.cookie`)), "the session cookie is HttpOnly")
 }
 
-const matchDashboardConfig = `workflows:
-  - name: sync
-    subject: "leads.>"
-    match: [externalId, email]
-    on_match: update
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-`
-
 // The run list says why a run failed and how many of its items succeeded,
 // as `runs list` does; a failed run links to its dead letter and back; a
 // run's page shows each item's notes (what an update did not send) and its
@@ -257,7 +247,7 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", writeConfig(t, matchDashboardConfig), "--replica-id", "reasons")
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", mappingtest.Path("match-update"), "--replica-id", "reasons")
 	base := "http://" + addr
 	waitReadyz(t, base, http.StatusOK, r)
 
@@ -337,17 +327,6 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	r.stop()
 }
 
-const twoWorkflowsConfig = `workflows:
-  - name: signup
-    subject: "signups.>"
-    inputs:
-      name: "{{trigger.name}}"
-  - name: import
-    subject: "imports.>"
-    inputs:
-      name: "{{trigger.name}}"
-`
-
 // Kustomer's 401 pauses every workflow of the replica; the overview says so
 // once, naming the workflows it pauses, not once per workflow card and again
 // per workflow in this replica's readiness.
@@ -356,7 +335,7 @@ func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrows
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-right"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", writeConfig(t, twoWorkflowsConfig), "--replica-id", "rejected")
+	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", mappingtest.Path("signup-and-import"), "--replica-id", "rejected")
 	base := "http://" + addr
 	waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow signup is paused: Kustomer rejects", "workflow import is paused: Kustomer rejects")
 	require.Eventually(t, func() bool {
