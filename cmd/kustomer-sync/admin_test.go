@@ -67,21 +67,20 @@ func writeKey(t *testing.T, key string) string {
 
 // startAdminRun starts `run` against NATS at natsURL and Kustomer at
 // kustomerURL with apiKey, its admin server on a free loopback port; args
-// follow. It answers the run and the admin server's address.
-func startAdminRun(t *testing.T, natsURL, kustomerURL, apiKey string, args ...string) (*inProcessRun, string) {
+// follow. It answers the run, the admin server's address and its base URL.
+func startAdminRun(t *testing.T, natsURL, kustomerURL, apiKey string, args ...string) (r *inProcessRun, addr, base string) {
 	t.Helper()
-	addr := adminAddr(t)
-	r := startRun(t, append([]string{"--nats-url", natsURL, "--kustomer-base-url", kustomerURL,
+	addr = adminAddr(t)
+	r = startRun(t, append([]string{"--nats-url", natsURL, "--kustomer-base-url", kustomerURL,
 		"--kustomer-api-key-file", writeKey(t, apiKey), "--admin-addr", addr}, args...)...)
-	return r, addr
+	return r, addr, "http://" + addr
 }
 
 func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-ready"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-ready", "--replica-id", "ready-nats")
-	base := "http://" + addr
+	r, addr, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-ready", "--replica-id", "ready-nats")
 	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
 	// The container health check says the same, by its exit code.
 	out, _, err := cli(t, "", "healthcheck", "--admin-addr", addr)
@@ -128,8 +127,7 @@ func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *te
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-granted-later"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-not-yet", "--replica-id", "ready-401")
-	base := "http://" + addr
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-not-yet", "--replica-id", "ready-401")
 	body := waitReadyz(t, base, http.StatusServiceUnavailable, r)
 	require.Contains(t, body, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
 	require.Contains(t, body, "401")

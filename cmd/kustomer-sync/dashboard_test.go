@@ -213,8 +213,7 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
 	config := writeConfig(t, fmt.Sprintf(dashboardConfig, "id"))
 	const token = "admin-token-7f3a9c"
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", config, "--admin-token", token, "--replica-id", "login")
-	base := "http://" + addr
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", config, "--admin-token", token, "--replica-id", "login")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	// A page asked for without the token shows the login form instead.
@@ -247,8 +246,7 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", mappingtest.Path("match-update"), "--replica-id", "reasons")
-	base := "http://" + addr
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", mappingtest.Path("match-update"), "--replica-id", "reasons")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	publish := func(id, body string) {
@@ -335,8 +333,7 @@ func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrows
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-right"})
-	r, addr := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", mappingtest.Path("signup-and-import"), "--replica-id", "rejected")
-	base := "http://" + addr
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", mappingtest.Path("signup-and-import"), "--replica-id", "rejected")
 	waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow signup is paused: Kustomer rejects", "workflow import is paused: Kustomer rejects")
 	require.Eventually(t, func() bool {
 		_, body := get(t, base+"/status")
