@@ -69,11 +69,8 @@ func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *tes
 
 func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
-	require.NoError(t, err)
 
 	w, err := newTestWorker(t, js, srv, sampleConfig(t))
 	require.NoError(t, err)
@@ -90,11 +87,8 @@ func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testi
 
 func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	_, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
-	require.NoError(t, err)
 	plan, err := leads.CheckStream(ctx, js, leads.StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
 	require.EqualError(t, err, `leads: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
 	require.Equal(t, leads.StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
