@@ -82,11 +82,8 @@ func TestValidateWithANATSURLRefusesWorkflowsTheOperatorsStreamDoesNotCapture(t 
 
 func TestPublishWarnsWhenNoWorkflowConsumesTheSubjectButStillPublishes(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, _, st := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
 
 	out, errOut, err := cli(t, `{"id":"a","name":"Ann"}`, "publish", "--nats-url", srv.ClientURL(), "--subject", "leads.web")
 	require.NoError(t, err)
