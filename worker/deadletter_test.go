@@ -211,15 +211,7 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 
 func TestCustomResultsAndDeadLetterSubjectsAreCapturedByTheStreams(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    results_subject: crm.customers.created
-    dead_letter_subject: crm.failed
-    inputs:
-      emails: "{{trigger.email}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("custom-result-subjects")})
 	ok := h.publish("leads.x", "c-1", `{"email":"jane@example.com"}`)
 	bad := h.publish("leads.x", "c-2", `{"email":"nope"}`)
 	require.Equal(t, runlog.Succeeded, h.waitRun(ok).Status)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -224,10 +223,4 @@ func leadConfig(settings ...string) string {
 
 // testWorkflow is the workflow config testdata/workflows/<name>.yaml, at the
 // top of the repository, where the configs the tests share are kept.
-func testWorkflow(name string) string {
-	b, err := os.ReadFile(filepath.Join("..", "testdata", "workflows", name+".yaml"))
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
+func testWorkflow(name string) string { return mappingtest.Workflow(name) }

@@ -41,14 +41,7 @@ func (h *harness) replay(f dlq.Filter) dlq.ReplayResult {
 
 func TestKsyncHeadersFromAPublisherNeitherBorrowAnotherEventsCustomerNorSkipTheEvent(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: forged
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      name: "{{item.name}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("forged")})
 	first := h.publish("leads.x", "lead-ann", `{"leads":[{"name":"Ann"}]}`)
 	ann := h.waitRun(first)
 	require.Equal(t, runlog.Succeeded, ann.Status)
@@ -89,23 +82,9 @@ workflows:
 	require.Equal(t, 3.0, forged.GetCounter().GetValue(), "each forged marker is counted")
 }
 
-const signupConfig = `
-workflows:
-  - name: signup
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-      emails: "{{trigger.email}}"
-`
+var signupConfig = testWorkflow("signup")
 
-const fixedSignupConfig = `
-workflows:
-  - name: signup
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-      emails: "{{replace(trigger.email, '(at)', '@')}}"
-`
+var fixedSignupConfig = testWorkflow("signup-fixed")
 
 func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T) {
 	t.Parallel()
@@ -174,30 +153,14 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 
 func TestAReplayForAWorkflowNoLongerConfiguredIsKeptAsADeadLetter(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: old
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("old-email")})
 	seq := h.publish("leads.x", "lead-7", `{"email":"nope"}`)
 	require.Equal(t, runlog.Failed, h.waitRun(seq).Status)
 	entry := h.deadLetters()[0]
 
 	// Renamed, and two workflows now read the subject.
 	h.stopWorker()
-	h.start(`
-workflows:
-  - name: renamed
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-  - name: audit
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-`)
+	h.start(testWorkflow("renamed-and-audit"))
 	require.Equal(t, 1, h.replay(dlq.Filter{IDs: []uint64{entry.ID}}).Replayed)
 	keptOf := func() []dlq.Record {
 		var out []dlq.Record

@@ -43,17 +43,7 @@ var traceLead = fmt.Sprintf(`{"id":"tr-1","name":%q,"emails":[%q],"phones":[%q]}
 
 // traceMatchConfig looks customers up by email and phone before creating
 // them: the look-ups' paths hold them.
-const traceMatchConfig = `workflows:
-  - name: default
-    subject: "leads.>"
-    match: [email, phone]
-    retry: {max_attempts: 3, initial_delay: 10ms, max_delay: 20ms, jitter: 0}
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-      phones: "{{trigger.phones}}"
-`
+var traceMatchConfig = testWorkflow("match-email-phone-retry")
 
 // spans is what a test's in-memory exporter holds.
 type spans struct {
@@ -371,9 +361,7 @@ func TestTraceOfAPausedThenResumedEventSpansThePause(t *testing.T) {
 		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 		worker:  traced,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go clock.Drive(ctx)
+	go clock.Drive(t.Context())
 	seq := h.publish("leads.web", "tr-4", `{"id":"tr-4","name":"Cy"}`)
 	run := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, run.Status)

@@ -37,19 +37,7 @@ func sentAttributes(c sandbox.Customer) map[string]any {
 	return out
 }
 
-const fieldsConfig = `
-workflows:
-  - name: leads
-    subject: "leads.>"
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.first}} {{trigger.last}}"
-      emails: "{{trigger.email}}"
-      phones: "{{trigger.phone}}"
-      custom:
-        sourceStr: "web-form"
-        scoreNum: "{{trigger.score}}"
-`
+var fieldsConfig = testWorkflow("fields")
 
 func TestEventBecomesCustomerWithExactlyTheMappedFields(t *testing.T) {
 	t.Parallel()
@@ -125,14 +113,7 @@ func TestRepublishedEventWithTheSameIDIsProcessedOnce(t *testing.T) {
 func TestServerErrorIsRetriedThenSucceeds(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    retry: {max_attempts: 5, initial_delay: 300ms, max_delay: 5s, multiplier: 2, jitter: 0}
-    inputs:
-      name: "{{trigger.name}}"
-`,
+		config:  testWorkflow("retry-five-server-errors"),
 		sandbox: sandbox.Config{ErrorRate: 1},
 	})
 	probed := h.sb.Sandbox.Stats().ServerErrors // the start probe's answer
