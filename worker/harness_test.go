@@ -151,6 +151,12 @@ func (h *harness) publish(subject, msgID, body string) uint64 {
 // waitRun polls the run log until the event at seq has a finished run.
 func (h *harness) waitRun(seq uint64) runlog.Record {
 	h.t.Helper()
+	return h.waitRunWithin(seq, 20*time.Second)
+}
+
+// waitRunWithin is waitRun giving up after limit.
+func (h *harness) waitRunWithin(seq uint64, limit time.Duration) runlog.Record {
+	h.t.Helper()
 	var found runlog.Record
 	require.Eventually(h.t, func() bool {
 		recs, err := h.runs.List(context.Background(), runlog.Filter{})
@@ -164,7 +170,7 @@ func (h *harness) waitRun(seq uint64) runlog.Record {
 			}
 		}
 		return false
-	}, 20*time.Second, 20*time.Millisecond, "no run record for stream sequence %d\nlogs:\n%s", seq, h.logs.String())
+	}, limit, 20*time.Millisecond, "no run record for stream sequence %d\nlogs:\n%s", seq, h.logs.String())
 	return found
 }
 
