@@ -14,6 +14,8 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,7 +32,7 @@ const (
 	// gapVotes is how many jobs in a row must have completed well after
 	// the one before them for the pacer to take Kustomer as running its
 	// jobs one after another.
-	gapVotes = 2
+	gapVotes = 3
 	// gapProbe: one job in gapProbe is polled at its own time while a gap
 	// is in force, to find out whether it still is.
 	gapProbe = 32
@@ -52,10 +54,11 @@ type Config struct {
 	Timeout time.Duration
 	// OnEstimate, when set, is told every new estimate (a metric).
 	OnEstimate func(time.Duration)
-	// OnRaise, when set, is told what the pacer learnt when a job found
-	// running raised the estimate: for the deployment's other replicas
-	// ([Pacer.Adopt]). It is called without the pacer's lock held.
-	OnRaise func(Learnt)
+	// OnLearn, when set, is told what the pacer learnt when a job found
+	// running raised the estimate, or jobs were seen to run one after
+	// another: for the deployment's other replicas ([Pacer.Adopt]). It is
+	// called without the pacer's lock held.
+	OnLearn func(Learnt)
 	// Sends, when set, counts the bulk requests the whole deployment sent
 	// (every replica, every workflow: Kustomer's queue is the org's), so
 	// that in a queue run one job after another a job is expected a run
@@ -70,24 +73,36 @@ type Sends interface {
 }
 
 // Learnt is what one replica's pacer learnt of the jobs' durations that
-// the others adopt: how long a job is expected to take, and the longest
-// one was lately found running.
+// the others adopt: how long a job is expected to take, the longest one
+// was lately found running, and, when Kustomer runs the org's jobs one
+// after another, each job's step in that queue (Gap) and the shortest time
+// a job took from submission to completion.
 type Learnt struct {
-	Estimate, Slowest time.Duration
+	Estimate, Slowest, Gap, Shortest time.Duration
 }
 
-// MarshalText encodes l as "<estimate ms> <slowest ms>".
+// MarshalText encodes l as four counts of milliseconds: "<estimate>
+// <slowest> <gap> <shortest>".
 func (l Learnt) MarshalText() ([]byte, error) {
-	return fmt.Appendf(nil, "%d %d", l.Estimate.Milliseconds(), l.Slowest.Milliseconds()), nil
+	return fmt.Appendf(nil, "%d %d %d %d", l.Estimate.Milliseconds(), l.Slowest.Milliseconds(), l.Gap.Milliseconds(), l.Shortest.Milliseconds()), nil
 }
 
 // UnmarshalText decodes what MarshalText encodes.
 func (l *Learnt) UnmarshalText(b []byte) error {
-	var est, slow int64
-	if _, err := fmt.Sscanf(string(b), "%d %d", &est, &slow); err != nil || est < 0 || slow < 0 {
-		return fmt.Errorf("bulkpace: learnt durations %q: want two counts of milliseconds", b)
+	f := strings.Fields(string(b))
+	var ms [4]int64
+	if len(f) != len(ms) {
+		return fmt.Errorf("bulkpace: learnt durations %q: want four counts of milliseconds", b)
 	}
-	l.Estimate, l.Slowest = time.Duration(est)*time.Millisecond, time.Duration(slow)*time.Millisecond
+	for i := range f {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("bulkpace: learnt durations %q: want four counts of milliseconds", b)
+		}
+		ms[i] = n
+	}
+	l.Estimate, l.Slowest = time.Duration(ms[0])*time.Millisecond, time.Duration(ms[1])*time.Millisecond
+	l.Gap, l.Shortest = time.Duration(ms[2])*time.Millisecond, time.Duration(ms[3])*time.Millisecond
 	return nil
 }
 
@@ -97,6 +112,12 @@ func (l *Learnt) UnmarshalText(b []byte) error {
 // lowers its own as it finds jobs complete).
 func (p *Pacer) Adopt(l Learnt) {
 	p.mu.Lock()
+	if l.Shortest > 0 && (p.shortest == 0 || l.Shortest < p.shortest) {
+		p.shortest = l.Shortest
+	}
+	if l.Gap > 0 && p.gap == 0 {
+		p.gap, p.votes = min(l.Gap, p.cfg.Timeout), nil
+	}
 	if l.Estimate <= p.estimate {
 		p.mu.Unlock()
 		return
@@ -111,6 +132,18 @@ func (p *Pacer) Adopt(l Learnt) {
 	}
 }
 
+// learnt is what p learnt. The caller holds p.mu.
+func (p *Pacer) learnt() Learnt {
+	return Learnt{Estimate: p.estimate, Slowest: p.slowest, Gap: p.gap, Shortest: p.shortest}
+}
+
+// share tells OnLearn what p learnt.
+func (p *Pacer) share(l Learnt) {
+	if p.cfg.OnLearn != nil {
+		p.cfg.OnLearn(l)
+	}
+}
+
 // Pacer learns how long the jobs of one bulk workflow take and times their
 // polls. It is safe for concurrent use: each job is followed by its own
 // goroutine.
@@ -122,18 +155,25 @@ type Pacer struct {
 	// slowest is the longest a job was lately seen still running; it
 	// fades as jobs are found complete at their first poll.
 	slowest time.Duration
+	// longest is the longest from submission a job was lately found
+	// complete in (a bound on how long they take); it fades as slowest
+	// does.
+	longest time.Duration
 	// gap is how long after the job sent before it a job is expected to
-	// complete: 0 while jobs run side by side; about a job's run time when
-	// Kustomer runs them one after another (its queue then grows with the
-	// jobs in flight, and so does a job's time from submission, which the
-	// estimate cannot follow). It is set once gapVotes jobs in a row,
-	// each in flight when the one before it completed and polled at their
-	// own time, completed at least half the shortest job's time after it
-	// (beyond the time between their submissions), to the least of those
-	// delays; then it shrinks by 1 % for a job found complete at a poll it
-	// timed, grows by a quarter for one found still running, and is
-	// dropped when one job in gapProbe, polled at its own time, is found
-	// complete.
+	// complete, for each job the deployment sent from that one to this
+	// one (Config.Sends): 0 while jobs run side by side; about a job's run
+	// time when Kustomer runs them one after another (its queue then
+	// grows with the jobs in flight, and so does a job's time from
+	// submission, which the estimate cannot follow). It is set once
+	// gapVotes jobs in a row, each in flight when the one before it
+	// completed and polled at their own time, completed at least half the
+	// shortest job's time after it (beyond the time between their
+	// submissions), to the least of those delays (at most the shortest
+	// job's time), or when another replica shares it; then it shrinks by
+	// 1 % for a job found complete at a poll it timed, grows by a quarter
+	// for one found still running, and is dropped when one job in
+	// gapProbe, polled at its own time, is found complete, or a job is
+	// found running after one sent later was found complete.
 	gap    time.Duration
 	votes  []time.Duration
 	probes int
@@ -142,6 +182,9 @@ type Pacer struct {
 	shortest time.Duration
 	// doneSent is the latest submission of a job found complete.
 	doneSent time.Time
+	// dropped is closed (and replaced) when the gap is dropped: the jobs
+	// it held wake to be polled sooner.
+	dropped chan struct{}
 	// streak counts the polls in a row that found a job running.
 	streak int
 	last   *Job // the job started last in order
@@ -152,7 +195,7 @@ func New(cfg Config) *Pacer {
 	cfg.Initial = cmp.Or(cfg.Initial, InitialDefault)
 	cfg.Floor = cmp.Or(cfg.Floor, FloorDefault)
 	cfg.Timeout = cmp.Or(cfg.Timeout, TimeoutDefault)
-	return &Pacer{cfg: cfg, estimate: cfg.Initial}
+	return &Pacer{cfg: cfg, estimate: cfg.Initial, dropped: make(chan struct{})}
 }
 
 // Job is one bulk job a pacer times. Its methods are for the one goroutine
@@ -163,6 +206,7 @@ type Job struct {
 	polls  int
 	wait   time.Duration // past the estimate: after an early poll
 	held   bool          // this poll was put off for the job sent before it
+	behind bool          // this poll is a run time after the job before it
 	probed bool
 	probe  bool // polled at its own time, gap or not
 
@@ -192,6 +236,24 @@ func (p *Pacer) Start(sent, now time.Time, inOrder bool) *Job {
 		p.mu.Unlock()
 	}
 	return j
+}
+
+// Dropped is closed when the pacer stops taking Kustomer as running jobs
+// one after another: a job waiting for its next poll asks [Pacer.Next]
+// again then. Take it before calling Next.
+func (p *Pacer) Dropped() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped
+}
+
+// dropGap drops the gap. The caller holds p.mu.
+func (p *Pacer) dropGap() {
+	if p.gap > 0 {
+		close(p.dropped)
+		p.dropped = make(chan struct{})
+	}
+	p.gap, p.votes = 0, nil
 }
 
 // Polls is how many polls the pacer was told of for j.
@@ -264,7 +326,8 @@ func (p *Pacer) Polled(j *Job, now time.Time, complete bool) {
 	j.misses++
 	j.mu.Unlock()
 	j.held = false
-	p.running(j)
+	p.running(j, j.behind)
+	j.behind = false
 	if chained {
 		// Still running at the gap after the job before it: asked again a
 		// quarter of the (raised) gap later.
@@ -279,7 +342,9 @@ func (p *Pacer) Polled(j *Job, now time.Time, complete bool) {
 		// The job before it was in flight alongside: this one may be
 		// queued behind it, for a job's run time after it completes (when
 		// it was found complete, or its next poll).
-		j.wait = max(j.wait, ref.Add(p.shortestRun()).Sub(j.sent))
+		if w := ref.Add(p.shortestRun()).Sub(j.sent); w > j.wait {
+			j.wait, j.behind = w, true
+		}
 	}
 }
 
@@ -397,7 +462,7 @@ func (p *Pacer) probeDue() bool {
 func (p *Pacer) notSerial() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.gap, p.votes = 0, nil
+	p.dropGap()
 }
 
 // completed notes that j was found complete.
@@ -412,17 +477,23 @@ func (p *Pacer) completed(j *Job) {
 	}
 }
 
-// running notes that j was found running: when a job sent after it was
+// running notes that j was found running. When a job sent after it was
 // found complete already, Kustomer does not run its jobs one after
-// another (not all of them, not now): the gap is dropped.
-func (p *Pacer) running(j *Job) {
+// another (not all of them, not now): the gap is dropped. When it was
+// polled a run time after the job before it completed (behind), as a job
+// queued behind it would be complete, the jobs before it that completed
+// late say nothing of a queue: their votes are dropped.
+func (p *Pacer) running(j *Job, behind bool) {
 	if !j.known {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if behind {
+		p.votes = p.votes[:0]
+	}
 	if p.doneSent.After(j.sent) {
-		p.gap, p.votes = 0, nil
+		p.dropGap()
 	}
 }
 
@@ -439,12 +510,12 @@ func (p *Pacer) shortestRun() time.Duration {
 // the gap.
 func (p *Pacer) learnGap(j *Job, now time.Time, complete, chained bool) time.Duration {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	before := p.gap
 	switch {
 	case chained && complete:
 		if j.polls == 1 {
 			if p.gap = p.gap * 99 / 100; p.gap < p.cfg.Floor {
-				p.gap, p.votes = 0, nil
+				p.dropGap()
 			}
 		}
 	case chained:
@@ -467,11 +538,20 @@ func (p *Pacer) learnGap(j *Job, now time.Time, complete, chained bool) time.Dur
 			break
 		}
 		if p.votes = append(p.votes, after); len(p.votes) >= gapVotes {
-			p.gap = max(p.gap, slices.Min(p.votes))
+			// A job found late says it completed later than it did: no
+			// job runs longer than the shortest time from submission to
+			// completion seen, so neither does a queue's step.
+			slices.Sort(p.votes)
+			p.gap = max(p.gap, min(p.votes[len(p.votes)/2], max(p.shortest, p.cfg.Floor)))
 			p.votes = p.votes[:0]
 		}
 	}
-	return p.gap
+	gap, l := p.gap, p.learnt()
+	p.mu.Unlock()
+	if before == 0 && gap > 0 {
+		p.share(l) // the other replicas' jobs are in the same queue
+	}
+	return gap
 }
 
 // Expected is how long a job is expected to take.
@@ -498,10 +578,12 @@ func (p *Pacer) learn(elapsed time.Duration, complete, first bool) {
 	switch {
 	case complete:
 		p.streak = 0
+		p.longest = max(p.longest, elapsed)
 		if !first {
 			break
 		}
 		p.slowest = p.slowest * 199 / 200
+		p.longest = p.longest * 199 / 200
 		if p.estimate > p.slowest*3/2 {
 			p.estimate = max(p.estimate*49/50, p.slowest*5/4, p.cfg.Floor)
 		} else {
@@ -510,20 +592,27 @@ func (p *Pacer) learn(elapsed time.Duration, complete, first bool) {
 	default:
 		p.streak++
 		grow := elapsed * 5 / 4
-		if p.streak > 1 {
+		if p.streak > 1 && p.gap == 0 && len(p.votes) == 0 {
+			// (Not while jobs are seen completing one after another:
+			// their time from submission grows with the queue, not with
+			// their run time; and no further than a quarter above the
+			// longest a job lately took: jobs are not far longer.)
 			grow = elapsed * 2
+			if p.longest > elapsed {
+				grow = max(min(grow, p.longest*5/4), elapsed*5/4)
+			}
 		}
 		p.slowest = max(p.slowest, elapsed)
 		before := p.estimate
 		p.estimate = min(max(p.estimate, grow, elapsed+p.cfg.Floor), p.cfg.Timeout)
 		raised = p.estimate > before
 	}
-	l := Learnt{Estimate: p.estimate, Slowest: p.slowest}
+	l := p.learnt()
 	p.mu.Unlock()
 	if p.cfg.OnEstimate != nil {
 		p.cfg.OnEstimate(l.Estimate)
 	}
-	if raised && p.cfg.OnRaise != nil {
-		p.cfg.OnRaise(l)
+	if raised {
+		p.share(l)
 	}
 }

@@ -55,14 +55,14 @@ func TestAnOvershotEstimateComesDownToAQuarterAboveTheSlowestJobSeen(t *testing.
 // deployment found running), never lowers it; it travels as text.
 func TestAReplicaAdoptsTheDeploymentsLongerEstimate(t *testing.T) {
 	var shared []Learnt
-	a := New(Config{OnRaise: func(l Learnt) { shared = append(shared, l) }})
+	a := New(Config{OnLearn: func(l Learnt) { shared = append(shared, l) }})
 	b := New(Config{})
 	j := a.Start(t0, t0, true)
 	a.Polled(j, t0.Add(40*time.Second), false)
 	require.Len(t, shared, 1)
 	text, err := shared[0].MarshalText()
 	require.NoError(t, err)
-	require.Equal(t, "50000 40000", string(text))
+	require.Equal(t, "50000 40000 0 0", string(text))
 	var l Learnt
 	require.NoError(t, l.UnmarshalText(text))
 	b.Adopt(l)

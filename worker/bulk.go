@@ -141,7 +141,7 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 			OnEstimate: func(d time.Duration) {
 				w.metrics.bulkEstimate.WithLabelValues(f.wf.Name).Set(d.Seconds())
 			},
-			OnRaise: func(l bulkpace.Learnt) { w.sharePace(f, l) },
+			OnLearn: func(l bulkpace.Learnt) { w.sharePace(f, l) },
 			Sends:   &w.bulkFeed,
 		}),
 		watches:  map[string]*jobWatch{},

@@ -94,6 +94,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 				b.f.log.Warn().Err(err).Str("bulk_job", w.id).Msg("bulk job's ledger record not renewed")
 			}
 		}
+		dropped := b.pace.Dropped()
 		due, prev := b.pace.Next(w.job, now)
 		if prev != nil {
 			if !b.waitFor(ctx, bulkpace.OrderWait, prev) {
@@ -106,7 +107,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			if token != "" {
 				d = min(d, nextBeat.Sub(now))
 			}
-			if !b.waitFor(ctx, max(d, 0), nil) {
+			if !b.waitFor(ctx, max(d, 0), dropped) {
 				return nil, ctx.Err()
 			}
 			continue
