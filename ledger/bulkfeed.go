@@ -70,36 +70,44 @@ func (f *BulkFeed) add(token string, sent time.Time, keep time.Duration) {
 }
 
 // FollowBulk fills feed with the bulk requests every replica records
-// (BatchSending), and hands learnt what a workflow's replicas share of its
-// jobs' durations (SharePace), the latest of each first, until ctx ends.
-// It returns an error only when the watch cannot start or stops on its
-// own.
+// (BatchSending) from now on, and hands learnt what a workflow's replicas
+// share of its jobs' durations (SharePace), the latest of each first, until
+// ctx ends. (Requests sent before it started are not read: the bucket
+// keeps their records for days, and they are no later than any request
+// this replica sends.) It returns an error only when a watch cannot start
+// or stops on its own.
 func (l *Ledger) FollowBulk(ctx context.Context, feed *BulkFeed, learnt func(workflow string, v []byte)) error {
-	w, err := l.kv.WatchFiltered(ctx, []string{batchKeyPrefix + "*", paceKeyPrefix + "*"}, jetstream.IgnoreDeletes())
+	sends, err := l.kv.Watch(ctx, batchKeyPrefix+"*", jetstream.IgnoreDeletes(), jetstream.UpdatesOnly())
 	if err != nil {
 		return fmt.Errorf("ledger: follow bulk requests: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer func() { _ = sends.Stop() }()
+	paces, err := l.kv.Watch(ctx, paceKeyPrefix+"*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("ledger: follow bulk job durations: %w", err)
+	}
+	defer func() { _ = paces.Stop() }()
 	keep := max(BulkFeedKeepDefault, 2*l.lease)
 	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("ledger: follow bulk requests: the watch stopped")
-			}
-			if e == nil {
-				continue // the latest values are all in
-			}
-			if token, ok := strings.CutPrefix(e.Key(), batchKeyPrefix); ok {
-				feed.add(token, sentOf(e), keep)
-			} else if wf, ok := strings.CutPrefix(e.Key(), paceKeyPrefix); ok && learnt != nil {
-				learnt(wf, e.Value())
-			}
+		case e, ok = <-sends.Updates():
+		case e, ok = <-paces.Updates():
+		}
+		switch {
+		case !ok && ctx.Err() != nil:
+			return nil
+		case !ok:
+			return errors.New("ledger: follow bulk requests: the watch stopped")
+		case e == nil:
+			// the latest values are all in
+		case strings.HasPrefix(e.Key(), batchKeyPrefix):
+			feed.add(strings.TrimPrefix(e.Key(), batchKeyPrefix), sentOf(e), keep)
+		case learnt != nil:
+			learnt(strings.TrimPrefix(e.Key(), paceKeyPrefix), e.Value())
 		}
 	}
 }

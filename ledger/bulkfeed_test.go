@@ -11,9 +11,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
-// Every replica sees the bulk requests of every replica, in the order they
-// were sent, and what any replica shares of a workflow's job durations,
-// the latest first when it starts following.
+// Every replica sees the bulk requests every replica sends, in the order
+// they were sent, and what any replica shares of a workflow's job
+// durations, the latest first when it starts following.
 func TestEveryReplicaCountsTheWholeDeploymentsBulkRequestsAndSharesDurations(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
@@ -34,6 +34,11 @@ func TestEveryReplicaCountsTheWholeDeploymentsBulkRequestsAndSharesDurations(t *
 			learnt[wf] = string(v)
 		})
 	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return learnt["bulk"] == "45000 36000"
+	}, 10*time.Second, 10*time.Millisecond, "a replica starting finds what the others learnt")
 	var sent []time.Time
 	for i := range 4 {
 		l := a
@@ -48,9 +53,6 @@ func TestEveryReplicaCountsTheWholeDeploymentsBulkRequestsAndSharesDurations(t *
 		10*time.Second, 10*time.Millisecond)
 	require.Equal(t, 2, feed.Between(sent[0], sent[3]), "the two sent between the first and the last, whichever replica sent them")
 	require.Equal(t, 0, feed.Between(sent[1], sent[2]))
-	mu.Lock()
-	require.Equal(t, "45000 36000", learnt["bulk"], "a replica starting finds what the others learnt")
-	mu.Unlock()
 
 	require.NoError(t, a.SharePace(ctx, "bulk", []byte("90000 72000")))
 	require.Eventually(t, func() bool {
