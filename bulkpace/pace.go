@@ -37,7 +37,10 @@ const (
 	// is in force, to find out whether it still is.
 	gapProbe = 32
 	// OrderWait bounds how long a due job waits for the answer to the job
-	// sent before it: a round trip, not a stall when answers are slow.
+	// sent before it (which says whether this one can be done yet): a slow
+	// round trip (a busy budget, a loaded host), not a stall when answers
+	// do not come. Shorter, two jobs due together are both polled while
+	// the first answer is on its way, and both found running.
 	OrderWait = 2 * FloorDefault
 )
 
@@ -274,6 +277,9 @@ func (p *Pacer) Next(j *Job, now time.Time) (due time.Time, prev <-chan struct{}
 	if j.probe {
 		ok, prevCh = false, nil
 	}
+	if !ok && prevCh != nil && cd.After(due) {
+		prevCh = nil // it is polled later than this one
+	}
 	chain := ok && cd.After(due)
 	if chain {
 		due = cd
@@ -435,6 +441,11 @@ func (p *Pacer) chainDue(j *Job) (t time.Time, gap time.Duration, prevCh <-chan 
 		return end.Add(after), gap, nil, true
 	case end.IsZero() && !due.IsZero() && (gap > 0 || misses <= 1):
 		return due.Add(after), gap, ch, true
+	case end.IsZero() && !due.IsZero():
+		// Found running again and again (maybe stuck, or the first job
+		// while the estimate is learnt): it puts none off, but one due
+		// at the same time still waits for its answer.
+		return due, 0, ch, false
 	}
 	return time.Time{}, 0, nil, false
 }
