@@ -259,9 +259,6 @@ func (p *Pacer) dropGap() {
 	p.gap, p.votes = 0, nil
 }
 
-// Polls is how many polls the pacer was told of for j.
-func (j *Job) Polls() int { return j.polls }
-
 // Next says what j waits for at now: its next poll, due; or, when prev is
 // not nil, the answer to the poll of the job started before it, which
 // says whether this one can be complete yet: the caller waits for prev to
