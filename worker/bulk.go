@@ -1,9 +1,11 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kustomer-sync/kustomer-sync/bulkpace"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
@@ -20,11 +23,9 @@ import (
 )
 
 const (
-	// bulkEstimateInitial is how long a bulk job is expected to take before
-	// any has been seen to finish.
-	bulkEstimateInitial = 2 * time.Second
-	// bulkEstimateFloor bounds the learnt estimate from below.
-	bulkEstimateFloor = 50 * time.Millisecond
+	// bulkEstimateFloor is the least wait between two tries of a bulk
+	// request or poll: the pacer's least estimate.
+	bulkEstimateFloor = bulkpace.FloorDefault
 	// bulkLedgerParallel bounds the ledger operations of one batch in flight.
 	bulkLedgerParallel = 16
 	// bulkJobsInFlight times the batch size bounds the items a bulk
@@ -32,16 +33,9 @@ const (
 	// followed): the memory of a replica goes with it, not with the
 	// backlog. Enough to keep the budget busy with jobs of seconds.
 	bulkJobsInFlight = 100
-	// bulkGapVotes is how many jobs in a row must have completed well
-	// after the one before them for the batcher to take Kustomer as
-	// running its jobs one after another.
-	bulkGapVotes = 2
-	// bulkGapProbe: one job in bulkGapProbe is polled at its own time
-	// while a gap is in force, to find out whether it still is.
-	bulkGapProbe = 32
-	// bulkOrderWait bounds how long a due job waits for the answer to the
-	// job sent before it: a round trip, not a stall when answers are slow.
-	bulkOrderWait = 2 * bulkEstimateFloor
+	// bulkShareTimeout bounds the ledger write sharing what a pacer
+	// learnt.
+	bulkShareTimeout = 5 * time.Second
 )
 
 // BulkKustomer is what a bulk workflow needs of a Kustomer client besides
@@ -108,33 +102,11 @@ type batcher struct {
 	wake     chan struct{}
 	wg       conc.WaitGroup
 
-	estMu    sync.Mutex
-	estimate time.Duration // how long a job takes, learnt from polls
-	// slowest is the longest a job was lately seen still running; it
-	// fades as jobs are found complete at their first poll.
-	slowest time.Duration
-	// gap is how long after the job sent before it a job is expected to
-	// complete: 0 while jobs run side by side; about a job's run time when
-	// Kustomer runs them one after another (its queue then grows with the
-	// jobs in flight, and so does a job's time from submission, which the
-	// estimate cannot follow). It is set once bulkGapVotes jobs in a row,
-	// each in flight when the one before it completed and polled at their
-	// own time, completed at least half the shortest job's time after it
-	// (beyond the time between their submissions), to the least of those
-	// delays; then it shrinks by 1 % for a job found complete at a poll it
-	// timed, grows by a quarter for one found still running, and is
-	// dropped when one job in bulkGapProbe, polled at its own time, is
-	// found complete.
-	gap    time.Duration
-	votes  []time.Duration
-	probes int
-	// shortest is the least time from submission a job was found
-	// complete in: about a job's run time when none waits for another.
-	shortest time.Duration
+	// pace times the polls of the jobs followed.
+	pace *bulkpace.Pacer
 
 	watchMu sync.Mutex
 	watches map[string]*jobWatch // the jobs followed, by id
-	last    *jobWatch            // the job this batcher sent last
 
 	// held counts the items of the events in runBulk, bounded by maxItems
 	// (memory goes with the items held, not with the events); room is
@@ -158,17 +130,61 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 	}
 	return &batcher{
 		w: w, f: f, bk: bk,
-		policy:   retryPolicy(f.wf.Retry),
-		size:     min(max(f.wf.BatchSize, 1), kustomer.BulkMax),
-		linger:   f.wf.Linger,
-		active:   map[string]bool{},
-		blocked:  map[string][]*bulkItem{},
-		wake:     make(chan struct{}, 1),
-		estimate: bulkEstimateInitial,
+		policy:  retryPolicy(f.wf.Retry),
+		size:    min(max(f.wf.BatchSize, 1), kustomer.BulkMax),
+		linger:  f.wf.Linger,
+		active:  map[string]bool{},
+		blocked: map[string][]*bulkItem{},
+		wake:    make(chan struct{}, 1),
+		pace: bulkpace.New(bulkpace.Config{
+			Timeout: cmp.Or(f.wf.BulkJobTimeout, mapping.BulkJobTimeoutDefault),
+			OnEstimate: func(d time.Duration) {
+				w.metrics.BulkEstimate.WithLabelValues(f.wf.Name).Set(d.Seconds())
+			},
+			OnLearn: func(l bulkpace.Learnt) { w.sharePace(f, l) },
+			Sends:   &w.bulkFeed,
+		}),
 		watches:  map[string]*jobWatch{},
 		maxItems: min(max(f.wf.BatchSize, 1), kustomer.BulkMax) * bulkJobsInFlight,
 		room:     make(chan struct{}),
 	}, nil
+}
+
+// followBulk follows, while ctx lasts, the bulk requests every replica
+// records and what the bulk workflows' replicas learnt of their jobs'
+// durations: the pacers count the whole deployment's jobs in Kustomer's
+// queue, and start from, and keep up with, the deployment's estimate.
+func (w *Worker) followBulk(ctx context.Context) {
+	if !slices.ContainsFunc(w.flows, func(f *flow) bool { return f.bulk != nil }) {
+		return
+	}
+	flows := w.flows
+	w.wg.Go(func() {
+		err := w.ledger.FollowBulk(ctx, &w.bulkFeed, func(name string, v []byte) {
+			var l bulkpace.Learnt
+			if l.UnmarshalText(v) != nil {
+				return
+			}
+			for _, f := range flows {
+				if f.bulk != nil && f.wf.Name == name {
+					f.bulk.pace.Adopt(l)
+				}
+			}
+		})
+		if err != nil {
+			w.log.Warn().Err(err).Msg("bulk requests of other replicas not followed: each bulk workflow paces its polls on its own")
+		}
+	})
+}
+
+// sharePace records what f's pacer learnt for its other replicas.
+func (w *Worker) sharePace(f *flow, l bulkpace.Learnt) {
+	ctx, cancel := context.WithTimeout(context.Background(), bulkShareTimeout)
+	defer cancel()
+	v, _ := l.MarshalText()
+	if err := w.ledger.SharePace(ctx, f.wf.Name, v); err != nil {
+		f.log.Warn().Err(err).Msg("bulk job durations not shared with the other replicas")
+	}
 }
 
 // runBulk is handle's bulk counterpart of loop.Runner.Run: it gives the

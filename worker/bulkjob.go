@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/kustomer-sync/kustomer-sync/bulkpace"
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
@@ -22,80 +22,15 @@ var errJobGone = errors.New("worker: bulk job gone")
 
 // jobWatch is one bulk job this batcher follows to its end, once for
 // every batch holding its items (after a take-over, a job's items can come
-// back in several batches): one poll per check, however many wait.
+// back in several batches): one poll per check, however many wait. The
+// batcher's pacer (bulkpace) times its polls.
 type jobWatch struct {
 	id    string
 	done  chan struct{} // closed with res or err set
 	res   *kustomer.BulkResults
 	err   error
 	polls int
-
-	mu sync.Mutex
-	// prev is the job this batcher sent before this one (nil for a job
-	// of an earlier request), dropped once this one ends: in Kustomer's
-	// queue this job may wait for it.
-	prev  *jobWatch
-	sent  time.Time
-	due   time.Time // its next poll
-	end   time.Time // when it was found complete (or ended otherwise)
-	chain bool      // due was set by the gap after prev
-	// misses counts its polls that found it running; changed is closed
-	// (and replaced) when its next poll is set or it ended.
-	misses  int
-	changed chan struct{}
-}
-
-// polled records a poll's answer (ended: the job's end; else it was
-// found running) and, at its end, wakes the job sent after it.
-func (w *jobWatch) polled(now time.Time, ended bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !ended {
-		w.misses++
-		return
-	}
-	w.end, w.prev = now, nil
-	w.notify()
-}
-
-// notify wakes the job sent after this one (its watch waits on changed).
-// The caller holds w.mu.
-func (w *jobWatch) notify() {
-	close(w.changed)
-	w.changed = make(chan struct{})
-}
-
-// prevRef is when the job sent before this one ended or, while it runs,
-// its next poll; zero without one.
-func (w *jobWatch) prevRef() time.Time {
-	w.mu.Lock()
-	p := w.prev
-	w.mu.Unlock()
-	if p == nil {
-		return time.Time{}
-	}
-	due, end := p.state()
-	return cmp.Or(end, due)
-}
-
-// state is the job's next poll and, once it ended, when.
-func (w *jobWatch) state() (due, end time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.due, w.end
-}
-
-// prevEnd is when the job sent before this one ended (zero while it runs,
-// or without one), and when it was sent.
-func (w *jobWatch) prevEnd() (end, sent time.Time) {
-	w.mu.Lock()
-	p := w.prev
-	w.mu.Unlock()
-	if p == nil {
-		return time.Time{}, time.Time{}
-	}
-	_, end = p.state()
-	return end, p.sent
+	job   *bulkpace.Job
 }
 
 // wait returns the job's results once complete, or why it was not.
@@ -110,29 +45,25 @@ func (w *jobWatch) wait(ctx context.Context) (*kustomer.BulkResults, error) {
 
 // watch returns the watch of job id, starting it if none runs: it follows
 // the job (a request of count items sent at sent, under token) and keeps
-// the request's ledger record fresh meanwhile.
-func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time, chained bool) *jobWatch {
+// the request's ledger record fresh meanwhile. inOrder says this batcher
+// sent it (after the job it sent before).
+func (b *batcher) watch(ctx context.Context, id, token string, count int, sent time.Time, inOrder bool) *jobWatch {
 	b.watchMu.Lock()
 	defer b.watchMu.Unlock()
 	if w, ok := b.watches[id]; ok {
 		return w
 	}
-	w := &jobWatch{id: id, done: make(chan struct{}), sent: sent, changed: make(chan struct{})}
-	if chained {
-		w.prev, b.last = b.last, w
-	}
+	now := b.w.cfg.Clock.Now()
+	w := &jobWatch{id: id, done: make(chan struct{}), job: b.pace.Start(sent, now, inOrder)}
 	b.watches[id] = w
 	if sent.IsZero() {
-		sent = b.w.cfg.Clock.Now() // an earlier version's record: from now on
+		sent = now // an earlier version's record: from now on
 	}
 	b.wg.Go(func() {
 		w.res, w.err = b.follow(ctx, w, token, count, sent)
-		w.polled(b.w.cfg.Clock.Now(), true)
+		b.pace.Ended(w.job, b.w.cfg.Clock.Now())
 		b.watchMu.Lock()
 		delete(b.watches, id)
-		if b.last == w {
-			b.last = nil
-		}
 		b.watchMu.Unlock()
 		close(w.done)
 	})
@@ -148,19 +79,13 @@ func (b *batcher) following(id string) bool {
 }
 
 // follow polls job id until it is complete, gone, or older than
-// bulk_job_timeout, polling as little as it can: at the learnt duration of
-// a job, and when that was too early, again later. Every third of a lease
-// it writes the request's ledger record (token) again: other replicas
-// then leave its items to this one.
+// bulk_job_timeout, when the pacer says (as seldom as it can). Every third
+// of a lease it writes the request's ledger record (token) again: other
+// replicas then leave its items to this one.
 func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count int, sent time.Time) (*kustomer.BulkResults, error) {
 	clock := b.w.cfg.Clock
 	beat := max(b.w.ledger.Lease()/3, bulkEstimateFloor)
 	nextBeat := clock.Now().Add(beat)
-	wait := time.Duration(0) // past the estimate: after an early poll
-	// held: this poll was put off for the job sent before it (its timing
-	// says nothing of Kustomer's queue); probe: this job is polled at its
-	// own time, gap or not.
-	var held, probed, probe bool
 	for {
 		now := clock.Now()
 		if token != "" && !now.Before(nextBeat) {
@@ -169,54 +94,20 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 				b.f.log.Warn().Err(err).Str("bulk_job", w.id).Msg("bulk job's ledger record not renewed")
 			}
 		}
-		due := sent.Add(max(b.expected(), wait))
-		cd, gap, prevCh, ok := b.chainDue(w)
-		if gap > 0 && w.polls == 0 && !probed {
-			// Every bulkGapProbe-th job is polled at its own time,
-			// however the gap says: found complete, the queue is not
-			// serial (any more).
-			probed, probe = true, b.probeDue()
-		}
-		if probe {
-			ok, prevCh = false, nil
-		}
-		chain := ok && cd.After(due)
-		if chain {
-			due = cd
-			held = true
-		}
-		chain = chain && gap > 0 // found running then: the gap was short
-		w.mu.Lock()
-		if !due.Equal(w.due) {
-			w.notify()
-		}
-		w.due, w.chain = due, chain
-		w.mu.Unlock()
-		if prevCh != nil && !now.Before(due) && !now.Before(cd) {
-			// The job sent before it is being polled now: its answer
-			// says whether this one can be done yet.
-			held = true
-			t := clock.NewTimer(bulkOrderWait)
-			select {
-			case <-prevCh:
-			case <-t.C():
-			case <-ctx.Done():
-				t.Stop()
+		dropped := b.pace.Dropped()
+		due, prev := b.pace.Next(w.job, now)
+		if prev != nil {
+			if !b.waitFor(ctx, bulkpace.OrderWait, prev) {
 				return nil, ctx.Err()
 			}
-			t.Stop()
 			continue
 		}
 		if now.Before(due) {
-			d := min(due.Sub(now), nextBeat.Sub(now))
-			if token == "" {
-				d = due.Sub(now)
+			d := due.Sub(now)
+			if token != "" {
+				d = min(d, nextBeat.Sub(now))
 			}
-			t := clock.NewTimer(max(d, 0))
-			select {
-			case <-t.C():
-			case <-ctx.Done():
-				t.Stop()
+			if !b.waitFor(ctx, max(d, 0), dropped) {
 				return nil, ctx.Err()
 			}
 			continue
@@ -225,7 +116,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			wait = clock.Now().Sub(sent) + bulkEstimateFloor
+			b.pace.Retry(w.job, clock.Now(), bulkEstimateFloor)
 			continue
 		}
 		w.polls++
@@ -233,7 +124,8 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 		pctx, span := b.traceBulkPoll(ctx, w.id, nil)
 		res, err := b.bk.BulkResults(pctx, w.id)
 		tracing.End(span, err)
-		elapsed := clock.Now().Sub(sent)
+		now = clock.Now()
+		elapsed := now.Sub(sent)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -254,51 +146,35 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			if errors.As(d, &re) {
 				delay = max(re.Delay, delay)
 			}
-			wait = elapsed + max(delay, b.expected()/4)
+			b.pace.Retry(w.job, now, max(delay, b.pace.Expected()/4))
 			continue
 		}
-		w.mu.Lock()
-		chained := w.chain
-		w.mu.Unlock()
 		if res.CompleteFor(count) || count == 0 && b.jobDone(ctx, w) {
 			res.Completed = true
-			b.learn(elapsed, true, w.polls == 1)
-			switch {
-			case probe && w.polls == 1:
-				b.notSerial()
-			case !held:
-				b.learnGap(w, clock.Now(), true, chained)
-			case chained:
-				b.learnGap(w, clock.Now(), true, true)
-			}
+			b.pace.Polled(w.job, now, true)
 			return res, nil
-		}
-		w.polled(clock.Now(), false)
-		held = false
-		if chained {
-			// Still running at the gap after the job before it: asked
-			// again a quarter of the (raised) gap later.
-			if elapsed >= b.jobTimeout() {
-				return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
-			}
-			gap := b.learnGap(w, clock.Now(), false, true)
-			wait = elapsed + max(gap/4, bulkEstimateFloor)
-			continue
-		}
-		if elapsed >= b.jobTimeout() {
-			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
 		}
 		// Not done: an empty list of batches, or counts short of the
 		// items. Asked again later, never at once.
-		b.learn(elapsed, false, w.polls == 1)
-		wait = max(elapsed*5/4, elapsed+bulkEstimateFloor)
-		if ref := w.prevRef(); ref.After(sent) {
-			// The job before it was in flight alongside: this one may be
-			// queued behind it, for a job's run time after it completes
-			// (when it was found complete, or its next poll).
-			wait = max(wait, ref.Add(b.shortestRun()).Sub(sent))
+		b.pace.Polled(w.job, now, false)
+		if elapsed >= b.jobTimeout() {
+			return nil, loop.Unknown(fmt.Errorf("worker: bulk job %s not complete after bulk_job_timeout %s", w.id, b.jobTimeout()))
 		}
 	}
+}
+
+// waitFor waits for d, for ch (when not nil) or for ctx; false when ctx
+// ended.
+func (b *batcher) waitFor(ctx context.Context, d time.Duration, ch <-chan struct{}) bool {
+	t := b.w.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C():
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // jobDone asks GET /v1/bulk/{id} whether a job is complete, for a request

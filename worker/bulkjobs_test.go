@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
@@ -201,4 +202,20 @@ func TestBulkJobsQueuedOneAfterAnotherArePolledAboutOnceEach(t *testing.T) {
 	st := h.sb.Sandbox.Stats()
 	t.Logf("%d jobs, %d polls", st.BulkJobs, st.BulkPolls)
 	require.LessOrEqual(t, st.BulkPolls, st.BulkJobs+st.BulkJobs/4, "polls %d for %d jobs", st.BulkPolls, st.BulkJobs)
+}
+
+// What another replica of the deployment learnt of a bulk workflow's job
+// durations is this replica's too: a replica that starts, or runs beside
+// one that found jobs far longer than its estimate, does not pay the polls
+// to learn it again.
+func TestBulkReplicaAdoptsTheJobDurationsAnotherReplicaLearnt(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: bulkLoopConfig, sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond}})
+	ctx := context.Background()
+	other, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-other", time.Now)
+	require.NoError(t, err)
+	require.NoError(t, other.SharePace(ctx, "bulk", []byte("45000 36000 0 0")))
+	estimate := h.worker.metrics.BulkEstimate.WithLabelValues("bulk")
+	require.Eventually(t, func() bool { return testutil.ToFloat64(estimate) == 45 }, 10*time.Second, 10*time.Millisecond,
+		"the workflow's estimate is the deployment's")
 }

@@ -48,7 +48,10 @@ type Worker struct {
 	metrics  *metrics.Set
 
 	ledger *ledger.Ledger
-	runs   *runlog.Log
+	// bulkFeed counts the bulk requests of the whole deployment, for the
+	// bulk workflows' pacers (worker/bulk.go).
+	bulkFeed ledger.BulkFeed
+	runs     *runlog.Log
 	// replayKey verifies replay headers; an event whose headers do not
 	// verify is a new event.
 	replayKey *dlq.ReplayKey
@@ -213,6 +216,7 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 	for _, f := range w.flows {
 		targets = append(targets, leads.MaxDeliveryTarget{Consumer: f.consumerName, Workflow: f.wf.Name, DeadLetterSubject: f.wf.DeadLetterSubject, ReplayKey: w.replayKey})
 	}
+	w.followBulk(fetchCtx)
 	w.wg.Go(func() {
 		if err := leads.WatchMaxDeliveries(fetchCtx, w.nc, w.js, w.cfg.Stream.Name, targets, w.log); err != nil && fetchCtx.Err() == nil {
 			w.log.Error().Err(err).Msg("max-deliveries watcher stopped")
