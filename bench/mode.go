@@ -102,10 +102,12 @@ type ModeConfig struct {
 	// (NATS server, sandbox and in-process replicas; not the replicas run
 	// as processes), for go tool pprof.
 	Profile string
-	// Progress, when set, is called about every 10 s.
-	Progress    func(elapsed time.Duration, created, requests int)
-	NATSOptions []nats.Option
-	Logger      zerolog.Logger
+	// Progress, when set, is called about every ProgressEvery (default
+	// 10 s).
+	Progress      func(elapsed time.Duration, created, requests int)
+	ProgressEvery time.Duration
+	NATSOptions   []nats.Option
+	Logger        zerolog.Logger
 }
 
 // ModeReport is what a mode run achieved.
@@ -228,7 +230,7 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 				return rep, err
 			}
 		}
-		if mc.Progress != nil && now.Sub(last) >= 10*time.Second {
+		if mc.Progress != nil && now.Sub(last) >= cmp.Or(mc.ProgressEvery, 10*time.Second) {
 			last = now
 			mc.Progress(rep.Elapsed, rep.Created, st.Requests)
 		}

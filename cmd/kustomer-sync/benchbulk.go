@@ -95,6 +95,11 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, Replicas: n, Limit: f.timeout,
 					MaxInFlight: mapping.MaxInFlightBulkDefault, // the workflow's default settings
 					Binary:      binary, LogDir: f.replicaLogs, Profile: profile, NATSOptions: natsLogOptions(a.log), Logger: a.log,
+					// A run of a million leads takes many minutes: say how far it is.
+					ProgressEvery: time.Minute,
+					Progress: func(elapsed time.Duration, created, requests int) {
+						fmt.Fprintf(a.stdout, "  %s: %d created, %d requests\n", elapsed.Round(time.Second), created, requests)
+					},
 				})
 				if err != nil {
 					return err
