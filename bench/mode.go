@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,15 +174,11 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	perMinute := int(float64(mc.Rate) * float64(time.Minute) / float64(mc.Window))
 	ResetPeakRSS() // the backlog is published: the peak from here is the drain's
 	if mc.Profile != "" {
-		f, err := os.Create(mc.Profile)
+		stop, err := startProfile(mc.Profile)
 		if err != nil {
-			return rep, fmt.Errorf("bench: --profile: %w", err)
+			return rep, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return rep, fmt.Errorf("bench: --profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	start := time.Now()
 	var procs []*replicaProc
