@@ -20,7 +20,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 //go:embed web
@@ -138,7 +137,7 @@ func recentWindow(now time.Time) (time.Duration, string) {
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	rep, err := worker.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status)
+	rep, err := leads.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status)
 	if err != nil {
 		s.render(w, r, http.StatusServiceUnavailable, "overview", view{Title: "Overview", Nav: "overview", Refresh: 5, Error: err.Error()})
 		return
@@ -369,7 +368,7 @@ func (s *Server) workflowNames(ctx context.Context) []string {
 	for _, f := range s.cfg.Workflows.Workflows() {
 		names = append(names, f.Workflow)
 	}
-	if rep, err := worker.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status); err == nil {
+	if rep, err := leads.CollectStatus(ctx, s.cfg.JetStream, s.cfg.Status); err == nil {
 		for _, ws := range rep.Workflows {
 			names = append(names, ws.Workflow)
 		}

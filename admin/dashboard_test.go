@@ -79,14 +79,22 @@ func TestPurgeAllMatchingDeletesOnlyTheEntriesTheConfirmPageListed(t *testing.T)
 			resp, page := do(t, c, "GET", base+"/dead-letters?"+tc.filter.Encode(), nil, nil)
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			csrf := csrfRE.FindStringSubmatch(page)[1]
+			// purgeAll posts "purge all matching" the filter, with more
+			// fields; it answers the page, which asks first.
+			purgeAll := func(more url.Values) string {
+				form := url.Values{"csrf": {csrf}, "all": {"1"}}
+				for _, values := range []url.Values{tc.filter, more} {
+					for k, v := range values {
+						form[k] = v
+					}
+				}
+				resp, page := do(t, c, "POST", base+"/dead-letters/purge", form, nil)
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+				return page
+			}
 
 			// "Purge all 2 matching…" asks first, with the count.
-			form := url.Values{"csrf": {csrf}, "all": {"1"}}
-			for k, v := range tc.filter {
-				form[k] = v
-			}
-			resp, page = do(t, c, "POST", base+"/dead-letters/purge", form, nil)
-			require.Equal(t, http.StatusOK, resp.StatusCode)
+			page = purgeAll(nil)
 			require.Contains(t, page, "Purge 2 dead letters?")
 			action, confirmed := confirmForm(t, page)
 			require.Equal(t, "/dead-letters/purge", action)
@@ -103,12 +111,7 @@ func TestPurgeAllMatchingDeletesOnlyTheEntriesTheConfirmPageListed(t *testing.T)
 			// A confirmation that names no entries (a page from before, a
 			// hand-made form) deletes nothing: it asks again, listing what
 			// matches now.
-			stale := url.Values{"csrf": {csrf}, "all": {"1"}, "confirm": {"1"}}
-			for k, v := range tc.filter {
-				stale[k] = v
-			}
-			resp, page = do(t, c, "POST", base+"/dead-letters/purge", stale, nil)
-			require.Equal(t, http.StatusOK, resp.StatusCode)
+			page = purgeAll(url.Values{"confirm": {"1"}})
 			require.Contains(t, page, "Purge 1 dead letter?")
 			_, again := confirmForm(t, page)
 			require.Equal(t, "3", again.Get("ids"))

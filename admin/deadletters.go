@@ -119,10 +119,14 @@ type confirmView struct {
 	Entries  []dlq.Record
 }
 
-// selection reads which entries a write form names: ids, or the filter with
-// all=1 (then ids is empty: the caller must ask first, listing what matches
-// now). It answers the request and returns ok=false when it cannot.
+// selection checks a write form's CSRF token and reads which entries it
+// names: ids, or the filter with all=1 (then ids is empty: the caller must
+// ask first, listing what matches now). It answers the request and returns
+// ok=false when it cannot.
 func (s *Server) selection(w http.ResponseWriter, r *http.Request) (f dlq.Filter, df deadFilter, ids []uint64, ok bool) {
+	if !s.checkCSRF(w, r) {
+		return f, df, nil, false
+	}
 	ids, err := parseIDs(r.PostForm["ids"])
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, "Dead letters", err)
@@ -145,9 +149,6 @@ func (s *Server) selection(w http.ResponseWriter, r *http.Request) (f dlq.Filter
 }
 
 func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
-	if !s.checkCSRF(w, r) {
-		return
-	}
 	f, df, ids, ok := s.selection(w, r)
 	if !ok {
 		return
@@ -323,9 +324,6 @@ func (s *Server) retryRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
-	if !s.checkCSRF(w, r) {
-		return
-	}
 	f, df, ids, ok := s.selection(w, r)
 	if !ok {
 		return

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/kustomer-sync/kustomer-sync/leads"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // NotReady lists why the process is not ready, none when it is: NATS not
@@ -74,7 +73,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // statusJSON serves what `kustomer-sync status --json` prints.
 func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
-	rep, err := worker.CollectStatus(r.Context(), s.cfg.JetStream, s.cfg.Status)
+	rep, err := leads.CollectStatus(r.Context(), s.cfg.JetStream, s.cfg.Status)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

@@ -23,7 +23,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loopback"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // AddrDefault is where the admin server listens unless told otherwise:
@@ -66,7 +65,7 @@ type Config struct {
 	JetStream jetstream.JetStream
 	Workflows Workflows
 	// Status names the streams and bucket /status and the overview read.
-	Status worker.StatusConfig
+	Status leads.StatusConfig
 	// RunLog and DeadLetters back the dashboard; when nil they are opened
 	// on first use with their default names.
 	RunLog      RunLog

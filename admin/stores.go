@@ -7,15 +7,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kustomer-sync/kustomer-sync/dlq"
+	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // stores opens the run log and the dead-letter store on first use: the
 // worker creates their streams as it starts, after the server may be up.
 type stores struct {
 	js     jetstream.JetStream
-	status worker.StatusConfig
+	status leads.StatusConfig
 
 	mu   sync.Mutex
 	runs RunLog

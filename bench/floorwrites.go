@@ -15,8 +15,8 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // PipelineFloorWrites is the floor plus the JetStream writes per-item mode
@@ -45,8 +45,8 @@ func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, 
 		return nil, fmt.Errorf("bench: floor+writes ledger: %w", err)
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: worker.ResultsStreamDefault, Subjects: []string{worker.ResultsSubjectsDefault}, Storage: jetstream.FileStorage,
-		MaxAge: worker.ResultsMaxAgeDefault, Duplicates: worker.ResultsDedupWindow,
+		Name: result.StreamDefault, Subjects: []string{result.SubjectsDefault}, Storage: jetstream.FileStorage,
+		MaxAge: result.MaxAgeDefault, Duplicates: result.DedupWindow,
 	}); err != nil {
 		return nil, fmt.Errorf("bench: floor+writes results: %w", err)
 	}
@@ -91,12 +91,12 @@ func (w *floorWrites) created(ctx context.Context, msg jetstream.Msg, key string
 	}
 	res := nats.NewMsg(w.results)
 	res.Data = answer
-	res.Header.Set(worker.HeaderWorkflow, "floor")
-	res.Header.Set(worker.HeaderEventID, msg.Headers().Get(nats.MsgIdHdr))
-	res.Header.Set(worker.HeaderEventSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
-	res.Header.Set(worker.HeaderItem, "0")
-	res.Header.Set(worker.HeaderCustomer, c.Data.ID)
-	res.Header.Set(worker.HeaderOutcome, outcome.Created.String())
+	res.Header.Set(result.HeaderWorkflow, "floor")
+	res.Header.Set(result.HeaderEventID, msg.Headers().Get(nats.MsgIdHdr))
+	res.Header.Set(result.HeaderEventSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+	res.Header.Set(result.HeaderItem, "0")
+	res.Header.Set(result.HeaderCustomer, c.Data.ID)
+	res.Header.Set(result.HeaderOutcome, outcome.Created.String())
 	res.Header.Set(nats.MsgIdHdr, "floor-"+c.Data.ID+"-"+sent)
 	ack, err := w.js.PublishMsgAsync(res)
 	if err != nil {

@@ -85,6 +85,9 @@ type ModeConfig struct {
 	// at least 10 s, so that the items of lost answers are found within
 	// the run.
 	BulkJobTimeout time.Duration
+	// LostRate, with JobModelLost, is the share of bulk submissions whose
+	// answer is lost; default the model's (1 in 100).
+	LostRate float64
 	// MaxInFlight is the workflow's max_in_flight; default modeMaxInFlight
 	// for single-lead events, the workflow's default for Loop events.
 	MaxInFlight int
@@ -130,6 +133,19 @@ type ModeReport struct {
 	Stats     sandbox.Stats
 }
 
+// sandboxConfig is the sandbox of mc: its budget, latency and job model
+// (with LostRate, when set, for JobModelLost).
+func (mc ModeConfig) sandboxConfig() (sandbox.Config, error) {
+	sc := sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}
+	if err := sc.SetJobModel(mc.JobModel); err != nil {
+		return sc, fmt.Errorf("bench: %w", err)
+	}
+	if mc.LostRate > 0 && mc.JobModel == sandbox.JobModelLost {
+		sc.BulkSubmitLostRate = mc.LostRate
+	}
+	return sc, nil
+}
+
 // RunMode publishes the backlog first, as a batch sync meets it, then starts
 // the workers and measures until every lead has its customer or Limit.
 func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
@@ -160,9 +176,9 @@ func RunMode(ctx context.Context, mc ModeConfig) (_ ModeReport, err error) {
 	if err != nil {
 		return rep, err
 	}
-	sc := sandbox.Config{RatePerMinute: mc.Rate, Window: mc.Window, Latency: mc.Latency, BulkDelay: mc.BulkDelay}
-	if err := sc.SetJobModel(mc.JobModel); err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
+	sc, err := mc.sandboxConfig()
+	if err != nil {
+		return rep, err
 	}
 	bl, err := newBacklog(ctx, mc.Events, mc.PerEvent, sc, mc.NATSOptions, mc.Logger)
 	if err != nil {

@@ -33,8 +33,13 @@ type bundle struct {
 
 func setup(t *testing.T) bundle {
 	t.Helper()
+	return setupOn(t, natstest.Start(t))
+}
+
+// setupOn is setup on srv.
+func setupOn(t *testing.T, srv *natstest.Server) bundle {
+	t.Helper()
 	ctx := context.Background()
-	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	leads, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	require.NoError(t, err)
@@ -43,6 +48,21 @@ func setup(t *testing.T) bundle {
 	store, err := dlq.OpenStore(ctx, js, "")
 	require.NoError(t, err)
 	return bundle{js: js, nc: nc, leads: leads, dlq: ds, store: store}
+}
+
+// requireGone wants no entry id in the store.
+func (b bundle) requireGone(t *testing.T, id uint64) {
+	t.Helper()
+	_, err := b.store.Get(context.Background(), id)
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+}
+
+// requireReplayedOnce wants one event in LEADS and no entry id left: the
+// entry was replayed once.
+func (b bundle) requireReplayedOnce(t *testing.T, id uint64) {
+	t.Helper()
+	require.Len(t, consumeLeads(t, b), 1)
+	b.requireGone(t, id)
 }
 
 // publish dead-letters r to dlq.<workflow> and returns the stored record.
@@ -294,8 +314,7 @@ func TestListFiltersByWorkflowClassSinceGrepAndIDs(t *testing.T) {
 func TestGetOfAMissingEntryIsNotFound(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, err := b.store.Get(context.Background(), 42)
-	require.ErrorIs(t, err, dlq.ErrNotFound)
+	b.requireGone(t, 42)
 }
 
 func TestOpenStoreOfAMissingStreamSaysSo(t *testing.T) {
@@ -453,9 +472,7 @@ func TestReplayInterruptedBeforeTheDeleteIsRepublishedOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, res.Replayed)
 	require.Equal(t, 1, res.Skipped)
-	require.Len(t, consumeLeads(t, b), 1)
-	_, err = b.store.Get(ctx, entry.ID)
-	require.ErrorIs(t, err, dlq.ErrNotFound)
+	b.requireReplayedOnce(t, entry.ID)
 }
 
 func TestDryRunReplayChangesNothing(t *testing.T) {
@@ -675,9 +692,7 @@ func TestConcurrentReplaysOfOneEntryAllSucceedAndPublishItOnce(t *testing.T) {
 	}
 	require.Equal(t, 1, replayed, "one replay stored it")
 	require.Equal(t, n-1, others, "the others found it stored or gone")
-	require.Len(t, consumeLeads(t, b), 1)
-	_, err := b.store.Get(ctx, entry.ID)
-	require.ErrorIs(t, err, dlq.ErrNotFound)
+	b.requireReplayedOnce(t, entry.ID)
 }
 
 func TestAnEntryDeletedByAnotherProcessDuringReplayIsASuccess(t *testing.T) {

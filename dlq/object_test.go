@@ -20,16 +20,17 @@ import (
 // server's default).
 func setupLimit(t *testing.T, limit int32) bundle {
 	t.Helper()
-	ctx := context.Background()
-	srv := natstest.StartOpts(t, t.TempDir(), -1, func(o *server.Options) { o.MaxPayload = limit })
-	nc, js := srv.Connect(t)
-	leads, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
+	return setupOn(t, natstest.StartOpts(t, t.TempDir(), -1, func(o *server.Options) { o.MaxPayload = limit }))
+}
+
+// requirePurged purges the entries f selects, wants n of them gone and no
+// object left in the payloads bucket.
+func (b bundle) requirePurged(t *testing.T, f dlq.Filter, n int) {
+	t.Helper()
+	purged, err := b.store.Purge(context.Background(), f)
 	require.NoError(t, err)
-	ds, err := dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
-	require.NoError(t, err)
-	store, err := dlq.OpenStore(ctx, js, "")
-	require.NoError(t, err)
-	return bundle{js: js, nc: nc, leads: leads, dlq: ds, store: store}
+	require.Equal(t, n, purged)
+	require.Empty(t, b.objects(t))
 }
 
 // objects lists the names in the payloads bucket.
@@ -120,10 +121,7 @@ func TestALongItemListIsSummarisedInTheHeaderAndCompleteInTheRecord(t *testing.T
 	require.Equal(t, `{"leads":[]}`, string(raw.Data), "a payload that fits stays in the entry")
 
 	// Purging the entry removes its object.
-	n, err := b.store.Purge(context.Background(), dlq.Filter{IDs: []uint64{got.ID}})
-	require.NoError(t, err)
-	require.Equal(t, 1, n)
-	require.Empty(t, b.objects(t))
+	b.requirePurged(t, dlq.Filter{IDs: []uint64{got.ID}}, 1)
 }
 
 func TestPurgeAllRemovesTheObjectsOfThePurgedEntries(t *testing.T) {
@@ -132,10 +130,7 @@ func TestPurgeAllRemovesTheObjectsOfThePurgedEntries(t *testing.T) {
 	b.publish(t, rec("signup", outcome.Permanent, 1, string(nearLimit(b))))
 	b.publish(t, rec("signup", outcome.Permanent, 2, `{}`))
 	require.Len(t, b.objects(t), 1)
-	n, err := b.store.Purge(context.Background(), dlq.Filter{All: true})
-	require.NoError(t, err)
-	require.Equal(t, 2, n)
-	require.Empty(t, b.objects(t))
+	b.requirePurged(t, dlq.Filter{All: true}, 2)
 }
 
 func TestAReplayObjectNameMustBeAReplayObject(t *testing.T) {

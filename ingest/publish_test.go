@@ -51,11 +51,8 @@ func TestPublishingWhereNoStreamListensSaysSo(t *testing.T) {
 // is still a duplicate.
 func TestIDsAreScopedBySubjectAndAChangedRecordIsANewEvent(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	_, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
 	read := func(s string) []Event {
 		evs, err := Reader{IDField: "id"}.ReadAll(strings.NewReader(s))
 		require.NoError(t, err)

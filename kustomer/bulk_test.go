@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,25 +12,8 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
-
-// clock is a settable clock for the sandbox's bulk jobs.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func refsOf(items []kustomer.BulkItem) []string {
 	refs := make([]string, len(items))
@@ -43,7 +25,7 @@ func refsOf(items []kustomer.BulkItem) []string {
 
 func TestBulkJobIsFollowedToCompletionAndEachItemMatchedByItsRef(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	clk := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 	srv := kustomertest.New(t, sandbox.Config{Now: clk.Now, BulkDelay: 2 * time.Second})
 	c := srv.Client(t, kustomer.Config{})
 	items := []kustomer.BulkItem{
@@ -290,7 +272,7 @@ func TestBulkJobParsesUnknownShapesLeniently(t *testing.T) {
 
 func TestBulkJobThatNeverCompletesStaysRunning(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	clk := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 	srv := kustomertest.New(t, sandbox.Config{Now: clk.Now, BulkStuckRate: 1, BulkDelay: time.Second})
 	c := srv.Client(t, kustomer.Config{})
 	job, err := c.CreateCustomersBulk(t.Context(), []kustomer.BulkItem{{Body: map[string]any{"externalId": "stuck"}}})
@@ -321,7 +303,7 @@ func TestBulkSubmitErrorIsRetryable(t *testing.T) {
 func TestBulkResultsCompleteFromCountsWhenBatchesCarryNoStatus(t *testing.T) {
 	t.Parallel()
 	for _, empty := range []bool{false, true} {
-		clk := &clock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+		clk := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 		srv := kustomertest.New(t, sandbox.Config{Now: clk.Now, BulkDelay: 4 * time.Second,
 			BulkBatchesNoStatus: true, BulkBatchesEmptyUntilDone: empty})
 		c := srv.Client(t, kustomer.Config{})

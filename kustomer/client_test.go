@@ -31,6 +31,18 @@ type fixture struct {
 	seen   []kustomer.RateLimit
 }
 
+// call makes the request op names: "create" (an empty customer) or
+// "lookup" (by externalID); it answers the request's error.
+func (f *fixture) call(t *testing.T, op, externalID string) error {
+	t.Helper()
+	if op == "create" {
+		_, err := f.client.CreateCustomer(t.Context(), map[string]any{})
+		return err
+	}
+	_, err := f.client.CustomerByExternalID(t.Context(), externalID)
+	return err
+}
+
 func setup(t *testing.T, handler http.HandlerFunc, mod ...func(*kustomer.Config)) *fixture {
 	t.Helper()
 	srv := httptest.NewServer(handler)
@@ -120,17 +132,31 @@ func TestClientPassesRawJSONThrough(t *testing.T) {
 	require.Equal(t, string(raw), string(body))
 }
 
-func TestClientEscapesExternalIDInLookUpPath(t *testing.T) {
+// Look-ups escape the value they look up by in the path: an external id's
+// slash, space, non-ASCII letter and question mark; a phone's plus.
+func TestLookUpsEscapeTheirValueInThePath(t *testing.T) {
 	t.Parallel()
-	var rawPath string
-	f := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		rawPath = r.URL.EscapedPath()
-		respond(http.StatusOK, customerJSON)(w, r)
-	})
-	c, err := f.client.CustomerByExternalID(t.Context(), "lead/42 ä?x")
-	require.NoError(t, err)
-	require.Equal(t, "0123456789abcdef01234567", c.ID)
-	require.Equal(t, "/v1/customers/externalId=lead%2F42%20%C3%A4%3Fx", rawPath)
+	for _, tc := range []struct {
+		lookUp func(context.Context, *kustomer.Client) (*kustomer.Customer, error)
+		path   string
+	}{
+		{func(ctx context.Context, c *kustomer.Client) (*kustomer.Customer, error) {
+			return c.CustomerByExternalID(ctx, "lead/42 ä?x")
+		}, "/v1/customers/externalId=lead%2F42%20%C3%A4%3Fx"},
+		{func(ctx context.Context, c *kustomer.Client) (*kustomer.Customer, error) {
+			return c.CustomerByPhone(ctx, "+14155550100")
+		}, "/v1/customers/phone=%2B14155550100"},
+	} {
+		var rawPath string
+		f := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			rawPath = r.URL.EscapedPath()
+			respond(http.StatusOK, customerJSON)(w, r)
+		})
+		c, err := tc.lookUp(t.Context(), f.client)
+		require.NoError(t, err)
+		require.Equal(t, "0123456789abcdef01234567", c.ID)
+		require.Equal(t, tc.path, rawPath)
+	}
 }
 
 func TestClientClassifiesEveryStatus(t *testing.T) {
@@ -160,12 +186,7 @@ func TestClientClassifiesEveryStatus(t *testing.T) {
 		t.Run(tc.op+"_"+strconv.Itoa(tc.status), func(t *testing.T) {
 			t.Parallel()
 			f := setup(t, respond(tc.status, `{"errors":[{"code":"x","message":"nope"}]}`))
-			var err error
-			if tc.op == "create" {
-				_, err = f.client.CreateCustomer(t.Context(), map[string]any{})
-			} else {
-				_, err = f.client.CustomerByExternalID(t.Context(), "e1")
-			}
+			err := f.call(t, tc.op, "e1")
 			ke := asError(t, err)
 			require.Equal(t, tc.class, ke.Class)
 			require.Equal(t, tc.class, kustomer.ClassOf(err))
@@ -214,12 +235,7 @@ func TestClientTreatsAnswersThatAreNotKustomersAPIAsSystemic(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := setup(t, respond(tc.status, tc.body, "Content-Type", "text/html"))
-			var err error
-			if tc.op == "create" {
-				_, err = f.client.CreateCustomer(t.Context(), map[string]any{})
-			} else {
-				_, err = f.client.CustomerByExternalID(t.Context(), "lead-secret-77")
-			}
+			err := f.call(t, tc.op, "lead-secret-77")
 			ke := asError(t, err)
 			require.Equal(t, tc.class, ke.Class, err.Error())
 			require.Equal(t, tc.notFound, kustomer.IsNotFound(err), err.Error())

@@ -41,18 +41,6 @@ func TestLookUpsByEmailAndPhoneFindTheCustomerAndAnAbsentOneIsNotFound(t *testin
 	require.Equal(t, 5, st.Requests, "an empty value sends nothing")
 }
 
-func TestLookUpEscapesThePlusOfAPhone(t *testing.T) {
-	t.Parallel()
-	var path string
-	f := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		path = r.URL.EscapedPath()
-		respond(http.StatusOK, customerJSON)(w, r)
-	})
-	_, err := f.client.CustomerByPhone(t.Context(), "+14155550100")
-	require.NoError(t, err)
-	require.Equal(t, "/v1/customers/phone=%2B14155550100", path)
-}
-
 func TestUpdateCustomerKeepsFieldsNotSentAndReplacesArraysSent(t *testing.T) {
 	t.Parallel()
 	srv := kustomertest.New(t, sandbox.Config{})

@@ -8,7 +8,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -16,18 +15,13 @@ import (
 
 func TestLedgerLetsOneReplicaClaimAnItemAndTakesOverAnExpiredClaim(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, b, now := twoReplicas(t)
 	ctx := context.Background()
-	a, b, now := twoReplicas(t, js, "")
-	key := Key("wf", "lead-1")
-
-	got, err := a.Claim(ctx, key, "")
-	require.NoError(t, err)
+	key, got := claim(t, a, "wf", "lead-1")
 	require.Positive(t, got.rev)
 	require.Equal(t, Claim{rev: got.rev}, got, "a fresh claim")
 
-	got, err = b.Claim(ctx, key, "")
+	got, err := b.Claim(ctx, key, "")
 	require.True(t, errors.Is(err, ErrClaimed), "b must not create while a holds the claim")
 	// On the server's clock, as each replica estimates it from its own.
 	require.InDelta(t, float64(30*time.Second), float64(got.Wait), float64(time.Second))
@@ -95,10 +89,8 @@ func TestASecondAttemptOfAProcessOnAnItemWaitsForTheFirst(t *testing.T) {
 
 func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, b, now := twoReplicas(t)
 	ctx := context.Background()
-	a, b, now := twoReplicas(t, js, "")
 	keys := []string{Key("", "lead-1"), Key("", "lead-2"), Key("", "lead-3")}
 
 	token := NewBatchToken()
@@ -139,16 +131,27 @@ func TestABulkRequestsJobIsRecordedOnceAndFoundThroughAnyOfItsItemsClaims(t *tes
 	require.Equal(t, tokenB, got.BulkBatch)
 }
 
-// twoReplicas opens the ledger in bucket ("" for the default) as replicas a
-// and b, with a 30 s lease, on a clock the test moves through *now.
-func twoReplicas(t *testing.T, js jetstream.JetStream, bucket string) (a, b *Ledger, now *time.Time) {
+// claim claims the key of workflow's lead for l, outside any bulk request,
+// wanting it granted; it answers the key and the claim.
+func claim(t *testing.T, l *Ledger, workflow, lead string) (string, Claim) {
 	t.Helper()
+	key := Key(workflow, lead)
+	c, err := l.Claim(context.Background(), key, "")
+	require.NoError(t, err)
+	return key, c
+}
+
+// twoReplicas opens the ledger on a new NATS server as replicas a and b,
+// with a 30 s lease, on a clock the test moves through *now.
+func twoReplicas(t *testing.T) (a, b *Ledger, now *time.Time) {
+	t.Helper()
+	_, js := natstest.Start(t).Connect(t)
 	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return at }
 	var err error
-	a, err = Open(context.Background(), js, Config{Bucket: bucket, Lease: 30 * time.Second}, "replica-a", clock)
+	a, err = Open(context.Background(), js, Config{Lease: 30 * time.Second}, "replica-a", clock)
 	require.NoError(t, err)
-	b, err = Open(context.Background(), js, Config{Bucket: bucket, Lease: 30 * time.Second}, "replica-b", clock)
+	b, err = Open(context.Background(), js, Config{Lease: 30 * time.Second}, "replica-b", clock)
 	require.NoError(t, err)
 	return a, b, &at
 }
@@ -157,10 +160,8 @@ func twoReplicas(t *testing.T, js jetstream.JetStream, bucket string) (a, b *Led
 // leads a replica that takes it over to that job (a rolling upgrade).
 func TestAClaimNamingItsBulkJobTheOldWayIsStillFollowed(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, b, now := twoReplicas(t)
 	ctx := context.Background()
-	a, b, now := twoReplicas(t, js, "")
 	key := Key("", "lead-9")
 	_, err := a.kv.Put(ctx, key, fmt.Appendf(nil, "claim replica-a %d bulk:69f0c0ffee", a.leaseEnd(ctx).UnixMilli()))
 	require.NoError(t, err)
@@ -176,18 +177,13 @@ func TestAClaimNamingItsBulkJobTheOldWayIsStillFollowed(t *testing.T) {
 // first lease; one that ran out and was taken over cannot be renewed.
 func TestLedgerRenewsALiveClaimAndNotOneTakenOver(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, b, now := twoReplicas(t)
 	ctx := context.Background()
-	a, b, now := twoReplicas(t, js, "")
-	key := Key("", "lead-renew")
-
-	held, err := a.Claim(ctx, key, "")
-	require.NoError(t, err)
+	key, held := claim(t, a, "", "lead-renew")
 	*now = now.Add(20 * time.Second)
 	require.NoError(t, a.Renew(ctx, key, &held))
 	*now = now.Add(20 * time.Second) // 40 s after the claim, 20 s after the renewal
-	_, err = b.Claim(ctx, key, "")
+	_, err := b.Claim(ctx, key, "")
 	require.ErrorIs(t, err, ErrClaimed, "renewed: still a's")
 
 	*now = now.Add(31 * time.Second) // a stalled past its renewed lease
@@ -254,13 +250,9 @@ func TestClaimsAndMatchLocksHoldAcrossReplicasWhoseClocksDisagreeByAMinute(t *te
 // not before, and fails once another replica took the claim over.
 func TestAKeeperRenewsAClaimAThirdOfALeaseOnAndFailsOnceItIsTakenOver(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, b, now := twoReplicas(t)
 	ctx := context.Background()
-	a, b, now := twoReplicas(t, js, "")
-	key := Key("", "lead-keep")
-	held, err := a.Claim(ctx, key, "")
-	require.NoError(t, err)
+	key, held := claim(t, a, "", "lead-keep")
 	k := a.Keeper()
 	k.KeepClaim(key, &held)
 	rev := held.rev
@@ -273,7 +265,7 @@ func TestAKeeperRenewsAClaimAThirdOfALeaseOnAndFailsOnceItIsTakenOver(t *testing
 	require.Greater(t, held.rev, rev, "renewed a third of a lease on")
 
 	*now = now.Add(31 * time.Second) // a stalled past its lease: b takes over
-	_, err = b.Claim(ctx, key, "")
+	_, err := b.Claim(ctx, key, "")
 	require.NoError(t, err)
 	require.ErrorIs(t, k.Renew(ctx), ErrClaimed)
 	require.NoError(t, (*Keeper)(nil).Renew(ctx), "a nil Keeper holds nothing")
@@ -281,10 +273,8 @@ func TestAKeeperRenewsAClaimAThirdOfALeaseOnAndFailsOnceItIsTakenOver(t *testing
 
 func TestLeaseLeftReadsClaimsAndLocksOnly(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	a, _, _ := twoReplicas(t)
 	ctx := context.Background()
-	a, _, _ := twoReplicas(t, js, "")
 	left, ok := a.LeaseLeft(ctx, a.claimValue(ctx, ""))
 	require.True(t, ok)
 	require.InDelta(t, float64(30*time.Second), float64(left), float64(time.Second))

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// LockMatches takes a lock in the ledger on each name (see matchLocks), so
+// LockMatches takes a lock in the ledger on each name (see mapping.Workflow.MatchKeys), so
 // that two items for the same person — two events on two replicas — are
 // matched one after the other and end as one customer. A lock lasts one
 // attempt, or the lease if its holder dies. It returns ErrClaimed when

@@ -13,6 +13,14 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
 
+// limiterOnAFakeClock is a limiter of perMinute and burst on a new fake
+// clock.
+func limiterOnAFakeClock(t testing.TB, perMinute, burst int) (*looptest.FakeClock, *loop.Limiter) {
+	t.Helper()
+	clock := looptest.NewFakeClock(time.Time{})
+	return clock, newLimiter(t, clock, perMinute, burst)
+}
+
 func newLimiter(t testing.TB, clock loop.Clock, perMinute, burst int) *loop.Limiter {
 	t.Helper()
 	lim, err := loop.NewLimiter(loop.LimiterConfig{PerMinute: perMinute, Burst: burst, Clock: clock})
@@ -22,8 +30,7 @@ func newLimiter(t testing.TB, clock loop.Clock, perMinute, burst int) *loop.Limi
 
 func TestLimiterWaitSpacesRequestsAtTheRateAfterTheBurst(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 60, 2) // one a second, two at once
+	clock, lim := limiterOnAFakeClock(t, 60, 2) // one a second, two at once
 	ctx := t.Context()
 
 	require.NoError(t, lim.Wait(ctx))
@@ -39,8 +46,7 @@ func TestLimiterWaitSpacesRequestsAtTheRateAfterTheBurst(t *testing.T) {
 
 func TestLimiterWaitGivesUpWhenContextEnds(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 60, 1)
+	clock, lim := limiterOnAFakeClock(t, 60, 1)
 	require.NoError(t, lim.Wait(t.Context()))
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -55,8 +61,7 @@ func TestLimiterWaitGivesUpWhenContextEnds(t *testing.T) {
 
 func TestLimiterA429PausesEveryWaiterUntilRetryAfter(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 60_000, 1000)
+	clock, lim := limiterOnAFakeClock(t, 60_000, 1000)
 	var hooked []time.Time
 	lim.OnPause(func(until time.Time) { hooked = append(hooked, until) })
 
@@ -83,8 +88,7 @@ func TestLimiterA429PausesEveryWaiterUntilRetryAfter(t *testing.T) {
 
 func TestLimiterA429WithoutRetryAfterPausesUntilTheWindowResets(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	reset := clock.Now().Add(42 * time.Second)
 	lim.Observe(loop.Observation{Throttled: true, Limit: 1000, Reset: reset})
 	require.Equal(t, reset, lim.PausedUntil())
@@ -95,8 +99,7 @@ func TestLimiterA429WithoutRetryAfterPausesUntilTheWindowResets(t *testing.T) {
 
 func TestLimiterPauseUntilExtendsNeverShortensAndIsNotBroadcast(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	lim.OnPause(func(time.Time) { t.Error("PauseUntil must not run the OnPause hooks") })
 	now := clock.Now()
 	lim.PauseUntil(now.Add(5 * time.Second))
@@ -124,8 +127,7 @@ func take(t *testing.T, lim *loop.Limiter, n int) {
 
 func TestLimiterAloneSpendsTheWindowLessTheReserve(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001, "no answer yet: the share")
 
 	lim.Observe(answer(1000, 0, clock.Now().Add(time.Minute)))
@@ -137,8 +139,7 @@ func TestLimiterAloneSpendsTheWindowLessTheReserve(t *testing.T) {
 
 func TestLimiterMeasuresTheOthersAndLeavesThemTheirPace(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 200)
+	clock, lim := limiterOnAFakeClock(t, 1000, 200)
 	reset := clock.Now().Add(time.Minute)
 	lim.Observe(answer(1000, 0, reset))
 
@@ -151,8 +152,7 @@ func TestLimiterMeasuresTheOthersAndLeavesThemTheirPace(t *testing.T) {
 
 func TestLimiterCountsNoOthersBeforeATenthOfTheWindow(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 2000, 200)
+	clock, lim := limiterOnAFakeClock(t, 2000, 200)
 	reset := clock.Now().Add(time.Minute)
 	lim.Observe(answer(1000, 0, reset))
 
@@ -168,8 +168,7 @@ func TestLimiterCountsNoOthersBeforeATenthOfTheWindow(t *testing.T) {
 
 func TestLimiterCarriesTheOthersPaceIntoTheNextWindow(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 200)
+	clock, lim := limiterOnAFakeClock(t, 1000, 200)
 	reset := clock.Now().Add(time.Minute)
 	lim.Observe(answer(1000, 0, reset))
 	clock.Advance(10 * time.Second)
@@ -193,8 +192,7 @@ func TestLimiterCarriesTheOthersPaceIntoTheNextWindow(t *testing.T) {
 
 func TestLimiterNeverPacesAboveItsShareNorBelowAHundredthOfIt(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	lim.SetShare(500)
 	reset := clock.Now().Add(30 * time.Second)
 	lim.Observe(answer(1000, 0, reset))
@@ -208,8 +206,7 @@ func TestLimiterNeverPacesAboveItsShareNorBelowAHundredthOfIt(t *testing.T) {
 
 func TestLimiterWithAShareCountsOnItsSiblingsPacingAlike(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 900, 150)
+	clock, lim := limiterOnAFakeClock(t, 900, 150)
 	lim.SetShare(300) // one of three replicas: a burst of 50
 	reset := clock.Now().Add(time.Minute)
 	lim.Observe(answer(900, 0, reset))
@@ -225,8 +222,7 @@ func TestLimiterWithAShareCountsOnItsSiblingsPacingAlike(t *testing.T) {
 
 func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	lim.OnPause(func(time.Time) { t.Error("a local pause must not be broadcast") })
 	reset := clock.Now().Add(20 * time.Second)
 	lim.Observe(answer(1000, 989, reset))
@@ -237,8 +233,7 @@ func TestLimiterOnlyTheReserveRemainingPausesUntilResetWithoutBroadcast(t *testi
 
 func TestLimiterIgnoresLateAnswersOfAnEndedWindow(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	reset := clock.Now().Add(time.Second)
 	lim.Observe(answer(1000, 0, reset.Add(time.Minute)))
 	before := lim.PerMinute()
@@ -249,8 +244,7 @@ func TestLimiterIgnoresLateAnswersOfAnEndedWindow(t *testing.T) {
 
 func TestLimiterLearnsTheWindowFromSuccessiveResets(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 6000, 300) // 1000 per 10 s
+	clock, lim := limiterOnAFakeClock(t, 6000, 300) // 1000 per 10 s
 	first := clock.Now().Add(time.Second)
 	lim.Observe(answer(1000, 990, first))
 	clock.Advance(time.Second)
@@ -265,8 +259,7 @@ func TestLimiterLearnsTheWindowFromSuccessiveResets(t *testing.T) {
 
 func TestLimiterLearnsHowMuchResetsAreRoundedUp(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	first := clock.Now().Add(time.Second)
 	lim.Observe(answer(1000, 500, first))
 	// The next window answers 300 ms before the reported reset: the window
@@ -282,8 +275,7 @@ func TestLimiterLearnsHowMuchResetsAreRoundedUp(t *testing.T) {
 
 func TestLimiterWaiterSetToASlowPaceTakesANewTurnAtTheReset(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 600, 1)
+	clock, lim := limiterOnAFakeClock(t, 600, 1)
 	reset := clock.Now().Add(15 * time.Second)
 	lim.Observe(answer(600, 580, reset)) // spent before this replica came
 	clock.Advance(10 * time.Second)
@@ -318,8 +310,7 @@ func TestLimiterWithPacingOffDoesNotPace(t *testing.T) {
 
 func TestLimiterDoesNotPaceOnAResetTooFarAhead(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 1000, 50)
+	clock, lim := limiterOnAFakeClock(t, 1000, 50)
 	lim.Observe(answer(1000, 999, clock.Now().Add(time.Hour)))
 	require.InDelta(t, 1000, lim.PerMinute(), 0.001)
 	require.False(t, lim.PausedUntil().After(clock.Now()))
@@ -327,8 +318,7 @@ func TestLimiterDoesNotPaceOnAResetTooFarAhead(t *testing.T) {
 
 func TestLimiterSetShareChangesTheRate(t *testing.T) {
 	t.Parallel()
-	clock := looptest.NewFakeClock(time.Time{})
-	lim := newLimiter(t, clock, 600, 1)
+	clock, lim := limiterOnAFakeClock(t, 600, 1)
 	lim.SetShare(60)
 	require.InDelta(t, 60, lim.PerMinute(), 0.001)
 	lim.SetShare(0)

@@ -46,6 +46,28 @@ func (b *bundle) runner(t testing.TB, cfg loop.Config) *loop.Runner {
 }
 
 // drive lets fake time pass by itself until the test ends.
+// runTimed runs item 0 through r, the clock driven, with attempt (its
+// first argument counts the calls so far, this one included; its second is
+// the attempt's number). It answers the report, and when each call began
+// from the clock's start.
+func (b *bundle) runTimed(t *testing.T, r *loop.Runner, attempt func(call, n int) (loop.Result, error)) (loop.Report, []time.Duration) {
+	t.Helper()
+	start := b.clock.Now()
+	var mu sync.Mutex
+	var at []time.Duration
+	b.drive(t)
+	rep := r.Run(t.Context(), []int{0}, func(_ context.Context, _, n int) (loop.Result, error) {
+		mu.Lock()
+		at = append(at, b.clock.Now().Sub(start))
+		call := len(at)
+		mu.Unlock()
+		return attempt(call, n)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	return rep, at
+}
+
 func (b *bundle) drive(t testing.TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg conc.WaitGroup
@@ -157,13 +179,7 @@ func TestRunnerRetriesRetryableFailuresWithGrowingDelays(t *testing.T) {
 	b := setup(t)
 	r := b.runner(t, loop.Config{Policy: loop.Policy{MaxAttempts: 5, InitialDelay: time.Second, Multiplier: 2, Jitter: -1}})
 	start := b.clock.Now()
-	var mu sync.Mutex
-	var at []time.Duration
-	b.drive(t)
-	rep := r.Run(t.Context(), []int{0}, func(_ context.Context, _, attempt int) (loop.Result, error) {
-		mu.Lock()
-		at = append(at, b.clock.Now().Sub(start))
-		mu.Unlock()
+	rep, at := b.runTimed(t, r, func(_, attempt int) (loop.Result, error) {
 		if attempt < 4 {
 			return loop.Result{}, retryable(503)
 		}
@@ -467,15 +483,8 @@ func TestRunnerTriesAnItemHeldElsewhereLaterWithoutSpendingAttemptsOrFailing(t *
 	b := setup(t)
 	brk, _ := newBreaker(t, b.clock, 2)
 	r := b.runner(t, loop.Config{Concurrency: 1, Breaker: brk, Policy: loop.Policy{MaxAttempts: 2, InitialDelay: time.Second}})
-	start := b.clock.Now()
-	var mu sync.Mutex
-	var at []time.Duration
-	b.drive(t)
-	rep := r.Run(t.Context(), []int{0}, func(_ context.Context, _, attempt int) (loop.Result, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		at = append(at, b.clock.Now().Sub(start))
-		if len(at) <= 3 {
+	rep, at := b.runTimed(t, r, func(call, attempt int) (loop.Result, error) {
+		if call <= 3 {
 			require.Equal(t, 1, attempt, "a held item's attempt is not spent")
 			return loop.Result{}, loop.Later(10*time.Second, errors.New("held by replica b"))
 		}

@@ -77,6 +77,15 @@ const (
 	LedgerScopeWorkflow = "workflow"
 )
 
+// KeyScope is the scope of the workflow's idempotency keys in the ledger
+// (ledger.Key): its name under LedgerScopeWorkflow, none ("") when shared.
+func (w *Workflow) KeyScope() string {
+	if w.LedgerScope == LedgerScopeWorkflow {
+		return w.Name
+	}
+	return ""
+}
+
 // Match keys (the match option): how an existing customer is looked up, in the order listed.
 const (
 	MatchExternalID = "externalId" // GET /v1/customers/externalId=…

@@ -85,6 +85,15 @@ func KindOf(err error) outcome.Outcome {
 	return outcome.None
 }
 
+// FailureOf is the failure of an item whose mapping failed with err: the
+// mapping failure's own kind, or [outcome.Mapping] for any other error.
+func FailureOf(err error) outcome.Outcome {
+	if k := KindOf(err); k.Failed() {
+		return k
+	}
+	return outcome.Mapping
+}
+
 // asError returns nil, the only error, or all of them.
 func (es Errors) asError() error {
 	switch len(es) {

@@ -383,8 +383,14 @@ func normCustom(c *checker, path string, v any) any {
 }
 
 func (c *checker) customDone(path string, out map[string]any) any {
-	if len(out) > maxCustomKeys {
-		c.fail(path, "%d keys, at most %d allowed", len(out), maxCustomKeys)
+	return capped(c, path, out, maxCustomKeys, "keys")
+}
+
+// capped answers out, or nil when it is empty or holds more than limit
+// entries (a failure at path that counts them as what: "items", "keys").
+func capped[T []any | map[string]any](c *checker, path string, out T, limit int, what string) any {
+	if len(out) > limit {
+		c.fail(path, "%d %s, at most %d allowed", len(out), what, limit)
 		return nil
 	}
 	if len(out) == 0 {
@@ -392,6 +398,20 @@ func (c *checker) customDone(path string, out map[string]any) any {
 	}
 	return out
 }
+
+// scalar converts a value to a JSON number or boolean; what is its result
+// as a message names it.
+type scalar struct {
+	convert func(any) (any, bool)
+	what    string
+}
+
+var (
+	numberScalar = scalar{func(v any) (any, bool) { return toNumber(v) }, "a number"}
+	boolScalar   = scalar{func(v any) (any, bool) { return toBool(v) }, "a boolean"}
+	// customScalars are the scalars of the custom attributes, by key suffix.
+	customScalars = map[string]scalar{"Num": numberScalar, "Bool": boolScalar}
+)
 
 // customValue coerces one custom attribute to the type its key's suffix names, or returns nil.
 func (c *checker) customValue(path, key string, v any) any {
@@ -409,24 +429,18 @@ func (c *checker) customValue(path, key string, v any) any {
 		if s, ok := c.textOf(path, v, maxCustomText, suffix == "Txt"); ok {
 			return s
 		}
-	case "Num":
-		f, ok := toNumber(v)
+	case "Num", "Bool":
+		sc := customScalars[suffix]
+		x, ok := sc.convert(v)
 		if !ok {
-			c.fail(path, "%s is not a number", shortValue(v))
+			c.fail(path, "%s is not %s", shortValue(v), sc.what)
 			return nil
 		}
-		return f
+		return x
 	case "At":
 		if s, ok := c.date(path, v); ok {
 			return s
 		}
-	case "Bool":
-		b, ok := toBool(v)
-		if !ok {
-			c.fail(path, "%s is not a boolean", shortValue(v))
-			return nil
-		}
-		return b
 	case "Url":
 		if s, ok := c.url(path, v); ok {
 			return s

@@ -86,6 +86,19 @@ func listField(spec *listSpec) normalizer {
 	return func(c *checker, path string, v any) any { return c.list(spec, path, v) }
 }
 
+// asItems reads an array input: its items, and single when v is one value
+// that stands for a one-item array.
+func asItems(v any) (items []any, single bool) {
+	items, ok := toSlice(v)
+	if !ok {
+		return []any{v}, true
+	}
+	return items, false
+}
+
+// listScalars are the scalars of the keys of array items, by kind.
+var listScalars = map[keyKind]scalar{keyBool: boolScalar, keyNumber: numberScalar}
+
 // list normalises an array of objects: one text or object becomes a one-item array, text items become
 // objects, blanks are dropped, type defaults are filled, duplicates (by main value) removed. Paths in
 // failures use the position in the input.
@@ -93,11 +106,7 @@ func (c *checker) list(spec *listSpec, path string, v any) any {
 	if isBlank(v) {
 		return nil
 	}
-	items, ok := toSlice(v)
-	single := !ok
-	if single {
-		items = []any{v}
-	}
+	items, _ := asItems(v)
 	out := make([]any, 0, len(items))
 	seen := make(map[string]bool, len(items))
 	for i, item := range items {
@@ -120,14 +129,7 @@ func (c *checker) list(spec *listSpec, path string, v any) any {
 		seen[id] = true
 		out = append(out, obj)
 	}
-	if len(out) > maxArrayItems {
-		c.fail(path, "%d items, at most %d allowed", len(out), maxArrayItems)
-		return nil
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
+	return capped(c, path, out, maxArrayItems, "items")
 }
 
 // listItem normalises one item, or returns nil when it is blank or wrong.
@@ -193,22 +195,15 @@ func (c *checker) listItem(spec *listSpec, path string, item any) map[string]any
 				continue
 			}
 			out[k] = s
-		case keyBool:
-			b, ok := toBool(val)
+		case keyBool, keyNumber:
+			sc := listScalars[kind]
+			x, ok := sc.convert(val)
 			if !ok {
-				c.fail(keyPath, "expected a boolean, got %s", describe(val))
+				c.fail(keyPath, "expected %s, got %s", sc.what, describe(val))
 				bad = true
 				continue
 			}
-			out[k] = b
-		case keyNumber:
-			f, ok := toNumber(val)
-			if !ok {
-				c.fail(keyPath, "expected a number, got %s", describe(val))
-				bad = true
-				continue
-			}
-			out[k] = f
+			out[k] = x
 		case keyURL:
 			if s, ok := c.url(keyPath, val); ok {
 				out[k] = s
@@ -251,11 +246,7 @@ func normTags(c *checker, path string, v any) any {
 	if isBlank(v) {
 		return nil
 	}
-	items, ok := toSlice(v)
-	single := !ok
-	if single {
-		items = []any{v}
-	}
+	items, single := asItems(v)
 	out := make([]any, 0, len(items))
 	for i, item := range items {
 		p := path
@@ -268,12 +259,5 @@ func normTags(c *checker, path string, v any) any {
 		}
 		out = append(out, s)
 	}
-	if len(out) > maxTags {
-		c.fail(path, "%d tags, at most %d allowed", len(out), maxTags)
-		return nil
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
+	return capped(c, path, out, maxTags, "tags")
 }

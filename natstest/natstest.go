@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -66,7 +67,29 @@ func StartOpts(t testing.TB, storeDir string, port int, adjust func(*server.Opti
 // test ends.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	return connect(t, s.ClientURL())
+}
+
+// StartWithStream runs a server (as Start does) on which stream cfg
+// already exists, as an operator would have created it before the test,
+// and connects to it; it answers the server, the JetStream context and the
+// stream.
+func StartWithStream(t testing.TB, cfg jetstream.StreamConfig) (*Server, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	s := Start(t)
+	_, js := s.Connect(t)
+	st, err := js.CreateStream(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("natstest: create stream %s: %v", cfg.Name, err)
+	}
+	return s, js, st
+}
+
+// connect returns a connection to url with opts and a JetStream context,
+// closed when the test ends.
+func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatalf("natstest: connect: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,13 @@ var idPattern = regexp.MustCompile(`^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$`)
 // ValidID reports whether id can be a replica's key in the replicas bucket:
 // letters, digits, '-', '_', '=' and inner dots.
 func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// DefaultID names a replica by host and process, so replicas on one host
+// differ and a restarted process is a new replica.
+func DefaultID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
+}
 
 // BudgetConfig configures a [Budget]. Zero fields take their defaults.
 type BudgetConfig struct {

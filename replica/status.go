@@ -52,7 +52,7 @@ type WorkflowStatus struct {
 }
 
 // StatusConfig names what [CollectStatus] reads and how it knows a
-// workflow's consumer; the worker fills it (worker.CollectStatus).
+// workflow's consumer; the worker fills it (leads.CollectStatus).
 type StatusConfig struct {
 	Stream           string // the leads stream; required
 	DeadLetterStream string // default dlq.StreamDefault

@@ -115,7 +115,7 @@ func (w *Worker) create(ctx context.Context, req mapping.Request, enc body, key 
 			// later attempt looks the item up first).
 			w.ledger.Release(context.WithoutCancel(ctx), key)
 		}
-		log.Warn().Err(err).Str("class", decisionName(err)).Msg("create failed")
+		log.Warn().Err(err).Str("class", loop.DecisionName(err)).Msg("create failed")
 		return loop.Result{}, err
 	}
 	note.unrecorded.note(w.ledger.Record(context.WithoutCancel(ctx), key, c.ID, sum), c.ID, log)
@@ -236,7 +236,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 		}
 		return loop.Result{}, err
 	}
-	unlock, renewLocks, err := w.ledger.LockMatches(ctx, matchLocks(wf, req))
+	unlock, renewLocks, err := w.ledger.LockMatches(ctx, wf.MatchKeys(req))
 	if errors.Is(err, ledger.ErrClaimed) {
 		return giveUp(loop.Later(matchLockRetry, err))
 	} else if err != nil {
@@ -265,7 +265,7 @@ func (w *Worker) matchItem(ctx context.Context, wf *mapping.Workflow, req mappin
 	if found != nil {
 		existing = found.Attributes
 	}
-	body, dropped := mergeLists(req, existing, found != nil)
+	body, dropped := mapping.MergeLists(req, existing, found != nil)
 	note.dropped = dropped
 	if err := spend.wait(ctx); err != nil {
 		return giveUp(err)

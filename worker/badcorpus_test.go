@@ -15,17 +15,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
-const corpusConfig = `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-      phones: "{{trigger.phones}}"
-      custom: "{{trigger.custom}}"
-`
+var corpusConfig = testWorkflow("corpus")
 
 func TestEveryBadEventEndsInTheDeadLetterStreamWithAReasonAndTheWorkerGoesOn(t *testing.T) {
 	t.Parallel()

@@ -32,16 +32,7 @@ func BenchmarkWorkerEvents(b *testing.B) {
 // 1,000 items at concurrency 16.
 func BenchmarkWorkerLoopItems(b *testing.B) {
 	h := setup(b, harnessOptions{
-		config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    concurrency: 16
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("loop-concurrency-16"),
 		sandbox: sandbox.Config{RatePerMinute: -1},
 		rate:    100_000_000,
 	})

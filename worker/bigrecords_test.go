@@ -66,14 +66,7 @@ func TestATenThousandItemLoopThatFailsWholeIsDeadLetteredOnceWithEveryItem(t *te
 	for name, limit := range payloadLimits {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			h := setup(t, harnessOptions{nats: limit, config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      emails: "{{item}}"
-`})
+			h := setup(t, harnessOptions{nats: limit, config: testWorkflow("loop-emails")})
 			seq := h.publish("leads.batch", "big-loop", loopOf(10000, func(int) string { return `"x"` }))
 			run := h.waitRun(seq)
 			require.Equal(t, runlog.Failed, run.Status)
@@ -101,14 +94,7 @@ workflows:
 
 func TestALoopWithThousandsOfScatteredFailuresKeepsItsHeadersBoundedAndItsItemsComplete(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{nats: smallPayload, config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      emails: "{{upper(item)}}"
-`})
+	h := setup(t, harnessOptions{nats: smallPayload, config: testWorkflow("loop-upper-emails")})
 	// Even items are text that is no email (validation); odd items are
 	// numbers upper() cannot take (mapping): two entries of 5,000 scattered
 	// items each.
@@ -147,13 +133,7 @@ func TestAnEventJustBelowMaxPayloadThatFailsIsDeadLetteredAndReplayedByteForByte
 	for name, limit := range payloadLimits {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			const broken = `
-workflows:
-  - name: default
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-`
+			broken := testWorkflow("name")
 			h := setup(t, harnessOptions{nats: limit, config: broken})
 			max := int(h.nc.MaxPayload())
 			filler := strings.Repeat("n", max-200)

@@ -99,7 +99,7 @@ func (b *batcher) lookUp(ctx context.Context, items []*bulkItem) (absent []*bulk
 			b.cancel([]*bulkItem{it})
 			continue
 		}
-		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
+		b.w.metrics.BulkRequests.WithLabelValues(b.f.wf.Name, "lookup").Inc()
 		c, err := b.w.lookup(ctx, it.req.ExternalID(), &spender{lim: b.w.limiter, paid: true}, it.log)
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -312,8 +312,8 @@ func (b *batcher) send(ctx context.Context, items []*bulkItem, token string, hav
 		it.attempts++
 		bulk[i] = kustomer.BulkItem{Ref: bulkRef(it.key), Body: it.body.json}
 	}
-	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
-	b.w.metrics.bulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
+	b.w.metrics.BulkRequests.WithLabelValues(b.f.wf.Name, "submit").Inc()
+	b.w.metrics.BulkBatchItems.WithLabelValues(b.f.wf.Name).Observe(float64(len(items)))
 	ctx, span := b.traceBulkRequest(ctx, items)
 	defer span.End()
 	job, err := b.bk.CreateCustomersBulk(ctx, bulk)
@@ -408,7 +408,7 @@ func (b *batcher) rejected(ctx context.Context, items []*bulkItem, token string,
 		}
 		return
 	}
-	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", decisionName(d)).Msg("bulk request failed")
+	b.f.log.Warn().Err(err).Int("items", len(items)).Str("class", loop.DecisionName(d)).Msg("bulk request failed")
 	for _, it := range items {
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
 		b.settle(it, d)

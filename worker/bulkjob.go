@@ -229,7 +229,7 @@ func (b *batcher) follow(ctx context.Context, w *jobWatch, token string, count i
 			continue
 		}
 		w.polls++
-		b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+		b.w.metrics.BulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
 		pctx, span := b.traceBulkPoll(ctx, w.id, nil)
 		res, err := b.bk.BulkResults(pctx, w.id)
 		tracing.End(span, err)
@@ -309,7 +309,7 @@ func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
 		return false
 	}
 	w.polls++
-	b.w.metrics.bulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
+	b.w.metrics.BulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
 	job, err := b.bk.(interface {
 		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
 	}).BulkJob(ctx, w.id)
@@ -360,7 +360,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 			transient = append(transient, d)
 		}
 		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", decisionName(d)).Msg("create failed")
+		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", loop.DecisionName(d)).Msg("create failed")
 		b.settle(it, d)
 	}
 	if up || len(created) > 0 {

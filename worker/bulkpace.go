@@ -124,5 +124,5 @@ func (b *batcher) learn(elapsed time.Duration, complete, first bool) {
 		b.slowest = max(b.slowest, elapsed)
 		b.estimate = min(max(b.estimate, elapsed*5/4, elapsed+bulkEstimateFloor), b.jobTimeout())
 	}
-	b.w.metrics.bulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
+	b.w.metrics.BulkEstimate.WithLabelValues(b.f.wf.Name).Set(b.estimate.Seconds())
 }

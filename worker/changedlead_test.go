@@ -16,19 +16,7 @@ import (
 // updates the customer, one without creates nothing twice.
 func TestAChangedLeadResentUnderItsIDUpdatesItsCustomerAndIsNeverCreatedTwice(t *testing.T) {
 	t.Parallel()
-	const config = `workflows:
-  - name: upsert
-    subject: "leads.web"
-    match: [email]
-    on_match: update
-    inputs:
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-  - name: plain
-    subject: "leads.shop"
-    inputs:
-      name: "{{trigger.name}}"
-`
+	config := testWorkflow("upsert-and-plain")
 	h := setup(t, harnessOptions{config: config})
 	send := func(subject, body string) runlog.Record {
 		return h.waitRun(h.publish(subject, eventid.MsgID(subject, "l-1", []byte(body)), body))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +20,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/replica"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -97,7 +97,7 @@ type Config struct {
 	// slow request's claim must outlive the request, or another replica
 	// could claim the item and create it again.
 	Ledger ledger.Config
-	// ResultsStream captures the results subjects; default ResultsStreamDefault.
+	// ResultsStream captures the results subjects; default result.StreamDefault.
 	ResultsStream string
 	// KeyBucket keeps the replay key that replays are verified with; default
 	// dlq.KeyBucketDefault. Created if missing.
@@ -113,7 +113,7 @@ type Config struct {
 	BreakerThreshold int
 	// ReplicaID names this replica in the ledger, the budget and logs:
 	// letters, digits, '-', '_', '=' and inner dots; default host-pid (see
-	// [DefaultReplicaID]). Replicas of a deployment need distinct IDs.
+	// [replica.DefaultID]). Replicas of a deployment need distinct IDs.
 	ReplicaID string
 	// StartupTimeout bounds how long Start retries joining the budget and
 	// creating the streams, buckets and consumers while NATS is unreachable
@@ -157,13 +157,13 @@ func (c *Config) validate() error {
 		return errors.New("worker: config: Budget.PerMinute, Budget.ReplicaID and Budget.Clock come from RatePerMinute, ReplicaID and Clock: leave them zero")
 	}
 	c.Stream.SetDefaults()
-	c.ResultsStream = cmp.Or(c.ResultsStream, ResultsStreamDefault)
+	c.ResultsStream = cmp.Or(c.ResultsStream, result.StreamDefault)
 	c.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	c.MaxEventBytes = cmp.Or(c.MaxEventBytes, MaxEventBytesDefault)
 	c.PauseNakDelay = cmp.Or(c.PauseNakDelay, PauseNakDelayDefault)
 	c.ConsumerPrefix = cmp.Or(c.ConsumerPrefix, leads.ConsumerPrefixDefault)
-	c.ReplicaID = cmp.Or(c.ReplicaID, DefaultReplicaID())
+	c.ReplicaID = cmp.Or(c.ReplicaID, replica.DefaultID())
 	c.RatePerMinute = cmp.Or(c.RatePerMinute, RatePerMinuteDefault)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DrainTimeoutDefault)
 	c.StartupTimeout = cmp.Or(c.StartupTimeout, StartupTimeoutDefault)
@@ -201,11 +201,4 @@ func checkWorkflows(workflows []*mapping.Workflow) error {
 		seen[wf.Name] = true
 	}
 	return nil
-}
-
-// DefaultReplicaID names a replica by host and process, so replicas on one
-// host differ and a restarted process is a new replica.
-func DefaultReplicaID() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", cmp.Or(host, "replica"), os.Getpid())
 }

@@ -61,12 +61,7 @@ func TestTheManagedStreamCapturesEveryWorkflowsSubjectAndFollowsTheConfig(t *tes
 
 	// The config changes: the stream's subjects follow it.
 	h.stopWorker()
-	h.start(`
-workflows:
-  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}"}}
-  - {name: web, subject: "leads.web.*", inputs: {name: "{{trigger.name}}"}}
-  - {name: orders, subject: "orders.>", inputs: {name: "{{trigger.name}}"}}
-`)
+	h.start(testWorkflow("vip-web-orders"))
 	require.Equal(t, []string{"leads.vip", "leads.web.*", "orders.>"}, h.streamConfig(leads.StreamDefault).Subjects)
 	seq = h.publish("orders.shop", "o-1", `{"name":"Otto"}`)
 	require.Equal(t, runlog.Succeeded, h.waitRun(seq).Status)
@@ -74,11 +69,8 @@ workflows:
 
 func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EXPO", Subjects: []string{"batches.expo.>"}})
-	require.NoError(t, err)
 
 	w, err := newTestWorker(t, js, srv, sampleConfig(t))
 	require.NoError(t, err)
@@ -95,11 +87,8 @@ func TestAWorkflowSubjectAnotherStreamCapturesIsRefusedNamingThatStream(t *testi
 
 func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	_, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web"}})
-	require.NoError(t, err)
 	plan, err := leads.CheckStream(ctx, js, leads.StreamConfig{}, mustWorkflows(t, sampleConfig(t)))
 	require.EqualError(t, err, `leads: stream LEADS (created by an operator, not by kustomer-sync) captures leads.web, not subject leads.> of workflow "default", nor subject batches.> of workflow "batch": events published there are stored nowhere. Add the subject to the stream (nats stream edit LEADS --subjects "leads.>,batches.>"), or give the workflow a subject the stream captures`)
 	require.Equal(t, leads.StreamPlan{Name: "LEADS", Exists: true, Subjects: []string{"leads.web"}}, plan)
@@ -107,11 +96,7 @@ func TestCheckStreamRefusesEveryWorkflowAnOperatorsStreamDoesNotCapture(t *testi
 
 func TestOverlappingWorkflowsEachRunTheEventUnderTheirOwnRunID(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - {name: all, subject: "leads.>", inputs: {name: "{{trigger.name}}", tags: [all]}}
-  - {name: vip, subject: "leads.vip", inputs: {name: "{{trigger.name}}", tags: [vip]}}
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("all-and-vip")})
 	h.publish("leads.vip", "v-1", `{"name":"Vera"}`)
 	recs := h.waitRuns(2)
 	ids := map[string]string{}
@@ -192,10 +177,7 @@ func TestARenamedWorkflowStartingAtAllFindsItsItemsInTheLedger(t *testing.T) {
 
 func TestStartAtATimeSkipsEarlierEvents(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - {name: first, subject: "leads.>", inputs: {name: "{{trigger.name}}"}}
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("first")})
 	h.publish("leads.b", "b-1", `{"name":"Before"}`)
 	st, err := h.js.Stream(context.Background(), leads.StreamDefault)
 	require.NoError(t, err)
@@ -279,7 +261,7 @@ workflows:
 	h.requireEachCreatedOnce(backlog)
 
 	// Skipping was asked for: status counts what it skipped.
-	st, err := CollectStatus(context.Background(), h.js, StatusConfig{})
+	st, err := leads.CollectStatus(context.Background(), h.js, leads.StatusConfig{})
 	require.NoError(t, err)
 	skipped := map[string]uint64{}
 	for _, ws := range st.Workflows {

@@ -14,6 +14,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -210,26 +211,18 @@ func TestADeadLetterThatCannotBeStoredPausesTheWorkflowAndHoldsTheEventWithoutSp
 
 func TestCustomResultsAndDeadLetterSubjectsAreCapturedByTheStreams(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    results_subject: crm.customers.created
-    dead_letter_subject: crm.failed
-    inputs:
-      emails: "{{trigger.email}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("custom-result-subjects")})
 	ok := h.publish("leads.x", "c-1", `{"email":"jane@example.com"}`)
 	bad := h.publish("leads.x", "c-2", `{"email":"nope"}`)
 	require.Equal(t, runlog.Succeeded, h.waitRun(ok).Status)
 	require.Equal(t, runlog.Failed, h.waitRun(bad).Status)
 
 	ctx := context.Background()
-	st, err := h.js.Stream(ctx, ResultsStreamDefault)
+	st, err := h.js.Stream(ctx, result.StreamDefault)
 	require.NoError(t, err)
 	msg, err := st.GetLastMsgForSubject(ctx, "crm.customers.created")
 	require.NoError(t, err)
-	require.Equal(t, "c-1", msg.Header.Get(HeaderEventID))
+	require.Equal(t, "c-1", msg.Header.Get(result.HeaderEventID))
 	dead := h.deadLetters()
 	require.Len(t, dead, 1)
 	require.Equal(t, "c-2", dead[0].MsgID)

@@ -68,31 +68,6 @@ func unresolved(err error) error {
 	return d
 }
 
-// decisionName names the decision err holds, as the "class" field of a log line
-// says it: "retry", "throttled", "unknown", "pause", or "permanent" for any
-// other error (one without a decision is permanent to the loop too); "" for
-// nil. Logs read it here rather than the Kustomer client's class, so that a
-// ledger outage reads "retry" and not "permanent".
-func decisionName(err error) string {
-	var re *loop.RetryError
-	switch {
-	case err == nil:
-		return ""
-	case errors.As(err, &re) && re.Throttled:
-		return "throttled"
-	case errors.Is(err, &loop.RetryError{}):
-		return "retry"
-	case errors.Is(err, &loop.UnknownError{}):
-		return "unknown"
-	case errors.Is(err, &loop.LaterError{}):
-		return "later"
-	case errors.Is(err, &loop.PauseError{}):
-		return "pause"
-	default:
-		return "permanent"
-	}
-}
-
 // ObserveRateLimits returns the hook to set as [kustomer.Config.OnResponse]
 // so that lim paces itself by every response's rate-limit headers.
 func ObserveRateLimits(lim *loop.Limiter) func(kustomer.RateLimit) {

@@ -21,6 +21,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 )
 
 // want is the decision an answer must come to.
@@ -206,7 +207,7 @@ func TestAnItemClaimedElsewhereOrALedgerOutageIsARetryNotAKustomerError(t *testi
 	require.NoError(t, err)
 
 	// The claim is decided before Kustomer or the limiter is asked.
-	w := &Worker{ledger: mine, js: js, log: zerolog.Nop(), cfg: Config{ResultsStream: ResultsStreamDefault, Ledger: ledger.Config{Bucket: "DECIDE_LEDGER"}, Clock: loop.SystemClock()}}
+	w := &Worker{ledger: mine, js: js, log: zerolog.Nop(), cfg: Config{ResultsStream: result.StreamDefault, Ledger: ledger.Config{Bucket: "DECIDE_LEDGER"}, Clock: loop.SystemClock()}}
 	ev := &event{log: zerolog.Nop()}
 	_, err = w.createItem(ctx, nil, ev, mapping.Request{"name": "Ada"}, key, 0, 1, &itemNote{})
 	requireDecision(t, want{decision: &loop.LaterError{}, delay: 30 * time.Second}, err)
@@ -257,6 +258,6 @@ func TestALogLineNamesTheDecisionNotTheClientsClass(t *testing.T) {
 		kustomerDecision(&kustomer.Error{Op: "create", Class: kustomer.ClassPermanent, StatusCode: 400}): "permanent",
 		errors.New("mapping: name: too long"): "permanent",
 	} {
-		require.Equal(t, want, decisionName(err), "%v", err)
+		require.Equal(t, want, loop.DecisionName(err), "%v", err)
 	}
 }

@@ -210,16 +210,7 @@ func TestCreatesThatTimeOutAreLookedUpNotCreatedTwice(t *testing.T) {
 func TestALongLoopIsKeptAliveAndNotRedelivered(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    concurrency: 1
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("loop-concurrency-1"),
 		sandbox: sandbox.Config{Latency: 100 * time.Millisecond},
 		worker:  func(c *Config) { c.AckWait = time.Second },
 	})
@@ -237,16 +228,7 @@ workflows:
 func TestTenThousandItemEventIsProcessedCompletelyWithoutStallingOthers(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    concurrency: 16
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`,
+		config:  testWorkflow("loop-concurrency-16"),
 		sandbox: sandbox.Config{RatePerMinute: -1},
 		rate:    600000,
 		worker:  func(c *Config) { c.AckWait = 2 * time.Second },
@@ -268,16 +250,7 @@ workflows:
 
 func TestAnEventWithMoreItemsThanTheLimitIsRefusedWithTheReason(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    max_items: 50
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("loop-max-items-50")})
 	h.publishLoopEvents("over", 1, 51)
 	var reason string
 	require.Eventually(t, func() bool {
@@ -365,9 +338,7 @@ func TestAnEventIsHeldThroughRepeatedPausesWithoutSpendingDeliveries(t *testing.
 			c.MaxDeliver = 3
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go clock.Drive(ctx)
+	go clock.Drive(t.Context())
 	seq := h.publish("leads.web", "held-1", `{"id":"held-1","name":"Ann"}`)
 	rec := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, rec.Status)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/subject"
 )
 
@@ -43,8 +43,8 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 		opened:       make(chan struct{}, 1),
 		running:      closedChan(),
 		log:          w.log.With().Str("workflow", wf.Name).Logger(),
+		status:       replica.NewWorkflowTracker(wf.Name, name, wf.Subject, w.cfg.Clock.Now()),
 	}
-	f.since = w.cfg.Clock.Now()
 	if wf.Mode == mapping.ModeBulk {
 		if f.bulk, err = w.newBatcher(f); err != nil {
 			return nil, err
@@ -59,22 +59,22 @@ func (w *Worker) newFlow(ctx context.Context, st jetstream.Stream, wf *mapping.W
 	}); err != nil {
 		return nil, fmt.Errorf("worker: workflow %s: %w", wf.Name, err)
 	}
-	w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+	w.metrics.Paused.WithLabelValues(wf.Name).Set(0)
 	f.onStorePause = func(paused bool) {
 		if paused || !f.breaker.Open() {
-			w.metrics.paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(map[bool]float64{true: 1, false: 0}[paused])
 		}
 	}
 	breaker.OnChange(func(open bool, reason string) {
-		f.setState(open, reason, breaker.Cause(), w.cfg.Clock.Now())
-		f.setRunning(!open && !f.storeHeld())
+		f.status.SetPaused(open, reason, credentialsRejected(breaker.Cause()), w.cfg.Clock.Now())
+		f.setRunning(!open && !f.status.StoreHeld())
 		if open {
 			f.log.Warn().Str("reason", reason).Msg("workflow paused: Kustomer is failing systemically; holding events and probing")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(1)
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(1)
 			signal(f.opened)
 		} else {
 			f.log.Info().Msg("workflow resumed")
-			w.metrics.paused.WithLabelValues(wf.Name).Set(0)
+			w.metrics.Paused.WithLabelValues(wf.Name).Set(0)
 		}
 		// Published at once, for `kustomer-sync status`.
 		w.budget.Refresh()
@@ -134,16 +134,10 @@ type flow struct {
 	goroutines *pool.Pool
 	log        zerolog.Logger
 
-	stateMu sync.Mutex
-	paused  bool
-	reason  string    // why it paused; empty while running
-	since   time.Time // when it last started, paused or resumed
-	// credentials: paused because Kustomer rejected the API key or role.
-	credentials bool
-	// storeReason says why the workflow is paused because an outcome
-	// cannot be stored; empty otherwise (see persist).
-	storeReason string
-	// onStorePause is told when such a pause starts and ends (metrics).
+	// status is what the replica's heartbeat says of the workflow: running,
+	// paused on Kustomer (the breaker) or on a store (see persist).
+	status *replica.WorkflowTracker
+	// onStorePause is told when a store pause starts and ends (metrics).
 	onStorePause func(paused bool)
 }
 
@@ -192,7 +186,7 @@ func (w *Worker) fetchLoop(fetchCtx, workCtx context.Context, f *flow) {
 		}
 	}()
 	for fetchCtx.Err() == nil {
-		if f.breaker.Open() || f.storeHeld() {
+		if f.breaker.Open() || f.status.StoreHeld() {
 			select {
 			case <-f.whenRunning():
 			case <-fetchCtx.Done():
@@ -333,14 +327,12 @@ func (w *Worker) probeAtStart(ctx context.Context) {
 	var ke *kustomer.Error
 	d := kustomerDecision(err)
 	if unreachable := errors.As(err, &ke) && ke.StatusCode == 0; !unreachable && !errors.Is(d, &loop.PauseError{}) {
-		w.log.Warn().Err(err).Str("class", decisionName(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
+		w.log.Warn().Err(err).Str("class", loop.DecisionName(d)).Msg("Kustomer failed the start probe with a transient error; consuming anyway")
 		return
 	}
-	w.log.Error().Err(err).Str("class", decisionName(d)).Int("workflows", len(w.flows)).
+	w.log.Error().Err(err).Str("class", loop.DecisionName(d)).Int("workflows", len(w.flows)).
 		Msg("Kustomer failed the start probe (check the base URL, the API key and the network): every workflow stays paused and probes until it answers")
 	for _, f := range w.flows {
 		f.breaker.TripWith("start probe failed: "+err.Error(), err)
 	}
 }
-
-func seqText(n uint64) string { return strconv.FormatUint(n, 10) }

@@ -3,9 +3,6 @@ package worker
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -24,28 +20,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
-)
-
-// Result headers link a published result to the event it came from; the
-// workflow and stream sequence use the names dead letters use.
-const (
-	HeaderEventID  = "Ksync-Event-Id"
-	HeaderEventSeq = dlq.HeaderStreamSeq
-	HeaderItem     = "Ksync-Item"
-	HeaderWorkflow = dlq.HeaderWorkflow
-	HeaderCustomer = "Ksync-Customer-Id"
-	// HeaderOutcome says what became of the customer: created,
-	// already_created, updated or skipped.
-	HeaderOutcome   = "Ksync-Outcome"
-	resultMsgPrefix = "ksync-result-"
-	// publishAckWait bounds the wait for JetStream to store an event's
-	// results; the event is nak'ed after it.
-	publishAckWait = 10 * time.Second
-	// resultsInFlight bounds an event's results published and not yet
-	// stored, well under the connection's limit of pending asynchronous
-	// publishes (4,000), past which a publish would stall and fail.
-	resultsInFlight = 256
+	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
 // event is one fetched message and what is known about it.
@@ -64,7 +41,7 @@ type event struct {
 	// unrecorded, in bulk mode: an item's customer exists but the ledger
 	// could not record it (per-item mode notes it per item, in notes).
 	unrecorded unrecorded
-	evTrace    // its spans, when traced (worker/tracing.go)
+	spans      tracing.Message // its spans, when traced (worker/tracing.go)
 }
 
 // note returns what item i's attempts noted, if anything.
@@ -98,12 +75,12 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	if err != nil {
 		// Whoever can publish a lead can write these headers: they are
 		// ignored, and the event is a new one like any other.
-		w.metrics.forgedReplays.WithLabelValues(f.wf.Name).Inc()
+		w.metrics.ForgedReplays.WithLabelValues(f.wf.Name).Inc()
 		ev.log.Warn().Err(err).Msg("forged replay marker: headers ignored; processing as a new event")
 	}
 	ev.replay = rp
 	ctx = w.traceEvent(ctx, f, ev)
-	defer ev.endSpan()
+	defer ev.spans.End()
 	ev.key = leads.EventKey(rp, msg.Headers(), meta.Stream, meta.Sequence.Stream)
 	if rp != nil {
 		ev.log = ev.log.With().Uint64("replay_of", rp.Entry).Logger()
@@ -138,7 +115,7 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 	}
 	items, err := f.wf.Items(trigger)
 	if err != nil {
-		w.deadLetterEvent(ctx, f, ev, mappingOutcome(err), err)
+		w.deadLetterEvent(ctx, f, ev, mapping.FailureOf(err), err)
 		return
 	}
 	indexes, err := leads.ReplayIndexes(ev.replay, len(items))
@@ -166,10 +143,10 @@ func (w *Worker) handle(ctx context.Context, f *flow, msg jetstream.Msg) {
 			if key == "" {
 				key = ev.key + "#" + strconv.Itoa(i)
 			}
-			keys[i] = ledger.Key(ledgerScope(f.wf), key)
+			keys[i] = ledger.Key(f.wf.KeyScope(), key)
 		}
 		if err != nil {
-			results[i] = loop.Outcome{Index: i, Status: mappingOutcome(err), Err: err}
+			results[i] = loop.Outcome{Index: i, Status: mapping.FailureOf(err), Err: err}
 			continue
 		}
 		reqs[i] = req
@@ -301,11 +278,11 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		Ended:     now,
 		Replay:    ev.replay != nil,
 		ReplayOf:  runlog.NewReplay(ev.replay),
-		TraceID:   ev.traceID(),
+		TraceID:   ev.spans.TraceID(),
 	}
 	failed := map[outcome.Outcome][]loop.Outcome{}
 	var classes []outcome.Outcome
-	var results []jetstream.PubAckFuture
+	results := result.NewBatch(w.js)
 	var ok, bad int
 	var succeeded []loop.Outcome
 	var resultsErr error // the first result not stored: all are published again
@@ -318,15 +295,7 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			if resultsErr != nil {
 				break
 			}
-			ack, err := w.publishResult(f, ev, it)
-			if err == nil {
-				results = append(results, ack)
-				if len(results) == resultsInFlight {
-					err = awaitPublished(ctx, results, publishAckWait)
-					results = results[:0]
-				}
-			}
-			resultsErr = err
+			resultsErr = w.publishResult(ctx, results, f, ev, it)
 		default:
 			bad++
 			if it.Err != nil {
@@ -342,13 +311,13 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 		} else if it.Err != nil {
 			rec.Error = it.Err.Error()
 		}
-		w.metrics.items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
-		w.metrics.retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
+		w.metrics.Items.WithLabelValues(f.wf.Name, it.Status.Summary()).Inc()
+		w.metrics.Retries.WithLabelValues(f.wf.Name).Add(float64(max(it.Attempts-1, 0)))
 	}
 	// The results were published together; all must be stored before the
 	// run record says so.
 	if resultsErr == nil {
-		resultsErr = awaitPublished(ctx, results, publishAckWait)
+		resultsErr = results.Wait(ctx)
 	}
 	if resultsErr != nil {
 		// Published again, all of them: the results stream drops those it
@@ -393,14 +362,14 @@ func (w *Worker) finish(ctx context.Context, f *flow, ev *event, items []loop.Ou
 			ev.log.Warn().Err(err).Msg("replay object not removed; it is no longer needed")
 		}
 	}
-	w.metrics.events.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
-	w.metrics.eventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
+	w.metrics.Events.WithLabelValues(f.wf.Name, string(rec.Status)).Inc()
+	w.metrics.EventSeconds.WithLabelValues(f.wf.Name).Observe(now.Sub(ev.started).Seconds())
 	ev.log.Info().Str("status", string(rec.Status)).Int("created", ok).Int("failed", bad).Str("run_id", rec.ID).Msg("event done")
 }
 
 func (w *Worker) nakAfterFailure(ev *event, step string, err error) {
 	ev.log.Error().Err(err).Str("step", step).Msg("outcome not durable; event nak'ed for redelivery")
-	ev.failSpan(step, err)
+	ev.spans.Fail(step, err)
 	_ = ev.msg.NakWithDelay(time.Second)
 }
 
@@ -412,7 +381,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	rec.Workflow = cmp.Or(rec.Workflow, f.wf.Name)
 	rec.Class = class
 	rec.Run = runID
-	rec.TraceID, rec.SpanID = ev.spanIDs()
+	rec.TraceID, rec.SpanID = ev.spans.IDs()
 	rec.Items = nil
 	rec = withError(rec, first.Err)
 	if len(items) > 1 {
@@ -439,7 +408,7 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 	if err := dlq.Publish(ctx, w.js, f.wf.DeadLetterSubject, rec); err != nil {
 		return err
 	}
-	w.metrics.deadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
+	w.metrics.DeadLetters.WithLabelValues(f.wf.Name, class.String()).Inc()
 	// A Loop of thousands of failed items: the log line names them as
 	// ranges, cut to a bounded length; the dead letter has them all.
 	shown := dlq.FormatItems(rec.Items)
@@ -457,91 +426,33 @@ func (w *Worker) deadLetter(ctx context.Context, f *flow, ev *event, runID strin
 // publishResults publishes the results of items and waits until all are
 // stored.
 func (w *Worker) publishResults(ctx context.Context, f *flow, ev *event, items []loop.Outcome) error {
-	var acks []jetstream.PubAckFuture
+	b := result.NewBatch(w.js)
 	for _, it := range items {
-		ack, err := w.publishResult(f, ev, it)
-		if err != nil {
+		if err := w.publishResult(ctx, b, f, ev, it); err != nil {
 			return err
 		}
-		acks = append(acks, ack)
-		if len(acks) == resultsInFlight {
-			if err := awaitPublished(ctx, acks, publishAckWait); err != nil {
-				return err
-			}
-			acks = acks[:0]
-		}
 	}
-	return awaitPublished(ctx, acks, publishAckWait)
+	return b.Wait(ctx)
 }
 
-// resultBody is what downstream consumers read: the seed's "Returns" shape.
-type resultBody struct {
-	Data resultData `json:"data"`
-}
-
-type resultData struct {
-	ID         string          `json:"id"`
-	Attributes json.RawMessage `json:"attributes"`
-}
-
-// publishResult publishes one item's result without waiting for its
-// acknowledgement: awaitPublished waits for the event's results together.
-func (w *Worker) publishResult(f *flow, ev *event, it loop.Outcome) (jetstream.PubAckFuture, error) {
-	body, err := json.Marshal(resultBody{Data: resultData{ID: it.CustomerID, Attributes: it.Attributes}})
+// publishResult publishes one item's result in b, carrying ev's trace
+// context.
+func (w *Worker) publishResult(ctx context.Context, b *result.Batch, f *flow, ev *event, it loop.Outcome) error {
+	m, err := result.Result{
+		Workflow:   f.wf.Name,
+		EventID:    leads.EventID(ev.replay, ev.msg.Headers()),
+		StreamSeq:  ev.meta.Sequence.Stream,
+		Item:       it.Index,
+		CustomerID: it.CustomerID,
+		Outcome:    it.Status,
+		Attributes: it.Attributes,
+		Sent:       ev.note(it.Index).sent,
+	}.Msg(f.wf.ResultsSubject)
 	if err != nil {
-		return nil, fmt.Errorf("worker: encode result: %w", err)
+		return err
 	}
-	m := nats.NewMsg(f.wf.ResultsSubject)
-	m.Data = body
-	m.Header.Set(HeaderWorkflow, f.wf.Name)
-	// The publisher's id, of any length: a long one as its digest, so the
-	// result's headers stay within JetStream's limit.
-	m.Header.Set(HeaderEventID, dlq.BoundedValue(leads.EventID(ev.replay, ev.msg.Headers())))
-	m.Header.Set(HeaderEventSeq, seqText(ev.meta.Sequence.Stream))
-	m.Header.Set(HeaderItem, strconv.Itoa(it.Index))
-	m.Header.Set(HeaderCustomer, it.CustomerID)
-	m.Header.Set(HeaderOutcome, it.Status.String())
-	ev.traceHeaders(m.Header)
-	// A redelivery of the same event publishes the same result, which
-	// JetStream stores once; another event's item (the same person again,
-	// even with the same body) is a result of its own, and so is an update
-	// (the body sent is part of the id). The event's id is a publisher's
-	// text of any length: it goes in hashed.
-	m.Header.Set(nats.MsgIdHdr, resultMsgID(f.wf.Name, leads.EventID(ev.replay, ev.msg.Headers()), it.Index, it.CustomerID, ev.note(it.Index).sent))
-	ack, err := w.js.PublishMsgAsync(m)
-	if err != nil {
-		return nil, fmt.Errorf("worker: publish result: %w", err)
-	}
-	return ack, nil
-}
-
-// resultMsgID is the Nats-Msg-Id of an item's result: its workflow, event
-// and index, the customer and the hash of the body sent.
-func resultMsgID(workflow, event string, index int, customerID, sent string) string {
-	sum := sha256.Sum256([]byte(event + "#" + strconv.Itoa(index)))
-	return resultMsgPrefix + workflow + "-" + hex.EncodeToString(sum[:12]) + "-" + customerID + "-" + sent
-}
-
-// awaitPublished waits until JetStream has stored every message of acks,
-// for at most timeout.
-func awaitPublished(ctx context.Context, acks []jetstream.PubAckFuture, timeout time.Duration) error {
-	if len(acks) == 0 {
-		return nil
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for _, a := range acks {
-		select {
-		case <-a.Ok():
-		case err := <-a.Err():
-			return fmt.Errorf("worker: publish result: %w", err)
-		case <-t.C:
-			return fmt.Errorf("worker: publish result: not stored within %s", timeout)
-		case <-ctx.Done():
-			return fmt.Errorf("worker: publish result: %w", ctx.Err())
-		}
-	}
-	return nil
+	ev.spans.Inject(m.Header, result.HeaderTraceID)
+	return b.Publish(ctx, m)
 }
 
 // runID names the run of one delivery of an event in one workflow:
@@ -550,15 +461,6 @@ func awaitPublished(ctx context.Context, acks []jetstream.PubAckFuture, timeout 
 // the same delivery.
 func (ev *event) runID(workflow string) string {
 	return fmt.Sprintf("%s-%d-%d-%s", ev.meta.Stream, ev.meta.Sequence.Stream, ev.meta.NumDelivered, workflow)
-}
-
-// mappingOutcome is the failure of an item whose mapping failed with err:
-// the mapping error's own kind, or Mapping for any other error.
-func mappingOutcome(err error) outcome.Outcome {
-	if k := mapping.KindOf(err); k.Failed() {
-		return k
-	}
-	return outcome.Mapping
 }
 
 // withError returns r with Error set from err and, when err holds
@@ -584,12 +486,4 @@ func retryPolicy(r mapping.Retry) loop.Policy {
 		Multiplier:   r.Multiplier,
 		Jitter:       r.Jitter,
 	}
-}
-
-// ledgerScope is the scope of wf's keys for ledger.Key.
-func ledgerScope(wf *mapping.Workflow) string {
-	if wf.LedgerScope == mapping.LedgerScopeWorkflow {
-		return wf.Name
-	}
-	return ""
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +22,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -152,6 +151,12 @@ func (h *harness) publish(subject, msgID, body string) uint64 {
 // waitRun polls the run log until the event at seq has a finished run.
 func (h *harness) waitRun(seq uint64) runlog.Record {
 	h.t.Helper()
+	return h.waitRunWithin(seq, 20*time.Second)
+}
+
+// waitRunWithin is waitRun giving up after limit.
+func (h *harness) waitRunWithin(seq uint64, limit time.Duration) runlog.Record {
+	h.t.Helper()
 	var found runlog.Record
 	require.Eventually(h.t, func() bool {
 		recs, err := h.runs.List(context.Background(), runlog.Filter{})
@@ -165,7 +170,7 @@ func (h *harness) waitRun(seq uint64) runlog.Record {
 			}
 		}
 		return false
-	}, 20*time.Second, 20*time.Millisecond, "no run record for stream sequence %d\nlogs:\n%s", seq, h.logs.String())
+	}, limit, 20*time.Millisecond, "no run record for stream sequence %d\nlogs:\n%s", seq, h.logs.String())
 	return found
 }
 
@@ -224,10 +229,4 @@ func leadConfig(settings ...string) string {
 
 // testWorkflow is the workflow config testdata/workflows/<name>.yaml, at the
 // top of the repository, where the configs the tests share are kept.
-func testWorkflow(name string) string {
-	b, err := os.ReadFile(filepath.Join("..", "testdata", "workflows", name+".yaml"))
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
+func testWorkflow(name string) string { return mappingtest.Workflow(name) }

@@ -36,15 +36,7 @@ func TestEventsInFlightNeverExceedTheWorkflowsLimit(t *testing.T) {
 	t.Parallel()
 	meter := &concurrencyMeter{}
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    max_in_flight: 3
-    concurrency: 1
-    inputs:
-      name: "{{trigger.name}}"
-`,
+		config:  testWorkflow("max-in-flight-3"),
 		sandbox: sandbox.Config{Latency: 20 * time.Millisecond},
 		wrap:    func(k Kustomer) Kustomer { meter.Kustomer = k; return meter },
 	})

@@ -31,11 +31,8 @@ func newTestWorker(t *testing.T, js jetstream.JetStream, srv *natstest.Server, c
 
 func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web.>"}})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.web.>"}})
-	require.NoError(t, err)
 
 	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: all\n    subject: \"leads.>\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
 	require.NoError(t, err)
@@ -45,11 +42,8 @@ func TestAnOperatorsStreamThatDoesNotCoverTheSubjectIsAClearError(t *testing.T) 
 
 func TestAnOperatorsStreamThatCoversTheSubjectIsUsedAsItIs(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}, MaxAge: time.Hour})
 	ctx := context.Background()
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}, MaxAge: time.Hour})
-	require.NoError(t, err)
 
 	w, err := newTestWorker(t, js, srv, "workflows:\n  - name: web\n    subject: \"leads.web\"\n    inputs: {name: \"{{trigger.name}}\"}\n")
 	require.NoError(t, err)

@@ -17,15 +17,7 @@ import (
 
 // runawayConfig maps a slow item with a nested reduce over a long list of the event: a template that
 // would run for minutes without a budget.
-const runawayConfig = `
-workflows:
-  - name: batch
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.slow == true ? reduce(trigger.big, reduce(trigger.big, reduce(trigger.big, #acc + 1, 0), 0), 0) : item.name}}"
-`
+var runawayConfig = testWorkflow("runaway")
 
 func runawayEvent(t *testing.T, slow, fast int) string {
 	t.Helper()

@@ -20,6 +20,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -42,7 +43,7 @@ func matchConfig(onMatch string, extra ...string) string {
 func itemsCounted(t *testing.T, h *harness, workflow, outcome string) float64 {
 	t.Helper()
 	var m dto.Metric
-	require.NoError(t, h.worker.metrics.items.WithLabelValues(workflow, outcome).Write(&m))
+	require.NoError(t, h.worker.metrics.Items.WithLabelValues(workflow, outcome).Write(&m))
 	return m.GetCounter().GetValue()
 }
 
@@ -74,13 +75,13 @@ func emailsOf(attrs map[string]any) []string {
 
 // lastResultOutcome returns the outcome and customer headers of the
 // workflow's latest result.
-func (h *harness) lastResultOutcome(workflow string) (result, customer string) {
+func (h *harness) lastResultOutcome(workflow string) (res, customer string) {
 	h.t.Helper()
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(h.t, err)
 	m, err := st.GetLastMsgForSubject(context.Background(), mapping.ResultsPrefixDefault+workflow)
 	require.NoError(h.t, err)
-	return m.Header.Get(HeaderOutcome), m.Header.Get(HeaderCustomer)
+	return m.Header.Get(result.HeaderOutcome), m.Header.Get(result.HeaderCustomer)
 }
 
 func TestTheSameLeadTwiceWithChangedFieldsUpdatesItsOneCustomerAndAnUnchangedOneSendsNothing(t *testing.T) {
@@ -266,7 +267,7 @@ func TestTwoEventsOfTheSamePersonEachPublishTheirResult(t *testing.T) {
 	require.Equal(t, runlog.Succeeded, second.Status)
 	require.Equal(t, first.Items[0].CustomerID, second.Items[0].CustomerID)
 
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
 	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(mapping.ResultsPrefixDefault+"twice"))
 	require.NoError(t, err)

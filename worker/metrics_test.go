@@ -8,10 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
-	"github.com/kustomer-sync/kustomer-sync/mapping"
-	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -20,10 +17,8 @@ import (
 // a scrape now would read them, past the cache, by name (and class).
 func scrapeConsumers(t *testing.T, h *harness, workflow string) map[string]float64 {
 	t.Helper()
-	consumers := h.worker.metrics.consumers
-	consumers.mu.Lock()
-	consumers.at = time.Time{}
-	consumers.mu.Unlock()
+	consumers := h.worker.metrics.Consumers
+	consumers.Expire()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(consumers)
 	families, err := reg.Gather()
@@ -65,18 +60,18 @@ workflows:
 		worker:  func(c *Config) { c.BreakerThreshold = 1000 }, // dead-letter, do not pause
 	})
 	m := h.worker.metrics
-	created503 := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "503"))
-	created201 := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "201"))
-	latencies := testutil.CollectAndCount(m.kustomerSeconds)
+	created503 := testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "503"))
+	created201 := testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "201"))
+	latencies := testutil.CollectAndCount(m.KustomerSeconds)
 
 	// Kustomer fails: the item is tried twice (one retry) and dead-lettered.
 	run := h.waitRun(h.publish("leads.a", "m-1", `{"id":"1","name":"Ann"}`))
 	require.Equal(t, runlog.Failed, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(runlog.Failed))))
-	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)))
-	require.Equal(t, 1.0, testutil.ToFloat64(m.deadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
-	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
-	require.GreaterOrEqual(t, testutil.CollectAndCount(m.kustomerSeconds), max(latencies, 1), "the create latency is observed")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Events.WithLabelValues(wf, string(runlog.Failed))))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Retries.WithLabelValues(wf)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.DeadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
+	require.GreaterOrEqual(t, testutil.CollectAndCount(m.KustomerSeconds), max(latencies, 1), "the create latency is observed")
 	h.waitIdle(wf)
 	require.Equal(t, map[string]float64{
 		"kustomer_sync_consumer_pending":                      0,
@@ -89,9 +84,9 @@ workflows:
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 	run = h.waitRun(h.publish("leads.a", "m-2", `{"id":"2","name":"Bob"}`))
 	require.Equal(t, runlog.Succeeded, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.events.WithLabelValues(wf, string(runlog.Succeeded))))
-	require.Equal(t, 1.0, testutil.ToFloat64(m.retries.WithLabelValues(wf)), "no retry for a first-time success")
-	require.GreaterOrEqual(t, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Events.WithLabelValues(wf, string(runlog.Succeeded))))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Retries.WithLabelValues(wf)), "no retry for a first-time success")
+	require.GreaterOrEqual(t, testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
 
 	// Replayed, the dead letter leaves the stream and the gauge follows.
 	require.Equal(t, 1, h.replayAll().Replayed)
@@ -99,20 +94,4 @@ workflows:
 		return scrapeConsumers(t, h, wf)["kustomer_sync_dead_letter_messages{class=exhausted}"] == 0
 	},
 		20*time.Second, 20*time.Millisecond, h.logs.String())
-}
-
-func TestKustomerRequestMetricsCountStatusAndThrottles(t *testing.T) {
-	t.Parallel()
-	nc, _ := natstest.Start(t).Connect(t)
-	w, err := New(Config{Conn: nc, Workflows: mapping.DefaultConfig().Workflows, Kustomer: kustomer.Config{BaseURL: "http://127.0.0.1:1", APIKey: "k"}, Registerer: prometheus.NewRegistry()})
-	require.NoError(t, err)
-	m := w.metrics
-	before := testutil.ToFloat64(m.kustomerThrottled)
-	lookups := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("lookup", "429"))
-	none := testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "none"))
-	m.observeRequest(kustomer.RequestInfo{Kind: "lookup", StatusCode: 429, Duration: time.Millisecond})
-	m.observeRequest(kustomer.RequestInfo{Kind: "create", Duration: 2 * time.Second})
-	require.Equal(t, before+1, testutil.ToFloat64(m.kustomerThrottled))
-	require.Equal(t, lookups+1, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("lookup", "429")))
-	require.Equal(t, none+1, testutil.ToFloat64(m.kustomerRequests.WithLabelValues("create", "none")), "no answer counts as code none")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -40,14 +41,7 @@ func (h *harness) replay(f dlq.Filter) dlq.ReplayResult {
 
 func TestKsyncHeadersFromAPublisherNeitherBorrowAnotherEventsCustomerNorSkipTheEvent(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: forged
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    inputs:
-      name: "{{item.name}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("forged")})
 	first := h.publish("leads.x", "lead-ann", `{"leads":[{"name":"Ann"}]}`)
 	ann := h.waitRun(first)
 	require.Equal(t, runlog.Succeeded, ann.Status)
@@ -84,27 +78,13 @@ workflows:
 	}
 	require.Equal(t, map[any]int{"Ann": 1, "Bob": 1, "Cy": 1, "Di": 1, "Ed": 1}, names)
 	var forged dto.Metric
-	require.NoError(t, h.worker.metrics.forgedReplays.WithLabelValues("forged").Write(&forged))
+	require.NoError(t, h.worker.metrics.ForgedReplays.WithLabelValues("forged").Write(&forged))
 	require.Equal(t, 3.0, forged.GetCounter().GetValue(), "each forged marker is counted")
 }
 
-const signupConfig = `
-workflows:
-  - name: signup
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-      emails: "{{trigger.email}}"
-`
+var signupConfig = testWorkflow("signup")
 
-const fixedSignupConfig = `
-workflows:
-  - name: signup
-    subject: "leads.>"
-    inputs:
-      name: "{{trigger.name}}"
-      emails: "{{replace(trigger.email, '(at)', '@')}}"
-`
+var fixedSignupConfig = testWorkflow("signup-fixed")
 
 func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T) {
 	t.Parallel()
@@ -163,40 +143,24 @@ func TestAReplayKeepsTheOriginalEventIDAndLinksItsDeadLetterAndRuns(t *testing.T
 	require.True(t, ok.Replay)
 	require.Equal(t, &runlog.Replay{DeadLetter: again.ID, Stream: dlq.StreamDefault, Run: again.Run, OriginalRun: orig.ID, Count: 2, Attempts: first.Attempts + again.Attempts}, ok.ReplayOf)
 
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Equal(t, "lead-42", res.Header.Get(HeaderEventID))
+	require.Equal(t, "lead-42", res.Header.Get(result.HeaderEventID))
 	require.Empty(t, h.deadLetters())
 }
 
 func TestAReplayForAWorkflowNoLongerConfiguredIsKeptAsADeadLetter(t *testing.T) {
 	t.Parallel()
-	h := setup(t, harnessOptions{config: `
-workflows:
-  - name: old
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-`})
+	h := setup(t, harnessOptions{config: testWorkflow("old-email")})
 	seq := h.publish("leads.x", "lead-7", `{"email":"nope"}`)
 	require.Equal(t, runlog.Failed, h.waitRun(seq).Status)
 	entry := h.deadLetters()[0]
 
 	// Renamed, and two workflows now read the subject.
 	h.stopWorker()
-	h.start(`
-workflows:
-  - name: renamed
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-  - name: audit
-    subject: "leads.>"
-    inputs:
-      emails: "{{trigger.email}}"
-`)
+	h.start(testWorkflow("renamed-and-audit"))
 	require.Equal(t, 1, h.replay(dlq.Filter{IDs: []uint64{entry.ID}}).Replayed)
 	keptOf := func() []dlq.Record {
 		var out []dlq.Record

@@ -18,7 +18,7 @@ func (w *Worker) Workflows() []replica.WorkflowState {
 	}
 	out := make([]replica.WorkflowState, 0, len(*flows))
 	for _, f := range *flows {
-		out = append(out, f.state())
+		out = append(out, f.status.State())
 	}
 	return out
 }
@@ -29,16 +29,6 @@ func (w *Worker) SetAdminAddr(addr string) {
 	w.budget.SetAdmin(addr)
 }
 
-func (f *flow) setState(paused bool, reason string, cause error, at time.Time) {
-	f.stateMu.Lock()
-	defer f.stateMu.Unlock()
-	f.paused, f.since = paused, at
-	f.reason, f.credentials = "", false
-	if paused {
-		f.reason, f.credentials = reason, credentialsRejected(cause)
-	}
-}
-
 // credentialsRejected reports whether err is Kustomer refusing the API key
 // or its permissions.
 func credentialsRejected(err error) bool {
@@ -46,28 +36,10 @@ func credentialsRejected(err error) bool {
 	return errors.As(err, &ke) && (ke.StatusCode == http.StatusUnauthorized || ke.StatusCode == http.StatusForbidden)
 }
 
-func (f *flow) state() replica.WorkflowState {
-	f.stateMu.Lock()
-	defer f.stateMu.Unlock()
-	st := replica.WorkflowState{Workflow: f.wf.Name, Consumer: f.consumerName, State: replica.StateRunning, Since: f.since.UTC(), Subject: f.wf.Subject}
-	if f.paused {
-		st.State, st.Reason, st.CredentialsRejected = replica.StatePaused, f.reason, f.credentials
-	}
-	if f.storeReason != "" {
-		st.State, st.Reason, st.StoreFailed = replica.StatePaused, f.storeReason, true
-	}
-	return st
-}
-
 // storePaused pauses the workflow because an outcome cannot be stored:
 // nothing more is fetched until storeResumed.
 func (f *flow) storePaused(reason string, at time.Time) {
-	f.stateMu.Lock()
-	if f.storeReason == "" {
-		f.since = at
-	}
-	f.storeReason = reason
-	f.stateMu.Unlock()
+	f.status.StorePaused(reason, at)
 	f.setRunning(false)
 	f.onStorePause(true)
 }
@@ -75,22 +47,10 @@ func (f *flow) storePaused(reason string, at time.Time) {
 // storeResumed ends a pause of storePaused, and reports whether there was
 // one. Fetching resumes unless Kustomer's breaker is open.
 func (f *flow) storeResumed(at time.Time) bool {
-	f.stateMu.Lock()
-	was := f.storeReason != ""
-	if was {
-		f.storeReason, f.since = "", at
+	if !f.status.StoreResumed(at) {
+		return false
 	}
-	f.stateMu.Unlock()
-	if was {
-		f.setRunning(!f.breaker.Open())
-		f.onStorePause(false)
-	}
-	return was
-}
-
-// storeHeld reports whether the workflow is paused by storePaused.
-func (f *flow) storeHeld() bool {
-	f.stateMu.Lock()
-	defer f.stateMu.Unlock()
-	return f.storeReason != ""
+	f.setRunning(!f.breaker.Open())
+	f.onStorePause(false)
+	return true
 }

@@ -13,22 +13,9 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/subject"
-)
-
-// The results stream: where created customers' results are published.
-const (
-	// ResultsStreamDefault keeps the results of created customers for
-	// downstream consumers.
-	ResultsStreamDefault = "KSYNC_RESULTS"
-	// ResultsSubjectsDefault are the subjects the results stream captures.
-	ResultsSubjectsDefault = "kustomer.customers.created.>"
-	// ResultsMaxAgeDefault is how long results are kept.
-	ResultsMaxAgeDefault = 7 * 24 * time.Hour
-	// ResultsDedupWindow is how long the results stream remembers a
-	// result's Nats-Msg-Id: a redelivered event's result is stored once.
-	ResultsDedupWindow = 10 * time.Minute
 )
 
 // ensureStores creates, or updates, what the worker writes besides the
@@ -40,15 +27,8 @@ func (w *Worker) ensureStores(ctx context.Context, workflows []*mapping.Workflow
 		results = append(results, wf.ResultsSubject)
 		deadLetters = append(deadLetters, wf.DeadLetterSubject)
 	}
-	if _, err := leads.EnsureStream(ctx, w.js, jetstream.StreamConfig{
-		Name:        w.cfg.ResultsStream,
-		Description: "kustomer-sync: customers created, for downstream consumers",
-		Subjects:    leads.WithUncovered([]string{ResultsSubjectsDefault}, results),
-		Storage:     jetstream.FileStorage,
-		Replicas:    w.cfg.Stream.Replicas,
-		MaxAge:      ResultsMaxAgeDefault,
-		Duplicates:  ResultsDedupWindow,
-	}, nil); err != nil {
+	subjects := leads.WithUncovered([]string{result.SubjectsDefault}, results)
+	if _, err := leads.EnsureStream(ctx, w.js, result.Stream(w.cfg.ResultsStream, w.cfg.Stream.Replicas, subjects), nil); err != nil {
 		return nil, nil, nil, err
 	}
 	dl := w.deadLetterConfig(deadLetters)

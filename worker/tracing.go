@@ -4,41 +4,25 @@ import (
 	"context"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/kustomer-sync/kustomer-sync/dlq"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
 
-// HeaderTraceID names, on a result, the trace of the event it came from
-// (as the run record and the dead letter do); the result also carries the
-// event span's traceparent, for its consumers to continue the trace.
-const HeaderTraceID = "Ksync-Trace-Id"
-
 // Span names of the worker. An event's span is the parent of its items'
 // (one per attempt), of the budget waits, ledger claims and records,
 // Kustomer requests, dead letters and the ack made for it. A bulk request's
 // span is a root of its own, linked to the spans of the items it carries.
 const (
-	spanItem     = "ksync.item"
 	spanPaused   = "ksync.paused"
 	spanAck      = "ksync.ack"
 	spanBulkSend = "ksync.bulk.request"
 	spanBulkPoll = "ksync.bulk.poll"
 )
-
-// evTrace is what an event's trace holds: its span, and in bulk mode its
-// items' spans by index.
-type evTrace struct {
-	span      trace.Span
-	itemSpans map[int]trace.Span
-}
 
 // traceEvent starts ev's span, when the worker traces: a child of the
 // trace context its publisher put in its headers (read strictly: see
@@ -62,87 +46,24 @@ func (w *Worker) traceEvent(ctx context.Context, f *flow, ev *event) context.Con
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	if rp := ev.replay; rp != nil {
 		attrs = append(attrs, tracing.AttrReplayOf.Int64(int64(rp.Entry)))
-		if link, ok := replayLink(rp); ok {
+		if link, ok := tracing.RemoteLink(rp.TraceID, rp.SpanID, "replay_of"); ok {
 			opts = append(opts, trace.WithLinks(link))
 		}
 	}
 	parent := tracing.Extract(ctx, ev.msg.Headers())
 	ctx, span := tp.Tracer(tracing.Scope).Start(parent, "process "+f.wf.Name, append(opts, trace.WithAttributes(attrs...))...)
-	ev.span = span
+	ev.spans.Span = span
 	if tid, sid, ok := tracing.IDs(span); ok {
 		ev.log = ev.log.With().Str("trace_id", tid).Str("span_id", sid).Logger()
 	}
 	return ctx
 }
 
-// replayLink is the link from a replay to the span of the event that was
-// dead-lettered, which the signed replay headers name.
-func replayLink(rp *dlq.Replay) (trace.Link, bool) {
-	tid, err := trace.TraceIDFromHex(rp.TraceID)
-	if err != nil {
-		return trace.Link{}, false
-	}
-	sid, _ := trace.SpanIDFromHex(rp.SpanID)
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, Remote: true, TraceFlags: trace.FlagsSampled})
-	if !sc.IsValid() {
-		return trace.Link{}, false
-	}
-	return trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("ksync.link", "replay_of")}}, true
-}
-
-// endSpan ends ev's span, if it has one, and the spans of its bulk items
-// still waiting for an outcome (the worker stopped meanwhile).
-func (ev *event) endSpan() {
-	for i, span := range ev.itemSpans {
-		span.SetAttributes(tracing.AttrOutcome.String(outcome.Canceled.String()))
-		span.End()
-		delete(ev.itemSpans, i)
-	}
-	if ev.span != nil {
-		ev.span.End()
-	}
-}
-
-// traceID is the trace id of ev's span, when it is sampled: what its run
-// record, dead letters and results carry.
-func (ev *event) traceID() string {
-	if ev.span == nil {
-		return ""
-	}
-	tid, _, _ := tracing.IDs(ev.span)
-	return tid
-}
-
-// spanIDs are the trace and span ids of ev's span, for a dead letter.
-func (ev *event) spanIDs() (traceID, spanID string) {
-	if ev.span == nil {
-		return "", ""
-	}
-	tid, sid, _ := tracing.IDs(ev.span)
-	return tid, sid
-}
-
-// failSpan marks ev's span failed at step (the event was nak'ed).
-func (ev *event) failSpan(step string, err error) {
-	if ev.span != nil && ev.span.IsRecording() {
-		ev.span.SetStatus(codes.Error, step+": "+err.Error())
-	}
-}
-
-// traceHeaders puts ev's trace context on a message derived from it (a
-// result): its traceparent, and its trace id under HeaderTraceID.
-func (ev *event) traceHeaders(h nats.Header) {
-	if tid := ev.traceID(); tid != "" {
-		tracing.Inject(trace.ContextWithSpan(context.Background(), ev.span), h)
-		h.Set(HeaderTraceID, tid)
-	}
-}
-
 // traceItem runs one attempt at item i in a span of its own: the attempt,
 // its outcome (created, already_created, updated, skipped, or how it
 // failed), the customer id and the kinds of match keys of the workflow.
 func (w *Worker) traceItem(ctx context.Context, f *flow, i, attempt int, fn func(context.Context) (loop.Result, error)) (loop.Result, error) {
-	ctx, span := tracing.Start(ctx, spanItem, trace.WithAttributes(tracing.AttrItem.Int(i), tracing.AttrAttempt.Int(attempt)))
+	ctx, span := tracing.Start(ctx, tracing.SpanItem, trace.WithAttributes(tracing.AttrItem.Int(i), tracing.AttrAttempt.Int(attempt)))
 	if !span.IsRecording() {
 		return fn(ctx)
 	}
@@ -160,7 +81,7 @@ func (w *Worker) traceItem(ctx context.Context, f *flow, i, attempt int, fn func
 		}
 		span.SetAttributes(tracing.AttrOutcome.String(status.String()), tracing.AttrCustomerID.String(res.CustomerID))
 	} else {
-		span.SetAttributes(tracing.AttrOutcome.String(decisionName(err)))
+		span.SetAttributes(tracing.AttrOutcome.String(loop.DecisionName(err)))
 	}
 	tracing.End(span, err)
 	return res, err
@@ -176,8 +97,8 @@ func (ev *event) tracePaused(ctx context.Context) func() {
 // ack acknowledges ev, confirmed by the server, in a span; ev's span gets
 // the run's status.
 func (w *Worker) ack(ctx context.Context, ev *event, status runlog.Status) error {
-	if ev.span != nil {
-		ev.span.SetAttributes(tracing.AttrStatus.String(string(status)))
+	if ev.spans.Span != nil {
+		ev.spans.Span.SetAttributes(tracing.AttrStatus.String(string(status)))
 	}
 	ctx, span := tracing.Start(ctx, spanAck)
 	err := ev.msg.DoubleAck(ctx)
@@ -188,37 +109,12 @@ func (w *Worker) ack(ctx context.Context, ev *event, status runlog.Status) error
 // traceBulkItem starts the span of item i of ev in bulk mode: from the
 // time it is handed to the batcher to its outcome (endBulkItem).
 func (ev *event) traceBulkItem(ctx context.Context, f *flow, i int) trace.Span {
-	_, span := tracing.Start(ctx, spanItem, trace.WithAttributes(tracing.AttrItem.Int(i)))
-	if !span.IsRecording() {
-		return nil
-	}
-	if len(f.wf.Match) > 0 {
-		span.SetAttributes(tracing.AttrMatchKinds.String(strings.Join(f.wf.Match, ",")))
-	}
-	if ev.itemSpans == nil {
-		ev.itemSpans = map[int]trace.Span{}
-	}
-	ev.itemSpans[i] = span
-	return span
+	return ev.spans.StartItem(ctx, i, f.wf.Match)
 }
 
 // endBulkItem ends the span of the item whose outcome is o.
 func (ev *event) endBulkItem(o bulkOutcome) {
-	span := ev.itemSpans[o.Index]
-	if span == nil {
-		return
-	}
-	delete(ev.itemSpans, o.Index)
-	if span.IsRecording() {
-		span.SetAttributes(tracing.AttrAttempt.Int(o.Attempts), tracing.AttrOutcome.String(o.Status.String()))
-		if o.CustomerID != "" {
-			span.SetAttributes(tracing.AttrCustomerID.String(o.CustomerID))
-		}
-		if o.job != "" {
-			span.SetAttributes(tracing.AttrBulkJob.String(o.job))
-		}
-	}
-	tracing.End(span, o.Err)
+	ev.spans.EndItem(o.Index, o.Attempts, o.Status, o.CustomerID, o.job, o.Err)
 }
 
 // traceBulkRequest starts the span of one bulk request, a root linked to

@@ -26,6 +26,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
 )
@@ -42,17 +43,7 @@ var traceLead = fmt.Sprintf(`{"id":"tr-1","name":%q,"emails":[%q],"phones":[%q]}
 
 // traceMatchConfig looks customers up by email and phone before creating
 // them: the look-ups' paths hold them.
-const traceMatchConfig = `workflows:
-  - name: default
-    subject: "leads.>"
-    match: [email, phone]
-    retry: {max_attempts: 3, initial_delay: 10ms, max_delay: 20ms, jitter: 0}
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-      phones: "{{trigger.phones}}"
-`
+var traceMatchConfig = testWorkflow("match-email-phone-retry")
 
 // spans is what a test's in-memory exporter holds.
 type spans struct {
@@ -215,10 +206,10 @@ func TestTraceOfACreatedEventContinuesThePublishersTraceWithoutPersonalData(t *t
 	require.Equal(t, ev.SpanContext.TraceID().String(), run.TraceID, "the run record names the trace")
 
 	kids := s.children(ev)
-	require.Len(t, kids[spanItem], 1)
+	require.Len(t, kids[tracing.SpanItem], 1)
 	require.Len(t, kids[spanAck], 1)
 	require.NotEmpty(t, kids["ksync.budget.wait"])
-	item := kids[spanItem][0]
+	item := kids[tracing.SpanItem][0]
 	require.Equal(t, "1", attr(item, tracing.AttrAttempt))
 	require.Equal(t, "created", attr(item, tracing.AttrOutcome))
 	require.Equal(t, run.Items[0].CustomerID, attr(item, tracing.AttrCustomerID))
@@ -236,11 +227,11 @@ func TestTraceOfACreatedEventContinuesThePublishersTraceWithoutPersonalData(t *t
 	require.Equal(t, h.sb.URL+"/v1/customers", attr(post[0], "url.full"))
 
 	// The result carries the trace on.
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Equal(t, run.TraceID, res.Header.Get(HeaderTraceID))
+	require.Equal(t, run.TraceID, res.Header.Get(result.HeaderTraceID))
 	require.True(t, strings.HasPrefix(res.Header.Get("traceparent"), "00-"+run.TraceID+"-"+ev.SpanContext.SpanID().String()))
 
 	// The event's log lines name the trace and the span.
@@ -264,7 +255,7 @@ func TestTraceOfARetriedThenCreatedItemHasOneSpanPerAttempt(t *testing.T) {
 
 	ev := s.eventSpan(run.ID)
 	require.False(t, ev.Parent.IsValid(), "no publisher trace: the event's span is a root")
-	items := s.children(ev)[spanItem]
+	items := s.children(ev)[tracing.SpanItem]
 	require.Len(t, items, 2)
 	byAttempt := map[string]tracetest.SpanStub{}
 	for _, it := range items {
@@ -301,7 +292,7 @@ func TestTraceOfADeadLetteredEventThenItsReplayLinksTheTwo(t *testing.T) {
 	kids := s.children(ev)
 	require.Len(t, kids["ksync.dead_letter"], 1)
 	require.Equal(t, outcome.Validation.String(), attr(kids["ksync.dead_letter"][0], tracing.AttrDLQClass))
-	require.Empty(t, kids[spanItem], "its mapping failed: no attempt was made")
+	require.Empty(t, kids[tracing.SpanItem], "its mapping failed: no attempt was made")
 	require.Len(t, kids[spanAck], 1)
 	require.Equal(t, string(runlog.Failed), attr(ev, tracing.AttrStatus))
 	dead := h.deadLetters()
@@ -322,7 +313,7 @@ func TestTraceOfADeadLetteredEventThenItsReplayLinksTheTwo(t *testing.T) {
 	require.Len(t, rev.Links, 1, "linked to the event it replays")
 	require.Equal(t, ev.SpanContext.TraceID(), rev.Links[0].SpanContext.TraceID())
 	require.Equal(t, ev.SpanContext.SpanID(), rev.Links[0].SpanContext.SpanID())
-	require.Equal(t, "created", attr(s.children(rev)[spanItem][0], tracing.AttrOutcome))
+	require.Equal(t, "created", attr(s.children(rev)[tracing.SpanItem][0], tracing.AttrOutcome))
 	s.requireNoPII()
 }
 
@@ -339,7 +330,7 @@ func TestTraceOfAnEventDeadLetteredAfterItsAttemptsShowsEachAttempt(t *testing.T
 	require.Equal(t, runlog.Failed, run.Status)
 	ev := s.eventSpan(run.ID)
 	kids := s.children(ev)
-	items := kids[spanItem]
+	items := kids[tracing.SpanItem]
 	require.Len(t, items, 2)
 	for _, it := range items {
 		require.Equal(t, "retry", attr(it, tracing.AttrOutcome))
@@ -370,9 +361,7 @@ func TestTraceOfAPausedThenResumedEventSpansThePause(t *testing.T) {
 		wrap:    func(c Kustomer) Kustomer { k.Kustomer = c; return k },
 		worker:  traced,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go clock.Drive(ctx)
+	go clock.Drive(t.Context())
 	seq := h.publish("leads.web", "tr-4", `{"id":"tr-4","name":"Cy"}`)
 	run := h.waitRun(seq)
 	require.Equal(t, runlog.Succeeded, run.Status)
@@ -380,7 +369,7 @@ func TestTraceOfAPausedThenResumedEventSpansThePause(t *testing.T) {
 	ev := s.eventSpan(run.ID)
 	kids := s.children(ev)
 	require.Len(t, kids[spanPaused], 1, "the hold while paused")
-	items := kids[spanItem]
+	items := kids[tracing.SpanItem]
 	require.Len(t, items, 2, "the refused attempt, then the one after the resume")
 	var outcomes []string
 	for _, it := range items {
@@ -408,7 +397,7 @@ func TestTraceOfABulkBatchLinksItsRequestAndPollsToTheItems(t *testing.T) {
 		run := h.waitRun(seq)
 		require.Equal(t, runlog.Succeeded, run.Status)
 		ev := s.eventSpan(run.ID)
-		items := s.children(ev)[spanItem]
+		items := s.children(ev)[tracing.SpanItem]
 		require.Len(t, items, 1)
 		require.Equal(t, "created", attr(items[0], tracing.AttrOutcome))
 		require.Equal(t, run.Items[0].BulkJob, attr(items[0], tracing.AttrBulkJob))
@@ -540,11 +529,11 @@ func TestUntracedWorkerWritesNoTraceAnywhere(t *testing.T) {
 	run := h.waitRun(ack.Sequence)
 	require.Equal(t, runlog.Succeeded, run.Status)
 	require.Empty(t, run.TraceID)
-	st, err := h.js.Stream(context.Background(), ResultsStreamDefault)
+	st, err := h.js.Stream(context.Background(), result.StreamDefault)
 	require.NoError(t, err)
-	res, err := st.GetLastMsgForSubject(context.Background(), ResultsSubjectsDefault)
+	res, err := st.GetLastMsgForSubject(context.Background(), result.SubjectsDefault)
 	require.NoError(t, err)
-	require.Empty(t, res.Header.Get(HeaderTraceID))
+	require.Empty(t, res.Header.Get(result.HeaderTraceID))
 	require.Empty(t, res.Header.Get("traceparent"))
 	done := h.logLines("event done")
 	require.Len(t, done, 1)

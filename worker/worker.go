@@ -19,6 +19,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/loop"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
+	"github.com/kustomer-sync/kustomer-sync/metrics"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 	"github.com/kustomer-sync/kustomer-sync/tracing"
@@ -44,7 +45,7 @@ type Worker struct {
 	kustomer Kustomer
 	client   *kustomer.Client // the client kustomer wraps, if it does
 	budget   *replica.Budget
-	metrics  *metrics
+	metrics  *metrics.Set
 
 	ledger *ledger.Ledger
 	runs   *runlog.Log
@@ -120,13 +121,13 @@ func New(cfg Config) (*Worker, error) {
 	}
 	// The heartbeat carries the workflows' states, for `kustomer-sync status`.
 	w.budget.SetWorkflows(w.Workflows)
-	if w.metrics, err = newMetrics(cfg.Registerer, lim, w.budget); err != nil {
-		return nil, err
+	if w.metrics, err = metrics.New(cfg.Registerer, lim, w.budget); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	if count := kcfg.OnRequest; count != nil {
-		kcfg.OnRequest = func(ri kustomer.RequestInfo) { count(ri); w.metrics.observeRequest(ri) }
+		kcfg.OnRequest = func(ri kustomer.RequestInfo) { count(ri); w.metrics.ObserveRequest(ri) }
 	} else {
-		kcfg.OnRequest = w.metrics.observeRequest
+		kcfg.OnRequest = w.metrics.ObserveRequest
 	}
 	if cfg.TracerProvider != nil {
 		kcfg.WrapTransport = tracing.Transport
@@ -195,7 +196,11 @@ func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
 	if err := w.budget.Beat(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("could not publish this replica's workflows at once: the next heartbeat does")
 	}
-	w.metrics.consumers.add(w)
+	src := metrics.Source{JetStream: w.js, DeadLetterStream: w.cfg.DeadLetter.Name}
+	for _, f := range w.flows {
+		src.Consumers = append(src.Consumers, metrics.Consumer{Workflow: f.wf.Name, Consumer: f.cons})
+	}
+	w.metrics.Consumers.Add(w, src)
 	w.probeAtStart(ctx)
 	fetchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, hardStop := context.WithCancel(w.work)
@@ -236,13 +241,13 @@ func (w *Worker) stopFlows(ctx context.Context) error {
 		<-done
 	}
 	w.hardStop()
-	w.metrics.consumers.remove(w)
+	w.metrics.Consumers.Remove(w)
 	w.cancel, w.hardStop, w.wg = nil, nil, nil
 	w.running.Store(nil) // Workflows says none run, as admin's /readyz reads it
 	// A stopped worker pauses nothing: a gauge left at 1 would report a
 	// workflow paused that this process no longer runs (after a reload).
 	for _, f := range w.flows {
-		w.metrics.paused.DeleteLabelValues(f.wf.Name)
+		w.metrics.Paused.DeleteLabelValues(f.wf.Name)
 	}
 	return err
 }
@@ -362,6 +367,13 @@ func (w *Worker) Reload(ctx context.Context, workflows []*mapping.Workflow) erro
 		return fmt.Errorf("worker: reload: the new workflows cannot start (%w), nor can the previous ones: %w", err, perr)
 	}
 	return fmt.Errorf("worker: reload: the new workflows cannot start, the previous ones run again: %w", err)
+}
+
+// streamConfig is the leads stream as this replica would manage it: its
+// workflows' subjects, and those of every other live replica's workflows
+// (see leads.StreamConfig.WithLiveReplicas).
+func (w *Worker) streamConfig(ctx context.Context) leads.StreamConfig {
+	return w.cfg.Stream.WithLiveReplicas(ctx, w.js, w.cfg.Budget.Bucket, w.budget.ID(), w.log)
 }
 
 func (w *Worker) setup(ctx context.Context) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
+	"github.com/kustomer-sync/kustomer-sync/result"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
@@ -36,19 +37,7 @@ func sentAttributes(c sandbox.Customer) map[string]any {
 	return out
 }
 
-const fieldsConfig = `
-workflows:
-  - name: leads
-    subject: "leads.>"
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.first}} {{trigger.last}}"
-      emails: "{{trigger.email}}"
-      phones: "{{trigger.phone}}"
-      custom:
-        sourceStr: "web-form"
-        scoreNum: "{{trigger.score}}"
-`
+var fieldsConfig = testWorkflow("fields")
 
 func TestEventBecomesCustomerWithExactlyTheMappedFields(t *testing.T) {
 	t.Parallel()
@@ -84,7 +73,7 @@ func TestSeedSampleEventAndConfigCreateTheCustomerAndPublishTheResult(t *testing
 
 	// The result downstream nodes read: {"data":{"id":…,"attributes":{…}}}.
 	ctx := context.Background()
-	st, err := h.js.Stream(ctx, ResultsStreamDefault)
+	st, err := h.js.Stream(ctx, result.StreamDefault)
 	require.NoError(t, err)
 	msg, err := st.GetLastMsgForSubject(ctx, "kustomer.customers.created.default")
 	require.NoError(t, err)
@@ -98,8 +87,8 @@ func TestSeedSampleEventAndConfigCreateTheCustomerAndPublishTheResult(t *testing
 	require.Equal(t, customers[0].ID, res.Data.ID)
 	require.Equal(t, "Jane Doe", res.Data.Attributes["name"])
 	require.Equal(t, "jane@x.com", res.Data.Attributes["emails"].([]any)[0].(map[string]any)["email"])
-	require.Equal(t, "seed-1", msg.Header.Get(HeaderEventID))
-	require.Equal(t, "0", msg.Header.Get(HeaderItem))
+	require.Equal(t, "seed-1", msg.Header.Get(result.HeaderEventID))
+	require.Equal(t, "0", msg.Header.Get(result.HeaderItem))
 	h.requireNoSecretInLogs()
 }
 
@@ -124,14 +113,7 @@ func TestRepublishedEventWithTheSameIDIsProcessedOnce(t *testing.T) {
 func TestServerErrorIsRetriedThenSucceeds(t *testing.T) {
 	t.Parallel()
 	h := setup(t, harnessOptions{
-		config: `
-workflows:
-  - name: default
-    subject: "leads.>"
-    retry: {max_attempts: 5, initial_delay: 300ms, max_delay: 5s, multiplier: 2, jitter: 0}
-    inputs:
-      name: "{{trigger.name}}"
-`,
+		config:  testWorkflow("retry-five-server-errors"),
 		sandbox: sandbox.Config{ErrorRate: 1},
 	})
 	probed := h.sb.Sandbox.Stats().ServerErrors // the start probe's answer

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +25,15 @@ func adminAddr(t *testing.T) string {
 // get answers GET url: its status and body; status 0 when nothing answers.
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	return send(req)
+}
+
+// send answers req's status and body; status 0 and the error when nothing
+// answers.
+func send(req *http.Request) (int, string) {
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -56,19 +62,25 @@ func waitReadyz(t *testing.T, base string, want int, r *inProcessRun, says ...st
 
 func writeKey(t *testing.T, key string) string {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "key")
-	require.NoError(t, os.WriteFile(f, []byte(key), 0o600))
-	return f
+	return writeTemp(t, "key", key)
+}
+
+// startAdminRun starts `run` against NATS at natsURL and Kustomer at
+// kustomerURL with apiKey, its admin server on a free loopback port; args
+// follow. It answers the run, the admin server's address and its base URL.
+func startAdminRun(t *testing.T, natsURL, kustomerURL, apiKey string, args ...string) (r *inProcessRun, addr, base string) {
+	t.Helper()
+	addr = adminAddr(t)
+	r = startRun(t, append([]string{"--nats-url", natsURL, "--kustomer-base-url", kustomerURL,
+		"--kustomer-api-key-file", writeKey(t, apiKey), "--admin-addr", addr}, args...)...)
+	return r, addr, "http://" + addr
 }
 
 func TestReadyzIsUnreadyWhileNATSIsDownAndReadyAgainAfter(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-ready"})
-	addr := adminAddr(t)
-	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-ready"),
-		"--admin-addr", addr, "--replica-id", "ready-nats")
+	r, addr, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-ready", "--replica-id", "ready-nats")
 	require.Equal(t, "ready\n", waitReadyz(t, base, http.StatusOK, r))
 	// The container health check says the same, by its exit code.
 	out, _, err := cli(t, "", "healthcheck", "--admin-addr", addr)
@@ -115,10 +127,7 @@ func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *te
 	t.Parallel()
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-granted-later"})
-	addr := adminAddr(t)
-	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-not-yet"),
-		"--admin-addr", addr, "--replica-id", "ready-401")
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-not-yet", "--replica-id", "ready-401")
 	body := waitReadyz(t, base, http.StatusServiceUnavailable, r)
 	require.Contains(t, body, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
 	require.Contains(t, body, "401")

@@ -32,6 +32,7 @@ type benchFlags struct {
 	jobModel       string
 	perEvent       []int
 	bulkJobTimeout time.Duration
+	lostRate       float64
 	replicaLogs    string
 	process        bool
 	// --pipeline: CPU per customer of each mode beside a bare loop (benchpipeline.go)
@@ -103,6 +104,9 @@ each run's profile, replicas in this process).`,
 				if f.profile != "" && f.process {
 					return usageError{errors.New("--profile profiles this process: leave --process out to have the replicas in it")}
 				}
+				if f.lostRate < 0 || f.lostRate > 1 {
+					return usageError{fmt.Errorf("--lost-rate %v: want a share in (0, 1]", f.lostRate)}
+				}
 				if slices.ContainsFunc(f.perEvent, func(n int) bool { return n < 1 }) {
 					return usageError{fmt.Errorf("--per-event %v: want 1 or more leads per event", f.perEvent)}
 				}
@@ -147,6 +151,7 @@ each run's profile, replicas in this process).`,
 	fl.BoolVar(&f.process, "process", false, "with --job-model: run each replica as a process of this binary (kustomer-sync run), and report the replicas' own peak memory instead of this process's")
 	fl.StringVar(&f.replicaLogs, "replica-logs", "", "with --process: keep each replica's log (JSON, level info) in this folder as <replica id>.log; a later run overwrites it")
 	fl.DurationVar(&f.bulkJobTimeout, "bulk-job-timeout", 0, "with --job-model: the workflow's bulk_job_timeout (default 3x --bulk-delay, at least 10s, so lost answers resolve within the run)")
+	fl.Float64Var(&f.lostRate, "lost-rate", 0, "with --job-model lost-answers: the share of bulk submissions whose answer is lost, in (0, 1] (default the model's, 0.01)")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
 	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, floor+writes, per-item and bulk once; the medians are reported")
 	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, floor+writes.pprof, per-item.pprof, bulk.pprof); with --job-model (without --process): each run's, as <model>-<per-event>x<replicas>.pprof")

@@ -92,7 +92,7 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 				}
 				rep, err := bench.RunMode(ctx, bench.ModeConfig{
 					Mode: mapping.ModeBulk, Events: f.events, PerEvent: per, JobModel: model, Rate: f.rate, Window: f.window,
-					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, Replicas: n, Limit: f.timeout,
+					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, LostRate: f.lostRate, Replicas: n, Limit: f.timeout,
 					MaxInFlight: mapping.MaxInFlightBulkDefault, // the workflow's default settings
 					Binary:      binary, LogDir: f.replicaLogs, Profile: profile, NATSOptions: natsLogOptions(a.log), Logger: a.log,
 					// A run of a million leads takes many minutes: say how far it is.

@@ -11,77 +11,57 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
-// bulkFaultConfig is faultConfig in bulk mode.
-const bulkFaultConfig = `workflows:
-  - name: faults
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    mode: bulk
-    linger: 100ms
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-      emails: "{{item.email}}"
-`
-
-func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOnce(t *testing.T) {
-	t.Parallel()
+// newBulkFaultRun is a fault run of config (a bulk workflow) whose
+// sandbox has the bulk faults fault sets.
+func newBulkFaultRun(t *testing.T, config string, fault func(*sandbox.Faults)) (*faultRun, jetstream.JetStream) {
+	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	r := newFaultRun(t, srv.ClientURL())
-	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(r.config), "bulk.yaml"), []byte(bulkFaultConfig), 0o600))
 	r.config = filepath.Join(filepath.Dir(r.config), "bulk.yaml")
+	require.NoError(t, os.WriteFile(r.config, []byte(config), 0o600))
 	f := r.sb.Sandbox.Faults()
-	f.BulkDelay = 2 * time.Second
+	fault(&f)
 	r.sb.Sandbox.SetFaults(f)
+	return r, js
+}
 
+// waitBulkRequests waits until every lead's claim names a bulk request
+// whose ledger record starts with state: "sending " until Kustomer
+// answered, then "job " and the job's id.
+func (r *faultRun) waitBulkRequests(js jetstream.JetStream, state string, poll time.Duration, why string) {
+	r.t.Helper()
+	ctx := context.Background()
+	require.Eventually(r.t, func() bool {
+		r.requireWorkersAlive()
+		claims, requests, ok := bulkLedger(ctx, js)
+		if !ok || len(claims) != len(r.ids) {
+			return false
+		}
+		for _, token := range claims {
+			if !strings.HasPrefix(requests[token], state) {
+				return false
+			}
+		}
+		return true
+	}, faultDeadline, poll, "%s\n%s", why, r.logs())
+}
+
+func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOnce(t *testing.T) {
+	t.Parallel()
+	r, js := newBulkFaultRun(t, mappingtest.Workflow("faults-bulk"), func(f *sandbox.Faults) { f.BulkDelay = 2 * time.Second })
 	first := r.startWorker("bulk-kill-1")
 	r.waitStream(js)
 	r.publishLeads(js, 0, 20, 15)
 	// Every lead is in a submitted job: its claim names the bulk request,
 	// under whose token the ledger records the job's id; no job is done yet.
-	ctx := context.Background()
-	require.Eventually(t, func() bool {
-		r.requireWorkersAlive()
-		kv, err := js.KeyValue(ctx, ledger.BucketDefault)
-		if err != nil {
-			return false
-		}
-		keys, err := kv.Keys(ctx)
-		if err != nil {
-			return false
-		}
-		var claims int
-		jobs := map[string]bool{}
-		requests := map[string]bool{}
-		for _, k := range keys {
-			e, err := kv.Get(ctx, k)
-			if err != nil {
-				return false
-			}
-			v := string(e.Value())
-			if token, ok := strings.CutPrefix(k, "bulkbatch."); ok {
-				jobs[token] = strings.HasPrefix(v, "job ") // "sending …" until Kustomer answered
-				continue
-			}
-			_, token, ok := strings.Cut(v, " batch:")
-			if !ok {
-				return false
-			}
-			claims++
-			requests[token] = true
-		}
-		for token := range requests {
-			if !jobs[token] {
-				return false
-			}
-		}
-		return claims == len(r.ids)
-	}, faultDeadline, faultPoll, "the claims never named bulk requests whose jobs the ledger records\n%s", r.logs())
+	r.waitBulkRequests(js, "job ", faultPoll, "the claims never named bulk requests whose jobs the ledger records")
 	first.kill(t)
 	sent := r.sb.Sandbox.Stats().BulkJobs
 	require.Less(t, len(r.sb.Sandbox.Customers()), len(r.ids), "the kill must land before the jobs are done")
@@ -133,33 +113,12 @@ func bulkLedger(ctx context.Context, js jetstream.JetStream) (claims map[string]
 // client timeout + bulk_job_timeout 5s), then finds every one by look-up.
 func TestFaultWorkerKilledBeforeTheBulkJobIDIsRecordedNeverSendsTheItemsAgain(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	r := newFaultRun(t, srv.ClientURL())
-	config := strings.Replace(bulkFaultConfig, "    linger: 100ms\n", "    linger: 100ms\n    bulk_job_timeout: 5s\n", 1)
-	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(r.config), "bulk.yaml"), []byte(config), 0o600))
-	r.config = filepath.Join(filepath.Dir(r.config), "bulk.yaml")
-	f := r.sb.Sandbox.Faults()
-	f.BulkDelay, f.BulkSubmitLate = 4*time.Second, 1500*time.Millisecond
-	r.sb.Sandbox.SetFaults(f)
-
+	config := strings.Replace(mappingtest.Workflow("faults-bulk"), "    linger: 100ms\n", "    linger: 100ms\n    bulk_job_timeout: 5s\n", 1)
+	r, js := newBulkFaultRun(t, config, func(f *sandbox.Faults) { f.BulkDelay, f.BulkSubmitLate = 4*time.Second, 1500*time.Millisecond })
 	first := r.startWorker("bulk-early-kill-1")
 	r.waitStream(js)
 	r.publishLeads(js, 0, 10, 10)
-	ctx := context.Background()
-	require.Eventually(t, func() bool {
-		r.requireWorkersAlive()
-		claims, requests, ok := bulkLedger(ctx, js)
-		if !ok || len(claims) != len(r.ids) {
-			return false
-		}
-		for _, token := range claims {
-			if !strings.HasPrefix(requests[token], "sending ") {
-				return false
-			}
-		}
-		return true
-	}, faultDeadline, faultPoll/5, "the requests were never all sent and unanswered at once\n%s", r.logs())
+	r.waitBulkRequests(js, "sending ", faultPoll/5, "the requests were never all sent and unanswered at once")
 	first.kill(t)
 	require.Empty(t, r.sb.Sandbox.Customers(), "the kill lands while the jobs run")
 

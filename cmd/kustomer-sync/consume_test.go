@@ -13,23 +13,27 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
+// writeTemp writes content to a file called name in a new temporary folder
+// and answers its path.
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
-	return path
+	return writeTemp(t, "workflows.yaml", yaml)
 }
 
 func TestValidateSaysWhichWorkflowsOverlap(t *testing.T) {
 	t.Parallel()
-	path := writeConfig(t, `workflows:
-  - {name: all, subject: "leads.>"}
-  - {name: vip, subject: "leads.vip"}
-  - {name: batch, subject: "batches.>"}
-`)
+	path := mappingtest.Path("overlapping")
 	out, _, err := cli(t, "", "validate", path)
 	require.NoError(t, err, "an overlap is a notice, not an error")
 	require.Contains(t, out, `notice: workflows "all" (leads.>) and "vip" (leads.vip) overlap: an event on a subject both match runs in both (fan-out); each creates its own customer for it`)
@@ -78,11 +82,8 @@ func TestValidateWithANATSURLRefusesWorkflowsTheOperatorsStreamDoesNotCapture(t 
 
 func TestPublishWarnsWhenNoWorkflowConsumesTheSubjectButStillPublishes(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	srv, _, st := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
 
 	out, errOut, err := cli(t, `{"id":"a","name":"Ann"}`, "publish", "--nats-url", srv.ClientURL(), "--subject", "leads.web")
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
@@ -96,12 +97,12 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
 	// The workflow reads the lead's id from a field the events do not have:
 	// every event fails validation (its required externalId is blank).
-	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "lead_id"), 0o600))
+	config := writeConfig(t, fmt.Sprintf(dashboardConfig, "lead_id"))
 	addr := adminAddr(t)
 	base := "http://" + addr
+	// The same arguments restart it after the fix, on the same address.
 	args := []string{"--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
 		"--config", config, "--admin-addr", addr, "--replica-id", "dashboard"}
 	r := startRun(t, args...)
@@ -210,13 +211,9 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, dashboardConfig, "id"), 0o600))
+	config := writeConfig(t, fmt.Sprintf(dashboardConfig, "id"))
 	const token = "admin-token-7f3a9c"
-	addr := adminAddr(t)
-	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
-		"--config", config, "--admin-addr", addr, "--admin-token", token, "--replica-id", "login")
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", config, "--admin-token", token, "--replica-id", "login")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	// A page asked for without the token shows the login form instead.
@@ -239,17 +236,6 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	require.Empty(t, read(t, ctx, chromedp.Evaluate[string](`document.cookie`)), "the session cookie is HttpOnly")
 }
 
-const matchDashboardConfig = `workflows:
-  - name: sync
-    subject: "leads.>"
-    match: [externalId, email]
-    on_match: update
-    inputs:
-      externalId: "{{trigger.id}}"
-      name: "{{trigger.name}}"
-      emails: "{{trigger.emails}}"
-`
-
 // The run list says why a run failed and how many of its items succeeded,
 // as `runs list` does; a failed run links to its dead letter and back; a
 // run's page shows each item's notes (what an update did not send) and its
@@ -260,12 +246,7 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-dashboard"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(matchDashboardConfig), 0o600))
-	addr := adminAddr(t)
-	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-dashboard"),
-		"--config", config, "--admin-addr", addr, "--replica-id", "reasons")
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-dashboard", "--config", mappingtest.Path("match-update"), "--replica-id", "reasons")
 	waitReadyz(t, base, http.StatusOK, r)
 
 	publish := func(id, body string) {
@@ -344,17 +325,6 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	r.stop()
 }
 
-const twoWorkflowsConfig = `workflows:
-  - name: signup
-    subject: "signups.>"
-    inputs:
-      name: "{{trigger.name}}"
-  - name: import
-    subject: "imports.>"
-    inputs:
-      name: "{{trigger.name}}"
-`
-
 // Kustomer's 401 pauses every workflow of the replica; the overview says so
 // once, naming the workflows it pauses, not once per workflow card and again
 // per workflow in this replica's readiness.
@@ -363,12 +333,7 @@ func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrows
 	ctx := browser(t)
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-right"})
-	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(twoWorkflowsConfig), 0o600))
-	addr := adminAddr(t)
-	base := "http://" + addr
-	r := startRun(t, "--nats-url", srv.ClientURL(), "--kustomer-base-url", sb.URL, "--kustomer-api-key-file", writeKey(t, "sk-wrong"),
-		"--config", config, "--admin-addr", addr, "--replica-id", "rejected")
+	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-wrong", "--config", mappingtest.Path("signup-and-import"), "--replica-id", "rejected")
 	waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow signup is paused: Kustomer rejects", "workflow import is paused: Kustomer rejects")
 	require.Eventually(t, func() bool {
 		_, body := get(t, base+"/status")

@@ -284,12 +284,8 @@ KSYNC_PAYLOADS object store; show reads them back. --payload prints the payload 
 }
 
 func writeDLQEntry(w io.Writer, r dlq.Record) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, v)
-		}
-	}
+	fields := newFieldList(w)
+	row := fields.row
 	row("Entry", strconv.FormatUint(r.ID, 10))
 	row("Dead-lettered", r.Time.Local().Format(time.RFC3339)+" ("+age(time.Since(r.Time))+" ago)")
 	row("Workflow", r.Workflow)
@@ -321,7 +317,7 @@ func writeDLQEntry(w io.Writer, r dlq.Record) error {
 		row("Replay of", fmt.Sprintf("entry %d (replay %d of the event; %d attempts before it)", r.ReplayedFrom, r.Replays, r.PriorAttempts))
 	}
 	row("Original run", r.OriginalRun)
-	if err := tw.Flush(); err != nil {
+	if err := fields.flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nHeaders:\n")

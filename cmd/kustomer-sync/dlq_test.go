@@ -33,19 +33,16 @@ type cliBundle struct {
 func newCLIBundle(t *testing.T) cliBundle {
 	t.Helper()
 	ctx := context.Background()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
+	srv, js, stream := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 	// The consumers a worker running these workflows keeps: replay checks
 	// the entry's workflow still reads its subject.
 	for _, wf := range []string{"signup", "import"} {
-		_, err = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		_, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable: leads.ConsumerPrefixDefault + wf, FilterSubject: "leads." + wf, AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		require.NoError(t, err)
 	}
-	_, err = dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
+	_, err := dlq.EnsureStream(ctx, js, dlq.StreamConfig{})
 	require.NoError(t, err)
 	store, err := dlq.OpenStore(ctx, js, "")
 	require.NoError(t, err)

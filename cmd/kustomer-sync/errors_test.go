@@ -56,10 +56,7 @@ func TestErrorsSayEachPackagePrefixOnce(t *testing.T) {
 	require.Equal(t, plain, tidyError(plain))
 
 	// Through the binary: the leads stream's overlap error wraps its own.
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"leads.shop.>"}})
-	require.NoError(t, err)
+	srv, _, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"leads.shop.>"}})
 	_, _, err = cli(t, "", "run", "--sandbox", "--log-level", "error", "--nats-url", srv.ClientURL())
 	require.ErrorContains(t, err, "ORDERS")
 	require.Equal(t, 1, strings.Count(err.Error(), "leads:"), err.Error())

@@ -29,6 +29,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 )
 
@@ -36,18 +37,8 @@ const (
 	// faultWorkflow is the one workflow of the fault tests: a Loop over the
 	// event's leads with the lead's id as externalId, so the idempotency key
 	// is the externalId and an unknown outcome can be looked up.
+	// Its config is testdata/workflows/faults.yaml.
 	faultWorkflow = "faults"
-	faultConfig   = `workflows:
-  - name: faults
-    subject: "leads.>"
-    loop: "{{trigger.leads}}"
-    concurrency: 4
-    max_in_flight: 4
-    inputs:
-      externalId: "{{item.id}}"
-      name: "{{item.name}}"
-      emails: "{{item.email}}"
-`
 	// faultAPIKey is the key the worker processes are given; the sandbox does
 	// not check it.
 	faultAPIKey = "sk-fault-test-key"
@@ -161,7 +152,7 @@ func newFaultRun(t *testing.T, natsURL string) *faultRun {
 	t.Helper()
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, Latency: faultLatency})
 	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(faultConfig), 0o600))
+	require.NoError(t, os.WriteFile(config, []byte(mappingtest.Workflow(faultWorkflow)), 0o600))
 	return &faultRun{t: t, sb: sb, started: time.Now(), config: config, natsURL: natsURL, replicas: 1}
 }
 

@@ -56,10 +56,7 @@ func TestUnknownFlagIsAUsageError(t *testing.T) {
 
 func TestPublishTwiceStoresEachEventOnce(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
-	require.NoError(t, err)
+	srv, js, _ := natstest.StartWithStream(t, jetstream.StreamConfig{Name: "LEADS", Subjects: []string{"leads.>"}})
 
 	input := "{\"id\":\"a\",\"name\":\"Jane\"}\n{\"name\":\"No Id\"}\n"
 	out, _, err := cli(t, input, "publish", "--nats-url", srv.ClientURL())

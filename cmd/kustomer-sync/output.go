@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
@@ -51,3 +52,21 @@ func plural(n int, one, many string) string {
 	}
 	return many
 }
+
+// fieldList writes a record as aligned "Name  value" lines, leaving out the
+// names without a value.
+type fieldList struct{ tw *tabwriter.Writer }
+
+func newFieldList(w io.Writer) fieldList {
+	return fieldList{tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+}
+
+// row writes name and v, unless v is "".
+func (f fieldList) row(name, v string) {
+	if v != "" {
+		fmt.Fprintf(f.tw, "%s\t%s\n", name, v)
+	}
+}
+
+// flush writes the aligned lines out.
+func (f fieldList) flush() error { return f.tw.Flush() }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -183,13 +182,7 @@ func TestTheREADMEsIngestExampleRunsAsWrittenAgainstTheSampleConfig(t *testing.T
 		req, err := http.NewRequest(method, url, strings.NewReader(body))
 		require.NoError(t, err)
 		req.Header = headers.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return send(req)
 	}
 	var code int
 	var got string

@@ -168,12 +168,8 @@ and per Loop item the outcome, customer id, attempts, class and error. A run's I
 }
 
 func writeRun(w io.Writer, r runlog.Record) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, v)
-		}
-	}
+	fields := newFieldList(w)
+	row := fields.row
 	row("Run", r.ID)
 	row("Workflow", r.Workflow)
 	row("Status", string(r.Status))
@@ -194,14 +190,14 @@ func writeRun(w io.Writer, r runlog.Record) error {
 	row("Ended", r.Ended.Local().Format(time.RFC3339Nano))
 	row("Took", took(r))
 	row("Error", r.Error)
-	if err := tw.Flush(); err != nil {
+	if err := fields.flush(); err != nil {
 		return err
 	}
 	if len(r.Items) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w, "\nItems:")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	bulk := slices.ContainsFunc(r.Items, func(it runlog.Item) bool { return it.BulkJob != "" })
 	if bulk {
 		fmt.Fprintln(tw, "  INDEX\tOUTCOME\tCUSTOMER\tATTEMPTS\tBULK JOB\tCLASS\tERROR")

@@ -13,11 +13,18 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
 
+// writeRun writes recs to the run log.
+func (b cliBundle) writeRun(t *testing.T, recs ...runlog.Record) {
+	t.Helper()
+	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
+	require.NoError(t, err)
+	for _, r := range recs {
+		require.NoError(t, l.Write(context.Background(), r))
+	}
+}
+
 func writeRuns(t *testing.T, b cliBundle) {
 	t.Helper()
-	ctx := context.Background()
-	l, err := runlog.New(ctx, b.js, runlog.Config{})
-	require.NoError(t, err)
 	start := time.Now().Add(-10 * time.Minute)
 	runs := []runlog.Record{
 		{ID: "signup-1-1", Workflow: "signup", EventID: "lead-1", Subject: "leads.signup", StreamSeq: 1,
@@ -33,9 +40,7 @@ func writeRuns(t *testing.T, b cliBundle) {
 			Started: start.Add(2 * time.Minute), Ended: start.Add(2 * time.Minute), Status: runlog.DeadLettered,
 			Error: "mapping: {{trigger.nme}}: no such field"},
 	}
-	for _, r := range runs {
-		require.NoError(t, l.Write(ctx, r))
-	}
+	b.writeRun(t, runs...)
 }
 
 func TestRunsListPrintsNewestFirstAndFilters(t *testing.T) {
@@ -98,16 +103,14 @@ func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
 	writeRuns(t, b)
-	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
-	require.NoError(t, err)
 	start := time.Now().Add(-time.Minute)
-	require.NoError(t, l.Write(context.Background(), runlog.Record{
+	b.writeRun(t, runlog.Record{
 		ID: "batch-4-1", Workflow: "batch", StreamSeq: 4, Started: start, Ended: start.Add(time.Second), Status: runlog.Failed,
 		Items: []runlog.Item{
 			{Index: 0, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "x" is not an email address`},
 			{Index: 1, Outcome: outcome.Validation, Attempts: 1, Error: `mapping: emails[0].email: "y" is not an email address`},
 		},
-	}))
+	})
 
 	out, _, err := b.cli(t, "", "runs", "list")
 	require.NoError(t, err)
@@ -119,8 +122,6 @@ func TestRunsListShowsWhyAFailedRunFailed(t *testing.T) {
 func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
-	require.NoError(t, err)
 	start := time.Now().Add(-time.Hour)
 	// A long Loop event started first and ended last: its record is written
 	// after the others'.
@@ -128,9 +129,9 @@ func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 		id    string
 		start time.Duration
 	}{{"short-b", 2 * time.Minute}, {"short-c", 3 * time.Minute}, {"long-a", 0}} {
-		require.NoError(t, l.Write(context.Background(), runlog.Record{
+		b.writeRun(t, runlog.Record{
 			ID: r.id, Workflow: "batch", Started: start.Add(r.start), Ended: start.Add(10 * time.Minute), Status: runlog.Succeeded,
-		}))
+		})
 	}
 	for _, args := range [][]string{{"runs", "list"}, {"runs", "list", "--limit", "0"}, {"runs", "list", "--since", "2h"}} {
 		out, _, err := b.cli(t, "", args...)
@@ -146,15 +147,12 @@ func TestRunsListPutsTheLatestStartFirstWhateverOrderRunsEnded(t *testing.T) {
 func TestRunsShowLinksAReplayToItsDeadLetterAndEarlierRuns(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	ctx := context.Background()
-	l, err := runlog.New(ctx, b.js, runlog.Config{})
-	require.NoError(t, err)
 	now := time.Now()
-	require.NoError(t, l.Write(ctx, runlog.Record{
+	b.writeRun(t, runlog.Record{
 		ID: "LEADS-9-1", Workflow: "signup", EventID: "lead-42", Subject: "leads.signup", StreamSeq: 9,
 		Started: now, Ended: now, Status: runlog.Succeeded, Replay: true,
 		ReplayOf: &runlog.Replay{DeadLetter: 7, Stream: "LEADS_DLQ", Run: "LEADS-5-1", OriginalRun: "LEADS-1-1", Count: 2, Attempts: 6},
-	}))
+	})
 	out, _, err := b.cli(t, "", "runs", "show", "LEADS-9-1")
 	require.NoError(t, err)
 	require.Regexp(t, `Event\s+lead-42\n`, out)
@@ -166,17 +164,15 @@ func TestRunsShowLinksAReplayToItsDeadLetterAndEarlierRuns(t *testing.T) {
 func TestRunsShowPrintsEachItemsBulkJobAndWhatAnUpdateDidNotSend(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
-	require.NoError(t, err)
 	start := time.Now().Add(-time.Minute)
-	require.NoError(t, l.Write(context.Background(), runlog.Record{
+	b.writeRun(t, runlog.Record{
 		ID: "bulk-5-1", Workflow: "bulk", StreamSeq: 5, Started: start, Ended: start.Add(time.Second), Status: runlog.Succeeded,
 		Items: []runlog.Item{
 			{Index: 0, Outcome: outcome.Created, CustomerID: "cccccccccccccccccccccccc", Attempts: 1, BulkJob: "job-7"},
 			{Index: 1, Outcome: outcome.Updated, CustomerID: "dddddddddddddddddddddddd", Attempts: 1, BulkJob: "job-7",
 				Dropped: []string{"externalId: m-2 (the customer, found by another match key, keeps its own: m-1)"}},
 		},
-	}))
+	})
 	out, _, err := b.cli(t, "", "runs", "show", "bulk-5-1")
 	require.NoError(t, err)
 	require.Regexp(t, `INDEX\s+OUTCOME\s+CUSTOMER\s+ATTEMPTS\s+BULK JOB\s+CLASS\s+ERROR`, out)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -24,28 +23,44 @@ func TestSandboxBadFaultFlagsAreUsageErrorsNamingTheFlag(t *testing.T) {
 	require.Equal(t, 2, exitCode(err))
 }
 
-func TestSandboxCommandServesAsynchronousBulkJobsWithTheirFaults(t *testing.T) {
-	t.Parallel()
+// startSandbox runs `kustomer-sync sandbox` on a free address with args,
+// its log to logs, until the test ends; it answers a client of it and the
+// address.
+func startSandbox(t *testing.T, logs io.Writer, args ...string) (*kustomer.Client, string) {
+	t.Helper()
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		var out, errOut bytes.Buffer
-		done <- run(ctx, []string{"sandbox", "--addr", addr, "--bulk-delay", "300ms", "--bulk-item-failure-rate", "1"},
-			strings.NewReader(""), &out, &errOut)
+		done <- run(ctx, append([]string{"sandbox", "--addr", addr}, args...), strings.NewReader(""), io.Discard, logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
 	})
-
 	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
 	require.NoError(t, err)
+	return c, addr
+}
+
+// submitOnceUp submits a bulk job of one item, "r1", once the sandbox
+// answers.
+func submitOnceUp(t *testing.T, c *kustomer.Client) *kustomer.BulkJob {
+	t.Helper()
 	var job *kustomer.BulkJob
+	var err error
 	require.Eventually(t, func() bool {
-		job, err = c.CreateCustomersBulk(ctx, []kustomer.BulkItem{{Ref: "r1", Body: map[string]any{"name": "x"}}})
+		job, err = c.CreateCustomersBulk(t.Context(), []kustomer.BulkItem{{Ref: "r1", Body: map[string]any{"name": "x"}}})
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
+	return job
+}
+
+func TestSandboxCommandServesAsynchronousBulkJobsWithTheirFaults(t *testing.T) {
+	t.Parallel()
+	c, _ := startSandbox(t, io.Discard, "--bulk-delay", "300ms", "--bulk-item-failure-rate", "1")
+	ctx := t.Context()
+	job := submitOnceUp(t, c)
 	require.Equal(t, "queued", job.Status)
 	require.Eventually(t, func() bool {
 		polled, err := c.BulkJob(ctx, job.ID)
@@ -60,19 +75,11 @@ func TestSandboxCommandServesAsynchronousBulkJobsWithTheirFaults(t *testing.T) {
 // at info, and its --help lists only the global flags it uses.
 func TestStandaloneSandboxListsItsCustomersLogsRequestsAndHelpsWithItsOwnFlags(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
 	logs := &lockedBuffer{}
-	go func() {
-		done <- run(ctx, []string{"sandbox", "--addr", addr, "--log-format", "json"}, strings.NewReader(""), io.Discard, logs)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-
-	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
-	require.NoError(t, err)
+	c, addr := startSandbox(t, logs, "--log-format", "json")
+	var err error
 	require.Eventually(t, func() bool {
-		_, err = c.CreateCustomer(ctx, map[string]any{"name": "Ann", "externalId": "a-1"})
+		_, err = c.CreateCustomer(t.Context(), map[string]any{"name": "Ann", "externalId": "a-1"})
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
 
@@ -120,26 +127,13 @@ func TestSandboxJobModelFlagsAreCheckedAndServed(t *testing.T) {
 	require.ErrorContains(t, err, `--bulk-timing "often": want one of parallel, serial, spread`)
 	require.ErrorContains(t, err, `--bulk-submit-lost-rate "3": want a share from 0 to 1`)
 	require.Equal(t, 2, exitCode(err))
+	_, _, err = cli(t, "", "bench", "--mode", "bulk", "--job-model", "lost-answers", "--lost-rate", "3")
+	require.ErrorContains(t, err, "--lost-rate 3: want a share in (0, 1]")
+	require.Equal(t, 2, exitCode(err))
 
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		var out, errOut bytes.Buffer
-		done <- run(ctx, []string{"sandbox", "--addr", addr, "--job-model", "empty-batches", "--bulk-delay", "200ms"},
-			strings.NewReader(""), &out, &errOut)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	c, err := kustomer.New(kustomer.Config{BaseURL: "http://" + addr, APIKey: "any"})
-	require.NoError(t, err)
-	var job *kustomer.BulkJob
-	require.Eventually(t, func() bool {
-		job, err = c.CreateCustomersBulk(ctx, []kustomer.BulkItem{{Ref: "r1", Body: map[string]any{"name": "x"}}})
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "the sandbox never answered: %v", err)
+	c, _ := startSandbox(t, io.Discard, "--job-model", "empty-batches", "--bulk-delay", "200ms")
+	ctx := t.Context()
+	job := submitOnceUp(t, c)
 	res, err := c.BulkResults(ctx, job.ID)
 	require.NoError(t, err)
 	require.False(t, res.CompleteFor(1))

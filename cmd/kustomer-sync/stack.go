@@ -411,7 +411,7 @@ func (st *stack) startAdmin(a *app, f *workerFlags) error {
 		JetStream:   st.js,
 		Workflows:   st.worker,
 		Metrics:     promhttp.HandlerFor(st.registry, promhttp.HandlerOpts{Registry: st.registry}),
-		Status:      worker.StatusConfig{Stream: f.stream},
+		Status:      leads.StatusConfig{Stream: f.stream},
 		CustomerURL: f.customerURL(),
 		TraceURL:    traceURL(f.traceURL),
 		Logger:      a.log,

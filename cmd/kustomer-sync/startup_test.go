@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/replica"
 )
@@ -98,7 +99,7 @@ func TestStartGivesUpAfterTheStartupTimeoutNamingTheServer(t *testing.T) {
 	t.Parallel()
 	port := natstest.FreePorts(t, 1)[0]
 	config := filepath.Join(t.TempDir(), "workflows.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(faultConfig), 0o600))
+	require.NoError(t, os.WriteFile(config, []byte(mappingtest.Workflow(faultWorkflow)), 0o600))
 	cmd := exec.Command(workerBinary(t), "run", "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", port),
 		"--config", config, "--kustomer-base-url", "http://127.0.0.1:1", "--startup-timeout", "1s", "--log-format", "json")
 	cmd.Dir = t.TempDir()

@@ -13,7 +13,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/leads"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/replica"
-	"github.com/kustomer-sync/kustomer-sync/worker"
 )
 
 // statusReport is the deployment as `status --json` prints it.
@@ -48,7 +47,7 @@ The command exits 0 whatever the state: scripts read --json.`,
 				return err
 			}
 			defer nc.Close()
-			rep, err := worker.CollectStatus(ctx, js, worker.StatusConfig{Stream: stream, DeadLetterStream: dlqStream, ReplicasBucket: bucket})
+			rep, err := leads.CollectStatus(ctx, js, leads.StatusConfig{Stream: stream, DeadLetterStream: dlqStream, ReplicasBucket: bucket})
 			if err != nil {
 				return err
 			}

@@ -20,18 +20,23 @@ import (
 func TestRunsShowPrintsTheTraceID(t *testing.T) {
 	t.Parallel()
 	b := newCLIBundle(t)
-	l, err := runlog.New(context.Background(), b.js, runlog.Config{})
-	require.NoError(t, err)
 	now := time.Now()
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	require.NoError(t, l.Write(context.Background(), runlog.Record{
+	b.writeRun(t, runlog.Record{
 		ID: "LEADS-3-1-default", Workflow: "default", EventID: "lead-3", StreamSeq: 3, Started: now, Ended: now,
 		Status: runlog.Succeeded, TraceID: traceID,
-	}))
-	out, _, err := b.cli(t, "", "runs", "show", "LEADS-3-1-default")
+	})
+	requireShowsTrace(t, b, traceID, "runs", "show", "LEADS-3-1-default")
+}
+
+// requireShowsTrace wants the command args to print traceID, as text and
+// with --json.
+func requireShowsTrace(t *testing.T, b cliBundle, traceID string, args ...string) {
+	t.Helper()
+	out, _, err := b.cli(t, "", args...)
 	require.NoError(t, err)
 	require.Regexp(t, `Trace\s+`+traceID+`\n`, out)
-	out, _, err = b.cli(t, "", "runs", "show", "LEADS-3-1-default", "--json")
+	out, _, err = b.cli(t, "", append(args, "--json")...)
 	require.NoError(t, err)
 	require.Contains(t, out, `"trace_id": "`+traceID+`"`)
 }
@@ -44,12 +49,7 @@ func TestDLQShowPrintsTheTraceID(t *testing.T) {
 		Workflow: "signup", Class: outcome.Permanent, Error: "it broke", Attempts: 1, Subject: "leads.signup", StreamSeq: 5,
 		LastFailure: time.Now(), Payload: []byte(`{}`), TraceID: traceID, SpanID: spanID,
 	}))
-	out, _, err := b.cli(t, "", "dlq", "show", "1")
-	require.NoError(t, err)
-	require.Regexp(t, `Trace\s+`+traceID+`\n`, out)
-	out, _, err = b.cli(t, "", "dlq", "show", "1", "--json")
-	require.NoError(t, err)
-	require.Contains(t, out, `"trace_id": "`+traceID+`"`)
+	requireShowsTrace(t, b, traceID, "dlq", "show", "1")
 }
 
 func TestTraceURLTemplateIsCheckedAndDocumented(t *testing.T) {

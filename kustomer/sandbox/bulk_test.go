@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
 
 // submitBulk posts a bulk body, requires a 201 and returns the job's data.
@@ -46,7 +47,7 @@ func batchOf(t *testing.T, sb *sandbox.Sandbox, id string) map[string]any {
 func TestBulkJobIsQueuedThenRunningThenCompleteOnTheSandboxClock(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 10 * time.Second})
 
 	job := submitBulk(t, sb, `[{"name":"a","externalId":"a","_clientRef":"r1"},{"name":"b","_clientRef":"r2"}]`)
@@ -191,7 +192,7 @@ func TestBulkWithoutClientRefsReportsResultsInSubmissionOrder(t *testing.T) {
 func TestBulkFaultsFailItemsStickJobsAndRejectSubmissions(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, RatePerMinute: 100, BulkItemFailureRate: 1})
 
 	job := submitBulk(t, sb, `[{"name":"a","_clientRef":"r1"},{"name":"b","_clientRef":"r2"}]`)
@@ -290,7 +291,7 @@ func TestBulkJobsUpdatesAndLookUpsAreSafeForConcurrentUse(t *testing.T) {
 func TestBulkSerialJobsRunOneAfterAnother(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 10 * time.Second, BulkTiming: sandbox.BulkSerial})
 	a := submitBulk(t, sb, `[{"externalId":"a"}]`)["id"].(string)
 	b := submitBulk(t, sb, `[{"externalId":"b"}]`)["id"].(string)
@@ -309,7 +310,7 @@ func TestBulkSerialJobsRunOneAfterAnother(t *testing.T) {
 func TestBulkSpreadJobsTakeDurationsAcrossTheRange(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkTiming: sandbox.BulkSpread, BulkDelayMin: 2 * time.Second, BulkDelay: 6 * time.Second})
 	const jobs = 200
 	for i := range jobs {
@@ -330,7 +331,7 @@ func TestBulkSpreadJobsTakeDurationsAcrossTheRange(t *testing.T) {
 // externalId then finds the customer.
 func TestBulkJobsCompleteUnpolledAndLookUpsFindTheirCustomers(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	clock := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 30 * time.Second})
 	submitBulk(t, sb, `[{"externalId":"unpolled"}]`)
 	clock.Advance(29 * time.Second)
@@ -342,7 +343,7 @@ func TestBulkJobsCompleteUnpolledAndLookUpsFindTheirCustomers(t *testing.T) {
 
 func TestBulkBatchesWithoutStatusAndEmptyUntilDone(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	clock := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now, BulkDelay: 2 * time.Second, BulkBatchesNoStatus: true})
 	id := submitBulk(t, sb, `[{"externalId":"n1","_clientRef":"r"}]`)["id"].(string)
 	batch := batchOf(t, sb, id)

@@ -1,7 +1,6 @@
 package sandbox_test
 
 import (
-	"net/http"
 	"path/filepath"
 	"testing"
 
@@ -15,10 +14,8 @@ import (
 func TestSaveFileAndLoadFileKeepCustomersAndTheirLookUps(t *testing.T) {
 	t.Parallel()
 	sb := newSandbox(t, sandbox.Config{})
-	rec := call(t, sb, http.MethodPost, "/v1/customers",
+	id := createCustomer(t, sb,
 		`{"name":"Jane","externalId":"crm-42","emails":[{"email":"Jane@Example.com"}],"phones":[{"phone":"+14155550100"}]}`)
-	require.Equal(t, http.StatusCreated, rec.Code)
-	id := decode(t, rec)["data"].(map[string]any)["id"].(string)
 	path := filepath.Join(t.TempDir(), "sandbox", "customers.json")
 	require.NoError(t, sb.SaveFile(path))
 
@@ -27,13 +24,9 @@ func TestSaveFileAndLoadFileKeepCustomersAndTheirLookUps(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	for _, p := range []string{"/v1/customers/externalId=crm-42", "/v1/customers/" + id, "/v1/customers/email=jane%40example.com", "/v1/customers/phone=%2B14155550100"} {
-		rec := call(t, again, http.MethodGet, p, "")
-		require.Equal(t, http.StatusOK, rec.Code, p)
-		require.Equal(t, id, decode(t, rec)["data"].(map[string]any)["id"], p)
+		require.Equal(t, id, lookupID(t, again, p), p)
 	}
-	rec = call(t, again, http.MethodPost, "/v1/customers", `{"name":"Bob"}`)
-	require.Equal(t, http.StatusCreated, rec.Code)
-	require.NotEqual(t, id, decode(t, rec)["data"].(map[string]any)["id"])
+	require.NotEqual(t, id, createCustomer(t, again, `{"name":"Bob"}`))
 	require.Len(t, again.Customers(), 2)
 
 	_, err = again.LoadFile(path)

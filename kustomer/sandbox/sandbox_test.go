@@ -17,25 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
-
-// fakeClock is a settable clock for rate windows.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func newSandbox(t *testing.T, cfg sandbox.Config) *sandbox.Sandbox {
 	t.Helper()
@@ -186,7 +169,7 @@ func TestCreateAcceptsEveryDocumentedInput(t *testing.T) {
 
 func TestCreateAnswers201WithKustomerDataShape(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)}
+	clock := looptest.NewFakeClock(time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC))
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now})
 	rec := call(t, sb, http.MethodPost, "/v1/customers",
 		`{"externalId":"lead-7","emails":[{"email":"jane@example.com"}],"custom":{"tierStr":"gold"}}`)
@@ -222,10 +205,8 @@ func TestCreateAnswers201WithKustomerDataShape(t *testing.T) {
 func TestLookUpFindsCustomerByExternalIDIDEmailAndPhone(t *testing.T) {
 	t.Parallel()
 	sb := newSandbox(t, sandbox.Config{})
-	rec := call(t, sb, http.MethodPost, "/v1/customers",
+	id := createCustomer(t, sb,
 		`{"name":"Jane","externalId":"crm/42 x","emails":[{"email":"Jane@Example.com"}],"phones":[{"phone":"+14155550100"}]}`)
-	require.Equal(t, http.StatusCreated, rec.Code)
-	id := decode(t, rec)["data"].(map[string]any)["id"].(string)
 
 	for _, path := range []string{
 		"/v1/customers/externalId=crm%2F42%20x",
@@ -240,7 +221,7 @@ func TestLookUpFindsCustomerByExternalIDIDEmailAndPhone(t *testing.T) {
 		require.Equal(t, "Jane", data["attributes"].(map[string]any)["name"])
 	}
 
-	rec = call(t, sb, http.MethodGet, "/v1/customers/externalId=absent", "")
+	rec := call(t, sb, http.MethodGet, "/v1/customers/externalId=absent", "")
 	require.Equal(t, http.StatusNotFound, rec.Code)
 	require.JSONEq(t, `{"errors":[{"status":404,"code":"notfound","title":"Not Found"}]}`, rec.Body.String())
 	require.Equal(t, 5, sb.Stats().Lookups)
@@ -263,7 +244,7 @@ func TestUnknownRouteIs404AndBadJSONIs400(t *testing.T) {
 func TestRateLimitSpendsOneUnitPerRequestAndResetsAtWindowEnd(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{RatePerMinute: 3, Now: clock.Now})
 	windowEnd := strconv.FormatInt(start.Add(time.Minute).Unix(), 10)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/loop/looptest"
 )
 
 // createCustomer posts body and returns the new customer's id.
@@ -34,7 +35,7 @@ func lookupID(t *testing.T, sb *sandbox.Sandbox, path string) string {
 func TestUpdateWithReplaceFalseReplacesFieldsSentAndKeepsTheOthers(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 5, 24, 12, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	clock := looptest.NewFakeClock(start)
 	sb := newSandbox(t, sandbox.Config{Now: clock.Now})
 	id := createCustomer(t, sb, `{"name":"Jane","externalId":"lead-1","locale":"en",
 		"emails":[{"email":"old@example.com"}],"phones":[{"phone":"+14155550100"}],

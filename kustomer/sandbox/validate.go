@@ -144,50 +144,33 @@ func number(c *checker, ptr string, v any) {
 	}
 }
 
-func dateTime(c *checker, ptr string, v any) {
-	s, ok := v.(string)
-	if !ok {
-		c.add(ptr, "Invalid type", "expected date-time string, got "+typeName(v))
-		return
-	}
-	if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-		c.add(ptr, "Invalid format", "expected an RFC 3339 date-time")
-	}
-}
-
-func uri(c *checker, ptr string, v any) {
-	s, ok := v.(string)
-	if !ok {
-		c.add(ptr, "Invalid type", "expected URI string, got "+typeName(v))
-		return
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
-		c.add(ptr, "Invalid format", "expected an absolute URI")
+// formatted checks a string of a kind (as the type error names it) that
+// valid accepts; one valid refuses gets title and detail.
+func formatted(kind, title, detail string, valid func(string) bool) rule {
+	return func(c *checker, ptr string, v any) {
+		s, ok := v.(string)
+		if !ok {
+			c.add(ptr, "Invalid type", "expected "+kind+" string, got "+typeName(v))
+			return
+		}
+		if !valid(s) {
+			c.add(ptr, title, detail)
+		}
 	}
 }
 
-func email(c *checker, ptr string, v any) {
-	s, ok := v.(string)
-	if !ok {
-		c.add(ptr, "Invalid type", "expected email string, got "+typeName(v))
-		return
-	}
-	if !schema.ValidEmail(s) {
-		c.add(ptr, "Invalid email", "not an email address")
-	}
-}
-
-func phone(c *checker, ptr string, v any) {
-	s, ok := v.(string)
-	if !ok {
-		c.add(ptr, "Invalid type", "expected phone string, got "+typeName(v))
-		return
-	}
-	if !schema.ValidE164(s) {
-		c.add(ptr, "Invalid phone", "expected an E.164 phone number such as +14155550100")
-	}
-}
+var (
+	dateTime = formatted("date-time", "Invalid format", "expected an RFC 3339 date-time", func(s string) bool {
+		_, err := time.Parse(time.RFC3339Nano, s)
+		return err == nil
+	})
+	uri = formatted("URI", "Invalid format", "expected an absolute URI", func(s string) bool {
+		u, err := url.Parse(s)
+		return err == nil && u.Scheme != "" && (u.Host != "" || u.Opaque != "")
+	})
+	email = formatted("email", "Invalid email", "not an email address", schema.ValidEmail)
+	phone = formatted("phone", "Invalid phone", "expected an E.164 phone number such as +14155550100", schema.ValidE164)
+)
 
 func enum(values []string) rule {
 	return func(c *checker, ptr string, v any) {

@@ -1,24 +1,24 @@
-package worker
+package mapping
 
 import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/kustomer-sync/kustomer-sync/mapping"
 )
 
 // maxListItems is Kustomer's limit on every array of a customer (emails,
 // phones, …): a merged list is cut to it.
 const maxListItems = 10
 
-// matchLocks names the ledger locks of the item's match values, e.g.
-// "email:ada@example.com", sorted so that items take them in one order.
-func matchLocks(wf *mapping.Workflow, req mapping.Request) []string {
+// MatchKeys names req's match values by the workflow's match keys, e.g.
+// "email:ada@example.com" (an email in lower case), sorted: the ledger locks
+// them while an item's attempt looks its customer up, and items take them
+// in this one order.
+func (w *Workflow) MatchKeys(req Request) []string {
 	var names []string
-	for _, k := range wf.Match {
+	for _, k := range w.Match {
 		if v := req.MatchValue(k); v != "" {
-			if k == mapping.MatchEmail {
+			if k == MatchEmail {
 				v = strings.ToLower(v)
 			}
 			names = append(names, k+":"+v)
@@ -28,15 +28,15 @@ func matchLocks(wf *mapping.Workflow, req mapping.Request) []string {
 	return names
 }
 
-// mergeLists returns the body of an update: req, with each of its lists
+// MergeLists returns the body of an update: req, with each of its lists
 // (emails, phones, tags, …) merged into the customer's, since a list sent
 // replaces Kustomer's: the customer's entries first, then req's new ones,
 // cut to maxListItems. dropped names each new entry that did not fit, with
 // its reason, as "emails: ada@example.com (Kustomer keeps at most 10 per list)". When the customer's lists are unknown (known
 // is false), req's lists are left out rather than replacing them, and named
 // in dropped. A customer's externalId is never replaced by another.
-func mergeLists(req mapping.Request, existing map[string]any, known bool) (mapping.Request, []string) {
-	body := make(mapping.Request, len(req))
+func MergeLists(req Request, existing map[string]any, known bool) (Request, []string) {
+	body := make(Request, len(req))
 	var dropped []string
 	for field, v := range req {
 		if old, _ := existing[field].(string); field == "externalId" && old != "" && old != v {
@@ -51,7 +51,7 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 		}
 		if !known {
 			for _, it := range list {
-				_, id := mapping.ListEntry(field, it)
+				_, id := ListEntry(field, it)
 				dropped = append(dropped, field+": "+id+" (the customer's current list could not be read)")
 			}
 			continue
@@ -60,12 +60,12 @@ func mergeLists(req mapping.Request, existing map[string]any, known bool) (mappi
 		merged := make([]any, 0, maxListItems)
 		seen := make(map[string]bool, len(old)+len(list))
 		for _, it := range old {
-			entry, id := mapping.ListEntry(field, it)
+			entry, id := ListEntry(field, it)
 			merged = append(merged, entry)
 			seen[id] = true
 		}
 		for _, it := range list {
-			_, id := mapping.ListEntry(field, it)
+			_, id := ListEntry(field, it)
 			switch {
 			case seen[id]:
 			case len(merged) >= maxListItems:
