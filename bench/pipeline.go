@@ -115,15 +115,11 @@ func RunPipeline(ctx context.Context, pc PipelineConfig) (_ PipelineReport, err 
 
 	if pc.ProfileDir != "" {
 		rep.Profile = filepath.Join(pc.ProfileDir, pc.Kind+".pprof")
-		f, err := os.Create(rep.Profile)
+		stop, err := startProfile(rep.Profile)
 		if err != nil {
-			return rep, fmt.Errorf("bench: --profile: %w", err)
+			return rep, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return rep, fmt.Errorf("bench: --profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	cpu0, start := processCPU(), time.Now()
 	var drained func() (bool, error)
@@ -295,4 +291,20 @@ func floorOne(ctx context.Context, client *http.Client, url string, msg jetstrea
 		return false
 	}
 	return true
+}
+
+// startProfile writes this process's CPU profile to path until stop.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: --profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -70,7 +70,8 @@ worker), per-item mode, then bulk mode, each draining --events events (default 6
 with ledger, results and run log on. For each it prints customers per second and the CPU per
 customer of this whole process (NATS server and sandbox included) beside the floor's: the median
 of --repeat rounds that interleave the four, so that a machine whose speed drifts slows each
-alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
+alike. --profile DIR writes the first round's CPU profiles for go tool pprof (with --job-model,
+each run's profile, replicas in this process).`,
 		Example: `  kustomer-sync bench                                  # 1 and 3 replicas, then 1 replica + 30% foreign
   kustomer-sync bench --mode bulk --rate 1000          # 100,000 leads in bulk mode, per-item beside it
   kustomer-sync bench --mode bulk --job-model all --events 20000 --per-event 1,10 --replicas 1,3 --rate 1000
@@ -99,6 +100,9 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 				}
 				if f.replicaLogs != "" && !f.process {
 					return usageError{errors.New("--replica-logs goes with --process")}
+				}
+				if f.profile != "" && f.process {
+					return usageError{errors.New("--profile profiles this process: leave --process out to have the replicas in it")}
 				}
 				if f.lostRate < 0 || f.lostRate > 1 {
 					return usageError{fmt.Errorf("--lost-rate %v: want a share in (0, 1]", f.lostRate)}
@@ -150,7 +154,7 @@ alike. --profile DIR writes the first round's CPU profiles for go tool pprof.`,
 	fl.Float64Var(&f.lostRate, "lost-rate", 0, "with --job-model lost-answers: the share of bulk submissions whose answer is lost, in (0, 1] (default the model's, 0.01)")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure customers/s and CPU per customer of each mode and of a bare fetch-POST-ack loop, with no budget and no latency")
 	fl.IntVar(&f.repeat, "repeat", 3, "with --pipeline: rounds, each running the floor, floor+writes, per-item and bulk once; the medians are reported")
-	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, floor+writes.pprof, per-item.pprof, bulk.pprof)")
+	fl.StringVar(&f.profile, "profile", "", "with --pipeline: write the first round's CPU profiles to this folder (floor.pprof, floor+writes.pprof, per-item.pprof, bulk.pprof); with --job-model (without --process): each run's, as <model>-<per-event>x<replicas>.pprof")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -74,22 +75,39 @@ func (a *app) benchJobModels(ctx context.Context, f benchFlags) error {
 		}
 		binary = exe
 	}
+	if f.profile != "" {
+		if err := os.MkdirAll(f.profile, 0o755); err != nil {
+			return fmt.Errorf("--profile: %w", err)
+		}
+	}
 	var reps []bench.ModeReport
 	for _, model := range models {
 		for _, per := range f.perEvent {
 			for _, n := range f.replicas {
 				fmt.Fprintf(a.stdout, "bench: bulk mode, job model %s, %d leads in events of %d, %d replica(s), budget %d per %s, jobs take %s ...\n",
 					model, f.events, per, n, f.rate, f.window, f.bulkDelay)
+				profile := ""
+				if f.profile != "" {
+					profile = filepath.Join(f.profile, fmt.Sprintf("%s-%dx%d.pprof", model, per, n))
+				}
 				rep, err := bench.RunMode(ctx, bench.ModeConfig{
 					Mode: mapping.ModeBulk, Events: f.events, PerEvent: per, JobModel: model, Rate: f.rate, Window: f.window,
 					Latency: f.latency, BulkDelay: f.bulkDelay, BulkJobTimeout: f.bulkJobTimeout, LostRate: f.lostRate, Replicas: n, Limit: f.timeout,
 					MaxInFlight: mapping.MaxInFlightBulkDefault, // the workflow's default settings
-					Binary:      binary, LogDir: f.replicaLogs, NATSOptions: natsLogOptions(a.log), Logger: a.log,
+					Binary:      binary, LogDir: f.replicaLogs, Profile: profile, NATSOptions: natsLogOptions(a.log), Logger: a.log,
+					// A run of a million leads takes many minutes: say how far it is.
+					ProgressEvery: time.Minute,
+					Progress: func(elapsed time.Duration, created, requests int) {
+						fmt.Fprintf(a.stdout, "  %s: %d created, %d requests\n", elapsed.Round(time.Second), created, requests)
+					},
 				})
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "  %s\n", jobModelRow(rep))
+				if profile != "" {
+					fmt.Fprintf(a.stdout, "  CPU profile: %s (go tool pprof -top %s)\n", profile, profile)
+				}
 				for reason, n := range rep.DeadLetterReasons {
 					fmt.Fprintf(a.stdout, "    dead letters: %d × %s\n", n, reason)
 				}

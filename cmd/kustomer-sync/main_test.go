@@ -90,3 +90,13 @@ func TestPublishWithoutAStreamSaysHowToCreateOne(t *testing.T) {
 	require.ErrorContains(t, err, "no stream captures that subject")
 	require.ErrorContains(t, err, "kustomer-sync run")
 }
+
+// bench --profile profiles the bench process: with --process the replicas
+// are elsewhere, and a profile without them would mislead.
+func TestBenchProfileOfJobModelRunsRefusesReplicasRunAsProcesses(t *testing.T) {
+	t.Parallel()
+	_, _, err := cli(t, "", "bench", "--mode", "bulk", "--job-model", "parallel", "--process", "--profile", t.TempDir())
+	require.ErrorContains(t, err, "--profile profiles this process: leave --process out")
+	var ue usageError
+	require.ErrorAs(t, err, &ue)
+}

@@ -178,7 +178,14 @@ func (s *Sandbox) index(i int, attrs map[string]any, add bool) {
 		op = indexAdd
 	}
 	if ext, ok := attrs["externalId"].(string); ok {
+		had := len(s.byExt[ext]) > 0
 		op(s.byExt, ext, i)
+		switch has := len(s.byExt[ext]) > 0; {
+		case has && !had:
+			s.stats.ExternalIDs++
+		case had && !has:
+			s.stats.ExternalIDs--
+		}
 	}
 	for _, e := range items(attrs["emails"], "email") {
 		op(s.byEmail, strings.ToLower(e), i)

@@ -237,6 +237,10 @@ type Stats struct {
 	BadRequests  int // 400s
 	Unauthorized int // 401s
 	Duplicates   int // creates (single or bulk item) whose externalId already existed
+	// ExternalIDs is how many distinct externalIds at least one customer
+	// carries: len(CountByExternalID()), kept as customers change, so that
+	// a benchmark polling its progress does not copy the whole index.
+	ExternalIDs int
 
 	LookupsByExternalID int // look-ups by externalId=, included in Lookups
 	LookupsByEmail      int // look-ups by email=, included in Lookups

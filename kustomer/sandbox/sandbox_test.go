@@ -411,6 +411,7 @@ func TestDuplicateExternalIDIsStoredAndCounted(t *testing.T) {
 	st := sb.Stats()
 	require.Equal(t, 2, st.Duplicates)
 	require.Equal(t, 5, st.Creates)
+	require.Equal(t, 2, st.ExternalIDs, "a and b")
 
 	first := sb.Customers()[0].ID
 	rec := call(t, sb, http.MethodGet, "/v1/customers/externalId=a", "")
@@ -446,6 +447,7 @@ func TestSandboxIsSafeForConcurrentUse(t *testing.T) {
 		total += n
 	}
 	require.Equal(t, st.Creates, total)
+	require.Equal(t, len(sb.CountByExternalID()), st.ExternalIDs)
 	require.LessOrEqual(t, st.Creates+st.Lookups, 150, "never more than the window's budget")
 }
 

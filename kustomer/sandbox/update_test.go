@@ -84,6 +84,7 @@ func TestUpdateWithoutReplaceFalseReplacesEveryField(t *testing.T) {
 	require.NotContains(t, attrs, "externalId")
 	require.Empty(t, lookupID(t, sb, "/v1/customers/externalId=lead-1"))
 	require.Empty(t, sb.CountByExternalID())
+	require.Zero(t, sb.Stats().ExternalIDs, "the update took lead-1 away")
 }
 
 func TestUpdateValidatesTheClosedSchemaAndAnswers404ForAnUnknownID(t *testing.T) {
