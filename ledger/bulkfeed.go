@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -105,28 +104,11 @@ func (l *Ledger) FollowBulk(ctx context.Context, feed *BulkFeed, learnt func(wor
 		case e == nil:
 			// the latest values are all in
 		case strings.HasPrefix(e.Key(), batchKeyPrefix):
-			feed.add(strings.TrimPrefix(e.Key(), batchKeyPrefix), sentOf(e), keep)
+			feed.add(strings.TrimPrefix(e.Key(), batchKeyPrefix), batchRecord(e).Sent, keep)
 		case learnt != nil:
 			learnt(strings.TrimPrefix(e.Key(), paceKeyPrefix), e.Value())
 		}
 	}
-}
-
-// sentOf is when the request of a bulk record was sent: the time of its
-// first write ("sending"), or the time a later one ("job") repeats.
-func sentOf(e jetstream.KeyValueEntry) time.Time {
-	v := string(e.Value())
-	if strings.HasPrefix(v, "sending ") {
-		return e.Created()
-	}
-	if rest, ok := strings.CutPrefix(v, "job "); ok {
-		if f := strings.SplitN(rest, " ", 4); len(f) == 4 {
-			if ms, err := strconv.ParseInt(f[2], 10, 64); err == nil && ms > 0 {
-				return time.UnixMilli(ms)
-			}
-		}
-	}
-	return time.Time{}
 }
 
 // SharePace records what this replica learnt of workflow's bulk jobs'

@@ -442,13 +442,20 @@ func (l *Ledger) BatchRead(ctx context.Context, batch string) (BatchRecord, erro
 	case err != nil:
 		return BatchRecord{}, fmt.Errorf("ledger: read bulk job: %w", err)
 	}
+	return batchRecord(e), nil
+}
+
+// batchRecord decodes the bulk request record e: "sending <count>
+// <owner>" (sent at its write), "job <id> <count> <sent ms> <owner>", or
+// an earlier version's job id alone.
+func batchRecord(e jetstream.KeyValueEntry) BatchRecord {
 	r := BatchRecord{Found: true, Beat: e.Created()}
 	v := string(e.Value())
 	if rest, ok := strings.CutPrefix(v, "sending "); ok {
 		n, owner, _ := strings.Cut(rest, " ")
 		r.Count, _ = strconv.Atoi(n)
 		r.Owner, r.Sent = owner, r.Beat
-		return r, nil
+		return r
 	}
 	if rest, ok := strings.CutPrefix(v, "job "); ok {
 		f := strings.SplitN(rest, " ", 4)
@@ -458,11 +465,11 @@ func (l *Ledger) BatchRead(ctx context.Context, batch string) (BatchRecord, erro
 			if ms, err := strconv.ParseInt(f[2], 10, 64); err == nil {
 				r.Sent = time.UnixMilli(ms)
 			}
-			return r, nil
+			return r
 		}
 	}
 	r.Job = v // an earlier version's record: the job id alone
-	return r, nil
+	return r
 }
 
 // BatchJob is the job id recorded for the bulk request batch, or "" when
