@@ -21,7 +21,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/leads"
-	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -497,26 +496,9 @@ func TestBulkEarlierJobUnreadableForAWhileIsAskedAgainNotSentAgain(t *testing.T)
 			return poll
 		},
 	})
-	ctx := context.Background()
 	// A replica, dead since, claimed the three items and sent them in a job
 	// that is still running.
-	var died time.Duration
-	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
-	require.NoError(t, err)
-	died = time.Minute // its claims are a minute old: their leases ended
-	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
-	require.NoError(t, err)
-	token := ledger.NewBatchToken()
-	var items []kustomer.BulkItem
-	for _, n := range []string{"a", "b", "c"} {
-		key := ledger.Key("", "ext-"+n)
-		_, err := dead.Claim(ctx, key, token)
-		require.NoError(t, err)
-		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
-	}
-	job, err := client.CreateCustomersBulk(ctx, items)
-	require.NoError(t, err)
-	require.NoError(t, dead.BatchSent(ctx, token, job.ID, len(items), time.Now().Add(-time.Minute)))
+	job := h.deadReplicaSent([]string{"a", "b", "c"}, time.Now().Add(-time.Minute))
 
 	seq := h.publish("leads.web", "taken-over-1", leadsEvent("a", "b", "c"))
 	rec := h.waitRun(seq)

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kustomer-sync/kustomer-sync/kustomer"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
@@ -121,25 +120,8 @@ func TestBulkJobHoldingItemsOfSeveralBatchesIsPolledOncePerCheck(t *testing.T) {
 		sandbox: sandbox.Config{BulkDelay: 1500 * time.Millisecond},
 		worker:  func(c *Config) { c.Ledger.Lease, c.Kustomer.Timeout = time.Second, 500*time.Millisecond },
 	})
-	ctx := context.Background()
-	var died time.Duration
-	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
-	require.NoError(t, err)
-	died = time.Minute // its claims are a minute old: their leases ended
-	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
-	require.NoError(t, err)
-	token := ledger.NewBatchToken()
 	names := []string{"a", "b", "c", "d", "e", "f"}
-	var items []kustomer.BulkItem
-	for _, n := range names {
-		key := ledger.Key("", "ext-"+n)
-		_, err := dead.Claim(ctx, key, token)
-		require.NoError(t, err)
-		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
-	}
-	job, err := client.CreateCustomersBulk(ctx, items)
-	require.NoError(t, err)
-	require.NoError(t, dead.BatchSent(ctx, token, job.ID, len(items), time.Now()))
+	job := h.deadReplicaSent(names, time.Now())
 	before := h.sb.Sandbox.Stats()
 
 	var seqs []uint64

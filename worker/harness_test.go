@@ -21,6 +21,7 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/kustomer/kustomertest"
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
 	"github.com/kustomer-sync/kustomer-sync/leads"
+	"github.com/kustomer-sync/kustomer-sync/ledger"
 	"github.com/kustomer-sync/kustomer-sync/mapping"
 	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
 	"github.com/kustomer-sync/kustomer-sync/natstest"
@@ -230,3 +231,30 @@ func leadConfig(settings ...string) string {
 // testWorkflow is the workflow config testdata/workflows/<name>.yaml, at the
 // top of the repository, where the configs the tests share are kept.
 func testWorkflow(name string) string { return mappingtest.Workflow(name) }
+
+// deadReplicaSent plays a replica that claimed the leads ext-<name> of
+// names, sent them in one bulk job (its request recorded as sent at sent),
+// and died: its claims are a minute old, their leases ended. It returns
+// the job.
+func (h *harness) deadReplicaSent(names []string, sent time.Time) *kustomer.BulkJob {
+	h.t.Helper()
+	ctx := context.Background()
+	var died time.Duration
+	dead, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-dead", func() time.Time { return time.Now().Add(-died) })
+	require.NoError(h.t, err)
+	died = time.Minute // after Open, which measures the clock against the server's
+	client, err := kustomer.New(kustomer.Config{BaseURL: h.sb.URL, APIKey: testAPIKey})
+	require.NoError(h.t, err)
+	token := ledger.NewBatchToken()
+	var items []kustomer.BulkItem
+	for _, n := range names {
+		key := ledger.Key("", "ext-"+n)
+		_, err := dead.Claim(ctx, key, token)
+		require.NoError(h.t, err)
+		items = append(items, kustomer.BulkItem{Ref: bulkRef(key), Body: map[string]any{"externalId": "ext-" + n, "name": n}})
+	}
+	job, err := client.CreateCustomersBulk(ctx, items)
+	require.NoError(h.t, err)
+	require.NoError(h.t, dead.BatchSent(ctx, token, job.ID, len(items), sent))
+	return job
+}
