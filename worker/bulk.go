@@ -43,6 +43,7 @@ const (
 type BulkKustomer interface {
 	CreateCustomersBulk(ctx context.Context, items []kustomer.BulkItem) (*kustomer.BulkJob, error)
 	BulkResults(ctx context.Context, id string) (*kustomer.BulkResults, error)
+	BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
 }
 
 // bulkOutcome is one item's outcome in bulk mode: the loop's, and the bulk
@@ -128,10 +129,11 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 	if !ok {
 		return nil, fmt.Errorf("worker: workflow %s: mode bulk needs a Kustomer client that sends bulk requests", f.wf.Name)
 	}
+	size := min(max(f.wf.BatchSize, 1), kustomer.BulkMax)
 	return &batcher{
 		w: w, f: f, bk: bk,
 		policy:  retryPolicy(f.wf.Retry),
-		size:    min(max(f.wf.BatchSize, 1), kustomer.BulkMax),
+		size:    size,
 		linger:  f.wf.Linger,
 		active:  map[string]bool{},
 		blocked: map[string][]*bulkItem{},
@@ -145,7 +147,7 @@ func (w *Worker) newBatcher(f *flow) (*batcher, error) {
 			Sends:   &w.bulkFeed,
 		}),
 		watches:  map[string]*jobWatch{},
-		maxItems: min(max(f.wf.BatchSize, 1), kustomer.BulkMax) * bulkJobsInFlight,
+		maxItems: size * bulkJobsInFlight,
 		room:     make(chan struct{}),
 	}, nil
 }

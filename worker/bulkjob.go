@@ -186,9 +186,7 @@ func (b *batcher) jobDone(ctx context.Context, w *jobWatch) bool {
 	}
 	w.polls++
 	b.w.metrics.BulkRequests.WithLabelValues(b.f.wf.Name, "poll").Inc()
-	job, err := b.bk.(interface {
-		BulkJob(ctx context.Context, id string) (*kustomer.BulkJob, error)
-	}).BulkJob(ctx, w.id)
+	job, err := b.bk.BulkJob(ctx, w.id)
 	return err == nil && job.Done()
 }
 
@@ -202,9 +200,11 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 	for i, it := range items {
 		refs[i] = bulkRef(it.key)
 	}
-	outs := res.OutcomesByRef(refs)
+	var outs []kustomer.BulkResult
 	if whole {
 		outs = res.Outcomes(refs)
+	} else {
+		outs = res.OutcomesByRef(refs)
 	}
 	var created []*bulkItem
 	ids := map[*bulkItem]string{}
