@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -44,10 +43,7 @@ func newFloorWrites(ctx context.Context, js jetstream.JetStream) (*floorWrites, 
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor+writes ledger: %w", err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: result.StreamDefault, Subjects: []string{result.SubjectsDefault}, Storage: jetstream.FileStorage,
-		MaxAge: result.MaxAgeDefault, Duplicates: result.DedupWindow,
-	}); err != nil {
+	if _, err := js.CreateStream(ctx, result.Stream(result.StreamDefault, 1, []string{result.SubjectsDefault})); err != nil {
 		return nil, fmt.Errorf("bench: floor+writes results: %w", err)
 	}
 	runs, err := runlog.New(ctx, js, runlog.Config{})
@@ -74,7 +70,8 @@ func (w *floorWrites) claim(ctx context.Context, id string) (key string, err err
 func (w *floorWrites) created(ctx context.Context, msg jetstream.Msg, key string, body, answer []byte) error {
 	var c struct {
 		Data struct {
-			ID string `json:"id"`
+			ID         string          `json:"id"`
+			Attributes json.RawMessage `json:"attributes"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(answer, &c); err != nil || c.Data.ID == "" {
@@ -89,15 +86,13 @@ func (w *floorWrites) created(ctx context.Context, msg jetstream.Msg, key string
 	if _, err := w.ledger.Put(ctx, key, []byte("created "+c.Data.ID+" "+sent)); err != nil {
 		return err
 	}
-	res := nats.NewMsg(w.results)
-	res.Data = answer
-	res.Header.Set(result.HeaderWorkflow, "floor")
-	res.Header.Set(result.HeaderEventID, msg.Headers().Get(nats.MsgIdHdr))
-	res.Header.Set(result.HeaderEventSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
-	res.Header.Set(result.HeaderItem, "0")
-	res.Header.Set(result.HeaderCustomer, c.Data.ID)
-	res.Header.Set(result.HeaderOutcome, outcome.Created.String())
-	res.Header.Set(nats.MsgIdHdr, "floor-"+c.Data.ID+"-"+sent)
+	res, err := result.Result{
+		Workflow: "floor", EventID: msg.Headers().Get(nats.MsgIdHdr), StreamSeq: meta.Sequence.Stream,
+		CustomerID: c.Data.ID, Outcome: outcome.Created, Attributes: c.Data.Attributes, Sent: sent,
+	}.Msg(w.results)
+	if err != nil {
+		return err
+	}
 	ack, err := w.js.PublishMsgAsync(res)
 	if err != nil {
 		return err
