@@ -201,3 +201,32 @@ func TestBulkReplicaAdoptsTheJobDurationsAnotherReplicaLearnt(t *testing.T) {
 	require.Eventually(t, func() bool { return testutil.ToFloat64(estimate) == 45 }, 10*time.Second, 10*time.Millisecond,
 		"the workflow's estimate is the deployment's")
 }
+
+// A reload builds the workflows' pacers anew: they start from what the
+// deployment learnt, and keep adopting what the other replicas learn.
+func TestBulkReplicaReloadedStartsFromAndKeepsUpWithTheDeploymentsJobDurations(t *testing.T) {
+	t.Parallel()
+	h := setup(t, harnessOptions{config: bulkLoopConfig, sandbox: sandbox.Config{BulkDelay: 20 * time.Millisecond}})
+	ctx := context.Background()
+	other, err := ledger.Open(ctx, h.js, ledger.Config{}, "replica-other", time.Now)
+	require.NoError(t, err)
+	require.NoError(t, other.SharePace(ctx, "bulk", []byte("45000 36000 0 0")))
+	expected := func() time.Duration {
+		h.worker.mu.Lock()
+		defer h.worker.mu.Unlock()
+		for _, f := range h.worker.flows {
+			if f.bulk != nil {
+				return f.bulk.pace.Expected()
+			}
+		}
+		return 0
+	}
+	require.Eventually(t, func() bool { return expected() == 45*time.Second }, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, h.worker.Reload(ctx, h.worker.cfg.Workflows))
+	require.Eventually(t, func() bool { return expected() == 45*time.Second }, 10*time.Second, 10*time.Millisecond,
+		"the reloaded workflow starts from the deployment's estimate")
+	require.NoError(t, other.SharePace(ctx, "bulk", []byte("60000 50000 0 0")))
+	require.Eventually(t, func() bool { return expected() == time.Minute }, 10*time.Second, 10*time.Millisecond,
+		"and keeps adopting what the other replica learns")
+}
