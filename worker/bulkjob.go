@@ -208,6 +208,11 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 	}
 	var created []*bulkItem
 	ids := map[*bulkItem]string{}
+	type failure struct {
+		it       *bulkItem
+		err, dec error
+	}
+	var failed []failure
 	// As in per-item mode, each item is one observation for the breaker:
 	// a created item or a permanent failure means Kustomer works; items
 	// failing transiently one after another mean an outage.
@@ -235,9 +240,7 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		default:
 			transient = append(transient, d)
 		}
-		b.w.ledger.Release(context.WithoutCancel(ctx), it.key)
-		it.log.Warn().Err(o.Err).Str("bulk_job", id).Str("class", loop.DecisionName(d)).Msg("create failed")
-		b.settle(it, d)
+		failed = append(failed, failure{it, o.Err, d})
 	}
 	if up || len(created) > 0 {
 		b.f.breaker.Record(nil)
@@ -245,6 +248,15 @@ func (b *batcher) apply(ctx context.Context, items []*bulkItem, id string, res *
 		for _, d := range transient {
 			b.f.breaker.Record(d)
 		}
+	}
+	// Only then are the failed items settled: a retry is never sent before
+	// the breaker has heard of the failures that pause the workflow (each
+	// release is a ledger round trip, longer together than a short retry
+	// delay).
+	for _, f := range failed {
+		b.w.ledger.Release(context.WithoutCancel(ctx), f.it.key)
+		f.it.log.Warn().Err(f.err).Str("bulk_job", id).Str("class", loop.DecisionName(f.dec)).Msg("create failed")
+		b.settle(f.it, f.dec)
 	}
 	each(created, func(it *bulkItem) {
 		it.recorded(b.w.ledger.Record(context.WithoutCancel(ctx), it.key, ids[it], it.body.sum), ids[it])
