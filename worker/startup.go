@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,4 +87,25 @@ func transientStartup(err error) bool {
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrConsumerExists) ||
 		errors.Is(err, jetstream.ErrBucketExists)
+}
+
+// startupWaitLogEvery spaces the warnings of a start-up step that keeps
+// failing: the first at once, then one every so often, so a replica waiting
+// for JetStream says so without flooding the log.
+const startupWaitLogEvery = 10 * time.Second
+
+// retryStartup is [RetryStartup] for one of the worker's start-up steps,
+// warning while step keeps meeting an error retrying may mend.
+func (w *Worker) retryStartup(ctx context.Context, timeout time.Duration, step string, fn func(ctx context.Context) error) error {
+	started := time.Now()
+	var logged time.Time
+	return RetryStartup(ctx, timeout, func(ctx context.Context) error {
+		err := fn(ctx)
+		if err != nil && transientStartup(err) && time.Since(logged) >= startupWaitLogEvery {
+			logged = time.Now()
+			w.log.Warn().Err(err).Str("step", step).Dur("waited", time.Since(started).Round(time.Second)).
+				Dur("startup_timeout", cmp.Or(timeout, StartupTimeoutDefault)).Msg("start-up waiting for NATS JetStream: retrying")
+		}
+		return err
+	})
 }

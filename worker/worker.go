@@ -168,7 +168,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	life, leave := context.WithCancel(context.WithoutCancel(ctx))
 	abandon := context.AfterFunc(ctx, leave)
 	startBy := time.Now().Add(w.cfg.StartupTimeout)
-	err := RetryStartup(ctx, w.cfg.StartupTimeout, func(context.Context) error { return w.budget.Start(life) })
+	err := w.retryStartup(ctx, w.cfg.StartupTimeout, "join the rate budget", func(context.Context) error { return w.budget.Start(life) })
 	if !abandon() && err == nil {
 		err = fmt.Errorf("worker: start: %w", ctx.Err())
 	}
@@ -191,7 +191,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // startFlows sets up and starts the loops of w.cfg.Workflows, retrying the
 // set-up for up to timeout while NATS is not ready.
 func (w *Worker) startFlows(ctx context.Context, timeout time.Duration) error {
-	if err := RetryStartup(ctx, timeout, w.setup); err != nil {
+	if err := w.retryStartup(ctx, timeout, "create the streams and consumers", w.setup); err != nil {
 		return err
 	}
 	flows := w.flows // readers of running never see a later setup's appends

@@ -386,14 +386,18 @@ func (a *app) startStack(ctx context.Context, f *workerFlags) (_ *stack, err err
 	if err != nil {
 		return nil, err
 	}
-	if err := st.worker.Start(ctx); err != nil {
-		st.worker = nil
-		return nil, err
-	}
+	// The admin server listens before the workflows start: its probes and
+	// metrics answer through a long start-up (/readyz says the workflows
+	// have not started), and whoever sees this replica's workflows running
+	// can read its metrics.
 	if f.adminAddr != "" {
 		if err := st.startAdmin(a, f); err != nil {
 			return nil, err
 		}
+	}
+	if err := st.worker.Start(ctx); err != nil {
+		st.worker = nil
+		return nil, err
 	}
 	if err := st.startIngest(a, &f.ingest); err != nil {
 		return nil, err

@@ -5,7 +5,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/mapping/mappingtest"
@@ -111,4 +116,62 @@ func TestStartGivesUpAfterTheStartupTimeoutNamingTheServer(t *testing.T) {
 	require.Equal(t, 1, exit.ExitCode(), "%s", out)
 	require.Less(t, time.Since(started), 30*time.Second, "it gave up about when the timeout said")
 	require.Contains(t, string(out), fmt.Sprintf("connect to NATS at nats://127.0.0.1:%d: not reachable within the start-up timeout 1s (--startup-timeout)", port))
+}
+
+// TestTheAdminServerAnswersWhileTheWorkflowsAreStarting: a replica waiting
+// for JetStream already serves its probes and metrics (not ready, saying
+// why), so an orchestrator sees it alive, and whoever sees its workflows
+// running can read its metrics.
+func TestTheAdminServerAnswersWhileTheWorkflowsAreStarting(t *testing.T) {
+	t.Parallel()
+	srv := natstest.StartOpts(t, t.TempDir(), -1, func(o *server.Options) { o.JetStream = false })
+	r := newFaultRun(t, srv.ClientURL())
+	addr := freeAddr(t)
+	r.args = []string{"--startup-timeout", "60s"}
+	r.startWorker("admin-early", "--admin-addr", addr)
+
+	probe := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		r.requireWorkersAlive()
+		code, body := probe("/readyz")
+		assert.Equal(c, http.StatusServiceUnavailable, code, "/readyz while JetStream is missing: %s", body)
+		assert.Contains(c, body, "the workflows have not started")
+	}, faultDeadline, faultPoll, "%s", r.logs())
+	code, body := probe("/healthz")
+	require.Equal(t, http.StatusOK, code, body)
+	// The wait is said in the log, as a structured warning naming the step.
+	require.Eventually(t, func() bool {
+		for line := range strings.Lines(r.procs[0].out.String()) {
+			var rec struct{ Level, Step string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "warn" && rec.Step == "join the rate budget" {
+				return true
+			}
+		}
+		return false
+	}, faultDeadline, faultPoll, "no warning while waiting for JetStream\n%s", r.logs())
+	require.Equal(t, http.StatusOK, code)
+	code, body = probe("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "kustomer_sync_build_info")
+
+	require.NoError(t, srv.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}))
+	_, js := srv.Connect(t)
+	r.requireReplicasRunning(js, "admin-early")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := probe("/readyz")
+		assert.Equal(c, http.StatusOK, code, "/readyz once JetStream is there: %s", body)
+	}, faultDeadline, faultPoll, "%s", r.logs())
+	r.publishLeads(js, 0, 3, 2)
+	r.waitDone(js)
+	r.requireExactlyOnce(js)
+	r.stopWorkers()
 }
