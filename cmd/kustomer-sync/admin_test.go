@@ -128,7 +128,7 @@ func TestReadyzIsUnreadyWhileKustomerRejectsTheAPIKeyAndReadyOnceItAccepts(t *te
 	srv := natstest.Start(t)
 	sb := kustomertest.New(t, sandbox.Config{RatePerMinute: -1, APIKey: "sk-granted-later"})
 	r, _, base := startAdminRun(t, srv.ClientURL(), sb.URL, "sk-not-yet", "--replica-id", "ready-401")
-	body := waitReadyz(t, base, http.StatusServiceUnavailable, r)
+	body := waitReadyz(t, base, http.StatusServiceUnavailable, r, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
 	require.Contains(t, body, "workflow default is paused: Kustomer rejects the credentials: start probe failed")
 	require.Contains(t, body, "401")
 	require.NotContains(t, body, "sk-not-yet")
