@@ -64,6 +64,11 @@ type view struct {
 	Nav     string
 	CSRF    string
 	Refresh int // seconds; 0: no auto-refresh
+	// RefreshPaused: the page would refresh itself, but the reader paused
+	// it (?refresh=off). PauseURL and ResumeURL are this page with and
+	// without that; render sets them.
+	RefreshPaused       bool
+	PauseURL, ResumeURL string
 	Now     time.Time
 	Error   string
 	Notice  string // what the last action did
@@ -91,6 +96,18 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	t := s.pages.byName[page]
 	v.CSRF = s.csrfToken(w, r)
 	v.Now = time.Now()
+	if v.Refresh > 0 {
+		q := r.URL.Query()
+		paused := q.Get("refresh") == "off"
+		q.Del("refresh")
+		resume := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
+		q.Set("refresh", "off")
+		pause := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
+		v.PauseURL, v.ResumeURL = pause.String(), resume.String()
+		if paused {
+			v.Refresh, v.RefreshPaused = 0, true
+		}
+	}
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, v); err != nil {
 		s.log.Error().Err(err).Str("page", page).Msg("page not rendered")

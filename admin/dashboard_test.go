@@ -229,3 +229,31 @@ func TestAnInvalidEventDeadLetterHasNoOneClickRetryAndSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// The overview refreshes itself; its reader can pause that (?refresh=off)
+// and resume it, keeping the rest of the query.
+func TestTheOverviewsRefreshCanBePausedAndResumed(t *testing.T) {
+	t.Parallel()
+	base := startServer(t, "")
+	meta := regexp.MustCompile(`<meta http-equiv="refresh" content="(\d+)">`)
+	toggle := regexp.MustCompile(`<a class="refresh-toggle" href="([^"]*)">(\w+)</a>`)
+
+	// No leads stream yet: the overview says so, and refreshes until there is.
+	_, page := do(t, noRedirects(), "GET", base+"/", nil, nil)
+	require.Contains(t, page, "<h1>Overview</h1>")
+	require.Equal(t, "5", meta.FindStringSubmatch(page)[1])
+	link := toggle.FindStringSubmatch(page)
+	require.Equal(t, []string{"/?refresh=off", "pause"}, link[1:])
+
+	_, page = do(t, noRedirects(), "GET", base+link[1], nil, nil)
+	require.Contains(t, page, "<h1>Overview</h1>")
+	require.NotRegexp(t, meta, page)
+	require.Contains(t, page, "Refresh paused")
+	link = toggle.FindStringSubmatch(page)
+	require.Equal(t, []string{"/", "resume"}, link[1:])
+
+	// A page that does not refresh itself has neither.
+	_, page = do(t, noRedirects(), "GET", base+"/dead-letters?refresh=off&workflow=signup", nil, nil)
+	require.NotRegexp(t, meta, page)
+	require.NotRegexp(t, toggle, page)
+}

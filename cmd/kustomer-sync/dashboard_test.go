@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,64 +20,6 @@ import (
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
-
-// screensEnv names a folder that, when set and existing, also gets every
-// screenshot, for a person to look at.
-const screensEnv = "KSYNC_TEST_SCREENS"
-
-// browser starts headless Chromium (Debian's chromium; .ci/run installs it)
-// and returns a context that drives it.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	opts := append([]chromedp.ExecAllocatorOption{},
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	ctx, cancelRun := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(cancelRun)
-	require.NoError(t, chromedp.Do(ctx), "start chromium (apt-get install chromium)")
-	return ctx
-}
-
-// do runs steps in the browser.
-func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	require.NoError(t, chromedp.Do(ctx, steps...))
-}
-
-// read runs one step that yields a value.
-func read[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
-	t.Helper()
-	v, err := chromedp.Run(ctx, a)
-	require.NoError(t, err)
-	return v
-}
-
-// screenshots saves the page at desktop and phone width.
-func screenshots(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	dir := t.ArtifactDir()
-	for _, size := range []struct {
-		suffix string
-		w, h   int64
-	}{{"desktop", 1280, 800}, {"phone", 390, 844}} {
-		do(t, ctx, chromedp.EmulateViewport(size.w, size.h))
-		png := read(t, ctx, chromedp.FullScreenshot(100))
-		file := fmt.Sprintf("%s-%s.png", name, size.suffix)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, file), png, 0o644))
-		if look := os.Getenv(screensEnv); look != "" {
-			if fi, err := os.Stat(look); err == nil && fi.IsDir() {
-				require.NoError(t, os.WriteFile(filepath.Join(look, file), png, 0o644))
-			}
-		}
-	}
-	do(t, ctx, chromedp.EmulateViewport(1280, 800))
-}
 
 const dashboardConfig = `workflows:
   - name: signup
@@ -109,8 +49,14 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	waitReadyz(t, base, http.StatusOK, r)
 
 	// The overview refreshes itself until the replica's heartbeat says so.
-	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow .state-running`))
-	text := read(t, ctx, chromedp.Text(`article.workflow`))
+	do(t, ctx, chromedp.Navigate(base+"/"), visible(`article.workflow .state-running`))
+	// Paused before anything is read: a page that reloads itself under a
+	// query cuts it short.
+	pause := read(t, ctx, attr(`footer a.refresh-toggle`, "href"))
+	require.Equal(t, "/?refresh=off", pause.Value)
+	do(t, ctx, chromedp.Navigate(base+pause.Value), visible(`article.workflow .state-running`))
+	require.Contains(t, read(t, ctx, innerText(`footer`)), "Refresh paused")
+	text := read(t, ctx, innerText(`article.workflow`))
 	require.Contains(t, text, "signup")
 	require.Contains(t, text, "running")
 	screenshots(t, ctx, "overview")
@@ -123,8 +69,8 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	_, err := js.PublishMsg(t.Context(), m)
 	require.NoError(t, err)
 
-	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`article.entry`), chromedp.Click(`article.entry details summary`))
-	text = read(t, ctx, chromedp.Text(`article.entry`))
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), visible(`article.entry`), click(`article.entry details summary`))
+	text = read(t, ctx, innerText(`article.entry`))
 	injected := read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("main img, main b, pre.payload *").length`))
 	require.Contains(t, text, "validation")
 	require.Contains(t, text, "externalId")
@@ -135,9 +81,9 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 
 	// Retry the failed run before the fix: it fails again, and the page
 	// says why.
-	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs button`),
-		chromedp.Click(`table.runs button`), chromedp.WaitVisible(`article.outcome`), chromedp.WaitNotPresent(`article.outcome .pending`))
-	text = read(t, ctx, chromedp.Text(`main`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), visible(`table.runs button`),
+		click(`table.runs button`), visible(`article.outcome`), gone(`article.outcome .pending`))
+	text = read(t, ctx, innerText(`main`))
 	require.Contains(t, text, "Failed again: dead letter #2")
 	require.Contains(t, text, "externalId: required, but blank")
 
@@ -147,10 +93,10 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	r = startRun(t, args...)
 	waitReadyz(t, base, http.StatusOK, r)
 
-	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`article.entry button.retry`),
-		chromedp.Click(`article.entry button.retry`), chromedp.WaitVisible(`article.outcome .status-succeeded`))
-	text = read(t, ctx, chromedp.Text(`main`))
-	runLink := read(t, ctx, chromedp.AttributeValue(`article.outcome a[href^="/runs/"]`, "href")).Value
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), visible(`article.entry button.retry`),
+		click(`article.entry button.retry`), visible(`article.outcome .status-succeeded`))
+	text = read(t, ctx, innerText(`main`))
+	runLink := read(t, ctx, attr(`article.outcome a[href^="/runs/"]`, "href")).Value
 	require.Contains(t, text, "Republished 1 dead letter")
 	require.Contains(t, text, "created")
 	screenshots(t, ctx, "retry")
@@ -160,8 +106,8 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 	require.Equal(t, "lead-42", customers[0].Attributes["externalId"])
 	require.Equal(t, name, customers[0].Attributes["name"])
 
-	do(t, ctx, chromedp.Navigate(base+runLink), chromedp.WaitVisible(`table`))
-	text = read(t, ctx, chromedp.Text(`main`))
+	do(t, ctx, chromedp.Navigate(base+runLink), visible(`table`))
+	text = read(t, ctx, innerText(`main`))
 	require.Contains(t, text, customers[0].ID)
 	require.Contains(t, text, "succeeded")
 	require.Contains(t, text, "Replay of")
@@ -169,13 +115,13 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 
 	// The run log finds both runs of the lead by its email; the dead
 	// letters are gone.
-	do(t, ctx, chromedp.Navigate(base+"/runs?q=eve%40example.com"), chromedp.WaitVisible(`table.runs`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?q=eve%40example.com"), visible(`table.runs`))
 	rows := read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.runs tbody tr").length`))
 	require.Equal(t, 3, rows, "the first run, its failed retry and the retry that worked")
 	screenshots(t, ctx, "runs")
-	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), chromedp.WaitVisible(`p.empty`),
-		chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
-	text = read(t, ctx, chromedp.Text(`article.workflow`))
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters"), visible(`p.empty`),
+		chromedp.Navigate(base+"/?refresh=off"), visible(`article.workflow`))
+	text = read(t, ctx, innerText(`article.workflow`))
 	require.Contains(t, text, "3 runs")
 	screenshots(t, ctx, "overview-after")
 
@@ -185,24 +131,24 @@ func TestDashboardRetriesADeadLetterAfterTheConfigIsFixedInARealBrowser(t *testi
 		_, err := js.Publish(t.Context(), "signups.web", fmt.Appendf(nil, `{"name":"No Id %d","email":"noid%d@example.com"}`, i, i))
 		require.NoError(t, err)
 	}
-	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation&q=No+Id"), chromedp.WaitVisible(`article.entry + article.entry`),
-		chromedp.Click(`.bulk button:not(.danger)`), chromedp.WaitVisible(`form.confirm button`))
-	text = read(t, ctx, chromedp.Text(`main`))
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation&q=No+Id"), visible(`article.entry + article.entry`),
+		click(`.bulk button:not(.danger)`), visible(`form.confirm button`))
+	text = read(t, ctx, innerText(`main`))
 	require.Contains(t, text, "Retry 2 dead letters?")
 	require.Contains(t, text, "class validation, containing No Id")
 	screenshots(t, ctx, "retry-confirm")
-	do(t, ctx, chromedp.Click(`form.confirm button`), chromedp.WaitVisible(`article.outcome + article.outcome`))
-	do(t, ctx, chromedp.WaitNotPresent(`article.outcome .pending`)) // every run is in
-	text = read(t, ctx, chromedp.Text(`main`))
+	do(t, ctx, click(`form.confirm button`), visible(`article.outcome + article.outcome`))
+	do(t, ctx, gone(`article.outcome .pending`)) // every run is in
+	text = read(t, ctx, innerText(`main`))
 	require.Equal(t, 2, strings.Count(text, "Failed again: dead letter #"), text)
 	require.Contains(t, text, "externalId: required, but blank")
 	screenshots(t, ctx, "retry-failed")
 
-	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation"), chromedp.WaitVisible(`article.entry + article.entry`),
-		chromedp.Click(`.bulk button.danger`), chromedp.WaitVisible(`form.confirm button.danger`))
-	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purge 2 dead letters?")
-	do(t, ctx, chromedp.Click(`form.confirm button.danger`), chromedp.WaitVisible(`p.notice`))
-	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "Purged 2 dead letters.")
+	do(t, ctx, chromedp.Navigate(base+"/dead-letters?class=validation"), visible(`article.entry + article.entry`),
+		click(`.bulk button.danger`), visible(`form.confirm button.danger`))
+	require.Contains(t, read(t, ctx, innerText(`main`)), "Purge 2 dead letters?")
+	do(t, ctx, click(`form.confirm button.danger`), visible(`p.notice`))
+	require.Contains(t, read(t, ctx, innerText(`main`)), "Purged 2 dead letters.")
 	r.stop()
 }
 
@@ -217,21 +163,21 @@ func TestDashboardAsksForTheAdminTokenAndLogsInInARealBrowser(t *testing.T) {
 	waitReadyz(t, base, http.StatusOK, r)
 
 	// A page asked for without the token shows the login form instead.
-	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`form[action="/login"] input[name=token]`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), visible(`form[action="/login"] input[name=token]`))
 	require.Positive(t, read(t, ctx, chromedp.Evaluate[int](`document.styleSheets.length ? document.styleSheets[0].cssRules.length : 0`)),
 		"the login page has its stylesheet")
 	screenshots(t, ctx, "login")
-	do(t, ctx, chromedp.SendKeys(`input[name=token]`, "not-the-token"), chromedp.Click(`form[action="/login"] button`),
-		chromedp.WaitVisible(`p.alert`))
-	require.Equal(t, "That is not the admin token.", read(t, ctx, chromedp.Text(`p.alert`)))
+	do(t, ctx, chromedp.SendKeys(`input[name=token]`, "not-the-token"), click(`form[action="/login"] button`),
+		visible(`p.alert`))
+	require.Equal(t, "That is not the admin token.", read(t, ctx, innerText(`p.alert`)))
 
 	// The right token: back to the page first asked for, and the session
 	// lasts for the next pages.
-	do(t, ctx, chromedp.SendKeys(`input[name=token]`, token), chromedp.Click(`form[action="/login"] button`),
-		chromedp.WaitVisible(`table.runs, p.empty`))
+	do(t, ctx, chromedp.SendKeys(`input[name=token]`, token), click(`form[action="/login"] button`),
+		visible(`table.runs, p.empty`))
 	require.Equal(t, "/runs", read(t, ctx, chromedp.Evaluate[string](`location.pathname`)))
-	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
-	html := read(t, ctx, chromedp.OuterHTML(`html`))
+	do(t, ctx, chromedp.Navigate(base+"/?refresh=off"), visible(`article.workflow`))
+	html := read(t, ctx, outerHTML(`html`))
 	require.NotContains(t, html, token, "the token is in no page")
 	require.Empty(t, read(t, ctx, chromedp.Evaluate[string](`document.cookie`)), "the session cookie is HttpOnly")
 }
@@ -272,11 +218,11 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 		runs, err := l.List(t.Context(), runlog.Filter{})
 		return err == nil && len(runs) == 4
 	}, 30*time.Second, 20*time.Millisecond)
-	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs tbody tr`))
-	row := read(t, ctx, chromedp.Text(`table.runs tbody tr`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), visible(`table.runs tbody tr`))
+	row := read(t, ctx, innerText(`table.runs tbody tr`))
 	require.Contains(t, row, `#0: mapping: emails[0].email: "not-an-email" is not an email address`, "the reason, as `runs list` gives it")
-	require.Equal(t, "0/1", read(t, ctx, chromedp.Text(`table.runs tbody tr td[data-label=Items]`)))
-	do(t, ctx, chromedp.Navigate(base+"/runs"), chromedp.WaitVisible(`table.runs tbody tr`))
+	require.Equal(t, "0/1", read(t, ctx, innerText(`table.runs tbody tr td[data-label=Items]`)))
+	do(t, ctx, chromedp.Navigate(base+"/runs"), visible(`table.runs tbody tr`))
 	require.Equal(t, 4, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.runs tbody tr").length`)))
 	screenshots(t, ctx, "runs-reasons")
 
@@ -284,43 +230,43 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 	// navigating to it: a click's navigation races the next query.
 	follow := func(link string) {
 		t.Helper()
-		href := read(t, ctx, chromedp.AttributeValue(link, "href"))
+		href := read(t, ctx, attr(link, "href"))
 		require.True(t, href.Exists, "a link %s", link)
 		do(t, ctx, chromedp.Navigate(base+href.Value))
 	}
-	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), chromedp.WaitVisible(`table.runs a.deadletter-link`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?status=failed"), visible(`table.runs a.deadletter-link`))
 	follow(`table.runs a.deadletter-link`)
-	do(t, ctx, chromedp.WaitVisible(`article.entry`))
+	do(t, ctx, visible(`article.entry`))
 	require.Equal(t, 1, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("article.entry").length`)), "only the run's dead letter")
-	require.Contains(t, read(t, ctx, chromedp.Text(`article.entry`)), "not-an-email")
+	require.Contains(t, read(t, ctx, innerText(`article.entry`)), "not-an-email")
 	follow(`article.entry dd a[href^="/runs/"]`)
-	do(t, ctx, chromedp.WaitVisible(`p.deadletters a`))
-	require.Contains(t, read(t, ctx, chromedp.Text(`main`)), "failed")
+	do(t, ctx, visible(`p.deadletters a`))
+	require.Contains(t, read(t, ctx, innerText(`main`)), "failed")
 	screenshots(t, ctx, "run-failed")
 	follow(`p.deadletters a`)
-	do(t, ctx, chromedp.WaitVisible(`article.entry`))
-	require.Contains(t, read(t, ctx, chromedp.Text(`article.entry`)), "not-an-email")
+	do(t, ctx, visible(`article.entry`))
+	require.Contains(t, read(t, ctx, innerText(`article.entry`)), "not-an-email")
 
 	// The update's note: the customer kept its own externalId.
-	do(t, ctx, chromedp.Navigate(base+"/runs?q=e-2"), chromedp.WaitVisible(`table.runs tbody tr a`))
+	do(t, ctx, chromedp.Navigate(base+"/runs?q=e-2"), visible(`table.runs tbody tr a`))
 	follow(`table.runs tbody tr a`)
-	do(t, ctx, chromedp.WaitVisible(`main table`))
+	do(t, ctx, visible(`main table`))
 	require.Equal(t, "not sent by the update: externalId: m-2 (the customer, found by another match key, keeps its own: m-1)",
-		read(t, ctx, chromedp.Text(`ul.notes li`)))
+		read(t, ctx, innerText(`ul.notes li`)))
 	screenshots(t, ctx, "run-notes")
 
 	// The overview counts the update, and says its window is since the
 	// process started, not an hour it has not lived.
-	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow`))
-	card := read(t, ctx, chromedp.Text(`article.workflow`))
+	do(t, ctx, chromedp.Navigate(base+"/?refresh=off"), visible(`article.workflow`))
+	card := read(t, ctx, innerText(`article.workflow`))
 	require.Contains(t, card, "Created / updated / failed")
 	require.Regexp(t, `Created / updated / failed\s*1 / 1 / 1`, card)
 	require.Regexp(t, `Last [\dhms]+ \(since start\)\s*3 runs`, card)
 	require.NotContains(t, card, "Last hour")
 	screenshots(t, ctx, "overview-counts")
 
-	do(t, ctx, chromedp.Navigate(base+"/runs/LEADS-99-1-bulk"), chromedp.WaitVisible(`td.bulk-job`))
-	require.Equal(t, "bulk-job-7", read(t, ctx, chromedp.Text(`td.bulk-job`)))
+	do(t, ctx, chromedp.Navigate(base+"/runs/LEADS-99-1-bulk"), visible(`td.bulk-job`))
+	require.Equal(t, "bulk-job-7", read(t, ctx, innerText(`td.bulk-job`)))
 	screenshots(t, ctx, "run-bulk")
 	r.stop()
 }
@@ -344,17 +290,17 @@ func TestTheOverviewShowsARejectedAPIKeyOnceWithTheWorkflowsItPausesInARealBrows
 		return st.Workflows[0].CredentialsRejected && st.Workflows[1].CredentialsRejected
 	}, 30*time.Second, 20*time.Millisecond, "both workflows' heartbeats say the credentials are rejected")
 
-	do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(`article.workflow .state-paused`))
-	main := read(t, ctx, chromedp.Text(`main`))
+	do(t, ctx, chromedp.Navigate(base+"/?refresh=off"), visible(`article.workflow .state-paused`))
+	main := read(t, ctx, innerText(`main`))
 	require.Equal(t, 1, strings.Count(main, "401"), "the 401 is shown once:\n%s", main)
-	alert := read(t, ctx, chromedp.Text(`p.alert.credentials`))
+	alert := read(t, ctx, innerText(`p.alert.credentials`))
 	require.Contains(t, alert, "Kustomer rejects the credentials")
 	require.Contains(t, alert, "workflows import, signup")
 	require.Contains(t, alert, "401")
 	require.Equal(t, 2, read(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("article.workflow .reason strong").length`)),
 		"each paused card still says its credentials were rejected")
-	require.Contains(t, read(t, ctx, chromedp.Text(`.summary`)), "not ready", "the replica is still not ready")
-	require.NotContains(t, read(t, ctx, chromedp.OuterHTML(`html`)), "sk-wrong")
+	require.Contains(t, read(t, ctx, innerText(`.summary`)), "not ready", "the replica is still not ready")
+	require.NotContains(t, read(t, ctx, outerHTML(`html`)), "sk-wrong")
 	screenshots(t, ctx, "overview-401")
 	r.stop()
 }
