@@ -69,10 +69,10 @@ type view struct {
 	// without that; render sets them.
 	RefreshPaused       bool
 	PauseURL, ResumeURL string
-	Now     time.Time
-	Error   string
-	Notice  string // what the last action did
-	Data    any
+	Now                 time.Time
+	Error               string
+	Notice              string // what the last action did
+	Data                any
 }
 
 func (s *Server) routeDashboard(mux *http.ServeMux) {
