@@ -3,9 +3,10 @@ package main
 // Browser tests drive headless Chromium. The page is read by JavaScript
 // evaluated afresh in whichever document the tab shows now, polled until it
 // answers: chromedp's node queries (WaitVisible, Text, Click...) follow a
-// DOM tree of their own, and when the document is replaced under one (a
-// navigation, a page that refreshes itself) the query can wait forever on
-// a tree that no longer exists; under load that happened in CI.
+// DOM tree of their own, which a replaced document (a navigation, a page
+// that refreshes itself) can leave stale, and a query that waits on it
+// fails only at the test's deadline, saying nothing. Here a step that never
+// sees what it waits for fails after a minute, naming it.
 
 import (
 	"context"
@@ -79,11 +80,13 @@ func screenshots(t *testing.T, ctx context.Context, name string) {
 	do(t, ctx, chromedp.EmulateViewport(1280, 800))
 }
 
-// browserPoll is how often a browser step looks at the page again, and
-// browserEval bounds one look.
+// browserPoll is how often a browser step looks at the page again,
+// browserEval bounds one look and browserStep one step: a page that never
+// shows what a step waits for fails that step, naming it.
 const (
 	browserPoll = 50 * time.Millisecond
 	browserEval = 10 * time.Second
+	browserStep = time.Minute
 )
 
 // jsString quotes s as a JavaScript string literal.
@@ -98,6 +101,8 @@ func jsString(s string) string {
 // ends, with the last error.
 func poll[T any](what, expr string) chromedp.Action[T] {
 	return func(ctx context.Context, tg *chromedp.Target) (T, error) {
+		ctx, cancel := context.WithTimeout(ctx, browserStep)
+		defer cancel()
 		tick := time.NewTicker(browserPoll)
 		defer tick.Stop()
 		for {

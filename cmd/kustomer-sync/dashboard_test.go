@@ -203,6 +203,9 @@ func TestDashboardShowsWhyARunFailedItsDeadLetterAndItsItemsNotesInARealBrowser(
 		require.NoError(t, err)
 	}
 	publish("e-1", `{"id":"m-1","name":"Bo","emails":["bo@example.com"]}`)
+	// e-2 is published once e-1's customer exists, so it is e-2 that finds
+	// that customer by email and updates it (events run concurrently).
+	require.Eventually(t, func() bool { return sb.Sandbox.CountByExternalID()["m-1"] == 1 }, 30*time.Second, 20*time.Millisecond)
 	publish("e-2", `{"id":"m-2","name":"Bo D","emails":["bo@example.com"]}`)
 	publish("e-3", `{"id":"m-3","name":"Al","emails":["not-an-email"]}`)
 	// A bulk-mode run, as the run log holds it.
