@@ -89,10 +89,15 @@ func transientStartup(err error) bool {
 		errors.Is(err, jetstream.ErrBucketExists)
 }
 
-// startupWaitLogEvery spaces the warnings of a start-up step that keeps
-// failing: the first at once, then one every so often, so a replica waiting
-// for JetStream says so without flooding the log.
-const startupWaitLogEvery = 10 * time.Second
+// A start-up step that keeps failing warns once it has waited
+// startupWaitLogAfter (replicas racing to create a stream, or a cluster
+// electing its leaders, take less and say nothing), then every
+// startupWaitLogEvery: a replica waiting for JetStream says so without
+// flooding the log.
+const (
+	startupWaitLogAfter = time.Second
+	startupWaitLogEvery = 10 * time.Second
+)
 
 // retryStartup is [RetryStartup] for one of the worker's start-up steps,
 // warning while step keeps meeting an error retrying may mend.
@@ -101,7 +106,7 @@ func (w *Worker) retryStartup(ctx context.Context, timeout time.Duration, step s
 	var logged time.Time
 	return RetryStartup(ctx, timeout, func(ctx context.Context) error {
 		err := fn(ctx)
-		if err != nil && transientStartup(err) && time.Since(logged) >= startupWaitLogEvery {
+		if err != nil && transientStartup(err) && time.Since(started) >= startupWaitLogAfter && time.Since(logged) >= startupWaitLogEvery {
 			logged = time.Now()
 			w.log.Warn().Err(err).Str("step", step).Dur("waited", time.Since(started).Round(time.Second)).
 				Dur("startup_timeout", cmp.Or(timeout, StartupTimeoutDefault)).Msg("start-up waiting for NATS JetStream: retrying")
