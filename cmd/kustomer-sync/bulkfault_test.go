@@ -55,7 +55,7 @@ func (r *faultRun) waitBulkRequests(js jetstream.JetStream, state string, poll t
 
 func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOnce(t *testing.T) {
 	t.Parallel()
-	r, js := newBulkFaultRun(t, mappingtest.Workflow("faults-bulk"), func(f *sandbox.Faults) { f.BulkDelay = 2 * time.Second })
+	r, js := newBulkFaultRun(t, mappingtest.Workflow("faults-bulk"), func(f *sandbox.Faults) { f.BulkDelay = 4 * time.Second })
 	first := r.startWorker("bulk-kill-1")
 	r.waitStream(js)
 	r.publishLeads(js, 0, 20, 15)
@@ -78,32 +78,40 @@ func TestFaultWorkerKilledWhileABulkJobIsInFlightThenRestartedCreatesEveryLeadOn
 }
 
 // bulkLedger reads the ledger: the bulk request each claim names, and
-// what is recorded of each request ("sending …", "job …").
+// what is recorded of each request ("sending …", "job …"). It reads every
+// entry in one watch, not one request per key: under load a key-by-key
+// read of hundreds of entries took longer than the jobs the tests race.
 func bulkLedger(ctx context.Context, js jetstream.JetStream) (claims map[string]string, requests map[string]string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	kv, err := js.KeyValue(ctx, ledger.BucketDefault)
 	if err != nil {
 		return nil, nil, false
 	}
-	keys, err := kv.Keys(ctx)
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, nil, false
 	}
+	defer func() { _ = w.Stop() }()
 	claims, requests = map[string]string{}, map[string]string{}
-	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
+	for {
+		select {
+		case <-ctx.Done():
 			return nil, nil, false
-		}
-		v := string(e.Value())
-		if token, ok := strings.CutPrefix(k, "bulkbatch."); ok {
-			requests[token] = v
-			continue
-		}
-		if _, token, ok := strings.Cut(v, " batch:"); ok {
-			claims[k] = token
+		case e := <-w.Updates():
+			if e == nil { // every current entry read
+				return claims, requests, true
+			}
+			v := string(e.Value())
+			if token, ok := strings.CutPrefix(e.Key(), "bulkbatch."); ok {
+				requests[token] = v
+				continue
+			}
+			if _, token, ok := strings.Cut(v, " batch:"); ok {
+				claims[e.Key()] = token
+			}
 		}
 	}
-	return claims, requests, true
 }
 
 // SIGKILL after the bulk requests were sent and before Kustomer's answers
