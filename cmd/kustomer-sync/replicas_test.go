@@ -61,8 +61,12 @@ func TestASecondReplicaOnOneHostRunsWithoutAnAdminServerWhenTheDefaultAddressIsT
 	require.NoError(t, run(context.Background(), []string{"status", "--nats-url", srv.ClientURL()}, strings.NewReader(""), &text, &text))
 	require.Contains(t, text.String(), "Replica second-on-host has no admin server")
 
-	// An address given explicitly still fails loudly.
-	explicit := r.startWorker("explicit-addr", "--admin-addr", admin.AddrDefault)
+	// An address given explicitly still fails loudly (one this test holds,
+	// so that nothing else on the host can free it meanwhile).
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	explicit := r.startWorker("explicit-addr", "--admin-addr", taken.Addr().String())
 	select {
 	case <-explicit.exited:
 		explicit.mu.Lock()
