@@ -6,9 +6,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kustomer-sync/kustomer-sync/kustomer/sandbox"
+	"github.com/kustomer-sync/kustomer-sync/metrics"
 	"github.com/kustomer-sync/kustomer-sync/outcome"
 	"github.com/kustomer-sync/kustomer-sync/runlog"
 )
@@ -43,6 +45,16 @@ func scrapeConsumers(t *testing.T, h *harness, workflow string) map[string]float
 	return out
 }
 
+// waitEventsCounted waits until the events metric counts n events of
+// workflow ended with status: an event is counted once acknowledged, just
+// after its run record is written.
+func waitEventsCounted(t *testing.T, m *metrics.Set, workflow string, status runlog.Status, n float64) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, n, testutil.ToFloat64(m.Events.WithLabelValues(workflow, string(status))), "%s events of %s counted", status, workflow)
+	}, 20*time.Second, 5*time.Millisecond)
+}
+
 func TestMetricsMoveAsEventsAreProcessedRetriedAndDeadLettered(t *testing.T) {
 	t.Parallel()
 	const wf = "metrics-moves"
@@ -67,7 +79,7 @@ workflows:
 	// Kustomer fails: the item is tried twice (one retry) and dead-lettered.
 	run := h.waitRun(h.publish("leads.a", "m-1", `{"id":"1","name":"Ann"}`))
 	require.Equal(t, runlog.Failed, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.Events.WithLabelValues(wf, string(runlog.Failed))))
+	waitEventsCounted(t, m, wf, runlog.Failed, 1)
 	require.Equal(t, 1.0, testutil.ToFloat64(m.Retries.WithLabelValues(wf)))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.DeadLetters.WithLabelValues(wf, outcome.Exhausted.String())))
 	require.GreaterOrEqual(t, testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "503"))-created503, 2.0, "both attempts answered 503")
@@ -84,7 +96,7 @@ workflows:
 	h.sb.Sandbox.SetFaults(sandbox.Faults{})
 	run = h.waitRun(h.publish("leads.a", "m-2", `{"id":"2","name":"Bob"}`))
 	require.Equal(t, runlog.Succeeded, run.Status)
-	require.Equal(t, 1.0, testutil.ToFloat64(m.Events.WithLabelValues(wf, string(runlog.Succeeded))))
+	waitEventsCounted(t, m, wf, runlog.Succeeded, 1)
 	require.Equal(t, 1.0, testutil.ToFloat64(m.Retries.WithLabelValues(wf)), "no retry for a first-time success")
 	require.GreaterOrEqual(t, testutil.ToFloat64(m.KustomerRequests.WithLabelValues("create", "201"))-created201, 1.0)
 
