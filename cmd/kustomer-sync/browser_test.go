@@ -137,26 +137,25 @@ func onElement[T any](what, sel, fn string) chromedp.Action[T] {
 	return poll[T](what+" "+sel, fmt.Sprintf(`((e) => e ? (%s)(e) : null)(%s)`, fn, element(sel)))
 }
 
-// visible waits until sel matches a rendered element.
-func visible(sel string) chromedp.Action[chromedp.Void] {
-	a := onElement[bool]("wait for", sel, `() => true`)
+// void is a step whose value does not matter.
+func void(a chromedp.Action[bool]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, tg)
 		return chromedp.Void{}, err
 	}
+}
+
+// visible waits until sel matches a rendered element.
+func visible(sel string) chromedp.Action[chromedp.Void] {
+	return void(onElement[bool]("wait for", sel, `() => true`))
 }
 
 // gone waits until sel matches nothing.
 func gone(sel string) chromedp.Action[chromedp.Void] {
-	a := poll[bool]("wait for no "+sel, fmt.Sprintf(`document.querySelector(%s) ? null : true`, jsString(sel)))
-	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		_, err := a(ctx, tg)
-		return chromedp.Void{}, err
-	}
+	return void(poll[bool]("wait for no "+sel, fmt.Sprintf(`document.querySelector(%s) ? null : true`, jsString(sel))))
 }
 
-// innerText is the rendered text of sel's first element (innerText), once it is
-// shown.
+// innerText is the rendered text of sel's first element, once it is shown.
 func innerText(sel string) chromedp.Action[string] {
 	return onElement[string]("read", sel, `(e) => e.innerText`)
 }
@@ -179,9 +178,5 @@ func attr(sel, name string) chromedp.Action[attribute] {
 // click clicks sel's first element once it is shown, as a person would
 // (the element's default action: a link followed, a form submitted).
 func click(sel string) chromedp.Action[chromedp.Void] {
-	a := onElement[bool]("click", sel, `(e) => { e.click(); return true }`)
-	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		_, err := a(ctx, tg)
-		return chromedp.Void{}, err
-	}
+	return void(onElement[bool]("click", sel, `(e) => { e.click(); return true }`))
 }
